@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use vmux_proto::{Message, Hello, PROTOCOL_VERSION};
-//! let hello = Message::Hello(Hello { version: PROTOCOL_VERSION, name: "laptop".into() });
+//! let hello = Message::Hello(Hello { version: PROTOCOL_VERSION, name: "laptop".into(), want_pairing: false });
 //! assert_eq!(Message::decode(&hello.encode()).unwrap(), hello);
 //! ```
 #![deny(missing_docs)]

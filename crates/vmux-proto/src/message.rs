@@ -38,6 +38,9 @@ pub struct Hello {
     pub version: u32,
     /// The agent's display name (e.g. the workstation's host name).
     pub name: String,
+    /// The agent has no pin for this signer and asks to pair (with a code)
+    /// even if the signer knows the agent.
+    pub want_pairing: bool,
 }
 
 /// Signer → agent: the agent is paired; the session is open.
@@ -253,7 +256,11 @@ impl Message {
     /// Encodes the message: its type byte, then its fields.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Message::Hello(h) => Writer::new(kind::HELLO).u32(h.version).str(&h.name).finish(),
+            Message::Hello(h) => Writer::new(kind::HELLO)
+                .u32(h.version)
+                .str(&h.name)
+                .bool(h.want_pairing)
+                .finish(),
             Message::PairStart => Writer::new(kind::PAIR_START).finish(),
             Message::PairCommit(c) => Writer::new(kind::PAIR_COMMIT).fixed(c).finish(),
             Message::PairNonce(n) => Writer::new(kind::PAIR_NONCE).fixed(n).finish(),
@@ -316,6 +323,7 @@ impl Message {
             kind::HELLO => Message::Hello(Hello {
                 version: r.u32()?,
                 name: r.string()?,
+                want_pairing: r.bool()?,
             }),
             kind::PAIR_START => Message::PairStart,
             kind::PAIR_COMMIT => Message::PairCommit(r.fixed()?),

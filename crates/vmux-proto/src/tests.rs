@@ -12,6 +12,7 @@ fn samples() -> Vec<Message> {
         Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             name: "laptop".into(),
+            want_pairing: true,
         }),
         Message::PairStart,
         Message::PairCommit([7; 32]),
@@ -168,8 +169,9 @@ fn protocol_md_vectors() {
     let hello = Message::Hello(Hello {
         version: 1,
         name: "laptop".into(),
+        want_pairing: false,
     });
-    assert_eq!(hex(&hello.encode()), "0100000001000000066c6170746f70");
+    assert_eq!(hex(&hello.encode()), "0100000001000000066c6170746f7000");
     let sign = Message::SignResponse(SignResponse {
         request_id: [0xab; 16],
         result: Err(ErrorCode::UserDenied),

@@ -1,0 +1,253 @@
+//! Opening a session on an encrypted channel: hello, pairing with a
+//! verifiable code, and pinning.
+//!
+//! The states are explicit: a [`Channel`] is encrypted but its peer is not
+//! yet trusted; only [`open_as_agent`] and [`open_as_signer`] turn it into
+//! an [`AgentSession`] or a [`SignerSession`], and they do so only for a
+//! peer that is pinned or that a person has just approved. Code that serves
+//! requests takes a session, so it cannot run before pairing.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::RngCore;
+use vmux_proto::{
+    pairing_code, pairing_commitment, ErrorCode, Hello, Message, Refused, Welcome,
+    PAIR_NONCE_LEN, PROTOCOL_VERSION,
+};
+
+use crate::channel::Channel;
+use crate::identity::{device_id, StaticKey};
+use crate::LinkError;
+
+/// Time allowed for each step of session opening (not for the person
+/// approving a pairing, which the signer bounds itself).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Time the agent waits for the signer's verdict on a pairing: the
+/// signer's approver has its own, shorter timeout.
+pub const PAIRING_VERDICT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn unexpected(expected: &'static str, got: &Message) -> LinkError {
+    LinkError::Unexpected {
+        expected,
+        got: got.name(),
+    }
+}
+
+/// A peer as the other end sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its display name (as it claims; shown, never trusted for access).
+    pub name: String,
+    /// Its id, derived from `static_key`.
+    pub id: String,
+    /// Its static key, proven by the handshake.
+    pub static_key: StaticKey,
+}
+
+/// What the agent expects of the signer it connects to.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    /// The signer must present this pinned key.
+    Pinned(StaticKey),
+    /// No pin for this signer: pair with it, showing a code.
+    Pairing,
+}
+
+/// An open session, agent side.
+pub struct AgentSession {
+    /// The encrypted channel.
+    pub channel: Channel,
+    /// The signer.
+    pub signer: Peer,
+    /// The code both sides showed, if this connection paired.
+    pub paired_with_code: Option<String>,
+}
+
+/// Opens a session from the agent's side. `show_code` is called with the
+/// 6-digit code as soon as it is known, before the signer's person decides.
+pub async fn open_as_agent(
+    mut channel: Channel,
+    agent_name: &str,
+    expect: Expect,
+    show_code: impl FnOnce(&str),
+) -> Result<AgentSession, LinkError> {
+    let remote = *channel.remote_static();
+    if let Expect::Pinned(pinned) = expect {
+        if pinned != remote {
+            return Err(LinkError::PinMismatch {
+                expected: device_id(&pinned),
+                got: device_id(&remote),
+            });
+        }
+    }
+    let want_pairing = matches!(expect, Expect::Pairing);
+    channel
+        .send(&Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: agent_name.to_owned(),
+            want_pairing,
+        }))
+        .await?;
+    let mut code = None;
+    let mut reply = channel.recv_within(STEP_TIMEOUT).await?;
+    if matches!(reply, Message::PairStart) {
+        let mut na = [0u8; PAIR_NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut na);
+        let h = channel.handshake_hash().to_vec();
+        channel
+            .send(&Message::PairCommit(pairing_commitment(&h, &na)))
+            .await?;
+        let ns = match channel.recv_within(STEP_TIMEOUT).await? {
+            Message::PairNonce(ns) => ns,
+            Message::Refused(r) => return Err(refused(r)),
+            other => return Err(unexpected("PairNonce", &other)),
+        };
+        channel.send(&Message::PairReveal(na)).await?;
+        let c = pairing_code(&h, &na, &ns);
+        show_code(&c);
+        code = Some(c);
+        reply = channel.recv_within(PAIRING_VERDICT_TIMEOUT).await?;
+    } else if want_pairing {
+        // We have no pin for this signer and it did not offer pairing: a
+        // signer that skips the code is not one we can verify.
+        return Err(unexpected("PairStart", &reply));
+    }
+    match reply {
+        Message::Welcome(w) => {
+            check_version(w.version)?;
+            Ok(AgentSession {
+                channel,
+                signer: Peer {
+                    name: w.name,
+                    id: device_id(&remote),
+                    static_key: remote,
+                },
+                paired_with_code: code,
+            })
+        }
+        Message::Refused(r) => Err(refused(r)),
+        other => Err(unexpected("Welcome", &other)),
+    }
+}
+
+fn refused(r: Refused) -> LinkError {
+    LinkError::Refused {
+        code: r.code,
+        message: r.message,
+    }
+}
+
+fn check_version(v: u32) -> Result<(), LinkError> {
+    if v == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(LinkError::Version(v, PROTOCOL_VERSION))
+    }
+}
+
+/// A pairing the signer's person must decide on.
+#[derive(Debug, Clone)]
+pub struct PairingRequest {
+    /// The agent asking.
+    pub agent: Peer,
+    /// The 6-digit code the agent shows too.
+    pub code: String,
+}
+
+/// The signer's side of trust: who is paired, and who decides on new
+/// pairings.
+pub trait PairingGate {
+    /// Whether an agent with this static key is paired (and not revoked).
+    fn is_paired(&self, agent: &StaticKey) -> bool;
+
+    /// Asks the person; on approval the gate pins the agent and returns
+    /// `Ok`. Errors are the code to send back (e.g. `userDenied`).
+    fn approve(&self, request: PairingRequest) -> impl Future<Output = Result<(), ErrorCode>> + Send;
+}
+
+/// An open session, signer side.
+pub struct SignerSession {
+    /// The encrypted channel.
+    pub channel: Channel,
+    /// The agent, paired.
+    pub agent: Peer,
+}
+
+/// Opens a session from the signer's side: a paired agent is welcomed; an
+/// unknown one goes through pairing and `gate`'s decision.
+pub async fn open_as_signer<G: PairingGate>(
+    mut channel: Channel,
+    signer_name: &str,
+    gate: &G,
+) -> Result<SignerSession, LinkError> {
+    let hello = match channel.recv_within(STEP_TIMEOUT).await? {
+        Message::Hello(h) => h,
+        other => return Err(unexpected("Hello", &other)),
+    };
+    let remote = *channel.remote_static();
+    let agent = Peer {
+        name: hello.name,
+        id: device_id(&remote),
+        static_key: remote,
+    };
+    if hello.version != PROTOCOL_VERSION {
+        refuse(
+            &mut channel,
+            ErrorCode::MalformedRequest,
+            &format!("this signer speaks protocol version {PROTOCOL_VERSION}"),
+        )
+        .await;
+        return Err(LinkError::Version(hello.version, PROTOCOL_VERSION));
+    }
+    if hello.want_pairing || !gate.is_paired(&remote) {
+        channel.send(&Message::PairStart).await?;
+        let commit = match channel.recv_within(STEP_TIMEOUT).await? {
+            Message::PairCommit(c) => c,
+            other => return Err(unexpected("PairCommit", &other)),
+        };
+        let mut ns = [0u8; PAIR_NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut ns);
+        channel.send(&Message::PairNonce(ns)).await?;
+        let na = match channel.recv_within(STEP_TIMEOUT).await? {
+            Message::PairReveal(na) => na,
+            other => return Err(unexpected("PairReveal", &other)),
+        };
+        let h = channel.handshake_hash().to_vec();
+        if pairing_commitment(&h, &na) != commit {
+            refuse(&mut channel, ErrorCode::PairingInvalid, "pairing commitment did not match").await;
+            return Err(LinkError::BadCommitment);
+        }
+        let code = pairing_code(&h, &na, &ns);
+        if let Err(code) = gate
+            .approve(PairingRequest {
+                agent: agent.clone(),
+                code,
+            })
+            .await
+        {
+            refuse(&mut channel, code, "pairing was not approved on the signer").await;
+            return Err(LinkError::Refused {
+                code,
+                message: "pairing was not approved".into(),
+            });
+        }
+    }
+    channel
+        .send(&Message::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            name: signer_name.to_owned(),
+        }))
+        .await?;
+    Ok(SignerSession { channel, agent })
+}
+
+async fn refuse(channel: &mut Channel, code: ErrorCode, message: &str) {
+    let _ = channel
+        .send(&Message::Refused(Refused {
+            code,
+            message: message.to_owned(),
+        }))
+        .await;
+}
