@@ -1,1 +1,37 @@
-pub fn x(){}
+//! The vmux agent: an SSH agent that holds no private keys.
+//!
+//! # Brief overview
+//!
+//! The agent serves the OpenSSH agent protocol on a Unix socket (mode
+//! 0600, owner only) and answers from a cache of public keys; it forwards
+//! every signature to the paired signer that holds the key, over the
+//! encrypted link of `vmux-link`, and verifies what comes back before an
+//! SSH client sees it. It owns the socket, the client loop, the key cache
+//! and the signer connections; it holds no private keys.
+//!
+//! - [`wire`]: the SSH agent protocol messages (no I/O).
+//! - [`AgentSocket`]: creating the socket safely.
+//! - [`AgentConfig`] and [`run`]: the running agent.
+//! - [`AgentState`]: pinned signers and cached keys, on disk.
+#![deny(missing_docs)]
+
+mod agent;
+mod config;
+mod socket;
+mod state;
+mod upstream;
+mod verify;
+pub mod wire;
+
+pub use agent::{run, AgentConfig, Shared};
+pub use config::{AgentFileConfig, DEFAULT_SIGN_TIMEOUT_SECONDS};
+pub use socket::{AgentSocket, SocketError};
+pub use state::{state_path, AgentState, CachedKey, PinnedSigner};
+pub use upstream::SignFailure;
+pub use verify::signature_is_valid;
+
+/// Prints one stable, user-facing line on stderr (`vmux agent: …`),
+/// whatever the log level, and logs it.
+pub fn notice(line: &str) {
+    eprintln!("vmux agent: {line}");
+}

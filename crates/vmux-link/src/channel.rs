@@ -112,7 +112,11 @@ impl Channel {
     }
 }
 
-async fn handshake(stream: TcpStream, identity: &Identity, initiator: bool) -> Result<Channel, LinkError> {
+async fn handshake(
+    stream: TcpStream,
+    identity: &Identity,
+    initiator: bool,
+) -> Result<Channel, LinkError> {
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -120,12 +124,16 @@ async fn handshake(stream: TcpStream, identity: &Identity, initiator: bool) -> R
         w.write_all(&PREAMBLE).await?;
     } else {
         let mut pre = [0u8; 8];
-        r.read_exact(&mut pre).await.map_err(|_| LinkError::BadPreamble)?;
+        r.read_exact(&mut pre)
+            .await
+            .map_err(|_| LinkError::BadPreamble)?;
         if pre != PREAMBLE {
             return Err(LinkError::BadPreamble);
         }
     }
-    let params = NOISE_PARAMS.parse().expect("static Noise parameters are valid");
+    let params = NOISE_PARAMS
+        .parse()
+        .expect("static Noise parameters are valid");
     let builder = snow::Builder::new(params)
         .local_private_key(identity.private())?
         .prologue(&PREAMBLE)?;
@@ -200,7 +208,11 @@ impl ChannelReader {
             match flag {
                 0 => continue,
                 1 => return Ok(Message::decode(&message)?),
-                _ => return Err(LinkError::Malformed(vmux_proto::DecodeError::BadValue("chunk flag"))),
+                _ => {
+                    return Err(LinkError::Malformed(vmux_proto::DecodeError::BadValue(
+                        "chunk flag",
+                    )))
+                }
             }
         }
     }

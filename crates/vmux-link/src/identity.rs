@@ -35,7 +35,9 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// A fresh random identity.
     pub fn generate() -> Identity {
-        let params = NOISE_PARAMS.parse().expect("static Noise parameters are valid");
+        let params = NOISE_PARAMS
+            .parse()
+            .expect("static Noise parameters are valid");
         let kp = snow::Builder::new(params)
             .generate_keypair()
             .expect("the default resolver provides X25519");

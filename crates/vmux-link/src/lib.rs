@@ -23,7 +23,9 @@ mod error;
 mod identity;
 mod session;
 
-pub use channel::{Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS, PREAMBLE};
+pub use channel::{
+    Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS, PREAMBLE,
+};
 pub use error::LinkError;
 pub use identity::{device_id, Identity, StaticKey, STATIC_KEY_LEN};
 pub use session::{

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 use vmux_proto::{
-    pairing_code, pairing_commitment, ErrorCode, Hello, Message, Refused, Welcome,
-    PAIR_NONCE_LEN, PROTOCOL_VERSION,
+    pairing_code, pairing_commitment, ErrorCode, Hello, Message, Refused, Welcome, PAIR_NONCE_LEN,
+    PROTOCOL_VERSION,
 };
 
 use crate::channel::Channel;
@@ -164,7 +164,10 @@ pub trait PairingGate {
 
     /// Asks the person; on approval the gate pins the agent and returns
     /// `Ok`. Errors are the code to send back (e.g. `userDenied`).
-    fn approve(&self, request: PairingRequest) -> impl Future<Output = Result<(), ErrorCode>> + Send;
+    fn approve(
+        &self,
+        request: PairingRequest,
+    ) -> impl Future<Output = Result<(), ErrorCode>> + Send;
 }
 
 /// An open session, signer side.
@@ -216,7 +219,12 @@ pub async fn open_as_signer<G: PairingGate>(
         };
         let h = channel.handshake_hash().to_vec();
         if pairing_commitment(&h, &na) != commit {
-            refuse(&mut channel, ErrorCode::PairingInvalid, "pairing commitment did not match").await;
+            refuse(
+                &mut channel,
+                ErrorCode::PairingInvalid,
+                "pairing commitment did not match",
+            )
+            .await;
             return Err(LinkError::BadCommitment);
         }
         let code = pairing_code(&h, &na, &ns);

@@ -95,7 +95,9 @@ async fn pairing_shows_the_same_code_and_pins() {
     // A second connection with the pin asks nobody.
     let (a, s) = channels(&ai, &si).await;
     let (ra, rs) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pinned(*si.public()), |_| panic!("no code")),
+        open_as_agent(a, "laptop", Expect::Pinned(*si.public()), |_| panic!(
+            "no code"
+        )),
         open_as_signer(s, "pi", &gate)
     );
     assert!(ra.unwrap().paired_with_code.is_none());
@@ -125,7 +127,11 @@ async fn denied_pairing_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_different_signer_key_is_refused_by_the_pin() {
-    let (ai, si, other) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let (ai, si, other) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
     let gate = Gate::new(true);
     let (a, s) = channels(&ai, &other).await;
     let (ra, _rs) = tokio::join!(
@@ -154,7 +160,11 @@ async fn a_different_signer_key_is_refused_by_the_pin() {
 /// either the commitment check fails or the codes differ.
 #[tokio::test]
 async fn a_relay_in_the_middle_cannot_make_codes_match() {
-    let (ai, si, mi) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let (ai, si, mi) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
     let gate = Gate::new(true);
     let (a, m_for_agent) = channels(&ai, &mi).await;
     let (m_for_signer, s) = channels(&mi, &si).await;
@@ -170,12 +180,17 @@ async fn a_relay_in_the_middle_cannot_make_codes_match() {
     };
     let mut agent_code = None;
     let (ra, rs, _) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pairing, |c| agent_code = Some(c.to_owned())),
+        open_as_agent(a, "laptop", Expect::Pairing, |c| agent_code =
+            Some(c.to_owned())),
         open_as_signer(s, "pi", &gate),
         relay
     );
     // The relayed commitment does not open under the signer's hash.
-    assert!(matches!(rs, Err(LinkError::BadCommitment)), "{:?}", rs.err());
+    assert!(
+        matches!(rs, Err(LinkError::BadCommitment)),
+        "{:?}",
+        rs.err()
+    );
     assert!(ra.is_err());
     assert!(gate.codes.lock().unwrap().is_empty());
     // Whatever the agent showed, the signer never saw a code to match.

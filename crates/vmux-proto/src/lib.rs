@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod message;
 mod pairing;
+mod text;
 
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
@@ -34,6 +35,7 @@ pub use message::{
     SignRequest, SignResponse, Welcome, PROTOCOL_VERSION, REQUEST_ID_LEN,
 };
 pub use pairing::{pairing_code, pairing_commitment, PAIR_NONCE_LEN};
+pub use text::sanitize;
 
 /// SSH agent sign flag: RSA signature with SHA-256 (`rsa-sha2-256`).
 pub const SSH_AGENT_RSA_SHA2_256: u32 = 0x02;

@@ -265,7 +265,10 @@ impl Message {
             Message::PairCommit(c) => Writer::new(kind::PAIR_COMMIT).fixed(c).finish(),
             Message::PairNonce(n) => Writer::new(kind::PAIR_NONCE).fixed(n).finish(),
             Message::PairReveal(n) => Writer::new(kind::PAIR_REVEAL).fixed(n).finish(),
-            Message::Welcome(w) => Writer::new(kind::WELCOME).u32(w.version).str(&w.name).finish(),
+            Message::Welcome(w) => Writer::new(kind::WELCOME)
+                .u32(w.version)
+                .str(&w.name)
+                .finish(),
             Message::Refused(r) => Writer::new(kind::REFUSED)
                 .u32(r.code.to_wire())
                 .str(&r.message)

@@ -1,1 +1,29 @@
-pub fn x(){}
+//! The vmux signer: the device that holds the keys.
+//!
+//! # Brief overview
+//!
+//! The signer accepts agents over the encrypted link, pairs new ones only
+//! with a person's approval, and answers their requests: the key list, and
+//! signatures after checks and approval. It owns keys, approvers, policy
+//! and request checks; the link's handshake and pairing exchange live in
+//! `vmux-link`, the message encoding in `vmux-proto`.
+//!
+//! - [`SignerHome`]: the signer's files (`init`, identity, CA, keys).
+//! - [`provider`]: key providers ([`provider::KeyProvider`]); today
+//!   [`provider::SoftwareKeys`], OpenSSH key files.
+//! - [`approver`]: who says yes ([`approver::Approver`]): `tty` and
+//!   `command:PROGRAM`.
+//! - [`checks`]: the request window and nonce-replay guard.
+//! - [`Server`]: the running signer.
+#![deny(missing_docs)]
+
+pub mod approver;
+pub mod checks;
+pub mod config;
+mod home;
+pub mod paired;
+pub mod provider;
+mod server;
+
+pub use home::{SignerError, SignerHome};
+pub use server::Server;

@@ -1,0 +1,289 @@
+//! The agent: one accept loop, one small loop per client connection, and
+//! everything slow (the signer) off those loops with a bounded wait.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+use vmux_link::Identity;
+use vmux_proto::{SignContext, SignRequest};
+
+use crate::socket::AgentSocket;
+use crate::state::AgentState;
+use crate::upstream::{self, Outgoing, SignFailure, SignerConn};
+use crate::verify::signature_is_valid;
+use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
+
+/// Longest validity a sign request is given (the signer refuses longer).
+const REQUEST_WINDOW: Duration = Duration::from_secs(60);
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent's display name, shown on the signer.
+    pub name: String,
+    /// Signer addresses to keep connected (`--signer`); when empty, the
+    /// last addresses of pinned signers.
+    pub signers: Vec<String>,
+    /// Bounded wait for a signature, from the client's request to the
+    /// answer.
+    pub sign_timeout: Duration,
+    /// The state file.
+    pub state_path: PathBuf,
+    /// The agent's device identity file.
+    pub identity_path: PathBuf,
+}
+
+/// State shared by the accept loop, client handlers and signer links.
+pub struct Shared {
+    config: AgentConfig,
+    identity: Identity,
+    state: RwLock<AgentState>,
+    connected: watch::Sender<HashMap<String, SignerConn>>,
+}
+
+/// Unix seconds now.
+pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// Loads the identity and state for `config`.
+    pub fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
+        let identity = Identity::load_or_create(&config.identity_path)?;
+        let state = AgentState::load(&config.state_path)?;
+        Ok(Shared {
+            config,
+            identity,
+            state: RwLock::new(state),
+            connected: watch::Sender::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current state (read lock; do not hold across awaits).
+    pub fn state(&self) -> RwLockReadGuard<'_, AgentState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state and writes it. A failed write is logged and the
+    /// agent keeps serving from memory.
+    pub(crate) fn update_state(&self, f: impl FnOnce(&mut AgentState)) {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+        if let Err(e) = s.save(&self.config.state_path) {
+            warn!(error = %e, "cannot write the agent state; keeping it in memory");
+        }
+    }
+
+    pub(crate) fn set_connected(&self, signer_id: &str, conn: Option<SignerConn>) {
+        self.connected.send_modify(|m| {
+            match conn {
+                Some(c) => m.insert(signer_id.to_owned(), c),
+                None => m.remove(signer_id),
+            };
+        });
+    }
+
+    /// Forwards a sign request to the signer holding `key_blob`, waits at
+    /// most the sign timeout, and verifies the answer.
+    pub async fn sign(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+        context: SignContext,
+    ) -> Result<Vec<u8>, SignFailure> {
+        let deadline = tokio::time::Instant::now() + self.config.sign_timeout;
+        let signer_id = self
+            .state()
+            .signer_of(key_blob)
+            .map(str::to_owned)
+            .ok_or(SignFailure::UnknownKey)?;
+        let mut rx = self.connected.subscribe();
+        let conn = tokio::time::timeout_at(deadline, async {
+            loop {
+                if let Some(c) = rx.borrow_and_update().get(&signer_id).cloned() {
+                    return Some(c);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .map_err(|_| SignFailure::TimedOut)?
+        .ok_or(SignFailure::LinkLost)?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let issued = now_ms();
+        let mut request_id = [0u8; 16];
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut request_id);
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let request = SignRequest {
+            request_id,
+            key_blob: key_blob.to_vec(),
+            data: data.to_vec(),
+            flags,
+            nonce,
+            issued_at_ms: issued,
+            expires_at_ms: issued + remaining.min(REQUEST_WINDOW).as_millis() as u64,
+            context,
+        };
+        let (reply, answer) = oneshot::channel();
+        conn.tx
+            .send(Outgoing { request, reply })
+            .await
+            .map_err(|_| SignFailure::LinkLost)?;
+        let sig = tokio::time::timeout_at(deadline, answer)
+            .await
+            .map_err(|_| SignFailure::TimedOut)?
+            .map_err(|_| SignFailure::LinkLost)??;
+        if signature_is_valid(key_blob, data, flags, &sig) {
+            Ok(sig)
+        } else {
+            Err(SignFailure::BadSignature)
+        }
+    }
+}
+
+/// Runs the agent on `socket` until the process is told to stop.
+pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_home::HomeError> {
+    let shared = Arc::new(Shared::open(config)?);
+    let addresses = if shared.config.signers.is_empty() {
+        shared
+            .state()
+            .signers
+            .iter()
+            .map(|s| s.address.clone())
+            .collect()
+    } else {
+        shared.config.signers.clone()
+    };
+    if addresses.is_empty() {
+        crate::notice("no signer configured and none paired yet; use --signer HOST:PORT");
+    }
+    for address in addresses {
+        tokio::spawn(upstream::maintain(shared.clone(), address));
+    }
+    crate::notice(&format!("listening on {}", socket.path.display()));
+    let owner = socket.owner_uid;
+    loop {
+        let (stream, _) = match socket.listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read peer credentials; closing");
+                continue;
+            }
+        };
+        if peer.uid() != owner {
+            warn!(uid = peer.uid(), pid = ?peer.pid(), "refused a connection from another user");
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            debug!(pid = ?peer.pid(), "client connected");
+            if let Err(e) = serve_client(&shared, stream).await {
+                debug!(error = %e, "client connection ended");
+            }
+        });
+    }
+}
+
+/// One client: read a message, answer it, repeat. Oversized or
+/// half-written frames end this connection only.
+async fn serve_client(shared: &Shared, mut stream: UnixStream) -> std::io::Result<()> {
+    let mut body = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_AGENT_MESSAGE {
+            warn!(
+                len,
+                "client sent an oversized message; closing its connection"
+            );
+            return Ok(());
+        }
+        body.resize(len, 0);
+        stream.read_exact(&mut body).await?;
+        let answer = handle(shared, &body).await;
+        stream.write_all(&answer).await?;
+    }
+}
+
+async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
+    match wire::parse(body) {
+        Request::RequestIdentities => {
+            let state = shared.state();
+            let keys = state.keys();
+            debug!(count = keys.len(), "listing identities");
+            wire::identities_answer(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())))
+        }
+        Request::Sign {
+            key_blob,
+            data,
+            flags,
+        } => {
+            let fingerprint = ssh_key::PublicKey::from_bytes(key_blob)
+                .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+                .unwrap_or_else(|_| "unparseable key".into());
+            match shared
+                .sign(key_blob, data, flags, SignContext::default())
+                .await
+            {
+                Ok(sig) => {
+                    info!(key = %fingerprint, "signed");
+                    wire::sign_response(&sig)
+                }
+                Err(e) => {
+                    info!(key = %fingerprint, reason = %e, "sign failed");
+                    wire::status(FAILURE)
+                }
+            }
+        }
+        Request::Extension { name, .. } if name == "session-bind@openssh.com" => {
+            wire::status(SUCCESS)
+        }
+        Request::Extension { name, .. } => {
+            debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");
+            wire::status(FAILURE)
+        }
+        Request::Unsupported(kind) => {
+            debug!(kind, "unsupported request");
+            wire::status(FAILURE)
+        }
+    }
+}

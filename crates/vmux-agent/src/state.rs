@@ -1,0 +1,201 @@
+//! The agent's state file (`agent-state.json`, mode 0600, written
+//! atomically): the signers it has pinned and their cached public keys.
+//! Public material only.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use vmux_home::HomeError;
+use vmux_link::StaticKey;
+use vmux_proto::{KeyRecord, ProviderKind};
+
+/// A cached public key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CachedKey {
+    /// SSH algorithm name.
+    pub algorithm: String,
+    /// OpenSSH public-key blob, base64.
+    #[serde(with = "b64")]
+    pub blob: Vec<u8>,
+    /// Comment.
+    pub comment: String,
+    /// Where the private key lives.
+    pub provider_kind: String,
+    /// Friendly name, may be empty.
+    #[serde(default)]
+    pub display_name: String,
+}
+
+impl From<&KeyRecord> for CachedKey {
+    fn from(k: &KeyRecord) -> Self {
+        CachedKey {
+            algorithm: k.algorithm.clone(),
+            blob: k.public_key_blob.clone(),
+            comment: k.comment.clone(),
+            provider_kind: k.provider_kind.as_str().to_owned(),
+            display_name: k.display_name.clone(),
+        }
+    }
+}
+
+impl CachedKey {
+    /// The provider kind as an enum.
+    pub fn provider(&self) -> ProviderKind {
+        ProviderKind::parse(&self.provider_kind)
+    }
+}
+
+/// A signer this agent has paired with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinnedSigner {
+    /// Its id (from its static key).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its pinned static key.
+    #[serde(with = "b64")]
+    pub static_key: Vec<u8>,
+    /// The address it was last reached at.
+    pub address: String,
+    /// When it was paired, Unix seconds.
+    pub paired_at: u64,
+    /// Its keys, as last listed.
+    #[serde(default)]
+    pub keys: Vec<CachedKey>,
+}
+
+impl PinnedSigner {
+    /// The static key as a fixed array, if well formed.
+    pub fn static_key(&self) -> Option<StaticKey> {
+        StaticKey::try_from(self.static_key.as_slice()).ok()
+    }
+}
+
+/// Everything the agent remembers.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    /// Format version (1).
+    #[serde(default = "one")]
+    pub version: u32,
+    /// Pinned signers.
+    #[serde(default)]
+    pub signers: Vec<PinnedSigner>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl AgentState {
+    /// Loads the state at `path`; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<AgentState, HomeError> {
+        match vmux_home::read_optional(path)? {
+            None => Ok(AgentState {
+                version: 1,
+                signers: Vec::new(),
+            }),
+            Some(bytes) => AgentState::parse(path, &bytes),
+        }
+    }
+
+    /// Parses state bytes.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<AgentState, HomeError> {
+        serde_json::from_slice(bytes).map_err(|e| HomeError::Config {
+            path: path.to_owned(),
+            message: format!("corrupt agent state ({e}); move it away or run `vmux agent forget`"),
+        })
+    }
+
+    /// Writes the state atomically, mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), HomeError> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| HomeError::io(path, std::io::Error::other(e)))?;
+        vmux_home::write_private(path, &json)
+    }
+
+    /// The signer pinned for `address`, if any.
+    pub fn pinned_at(&self, address: &str) -> Option<&PinnedSigner> {
+        self.signers.iter().find(|s| s.address == address)
+    }
+
+    /// The signer whose static key is `key`, if pinned.
+    pub fn by_key(&self, key: &StaticKey) -> Option<&PinnedSigner> {
+        self.signers.iter().find(|s| s.static_key == key)
+    }
+
+    /// The id of the signer that offers the key `blob`.
+    pub fn signer_of(&self, blob: &[u8]) -> Option<&str> {
+        self.signers
+            .iter()
+            .find(|s| s.keys.iter().any(|k| k.blob == blob))
+            .map(|s| s.id.as_str())
+    }
+
+    /// Every cached key, each once, in signer order.
+    pub fn keys(&self) -> Vec<&CachedKey> {
+        let mut out: Vec<&CachedKey> = Vec::new();
+        for k in self.signers.iter().flat_map(|s| s.keys.iter()) {
+            if !out.iter().any(|o| o.blob == k.blob) {
+                out.push(k);
+            }
+        }
+        out
+    }
+}
+
+/// Where the state file of a home lives.
+pub fn state_path(home: &vmux_home::Home) -> PathBuf {
+    home.state_file("agent-state.json")
+}
+
+mod b64 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent-state.json");
+        assert_eq!(AgentState::load(&p).unwrap().signers.len(), 0);
+        let s = AgentState {
+            version: 1,
+            signers: vec![PinnedSigner {
+                id: "abc".into(),
+                name: "pi".into(),
+                static_key: vec![1; 32],
+                address: "127.0.0.1:1".into(),
+                paired_at: 5,
+                keys: vec![CachedKey {
+                    algorithm: "ssh-ed25519".into(),
+                    blob: vec![1, 2],
+                    comment: "c".into(),
+                    provider_kind: "software".into(),
+                    display_name: String::new(),
+                }],
+            }],
+        };
+        s.save(&p).unwrap();
+        assert_eq!(AgentState::load(&p).unwrap(), s);
+        assert_eq!(vmux_home::mode_of(&p).unwrap(), 0o600);
+        assert_eq!(s.signer_of(&[1, 2]), Some("abc"));
+        std::fs::write(&p, b"{\"signers\": 3}").unwrap();
+        assert!(AgentState::load(&p).is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! Connections to signers: connect, open a session (pairing or pinned),
+//! keep the key cache fresh, carry sign requests, reconnect when the link
+//! drops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use vmux_link::{open_as_agent, AgentSession, Channel, Expect, LinkError};
+use vmux_proto::{ErrorCode, Message, RequestId, SignRequest};
+
+use crate::agent::Shared;
+use crate::notice;
+use crate::state::{CachedKey, PinnedSigner};
+
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Interval between keep-alive pings on an idle link.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Silence after which a link is considered dead.
+const LINK_SILENCE: Duration = Duration::from_secs(45);
+/// Reconnect back-off: first delay and cap (with ±25 % jitter), so a
+/// signer that comes back is found within about a second.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_millis(800);
+
+/// Why a forwarded sign produced no signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignFailure {
+    /// The signer answered with an error code.
+    Signer(ErrorCode),
+    /// The link dropped before the answer.
+    LinkLost,
+    /// No signer answered within the bounded wait.
+    TimedOut,
+    /// No signer offers this key.
+    UnknownKey,
+    /// The signer's answer did not verify against the key.
+    BadSignature,
+}
+
+impl std::fmt::Display for SignFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignFailure::Signer(c) => write!(f, "signer refused: {c}"),
+            SignFailure::LinkLost => f.write_str("the link to the signer dropped"),
+            SignFailure::TimedOut => f.write_str("no answer from a signer within the sign timeout"),
+            SignFailure::UnknownKey => f.write_str("no paired signer offers this key"),
+            SignFailure::BadSignature => {
+                f.write_str("the signer's signature did not verify; discarded")
+            }
+        }
+    }
+}
+
+/// A sign request on its way to a signer, with where to send the answer.
+pub(crate) struct Outgoing {
+    pub(crate) request: SignRequest,
+    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, SignFailure>>,
+}
+
+/// A live session with a signer, as seen by request handlers.
+#[derive(Clone)]
+pub struct SignerConn {
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+}
+
+type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Result<Vec<u8>, SignFailure>>>>>;
+
+/// Keeps one signer address connected for as long as the agent runs.
+pub async fn maintain(shared: Arc<Shared>, address: String) {
+    let mut delay = BACKOFF_FIRST;
+    let mut last_error = String::new();
+    loop {
+        match connect_once(&shared, &address).await {
+            Ok(()) => {
+                delay = BACKOFF_FIRST;
+                last_error.clear();
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last_error {
+                    match &e {
+                        LinkError::PinMismatch { .. }
+                        | LinkError::Refused { .. }
+                        | LinkError::BadCommitment => {
+                            notice(&format!("signer at {address} refused: {msg}"));
+                            warn!(signer = %address, error = %msg, "cannot use signer");
+                        }
+                        _ => info!(signer = %address, error = %msg, "signer unreachable"),
+                    }
+                    last_error = msg;
+                } else {
+                    debug!(signer = %address, error = %e, "signer still unreachable");
+                }
+            }
+        }
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        tokio::time::sleep(delay.mul_f64(jitter)).await;
+        delay = (delay * 2).min(BACKOFF_CAP);
+    }
+}
+
+async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+    let channel = Channel::connect(stream, shared.identity()).await?;
+    let expect = {
+        let state = shared.state();
+        match state
+            .pinned_at(address)
+            .or_else(|| state.by_key(channel.remote_static()))
+            .and_then(PinnedSigner::static_key)
+        {
+            Some(k) => Expect::Pinned(k),
+            None => Expect::Pairing,
+        }
+    };
+    let session = open_as_agent(channel, shared.name(), expect, |code| {
+        notice(&format!(
+            "pairing code {code}: check that the signer shows the same code before approving it there"
+        ));
+        info!(signer = %address, %code, "pairing with a new signer");
+    })
+    .await?;
+    run_session(shared, address, session).await
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    address: &str,
+    session: AgentSession,
+) -> Result<(), LinkError> {
+    let AgentSession {
+        channel, signer, ..
+    } = session;
+    let signer_id = signer.id.clone();
+    let previous = shared
+        .state()
+        .signers
+        .iter()
+        .find(|p| p.id == signer.id)
+        .cloned();
+    shared.update_state(|s| {
+        // A re-pair replaces the old pin at this address.
+        s.signers
+            .retain(|p| p.id != signer.id && p.address != address);
+        s.signers.push(PinnedSigner {
+            id: signer.id.clone(),
+            name: signer.name.clone(),
+            static_key: signer.static_key.to_vec(),
+            address: address.to_owned(),
+            paired_at: previous
+                .as_ref()
+                .map(|p| p.paired_at)
+                .unwrap_or_else(crate::agent::now_s),
+            keys: previous.map(|p| p.keys).unwrap_or_default(),
+        });
+    });
+    info!(signer = %signer.name, id = %signer.id, %address, "signer connected");
+    let Channel {
+        mut reader,
+        mut writer,
+        ..
+    } = channel;
+    writer.send(&Message::KeyListRequest).await?;
+
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let pending: Pending = Arc::default();
+    shared.set_connected(&signer_id, Some(SignerConn { tx }));
+
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Message>(8);
+    let writer_pending = pending.clone();
+    let write = async move {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(Outgoing { request, reply }) = out else { return Ok(()) };
+                    lock(&writer_pending).insert(request.request_id, reply);
+                    writer.send(&Message::SignRequest(request)).await?;
+                }
+                raw = raw_rx.recv() => {
+                    let Some(m) = raw else { return Ok(()) };
+                    writer.send(&m).await?;
+                }
+                _ = ping.tick() => {
+                    n += 1;
+                    writer.send(&Message::Ping(n)).await?;
+                }
+            }
+        }
+    };
+    let mut first_list = true;
+    let read = async {
+        loop {
+            let msg = tokio::time::timeout(LINK_SILENCE, reader.recv())
+                .await
+                .map_err(|_| LinkError::Timeout)??;
+            match msg {
+                Message::KeyList(keys) => {
+                    let cached: Vec<CachedKey> = keys.iter().map(CachedKey::from).collect();
+                    let count = cached.len();
+                    shared.update_state(|s| {
+                        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
+                            p.keys = cached;
+                        }
+                    });
+                    if first_list {
+                        notice(&format!(
+                            "connected to signer {} ({}), {count} keys",
+                            vmux_proto::sanitize(&signer.name),
+                            signer.id
+                        ));
+                        first_list = false;
+                    } else {
+                        info!(signer = %signer.id, count, "key list refreshed");
+                    }
+                }
+                Message::SignResponse(r) => {
+                    let waiter = lock(&pending).remove(&r.request_id);
+                    match waiter {
+                        Some(w) => {
+                            let _ = w.send(r.result.map_err(SignFailure::Signer));
+                        }
+                        None => {
+                            warn!(signer = %signer.id, "response for an unknown request; ignored")
+                        }
+                    }
+                }
+                Message::Ping(n) => {
+                    let _ = raw_tx.send(Message::Pong(n)).await;
+                }
+                Message::Pong(_) => {}
+                other => {
+                    return Err::<(), _>(LinkError::Unexpected {
+                        expected: "a response",
+                        got: other.name(),
+                    })
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = write => r,
+        r = read => r,
+    };
+    shared.set_connected(&signer_id, None);
+    for (_, w) in lock(&pending).drain() {
+        let _ = w.send(Err(SignFailure::LinkLost));
+    }
+    notice(&format!(
+        "disconnected from signer {} ({})",
+        vmux_proto::sanitize(&signer.name),
+        signer.id
+    ));
+    match result {
+        Err(LinkError::Closed) | Ok(()) => Ok(()),
+        Err(e) => {
+            warn!(signer = %signer.id, error = %e, "link to signer lost");
+            Ok(())
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,196 @@
+//! The OpenSSH agent protocol (draft-miller-ssh-agent): the requests this
+//! agent understands and the answers it gives. No I/O.
+
+/// Largest agent message, as OpenSSH's ssh-agent allows (256 KiB).
+pub const MAX_AGENT_MESSAGE: usize = 256 * 1024;
+
+/// `SSH_AGENT_FAILURE`
+pub const FAILURE: u8 = 5;
+/// `SSH_AGENT_SUCCESS`
+pub const SUCCESS: u8 = 6;
+const REQUEST_IDENTITIES: u8 = 11;
+const IDENTITIES_ANSWER: u8 = 12;
+const SIGN_REQUEST: u8 = 13;
+const SIGN_RESPONSE: u8 = 14;
+const EXTENSION: u8 = 27;
+
+/// A request from an SSH client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `SSH_AGENTC_REQUEST_IDENTITIES`
+    RequestIdentities,
+    /// `SSH_AGENTC_SIGN_REQUEST`
+    Sign {
+        /// The public-key (or certificate) blob.
+        key_blob: &'a [u8],
+        /// The data to sign.
+        data: &'a [u8],
+        /// Signature flags.
+        flags: u32,
+    },
+    /// `SSH_AGENTC_EXTENSION`
+    Extension {
+        /// The extension's name.
+        name: &'a str,
+        /// The rest of the message.
+        contents: &'a [u8],
+    },
+    /// Anything else (add, remove, lock, smartcard, unknown types), or a
+    /// known type whose fields do not parse. Answered with failure.
+    Unsupported(u8),
+}
+
+/// Reads SSH `string`s and integers from a message body.
+pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Fields<'a> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_be_bytes(*head))
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    pub(crate) fn string(&mut self) -> Option<&'a [u8]> {
+        let len = self.u32()? as usize;
+        if self.0.len() < len {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Some(s)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Parses one message body (without its length prefix).
+pub fn parse(body: &[u8]) -> Request<'_> {
+    let mut f = Fields(body);
+    let Some(kind) = f.u8() else {
+        return Request::Unsupported(0);
+    };
+    let parsed = match kind {
+        REQUEST_IDENTITIES if f.is_empty() => Some(Request::RequestIdentities),
+        SIGN_REQUEST => (|| {
+            let key_blob = f.string()?;
+            let data = f.string()?;
+            let flags = f.u32()?;
+            f.is_empty().then_some(Request::Sign {
+                key_blob,
+                data,
+                flags,
+            })
+        })(),
+        EXTENSION => (|| {
+            let name = std::str::from_utf8(f.string()?).ok()?;
+            Some(Request::Extension {
+                name,
+                contents: f.0,
+            })
+        })(),
+        _ => None,
+    };
+    parsed.unwrap_or(Request::Unsupported(kind))
+}
+
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A framed one-byte answer (`FAILURE` or `SUCCESS`).
+pub fn status(code: u8) -> Vec<u8> {
+    vec![0, 0, 0, 1, code]
+}
+
+/// A framed `SSH_AGENT_IDENTITIES_ANSWER`.
+pub fn identities_answer<'a>(ids: impl ExactSizeIterator<Item = (&'a [u8], &'a str)>) -> Vec<u8> {
+    let mut body = vec![IDENTITIES_ANSWER];
+    body.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for (blob, comment) in ids {
+        put_string(&mut body, blob);
+        put_string(&mut body, comment.as_bytes());
+    }
+    frame(body)
+}
+
+/// A framed `SSH_AGENT_SIGN_RESPONSE`.
+pub fn sign_response(signature: &[u8]) -> Vec<u8> {
+    let mut body = vec![SIGN_RESPONSE];
+    put_string(&mut body, signature);
+    frame(body)
+}
+
+fn frame(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        assert_eq!(parse(&[11]), Request::RequestIdentities);
+        let mut sign = vec![13];
+        put_string(&mut sign, b"key");
+        put_string(&mut sign, b"data");
+        sign.extend_from_slice(&4u32.to_be_bytes());
+        assert_eq!(
+            parse(&sign),
+            Request::Sign {
+                key_blob: b"key",
+                data: b"data",
+                flags: 4
+            }
+        );
+        let mut ext = vec![27];
+        put_string(&mut ext, b"session-bind@openssh.com");
+        ext.extend_from_slice(b"rest");
+        assert_eq!(
+            parse(&ext),
+            Request::Extension {
+                name: "session-bind@openssh.com",
+                contents: b"rest"
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_and_unknown_are_unsupported() {
+        assert_eq!(parse(&[]), Request::Unsupported(0));
+        assert_eq!(parse(&[11, 0]), Request::Unsupported(11));
+        assert_eq!(parse(&[13, 0, 0, 0, 9, 1]), Request::Unsupported(13));
+        assert_eq!(parse(&[17]), Request::Unsupported(17));
+        assert_eq!(parse(&[99, 1, 2, 3]), Request::Unsupported(99));
+        // Every truncation of a valid sign request is refused, never a panic.
+        let mut sign = vec![13];
+        put_string(&mut sign, b"key");
+        put_string(&mut sign, b"data");
+        sign.extend_from_slice(&0u32.to_be_bytes());
+        for cut in 1..sign.len() {
+            assert_eq!(parse(&sign[..cut]), Request::Unsupported(13));
+        }
+    }
+
+    #[test]
+    fn answers_are_framed() {
+        assert_eq!(status(FAILURE), [0, 0, 0, 1, 5]);
+        let a = identities_answer([(&b"k"[..], "c")].into_iter());
+        assert_eq!(
+            a,
+            [0, 0, 0, 15, 12, 0, 0, 0, 1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'c']
+        );
+    }
+}

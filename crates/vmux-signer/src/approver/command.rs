@@ -1,0 +1,76 @@
+//! `--approve command:PROGRAM`: runs PROGRAM once per decision with the
+//! `VMUX_*` environment of DESIGN.md; exit status 0 approves.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::{sanitize, Approver, Decision, Verdict};
+
+/// Runs a program per decision.
+pub struct CommandApprover {
+    program: String,
+}
+
+impl CommandApprover {
+    /// An approver that runs `program` (a path or a name on `PATH`).
+    pub fn new(program: &str) -> CommandApprover {
+        CommandApprover {
+            program: program.to_owned(),
+        }
+    }
+
+    fn command(&self, d: &Decision) -> Command {
+        let mut c = Command::new(&self.program);
+        let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+        c.env("VMUX_REQUEST_KIND", d.kind_str())
+            .env("VMUX_SOURCE_NAME", sanitize(&d.source_name))
+            .env("VMUX_SOURCE_ID", sanitize(&d.source_id))
+            .env("VMUX_KEY_FINGERPRINT", &d.key_fingerprint)
+            .env("VMUX_KEY_COMMENT", sanitize(&d.key_comment))
+            .env("VMUX_DEST_HOST", sanitize(&d.dest_host))
+            .env("VMUX_DEST_USER", sanitize(&d.dest_user))
+            .env("VMUX_CONTEXT_QUALITY", d.quality.as_str())
+            .env("VMUX_PROCESS", sanitize(&d.process))
+            .env("VMUX_NAMESPACE", sanitize(&d.namespace))
+            .env("VMUX_FORWARDED", if d.forwarded { "1" } else { "0" })
+            .env("VMUX_PAIRING_CODE", sanitize(&d.pairing_code))
+            .env("VMUX_CERT_VALIDITY_SECONDS", opt(d.cert_validity_seconds))
+            .env(
+                "VMUX_CERT_PRINCIPALS",
+                sanitize(&d.cert_principals.join(",")),
+            )
+            .env("VMUX_SUMMARY", d.summary())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+}
+
+impl Approver for CommandApprover {
+    async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        let mut child = match self.command(decision).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(program = %self.program, error = %e, "cannot run the approval command; denying");
+                return Verdict::Deny;
+            }
+        };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Verdict::Approve,
+            Ok(Ok(status)) => {
+                tracing::debug!(%status, "approval command denied");
+                Verdict::Deny
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "waiting for the approval command failed; denying");
+                Verdict::Deny
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                Verdict::TimedOut
+            }
+        }
+    }
+}

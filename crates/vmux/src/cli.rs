@@ -1,0 +1,110 @@
+//! The command-line contract (DESIGN.md, "Command-line contract").
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// vmux: an SSH agent that holds no private keys, and the signer that
+/// holds them.
+#[derive(Debug, Parser)]
+#[command(name = "vmux", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Keep all state, configuration and the agent socket in DIR.
+    #[arg(long, global = true, env = "VMUX_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The device that holds the keys.
+    Signer {
+        #[command(subcommand)]
+        command: SignerCommand,
+    },
+    /// The SSH agent on the workstation.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+/// Key types `keygen` makes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyTypeArg {
+    /// ECDSA on NIST P-256 (the default).
+    Ecdsa,
+    /// Ed25519.
+    Ed25519,
+    /// RSA, 3072 bits.
+    Rsa,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignerCommand {
+    /// Create the signer: its device identity and its CA key.
+    Init {
+        /// The name agents and approvers see.
+        #[arg(long)]
+        name: String,
+    },
+    /// Make a new identity and print its OpenSSH public-key line.
+    Keygen {
+        /// The key's comment.
+        #[arg(long)]
+        comment: String,
+        /// The key type.
+        #[arg(long = "type", value_enum, default_value = "ecdsa")]
+        key_type: KeyTypeArg,
+    },
+    /// List identities, like `ssh-add -l` (or `-L`).
+    Keys {
+        /// Print public-key lines, like `ssh-add -L`.
+        #[arg(short = 'L')]
+        public_lines: bool,
+    },
+    /// Print the CA public-key line for sshd's TrustedUserCAKeys.
+    Ca,
+    /// Serve agents.
+    Run {
+        /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// How to ask for approval: `tty` or `command:PROGRAM`.
+        #[arg(long, value_name = "MODE")]
+        approve: Option<String>,
+        /// Do not advertise on the local network (discovery is not
+        /// implemented yet, so nothing is advertised either way).
+        #[arg(long)]
+        no_advertise: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent.
+    Run {
+        /// Socket path (default: HOME/vmux-agent.sock with --home, else
+        /// ~/.ssh/vmux-agent.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The name the signer shows for this agent (default: host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Signer address; may be repeated. Default: the pinned signers'
+        /// last addresses.
+        #[arg(long, value_name = "HOST:PORT")]
+        signer: Vec<String>,
+        /// Do not look for signers on the local network (discovery is
+        /// not implemented yet, so this is always the case).
+        #[arg(long)]
+        no_discovery: bool,
+        /// Longest wait for a signature, in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        sign_timeout: Option<u64>,
+    },
+    /// Wipe the agent's state: pinned signers and cached keys.
+    Forget,
+}
