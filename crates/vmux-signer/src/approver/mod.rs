@@ -148,6 +148,12 @@ pub trait Approver: Send + Sync {
     ) -> impl std::future::Future<Output = Verdict> + Send;
 }
 
+impl<A: Approver> Approver for std::sync::Arc<A> {
+    async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        (**self).decide(decision, timeout).await
+    }
+}
+
 /// The approvers `vmux signer run --approve` can select.
 pub enum AnyApprover {
     /// `tty`

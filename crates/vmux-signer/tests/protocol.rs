@@ -1,0 +1,201 @@
+//! The signer at the protocol level: a hand-driven agent sends crafted
+//! requests over a real link and checks each answer.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use signature::Verifier;
+use tokio::net::{TcpListener, TcpStream};
+use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity};
+use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
+use vmux_signer::approver::{Approver, Decision, DecisionKind, Verdict};
+use vmux_signer::checks::{now_ms, Window};
+use vmux_signer::paired::{PairedAgents, SignerState};
+use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
+use vmux_signer::Server;
+
+#[derive(Default)]
+struct TestApprover {
+    approve_sign: AtomicBool,
+    approve_pair: AtomicBool,
+    signs: AtomicUsize,
+}
+
+impl Approver for TestApprover {
+    async fn decide(&self, d: &Decision, _timeout: Duration) -> Verdict {
+        let yes = match d.kind {
+            Some(DecisionKind::Pair) => self.approve_pair.load(Ordering::SeqCst),
+            _ => {
+                self.signs.fetch_add(1, Ordering::SeqCst);
+                self.approve_sign.load(Ordering::SeqCst)
+            }
+        };
+        if yes {
+            Verdict::Approve
+        } else {
+            Verdict::Deny
+        }
+    }
+}
+
+struct Fixture {
+    addr: std::net::SocketAddr,
+    approver: Arc<TestApprover>,
+    key_blob: Vec<u8>,
+    public: ssh_key::PublicKey,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = SoftwareKeys::open(&dir.path().join("keys")).unwrap();
+    let info = keys.generate(KeyType::Ed25519, "test").unwrap();
+    let approver = Arc::new(TestApprover::default());
+    approver.approve_pair.store(true, Ordering::SeqCst);
+    approver.approve_sign.store(true, Ordering::SeqCst);
+    let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
+    let server = Arc::new(Server::new(
+        "test-signer".into(),
+        Identity::generate(),
+        providers,
+        approver.clone(),
+        PairedAgents::new(dir.path().join("state.json"), SignerState::default()),
+        Window::default(),
+        Duration::from_secs(5),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener));
+    Fixture {
+        addr,
+        approver,
+        key_blob: info.blob,
+        public: info.public,
+        _dir: dir,
+    }
+}
+
+async fn session(f: &Fixture, id: &Identity) -> Result<AgentSession, vmux_link::LinkError> {
+    let stream = TcpStream::connect(f.addr).await.unwrap();
+    let channel = Channel::connect(stream, id).await?;
+    open_as_agent(channel, "hand-driven", Expect::Pairing, |_| {}).await
+}
+
+fn request(f: &Fixture, nonce: u8, issued: u64, expires: u64) -> SignRequest {
+    SignRequest {
+        request_id: [nonce; 16],
+        key_blob: f.key_blob.clone(),
+        data: b"to be signed".to_vec(),
+        flags: 0,
+        nonce: [nonce; 16],
+        issued_at_ms: issued,
+        expires_at_ms: expires,
+        context: SignContext::default(),
+    }
+}
+
+async fn ask(s: &mut AgentSession, r: SignRequest) -> Result<Vec<u8>, ErrorCode> {
+    s.channel
+        .send(&Message::SignRequest(r.clone()))
+        .await
+        .unwrap();
+    loop {
+        match s.channel.recv().await.unwrap() {
+            Message::SignResponse(resp) => {
+                assert_eq!(resp.request_id, r.request_id);
+                return resp.result;
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn signs_valid_requests_and_refuses_replays_and_expired_ones() {
+    let f = start().await;
+    let id = Identity::generate();
+    let mut s = session(&f, &id).await.unwrap();
+    let now = now_ms();
+
+    // The key list names the key.
+    s.channel.send(&Message::KeyListRequest).await.unwrap();
+    match s.channel.recv().await.unwrap() {
+        Message::KeyList(keys) => {
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0].public_key_blob, f.key_blob);
+            assert_eq!(keys[0].comment, "test");
+        }
+        other => panic!("unexpected {}", other.name()),
+    }
+
+    // A valid request is signed, and the signature verifies.
+    let sig = ask(&mut s, request(&f, 1, now, now + 60_000))
+        .await
+        .unwrap();
+    let sig = ssh_key::Signature::try_from(sig.as_slice()).unwrap();
+    Verifier::verify(&f.public, b"to be signed", &sig).unwrap();
+    assert_eq!(f.approver.signs.load(Ordering::SeqCst), 1);
+
+    // The same nonce again is a replay, refused before anyone is asked.
+    let mut replay = request(&f, 1, now, now + 60_000);
+    replay.request_id = [9; 16];
+    assert_eq!(ask(&mut s, replay).await, Err(ErrorCode::ReplayDetected));
+    // Expired, too long a window, from the future: refused.
+    assert_eq!(
+        ask(&mut s, request(&f, 2, now - 70_000, now - 10_000)).await,
+        Err(ErrorCode::RequestExpired)
+    );
+    assert_eq!(
+        ask(&mut s, request(&f, 3, now, now + 600_000)).await,
+        Err(ErrorCode::RequestExpired)
+    );
+    assert_eq!(
+        ask(&mut s, request(&f, 4, now + 120_000, now + 150_000)).await,
+        Err(ErrorCode::RequestExpired)
+    );
+    // Unknown key.
+    let mut unknown = request(&f, 5, now, now + 60_000);
+    unknown.key_blob = b"not a key".to_vec();
+    assert_eq!(ask(&mut s, unknown).await, Err(ErrorCode::KeyNotFound));
+    assert_eq!(
+        f.approver.signs.load(Ordering::SeqCst),
+        1,
+        "checks run before approval"
+    );
+
+    // The approver says no.
+    f.approver.approve_sign.store(false, Ordering::SeqCst);
+    assert_eq!(
+        ask(&mut s, request(&f, 6, now_ms(), now_ms() + 60_000)).await,
+        Err(ErrorCode::UserDenied)
+    );
+}
+
+#[tokio::test]
+async fn an_agent_whose_pairing_is_denied_gets_nothing() {
+    let f = start().await;
+    f.approver.approve_pair.store(false, Ordering::SeqCst);
+    match session(&f, &Identity::generate()).await {
+        Err(vmux_link::LinkError::Refused { code, .. }) => assert_eq!(code, ErrorCode::UserDenied),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("unpaired agent was welcomed"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_closes_only_that_connection() {
+    let f = start().await;
+    let id = Identity::generate();
+    let mut s = session(&f, &id).await.unwrap();
+    // A message the signer never accepts from an agent.
+    s.channel.send(&Message::PairStart).await.unwrap();
+    assert!(s.channel.recv().await.is_err());
+    // The signer still serves a new connection.
+    let mut s2 = session(&f, &id).await.unwrap();
+    let now = now_ms();
+    assert!(ask(&mut s2, request(&f, 7, now, now + 60_000))
+        .await
+        .is_ok());
+}
