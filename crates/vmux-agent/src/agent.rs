@@ -274,9 +274,10 @@ async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
                 }
             }
         }
-        Request::Extension { name, .. } if name == "session-bind@openssh.com" => {
-            wire::status(SUCCESS)
-        }
+        Request::Extension {
+            name: "session-bind@openssh.com",
+            ..
+        } => wire::status(SUCCESS),
         Request::Extension { name, .. } => {
             debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");
             wire::status(FAILURE)

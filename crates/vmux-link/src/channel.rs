@@ -16,9 +16,10 @@ use crate::LinkError;
 /// The Noise protocol every vmux link runs.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
-/// The 8 bytes an agent sends first: magic `vmux`, link version 1,
-/// handshake pattern 1 (XX), reserved 0. They are also the Noise prologue,
-/// so a tampered preamble fails the handshake.
+/// The 8 bytes an agent sends first: magic `vmux` (4 bytes), link version
+/// 1 (2 bytes, big-endian), handshake pattern 1 = XX (1 byte), reserved 0
+/// (1 byte). The signer accepts exactly these bytes. They are also the
+/// Noise prologue, so a tampered preamble fails the handshake.
 pub const PREAMBLE: [u8; 8] = *b"vmux\x00\x01\x01\x00";
 
 /// Largest Noise message (and so largest frame body).
@@ -92,9 +93,7 @@ impl Channel {
 
     /// Receives one message, failing with [`LinkError::Timeout`] after `t`.
     pub async fn recv_within(&mut self, t: Duration) -> Result<Message, LinkError> {
-        tokio::time::timeout(t, self.reader.recv())
-            .await
-            .map_err(|_| LinkError::Timeout)?
+        self.reader.recv_within(t).await
     }
 
     /// Runs the initiator (agent) side of the handshake on `stream`.
@@ -157,7 +156,9 @@ async fn handshake(
     let remote: StaticKey = hs
         .get_remote_static()
         .and_then(|k| <[u8; STATIC_KEY_LEN]>::try_from(k).ok())
-        .ok_or(LinkError::BadPreamble)?;
+        .ok_or(LinkError::Malformed(vmux_proto::DecodeError::BadValue(
+            "remote static key",
+        )))?;
     let handshake_hash = hs.get_handshake_hash().to_vec();
     let transport = Arc::new(hs.into_stateless_transport_mode()?);
     Ok(Channel {
@@ -189,6 +190,13 @@ pub struct ChannelReader {
 }
 
 impl ChannelReader {
+    /// Receives one message, failing with [`LinkError::Timeout`] after `t`.
+    pub async fn recv_within(&mut self, t: Duration) -> Result<Message, LinkError> {
+        tokio::time::timeout(t, self.recv())
+            .await
+            .map_err(|_| LinkError::Timeout)?
+    }
+
     /// Receives, decrypts, reassembles and decodes one message.
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
         let mut message = Vec::new();
@@ -206,7 +214,14 @@ impl ChannelReader {
             }
             message.extend_from_slice(chunk);
             match flag {
-                0 => continue,
+                // Only the last chunk may be short: no stream of empty or
+                // tiny continuation chunks.
+                0 if chunk.len() == MAX_CHUNK => continue,
+                0 => {
+                    return Err(LinkError::Malformed(
+                        vmux_proto::DecodeError::BadValue("short continuation chunk"),
+                    ))
+                }
                 1 => return Ok(Message::decode(&message)?),
                 _ => {
                     return Err(LinkError::Malformed(vmux_proto::DecodeError::BadValue(

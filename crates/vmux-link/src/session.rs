@@ -109,7 +109,7 @@ pub async fn open_as_agent(
         show_code(&c);
         code = Some(c);
         reply = channel.recv_within(PAIRING_VERDICT_TIMEOUT).await?;
-    } else if want_pairing {
+    } else if want_pairing && !matches!(reply, Message::Refused(_)) {
         // We have no pin for this signer and it did not offer pairing: a
         // signer that skips the code is not one we can verify.
         return Err(unexpected("PairStart", &reply));

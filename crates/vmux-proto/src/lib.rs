@@ -31,8 +31,9 @@ mod text;
 
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
-    ContextQuality, Hello, KeyRecord, Message, ProviderKind, Refused, RequestId, SignContext,
-    SignRequest, SignResponse, Welcome, PROTOCOL_VERSION, REQUEST_ID_LEN,
+    CertRequest, CertResponse, ContextQuality, Hello, IssuedCert, KeyRecord, Message, ProviderKind,
+    Refused, RequestId, SignContext, SignRequest, SignResponse, Welcome, PROTOCOL_VERSION,
+    REQUEST_ID_LEN,
 };
 pub use pairing::{pairing_code, pairing_commitment, PAIR_NONCE_LEN};
 pub use text::sanitize;

@@ -27,6 +27,8 @@ mod kind {
     pub const KEY_LIST: u8 = 11;
     pub const SIGN_REQUEST: u8 = 12;
     pub const SIGN_RESPONSE: u8 = 13;
+    pub const CERT_REQUEST: u8 = 14;
+    pub const CERT_RESPONSE: u8 = 15;
     pub const PING: u8 = 30;
     pub const PONG: u8 = 31;
 }
@@ -202,6 +204,44 @@ pub struct SignResponse {
     pub result: Result<Vec<u8>, ErrorCode>,
 }
 
+/// Agent → signer: issue a session certificate for an ephemeral key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRequest {
+    /// Random id, echoed in the response.
+    pub request_id: RequestId,
+    /// The ephemeral public key's OpenSSH blob (the agent keeps the
+    /// private half in memory only).
+    pub public_key_blob: Vec<u8>,
+    /// Validity the agent asks for, seconds (the signer may shorten it).
+    pub validity_seconds: u64,
+    /// The agent asks on its own (on connecting or renewing), not because a
+    /// person ran `vmux agent cert`. Refused when the signer's policy turns
+    /// automatic issue off.
+    pub automatic: bool,
+}
+
+/// A certificate the signer's CA issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    /// The OpenSSH certificate blob.
+    pub certificate: Vec<u8>,
+    /// The CA's public-key blob.
+    pub ca_public_key: Vec<u8>,
+    /// Start of validity, Unix seconds.
+    pub valid_after: u64,
+    /// End of validity, Unix seconds.
+    pub valid_before: u64,
+}
+
+/// Signer → agent: the answer to a [`CertRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertResponse {
+    /// The request's id.
+    pub request_id: RequestId,
+    /// The certificate, or why there is none.
+    pub result: Result<IssuedCert, ErrorCode>,
+}
+
 /// Every message of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -227,6 +267,10 @@ pub enum Message {
     SignRequest(SignRequest),
     /// Signer → agent: a signature or an error.
     SignResponse(SignResponse),
+    /// Agent → signer: issue a session certificate.
+    CertRequest(CertRequest),
+    /// Signer → agent: a certificate or an error.
+    CertResponse(CertResponse),
     /// Either way: are you there?
     Ping(u64),
     /// Either way: the answer to [`Message::Ping`].
@@ -248,6 +292,8 @@ impl Message {
             Message::KeyList(_) => "KeyList",
             Message::SignRequest(_) => "SignRequest",
             Message::SignResponse(_) => "SignResponse",
+            Message::CertRequest(_) => "CertRequest",
+            Message::CertResponse(_) => "CertResponse",
             Message::Ping(_) => "Ping",
             Message::Pong(_) => "Pong",
         }
@@ -306,6 +352,26 @@ impl Message {
                 w.fixed(&r.request_id);
                 match &r.result {
                     Ok(sig) => w.u32(0).bytes(sig),
+                    Err(code) => w.u32(code.to_wire()),
+                };
+                w.finish()
+            }
+            Message::CertRequest(r) => Writer::new(kind::CERT_REQUEST)
+                .fixed(&r.request_id)
+                .bytes(&r.public_key_blob)
+                .u64(r.validity_seconds)
+                .bool(r.automatic)
+                .finish(),
+            Message::CertResponse(r) => {
+                let mut w = Writer::new(kind::CERT_RESPONSE);
+                w.fixed(&r.request_id);
+                match &r.result {
+                    Ok(c) => w
+                        .u32(0)
+                        .bytes(&c.certificate)
+                        .bytes(&c.ca_public_key)
+                        .u64(c.valid_after)
+                        .u64(c.valid_before),
                     Err(code) => w.u32(code.to_wire()),
                 };
                 w.finish()
@@ -379,6 +445,25 @@ impl Message {
                     code => Err(ErrorCode::from_wire(code)),
                 };
                 Message::SignResponse(SignResponse { request_id, result })
+            }
+            kind::CERT_REQUEST => Message::CertRequest(CertRequest {
+                request_id: r.fixed()?,
+                public_key_blob: r.bytes()?.to_vec(),
+                validity_seconds: r.u64()?,
+                automatic: r.bool()?,
+            }),
+            kind::CERT_RESPONSE => {
+                let request_id = r.fixed()?;
+                let result = match r.u32()? {
+                    0 => Ok(IssuedCert {
+                        certificate: r.bytes()?.to_vec(),
+                        ca_public_key: r.bytes()?.to_vec(),
+                        valid_after: r.u64()?,
+                        valid_before: r.u64()?,
+                    }),
+                    code => Err(ErrorCode::from_wire(code)),
+                };
+                Message::CertResponse(CertResponse { request_id, result })
             }
             kind::PING => Message::Ping(r.u64()?),
             kind::PONG => Message::Pong(r.u64()?),

@@ -69,6 +69,25 @@ fn samples() -> Vec<Message> {
             request_id: [1; 16],
             result: Err(ErrorCode::UserDenied),
         }),
+        Message::CertRequest(CertRequest {
+            request_id: [3; 16],
+            public_key_blob: vec![4; 104],
+            validity_seconds: 28_800,
+            automatic: true,
+        }),
+        Message::CertResponse(CertResponse {
+            request_id: [3; 16],
+            result: Ok(IssuedCert {
+                certificate: vec![5; 300],
+                ca_public_key: vec![6; 51],
+                valid_after: 1_700_000_000,
+                valid_before: 1_700_028_800,
+            }),
+        }),
+        Message::CertResponse(CertResponse {
+            request_id: [3; 16],
+            result: Err(ErrorCode::PolicyDenied),
+        }),
         Message::Ping(42),
         Message::Pong(42),
     ]

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::ca::CertPolicy;
+
 /// Default address `vmux signer run` listens on.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7326";
 
@@ -17,9 +19,8 @@ pub struct SignerConfig {
     /// denied with `approvalTimeout`. Default 60 (a sign request's window
     /// bounds it further).
     pub approval_timeout_seconds: u64,
-    /// Longest validity window a sign request may have, in seconds.
-    /// Default 60.
-    pub request_window_seconds: u64,
+    /// Session-certificate policy.
+    pub certificates: CertPolicy,
 }
 
 impl Default for SignerConfig {
@@ -28,7 +29,7 @@ impl Default for SignerConfig {
             listen: DEFAULT_LISTEN.to_owned(),
             approve: "tty".to_owned(),
             approval_timeout_seconds: 60,
-            request_window_seconds: 60,
+            certificates: CertPolicy::default(),
         }
     }
 }

@@ -14,10 +14,12 @@
 //! - [`approver`]: who says yes ([`approver::Approver`]): `tty` and
 //!   `command:PROGRAM`.
 //! - [`checks`]: the request window and nonce-replay guard.
+//! - [`ca`]: the certificate authority and its policy.
 //! - [`Server`]: the running signer.
 #![deny(missing_docs)]
 
 pub mod approver;
+pub mod ca;
 pub mod checks;
 pub mod config;
 mod home;
@@ -26,4 +28,4 @@ pub mod provider;
 mod server;
 
 pub use home::{SignerError, SignerHome};
-pub use server::Server;
+pub use server::{Server, ServerParts};

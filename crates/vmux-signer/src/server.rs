@@ -10,48 +10,57 @@ use tracing::{debug, info, warn};
 use vmux_link::{
     open_as_signer, Channel, Identity, PairingGate, PairingRequest, Peer, SignerSession, StaticKey,
 };
-use vmux_proto::{ErrorCode, KeyRecord, Message, SignRequest, SignResponse};
+use vmux_proto::{
+    CertRequest, CertResponse, ErrorCode, IssuedCert, KeyRecord, Message, SignRequest, SignResponse,
+};
+
+use crate::ca::{Ca, CertPolicy};
 
 use crate::approver::{Approver, Decision, DecisionKind, Verdict};
 use crate::checks::{now_ms, ReplayGuard, Window};
 use crate::paired::PairedAgents;
 use crate::provider::{KeyInfo, KeyProvider};
 
+/// Silence after which an agent's link is considered dead.
+const AGENT_SILENCE: Duration = Duration::from_secs(60);
+
 /// Requests one connection may have in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Everything a running signer needs.
+/// The parts a running signer is made of.
+pub struct ServerParts<A> {
+    /// The signer's display name.
+    pub name: String,
+    /// Its device identity.
+    pub identity: Identity,
+    /// Where its keys live.
+    pub providers: Vec<Box<dyn KeyProvider>>,
+    /// Who decides.
+    pub approver: A,
+    /// Paired agents.
+    pub paired: PairedAgents,
+    /// Request window.
+    pub window: Window,
+    /// How long the approver may take.
+    pub approval_timeout: Duration,
+    /// The CA, if certificates may be issued.
+    pub ca: Option<Ca>,
+    /// Certificate policy.
+    pub cert_policy: CertPolicy,
+}
+
+/// A running signer.
 pub struct Server<A> {
-    name: String,
-    identity: Identity,
-    providers: Vec<Box<dyn KeyProvider>>,
-    approver: A,
-    paired: PairedAgents,
-    window: Window,
+    parts: ServerParts<A>,
     replay: ReplayGuard,
-    approval_timeout: Duration,
 }
 
 impl<A: Approver + 'static> Server<A> {
-    /// A signer named `name` with these parts.
-    pub fn new(
-        name: String,
-        identity: Identity,
-        providers: Vec<Box<dyn KeyProvider>>,
-        approver: A,
-        paired: PairedAgents,
-        window: Window,
-        approval_timeout: Duration,
-    ) -> Server<A> {
+    /// A signer made of `parts`.
+    pub fn new(parts: ServerParts<A>) -> Server<A> {
         Server {
-            name,
-            identity,
-            providers,
-            approver,
-            paired,
-            window,
+            parts,
             replay: ReplayGuard::new(1 << 16),
-            approval_timeout,
         }
     }
 
@@ -77,11 +86,12 @@ impl<A: Approver + 'static> Server<A> {
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), vmux_link::LinkError> {
-        let channel = Channel::accept(stream, &self.identity).await?;
+        let channel = Channel::accept(stream, &self.parts.identity).await?;
         let gate = Gate { server: &self };
-        let SignerSession { channel, agent } = open_as_signer(channel, &self.name, &gate).await?;
+        let SignerSession { channel, agent } =
+            open_as_signer(channel, &self.parts.name, &gate).await?;
         info!(agent = %agent.name, id = %agent.id, "agent connected");
-        if let Err(e) = self.paired.touch(&agent.static_key) {
+        if let Err(e) = self.parts.paired.touch(&agent.static_key) {
             warn!(error = %e, "cannot record last-seen time");
         }
         let Channel {
@@ -91,7 +101,8 @@ impl<A: Approver + 'static> Server<A> {
         let agent = Arc::new(agent);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
-            let msg = reader.recv().await?;
+            // Agents ping every 15 s; a minute of silence is a dead link.
+            let msg = reader.recv_within(AGENT_SILENCE).await?;
             match msg {
                 Message::KeyListRequest => {
                     let keys = self.key_records();
@@ -126,6 +137,20 @@ impl<A: Approver + 'static> Server<A> {
                         drop(permit);
                     });
                 }
+                Message::CertRequest(req) => {
+                    let (me, writer, agent) = (self.clone(), writer.clone(), agent.clone());
+                    tokio::spawn(async move {
+                        let result = me.certify(&agent, &req).await;
+                        let resp = CertResponse {
+                            request_id: req.request_id,
+                            result,
+                        };
+                        if let Err(e) = writer.lock().await.send(&Message::CertResponse(resp)).await
+                        {
+                            debug!(error = %e, "could not deliver a certificate");
+                        }
+                    });
+                }
                 Message::Ping(n) => writer.lock().await.send(&Message::Pong(n)).await?,
                 Message::Pong(_) => {}
                 other => {
@@ -139,7 +164,7 @@ impl<A: Approver + 'static> Server<A> {
     }
 
     fn all_keys(&self) -> Vec<KeyInfo> {
-        self.providers.iter().flat_map(|p| p.keys()).collect()
+        self.parts.providers.iter().flat_map(|p| p.keys()).collect()
     }
 
     fn key_records(&self) -> Vec<KeyRecord> {
@@ -168,11 +193,11 @@ impl<A: Approver + 'static> Server<A> {
     }
 
     async fn sign_inner(&self, agent: &Peer, req: &SignRequest) -> Result<Vec<u8>, ErrorCode> {
-        if !self.paired.contains(&agent.static_key) {
+        if !self.parts.paired.contains(&agent.static_key) {
             return Err(ErrorCode::PairingInvalid);
         }
         let now = now_ms();
-        self.window.check(req, now)?;
+        self.parts.window.check(req, now)?;
         self.replay
             .check_and_record(&req.nonce, req.expires_at_ms, now)?;
         let key = self
@@ -180,6 +205,12 @@ impl<A: Approver + 'static> Server<A> {
             .into_iter()
             .find(|k| k.blob == req.key_blob)
             .ok_or(ErrorCode::KeyNotFound)?;
+        if key.public.algorithm().is_rsa()
+            && req.flags & (vmux_proto::SSH_AGENT_RSA_SHA2_256 | vmux_proto::SSH_AGENT_RSA_SHA2_512) == 0
+        {
+            // ssh-rsa (SHA-1): refused before anyone is asked.
+            return Err(ErrorCode::PolicyDenied);
+        }
         let decision = Decision {
             kind: Some(DecisionKind::Sign),
             source_name: agent.name.clone(),
@@ -196,8 +227,9 @@ impl<A: Approver + 'static> Server<A> {
         };
         let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
         match self
+            .parts
             .approver
-            .decide(&decision, self.approval_timeout.min(remaining))
+            .decide(&decision, self.parts.approval_timeout.min(remaining))
             .await
         {
             Verdict::Approve => {}
@@ -207,7 +239,7 @@ impl<A: Approver + 'static> Server<A> {
         if now_ms() > req.expires_at_ms {
             return Err(ErrorCode::RequestExpired);
         }
-        for p in &self.providers {
+        for p in &self.parts.providers {
             match p.sign(&req.key_blob, &req.data, req.flags) {
                 Ok(sig) => return Ok(sig),
                 Err(crate::provider::SignError::NotFound) => continue,
@@ -218,6 +250,59 @@ impl<A: Approver + 'static> Server<A> {
             }
         }
         Err(ErrorCode::KeyNotFound)
+    }
+}
+
+impl<A: Approver + 'static> Server<A> {
+    /// Checks policy, asks, and issues a session certificate.
+    pub async fn certify(&self, agent: &Peer, req: &CertRequest) -> Result<IssuedCert, ErrorCode> {
+        let outcome = self.certify_inner(agent, req).await;
+        match &outcome {
+            Ok(c) => info!(agent = %agent.id, valid_before = c.valid_before, "certificate issued"),
+            Err(code) => info!(agent = %agent.id, %code, "certificate refused"),
+        }
+        outcome
+    }
+
+    async fn certify_inner(
+        &self,
+        agent: &Peer,
+        req: &CertRequest,
+    ) -> Result<IssuedCert, ErrorCode> {
+        let p = &self.parts;
+        if !p.paired.contains(&agent.static_key) {
+            return Err(ErrorCode::PairingInvalid);
+        }
+        let ca = p.ca.as_ref().ok_or(ErrorCode::PolicyDenied)?;
+        if req.automatic && !p.cert_policy.auto_issue {
+            return Err(ErrorCode::PolicyDenied);
+        }
+        let validity = p.cert_policy.validity_for(req.validity_seconds);
+        let decision = Decision {
+            kind: Some(DecisionKind::Certificate),
+            source_name: agent.name.clone(),
+            source_id: agent.id.clone(),
+            cert_validity_seconds: Some(validity),
+            cert_principals: p.cert_policy.principals.clone(),
+            ..Decision::default()
+        };
+        match p.approver.decide(&decision, p.approval_timeout).await {
+            Verdict::Approve => {}
+            Verdict::Deny => return Err(ErrorCode::UserDenied),
+            Verdict::TimedOut => return Err(ErrorCode::ApprovalTimeout),
+        }
+        let key_id = format!(
+            "vmux agent {} ({})",
+            vmux_proto::sanitize(&agent.name),
+            agent.id
+        );
+        ca.issue(
+            &req.public_key_blob,
+            &key_id,
+            validity,
+            &p.cert_policy,
+            now_ms() / 1000,
+        )
     }
 }
 
@@ -232,7 +317,7 @@ struct Gate<'a, A> {
 
 impl<A: Approver> PairingGate for Gate<'_, A> {
     fn is_paired(&self, agent: &StaticKey) -> bool {
-        self.server.paired.contains(agent)
+        self.server.parts.paired.contains(agent)
     }
 
     async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
@@ -246,12 +331,14 @@ impl<A: Approver> PairingGate for Gate<'_, A> {
         info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
         match self
             .server
+            .parts
             .approver
-            .decide(&decision, self.server.approval_timeout)
+            .decide(&decision, self.server.parts.approval_timeout)
             .await
         {
             Verdict::Approve => {
                 self.server
+                    .parts
                     .paired
                     .add(
                         &request.agent.id,

@@ -13,7 +13,7 @@ use vmux_signer::approver::{Approver, Decision, DecisionKind, Verdict};
 use vmux_signer::checks::{now_ms, Window};
 use vmux_signer::paired::{PairedAgents, SignerState};
 use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
-use vmux_signer::Server;
+use vmux_signer::{Server, ServerParts};
 
 #[derive(Default)]
 struct TestApprover {
@@ -55,15 +55,17 @@ async fn start() -> Fixture {
     approver.approve_pair.store(true, Ordering::SeqCst);
     approver.approve_sign.store(true, Ordering::SeqCst);
     let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
-    let server = Arc::new(Server::new(
-        "test-signer".into(),
-        Identity::generate(),
+    let server = Arc::new(Server::new(ServerParts {
+        name: "test-signer".into(),
+        identity: Identity::generate(),
         providers,
-        approver.clone(),
-        PairedAgents::new(dir.path().join("state.json"), SignerState::default()),
-        Window::default(),
-        Duration::from_secs(5),
-    ));
+        approver: approver.clone(),
+        paired: PairedAgents::new(dir.path().join("state.json"), SignerState::default()),
+        window: Window::default(),
+        approval_timeout: Duration::from_secs(5),
+        ca: None,
+        cert_policy: Default::default(),
+    }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener));

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use vmux_home::Home;
 use vmux_signer::approver::AnyApprover;
+use vmux_signer::ca::Ca;
 use vmux_signer::checks::Window;
 use vmux_signer::config::SignerConfig;
 use vmux_signer::paired::PairedAgents;
 use vmux_signer::provider::{KeyProvider, KeyType};
-use vmux_signer::{Server, SignerHome};
+use vmux_signer::{Server, ServerParts, SignerHome};
 
 use crate::cli::{KeyTypeArg, SignerCommand};
 use crate::Failure;
@@ -78,18 +79,17 @@ fn serve(
         AnyApprover::parse(approve.as_deref().unwrap_or(&config.approve)).map_err(Failure)?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
-    let server = Arc::new(Server::new(
-        state.name.clone(),
+    let server = Arc::new(Server::new(ServerParts {
+        name: state.name.clone(),
         identity,
         providers,
         approver,
-        PairedAgents::new(signer.state_path(), state),
-        Window {
-            max_ms: config.request_window_seconds.saturating_mul(1000),
-            ..Window::default()
-        },
-        Duration::from_secs(config.approval_timeout_seconds),
-    ));
+        paired: PairedAgents::new(signer.state_path(), state),
+        window: Window::default(),
+        approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
+        ca: Some(Ca::load(&signer.ca_path())?),
+        cert_policy: config.certificates.clone(),
+    }));
     let rt = crate::runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&listen)

@@ -1,0 +1,214 @@
+//! The signer's certificate authority: short-lived OpenSSH user
+//! certificates for agents' ephemeral session keys, within policy.
+
+use std::path::Path;
+
+use rand::RngCore;
+use serde::Deserialize;
+use ssh_key::certificate::{Builder, CertType};
+use ssh_key::{Algorithm, EcdsaCurve, PrivateKey, PublicKey};
+use vmux_home::HomeError;
+use vmux_proto::{ErrorCode, IssuedCert};
+
+/// Seconds `valid_after` is moved into the past, for clock skew (sshd
+/// allows none).
+pub const BACKDATE_SECONDS: u64 = 300;
+
+/// Certificate policy (`[certificates]` in `signer.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertPolicy {
+    /// Validity when the agent asks for none, seconds. Default 28800 (8 h).
+    pub default_validity_seconds: u64,
+    /// Longest validity; longer requests are shortened to it. Default 28800.
+    pub max_validity_seconds: u64,
+    /// Principals (login names) the certificate is valid for. Default: the
+    /// signer user's login name.
+    pub principals: Vec<String>,
+    /// Certificate extensions. Default: permit-pty, permit-port-forwarding,
+    /// permit-agent-forwarding, permit-user-rc, permit-X11-forwarding.
+    pub extensions: Vec<String>,
+    /// Whether agents may ask on their own (on connecting and to renew).
+    /// When false, only `vmux agent cert` asks. Either way the approver
+    /// decides. Default true.
+    pub auto_issue: bool,
+}
+
+impl Default for CertPolicy {
+    fn default() -> Self {
+        CertPolicy {
+            default_validity_seconds: 28_800,
+            max_validity_seconds: 28_800,
+            principals: vec![login_name()],
+            extensions: [
+                "permit-pty",
+                "permit-port-forwarding",
+                "permit-agent-forwarding",
+                "permit-user-rc",
+                "permit-X11-forwarding",
+            ]
+            .map(String::from)
+            .to_vec(),
+            auto_issue: true,
+        }
+    }
+}
+
+impl CertPolicy {
+    /// The validity granted for a request of `requested` seconds (0: the
+    /// default): never above the maximum, never zero.
+    pub fn validity_for(&self, requested: u64) -> u64 {
+        let want = if requested == 0 {
+            self.default_validity_seconds
+        } else {
+            requested
+        };
+        want.min(self.max_validity_seconds).max(1)
+    }
+}
+
+/// The login name of the user running the signer.
+pub fn login_name() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    uid_name().unwrap_or_else(|| "root".to_owned())
+}
+
+fn uid_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id: u32 = f.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
+/// The CA key.
+pub struct Ca {
+    key: PrivateKey,
+}
+
+impl Ca {
+    /// Loads the CA key from `path`.
+    pub fn load(path: &Path) -> Result<Ca, HomeError> {
+        let pem = zeroize::Zeroizing::new(vmux_home::read(path)?);
+        let key = PrivateKey::from_openssh(&*pem).map_err(|e| HomeError::Config {
+            path: path.to_owned(),
+            message: format!("not an OpenSSH private key: {e}"),
+        })?;
+        Ok(Ca { key })
+    }
+
+    /// The CA's public key.
+    pub fn public(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+
+    /// Issues a user certificate for `subject_blob` (which must be an
+    /// ECDSA P-256 public key, as agents make), valid from a little before
+    /// `now` for `validity` seconds. `key_id` names the agent.
+    pub fn issue(
+        &self,
+        subject_blob: &[u8],
+        key_id: &str,
+        validity: u64,
+        policy: &CertPolicy,
+        now: u64,
+    ) -> Result<IssuedCert, ErrorCode> {
+        let subject =
+            PublicKey::from_bytes(subject_blob).map_err(|_| ErrorCode::MalformedRequest)?;
+        if subject.algorithm()
+            != (Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            })
+        {
+            return Err(ErrorCode::PolicyDenied);
+        }
+        if policy.principals.is_empty() {
+            return Err(ErrorCode::PolicyDenied);
+        }
+        let valid_after = now.saturating_sub(BACKDATE_SECONDS);
+        let valid_before = now.saturating_add(validity);
+        let serial = rand::rngs::OsRng.next_u64();
+        let internal = |e: ssh_key::Error| {
+            tracing::warn!(error = %e, "certificate issue failed");
+            ErrorCode::Internal
+        };
+        let mut b = Builder::new_with_random_nonce(
+            &mut rand_core::OsRng,
+            subject.key_data().clone(),
+            valid_after,
+            valid_before,
+        )
+        .map_err(internal)?;
+        b.serial(serial)
+            .and_then(|b| b.key_id(format!("{key_id} serial {serial}")))
+            .and_then(|b| b.cert_type(CertType::User))
+            .map_err(internal)?;
+        for p in &policy.principals {
+            b.valid_principal(p.clone()).map_err(internal)?;
+        }
+        for e in &policy.extensions {
+            b.extension(e.clone(), "").map_err(internal)?;
+        }
+        let cert = b.sign(&self.key).map_err(internal)?;
+        Ok(IssuedCert {
+            certificate: cert.to_bytes().map_err(internal)?,
+            ca_public_key: self.public().to_bytes().map_err(internal)?,
+            valid_after,
+            valid_before,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_within_policy() {
+        let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
+        let ca = Ca { key };
+        let eph = PrivateKey::random(
+            &mut rand_core::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .unwrap();
+        let policy = CertPolicy {
+            principals: vec!["alice".into()],
+            ..CertPolicy::default()
+        };
+        assert_eq!(policy.validity_for(100_000), 28_800);
+        assert_eq!(policy.validity_for(0), 28_800);
+        assert_eq!(policy.validity_for(60), 60);
+        let blob = eph.public_key().to_bytes().unwrap();
+        let issued = ca
+            .issue(&blob, "vmux laptop", 3600, &policy, 1_000_000)
+            .unwrap();
+        let cert = ssh_key::Certificate::from_bytes(&issued.certificate).unwrap();
+        assert_eq!(cert.valid_principals(), ["alice".to_owned()]);
+        assert_eq!(cert.valid_after(), 1_000_000 - BACKDATE_SECONDS);
+        assert_eq!(cert.valid_before(), 1_003_600);
+        assert_eq!(cert.cert_type(), CertType::User);
+        assert_eq!(cert.extensions().len(), 5);
+        assert!(cert.key_id().starts_with("vmux laptop serial "));
+        cert.verify_signature().unwrap();
+        // Only P-256 session keys are certified.
+        let ed = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
+        assert_eq!(
+            ca.issue(&ed.public_key().to_bytes().unwrap(), "x", 60, &policy, 0),
+            Err(ErrorCode::PolicyDenied)
+        );
+    }
+}
