@@ -1,22 +1,26 @@
 //! The agent: one accept loop, one small loop per client connection, and
 //! everything slow (the signer) off those loops with a bounded wait.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use rand::RngCore;
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use vmux_link::Identity;
 use vmux_proto::{SignContext, SignRequest};
 
+use crate::cert::{self, CertSlot, CERT_COMMENT};
+use crate::control;
 use crate::socket::AgentSocket;
 use crate::state::AgentState;
-use crate::upstream::{self, Outgoing, SignFailure, SignerConn};
+use crate::upstream::{self, SignFailure, SignerConn};
 use crate::verify::signature_is_valid;
 use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
 
@@ -34,10 +38,31 @@ pub struct AgentConfig {
     /// Bounded wait for a signature, from the client's request to the
     /// answer.
     pub sign_timeout: Duration,
+    /// Validity to ask for session certificates.
+    pub cert_validity: Duration,
+    /// Renew the certificate while less than this remains.
+    pub cert_renew_before: Duration,
     /// The state file.
     pub state_path: PathBuf,
     /// The agent's device identity file.
     pub identity_path: PathBuf,
+}
+
+/// What the agent knows about one signer address.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStatus {
+    /// The signer's id, once a session opened.
+    pub signer_id: Option<String>,
+    /// The signer's name, once a session opened.
+    pub signer_name: Option<String>,
+    /// Whether a session is open now.
+    pub connected: bool,
+    /// Since when (Unix seconds) it is connected or disconnected.
+    pub since: u64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The pairing code while a pairing waits for the signer's approval.
+    pub pairing_code: Option<String>,
 }
 
 /// State shared by the accept loop, client handlers and signer links.
@@ -46,6 +71,11 @@ pub struct Shared {
     identity: Identity,
     state: RwLock<AgentState>,
     connected: watch::Sender<HashMap<String, SignerConn>>,
+    sessions: watch::Sender<u64>,
+    links: Mutex<BTreeMap<String, LinkStatus>>,
+    cert: CertSlot,
+    pending: AtomicUsize,
+    started: u64,
 }
 
 /// Unix seconds now.
@@ -60,6 +90,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Counts a request as pending for as long as it lives.
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> PendingGuard<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(n)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
     /// Loads the identity and state for `config`.
     pub fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
@@ -70,6 +116,11 @@ impl Shared {
             identity,
             state: RwLock::new(state),
             connected: watch::Sender::new(HashMap::new()),
+            sessions: watch::Sender::new(0),
+            links: Mutex::new(BTreeMap::new()),
+            cert: CertSlot::default(),
+            pending: AtomicUsize::new(0),
+            started: now_s(),
         })
     }
 
@@ -79,6 +130,19 @@ impl Shared {
 
     pub(crate) fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub(crate) fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    pub(crate) fn cert(&self) -> &CertSlot {
+        &self.cert
+    }
+
+    /// A receiver that changes whenever a new signer session opens.
+    pub(crate) fn sessions(&self) -> watch::Receiver<u64> {
+        self.sessions.subscribe()
     }
 
     /// The current state (read lock; do not hold across awaits).
@@ -97,16 +161,57 @@ impl Shared {
     }
 
     pub(crate) fn set_connected(&self, signer_id: &str, conn: Option<SignerConn>) {
+        let opened = conn.is_some();
         self.connected.send_modify(|m| {
             match conn {
                 Some(c) => m.insert(signer_id.to_owned(), c),
                 None => m.remove(signer_id),
             };
         });
+        if opened {
+            self.sessions.send_modify(|n| *n += 1);
+        }
     }
 
-    /// Forwards a sign request to the signer holding `key_blob`, waits at
-    /// most the sign timeout, and verifies the answer.
+    pub(crate) fn set_link(&self, address: &str, f: impl FnOnce(&mut LinkStatus)) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let l = links
+            .entry(address.to_owned())
+            .or_insert_with(|| LinkStatus {
+                since: self.started,
+                ..LinkStatus::default()
+            });
+        f(l);
+    }
+
+    /// Every connected signer.
+    pub(crate) fn all_connected(&self) -> Vec<SignerConn> {
+        self.connected.borrow().values().cloned().collect()
+    }
+
+    /// Some connected signer, if any.
+    pub(crate) fn any_connected(&self) -> Option<SignerConn> {
+        self.connected.borrow().values().next().cloned()
+    }
+
+    /// What `vmux agent status` shows.
+    pub fn status(&self) -> control::Status {
+        let now = now_s();
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let state = self.state();
+        control::Status::new(
+            &self.config.name,
+            &self.identity.id(),
+            &links,
+            &state,
+            self.cert.status(now),
+            self.pending.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Signs: locally with the session certificate's key when the client
+    /// names it, else through the signer that holds `key_blob`, waiting at
+    /// most the sign timeout, and verifying the answer.
     pub async fn sign(
         &self,
         key_blob: &[u8],
@@ -114,6 +219,10 @@ impl Shared {
         flags: u32,
         context: SignContext,
     ) -> Result<Vec<u8>, SignFailure> {
+        if let Some(c) = self.cert.current(now_s()).filter(|c| c.matches(key_blob)) {
+            return c.sign(data);
+        }
+        let _pending = PendingGuard::new(&self.pending);
         let deadline = tokio::time::Instant::now() + self.config.sign_timeout;
         let signer_id = self
             .state()
@@ -150,20 +259,27 @@ impl Shared {
             expires_at_ms: issued + remaining.min(REQUEST_WINDOW).as_millis() as u64,
             context,
         };
-        let (reply, answer) = oneshot::channel();
-        conn.tx
-            .send(Outgoing { request, reply })
+        let sig = tokio::time::timeout_at(deadline, conn.sign(request))
             .await
-            .map_err(|_| SignFailure::LinkLost)?;
-        let sig = tokio::time::timeout_at(deadline, answer)
-            .await
-            .map_err(|_| SignFailure::TimedOut)?
-            .map_err(|_| SignFailure::LinkLost)??;
+            .map_err(|_| SignFailure::TimedOut)??;
         if signature_is_valid(key_blob, data, flags, &sig) {
             Ok(sig)
         } else {
             Err(SignFailure::BadSignature)
         }
+    }
+
+    /// Re-pulls the key list from every connected signer; resolves when
+    /// all have answered (bounded).
+    pub async fn refresh(&self) -> usize {
+        let conns = self.all_connected();
+        let all = async {
+            for c in &conns {
+                let _ = c.refresh().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(15), all).await;
+        conns.len()
     }
 }
 
@@ -184,8 +300,10 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
         crate::notice("no signer configured and none paired yet; use --signer HOST:PORT");
     }
     for address in addresses {
+        shared.set_link(&address, |_| {});
         tokio::spawn(upstream::maintain(shared.clone(), address));
     }
+    tokio::spawn(cert::maintain(shared.clone()));
     crate::notice(&format!("listening on {}", socket.path.display()));
     let owner = socket.owner_uid;
     loop {
@@ -247,10 +365,16 @@ async fn serve_client(shared: &Shared, mut stream: UnixStream) -> std::io::Resul
 async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
     match wire::parse(body) {
         Request::RequestIdentities => {
+            let cert = shared.cert.current(now_s());
             let state = shared.state();
             let keys = state.keys();
             debug!(count = keys.len(), "listing identities");
-            wire::identities_answer(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())))
+            let cert_entry = cert.as_ref().map(|c| (c.blob(), CERT_COMMENT));
+            let ids: Vec<(&[u8], &str)> = cert_entry
+                .into_iter()
+                .chain(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())))
+                .collect();
+            wire::identities_answer(ids.into_iter())
         }
         Request::Sign {
             key_blob,
@@ -259,6 +383,14 @@ async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
         } => {
             let fingerprint = ssh_key::PublicKey::from_bytes(key_blob)
                 .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+                .or_else(|_| {
+                    ssh_key::Certificate::from_bytes(key_blob).map(|c| {
+                        format!(
+                            "certificate {}",
+                            c.public_key().fingerprint(ssh_key::HashAlg::Sha256)
+                        )
+                    })
+                })
                 .unwrap_or_else(|_| "unparseable key".into());
             match shared
                 .sign(key_blob, data, flags, SignContext::default())
@@ -278,6 +410,10 @@ async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
             name: "session-bind@openssh.com",
             ..
         } => wire::status(SUCCESS),
+        Request::Extension {
+            name: control::EXTENSION,
+            contents,
+        } => control::handle(shared, contents).await,
         Request::Extension { name, .. } => {
             debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");
             wire::status(FAILURE)

@@ -16,7 +16,17 @@ pub struct AgentFileConfig {
     pub signers: Vec<String>,
     /// Longest wait for a signature, seconds (`--sign-timeout`). Default 60.
     pub sign_timeout_seconds: Option<u64>,
+    /// Session-certificate validity to ask for, seconds
+    /// (`--cert-validity`). Default 28800 (8 h); the signer may shorten it.
+    pub cert_validity_seconds: Option<u64>,
+    /// Renew the session certificate while fewer than this many seconds
+    /// remain (`--cert-renew-before`). Default 3600.
+    pub cert_renew_before_seconds: Option<u64>,
 }
 
 /// Default bounded wait for a signature.
 pub const DEFAULT_SIGN_TIMEOUT_SECONDS: u64 = 60;
+/// Default session-certificate validity (the brief's 8 hours).
+pub const DEFAULT_CERT_VALIDITY_SECONDS: u64 = 28_800;
+/// Default renewal threshold (the brief's 60 minutes).
+pub const DEFAULT_CERT_RENEW_BEFORE_SECONDS: u64 = 3_600;

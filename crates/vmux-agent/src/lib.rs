@@ -13,20 +13,32 @@
 //! - [`AgentSocket`]: creating the socket safely.
 //! - [`AgentConfig`] and [`run`]: the running agent.
 //! - [`AgentState`]: pinned signers and cached keys, on disk.
+//! - session certificates: an ephemeral key in memory, certified by the
+//!   signer's CA, signing locally until it expires.
+//! - [`control`]: `status`, `refresh` and `cert` for a running agent,
+//!   through its own socket.
 #![deny(missing_docs)]
 
 mod agent;
+mod cert;
 mod config;
+pub mod control;
 mod socket;
 mod state;
+mod time;
 mod upstream;
 mod verify;
 pub mod wire;
 
-pub use agent::{run, AgentConfig, Shared};
-pub use config::{AgentFileConfig, DEFAULT_SIGN_TIMEOUT_SECONDS};
+pub use agent::{run, AgentConfig, LinkStatus, Shared};
+pub use cert::CERT_COMMENT;
+pub use config::{
+    AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,
+    DEFAULT_SIGN_TIMEOUT_SECONDS,
+};
 pub use socket::{AgentSocket, SocketError};
 pub use state::{state_path, AgentState, CachedKey, PinnedSigner};
+pub use time::utc;
 pub use upstream::SignFailure;
 pub use verify::signature_is_valid;
 

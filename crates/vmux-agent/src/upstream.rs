@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use vmux_link::{open_as_agent, AgentSession, Channel, Expect, LinkError};
-use vmux_proto::{ErrorCode, Message, RequestId, SignRequest};
+use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignRequest};
 
 use crate::agent::Shared;
 use crate::notice;
@@ -57,19 +57,74 @@ impl std::fmt::Display for SignFailure {
     }
 }
 
-/// A sign request on its way to a signer, with where to send the answer.
-pub(crate) struct Outgoing {
-    pub(crate) request: SignRequest,
-    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, SignFailure>>,
+/// Work for a signer link, with where to send the answer.
+pub(crate) enum Outgoing {
+    Sign {
+        request: SignRequest,
+        reply: oneshot::Sender<Result<Vec<u8>, SignFailure>>,
+    },
+    Cert {
+        request: CertRequest,
+        reply: oneshot::Sender<Result<IssuedCert, SignFailure>>,
+    },
+    RefreshKeys {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A live session with a signer, as seen by request handlers.
 #[derive(Clone)]
 pub struct SignerConn {
-    pub(crate) tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
-type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Result<Vec<u8>, SignFailure>>>>>;
+impl SignerConn {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Outgoing,
+    ) -> Result<T, SignFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SignFailure::LinkLost)?;
+        answer.await.map_err(|_| SignFailure::LinkLost)
+    }
+
+    /// Sends a sign request; resolves with the signer's answer.
+    pub(crate) async fn sign(&self, request: SignRequest) -> Result<Vec<u8>, SignFailure> {
+        self.ask(|reply| Outgoing::Sign { request, reply }).await?
+    }
+
+    /// Sends a certificate request; resolves with the signer's answer.
+    pub(crate) async fn certificate(
+        &self,
+        request: CertRequest,
+    ) -> Result<IssuedCert, SignFailure> {
+        self.ask(|reply| Outgoing::Cert { request, reply }).await?
+    }
+
+    /// Asks for the key list again; resolves when it has arrived.
+    pub(crate) async fn refresh(&self) -> Result<(), SignFailure> {
+        self.ask(|reply| Outgoing::RefreshKeys { reply }).await
+    }
+}
+
+enum Waiter {
+    Sign(oneshot::Sender<Result<Vec<u8>, SignFailure>>),
+    Cert(oneshot::Sender<Result<IssuedCert, SignFailure>>),
+}
+
+impl Waiter {
+    fn fail(self, why: SignFailure) {
+        match self {
+            Waiter::Sign(w) => drop(w.send(Err(why))),
+            Waiter::Cert(w) => drop(w.send(Err(why))),
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<RequestId, Waiter>>>;
 
 /// Keeps one signer address connected for as long as the agent runs.
 pub async fn maintain(shared: Arc<Shared>, address: String) {
@@ -83,6 +138,10 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
             }
             Err(e) => {
                 let msg = e.to_string();
+                shared.set_link(&address, |l| {
+                    l.pairing_code = None;
+                    l.last_error = Some(msg.clone());
+                });
                 if msg != last_error {
                     match &e {
                         LinkError::PinMismatch { .. }
@@ -122,6 +181,7 @@ async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkErr
         }
     };
     let session = open_as_agent(channel, shared.name(), expect, |code| {
+        shared.set_link(address, |l| l.pairing_code = Some(code.to_owned()));
         notice(&format!(
             "pairing code {code}: check that the signer shows the same code before approving it there"
         ));
@@ -163,6 +223,14 @@ async fn run_session(
         });
     });
     info!(signer = %signer.name, id = %signer.id, %address, "signer connected");
+    shared.set_link(address, |l| {
+        l.signer_id = Some(signer.id.clone());
+        l.signer_name = Some(signer.name.clone());
+        l.connected = true;
+        l.since = crate::agent::now_s();
+        l.last_error = None;
+        l.pairing_code = None;
+    });
     let Channel {
         mut reader,
         mut writer,
@@ -176,6 +244,8 @@ async fn run_session(
 
     let (raw_tx, mut raw_rx) = mpsc::channel::<Message>(8);
     let writer_pending = pending.clone();
+    let refreshes: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+    let writer_refreshes = refreshes.clone();
     let write = async move {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
@@ -183,9 +253,22 @@ async fn run_session(
         loop {
             tokio::select! {
                 out = rx.recv() => {
-                    let Some(Outgoing { request, reply }) = out else { return Ok(()) };
-                    lock(&writer_pending).insert(request.request_id, reply);
-                    writer.send(&Message::SignRequest(request)).await?;
+                    let Some(out) = out else { return Ok(()) };
+                    let msg = match out {
+                        Outgoing::Sign { request, reply } => {
+                            lock(&writer_pending).insert(request.request_id, Waiter::Sign(reply));
+                            Message::SignRequest(request)
+                        }
+                        Outgoing::Cert { request, reply } => {
+                            lock(&writer_pending).insert(request.request_id, Waiter::Cert(reply));
+                            Message::CertRequest(request)
+                        }
+                        Outgoing::RefreshKeys { reply } => {
+                            lock(&writer_refreshes).push(reply);
+                            Message::KeyListRequest
+                        }
+                    };
+                    writer.send(&msg).await?;
                 }
                 raw = raw_rx.recv() => {
                     let Some(m) = raw else { return Ok(()) };
@@ -213,6 +296,9 @@ async fn run_session(
                             p.keys = cached;
                         }
                     });
+                    for w in lock(&refreshes).drain(..) {
+                        let _ = w.send(());
+                    }
                     if first_list {
                         notice(&format!(
                             "connected to signer {} ({}), {count} keys",
@@ -224,17 +310,18 @@ async fn run_session(
                         info!(signer = %signer.id, count, "key list refreshed");
                     }
                 }
-                Message::SignResponse(r) => {
-                    let waiter = lock(&pending).remove(&r.request_id);
-                    match waiter {
-                        Some(w) => {
-                            let _ = w.send(r.result.map_err(SignFailure::Signer));
-                        }
-                        None => {
-                            warn!(signer = %signer.id, "response for an unknown request; ignored")
-                        }
+                Message::SignResponse(r) => match lock(&pending).remove(&r.request_id) {
+                    Some(Waiter::Sign(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
+                    Some(other) => other.fail(SignFailure::LinkLost),
+                    None => warn!(signer = %signer.id, "response for an unknown request; ignored"),
+                },
+                Message::CertResponse(r) => match lock(&pending).remove(&r.request_id) {
+                    Some(Waiter::Cert(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
+                    Some(other) => other.fail(SignFailure::LinkLost),
+                    None => {
+                        warn!(signer = %signer.id, "certificate for an unknown request; ignored")
                     }
-                }
+                },
                 Message::Ping(n) => {
                     let _ = raw_tx.send(Message::Pong(n)).await;
                 }
@@ -253,8 +340,12 @@ async fn run_session(
         r = read => r,
     };
     shared.set_connected(&signer_id, None);
+    shared.set_link(address, |l| {
+        l.connected = false;
+        l.since = crate::agent::now_s();
+    });
     for (_, w) in lock(&pending).drain() {
-        let _ = w.send(Err(SignFailure::LinkLost));
+        w.fail(SignFailure::LinkLost);
     }
     notice(&format!(
         "disconnected from signer {} ({})",

@@ -1,9 +1,14 @@
 //! `vmux agent …`
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vmux_agent::{AgentConfig, AgentFileConfig, AgentSocket, DEFAULT_SIGN_TIMEOUT_SECONDS};
+use vmux_agent::control::{self, Status};
+use vmux_agent::{
+    AgentConfig, AgentFileConfig, AgentSocket, DEFAULT_CERT_RENEW_BEFORE_SECONDS,
+    DEFAULT_CERT_VALIDITY_SECONDS, DEFAULT_SIGN_TIMEOUT_SECONDS,
+};
 use vmux_home::Home;
 
 use crate::cli::AgentCommand;
@@ -11,6 +16,10 @@ use crate::Failure;
 
 pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
     let file: AgentFileConfig = vmux_home::load_toml(&home.config_file("agent.toml"))?;
+    let socket_of = |flag: Option<PathBuf>| {
+        flag.or(file.socket.clone())
+            .unwrap_or_else(|| home.default_socket().to_owned())
+    };
     match command {
         AgentCommand::Run {
             socket,
@@ -18,24 +27,36 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
             signer,
             no_discovery: _,
             sign_timeout,
+            cert_validity,
+            cert_renew_before,
         } => {
-            let socket_path = socket
-                .or(file.socket.clone())
-                .unwrap_or_else(|| home.default_socket().to_owned());
+            let socket_path = socket_of(socket);
             let timeout = sign_timeout
                 .or(file.sign_timeout_seconds)
                 .unwrap_or(DEFAULT_SIGN_TIMEOUT_SECONDS);
             if timeout == 0 {
                 return Err(Failure("--sign-timeout must be at least 1 second".into()));
             }
+            let validity = cert_validity
+                .or(file.cert_validity_seconds)
+                .unwrap_or(DEFAULT_CERT_VALIDITY_SECONDS);
+            if validity == 0 {
+                return Err(Failure("--cert-validity must be at least 1 second".into()));
+            }
             let config = AgentConfig {
-                name: name.or(file.name).unwrap_or_else(host_name),
+                name: name.or(file.name.clone()).unwrap_or_else(host_name),
                 signers: if signer.is_empty() {
-                    file.signers
+                    file.signers.clone()
                 } else {
                     signer
                 },
                 sign_timeout: Duration::from_secs(timeout),
+                cert_validity: Duration::from_secs(validity),
+                cert_renew_before: Duration::from_secs(
+                    cert_renew_before
+                        .or(file.cert_renew_before_seconds)
+                        .unwrap_or(DEFAULT_CERT_RENEW_BEFORE_SECONDS),
+                ),
                 state_path: vmux_agent::state_path(home),
                 identity_path: home.state_file("agent-identity"),
             };
@@ -51,6 +72,38 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::Status { json, socket } => {
+            let value = control::query(&socket_of(socket), "status", Duration::from_secs(10))?;
+            if json {
+                println!("{value:#}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let status: Status = serde_json::from_value(value)?;
+            print_status(&status);
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Refresh { socket } => {
+            let value = control::query(&socket_of(socket), "refresh", Duration::from_secs(30))?;
+            let n = value["refreshed"].as_u64().unwrap_or(0);
+            if n == 0 {
+                return Err(Failure(
+                    "no signer is connected; the cached keys are unchanged".into(),
+                ));
+            }
+            println!("Refreshed the key list from {n} signer(s).");
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Cert { socket } => {
+            let value = control::query(&socket_of(socket), "cert", Duration::from_secs(180))?;
+            match (value["valid_until"].as_u64(), value["error"].as_str()) {
+                (Some(t), _) => {
+                    println!("Certificate valid until {}", vmux_agent::utc(t));
+                    Ok(ExitCode::SUCCESS)
+                }
+                (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
+                (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
+            }
+        }
         AgentCommand::Forget => {
             let path = vmux_agent::state_path(home);
             match std::fs::remove_file(&path) {
@@ -64,6 +117,47 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
                 Err(e) => return Err(Failure(format!("cannot remove {}: {e}", path.display()))),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_status(s: &Status) {
+    println!("Agent {} ({})", s.name, s.id);
+    if s.signers.is_empty() {
+        println!("No signer configured or paired");
+    }
+    for g in &s.signers {
+        let who = match (&g.name, &g.id) {
+            (Some(n), Some(id)) => format!("{n} ({id})"),
+            (Some(n), None) => n.clone(),
+            _ => "signer".to_owned(),
+        };
+        let state = if g.connected {
+            "Connected"
+        } else {
+            "Disconnected"
+        };
+        println!(
+            "{who} at {}: {state} since {}",
+            g.address,
+            vmux_agent::utc(g.since)
+        );
+        if let Some(code) = &g.pairing_code {
+            println!("  Pairing: code {code}, waiting for approval on the signer");
+        } else if let (false, Some(e)) = (g.connected, &g.last_error) {
+            println!("  Last error: {e}");
+        }
+    }
+    println!("{}", s.certificate.line);
+    if s.pending_requests > 0 {
+        println!("{} request(s) waiting for a signer", s.pending_requests);
+    }
+    if s.keys.is_empty() {
+        println!("No keys cached");
+    } else {
+        println!("Keys:");
+        for k in &s.keys {
+            println!("  {}", k.line);
         }
     }
 }

@@ -101,9 +101,38 @@ pub enum AgentCommand {
         /// not implemented yet, so this is always the case).
         #[arg(long)]
         no_discovery: bool,
-        /// Longest wait for a signature, in seconds.
+        /// Longest wait for a signature, in seconds (default 60).
         #[arg(long, value_name = "SECONDS")]
         sign_timeout: Option<u64>,
+        /// Session-certificate validity to ask for, in seconds (default
+        /// 28800; the signer may shorten it).
+        #[arg(long, value_name = "SECONDS")]
+        cert_validity: Option<u64>,
+        /// Renew the certificate while fewer than this many seconds remain
+        /// (default 3600).
+        #[arg(long, value_name = "SECONDS")]
+        cert_renew_before: Option<u64>,
+    },
+    /// Show connection, certificate and keys of the running agent.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Pull the key list from the connected signers now.
+    Refresh {
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Request a session certificate now.
+    Cert {
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Wipe the agent's state: pinned signers and cached keys.
     Forget,

@@ -1,0 +1,274 @@
+//! The session certificate: an ephemeral P-256 key that lives only in this
+//! process's memory, certified by a signer's CA for a bounded time, used
+//! to sign locally with no round trip and no prompt.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey, PublicKey};
+use tracing::{info, warn};
+use vmux_proto::{CertRequest, IssuedCert};
+
+use crate::agent::{now_s, Shared};
+use crate::upstream::SignFailure;
+
+/// The comment the certificate is listed under.
+pub const CERT_COMMENT: &str = "vmux-session-cert";
+
+/// Longest wait for a certificate (the signer's person may be asked).
+const CERT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A certificate and its ephemeral private key. The key is never written
+/// anywhere; ssh-key zeroizes it when this is dropped.
+pub struct SessionCert {
+    key: PrivateKey,
+    cert_blob: Vec<u8>,
+    plain_blob: Vec<u8>,
+    serial: u64,
+    valid_before: u64,
+    principals: Vec<String>,
+    renewable: bool,
+}
+
+impl SessionCert {
+    /// Whether `blob` names this certificate: its own blob, or the plain
+    /// public key (OpenSSH 8.9–10.2 clients send that when signing with a
+    /// certificate).
+    pub fn matches(&self, blob: &[u8]) -> bool {
+        blob == self.cert_blob || blob == self.plain_blob
+    }
+
+    /// The certificate blob, as listed to clients.
+    pub fn blob(&self) -> &[u8] {
+        &self.cert_blob
+    }
+
+    /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256).
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignFailure> {
+        use signature::Signer;
+        let sig = self
+            .key
+            .try_sign(data)
+            .map_err(|_| SignFailure::BadSignature)?;
+        Vec::<u8>::try_from(sig).map_err(|_| SignFailure::BadSignature)
+    }
+}
+
+/// What `status` says about the certificate.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CertStatus {
+    /// `valid`, `expired` or `none`.
+    pub state: &'static str,
+    /// The brief's status line.
+    pub line: String,
+    /// End of validity, Unix seconds, when there is or was one.
+    pub valid_until: Option<u64>,
+    /// Serial of the current certificate.
+    pub serial: Option<u64>,
+    /// Principals of the current certificate.
+    pub principals: Vec<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<SessionCert>>,
+    expired_at: Option<u64>,
+}
+
+/// The agent's one certificate slot.
+#[derive(Default)]
+pub struct CertSlot {
+    slot: RwLock<Slot>,
+}
+
+impl CertSlot {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
+        self.slot.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
+        self.slot.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The valid certificate, if any, at `now`.
+    pub fn current(&self, now: u64) -> Option<Arc<SessionCert>> {
+        self.read()
+            .current
+            .as_ref()
+            .filter(|c| now < c.valid_before)
+            .cloned()
+    }
+
+    /// Drops the certificate and its key once expired. Returns whether it
+    /// did.
+    pub fn expire_if_due(&self, now: u64) -> bool {
+        let mut s = self.write();
+        match &s.current {
+            Some(c) if now >= c.valid_before => {
+                let until = c.valid_before;
+                s.current = None;
+                s.expired_at = Some(until);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn install(&self, cert: SessionCert) {
+        let mut s = self.write();
+        s.current = Some(Arc::new(cert));
+        s.expired_at = None;
+    }
+
+    /// The status line and fields.
+    pub fn status(&self, now: u64) -> CertStatus {
+        self.expire_if_due(now);
+        let s = self.read();
+        match (&s.current, s.expired_at) {
+            (Some(c), _) => CertStatus {
+                state: "valid",
+                line: format!(
+                    "Certificate valid until {}",
+                    crate::time::utc(c.valid_before)
+                ),
+                valid_until: Some(c.valid_before),
+                serial: Some(c.serial),
+                principals: c.principals.clone(),
+            },
+            (None, Some(t)) => CertStatus {
+                state: "expired",
+                line: "Certificate expired — connect signer to renew".into(),
+                valid_until: Some(t),
+                serial: None,
+                principals: Vec::new(),
+            },
+            (None, None) => CertStatus {
+                state: "none",
+                line: "No session certificate".into(),
+                valid_until: None,
+                serial: None,
+                principals: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Makes a new ephemeral key, asks a connected signer's CA to certify it,
+/// checks the answer and installs it.
+pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailure> {
+    let conn = shared.any_connected().ok_or(SignFailure::TimedOut)?;
+    let key = PrivateKey::random(
+        &mut rand_core::OsRng,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+    )
+    .map_err(|_| SignFailure::BadSignature)?;
+    let plain_blob = key
+        .public_key()
+        .to_bytes()
+        .map_err(|_| SignFailure::BadSignature)?;
+    let mut request_id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut request_id);
+    let request = CertRequest {
+        request_id,
+        public_key_blob: plain_blob.clone(),
+        validity_seconds: shared.config().cert_validity.as_secs(),
+        automatic,
+    };
+    let issued = tokio::time::timeout(CERT_TIMEOUT, conn.certificate(request))
+        .await
+        .map_err(|_| SignFailure::TimedOut)??;
+    let cert = check(&key, &issued)?;
+    let now = now_s();
+    let valid_before = cert.valid_before();
+    let serial = cert.serial();
+    let renew_before = shared.config().cert_renew_before.as_secs();
+    let renewable = valid_before.saturating_sub(now) > renew_before;
+    if !renewable {
+        warn!(
+            valid_before,
+            renew_before, "the certificate is shorter than the renewal threshold; it will not be renewed before it expires"
+        );
+    }
+    shared.cert().install(SessionCert {
+        key,
+        cert_blob: issued.certificate,
+        plain_blob,
+        serial,
+        valid_before,
+        principals: cert.valid_principals().to_vec(),
+        renewable,
+    });
+    info!(serial, valid_before, "session certificate installed");
+    Ok(valid_before)
+}
+
+/// A certificate is accepted only if it certifies our key, is signed by
+/// the CA key it names, and is valid now.
+fn check(key: &PrivateKey, issued: &IssuedCert) -> Result<Certificate, SignFailure> {
+    let cert =
+        Certificate::from_bytes(&issued.certificate).map_err(|_| SignFailure::BadSignature)?;
+    let ca = PublicKey::from_bytes(&issued.ca_public_key).map_err(|_| SignFailure::BadSignature)?;
+    let now = now_s();
+    let ok = cert.public_key() == key.public_key().key_data()
+        && cert.signature_key() == ca.key_data()
+        && cert.verify_signature().is_ok()
+        && cert.valid_after() <= now
+        && now < cert.valid_before()
+        && !cert.valid_principals().is_empty();
+    if ok {
+        Ok(cert)
+    } else {
+        warn!("the signer returned a certificate that does not check out; discarded");
+        Err(SignFailure::BadSignature)
+    }
+}
+
+/// Keeps a certificate while signers are reachable: asks on every new
+/// connection when there is none, renews once while fewer than
+/// `cert_renew_before` seconds remain, drops it at expiry. An automatic
+/// request that fails is not repeated until the next connection, so a
+/// signer that says no is not asked again and again.
+pub async fn maintain(shared: Arc<Shared>) {
+    let mut sessions = shared.sessions();
+    let mut tried: Option<(u64, Option<u64>)> = None;
+    loop {
+        let now = now_s();
+        if shared.cert().expire_if_due(now) {
+            crate::notice("session certificate expired; signing falls back to the signer");
+        }
+        let generation = *sessions.borrow_and_update();
+        let current = shared.cert().current(now);
+        let renew_before = shared.config().cert_renew_before.as_secs();
+        let needed = match &current {
+            None => true,
+            Some(c) => c.renewable && c.valid_before.saturating_sub(now) <= renew_before,
+        };
+        let attempt = (generation, current.as_ref().map(|c| c.serial));
+        if needed && shared.any_connected().is_some() && tried != Some(attempt) {
+            tried = Some(attempt);
+            match request(&shared, true).await {
+                Ok(until) => info!(valid_before = until, "session certificate obtained"),
+                Err(e) => info!(reason = %e, "no session certificate"),
+            }
+            continue;
+        }
+        let next = current.map(|c| {
+            let renew_at = c.valid_before.saturating_sub(renew_before);
+            if c.renewable && renew_at > now {
+                renew_at
+            } else {
+                c.valid_before
+            }
+        });
+        let sleep = next
+            .map(|t| Duration::from_secs(t.saturating_sub(now).max(1)))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            r = sessions.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Control of a running agent through its own socket: the agent-protocol
+//! extension `control@vmux` carries one command (`status`, `refresh`,
+//! `cert`) and is answered with `SSH_AGENT_SUCCESS` followed by a string
+//! holding JSON. The socket's owner-only checks apply to it as to
+//! everything else.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::agent::{LinkStatus, Shared};
+use crate::cert::CertStatus;
+use crate::state::AgentState;
+use crate::wire::{self, Fields, FAILURE, SUCCESS};
+
+/// The extension's name.
+pub const EXTENSION: &str = "control@vmux";
+
+/// One listed key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyStatus {
+    /// Comment.
+    pub comment: String,
+    /// `SHA256:…`
+    pub fingerprint: String,
+    /// SSH algorithm.
+    pub algorithm: String,
+    /// Where the private key lives (`software`, `hardwareToken`, …).
+    pub provider_kind: String,
+    /// The signer that holds it.
+    pub signer: String,
+    /// `ssh-add -l` style line.
+    pub line: String,
+}
+
+/// One signer, as the agent sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignerStatus {
+    /// Address.
+    pub address: String,
+    /// Id, once known.
+    pub id: Option<String>,
+    /// Name, once known.
+    pub name: Option<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// Since when connected or disconnected, Unix seconds.
+    pub since: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// A pairing code waiting for approval on the signer.
+    pub pairing_code: Option<String>,
+}
+
+/// Everything `vmux agent status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The agent's name.
+    pub name: String,
+    /// The agent's id.
+    pub id: String,
+    /// Signers.
+    pub signers: Vec<SignerStatus>,
+    /// The certificate.
+    pub certificate: CertStatusOwned,
+    /// Keys.
+    pub keys: Vec<KeyStatus>,
+    /// Sign requests waiting for a signer now.
+    pub pending_requests: usize,
+}
+
+/// [`CertStatus`] in a form that deserializes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertStatusOwned {
+    /// `valid`, `expired` or `none`.
+    pub state: String,
+    /// The status line.
+    pub line: String,
+    /// End of validity.
+    pub valid_until: Option<u64>,
+    /// Serial.
+    pub serial: Option<u64>,
+    /// Principals.
+    pub principals: Vec<String>,
+}
+
+impl Status {
+    pub(crate) fn new(
+        name: &str,
+        id: &str,
+        links: &BTreeMap<String, LinkStatus>,
+        state: &AgentState,
+        cert: CertStatus,
+        pending_requests: usize,
+    ) -> Status {
+        let signers = links
+            .iter()
+            .map(|(address, l)| SignerStatus {
+                address: address.clone(),
+                id: l.signer_id.clone(),
+                name: l
+                    .signer_name
+                    .clone()
+                    .or_else(|| state.pinned_at(address).map(|p| p.name.clone())),
+                connected: l.connected,
+                since: l.since,
+                last_error: l.last_error.clone(),
+                pairing_code: l.pairing_code.clone(),
+            })
+            .collect();
+        let keys = state
+            .signers
+            .iter()
+            .flat_map(|s| s.keys.iter().map(move |k| (s, k)))
+            .map(|(s, k)| {
+                let public = ssh_key::PublicKey::from_bytes(&k.blob).ok();
+                let fingerprint = public
+                    .as_ref()
+                    .map(|p| p.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+                    .unwrap_or_default();
+                KeyStatus {
+                    line: format!(
+                        "{fingerprint} {} ({}, {} on {})",
+                        k.comment, k.algorithm, k.provider_kind, s.name
+                    ),
+                    comment: k.comment.clone(),
+                    fingerprint,
+                    algorithm: k.algorithm.clone(),
+                    provider_kind: k.provider_kind.clone(),
+                    signer: s.name.clone(),
+                }
+            })
+            .collect();
+        Status {
+            name: name.to_owned(),
+            id: id.to_owned(),
+            signers,
+            certificate: CertStatusOwned {
+                state: cert.state.to_owned(),
+                line: cert.line,
+                valid_until: cert.valid_until,
+                serial: cert.serial,
+                principals: cert.principals,
+            },
+            keys,
+            pending_requests,
+        }
+    }
+}
+
+fn reply(value: serde_json::Value) -> Vec<u8> {
+    let json = value.to_string();
+    let mut body = vec![SUCCESS];
+    body.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    body.extend_from_slice(json.as_bytes());
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Answers one control command.
+pub(crate) async fn handle(shared: &Shared, contents: &[u8]) -> Vec<u8> {
+    let mut f = Fields(contents);
+    let Some(command) = f.string().and_then(|c| std::str::from_utf8(c).ok()) else {
+        return wire::status(FAILURE);
+    };
+    match command {
+        "status" => match serde_json::to_value(shared.status()) {
+            Ok(v) => reply(v),
+            Err(_) => wire::status(FAILURE),
+        },
+        "refresh" => {
+            let n = shared.refresh().await;
+            reply(json!({ "refreshed": n }))
+        }
+        "cert" => match crate::cert::request(shared, false).await {
+            Ok(valid_until) => reply(json!({ "valid_until": valid_until })),
+            Err(e) => reply(json!({ "error": e.to_string() })),
+        },
+        _ => wire::status(FAILURE),
+    }
+}
+
+/// Why a control command could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing listens on the socket.
+    #[error("no agent is running on {0} (start one with `vmux agent run`)")]
+    NotRunning(String),
+    /// The agent answered something else.
+    #[error("the agent on {0} did not understand the request (is it a vmux agent?)")]
+    NotVmux(String),
+    /// Reading or writing failed.
+    #[error("talking to the agent on {0} failed: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// Sends `command` to the agent on `socket` and returns its JSON answer.
+pub fn query(
+    socket: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
+    let shown = socket.display().to_string();
+    let mut s = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(shown.clone()))?;
+    let io = |e| ControlError::Io(shown.clone(), e);
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut body = vec![27u8];
+    for part in [EXTENSION.as_bytes(), command.as_bytes()] {
+        body.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        body.extend_from_slice(part);
+    }
+    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).map_err(io)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > wire::MAX_AGENT_MESSAGE {
+        return Err(ControlError::NotVmux(shown));
+    }
+    let mut answer = vec![0u8; len];
+    s.read_exact(&mut answer).map_err(io)?;
+    let mut f = Fields(&answer);
+    if f.u8() != Some(SUCCESS) {
+        return Err(ControlError::NotVmux(shown));
+    }
+    f.string()
+        .and_then(|j| serde_json::from_slice(j).ok())
+        .ok_or(ControlError::NotVmux(shown))
+}
