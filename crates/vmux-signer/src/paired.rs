@@ -53,10 +53,35 @@ impl SignerState {
     }
 }
 
-/// The signer's state, shared by its connections.
+/// The signer's state, shared by its connections and kept in step with
+/// the file: `vmux signer unpair` edits the file while the signer runs,
+/// and the running signer sees the change at the next check.
 pub struct PairedAgents {
     path: PathBuf,
-    state: RwLock<SignerState>,
+    state: RwLock<Loaded>,
+}
+
+struct Loaded {
+    state: SignerState,
+    stamp: Option<Stamp>,
+}
+
+/// What identifies one version of the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    modified: std::time::SystemTime,
+    len: u64,
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: m.ino(),
+        modified: m.modified().ok()?,
+        len: m.len(),
+    })
 }
 
 fn now_s() -> u64 {
@@ -66,21 +91,39 @@ fn now_s() -> u64 {
 impl PairedAgents {
     /// Wraps loaded state that lives at `path`.
     pub fn new(path: PathBuf, state: SignerState) -> PairedAgents {
+        let stamp = stamp(&path);
         PairedAgents {
             path,
-            state: RwLock::new(state),
+            state: RwLock::new(Loaded { state, stamp }),
         }
     }
 
-    /// Whether an agent with this static key is paired.
+    /// Re-reads the file if it changed since it was last read. A file that
+    /// cannot be read or parsed leaves the state in memory as it was.
+    fn reload(&self) {
+        let now = stamp(&self.path);
+        if now.is_none() || self.read().stamp == now {
+            return;
+        }
+        let parsed = vmux_home::read(&self.path).and_then(|b| SignerState::parse(&self.path, &b));
+        let mut l = self.state.write().unwrap_or_else(|e| e.into_inner());
+        match parsed {
+            Ok(state) => *l = Loaded { state, stamp: now },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the signer state; keeping the loaded one")
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether an agent with this static key is paired now.
     pub fn contains(&self, key: &StaticKey) -> bool {
+        self.reload();
         let k = B64.encode(key);
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .agents
-            .iter()
-            .any(|a| a.static_key == k)
+        self.read().state.agents.iter().any(|a| a.static_key == k)
     }
 
     /// Pins a newly approved agent (replacing an entry with the same key).
@@ -110,17 +153,70 @@ impl PairedAgents {
         })
     }
 
+    /// Revokes the agent whose id is `id` (or starts with it, if that is
+    /// unambiguous). Returns the removed agent.
+    pub fn remove(&self, id: &str) -> Result<Option<PairedAgent>, HomeError> {
+        let mut removed = None;
+        self.update(|s| {
+            let matches: Vec<usize> = s
+                .agents
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.id == id || (!id.is_empty() && a.id.starts_with(id)))
+                .map(|(i, _)| i)
+                .collect();
+            if let [i] = matches[..] {
+                removed = Some(s.agents.remove(i));
+            }
+        })?;
+        Ok(removed)
+    }
+
     /// A copy of the state.
     pub fn snapshot(&self) -> SignerState {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reload();
+        self.read().state.clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut SignerState)) -> Result<(), HomeError> {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = s.clone();
+        self.reload();
+        let mut l = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = l.state.clone();
         f(&mut next);
         next.save(&self.path)?;
-        *s = next;
+        *l = Loaded {
+            state: next,
+            stamp: stamp(&self.path),
+        };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edit_of_the_file_is_seen_by_the_running_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signer-state.json");
+        let running = PairedAgents::new(path.clone(), SignerState::default());
+        running.add("aaaa1111", "laptop", &[1; 32]).unwrap();
+        running.add("bbbb2222", "desk", &[2; 32]).unwrap();
+        assert!(running.contains(&[1; 32]));
+        // Another process (the CLI) loads the file and unpairs one agent.
+        let state = SignerState::parse(&path, &std::fs::read(&path).unwrap()).unwrap();
+        let cli = PairedAgents::new(path.clone(), state);
+        assert_eq!(
+            cli.remove("aaaa").unwrap().map(|a| a.name),
+            Some("laptop".into())
+        );
+        assert!(cli.remove("zzzz").unwrap().is_none());
+        assert!(!running.contains(&[1; 32]));
+        assert!(running.contains(&[2; 32]));
+        // An ambiguous prefix removes nothing.
+        running.add("bbbb3333", "other", &[3; 32]).unwrap();
+        assert!(cli.remove("bbbb").unwrap().is_none());
+        assert_eq!(running.snapshot().agents.len(), 2);
     }
 }

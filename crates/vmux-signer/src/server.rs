@@ -49,10 +49,17 @@ pub struct ServerParts<A> {
     pub cert_policy: CertPolicy,
 }
 
+/// Failed pairings tolerated per [`PAIRING_PENALTY`] before new pairings
+/// are refused without asking anyone.
+const MAX_PAIRING_FAILURES: usize = 5;
+/// The window over which failed pairings are counted.
+const PAIRING_PENALTY: Duration = Duration::from_secs(60);
+
 /// A running signer.
 pub struct Server<A> {
     parts: ServerParts<A>,
     replay: ReplayGuard,
+    pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
 
 impl<A: Approver + 'static> Server<A> {
@@ -61,6 +68,7 @@ impl<A: Approver + 'static> Server<A> {
         Server {
             parts,
             replay: ReplayGuard::new(1 << 16),
+            pairing_failures: Default::default(),
         }
     }
 
@@ -206,7 +214,8 @@ impl<A: Approver + 'static> Server<A> {
             .find(|k| k.blob == req.key_blob)
             .ok_or(ErrorCode::KeyNotFound)?;
         if key.public.algorithm().is_rsa()
-            && req.flags & (vmux_proto::SSH_AGENT_RSA_SHA2_256 | vmux_proto::SSH_AGENT_RSA_SHA2_512) == 0
+            && req.flags & (vmux_proto::SSH_AGENT_RSA_SHA2_256 | vmux_proto::SSH_AGENT_RSA_SHA2_512)
+                == 0
         {
             // ssh-rsa (SHA-1): refused before anyone is asked.
             return Err(ErrorCode::PolicyDenied);
@@ -321,6 +330,35 @@ impl<A: Approver> PairingGate for Gate<'_, A> {
     }
 
     async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
+        let recent = {
+            let mut f = self
+                .server
+                .pairing_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            while f.front().is_some_and(|t| t.elapsed() > PAIRING_PENALTY) {
+                f.pop_front();
+            }
+            f.len()
+        };
+        if recent >= MAX_PAIRING_FAILURES {
+            warn!(agent = %request.agent.id, "too many failed pairings in the last minute; refusing without asking");
+            return Err(ErrorCode::PairingInvalid);
+        }
+        let outcome = self.ask_pairing(&request).await;
+        if outcome.is_err() {
+            self.server
+                .pairing_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(std::time::Instant::now());
+        }
+        outcome
+    }
+}
+
+impl<A: Approver> Gate<'_, A> {
+    async fn ask_pairing(&self, request: &PairingRequest) -> Result<(), ErrorCode> {
         let decision = Decision {
             kind: Some(DecisionKind::Pair),
             source_name: request.agent.name.clone(),

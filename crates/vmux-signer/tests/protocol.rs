@@ -20,12 +20,16 @@ struct TestApprover {
     approve_sign: AtomicBool,
     approve_pair: AtomicBool,
     signs: AtomicUsize,
+    pairs: AtomicUsize,
 }
 
 impl Approver for TestApprover {
     async fn decide(&self, d: &Decision, _timeout: Duration) -> Verdict {
         let yes = match d.kind {
-            Some(DecisionKind::Pair) => self.approve_pair.load(Ordering::SeqCst),
+            Some(DecisionKind::Pair) => {
+                self.pairs.fetch_add(1, Ordering::SeqCst);
+                self.approve_pair.load(Ordering::SeqCst)
+            }
             _ => {
                 self.signs.fetch_add(1, Ordering::SeqCst);
                 self.approve_sign.load(Ordering::SeqCst)
@@ -200,4 +204,26 @@ async fn garbage_after_the_handshake_closes_only_that_connection() {
     assert!(ask(&mut s2, request(&f, 7, now, now + 60_000))
         .await
         .is_ok());
+}
+
+#[tokio::test]
+async fn repeated_failed_pairings_are_refused_without_asking() {
+    let f = start().await;
+    f.approver.approve_pair.store(false, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert!(session(&f, &Identity::generate()).await.is_err());
+    }
+    let asked = f.approver.pairs.load(Ordering::SeqCst);
+    assert_eq!(asked, 5);
+    // The sixth attempt within the minute is refused and nobody is asked,
+    // even if the person would now say yes.
+    f.approver.approve_pair.store(true, Ordering::SeqCst);
+    match session(&f, &Identity::generate()).await {
+        Err(vmux_link::LinkError::Refused { code, .. }) => {
+            assert_eq!(code, ErrorCode::PairingInvalid)
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("pairing was not rate-limited"),
+    }
+    assert_eq!(f.approver.pairs.load(Ordering::SeqCst), 5);
 }

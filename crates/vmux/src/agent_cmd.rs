@@ -104,7 +104,24 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
                 (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
             }
         }
-        AgentCommand::Forget => {
+        AgentCommand::Signers => {
+            let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
+            if state.signers.is_empty() {
+                println!("No pinned signers.");
+            }
+            for p in &state.signers {
+                println!(
+                    "{}  {}  at {}  paired {}  {} keys",
+                    p.id,
+                    vmux_proto::sanitize(&p.name),
+                    p.address,
+                    vmux_agent::utc(p.paired_at),
+                    p.keys.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Forget { id: None } => {
             let path = vmux_agent::state_path(home);
             match std::fs::remove_file(&path) {
                 Ok(()) => println!(
@@ -116,6 +133,30 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
                 }
                 Err(e) => return Err(Failure(format!("cannot remove {}: {e}", path.display()))),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Forget { id: Some(id) } => {
+            let path = vmux_agent::state_path(home);
+            let mut state = vmux_agent::AgentState::load(&path)?;
+            let hits: Vec<usize> = state
+                .signers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.id == id || (!id.is_empty() && p.id.starts_with(&id)))
+                .map(|(i, _)| i)
+                .collect();
+            let [i] = hits[..] else {
+                return Err(Failure(format!(
+                    "no pinned signer has the id {id:?} (or it is ambiguous); see `vmux agent signers`"
+                )));
+            };
+            let gone = state.signers.remove(i);
+            state.save(&path)?;
+            println!(
+                "Forgot signer {} ({}) and its cached keys. Restart the agent if it is running.",
+                vmux_proto::sanitize(&gone.name),
+                gone.id
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

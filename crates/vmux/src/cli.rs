@@ -67,6 +67,13 @@ pub enum SignerCommand {
     },
     /// Print the CA public-key line for sshd's TrustedUserCAKeys.
     Ca,
+    /// List paired agents.
+    Agents,
+    /// Revoke a paired agent: its next connection is refused.
+    Unpair {
+        /// The agent's id (or an unambiguous prefix), from `vmux signer agents`.
+        id: String,
+    },
     /// Serve agents.
     Run {
         /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
@@ -134,6 +141,12 @@ pub enum AgentCommand {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
-    /// Wipe the agent's state: pinned signers and cached keys.
-    Forget,
+    /// List pinned signers.
+    Signers,
+    /// Forget one pinned signer (by id or unambiguous prefix), or with no
+    /// id wipe all of the agent's state.
+    Forget {
+        /// The signer's id.
+        id: Option<String>,
+    },
 }

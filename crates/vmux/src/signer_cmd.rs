@@ -58,6 +58,34 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
             println!("{}", signer.ca_public()?.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
+        SignerCommand::Agents => {
+            let state = signer.state()?;
+            if state.agents.is_empty() {
+                println!("No paired agents.");
+            }
+            for a in &state.agents {
+                println!(
+                    "{}  {}  paired {}  last seen {}",
+                    a.id,
+                    vmux_proto::sanitize(&a.name),
+                    vmux_agent::utc(a.paired_at),
+                    vmux_agent::utc(a.last_seen)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Unpair { id } => {
+            let paired = PairedAgents::new(signer.state_path(), signer.state()?);
+            match paired.remove(&id)? {
+                Some(a) => {
+                    println!("Unpaired {} ({}); its next connection is refused.", vmux_proto::sanitize(&a.name), a.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(Failure(format!(
+                    "no paired agent has the id {id:?} (or it is ambiguous); see `vmux signer agents`"
+                ))),
+            }
+        }
         SignerCommand::Run {
             listen,
             approve,
