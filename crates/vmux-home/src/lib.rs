@@ -13,8 +13,15 @@
 //! - [`load_toml`] reads an optional configuration file, refusing unknown
 //!   keys with a message that names the file and the key.
 //!
+//! - [`PrivateSocket`] creates an owner-only Unix socket (mode 0600 from
+//!   the first moment), replacing a stale one and refusing a live one.
+//!
 //! This crate does no networking and knows nothing of keys or protocols.
 #![deny(missing_docs)]
+
+mod socket;
+
+pub use socket::{PrivateSocket, SocketError};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -15,6 +15,49 @@ pub const STATIC_KEY_LEN: usize = 32;
 pub type StaticKey = [u8; STATIC_KEY_LEN];
 
 const HEADER: &str = "vmux-device-identity-v1";
+const KDF_ROUNDS: u32 = 16;
+
+fn derive(pass: &[u8], salt: &[u8], rounds: u32) -> Option<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    bcrypt_pbkdf::bcrypt_pbkdf(pass, salt, rounds, &mut key[..]).ok()?;
+    Some(key)
+}
+
+/// `encrypted bcrypt-pbkdf <rounds> <salt> chacha20-poly1305 <nonce>` and
+/// the sealed secret on the next line.
+fn seal(pass: &[u8], secret: &[u8]) -> Option<String> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    use rand::RngCore;
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let key = derive(pass, &salt, KDF_ROUNDS)?;
+    let sealed = chacha20poly1305::ChaCha20Poly1305::new((&*key).into())
+        .encrypt((&nonce).into(), secret)
+        .ok()?;
+    Some(format!(
+        "encrypted bcrypt-pbkdf {KDF_ROUNDS} {} chacha20-poly1305 {}\n{}",
+        B64.encode(salt),
+        B64.encode(nonce),
+        B64.encode(sealed)
+    ))
+}
+
+fn open_sealed(params: &str, pass: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    let f: Vec<&str> = params.split(' ').collect();
+    let ["bcrypt-pbkdf", rounds, salt, "chacha20-poly1305", nonce] = f[..] else {
+        return None;
+    };
+    let rounds: u32 = rounds.parse().ok().filter(|r| (1..=1024).contains(r))?;
+    let salt = B64.decode(salt).ok()?;
+    let nonce: [u8; 12] = B64.decode(nonce).ok()?.try_into().ok()?;
+    let key = derive(pass, &salt, rounds)?;
+    chacha20poly1305::ChaCha20Poly1305::new((&*key).into())
+        .decrypt((&nonce).into(), sealed)
+        .ok()
+}
 
 /// A device's long-term Noise static key pair. The private half is
 /// zeroized when dropped and never leaves this type except into the
@@ -49,25 +92,45 @@ impl Identity {
         }
     }
 
-    /// Loads the identity at `path`.
+    /// Loads an unencrypted identity from `path`.
     pub fn load(path: &Path) -> Result<Identity, HomeError> {
+        Identity::load_with(path, None)
+    }
+
+    /// Loads the identity at `path`, decrypting it with `passphrase` if it
+    /// is encrypted. An encrypted file without a passphrase, or with a
+    /// wrong one, is an error that says so.
+    pub fn load_with(path: &Path, passphrase: Option<&[u8]>) -> Result<Identity, HomeError> {
         let bytes = Zeroizing::new(vmux_home::read(path)?);
-        let bad = || HomeError::Config {
+        let err = |message: &str| HomeError::Config {
             path: path.to_owned(),
-            message: "not a vmux device identity file".into(),
+            message: message.to_owned(),
         };
+        let bad = || err("not a vmux device identity file");
         let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
             return Err(bad());
         }
-        let private = Zeroizing::new(
-            B64.decode(lines.next().ok_or_else(bad)?.trim())
-                .map_err(|_| bad())?,
-        );
-        let public = B64
-            .decode(lines.next().ok_or_else(bad)?.trim())
-            .map_err(|_| bad())?;
+        let next_b64 = |lines: &mut std::str::Lines<'_>| -> Result<Zeroizing<Vec<u8>>, HomeError> {
+            Ok(Zeroizing::new(
+                B64.decode(lines.next().ok_or_else(bad)?.trim())
+                    .map_err(|_| bad())?,
+            ))
+        };
+        let second = lines.next().ok_or_else(bad)?;
+        let private = if let Some(params) = second.strip_prefix("encrypted ") {
+            let sealed = next_b64(&mut lines)?;
+            let Some(pass) = passphrase else {
+                return Err(err("the identity is encrypted; a passphrase is needed"));
+            };
+            Zeroizing::new(
+                open_sealed(params, pass, &sealed).ok_or_else(|| err("wrong passphrase"))?,
+            )
+        } else {
+            Zeroizing::new(B64.decode(second.trim()).map_err(|_| bad())?)
+        };
+        let public = next_b64(&mut lines)?;
         if private.len() != STATIC_KEY_LEN || public.len() != STATIC_KEY_LEN {
             return Err(bad());
         }
@@ -79,13 +142,24 @@ impl Identity {
         })
     }
 
-    /// Writes the identity to `path` (mode 0600, atomically).
+    /// Writes the identity to `path` unencrypted (mode 0600, atomically).
     pub fn save(&self, path: &Path) -> Result<(), HomeError> {
-        let text = Zeroizing::new(format!(
-            "{HEADER}\n{}\n{}\n",
-            B64.encode(&self.private[..]),
-            B64.encode(self.public)
-        ));
+        self.save_with(path, None)
+    }
+
+    /// Writes the identity to `path` (mode 0600, atomically), encrypted
+    /// with `passphrase` when given: bcrypt-pbkdf (16 rounds, 16-byte salt)
+    /// derives a ChaCha20-Poly1305 key, as OpenSSH derives its key-file
+    /// keys.
+    pub fn save_with(&self, path: &Path, passphrase: Option<&[u8]>) -> Result<(), HomeError> {
+        let secret = match passphrase {
+            None => B64.encode(&self.private[..]),
+            Some(pass) => seal(pass, &self.private).ok_or_else(|| HomeError::Config {
+                path: path.to_owned(),
+                message: "cannot encrypt the identity".into(),
+            })?,
+        };
+        let text = Zeroizing::new(format!("{HEADER}\n{secret}\n{}\n", B64.encode(self.public)));
         vmux_home::write_private(path, text.as_bytes())
     }
 

@@ -218,6 +218,25 @@ fn identity_round_trips_through_a_0600_file() {
     assert_eq!(a.public(), b.public());
     assert_eq!(vmux_home::mode_of(&p).unwrap(), 0o600);
     assert_eq!(a.id().len(), 20);
+    // Encrypted: needs the passphrase, refuses a wrong one.
+    let e = dir.join("enc");
+    a.save_with(&e, Some(b"correct horse")).unwrap();
+    let text = std::fs::read_to_string(&e).unwrap();
+    assert!(text.contains("encrypted bcrypt-pbkdf"));
+    assert!(Identity::load(&e)
+        .unwrap_err()
+        .to_string()
+        .contains("passphrase is needed"));
+    assert!(Identity::load_with(&e, Some(b"wrong"))
+        .unwrap_err()
+        .to_string()
+        .contains("wrong passphrase"));
+    assert_eq!(
+        Identity::load_with(&e, Some(b"correct horse"))
+            .unwrap()
+            .public(),
+        a.public()
+    );
     std::fs::write(&p, "junk").unwrap();
     assert!(Identity::load(&p).is_err());
     let _ = std::fs::remove_dir_all(dir);

@@ -92,25 +92,72 @@ fn uid_name() -> Option<String> {
     })
 }
 
-/// The CA key.
+/// The CA key: listed always, usable while unlocked.
 pub struct Ca {
-    key: PrivateKey,
+    path: std::path::PathBuf,
+    encrypted: bool,
+    public: PublicKey,
+    key: std::sync::RwLock<Option<PrivateKey>>,
 }
 
 impl Ca {
-    /// Loads the CA key from `path`.
-    pub fn load(path: &Path) -> Result<Ca, HomeError> {
+    /// Loads the CA key from `path`, decrypting it with `passphrase` when
+    /// it is encrypted (without one it stays locked).
+    pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Ca, HomeError> {
         let pem = zeroize::Zeroizing::new(vmux_home::read(path)?);
-        let key = PrivateKey::from_openssh(&*pem).map_err(|e| HomeError::Config {
+        let file = PrivateKey::from_openssh(&*pem).map_err(|e| HomeError::Config {
             path: path.to_owned(),
             message: format!("not an OpenSSH private key: {e}"),
         })?;
-        Ok(Ca { key })
+        let public = file.public_key().clone();
+        let ca = Ca {
+            path: path.to_owned(),
+            encrypted: file.is_encrypted(),
+            public,
+            key: std::sync::RwLock::new(None),
+        };
+        if !file.is_encrypted() {
+            *ca.key.write().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        } else if let Some(p) = passphrase {
+            ca.unlock(p)?;
+        }
+        Ok(ca)
+    }
+
+    /// Forgets the decrypted key (if the file is encrypted).
+    pub fn lock(&self) {
+        if self.encrypted {
+            *self.key.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Whether the key is encrypted and not decrypted now.
+    pub fn is_locked(&self) -> bool {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// Decrypts the key with `passphrase`.
+    pub fn unlock(&self, passphrase: &str) -> Result<(), HomeError> {
+        let pem = zeroize::Zeroizing::new(vmux_home::read(&self.path)?);
+        let file = PrivateKey::from_openssh(&*pem).map_err(|e| HomeError::Config {
+            path: self.path.clone(),
+            message: format!("not an OpenSSH private key: {e}"),
+        })?;
+        let key = if file.is_encrypted() {
+            file.decrypt(passphrase).map_err(|_| HomeError::Config {
+                path: self.path.clone(),
+                message: "wrong passphrase".into(),
+            })?
+        } else {
+            file
+        };
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        Ok(())
     }
 
     /// The CA's public key.
     pub fn public(&self) -> &PublicKey {
-        self.key.public_key()
+        &self.public
     }
 
     /// Issues a user certificate for `subject_blob` (which must be an
@@ -160,7 +207,9 @@ impl Ca {
         for e in &policy.extensions {
             b.extension(e.clone(), "").map_err(internal)?;
         }
-        let cert = b.sign(&self.key).map_err(internal)?;
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        let key = key.as_ref().ok_or(ErrorCode::SignerLocked)?;
+        let cert = b.sign(key).map_err(internal)?;
         Ok(IssuedCert {
             certificate: cert.to_bytes().map_err(internal)?,
             ca_public_key: self.public().to_bytes().map_err(internal)?,
@@ -173,11 +222,35 @@ impl Ca {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::LineEnding;
 
     #[test]
     fn issues_within_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.key");
         let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
-        let ca = Ca { key };
+        let pem = key
+            .encrypt(&mut rand_core::OsRng, "pw")
+            .unwrap()
+            .to_openssh(LineEnding::LF)
+            .unwrap();
+        std::fs::write(&path, pem.as_bytes()).unwrap();
+        let ca = Ca::load(&path, None).unwrap();
+        let p256 = PrivateKey::random(
+            &mut rand_core::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .unwrap();
+        let blob0 = p256.public_key().to_bytes().unwrap();
+        assert_eq!(
+            ca.issue(&blob0, "x", 60, &CertPolicy::default(), 0),
+            Err(ErrorCode::SignerLocked),
+            "a locked CA issues nothing"
+        );
+        assert!(ca.unlock("wrong").is_err());
+        ca.unlock("pw").unwrap();
         let eph = PrivateKey::random(
             &mut rand_core::OsRng,
             Algorithm::Ecdsa {

@@ -6,6 +6,7 @@ use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey};
 use vmux_home::{Home, HomeError};
 use vmux_link::Identity;
 
+use crate::ca::Ca;
 use crate::paired::SignerState;
 use crate::provider::SoftwareKeys;
 
@@ -24,6 +25,9 @@ pub enum SignerError {
     /// A key operation failed.
     #[error("{0}")]
     Key(String),
+    /// A key-store operation failed.
+    #[error(transparent)]
+    Store(#[from] crate::provider::StoreError),
 }
 
 /// The signer's files under a [`Home`].
@@ -57,14 +61,23 @@ impl SignerHome {
         self.home.state_file("keys")
     }
 
+    /// The control socket of a running signer.
+    pub fn control_path(&self) -> PathBuf {
+        self.home.state_file("signer.sock")
+    }
+
     /// `signer.toml`.
     pub fn config_path(&self) -> PathBuf {
         self.home.config_file("signer.toml")
     }
 
-    /// Creates the identity, the CA key and the state. Refuses to
-    /// overwrite an existing signer.
-    pub fn init(&self, name: &str) -> Result<(Identity, PublicKey), SignerError> {
+    /// Creates the identity, the CA key and the state, encrypted with
+    /// `passphrase` when given. Refuses to overwrite an existing signer.
+    pub fn init(
+        &self,
+        name: &str,
+        passphrase: Option<&str>,
+    ) -> Result<(Identity, PublicKey), SignerError> {
         let state_path = self.state_path();
         if vmux_home::read_optional(&state_path)?.is_some() {
             return Err(SignerError::AlreadyInitialised(state_path));
@@ -72,16 +85,20 @@ impl SignerHome {
         vmux_home::create_private_dir(self.home.state_dir())?;
         vmux_home::create_private_dir(&self.keys_dir())?;
         let identity = Identity::generate();
-        identity.save(&self.identity_path())?;
+        identity.save_with(&self.identity_path(), passphrase.map(str::as_bytes))?;
         let mut ca = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
             .map_err(|e| SignerError::Key(e.to_string()))?;
         ca.set_comment(format!("vmux CA of {name}"));
-        let pem = ca
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| SignerError::Key(e.to_string()))?;
+        let key_err = |e: ssh_key::Error| SignerError::Key(e.to_string());
+        let on_disk = match passphrase {
+            Some(p) => ca.encrypt(&mut rand_core::OsRng, p).map_err(key_err)?,
+            None => ca.clone(),
+        };
+        let pem = on_disk.to_openssh(LineEnding::LF).map_err(key_err)?;
         vmux_home::write_private(&self.ca_path(), pem.as_bytes())?;
         SignerState {
             name: name.to_owned(),
+            encrypted: passphrase.is_some(),
             agents: Vec::new(),
         }
         .save(&state_path)?;
@@ -97,27 +114,36 @@ impl SignerHome {
         }
     }
 
-    /// Loads the Noise identity.
-    pub fn identity(&self) -> Result<Identity, SignerError> {
+    /// Loads the Noise identity (decrypting it with `passphrase`).
+    pub fn identity(&self, passphrase: Option<&str>) -> Result<Identity, SignerError> {
         self.state()?;
-        Ok(Identity::load(&self.identity_path())?)
+        Ok(Identity::load_with(
+            &self.identity_path(),
+            passphrase.map(str::as_bytes),
+        )?)
     }
 
-    /// The CA's public key.
+    /// The CA's public key (readable without the passphrase).
     pub fn ca_public(&self) -> Result<PublicKey, SignerError> {
         self.state()?;
-        let path = self.ca_path();
-        let pem = zeroize::Zeroizing::new(vmux_home::read(&path)?);
-        let key = PrivateKey::from_openssh(&*pem).map_err(|e| HomeError::Config {
-            path: path.clone(),
-            message: format!("not an OpenSSH private key: {e}"),
-        })?;
-        Ok(key.public_key().clone())
+        Ok(Ca::load(&self.ca_path(), None)?.public().clone())
     }
 
-    /// The software key store.
-    pub fn software_keys(&self) -> Result<SoftwareKeys, SignerError> {
-        self.state()?;
-        Ok(SoftwareKeys::open(&self.keys_dir())?)
+    /// The software key store, unlocked with `passphrase` when given.
+    pub fn software_keys(&self, passphrase: Option<&str>) -> Result<SoftwareKeys, SignerError> {
+        let state = self.state()?;
+        Ok(SoftwareKeys::open(
+            &self.keys_dir(),
+            state.encrypted,
+            passphrase,
+        )?)
+    }
+
+    /// Checks `passphrase` against the signer's CA key (every encrypted
+    /// signer has one), so that a mistyped passphrase is caught before it
+    /// encrypts a new key.
+    pub fn check_passphrase(&self, passphrase: &str) -> Result<(), SignerError> {
+        Ca::load(&self.ca_path(), None)?.unlock(passphrase)?;
+        Ok(())
     }
 }

@@ -15,13 +15,15 @@
 //!   `command:PROGRAM`.
 //! - [`checks`]: the request window and nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
-//! - [`Server`]: the running signer.
+//! - [`Server`]: the running signer; [`control`]: `status`, `lock` and
+//!   `unlock` for it through an owner-only socket.
 #![deny(missing_docs)]
 
 pub mod approver;
 pub mod ca;
 pub mod checks;
 pub mod config;
+pub mod control;
 mod home;
 pub mod paired;
 pub mod provider;

@@ -31,6 +31,10 @@ pub struct PairedAgent {
 pub struct SignerState {
     /// The signer's display name (`init --name`).
     pub name: String,
+    /// Whether the signer's keys, CA and identity are encrypted with a
+    /// passphrase (`init` without `--no-passphrase`).
+    #[serde(default)]
+    pub encrypted: bool,
     /// Paired agents.
     #[serde(default)]
     pub agents: Vec<PairedAgent>,

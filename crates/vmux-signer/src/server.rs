@@ -72,6 +72,44 @@ impl<A: Approver + 'static> Server<A> {
         }
     }
 
+    /// Forgets every decrypted secret: signing and certificates fail with
+    /// `signerLocked` until [`Server::unlock`].
+    pub fn lock(&self) {
+        for p in &self.parts.providers {
+            p.lock();
+        }
+        if let Some(ca) = &self.parts.ca {
+            ca.lock();
+        }
+        info!("signer locked");
+    }
+
+    /// Decrypts the keys and the CA with `passphrase`.
+    pub fn unlock(&self, passphrase: &str) -> Result<(), String> {
+        if let Some(ca) = &self.parts.ca {
+            ca.unlock(passphrase).map_err(|e| match e {
+                vmux_home::HomeError::Config { message, .. } => message,
+                other => other.to_string(),
+            })?;
+        }
+        for p in &self.parts.providers {
+            p.unlock(passphrase).map_err(|e| e.to_string())?;
+        }
+        info!("signer unlocked");
+        Ok(())
+    }
+
+    /// Whether some key or the CA is locked.
+    pub fn is_locked(&self) -> bool {
+        self.parts.providers.iter().any(|p| p.is_locked())
+            || self.parts.ca.as_ref().is_some_and(Ca::is_locked)
+    }
+
+    /// The signer's name.
+    pub fn name(&self) -> &str {
+        &self.parts.name
+    }
+
     /// Serves agents on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {

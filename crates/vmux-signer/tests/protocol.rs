@@ -53,7 +53,7 @@ struct Fixture {
 
 async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let keys = SoftwareKeys::open(&dir.path().join("keys")).unwrap();
+    let keys = SoftwareKeys::open(&dir.path().join("keys"), false, None).unwrap();
     let info = keys.generate(KeyType::Ed25519, "test").unwrap();
     let approver = Arc::new(TestApprover::default());
     approver.approve_pair.store(true, Ordering::SeqCst);

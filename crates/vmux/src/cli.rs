@@ -44,11 +44,19 @@ pub enum KeyTypeArg {
 
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
-    /// Create the signer: its device identity and its CA key.
+    /// Create the signer: its device identity and its CA key, encrypted
+    /// with a passphrase.
     Init {
         /// The name agents and approvers see.
         #[arg(long)]
         name: String,
+        /// Store keys unencrypted (weaker: a copy of the home directory
+        /// yields the keys).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        no_passphrase: bool,
+        /// Read the passphrase from FILE (mode 0600) instead of asking.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Make a new identity and print its OpenSSH public-key line.
     Keygen {
@@ -58,6 +66,48 @@ pub enum SignerCommand {
         /// The key type.
         #[arg(long = "type", value_enum, default_value = "ecdsa")]
         key_type: KeyTypeArg,
+        /// Read the signer's passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Import an existing OpenSSH private key (re-encrypted with the
+    /// signer's passphrase).
+    Import {
+        /// The private-key file.
+        file: PathBuf,
+        /// Read the signer's passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Read the imported file's own passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key_passphrase_file: Option<PathBuf>,
+    },
+    /// Delete an identity.
+    Delete {
+        /// Its fingerprint (`SHA256:…`, as `vmux signer keys` prints).
+        fingerprint: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Set an identity's comment (its display name).
+    Rename {
+        /// Its fingerprint.
+        fingerprint: String,
+        /// The new comment.
+        comment: String,
+        /// Read the signer's passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Lock the running signer: signatures fail with signerLocked until
+    /// it is unlocked.
+    Lock,
+    /// Unlock the running signer.
+    Unlock {
+        /// Read the passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// List identities, like `ssh-add -l` (or `-L`).
     Keys {
@@ -86,6 +136,9 @@ pub enum SignerCommand {
         /// implemented yet, so nothing is advertised either way).
         #[arg(long)]
         no_advertise: bool,
+        /// Read the passphrase from FILE (mode 0600) instead of asking.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
 }
 

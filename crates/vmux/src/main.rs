@@ -4,6 +4,7 @@
 
 mod agent_cmd;
 mod cli;
+mod passphrase;
 mod signer_cmd;
 
 use std::process::ExitCode;

@@ -1,46 +1,140 @@
 //! `vmux signer …`
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmux_home::Home;
+use vmux_home::{Home, PrivateSocket};
 use vmux_signer::approver::AnyApprover;
 use vmux_signer::ca::Ca;
 use vmux_signer::checks::Window;
 use vmux_signer::config::SignerConfig;
+use vmux_signer::control::{self, Request};
 use vmux_signer::paired::PairedAgents;
-use vmux_signer::provider::{KeyProvider, KeyType};
+use vmux_signer::provider::{pem_is_encrypted, KeyProvider, KeyType, SoftwareKeys};
 use vmux_signer::{Server, ServerParts, SignerHome};
+use zeroize::Zeroizing;
 
 use crate::cli::{KeyTypeArg, SignerCommand};
-use crate::Failure;
+use crate::{passphrase, Failure};
+
+/// The signer's passphrase if it has one (checked against its CA key).
+fn unlock_passphrase(
+    signer: &SignerHome,
+    file: Option<&Path>,
+) -> Result<Option<Zeroizing<String>>, Failure> {
+    if !signer.state()?.encrypted {
+        return Ok(None);
+    }
+    let pass = passphrase::get(file, "Signer passphrase: ", false)?;
+    signer.check_passphrase(&pass)?;
+    Ok(Some(pass))
+}
+
+/// The key store, unlocked when the signer is encrypted.
+fn open_keys(signer: &SignerHome, file: Option<&Path>) -> Result<SoftwareKeys, Failure> {
+    let pass = unlock_passphrase(signer, file)?;
+    Ok(signer.software_keys(pass.as_deref().map(String::as_str))?)
+}
 
 pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
     let signer = SignerHome::new(home.clone());
     match command {
-        SignerCommand::Init { name } => {
+        SignerCommand::Init {
+            name,
+            no_passphrase,
+            passphrase_file,
+        } => {
             if name.trim().is_empty() {
                 return Err(Failure("--name must not be empty".into()));
             }
-            let (identity, ca) = signer.init(&name)?;
+            let pass = if no_passphrase {
+                None
+            } else {
+                Some(passphrase::get(
+                    passphrase_file.as_deref(),
+                    "New signer passphrase: ",
+                    true,
+                )?)
+            };
+            let (identity, ca) = signer.init(&name, pass.as_deref().map(String::as_str))?;
             println!("Signer {name:?} created; id {}", identity.id());
+            if pass.is_none() {
+                println!("Keys are stored UNENCRYPTED (--no-passphrase).");
+            }
             println!("CA key for TrustedUserCAKeys: {}", ca.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Keygen { comment, key_type } => {
+        SignerCommand::Keygen {
+            comment,
+            key_type,
+            passphrase_file,
+        } => {
             let kind = match key_type {
                 KeyTypeArg::Ecdsa => KeyType::Ecdsa,
                 KeyTypeArg::Ed25519 => KeyType::Ed25519,
                 KeyTypeArg::Rsa => KeyType::Rsa,
             };
-            let key = signer.software_keys()?.generate(kind, &comment)?;
+            let key = open_keys(&signer, passphrase_file.as_deref())?.generate(kind, &comment)?;
             println!("{}", key.public.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
+        SignerCommand::Import {
+            file,
+            passphrase_file,
+            key_passphrase_file,
+        } => {
+            let pem = Zeroizing::new(vmux_home::read(&file)?);
+            let encrypted = pem_is_encrypted(&pem).ok_or_else(|| {
+                Failure(format!("{} is not an OpenSSH private key", file.display()))
+            })?;
+            let key_pass = if encrypted {
+                Some(match &key_passphrase_file {
+                    Some(f) => passphrase::get(Some(f), "", false)?,
+                    None => passphrase::get(
+                        None,
+                        &format!("Passphrase for {}: ", file.display()),
+                        false,
+                    )?,
+                })
+            } else {
+                None
+            };
+            let keys = open_keys(&signer, passphrase_file.as_deref())?;
+            let key = keys.import(&pem, key_pass.as_deref().map(String::as_str))?;
+            println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Delete { fingerprint, yes } => {
+            let keys = signer.software_keys(None)?;
+            if !yes
+                && !passphrase::confirm(&format!(
+                    "Delete the key {fingerprint}? This cannot be undone."
+                ))
+            {
+                return Err(Failure(
+                    "not deleted (confirm on a terminal, or pass --yes)".into(),
+                ));
+            }
+            let gone = keys.delete(&fingerprint)?;
+            println!("Deleted {}", gone.list_line());
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Rename {
+            fingerprint,
+            comment,
+            passphrase_file,
+        } => {
+            let key =
+                open_keys(&signer, passphrase_file.as_deref())?.rename(&fingerprint, &comment)?;
+            println!("{}", key.list_line());
+            Ok(ExitCode::SUCCESS)
+        }
         SignerCommand::Keys { public_lines } => {
-            let keys = signer.software_keys()?.keys();
+            let store = signer.software_keys(None)?;
+            let keys = store.keys();
             if keys.is_empty() {
                 println!("The signer has no identities.");
                 return Ok(ExitCode::FAILURE);
@@ -48,8 +142,10 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
             for k in &keys {
                 if public_lines {
                     println!("{}", k.public.to_openssh()?);
+                } else if store.is_unencrypted(&k.blob) {
+                    println!("{} [{}, UNENCRYPTED]", k.list_line(), k.kind.as_str());
                 } else {
-                    println!("{}", k.list_line());
+                    println!("{} [{}]", k.list_line(), k.kind.as_str());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -78,7 +174,11 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
             let paired = PairedAgents::new(signer.state_path(), signer.state()?);
             match paired.remove(&id)? {
                 Some(a) => {
-                    println!("Unpaired {} ({}); its next connection is refused.", vmux_proto::sanitize(&a.name), a.id);
+                    println!(
+                        "Unpaired {} ({}); its next connection is refused.",
+                        vmux_proto::sanitize(&a.name),
+                        a.id
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 None => Err(Failure(format!(
@@ -86,11 +186,39 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
                 ))),
             }
         }
+        SignerCommand::Lock => {
+            let v = control::query(&signer.control_path(), &Request::Lock)?;
+            if v["locked"].as_bool() == Some(true) {
+                println!("Signer locked.");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(Failure(
+                    "the signer did not confirm that it is locked".into(),
+                ))
+            }
+        }
+        SignerCommand::Unlock { passphrase_file } => {
+            let pass = passphrase::get(passphrase_file.as_deref(), "Signer passphrase: ", false)?;
+            let v = control::query(
+                &signer.control_path(),
+                &Request::Unlock {
+                    passphrase: pass.to_string(),
+                },
+            )?;
+            match v["error"].as_str() {
+                None => {
+                    println!("Signer unlocked.");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(e) => Err(Failure(format!("cannot unlock: {e}"))),
+            }
+        }
         SignerCommand::Run {
             listen,
             approve,
             no_advertise: _,
-        } => serve(&signer, listen, approve),
+            passphrase_file,
+        } => serve(&signer, listen, approve, passphrase_file.as_deref()),
     }
 }
 
@@ -98,11 +226,15 @@ fn serve(
     signer: &SignerHome,
     listen: Option<String>,
     approve: Option<String>,
+    passphrase_file: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
     let config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
     let state = signer.state()?;
-    let identity = signer.identity()?;
-    let keys = signer.software_keys()?;
+    let pass = unlock_passphrase(signer, passphrase_file)?;
+    let pass = pass.as_deref().map(String::as_str);
+    let identity = signer.identity(pass)?;
+    let keys = signer.software_keys(pass)?;
+    let ca = Ca::load(&signer.ca_path(), pass)?;
     let approver =
         AnyApprover::parse(approve.as_deref().unwrap_or(&config.approve)).map_err(Failure)?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
@@ -115,7 +247,7 @@ fn serve(
         paired: PairedAgents::new(signer.state_path(), state),
         window: Window::default(),
         approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
-        ca: Some(Ca::load(&signer.ca_path())?),
+        ca: Some(ca),
         cert_policy: config.certificates.clone(),
     }));
     let rt = crate::runtime()?;
@@ -123,15 +255,18 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
+        let control_socket = PrivateSocket::bind(&signer.control_path())?;
         let addr = listener.local_addr()?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
         drop(out);
         tokio::select! {
-            _ = server.serve(listener) => {}
+            _ = server.clone().serve(listener) => {}
+            _ = control::serve(server.clone(), &control_socket) => {}
             _ = crate::shutdown_signal() => {}
         }
+        control_socket.remove();
         Ok::<_, Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@
 
 mod software;
 
-pub use software::{KeyType, SoftwareKeys};
+pub use software::{pem_is_encrypted, KeyType, SoftwareKeys, StoreError};
 
 use ssh_key::PublicKey;
 use vmux_proto::{ErrorCode, ProviderKind};
@@ -72,6 +72,9 @@ pub enum SignError {
     /// The request asks for something the key cannot or may not do.
     #[error("{0}")]
     Refused(&'static str),
+    /// The key is encrypted and the signer is locked.
+    #[error("the signer is locked")]
+    Locked,
     /// The provider failed.
     #[error("signing failed: {0}")]
     Failed(String),
@@ -83,6 +86,7 @@ impl SignError {
         match self {
             SignError::NotFound => ErrorCode::KeyNotFound,
             SignError::Refused(_) => ErrorCode::PolicyDenied,
+            SignError::Locked => ErrorCode::SignerLocked,
             SignError::Failed(_) => ErrorCode::Internal,
         }
     }
@@ -96,4 +100,18 @@ pub trait KeyProvider: Send + Sync {
     /// Signs `data` with the identity whose blob is `blob`, honouring the
     /// SSH agent `flags`; returns the SSH signature blob.
     fn sign(&self, blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, SignError>;
+
+    /// Forgets decrypted secrets (`vmux signer lock`). Providers without
+    /// secrets of their own do nothing.
+    fn lock(&self) {}
+
+    /// Whether some key cannot sign until the signer is unlocked.
+    fn is_locked(&self) -> bool {
+        false
+    }
+
+    /// Decrypts secrets with the signer's passphrase (`vmux signer unlock`).
+    fn unlock(&self, _passphrase: &str) -> Result<(), SignError> {
+        Ok(())
+    }
 }

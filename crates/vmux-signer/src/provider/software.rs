@@ -12,6 +12,7 @@ use ssh_key::private::{KeypairData, RsaKeypair};
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, Signature};
 use vmux_home::HomeError;
 use vmux_proto::{ProviderKind, SSH_AGENT_RSA_SHA2_256, SSH_AGENT_RSA_SHA2_512};
+use zeroize::Zeroizing;
 
 use super::{KeyInfo, KeyProvider, SignError};
 
@@ -29,16 +30,65 @@ pub enum KeyType {
     Rsa,
 }
 
-struct Loaded {
+/// A decrypted key, ready to sign.
+struct Unlocked {
     key: PrivateKey,
     rsa: Option<rsa::RsaPrivateKey>,
-    info: KeyInfo,
 }
 
-/// Software keys in one directory, loaded into memory.
+impl Unlocked {
+    fn new(key: PrivateKey) -> Result<Unlocked, String> {
+        let rsa = match key.key_data() {
+            KeypairData::Rsa(k) => Some(rsa_private_key(k)?),
+            _ => None,
+        };
+        Ok(Unlocked { key, rsa })
+    }
+}
+
+/// One key file.
+struct Entry {
+    path: PathBuf,
+    info: KeyInfo,
+    encrypted: bool,
+    unlocked: Option<Unlocked>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Vec<u8>, Entry>,
+    /// Held while unlocked, to decrypt key files added while running and
+    /// to encrypt new ones; zeroized when dropped.
+    passphrase: Option<Zeroizing<String>>,
+}
+
+/// Why a key-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file problem.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The passphrase does not decrypt the keys.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The keys are encrypted and the store is locked.
+    #[error("the signer is locked; unlock it first")]
+    Locked,
+    /// No key has that fingerprint.
+    #[error("no key has the fingerprint {0}")]
+    NoSuchKey(String),
+    /// A key operation failed.
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Software keys in one directory. Encrypted keys (OpenSSH format,
+/// bcrypt-pbkdf + aes256-ctr) are listed always and sign only while the
+/// store is unlocked.
 pub struct SoftwareKeys {
     dir: PathBuf,
-    keys: RwLock<HashMap<Vec<u8>, Loaded>>,
+    encrypt: bool,
+    inner: RwLock<Inner>,
 }
 
 fn file_stem(blob: &[u8]) -> String {
@@ -46,42 +96,59 @@ fn file_stem(blob: &[u8]) -> String {
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn load_one(path: &Path) -> Result<Loaded, HomeError> {
-    let bytes = zeroize::Zeroizing::new(vmux_home::read(path)?);
-    let key = PrivateKey::from_openssh(&*bytes).map_err(|e| HomeError::Config {
+fn config_err(path: &Path, message: impl Into<String>) -> HomeError {
+    HomeError::Config {
         path: path.to_owned(),
-        message: format!("not an OpenSSH private key: {e}"),
-    })?;
-    if key.is_encrypted() {
-        return Err(HomeError::Config {
-            path: path.to_owned(),
-            message: "the key is encrypted; encrypted keys need a passphrase".into(),
-        });
+        message: message.into(),
     }
-    Loaded::new(key).map_err(|message| HomeError::Config {
-        path: path.to_owned(),
-        message,
-    })
 }
 
-impl Loaded {
-    fn new(key: PrivateKey) -> Result<Loaded, String> {
-        let public = key.public_key().clone();
-        let blob = public.to_bytes().map_err(|e| e.to_string())?;
-        let rsa = match key.key_data() {
-            KeypairData::Rsa(k) => Some(rsa_private_key(k)?),
-            _ => None,
-        };
-        Ok(Loaded {
-            key,
-            rsa,
-            info: KeyInfo {
-                public,
-                blob,
-                kind: ProviderKind::Software,
-            },
-        })
+/// Reads one key file, decrypting it when a passphrase is given.
+fn read_entry(path: &Path, passphrase: Option<&str>) -> Result<Entry, StoreError> {
+    let bytes = Zeroizing::new(vmux_home::read(path)?);
+    let file = PrivateKey::from_openssh(&*bytes)
+        .map_err(|e| config_err(path, format!("not an OpenSSH private key: {e}")))?;
+    let encrypted = file.is_encrypted();
+    let unlocked = match (encrypted, passphrase) {
+        (false, _) => Some(file.clone()),
+        (true, Some(pass)) => Some(
+            file.decrypt(pass)
+                .map_err(|_| StoreError::WrongPassphrase)?,
+        ),
+        (true, None) => None,
     }
+    .map(Unlocked::new)
+    .transpose()
+    .map_err(|m| config_err(path, m))?;
+    // An encrypted file keeps its comment inside the encrypted part: take
+    // it from the decrypted key, or else from the public-key file beside.
+    let public = match &unlocked {
+        Some(u) => u.key.public_key().clone(),
+        None => {
+            let mut p = file.public_key().clone();
+            if let Some(c) = std::fs::read_to_string(path.with_extension("pub"))
+                .ok()
+                .and_then(|line| ssh_key::PublicKey::from_openssh(line.trim()).ok())
+                .filter(|pubkey| pubkey.key_data() == p.key_data())
+            {
+                p.set_comment(c.comment());
+            }
+            p
+        }
+    };
+    let blob = public
+        .to_bytes()
+        .map_err(|e| config_err(path, e.to_string()))?;
+    Ok(Entry {
+        path: path.to_owned(),
+        info: KeyInfo {
+            public,
+            blob,
+            kind: ProviderKind::Software,
+        },
+        encrypted,
+        unlocked,
+    })
 }
 
 /// Converts an OpenSSH RSA key pair for the `rsa` crate. (ssh-key 0.6.7's
@@ -105,35 +172,169 @@ fn rsa_private_key(k: &RsaKeypair) -> Result<rsa::RsaPrivateKey, String> {
     Ok(key)
 }
 
+/// Whether an OpenSSH private-key file is encrypted (`None`: not a key).
+pub fn pem_is_encrypted(pem: &[u8]) -> Option<bool> {
+    PrivateKey::from_openssh(pem).ok().map(|k| k.is_encrypted())
+}
+
 impl SoftwareKeys {
-    /// Loads every `*.key` file in `dir` (which need not exist yet).
-    pub fn open(dir: &Path) -> Result<SoftwareKeys, HomeError> {
-        let mut keys = HashMap::new();
-        match std::fs::read_dir(dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    let path = entry.map_err(|e| HomeError::io(dir, e))?.path();
-                    if path.extension().is_some_and(|e| e == "key") {
-                        let l = load_one(&path)?;
-                        keys.insert(l.info.blob.clone(), l);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(HomeError::io(dir, e)),
-        }
-        Ok(SoftwareKeys {
+    /// Loads every `*.key` file in `dir` (which need not exist yet). With
+    /// a passphrase, encrypted keys are decrypted (a wrong passphrase is an
+    /// error); without, they are listed but locked. `encrypt` says whether
+    /// new keys are stored encrypted.
+    pub fn open(
+        dir: &Path,
+        encrypt: bool,
+        passphrase: Option<&str>,
+    ) -> Result<SoftwareKeys, StoreError> {
+        let store = SoftwareKeys {
             dir: dir.to_owned(),
-            keys: RwLock::new(keys),
-        })
+            encrypt,
+            inner: RwLock::new(Inner {
+                passphrase: passphrase.map(|p| Zeroizing::new(p.to_owned())),
+                ..Inner::default()
+            }),
+        };
+        store.rescan()?;
+        Ok(store)
     }
 
-    /// Makes a new identity, writes it (private key mode 0600, public key
-    /// beside it) and returns its public key.
-    pub fn generate(&self, kind: KeyType, comment: &str) -> Result<KeyInfo, HomeError> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Picks up key files added or removed since the last scan (e.g. by
+    /// `vmux signer keygen` while the signer runs). A directory listing is
+    /// cheap beside a signature, and unlike mtimes it misses nothing.
+    fn rescan(&self) -> Result<(), StoreError> {
+        let paths: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "key"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(HomeError::io(&self.dir, e).into()),
+        };
+        {
+            let inner = self.read();
+            if inner.entries.len() == paths.len()
+                && inner.entries.values().all(|e| paths.contains(&e.path))
+            {
+                return Ok(());
+            }
+        }
+        let mut inner = self.write();
+        inner.entries.retain(|_, e| paths.contains(&e.path));
+        for path in paths {
+            if inner.entries.values().any(|e| e.path == path) {
+                continue;
+            }
+            let pass = inner.passphrase.as_ref().map(|p| p.as_str());
+            let entry = read_entry(&path, pass)?;
+            inner.entries.insert(entry.info.blob.clone(), entry);
+        }
+        Ok(())
+    }
+
+    /// Whether new keys are encrypted (the signer has a passphrase).
+    pub fn encrypts(&self) -> bool {
+        self.encrypt
+    }
+
+    /// Whether the key with this blob is stored unencrypted.
+    pub fn is_unencrypted(&self, blob: &[u8]) -> bool {
+        self.read().entries.get(blob).is_some_and(|e| !e.encrypted)
+    }
+
+    /// Whether some encrypted key cannot sign now.
+    pub fn is_locked(&self) -> bool {
+        self.read()
+            .entries
+            .values()
+            .any(|e| e.encrypted && e.unlocked.is_none())
+    }
+
+    /// Forgets every decrypted key and the passphrase.
+    pub fn lock(&self) {
+        let mut inner = self.write();
+        inner.passphrase = None;
+        for e in inner.entries.values_mut().filter(|e| e.encrypted) {
+            e.unlocked = None;
+        }
+    }
+
+    /// Decrypts every encrypted key with `passphrase`; all or nothing.
+    pub fn unlock(&self, passphrase: &str) -> Result<(), StoreError> {
+        self.rescan()?;
+        let mut inner = self.write();
+        let mut opened = Vec::new();
+        for (blob, e) in inner.entries.iter().filter(|(_, e)| e.encrypted) {
+            let again = read_entry(&e.path, Some(passphrase))?;
+            opened.push((blob.clone(), again.unlocked));
+        }
+        for (blob, u) in opened {
+            if let Some(e) = inner.entries.get_mut(&blob) {
+                e.unlocked = u;
+            }
+        }
+        inner.passphrase = Some(Zeroizing::new(passphrase.to_owned()));
+        Ok(())
+    }
+
+    /// Writes `key` into the store (encrypted if the store encrypts) and
+    /// loads it.
+    fn store(&self, key: PrivateKey) -> Result<KeyInfo, StoreError> {
+        let key_err = |e: ssh_key::Error| StoreError::Key(e.to_string());
+        let blob = key.public_key().to_bytes().map_err(key_err)?;
+        let stem = file_stem(&blob);
+        let on_disk = if self.encrypt {
+            let inner = self.read();
+            let pass = inner.passphrase.as_ref().ok_or(StoreError::Locked)?;
+            key.encrypt(&mut rand_core::OsRng, pass.as_bytes())
+                .map_err(key_err)?
+        } else {
+            key.clone()
+        };
+        let pem = on_disk.to_openssh(LineEnding::LF).map_err(key_err)?;
+        let path = self.dir.join(format!("{stem}.key"));
+        vmux_home::write_private(&path, pem.as_bytes())?;
+        let line = key.public_key().to_openssh().map_err(key_err)?;
+        vmux_home::write_private(
+            &self.dir.join(format!("{stem}.pub")),
+            format!("{line}\n").as_bytes(),
+        )?;
+        let info = KeyInfo {
+            public: key.public_key().clone(),
+            blob: blob.clone(),
+            kind: ProviderKind::Software,
+        };
+        let unlocked = Unlocked::new(key).map_err(StoreError::Key)?;
+        let mut inner = self.write();
+        inner.entries.insert(
+            blob,
+            Entry {
+                path,
+                info: info.clone(),
+                encrypted: self.encrypt,
+                unlocked: Some(unlocked),
+            },
+        );
+        Ok(info)
+    }
+
+    /// Makes a new identity, writes it (private key mode 0600, encrypted
+    /// when the signer has a passphrase; public key beside it) and returns
+    /// its public key.
+    pub fn generate(&self, kind: KeyType, comment: &str) -> Result<KeyInfo, StoreError> {
         let mut rng = rand_core::OsRng;
-        let gen_err =
-            |e: ssh_key::Error| HomeError::io(&self.dir, std::io::Error::other(e.to_string()));
+        let key_err = |e: ssh_key::Error| StoreError::Key(e.to_string());
+        if self.encrypt && self.read().passphrase.is_none() {
+            return Err(StoreError::Locked);
+        }
         let mut key = match kind {
             KeyType::Ecdsa => PrivateKey::random(
                 &mut rng,
@@ -145,31 +346,77 @@ impl SoftwareKeys {
             KeyType::Rsa => RsaKeypair::random(&mut rng, RSA_BITS)
                 .and_then(|k| PrivateKey::new(KeypairData::from(k), comment)),
         }
-        .map_err(gen_err)?;
+        .map_err(key_err)?;
         key.set_comment(comment);
-        let loaded =
-            Loaded::new(key).map_err(|m| HomeError::io(&self.dir, std::io::Error::other(m)))?;
-        let stem = file_stem(&loaded.info.blob);
-        let pem = loaded.key.to_openssh(LineEnding::LF).map_err(gen_err)?;
-        vmux_home::write_private(&self.dir.join(format!("{stem}.key")), pem.as_bytes())?;
-        let line = loaded.info.public.to_openssh().map_err(gen_err)?;
-        vmux_home::write_private(
-            &self.dir.join(format!("{stem}.pub")),
-            format!("{line}\n").as_bytes(),
-        )?;
-        let info = loaded.info.clone();
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(info.blob.clone(), loaded);
-        Ok(info)
+        self.store(key)
+    }
+
+    /// Takes an existing OpenSSH private key (decrypting it with
+    /// `file_passphrase` if needed) and stores it like a generated one.
+    pub fn import(&self, pem: &[u8], file_passphrase: Option<&str>) -> Result<KeyInfo, StoreError> {
+        let key = PrivateKey::from_openssh(pem)
+            .map_err(|e| StoreError::Key(format!("not an OpenSSH private key: {e}")))?;
+        let key = if key.is_encrypted() {
+            let pass = file_passphrase.ok_or(StoreError::WrongPassphrase)?;
+            key.decrypt(pass).map_err(|_| StoreError::WrongPassphrase)?
+        } else {
+            key
+        };
+        Unlocked::new(key.clone()).map_err(StoreError::Key)?;
+        self.store(key)
+    }
+
+    fn find(&self, fingerprint: &str) -> Result<Vec<u8>, StoreError> {
+        self.rescan()?;
+        self.read()
+            .entries
+            .iter()
+            .find(|(_, e)| e.info.fingerprint() == fingerprint)
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| StoreError::NoSuchKey(fingerprint.to_owned()))
+    }
+
+    /// Removes the key with this fingerprint (both files).
+    pub fn delete(&self, fingerprint: &str) -> Result<KeyInfo, StoreError> {
+        let blob = self.find(fingerprint)?;
+        let mut inner = self.write();
+        let Some(entry) = inner.entries.remove(&blob) else {
+            return Err(StoreError::NoSuchKey(fingerprint.to_owned()));
+        };
+        std::fs::remove_file(&entry.path).map_err(|e| HomeError::io(&entry.path, e))?;
+        let _ = std::fs::remove_file(entry.path.with_extension("pub"));
+        Ok(entry.info)
+    }
+
+    /// Sets the comment of the key with this fingerprint (rewriting its
+    /// file; an encrypted key must be unlocked).
+    pub fn rename(&self, fingerprint: &str, comment: &str) -> Result<KeyInfo, StoreError> {
+        let blob = self.find(fingerprint)?;
+        let mut key = {
+            let inner = self.read();
+            let entry = inner
+                .entries
+                .get(&blob)
+                .ok_or_else(|| StoreError::NoSuchKey(fingerprint.to_owned()))?;
+            entry
+                .unlocked
+                .as_ref()
+                .ok_or(StoreError::Locked)?
+                .key
+                .clone()
+        };
+        key.set_comment(comment);
+        self.store(key)
     }
 }
 
 impl KeyProvider for SoftwareKeys {
     fn keys(&self) -> Vec<KeyInfo> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<KeyInfo> = keys.values().map(|l| l.info.clone()).collect();
+        if let Err(e) = self.rescan() {
+            tracing::warn!(error = %e, "cannot rescan the key directory");
+        }
+        let inner = self.read();
+        let mut v: Vec<KeyInfo> = inner.entries.values().map(|e| e.info.clone()).collect();
         v.sort_by(|a, b| {
             a.public
                 .comment()
@@ -180,8 +427,9 @@ impl KeyProvider for SoftwareKeys {
     }
 
     fn sign(&self, blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, SignError> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let l = keys.get(blob).ok_or(SignError::NotFound)?;
+        let inner = self.read();
+        let entry = inner.entries.get(blob).ok_or(SignError::NotFound)?;
+        let l = entry.unlocked.as_ref().ok_or(SignError::Locked)?;
         let sig: Signature = match (&l.rsa, flags) {
             (Some(rsa), f) if f & SSH_AGENT_RSA_SHA2_512 != 0 => {
                 rsa_sign(rsa, HashAlg::Sha512, data)?
@@ -198,6 +446,21 @@ impl KeyProvider for SoftwareKeys {
                 .map_err(|e| SignError::Failed(e.to_string()))?,
         };
         Vec::<u8>::try_from(sig).map_err(|e| SignError::Failed(e.to_string()))
+    }
+
+    fn lock(&self) {
+        SoftwareKeys::lock(self)
+    }
+
+    fn is_locked(&self) -> bool {
+        SoftwareKeys::is_locked(self)
+    }
+
+    fn unlock(&self, passphrase: &str) -> Result<(), SignError> {
+        SoftwareKeys::unlock(self, passphrase).map_err(|e| match e {
+            StoreError::WrongPassphrase => SignError::Refused("wrong passphrase"),
+            other => SignError::Failed(other.to_string()),
+        })
     }
 }
 
@@ -226,7 +489,7 @@ mod tests {
     #[test]
     fn every_key_type_generates_reloads_and_signs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SoftwareKeys::open(dir.path()).unwrap();
+        let store = SoftwareKeys::open(dir.path(), false, None).unwrap();
         for (kind, flags) in [
             (KeyType::Ecdsa, 0),
             (KeyType::Ed25519, 0),
@@ -261,6 +524,59 @@ mod tests {
             Err(SignError::NotFound)
         ));
         // A fresh store loads the same three keys from disk.
-        assert_eq!(SoftwareKeys::open(dir.path()).unwrap().keys().len(), 3);
+        assert_eq!(
+            SoftwareKeys::open(dir.path(), false, None)
+                .unwrap()
+                .keys()
+                .len(),
+            3
+        );
+        assert!(store.is_unencrypted(&rsa.blob));
+    }
+
+    #[test]
+    fn encrypted_keys_sign_only_while_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SoftwareKeys::open(dir.path(), true, Some("pw")).unwrap();
+        let info = store.generate(KeyType::Ed25519, "enc").unwrap();
+        let pem =
+            std::fs::read_to_string(dir.path().join(format!("{}.key", file_stem(&info.blob))))
+                .unwrap();
+        assert!(PrivateKey::from_openssh(&pem).unwrap().is_encrypted());
+        assert!(store.sign(&info.blob, b"d", 0).is_ok());
+        store.lock();
+        assert!(store.is_locked());
+        assert!(matches!(
+            store.sign(&info.blob, b"d", 0),
+            Err(SignError::Locked)
+        ));
+        assert_eq!(store.keys().len(), 1, "locked keys are still listed");
+        let relisted = SoftwareKeys::open(dir.path(), true, None).unwrap().keys();
+        assert_eq!(relisted[0].public.comment(), "enc", "with its comment");
+        assert!(matches!(
+            store.unlock("nope"),
+            Err(StoreError::WrongPassphrase)
+        ));
+        assert!(store.is_locked());
+        store.unlock("pw").unwrap();
+        assert!(store.sign(&info.blob, b"d", 0).is_ok());
+        // Opening with a wrong passphrase is refused; without one, locked.
+        assert!(matches!(
+            SoftwareKeys::open(dir.path(), true, Some("x")),
+            Err(StoreError::WrongPassphrase)
+        ));
+        assert!(SoftwareKeys::open(dir.path(), true, None)
+            .unwrap()
+            .is_locked());
+        // A key added by another process is picked up while running.
+        let other = SoftwareKeys::open(dir.path(), true, Some("pw")).unwrap();
+        let added = other.generate(KeyType::Ecdsa, "added").unwrap();
+        assert!(store.keys().iter().any(|k| k.blob == added.blob));
+        assert!(store.sign(&added.blob, b"d", 0).is_ok());
+        // Rename and delete.
+        store.rename(&added.fingerprint(), "renamed").unwrap();
+        assert!(store.keys().iter().any(|k| k.public.comment() == "renamed"));
+        store.delete(&added.fingerprint()).unwrap();
+        assert_eq!(store.keys().len(), 1);
     }
 }

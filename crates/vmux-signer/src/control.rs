@@ -1,0 +1,118 @@
+//! Control of a running signer through an owner-only Unix socket
+//! (`signer.sock` beside its state): `status`, `lock`, `unlock`. One JSON
+//! request line, one JSON answer line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tracing::{debug, warn};
+use vmux_home::PrivateSocket;
+use zeroize::Zeroizing;
+
+use crate::approver::Approver;
+use crate::Server;
+
+/// A control request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Is it running, is it locked?
+    Status,
+    /// Forget decrypted secrets.
+    Lock,
+    /// Decrypt with this passphrase.
+    Unlock {
+        /// The signer's passphrase.
+        passphrase: String,
+    },
+}
+
+const MAX_LINE: usize = 64 * 1024;
+
+/// Serves control requests on `socket` until the task is dropped.
+pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &PrivateSocket) {
+    let listener = match socket.listener.try_clone().and_then(UnixListener::from_std) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot serve the control socket");
+            return;
+        }
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == socket.owner_uid => {}
+            _ => {
+                warn!("refused a control connection from another user");
+                continue;
+            }
+        }
+        let server = server.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = Zeroizing::new(String::new());
+            let mut r = tokio::io::BufReader::new(r).take(MAX_LINE as u64);
+            if r.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Status) => {
+                    json!({ "name": server.name(), "locked": server.is_locked() })
+                }
+                Ok(Request::Lock) => {
+                    server.lock();
+                    json!({ "locked": true })
+                }
+                Ok(Request::Unlock { passphrase }) => {
+                    let passphrase = Zeroizing::new(passphrase);
+                    match server.unlock(&passphrase) {
+                        Ok(()) => json!({ "locked": false }),
+                        Err(e) => json!({ "error": e }),
+                    }
+                }
+                Err(_) => json!({ "error": "malformed control request" }),
+            };
+            debug!("control request answered");
+            let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Why a control request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No signer listens on the socket.
+    #[error("no signer is running here ({0} does not answer); start it with `vmux signer run`")]
+    NotRunning(String),
+    /// The answer was not understood.
+    #[error("the signer's control socket {0} gave an answer vmux does not understand")]
+    BadAnswer(String),
+}
+
+/// Sends `request` to the signer's control socket at `path`.
+pub fn query(path: &Path, request: &Request) -> Result<serde_json::Value, ControlError> {
+    let shown = path.display().to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|_| ControlError::NotRunning(shown.clone()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let line = Zeroizing::new(format!(
+        "{}\n",
+        serde_json::to_string(request).map_err(|_| ControlError::BadAnswer(shown.clone()))?
+    ));
+    s.write_all(line.as_bytes())
+        .map_err(|_| ControlError::NotRunning(shown.clone()))?;
+    let mut answer = String::new();
+    BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|_| ControlError::BadAnswer(shown.clone()))?;
+    serde_json::from_str(&answer).map_err(|_| ControlError::BadAnswer(shown))
+}
