@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use socket::{AgentSocket, SocketError};
 pub use state::{state_path, AgentState, CachedKey, PinnedSigner};
-pub use time::utc;
+pub use time::{parse_since, utc};
 pub use upstream::SignFailure;
 pub use verify::signature_is_valid;
 

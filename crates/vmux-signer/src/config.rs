@@ -19,6 +19,10 @@ pub struct SignerConfig {
     /// denied with `approvalTimeout`. Default 60 (a sign request's window
     /// bounds it further).
     pub approval_timeout_seconds: u64,
+    /// Longest approval window a person may grant at a prompt, in
+    /// seconds ("approve this key for this process and host for N
+    /// minutes"); 0 turns windows off. Default 3600.
+    pub max_approval_window_seconds: u64,
     /// Session-certificate policy.
     pub certificates: CertPolicy,
 }
@@ -29,6 +33,7 @@ impl Default for SignerConfig {
             listen: DEFAULT_LISTEN.to_owned(),
             approve: "tty".to_owned(),
             approval_timeout_seconds: 60,
+            max_approval_window_seconds: 3600,
             certificates: CertPolicy::default(),
         }
     }

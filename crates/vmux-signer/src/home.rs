@@ -66,6 +66,11 @@ impl SignerHome {
         self.home.state_file("signer.sock")
     }
 
+    /// The audit log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.home.state_file("audit.jsonl")
+    }
+
     /// `signer.toml`.
     pub fn config_path(&self) -> PathBuf {
         self.home.config_file("signer.toml")

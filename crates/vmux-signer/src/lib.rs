@@ -15,15 +15,21 @@
 //!   `command:PROGRAM`.
 //! - [`checks`]: the request window and nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
+//! - [`audit`]: the hash-chained log of every decision.
+//! - approval windows: a person may let the same key, process and verified
+//!   destination through for a while; never forwarded requests,
+//!   certificates or unknown destinations.
 //! - [`Server`]: the running signer; [`control`]: `status`, `lock` and
 //!   `unlock` for it through an owner-only socket.
 #![deny(missing_docs)]
 
 pub mod approver;
+pub mod audit;
 pub mod ca;
 pub mod checks;
 pub mod config;
 pub mod control;
+mod decide;
 mod home;
 pub mod paired;
 pub mod provider;

@@ -7,17 +7,15 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{debug, info, warn};
-use vmux_link::{
-    open_as_signer, Channel, Identity, PairingGate, PairingRequest, Peer, SignerSession, StaticKey,
-};
-use vmux_proto::{
-    CertRequest, CertResponse, ErrorCode, IssuedCert, KeyRecord, Message, SignRequest, SignResponse,
-};
+use vmux_link::{open_as_signer, Channel, Identity, SignerSession};
+use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
+use crate::audit::AuditLog;
 use crate::ca::{Ca, CertPolicy};
+use crate::decide::{Gate, Windows};
 
-use crate::approver::{Approver, Decision, DecisionKind, Verdict};
-use crate::checks::{now_ms, ReplayGuard, Window};
+use crate::approver::Approver;
+use crate::checks::{ReplayGuard, Window};
 use crate::paired::PairedAgents;
 use crate::provider::{KeyInfo, KeyProvider};
 
@@ -47,19 +45,18 @@ pub struct ServerParts<A> {
     pub ca: Option<Ca>,
     /// Certificate policy.
     pub cert_policy: CertPolicy,
+    /// Longest approval window a person may grant, seconds (0: none).
+    pub window_max_seconds: u64,
+    /// Where decisions are recorded.
+    pub audit: Option<AuditLog>,
 }
-
-/// Failed pairings tolerated per [`PAIRING_PENALTY`] before new pairings
-/// are refused without asking anyone.
-const MAX_PAIRING_FAILURES: usize = 5;
-/// The window over which failed pairings are counted.
-const PAIRING_PENALTY: Duration = Duration::from_secs(60);
 
 /// A running signer.
 pub struct Server<A> {
-    parts: ServerParts<A>,
-    replay: ReplayGuard,
-    pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+    pub(crate) parts: ServerParts<A>,
+    pub(crate) replay: ReplayGuard,
+    pub(crate) pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+    pub(crate) windows: Windows,
 }
 
 impl<A: Approver + 'static> Server<A> {
@@ -69,6 +66,7 @@ impl<A: Approver + 'static> Server<A> {
             parts,
             replay: ReplayGuard::new(1 << 16),
             pairing_failures: Default::default(),
+            windows: Windows::default(),
         }
     }
 
@@ -81,7 +79,8 @@ impl<A: Approver + 'static> Server<A> {
         if let Some(ca) = &self.parts.ca {
             ca.lock();
         }
-        info!("signer locked");
+        self.windows.clear();
+        info!("signer locked; approval windows closed");
     }
 
     /// Decrypts the keys and the CA with `passphrase`.
@@ -209,7 +208,7 @@ impl<A: Approver + 'static> Server<A> {
         }
     }
 
-    fn all_keys(&self) -> Vec<KeyInfo> {
+    pub(crate) fn all_keys(&self) -> Vec<KeyInfo> {
         self.parts.providers.iter().flat_map(|p| p.keys()).collect()
     }
 
@@ -224,215 +223,5 @@ impl<A: Approver + 'static> Server<A> {
                 display_name: String::new(),
             })
             .collect()
-    }
-
-    /// Checks, asks, signs. Returns the signature blob or the error code.
-    pub async fn sign(&self, agent: &Peer, req: &SignRequest) -> Result<Vec<u8>, ErrorCode> {
-        let outcome = self.sign_inner(agent, req).await;
-        match &outcome {
-            Ok(_) => info!(agent = %agent.id, request = %hex(&req.request_id), "signed"),
-            Err(code) => {
-                info!(agent = %agent.id, request = %hex(&req.request_id), %code, "refused")
-            }
-        }
-        outcome
-    }
-
-    async fn sign_inner(&self, agent: &Peer, req: &SignRequest) -> Result<Vec<u8>, ErrorCode> {
-        if !self.parts.paired.contains(&agent.static_key) {
-            return Err(ErrorCode::PairingInvalid);
-        }
-        let now = now_ms();
-        self.parts.window.check(req, now)?;
-        self.replay
-            .check_and_record(&req.nonce, req.expires_at_ms, now)?;
-        let key = self
-            .all_keys()
-            .into_iter()
-            .find(|k| k.blob == req.key_blob)
-            .ok_or(ErrorCode::KeyNotFound)?;
-        if key.public.algorithm().is_rsa()
-            && req.flags & (vmux_proto::SSH_AGENT_RSA_SHA2_256 | vmux_proto::SSH_AGENT_RSA_SHA2_512)
-                == 0
-        {
-            // ssh-rsa (SHA-1): refused before anyone is asked.
-            return Err(ErrorCode::PolicyDenied);
-        }
-        let decision = Decision {
-            kind: Some(DecisionKind::Sign),
-            source_name: agent.name.clone(),
-            source_id: agent.id.clone(),
-            key_fingerprint: key.fingerprint(),
-            key_comment: key.public.comment().to_owned(),
-            dest_host: req.context.dest_host.clone(),
-            dest_user: req.context.dest_user.clone(),
-            quality: req.context.quality,
-            process: req.context.process.clone(),
-            namespace: req.context.namespace.clone(),
-            forwarded: req.context.forwarded,
-            ..Decision::default()
-        };
-        let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
-        match self
-            .parts
-            .approver
-            .decide(&decision, self.parts.approval_timeout.min(remaining))
-            .await
-        {
-            Verdict::Approve => {}
-            Verdict::Deny => return Err(ErrorCode::UserDenied),
-            Verdict::TimedOut => return Err(ErrorCode::ApprovalTimeout),
-        }
-        if now_ms() > req.expires_at_ms {
-            return Err(ErrorCode::RequestExpired);
-        }
-        for p in &self.parts.providers {
-            match p.sign(&req.key_blob, &req.data, req.flags) {
-                Ok(sig) => return Ok(sig),
-                Err(crate::provider::SignError::NotFound) => continue,
-                Err(e) => {
-                    warn!(key = %key.fingerprint(), error = %e, "signing failed");
-                    return Err(e.code());
-                }
-            }
-        }
-        Err(ErrorCode::KeyNotFound)
-    }
-}
-
-impl<A: Approver + 'static> Server<A> {
-    /// Checks policy, asks, and issues a session certificate.
-    pub async fn certify(&self, agent: &Peer, req: &CertRequest) -> Result<IssuedCert, ErrorCode> {
-        let outcome = self.certify_inner(agent, req).await;
-        match &outcome {
-            Ok(c) => info!(agent = %agent.id, valid_before = c.valid_before, "certificate issued"),
-            Err(code) => info!(agent = %agent.id, %code, "certificate refused"),
-        }
-        outcome
-    }
-
-    async fn certify_inner(
-        &self,
-        agent: &Peer,
-        req: &CertRequest,
-    ) -> Result<IssuedCert, ErrorCode> {
-        let p = &self.parts;
-        if !p.paired.contains(&agent.static_key) {
-            return Err(ErrorCode::PairingInvalid);
-        }
-        let ca = p.ca.as_ref().ok_or(ErrorCode::PolicyDenied)?;
-        if req.automatic && !p.cert_policy.auto_issue {
-            return Err(ErrorCode::PolicyDenied);
-        }
-        let validity = p.cert_policy.validity_for(req.validity_seconds);
-        let decision = Decision {
-            kind: Some(DecisionKind::Certificate),
-            source_name: agent.name.clone(),
-            source_id: agent.id.clone(),
-            cert_validity_seconds: Some(validity),
-            cert_principals: p.cert_policy.principals.clone(),
-            ..Decision::default()
-        };
-        match p.approver.decide(&decision, p.approval_timeout).await {
-            Verdict::Approve => {}
-            Verdict::Deny => return Err(ErrorCode::UserDenied),
-            Verdict::TimedOut => return Err(ErrorCode::ApprovalTimeout),
-        }
-        let key_id = format!(
-            "vmux agent {} ({})",
-            vmux_proto::sanitize(&agent.name),
-            agent.id
-        );
-        ca.issue(
-            &req.public_key_blob,
-            &key_id,
-            validity,
-            &p.cert_policy,
-            now_ms() / 1000,
-        )
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The signer's [`PairingGate`]: the paired-agents file and the approver.
-struct Gate<'a, A> {
-    server: &'a Server<A>,
-}
-
-impl<A: Approver> PairingGate for Gate<'_, A> {
-    fn is_paired(&self, agent: &StaticKey) -> bool {
-        self.server.parts.paired.contains(agent)
-    }
-
-    async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
-        let recent = {
-            let mut f = self
-                .server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            while f.front().is_some_and(|t| t.elapsed() > PAIRING_PENALTY) {
-                f.pop_front();
-            }
-            f.len()
-        };
-        if recent >= MAX_PAIRING_FAILURES {
-            warn!(agent = %request.agent.id, "too many failed pairings in the last minute; refusing without asking");
-            return Err(ErrorCode::PairingInvalid);
-        }
-        let outcome = self.ask_pairing(&request).await;
-        if outcome.is_err() {
-            self.server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(std::time::Instant::now());
-        }
-        outcome
-    }
-}
-
-impl<A: Approver> Gate<'_, A> {
-    async fn ask_pairing(&self, request: &PairingRequest) -> Result<(), ErrorCode> {
-        let decision = Decision {
-            kind: Some(DecisionKind::Pair),
-            source_name: request.agent.name.clone(),
-            source_id: request.agent.id.clone(),
-            pairing_code: request.code.clone(),
-            ..Decision::default()
-        };
-        info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
-        match self
-            .server
-            .parts
-            .approver
-            .decide(&decision, self.server.parts.approval_timeout)
-            .await
-        {
-            Verdict::Approve => {
-                self.server
-                    .parts
-                    .paired
-                    .add(
-                        &request.agent.id,
-                        &request.agent.name,
-                        &request.agent.static_key,
-                    )
-                    .map_err(|e| {
-                        warn!(error = %e, "cannot save the pairing");
-                        ErrorCode::Internal
-                    })?;
-                info!(agent = %request.agent.name, id = %request.agent.id, "agent paired");
-                Ok(())
-            }
-            Verdict::Deny => {
-                info!(agent = %request.agent.name, id = %request.agent.id, "pairing denied");
-                Err(ErrorCode::UserDenied)
-            }
-            Verdict::TimedOut => Err(ErrorCode::ApprovalTimeout),
-        }
     }
 }

@@ -21,6 +21,9 @@ struct TestApprover {
     approve_pair: AtomicBool,
     signs: AtomicUsize,
     pairs: AtomicUsize,
+    /// Non-zero: approve signatures for this many seconds when offered.
+    window_secs: std::sync::atomic::AtomicU64,
+    offered: AtomicUsize,
 }
 
 impl Approver for TestApprover {
@@ -35,7 +38,13 @@ impl Approver for TestApprover {
                 self.approve_sign.load(Ordering::SeqCst)
             }
         };
-        if yes {
+        let window = self.window_secs.load(Ordering::SeqCst);
+        if d.window_max_seconds > 0 {
+            self.offered.fetch_add(1, Ordering::SeqCst);
+        }
+        if yes && window > 0 && d.window_max_seconds > 0 {
+            Verdict::ApproveFor(Duration::from_secs(window))
+        } else if yes {
             Verdict::Approve
         } else {
             Verdict::Deny
@@ -52,6 +61,10 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(0).await
+}
+
+async fn start_with(window_max_seconds: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let keys = SoftwareKeys::open(&dir.path().join("keys"), false, None).unwrap();
     let info = keys.generate(KeyType::Ed25519, "test").unwrap();
@@ -69,6 +82,8 @@ async fn start() -> Fixture {
         approval_timeout: Duration::from_secs(5),
         ca: None,
         cert_policy: Default::default(),
+        window_max_seconds,
+        audit: None,
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -226,4 +241,61 @@ async fn repeated_failed_pairings_are_refused_without_asking() {
         Ok(_) => panic!("pairing was not rate-limited"),
     }
     assert_eq!(f.approver.pairs.load(Ordering::SeqCst), 5);
+}
+
+fn verified(f: &Fixture, nonce: u8, host: &str, forwarded: bool) -> SignRequest {
+    let now = now_ms();
+    let mut r = request(f, nonce, now, now + 60_000);
+    r.context = SignContext {
+        quality: vmux_proto::ContextQuality::Verified,
+        dest_host: host.into(),
+        dest_user: "git".into(),
+        process: "ssh ← bash".into(),
+        namespace: String::new(),
+        forwarded,
+    };
+    r
+}
+
+#[tokio::test]
+async fn an_approval_window_covers_the_same_key_process_and_host_only() {
+    let f = start_with(3600).await;
+    f.approver.window_secs.store(1, Ordering::SeqCst);
+    let mut s = session(&f, &Identity::generate()).await.unwrap();
+    let signs = || f.approver.signs.load(Ordering::SeqCst);
+
+    assert!(ask(&mut s, verified(&f, 1, "a.example", false))
+        .await
+        .is_ok());
+    assert_eq!(signs(), 1);
+    // Same key, process and host: no prompt.
+    assert!(ask(&mut s, verified(&f, 2, "a.example", false))
+        .await
+        .is_ok());
+    assert_eq!(signs(), 1, "the window let it through");
+    // Another host: asked.
+    assert!(ask(&mut s, verified(&f, 3, "b.example", false))
+        .await
+        .is_ok());
+    assert_eq!(signs(), 2);
+    // Forwarded: always asked, and no window is offered.
+    let offered = f.approver.offered.load(Ordering::SeqCst);
+    assert!(ask(&mut s, verified(&f, 4, "a.example", true))
+        .await
+        .is_ok());
+    assert_eq!(signs(), 3);
+    assert_eq!(f.approver.offered.load(Ordering::SeqCst), offered);
+    // Unverified destination: asked, no window offered.
+    let mut claimed = verified(&f, 5, "a.example", false);
+    claimed.context.quality = vmux_proto::ContextQuality::Claimed;
+    assert!(ask(&mut s, claimed).await.is_ok());
+    assert_eq!(signs(), 4);
+    assert_eq!(f.approver.offered.load(Ordering::SeqCst), offered);
+    // After the window's second has passed: asked again. (Waiting is the
+    // point of this check: the window is a span of time.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(ask(&mut s, verified(&f, 6, "a.example", false))
+        .await
+        .is_ok());
+    assert_eq!(signs(), 5);
 }

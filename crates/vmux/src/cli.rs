@@ -100,8 +100,18 @@ pub enum SignerCommand {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+    /// Print the audit log of decisions.
+    Audit {
+        /// Check the hash chain and name the first line that breaks it.
+        #[arg(long)]
+        verify: bool,
+        /// Only entries since: Unix seconds, YYYY-MM-DD, or a duration ago
+        /// (90m, 2h, 3d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
     /// Lock the running signer: signatures fail with signerLocked until
-    /// it is unlocked.
+    /// it is unlocked, and approval windows close.
     Lock,
     /// Unlock the running signer.
     Unlock {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use vmux_home::{Home, PrivateSocket};
 use vmux_signer::approver::AnyApprover;
+use vmux_signer::audit::{self, AuditLog};
 use vmux_signer::ca::Ca;
 use vmux_signer::checks::Window;
 use vmux_signer::config::SignerConfig;
@@ -186,6 +187,70 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
                 ))),
             }
         }
+        SignerCommand::Audit { verify, since } => {
+            let contents = vmux_home::read_optional(&signer.audit_path())?.unwrap_or_default();
+            let since = since
+                .as_deref()
+                .map(|s| {
+                    vmux_agent::parse_since(s).ok_or_else(|| {
+                        Failure(format!(
+                            "--since {s:?}: use Unix seconds, YYYY-MM-DD, or a duration like 90m, 2h, 3d"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let show = |e: &audit::Entry| {
+                if since.is_some_and(|s| e.time < s) {
+                    return;
+                }
+                let dest = match (e.dest_user.as_str(), e.dest_host.as_str()) {
+                    ("", "") => String::new(),
+                    ("", h) => format!(" → {} [{}]", vmux_proto::sanitize(h), e.quality),
+                    (u, h) => format!(
+                        " → {}@{} [{}]",
+                        vmux_proto::sanitize(u),
+                        vmux_proto::sanitize(h),
+                        e.quality
+                    ),
+                };
+                println!(
+                    "{}  {:<11} {:<18} {} {}{}{}{}{}",
+                    vmux_agent::utc(e.time),
+                    e.kind,
+                    e.outcome,
+                    vmux_proto::sanitize(&e.agent_name),
+                    e.key,
+                    dest,
+                    if e.process.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from {}", vmux_proto::sanitize(&e.process))
+                    },
+                    if e.forwarded { " (forwarded)" } else { "" },
+                    e.error
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default(),
+                );
+            };
+            if verify {
+                let entries = audit::verify(&contents)
+                    .map_err(|e| Failure(format!("the audit log does not verify: {e}")))?;
+                entries.iter().for_each(show);
+                println!(
+                    "Audit log verified: {} entries, chain intact.",
+                    entries.len()
+                );
+            } else {
+                for e in audit::read(&contents) {
+                    match e {
+                        Ok(e) => show(&e),
+                        Err(line) => println!("(line {line} is not a valid entry)"),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         SignerCommand::Lock => {
             let v = control::query(&signer.control_path(), &Request::Lock)?;
             if v["locked"].as_bool() == Some(true) {
@@ -249,6 +314,8 @@ fn serve(
         approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
         ca: Some(ca),
         cert_policy: config.certificates.clone(),
+        window_max_seconds: config.max_approval_window_seconds,
+        audit: Some(AuditLog::open(&signer.audit_path())?),
     }));
     let rt = crate::runtime()?;
     rt.block_on(async {

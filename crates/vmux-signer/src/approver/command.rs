@@ -42,10 +42,27 @@ impl CommandApprover {
                 sanitize(&d.cert_principals.join(",")),
             )
             .env("VMUX_SUMMARY", d.summary())
+            .env("VMUX_APPROVAL_WINDOW_MAX", d.window_max_seconds.to_string())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true);
         c
     }
+}
+
+/// Reads at most 4 KiB of the program's stdout and finds
+/// `VMUX_APPROVE_FOR=SECONDS`.
+async fn approve_for(stdout: Option<tokio::process::ChildStdout>) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    stdout?.take(4096).read_to_end(&mut out).await.ok()?;
+    String::from_utf8_lossy(&out).lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("VMUX_APPROVE_FOR=")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .map(Duration::from_secs)
+    })
 }
 
 impl Approver for CommandApprover {
@@ -57,9 +74,19 @@ impl Approver for CommandApprover {
                 return Verdict::Deny;
             }
         };
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(status)) if status.success() => Verdict::Approve,
-            Ok(Ok(status)) => {
+        let stdout = child.stdout.take();
+        let finished = async {
+            let (status, window) = tokio::join!(child.wait(), approve_for(stdout));
+            status.map(|s| (s, window))
+        };
+        match tokio::time::timeout(timeout, finished).await {
+            Ok(Ok((status, Some(window))))
+                if status.success() && decision.window_max_seconds > 0 =>
+            {
+                Verdict::ApproveFor(window)
+            }
+            Ok(Ok((status, _))) if status.success() => Verdict::Approve,
+            Ok(Ok((status, _))) => {
                 tracing::debug!(%status, "approval command denied");
                 Verdict::Deny
             }

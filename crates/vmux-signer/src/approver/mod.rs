@@ -67,6 +67,9 @@ pub struct Decision {
     pub cert_validity_seconds: Option<u64>,
     /// Certificate principals, for `certificate`.
     pub cert_principals: Vec<String>,
+    /// When non-zero, the approver may approve this key for this process
+    /// and destination for up to this many seconds (an approval window).
+    pub window_max_seconds: u64,
 }
 
 pub use vmux_proto::sanitize;
@@ -130,8 +133,12 @@ impl Decision {
 /// An approver's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go ahead.
+    /// Go ahead, this once.
     Approve,
+    /// Go ahead, and let the same key, process and destination through
+    /// without asking for this long (capped by policy; only offered when
+    /// [`Decision::window_max_seconds`] is non-zero).
+    ApproveFor(Duration),
     /// Refuse.
     Deny,
     /// No answer in time: refuse.

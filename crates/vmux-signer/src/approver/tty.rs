@@ -55,16 +55,42 @@ async fn read_line(tty: &AsyncFd<File>) -> std::io::Result<String> {
     }
 }
 
-async fn ask(summary: &str, timeout: Duration) -> std::io::Result<Option<bool>> {
+/// The answer typed at the prompt.
+enum Answer {
+    Yes,
+    No,
+    Minutes(u64),
+}
+
+fn parse_answer(line: &str, windows: bool) -> Answer {
+    match line.trim() {
+        "y" | "Y" | "yes" | "Yes" | "YES" => Answer::Yes,
+        n if windows => match n.parse::<u64>() {
+            Ok(m) if m > 0 => Answer::Minutes(m),
+            _ => Answer::No,
+        },
+        _ => Answer::No,
+    }
+}
+
+async fn ask(summary: &str, timeout: Duration, window_max: u64) -> std::io::Result<Option<Answer>> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open("/dev/tty")?;
     let mut out = tty.try_clone()?;
+    let choices = if window_max > 0 {
+        format!(
+            "[y/N, or minutes (up to {}) to approve this key for this process and host]",
+            window_max / 60
+        )
+    } else {
+        "[y/N]".to_owned()
+    };
     write!(
         out,
-        "\n{summary}\nApprove? [y/N] (denied in {} s) ",
+        "\n{summary}\nApprove? {choices} (denied in {} s) ",
         timeout.as_secs()
     )?;
     out.flush()?;
@@ -74,10 +100,7 @@ async fn ask(summary: &str, timeout: Duration) -> std::io::Result<Option<bool>> 
     // requires.
     let tty = unsafe { AsyncFd::register(tty) }?;
     match tokio::time::timeout(timeout, read_line(&tty)).await {
-        Ok(line) => Ok(Some(matches!(
-            line?.trim(),
-            "y" | "Y" | "yes" | "Yes" | "YES"
-        ))),
+        Ok(line) => Ok(Some(parse_answer(&line?, window_max > 0))),
         Err(_) => {
             let _ = writeln!(out, "\n(no answer: denied)");
             Ok(None)
@@ -88,9 +111,12 @@ async fn ask(summary: &str, timeout: Duration) -> std::io::Result<Option<bool>> 
 impl Approver for TtyApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
         let _turn = self.turn.lock().await;
-        match ask(&decision.summary(), timeout).await {
-            Ok(Some(true)) => Verdict::Approve,
-            Ok(Some(false)) => Verdict::Deny,
+        match ask(&decision.summary(), timeout, decision.window_max_seconds).await {
+            Ok(Some(Answer::Yes)) => Verdict::Approve,
+            Ok(Some(Answer::Minutes(m))) => {
+                Verdict::ApproveFor(Duration::from_secs(m.saturating_mul(60)))
+            }
+            Ok(Some(Answer::No)) => Verdict::Deny,
             Ok(None) => Verdict::TimedOut,
             Err(e) => {
                 tracing::error!(error = %e, "cannot prompt on the terminal; denying");
