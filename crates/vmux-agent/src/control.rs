@@ -55,6 +55,8 @@ pub struct SignerStatus {
     pub last_error: Option<String>,
     /// A pairing code waiting for approval on the signer.
     pub pairing_code: Option<String>,
+    /// How it can be woken.
+    pub wake: Option<String>,
 }
 
 /// Everything `vmux agent status` shows.
@@ -111,6 +113,13 @@ impl Status {
                 since: l.since,
                 last_error: l.last_error.clone(),
                 pairing_code: l.pairing_code.clone(),
+                wake: l
+                    .signer_id
+                    .as_ref()
+                    .and_then(|id| state.signers.iter().find(|p| &p.id == id))
+                    .or_else(|| state.pinned_at(address))
+                    .and_then(|p| p.wake.as_ref())
+                    .map(|w| w.describe()),
             })
             .collect();
         let keys = state

@@ -37,7 +37,7 @@ pub use config::{
     DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
 pub use socket::{AgentSocket, SocketError};
-pub use state::{state_path, AgentState, CachedKey, PinnedSigner};
+pub use state::{state_path, AgentState, CachedKey, PinnedSigner, StoredWake};
 pub use time::{parse_since, utc};
 pub use upstream::SignFailure;
 pub use verify::signature_is_valid;

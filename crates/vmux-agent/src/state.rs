@@ -47,6 +47,63 @@ impl CachedKey {
     }
 }
 
+/// How to wake a signer, as it last said.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoredWake {
+    /// APNs device token.
+    Apns {
+        /// Hex device token.
+        device_token: String,
+        /// Bundle id.
+        topic: String,
+        /// Sandbox environment.
+        sandbox: bool,
+    },
+    /// HTTPS webhook.
+    Webhook {
+        /// The URL.
+        url: String,
+    },
+}
+
+impl StoredWake {
+    /// From the wire message (`None` for "cannot be woken").
+    pub fn from_wire(w: &vmux_proto::WakeEndpoint) -> Option<StoredWake> {
+        match w {
+            vmux_proto::WakeEndpoint::None => None,
+            vmux_proto::WakeEndpoint::Apns {
+                device_token,
+                topic,
+                sandbox,
+            } => Some(StoredWake::Apns {
+                device_token: device_token.clone(),
+                topic: topic.clone(),
+                sandbox: *sandbox,
+            }),
+            vmux_proto::WakeEndpoint::Webhook { url } => {
+                Some(StoredWake::Webhook { url: url.clone() })
+            }
+        }
+    }
+
+    /// One line for status output (the token shortened).
+    pub fn describe(&self) -> String {
+        match self {
+            StoredWake::Apns {
+                device_token,
+                topic,
+                sandbox,
+            } => format!(
+                "APNs{} {topic}, device token {}…",
+                if *sandbox { " (sandbox)" } else { "" },
+                device_token.get(..8).unwrap_or(device_token)
+            ),
+            StoredWake::Webhook { url } => format!("webhook {url}"),
+        }
+    }
+}
+
 /// A signer this agent has paired with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PinnedSigner {
@@ -64,6 +121,9 @@ pub struct PinnedSigner {
     /// Its keys, as last listed.
     #[serde(default)]
     pub keys: Vec<CachedKey>,
+    /// How to wake it, as it last said.
+    #[serde(default)]
+    pub wake: Option<StoredWake>,
 }
 
 impl PinnedSigner {
@@ -189,6 +249,9 @@ mod tests {
                     provider_kind: "software".into(),
                     display_name: String::new(),
                 }],
+                wake: Some(StoredWake::Webhook {
+                    url: "https://example.org/wake".into(),
+                }),
             }],
         };
         s.save(&p).unwrap();

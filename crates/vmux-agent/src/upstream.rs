@@ -15,7 +15,7 @@ use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignReq
 
 use crate::agent::Shared;
 use crate::notice;
-use crate::state::{CachedKey, PinnedSigner};
+use crate::state::{CachedKey, PinnedSigner, StoredWake};
 
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,6 +219,7 @@ async fn run_session(
                 .as_ref()
                 .map(|p| p.paired_at)
                 .unwrap_or_else(crate::agent::now_s),
+            wake: previous.as_ref().and_then(|p| p.wake.clone()),
             keys: previous.map(|p| p.keys).unwrap_or_default(),
         });
     });
@@ -322,6 +323,17 @@ async fn run_session(
                         warn!(signer = %signer.id, "certificate for an unknown request; ignored")
                     }
                 },
+                Message::WakeEndpoint(w) => {
+                    let wake = StoredWake::from_wire(&w);
+                    shared.update_state(|s| {
+                        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
+                            if p.wake != wake {
+                                info!(signer = %signer_id, wake = ?wake.as_ref().map(StoredWake::describe), "wake endpoint updated");
+                                p.wake = wake;
+                            }
+                        }
+                    });
+                }
                 Message::Ping(n) => {
                     let _ = raw_tx.send(Message::Pong(n)).await;
                 }

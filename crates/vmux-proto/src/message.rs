@@ -29,6 +29,7 @@ mod kind {
     pub const SIGN_RESPONSE: u8 = 13;
     pub const CERT_REQUEST: u8 = 14;
     pub const CERT_RESPONSE: u8 = 15;
+    pub const WAKE_ENDPOINT: u8 = 16;
     pub const PING: u8 = 30;
     pub const PONG: u8 = 31;
 }
@@ -242,6 +243,28 @@ pub struct CertResponse {
     pub result: Result<IssuedCert, ErrorCode>,
 }
 
+/// How to wake a signer that is asleep (the brief's device-token update).
+/// Nothing in it authorises anything: it only says where to send a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeEndpoint {
+    /// The signer cannot be woken; forget any earlier endpoint.
+    None,
+    /// An Apple Push Notification service device token.
+    Apns {
+        /// The device token, hex.
+        device_token: String,
+        /// The app's bundle id (`apns-topic`).
+        topic: String,
+        /// The sandbox (development) environment rather than production.
+        sandbox: bool,
+    },
+    /// An HTTPS webhook (UnifiedPush / ntfy style).
+    Webhook {
+        /// The `https://` URL to POST to.
+        url: String,
+    },
+}
+
 /// Every message of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -271,6 +294,9 @@ pub enum Message {
     CertRequest(CertRequest),
     /// Signer → agent: a certificate or an error.
     CertResponse(CertResponse),
+    /// Signer → agent: where to send wake pushes, sent after the session
+    /// opens and whenever it changes.
+    WakeEndpoint(WakeEndpoint),
     /// Either way: are you there?
     Ping(u64),
     /// Either way: the answer to [`Message::Ping`].
@@ -294,6 +320,7 @@ impl Message {
             Message::SignResponse(_) => "SignResponse",
             Message::CertRequest(_) => "CertRequest",
             Message::CertResponse(_) => "CertResponse",
+            Message::WakeEndpoint(_) => "WakeEndpoint",
             Message::Ping(_) => "Ping",
             Message::Pong(_) => "Pong",
         }
@@ -375,6 +402,19 @@ impl Message {
                     Err(code) => w.u32(code.to_wire()),
                 };
                 w.finish()
+            }
+            Message::WakeEndpoint(w) => {
+                let mut m = Writer::new(kind::WAKE_ENDPOINT);
+                match w {
+                    WakeEndpoint::None => m.u8(0),
+                    WakeEndpoint::Apns {
+                        device_token,
+                        topic,
+                        sandbox,
+                    } => m.u8(1).str(device_token).str(topic).bool(*sandbox),
+                    WakeEndpoint::Webhook { url } => m.u8(2).str(url),
+                };
+                m.finish()
             }
             Message::Ping(n) => Writer::new(kind::PING).u64(*n).finish(),
             Message::Pong(n) => Writer::new(kind::PONG).u64(*n).finish(),
@@ -465,6 +505,16 @@ impl Message {
                 };
                 Message::CertResponse(CertResponse { request_id, result })
             }
+            kind::WAKE_ENDPOINT => Message::WakeEndpoint(match r.u8()? {
+                0 => WakeEndpoint::None,
+                1 => WakeEndpoint::Apns {
+                    device_token: r.string()?,
+                    topic: r.string()?,
+                    sandbox: r.bool()?,
+                },
+                2 => WakeEndpoint::Webhook { url: r.string()? },
+                _ => return Err(DecodeError::BadValue("wake endpoint kind")),
+            }),
             kind::PING => Message::Ping(r.u64()?),
             kind::PONG => Message::Pong(r.u64()?),
             other => return Err(DecodeError::UnknownType(other)),

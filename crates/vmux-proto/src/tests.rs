@@ -88,6 +88,15 @@ fn samples() -> Vec<Message> {
             request_id: [3; 16],
             result: Err(ErrorCode::PolicyDenied),
         }),
+        Message::WakeEndpoint(WakeEndpoint::None),
+        Message::WakeEndpoint(WakeEndpoint::Apns {
+            device_token: "ab12".into(),
+            topic: "app.vmux.signer".into(),
+            sandbox: true,
+        }),
+        Message::WakeEndpoint(WakeEndpoint::Webhook {
+            url: "https://ntfy.example/vmux".into(),
+        }),
         Message::Ping(42),
         Message::Pong(42),
     ]

@@ -23,6 +23,15 @@ pub struct SignerConfig {
     /// seconds ("approve this key for this process and host for N
     /// minutes"); 0 turns windows off. Default 3600.
     pub max_approval_window_seconds: u64,
+    /// Webhook agents POST to, to wake this signer (`--wake-url`),
+    /// `https://` only.
+    pub wake_url: Option<String>,
+    /// APNs device token, hex (`--apns-token`): what a phone app sends.
+    pub apns_token: Option<String>,
+    /// APNs topic, the app's bundle id (`--apns-topic`).
+    pub apns_topic: Option<String>,
+    /// Use the APNs sandbox environment (`--apns-sandbox`). Default false.
+    pub apns_sandbox: bool,
     /// Session-certificate policy.
     pub certificates: CertPolicy,
 }
@@ -34,6 +43,10 @@ impl Default for SignerConfig {
             approve: "tty".to_owned(),
             approval_timeout_seconds: 60,
             max_approval_window_seconds: 3600,
+            wake_url: None,
+            apns_token: None,
+            apns_topic: None,
+            apns_sandbox: false,
             certificates: CertPolicy::default(),
         }
     }

@@ -49,6 +49,8 @@ pub struct ServerParts<A> {
     pub window_max_seconds: u64,
     /// Where decisions are recorded.
     pub audit: Option<AuditLog>,
+    /// How agents can wake this signer, told to each on connecting.
+    pub wake: vmux_proto::WakeEndpoint,
 }
 
 /// A running signer.
@@ -140,8 +142,13 @@ impl<A: Approver + 'static> Server<A> {
             warn!(error = %e, "cannot record last-seen time");
         }
         let Channel {
-            mut reader, writer, ..
+            mut reader,
+            mut writer,
+            ..
         } = channel;
+        writer
+            .send(&Message::WakeEndpoint(self.parts.wake.clone()))
+            .await?;
         let writer = Arc::new(Mutex::new(writer));
         let agent = Arc::new(agent);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));

@@ -183,6 +183,9 @@ fn print_status(s: &Status) {
             g.address,
             vmux_agent::utc(g.since)
         );
+        if let Some(w) = &g.wake {
+            println!("  Wake: {w}");
+        }
         if let Some(code) = &g.pairing_code {
             println!("  Pairing: code {code}, waiting for approval on the signer");
         } else if let (false, Some(e)) = (g.connected, &g.last_error) {

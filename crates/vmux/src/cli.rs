@@ -149,6 +149,18 @@ pub enum SignerCommand {
         /// Read the passphrase from FILE (mode 0600) instead of asking.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Agents wake this signer by POSTing to this https:// URL.
+        #[arg(long, value_name = "URL", conflicts_with = "apns_token")]
+        wake_url: Option<String>,
+        /// Agents wake this signer with an APNs push to this device token (hex).
+        #[arg(long, value_name = "HEX", requires = "apns_topic")]
+        apns_token: Option<String>,
+        /// The APNs topic (the signer app's bundle id).
+        #[arg(long, value_name = "TOPIC")]
+        apns_topic: Option<String>,
+        /// Use the APNs sandbox environment.
+        #[arg(long)]
+        apns_sandbox: bool,
     },
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vmux_home::{Home, PrivateSocket};
+use vmux_proto::WakeEndpoint;
 use vmux_signer::approver::AnyApprover;
 use vmux_signer::audit::{self, AuditLog};
 use vmux_signer::ca::Ca;
@@ -283,17 +284,76 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
             approve,
             no_advertise: _,
             passphrase_file,
-        } => serve(&signer, listen, approve, passphrase_file.as_deref()),
+            wake_url,
+            apns_token,
+            apns_topic,
+            apns_sandbox,
+        } => {
+            let config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
+            let wake = wake_endpoint(
+                wake_url.or(config.wake_url.clone()),
+                apns_token.or(config.apns_token.clone()),
+                apns_topic.or(config.apns_topic.clone()),
+                apns_sandbox || config.apns_sandbox,
+            )?;
+            serve(
+                &signer,
+                config,
+                listen,
+                approve,
+                passphrase_file.as_deref(),
+                wake,
+            )
+        }
+    }
+}
+
+/// The wake endpoint from flags and configuration, checked.
+fn wake_endpoint(
+    url: Option<String>,
+    token: Option<String>,
+    topic: Option<String>,
+    sandbox: bool,
+) -> Result<WakeEndpoint, Failure> {
+    match (url, token, topic) {
+        (Some(_), Some(_), _) => Err(Failure(
+            "give either a wake URL or an APNs token, not both".into(),
+        )),
+        (Some(url), None, _) => {
+            if !url.starts_with("https://") || url.len() <= "https://".len() {
+                return Err(Failure(format!("wake URL {url:?} must be an https:// URL")));
+            }
+            Ok(WakeEndpoint::Webhook { url })
+        }
+        (None, Some(token), Some(topic)) => {
+            if token.is_empty()
+                || token.len() > 200
+                || !token.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(Failure("the APNs device token must be hex".into()));
+            }
+            if topic.is_empty() {
+                return Err(Failure("the APNs topic must not be empty".into()));
+            }
+            Ok(WakeEndpoint::Apns {
+                device_token: token.to_ascii_lowercase(),
+                topic,
+                sandbox,
+            })
+        }
+        (None, Some(_), None) => Err(Failure("an APNs token needs --apns-topic".into())),
+        (None, None, _) => Ok(WakeEndpoint::None),
     }
 }
 
 fn serve(
     signer: &SignerHome,
+    config: SignerConfig,
     listen: Option<String>,
     approve: Option<String>,
     passphrase_file: Option<&Path>,
+    wake: WakeEndpoint,
 ) -> Result<ExitCode, Failure> {
-    let config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
     let state = signer.state()?;
     let pass = unlock_passphrase(signer, passphrase_file)?;
     let pass = pass.as_deref().map(String::as_str);
@@ -316,6 +376,7 @@ fn serve(
         cert_policy: config.certificates.clone(),
         window_max_seconds: config.max_approval_window_seconds,
         audit: Some(AuditLog::open(&signer.audit_path())?),
+        wake,
     }));
     let rt = crate::runtime()?;
     rt.block_on(async {
