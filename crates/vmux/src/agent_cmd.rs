@@ -11,10 +11,15 @@ use vmux_agent::{
 };
 use vmux_home::Home;
 
-use crate::cli::AgentCommand;
+use crate::cli::{AgentCommand, ShellKind};
+use crate::service::{self, ServiceSpec};
 use crate::Failure;
 
-pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
+pub fn run(
+    home: &Home,
+    command: AgentCommand,
+    home_flag: Option<&std::path::Path>,
+) -> Result<ExitCode, Failure> {
     let file: AgentFileConfig = vmux_home::load_toml(&home.config_file("agent.toml"))?;
     let socket_of = |flag: Option<PathBuf>| {
         flag.or(file.socket.clone())
@@ -62,7 +67,10 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
             };
             let rt = crate::runtime()?;
             rt.block_on(async {
-                let socket = AgentSocket::bind(&socket_path)?;
+                let socket = match AgentSocket::inherited()? {
+                    Some(s) => s,
+                    None => AgentSocket::bind(&socket_path)?,
+                };
                 let result = tokio::select! {
                     r = vmux_agent::run(config, &socket) => r.map_err(Failure::from),
                     _ = crate::shutdown_signal() => Ok(()),
@@ -103,6 +111,87 @@ pub fn run(home: &Home, command: AgentCommand) -> Result<ExitCode, Failure> {
                 (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
                 (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
             }
+        }
+        AgentCommand::Env { shell, socket } => {
+            let path = socket_of(socket);
+            let shell = shell.unwrap_or_else(|| {
+                match std::env::var("SHELL")
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                {
+                    "fish" => ShellKind::Fish,
+                    "zsh" => ShellKind::Zsh,
+                    _ => ShellKind::Bash,
+                }
+            });
+            let quoted = format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
+            match shell {
+                ShellKind::Bash | ShellKind::Zsh => println!("export SSH_AUTH_SOCK={quoted}"),
+                ShellKind::Fish => println!("set -gx SSH_AUTH_SOCK {quoted}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Doctor { socket } => {
+            let findings = crate::doctor::check(
+                &socket_of(socket),
+                std::env::var("SSH_AUTH_SOCK").ok().as_deref(),
+            );
+            for f in &findings {
+                println!("{:<4}  {}", f.level, f.text);
+            }
+            Ok(if findings.iter().any(|f| f.level == "fail") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AgentCommand::Install { print, launchd } => {
+            let spec = ServiceSpec {
+                exe: crate::current_exe()?,
+                home: home_flag.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
+                socket: std::path::absolute(socket_of(None)).map_err(Failure::from)?,
+            };
+            if launchd {
+                print!("{}", service::launchd_plist(&spec));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let dir = service::user_unit_dir()?;
+            let files = vec![
+                (
+                    dir.join("vmux-agent.socket"),
+                    service::agent_socket_unit(&spec),
+                ),
+                (
+                    dir.join("vmux-agent.service"),
+                    service::agent_service_unit(&spec),
+                ),
+                (
+                    service::environment_d_path()?,
+                    service::environment_d(&spec),
+                ),
+            ];
+            if print {
+                for (path, contents) in &files {
+                    println!("# {}\n{contents}", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            service::install(&files, "vmux-agent.socket")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Uninstall => {
+            let dir = service::user_unit_dir()?;
+            service::uninstall(
+                &["vmux-agent.socket", "vmux-agent.service"],
+                &[
+                    dir.join("vmux-agent.socket"),
+                    dir.join("vmux-agent.service"),
+                    service::environment_d_path()?,
+                ],
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Signers => {
             let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;

@@ -29,6 +29,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages to DIR (or print vmux(1) to stdout).
+    Man {
+        /// Directory for vmux.1 and one page per subcommand.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Shells `vmux agent env` knows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShellKind {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
 }
 
 /// Key types `keygen` makes.
@@ -113,6 +135,17 @@ pub enum SignerCommand {
     /// Lock the running signer: signatures fail with signerLocked until
     /// it is unlocked, and approval windows close.
     Lock,
+    /// Install a systemd user unit for a headless signer.
+    Install {
+        /// Only print the unit.
+        #[arg(long)]
+        print: bool,
+        /// The passphrase file the service reads (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Remove the signer's unit.
+    Uninstall,
     /// Unlock the running signer.
     Unlock {
         /// Read the passphrase from FILE (mode 0600).
@@ -218,6 +251,33 @@ pub enum AgentCommand {
     },
     /// List pinned signers.
     Signers,
+    /// Print the lines that point a shell at the agent.
+    Env {
+        /// The shell (default: from $SHELL).
+        #[arg(long, value_enum)]
+        shell: Option<ShellKind>,
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Check the setup and say how to fix what is wrong.
+    Doctor {
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Install systemd user units (socket-activated agent) and set
+    /// SSH_AUTH_SOCK for GUI sessions.
+    Install {
+        /// Only print the units.
+        #[arg(long)]
+        print: bool,
+        /// Print a launchd plist for macOS instead.
+        #[arg(long)]
+        launchd: bool,
+    },
+    /// Remove what `install` wrote.
+    Uninstall,
     /// Forget one pinned signer (by id or unambiguous prefix), or with no
     /// id wipe all of the agent's state.
     Forget {

@@ -4,7 +4,9 @@
 
 mod agent_cmd;
 mod cli;
+mod doctor;
 mod passphrase;
+mod service;
 mod signer_cmd;
 
 use std::process::ExitCode;
@@ -30,8 +32,32 @@ fn init_logging() {
         .init();
 }
 
+/// Short-lived commands die quietly on a closed pipe (`vmux … | head`),
+/// as C tools do, instead of panicking in `println!`. The daemons keep
+/// Rust's default (SIGPIPE ignored): a client that hangs up must not kill
+/// them.
+fn die_on_sigpipe() {
+    // SAFETY: called first thing in `main`, before any other thread
+    // exists; `signal` with SIG_DFL installs no handler code, so no
+    // async-signal-safety question arises.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    let daemon = matches!(
+        args.command,
+        cli::Command::Agent {
+            command: cli::AgentCommand::Run { .. }
+        } | cli::Command::Signer {
+            command: cli::SignerCommand::Run { .. }
+        }
+    );
+    if !daemon {
+        die_on_sigpipe();
+    }
     init_logging();
     let home = match &args.home {
         Some(dir) => vmux_home::Home::in_dir(dir),
@@ -44,8 +70,14 @@ fn main() -> ExitCode {
         },
     };
     let result = match args.command {
-        cli::Command::Signer { command } => signer_cmd::run(&home, command),
-        cli::Command::Agent { command } => agent_cmd::run(&home, command),
+        cli::Command::Signer { command } => signer_cmd::run(&home, command, args.home.as_deref()),
+        cli::Command::Agent { command } => agent_cmd::run(&home, command, args.home.as_deref()),
+        cli::Command::Completions { shell } => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vmux", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +86,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn man(dir: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+    let cmd = <cli::Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(cmd, dir)?;
+    println!("wrote man pages to {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This program, for service files.
+pub fn current_exe() -> Result<std::path::PathBuf, Failure> {
+    std::env::current_exe().map_err(|e| Failure(format!("cannot find the vmux binary: {e}")))
 }
 
 /// A multi-threaded runtime for the daemons.

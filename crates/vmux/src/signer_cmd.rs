@@ -41,7 +41,11 @@ fn open_keys(signer: &SignerHome, file: Option<&Path>) -> Result<SoftwareKeys, F
     Ok(signer.software_keys(pass.as_deref().map(String::as_str))?)
 }
 
-pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub fn run(
+    home: &Home,
+    command: SignerCommand,
+    home_flag: Option<&Path>,
+) -> Result<ExitCode, Failure> {
     let signer = SignerHome::new(home.clone());
     match command {
         SignerCommand::Init {
@@ -250,6 +254,30 @@ pub fn run(home: &Home, command: SignerCommand) -> Result<ExitCode, Failure> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Install {
+            print,
+            passphrase_file,
+        } => {
+            let spec = crate::service::ServiceSpec {
+                exe: crate::current_exe()?,
+                home: home_flag.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
+                socket: home.default_socket().to_owned(),
+            };
+            let pass = passphrase_file.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let unit = crate::service::signer_service_unit(&spec, pass.as_deref());
+            let path = crate::service::user_unit_dir()?.join("vmux-signer.service");
+            if print {
+                println!("# {}\n{unit}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            crate::service::install(&[(path, unit)], "vmux-signer.service")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Uninstall => {
+            let path = crate::service::user_unit_dir()?.join("vmux-signer.service");
+            crate::service::uninstall(&["vmux-signer.service"], &[path])?;
             Ok(ExitCode::SUCCESS)
         }
         SignerCommand::Lock => {
