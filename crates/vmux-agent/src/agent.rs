@@ -338,11 +338,14 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
 
 /// One client: read a message, answer it, repeat. Oversized or
 /// half-written frames end this connection only.
-async fn serve_client(shared: &Shared, mut stream: UnixStream) -> std::io::Result<()> {
+async fn serve_client(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    // Buffered: the length and the body usually arrive in one read.
+    let mut r = tokio::io::BufReader::with_capacity(4096, r);
     let mut body = Vec::new();
     loop {
         let mut len = [0u8; 4];
-        match stream.read_exact(&mut len).await {
+        match r.read_exact(&mut len).await {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -356,9 +359,9 @@ async fn serve_client(shared: &Shared, mut stream: UnixStream) -> std::io::Resul
             return Ok(());
         }
         body.resize(len, 0);
-        stream.read_exact(&mut body).await?;
+        r.read_exact(&mut body).await?;
         let answer = handle(shared, &body).await;
-        stream.write_all(&answer).await?;
+        w.write_all(&answer).await?;
     }
 }
 

@@ -20,9 +20,9 @@ pub const CERT_COMMENT: &str = "vmux-session-cert";
 const CERT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A certificate and its ephemeral private key. The key is never written
-/// anywhere; ssh-key zeroizes it when this is dropped.
+/// anywhere; it is zeroized when this is dropped.
 pub struct SessionCert {
-    key: PrivateKey,
+    key: p256::ecdsa::SigningKey,
     cert_blob: Vec<u8>,
     plain_blob: Vec<u8>,
     serial: u64,
@@ -47,11 +47,10 @@ impl SessionCert {
     /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256).
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignFailure> {
         use signature::Signer;
-        let sig = self
-            .key
-            .try_sign(data)
-            .map_err(|_| SignFailure::BadSignature)?;
-        Vec::<u8>::try_from(sig).map_err(|_| SignFailure::BadSignature)
+        let sig: p256::ecdsa::Signature = self.key.sign(data);
+        ssh_key::Signature::try_from(sig)
+            .and_then(Vec::<u8>::try_from)
+            .map_err(|_| SignFailure::BadSignature)
     }
 }
 
@@ -192,6 +191,14 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
             renew_before, "the certificate is shorter than the renewal threshold; it will not be renewed before it expires"
         );
     }
+    let key = match key.key_data() {
+        ssh_key::private::KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP256 {
+            private,
+            ..
+        }) => p256::ecdsa::SigningKey::from_slice(private.as_ref())
+            .map_err(|_| SignFailure::BadSignature)?,
+        _ => return Err(SignFailure::BadSignature),
+    };
     shared.cert().install(SessionCert {
         key,
         cert_blob: issued.certificate,

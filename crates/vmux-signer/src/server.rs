@@ -66,7 +66,7 @@ impl<A: Approver + 'static> Server<A> {
     pub fn new(parts: ServerParts<A>) -> Server<A> {
         Server {
             parts,
-            replay: ReplayGuard::new(1 << 16),
+            replay: ReplayGuard::new(1 << 18),
             pairing_failures: Default::default(),
             windows: Windows::default(),
         }

@@ -167,6 +167,10 @@ pub enum AnyApprover {
     Tty(tty::TtyApprover),
     /// `command:PROGRAM`
     Command(command::CommandApprover),
+    /// `allow-all`: approves everything without asking anyone, as an
+    /// ssh-agent without `-c` does. For benchmarks and unattended labs; the
+    /// signer warns at start and the audit log records every decision.
+    AllowAll,
 }
 
 impl AnyApprover {
@@ -174,6 +178,9 @@ impl AnyApprover {
     pub fn parse(mode: &str) -> Result<AnyApprover, String> {
         if mode == "tty" {
             Ok(AnyApprover::Tty(tty::TtyApprover::new()))
+        } else if mode == "allow-all" {
+            tracing::warn!("--approve allow-all: every pairing, signature and certificate is approved without asking anyone");
+            Ok(AnyApprover::AllowAll)
         } else if let Some(program) = mode.strip_prefix("command:") {
             if program.is_empty() {
                 return Err(
@@ -184,7 +191,7 @@ impl AnyApprover {
             Ok(AnyApprover::Command(command::CommandApprover::new(program)))
         } else {
             Err(format!(
-                "unknown approval mode {mode:?}; use tty or command:PROGRAM"
+                "unknown approval mode {mode:?}; use tty, command:PROGRAM or allow-all"
             ))
         }
     }
@@ -195,6 +202,7 @@ impl Approver for AnyApprover {
         match self {
             AnyApprover::Tty(a) => a.decide(decision, timeout).await,
             AnyApprover::Command(a) => a.decide(decision, timeout).await,
+            AnyApprover::AllowAll => Verdict::Approve,
         }
     }
 }

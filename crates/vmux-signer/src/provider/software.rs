@@ -30,19 +30,36 @@ pub enum KeyType {
     Rsa,
 }
 
-/// A decrypted key, ready to sign.
+/// A decrypted key, ready to sign: the algorithm's own signing key is
+/// built once (ssh-key would rebuild it, public point included, for every
+/// signature).
 struct Unlocked {
     key: PrivateKey,
-    rsa: Option<rsa::RsaPrivateKey>,
+    signer: FastSigner,
+}
+
+enum FastSigner {
+    Ed25519(ed25519_dalek::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+    Rsa(rsa::RsaPrivateKey),
 }
 
 impl Unlocked {
     fn new(key: PrivateKey) -> Result<Unlocked, String> {
-        let rsa = match key.key_data() {
-            KeypairData::Rsa(k) => Some(rsa_private_key(k)?),
-            _ => None,
+        let signer = match key.key_data() {
+            KeypairData::Rsa(k) => FastSigner::Rsa(rsa_private_key(k)?),
+            KeypairData::Ed25519(k) => FastSigner::Ed25519(
+                ed25519_dalek::SigningKey::try_from(k).map_err(|e| e.to_string())?,
+            ),
+            KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP256 { private, .. }) => {
+                FastSigner::P256(
+                    p256::ecdsa::SigningKey::from_slice(private.as_ref())
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            _ => return Err("unsupported key type (ECDSA P-256, Ed25519 and RSA are)".into()),
         };
-        Ok(Unlocked { key, rsa })
+        Ok(Unlocked { key, signer })
     }
 }
 
@@ -430,20 +447,25 @@ impl KeyProvider for SoftwareKeys {
         let inner = self.read();
         let entry = inner.entries.get(blob).ok_or(SignError::NotFound)?;
         let l = entry.unlocked.as_ref().ok_or(SignError::Locked)?;
-        let sig: Signature = match (&l.rsa, flags) {
-            (Some(rsa), f) if f & SSH_AGENT_RSA_SHA2_512 != 0 => {
+        let failed = |e: ssh_key::Error| SignError::Failed(e.to_string());
+        let sig: Signature = match &l.signer {
+            FastSigner::Rsa(rsa) if flags & SSH_AGENT_RSA_SHA2_512 != 0 => {
                 rsa_sign(rsa, HashAlg::Sha512, data)?
             }
-            (Some(rsa), f) if f & SSH_AGENT_RSA_SHA2_256 != 0 => {
+            FastSigner::Rsa(rsa) if flags & SSH_AGENT_RSA_SHA2_256 != 0 => {
                 rsa_sign(rsa, HashAlg::Sha256, data)?
             }
-            (Some(_), _) => return Err(SignError::Refused(
+            FastSigner::Rsa(_) => return Err(SignError::Refused(
                 "ssh-rsa (SHA-1) signatures are not supported; use rsa-sha2-256 or rsa-sha2-512",
             )),
-            (None, _) => l
-                .key
-                .try_sign(data)
-                .map_err(|e| SignError::Failed(e.to_string()))?,
+            FastSigner::Ed25519(k) => {
+                Signature::new(Algorithm::Ed25519, k.sign(data).to_bytes().to_vec())
+                    .map_err(failed)?
+            }
+            FastSigner::P256(k) => {
+                let s: p256::ecdsa::Signature = k.sign(data);
+                Signature::try_from(s).map_err(failed)?
+            }
         };
         Vec::<u8>::try_from(sig).map_err(|e| SignError::Failed(e.to_string()))
     }

@@ -1,0 +1,591 @@
+//! `vmux-bench`: drives OpenSSH's ssh-agent and vmux (agent + signer on
+//! loopback, approving at once) through their sockets with the same
+//! client code, and prints figures side by side with ratios.
+//!
+//! Run it with `./scripts/bench [identities] [sign] [cert] [memory]` (it
+//! builds the release binaries first); with no arguments, everything.
+//! Every figure is the median of several runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+const RUN_TIME: Duration = Duration::from_millis(1500);
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// A daemon that is killed when dropped.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn spawn(cmd: &mut Command) -> Res<Daemon> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(err("spawn"))?;
+        let (tx, lines) = mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Daemon { child, lines })
+    }
+
+    fn wait_for(&self, pat: &str) -> Res<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(pat) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("timed out waiting for {pat:?}")),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One SSH agent-protocol client connection.
+struct Client(UnixStream);
+
+impl Client {
+    fn connect(sock: &Path) -> Res<Client> {
+        UnixStream::connect(sock)
+            .map(Client)
+            .map_err(err("connect"))
+    }
+
+    fn call(&mut self, body: &[u8]) -> Res<Vec<u8>> {
+        let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(body);
+        self.0.write_all(&msg).map_err(err("write"))?;
+        let mut len = [0u8; 4];
+        self.0.read_exact(&mut len).map_err(err("read"))?;
+        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.0.read_exact(&mut answer).map_err(err("read"))?;
+        Ok(answer)
+    }
+
+    fn identities(&mut self) -> Res<Vec<(Vec<u8>, String)>> {
+        let a = self.call(&[11])?;
+        let mut r = &a[..];
+        let take = |r: &mut &[u8], n: usize| -> Res<Vec<u8>> {
+            if r.len() < n {
+                return Err("short answer".into());
+            }
+            let (h, t) = r.split_at(n);
+            *r = t;
+            Ok(h.to_vec())
+        };
+        let kind = take(&mut r, 1)?;
+        if kind != [12] {
+            return Err("not an identities answer".into());
+        }
+        let n = u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad count")?);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let l =
+                u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad len")?) as usize;
+            let blob = take(&mut r, l)?;
+            let l =
+                u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad len")?) as usize;
+            let comment = String::from_utf8_lossy(&take(&mut r, l)?).into_owned();
+            out.push((blob, comment));
+        }
+        Ok(out)
+    }
+
+    fn sign(&mut self, blob: &[u8], data: &[u8]) -> Res<()> {
+        let mut body = vec![13];
+        for s in [blob, data] {
+            body.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            body.extend_from_slice(s);
+        }
+        body.extend_from_slice(&0u32.to_be_bytes());
+        match self.call(&body)?.first() {
+            Some(14) => Ok(()),
+            _ => Err("sign refused".into()),
+        }
+    }
+}
+
+/// Throughput and latency of one run.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Runs `op` on `conns` connections for [`RUN_TIME`].
+fn drive(
+    sock: &Path,
+    conns: usize,
+    op: impl Fn(&mut Client, u64) -> Res<()> + Sync,
+) -> Res<Figures> {
+    let deadline = Instant::now() + RUN_TIME;
+    let start = Instant::now();
+    let results: Vec<Res<Vec<u32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = Client::connect(sock)?;
+                    let mut lat = Vec::new();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        op(&mut c, n)?;
+                        lat.push(t.elapsed().as_micros() as u32);
+                        n += 1;
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Ok(Figures {
+        per_sec: all.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_figures(runs: impl Fn() -> Res<Figures>) -> Res<Figures> {
+    let mut fs = Vec::new();
+    for _ in 0..RUNS {
+        fs.push(runs()?);
+    }
+    Ok(Figures {
+        per_sec: median(fs.iter().map(|f| f.per_sec).collect()),
+        p50_us: median(fs.iter().map(|f| f.p50_us).collect()),
+        p99_us: median(fs.iter().map(|f| f.p99_us).collect()),
+    })
+}
+
+fn rss_kib(pid: u32) -> Res<u64> {
+    let s =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(err("read /proc status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| "no VmRSS".into())
+}
+
+fn run(cmd: &mut Command) -> Res<String> {
+    let out = cmd.output().map_err(err("run"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+struct Table {
+    rows: Vec<(String, String, String, String)>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, ours: f64, theirs: Option<f64>, unit: &str, target: &str) {
+        let ratio = theirs
+            .filter(|t| *t > 0.0)
+            .map(|t| format!("{:.2}", ours / t))
+            .unwrap_or_else(|| "-".into());
+        self.rows.push((
+            what.to_owned(),
+            theirs
+                .map(|t| format!("{t:.0} {unit}"))
+                .unwrap_or_else(|| "-".into()),
+            format!("{ours:.0} {unit}"),
+            format!("{ratio:>6}  {target}"),
+        ));
+    }
+
+    fn print(&self) {
+        println!(
+            "\n{:<44} {:>16} {:>16}   ratio  target",
+            "figure", "ssh-agent", "vmux"
+        );
+        for (a, b, c, d) in &self.rows {
+            println!("{a:<44} {b:>16} {c:>16}  {d}");
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = bench() {
+        eprintln!("vmux-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn vmux_binary() -> Res<PathBuf> {
+    let me = std::env::current_exe().map_err(err("current_exe"))?;
+    let bin = me.with_file_name("vmux");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it with `cargo build --release --bin vmux`",
+            bin.display()
+        ))
+    }
+}
+
+fn bench() -> Res<()> {
+    let vmux = vmux_binary()?;
+    let dir = tempfile::tempdir().map_err(err("tempdir"))?;
+    let d = dir.path();
+    let (signer_home, agent_home) = (d.join("signer"), d.join("agent"));
+    println!("vmux-bench: machine: {} cores; {}", num_cpus(), kernel());
+
+    // vmux: a signer approving at once, and an agent paired with it.
+    let v = |args: &[&str]| {
+        Command::new(&vmux)
+            .arg("--home")
+            .arg(&signer_home)
+            .args(args)
+            .output()
+    };
+    v(&["signer", "init", "--name", "bench", "--no-passphrase"]).map_err(err("init"))?;
+    for t in ["ed25519", "ecdsa"] {
+        let out = v(&["signer", "keygen", "--comment", t, "--type", t]).map_err(err("keygen"))?;
+        if !out.status.success() {
+            return Err("keygen failed".into());
+        }
+    }
+    let signer = Daemon::spawn(
+        Command::new(&vmux)
+            .arg("--home")
+            .arg(&signer_home)
+            .args([
+                "signer",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--approve",
+                "allow-all",
+                "--no-advertise",
+            ])
+            .env("RUST_LOG", "warn"),
+    )?;
+    let addr = signer
+        .wait_for("listening on ")?
+        .replace("listening on ", "");
+    let agent = Daemon::spawn(
+        Command::new(&vmux)
+            .arg("--home")
+            .arg(&agent_home)
+            .args([
+                "agent",
+                "run",
+                "--no-discovery",
+                "--name",
+                "bench",
+                "--signer",
+                &addr,
+            ])
+            .env("RUST_LOG", "warn"),
+    )?;
+    agent.wait_for("connected to signer")?;
+    let vsock = agent_home.join("vmux-agent.sock");
+
+    // OpenSSH's ssh-agent with an Ed25519 and an ECDSA key.
+    let osock = d.join("ssh-agent.sock");
+    let ssh_agent = Daemon::spawn(Command::new("ssh-agent").arg("-D").arg("-a").arg(&osock))?;
+    ssh_agent.wait_for("SSH_AUTH_SOCK")?;
+    for t in ["ed25519", "ecdsa"] {
+        let key = d.join(format!("id_{t}"));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-t", t, "-f"])
+            .arg(&key))?;
+        run(Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &osock))?;
+    }
+
+    // Wait for the session certificate (auto-issued on connect).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vids = loop {
+        let ids = Client::connect(&vsock)?.identities()?;
+        if ids.iter().any(|(_, c)| c == "vmux-session-cert") || Instant::now() > deadline {
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let oids = Client::connect(&osock)?.identities()?;
+    let key_type = |b: &[u8]| -> Vec<u8> {
+        let n = b
+            .get(..4)
+            .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .unwrap_or(0);
+        b.get(4..4 + n).map(<[u8]>::to_vec).unwrap_or_default()
+    };
+    let find = |ids: &[(Vec<u8>, String)], kind: &str| {
+        ids.iter()
+            .find(|(b, _)| key_type(b) == kind.as_bytes())
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| format!("no {kind} key"))
+    };
+    let v_ed = find(&vids, "ssh-ed25519")?;
+    let v_ec = find(&vids, "ecdsa-sha2-nistp256")?;
+    let v_cert = vids
+        .iter()
+        .find(|(_, c)| c == "vmux-session-cert")
+        .map(|(b, _)| b.clone());
+    let o_ed = find(&oids, "ssh-ed25519")?;
+    let o_ec = find(&oids, "ecdsa-sha2-nistp256")?;
+
+    let want = |section: &str| {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        args.is_empty() || args.iter().any(|a| a == section)
+    };
+    let mut t = Table { rows: Vec::new() };
+    for conns in [1, 4].into_iter().filter(|_| want("identities")) {
+        let o = median_figures(|| drive(&osock, conns, |c, _| c.identities().map(drop)))?;
+        let v = median_figures(|| drive(&vsock, conns, |c, _| c.identities().map(drop)))?;
+        t.row(
+            &format!("request-identities/s, {conns} conn"),
+            v.per_sec,
+            Some(o.per_sec),
+            "/s",
+            "≥ 2×",
+        );
+    }
+    let data = |n: u64| {
+        let mut d = b"vmux-bench challenge ".to_vec();
+        d.extend_from_slice(&n.to_be_bytes());
+        d
+    };
+    let mut added = Vec::new();
+    let signs = [("Ed25519", &v_ed, &o_ed), ("ECDSA P-256", &v_ec, &o_ec)];
+    for (name, vb, ob) in signs.into_iter().filter(|_| want("sign")) {
+        for conns in [1, 4] {
+            let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(ob, &data(n))))?;
+            let v = median_figures(|| drive(&vsock, conns, |c, n| c.sign(vb, &data(n))))?;
+            t.row(
+                &format!("{name} remote sign/s, {conns} conn"),
+                v.per_sec,
+                Some(o.per_sec),
+                "/s",
+                if conns == 1 { "≥ 1000/s" } else { "" },
+            );
+            t.row(
+                &format!("{name} sign latency p50, {conns} conn"),
+                v.p50_us,
+                Some(o.p50_us),
+                "µs",
+                "",
+            );
+            t.row(
+                &format!("{name} sign latency p99, {conns} conn"),
+                v.p99_us,
+                Some(o.p99_us),
+                "µs",
+                "",
+            );
+            if conns == 1 {
+                added.push((name, v.p50_us - o.p50_us, v.p99_us - o.p99_us));
+            }
+        }
+    }
+    for (name, p50, p99) in &added {
+        t.row(
+            &format!("{name} added latency p50 (vmux − ssh-agent)"),
+            *p50,
+            None,
+            "µs",
+            "< 1000 µs",
+        );
+        t.row(
+            &format!("{name} added latency p99 (vmux − ssh-agent)"),
+            *p99,
+            None,
+            "µs",
+            "< 5000 µs",
+        );
+    }
+    match v_cert.as_ref().filter(|_| want("cert")) {
+        Some(cert) => {
+            for conns in [1, 4] {
+                let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(&o_ed, &data(n))))?;
+                let v = median_figures(|| drive(&vsock, conns, |c, n| c.sign(cert, &data(n))))?;
+                t.row(
+                    &format!("cert local sign/s vs Ed25519, {conns} conn"),
+                    v.per_sec,
+                    Some(o.per_sec),
+                    "/s",
+                    if conns == 4 { "≥ 5×" } else { "" },
+                );
+            }
+        }
+        None if want("cert") => {
+            println!("(no session certificate was issued; certificate figures skipped)")
+        }
+        None => {}
+    }
+
+    if !want("memory") {
+        t.print();
+        return Ok(());
+    }
+    // Memory.
+    let pid = agent.pid();
+    let idle = rss_kib(pid)?;
+    t.row(
+        "agent RSS idle (after the runs above)",
+        idle as f64,
+        Some(rss_kib(ssh_agent.pid())? as f64),
+        "KiB",
+        "< 10240 KiB",
+    );
+    let held: Vec<Client> = (0..1000)
+        .map(|_| Client::connect(&vsock))
+        .collect::<Res<_>>()?;
+    // Make sure the agent has accepted them all.
+    let mut probe = Client::connect(&vsock)?;
+    probe.identities()?;
+    t.row(
+        "agent RSS with 1000 idle clients",
+        rss_kib(pid)? as f64,
+        None,
+        "KiB",
+        "< 20480 KiB",
+    );
+    drop(held);
+    let before = rss_kib(pid)?;
+    let mut c = Client::connect(&vsock)?;
+    for _ in 0..100_000 {
+        c.identities()?;
+    }
+    let after = rss_kib(pid)?;
+    t.row(
+        "agent RSS before 100k requests",
+        before as f64,
+        None,
+        "KiB",
+        "",
+    );
+    t.row(
+        "agent RSS after 100k requests",
+        after as f64,
+        None,
+        "KiB",
+        "no growth",
+    );
+
+    // Size and start-up.
+    let size = std::fs::metadata(&vmux).map_err(err("stat"))?.len();
+    t.row(
+        "release binary size",
+        (size / 1024) as f64,
+        None,
+        "KiB",
+        "< 8192 KiB",
+    );
+    let mut starts = Vec::new();
+    for i in 0..5 {
+        let home = d.join(format!("start{i}"));
+        let sock = home.join("vmux-agent.sock");
+        let t0 = Instant::now();
+        let _a = Daemon::spawn(
+            Command::new(&vmux)
+                .arg("--home")
+                .arg(&home)
+                .args(["agent", "run", "--no-discovery"])
+                .env("RUST_LOG", "warn"),
+        )?;
+        while UnixStream::connect(&sock).is_err() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err("the agent did not start".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        starts.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    t.row(
+        "agent start to socket accepting",
+        median(starts),
+        None,
+        "ms",
+        "< 50 ms",
+    );
+    t.print();
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/version")
+        .map(|v| v.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
