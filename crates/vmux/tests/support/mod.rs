@@ -1,0 +1,616 @@
+//! One harness for every end-to-end test: real OpenSSH (`sshd` on a
+//! loopback port with its own config and host key, `ssh`, `ssh-add`, …),
+//! and vmux signers and agents under temporary homes. Every wait is for a
+//! readiness signal (a line a daemon prints), bounded in time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default bound for every wait.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The vmux binary under test.
+pub fn vmux() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmux"))
+}
+
+/// A fresh directory for one test, removed on drop unless
+/// `VMUX_KEEP_TEST_DIRS` is set. World-traversable so that a test can run
+/// a client as another user.
+pub fn test_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("vmux-test-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    if std::env::var_os("VMUX_KEEP_TEST_DIRS").is_some() {
+        eprintln!("test dir: {}", d.path().display());
+        let _ = d.keep();
+        return tempfile::Builder::new().tempdir().expect("temp dir");
+    }
+    d
+}
+
+/// Runs a command to completion (bounded by coreutils `timeout`).
+pub fn run(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    out
+}
+
+/// Runs and requires success; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A line-collecting background process, killed on drop.
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Daemon {
+    /// Starts `cmd` with stdout and stderr collected line by line.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let pipes: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        for pipe in pipes {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let (m, c) = &*lines;
+                    m.lock().expect("lines").push(line);
+                    c.notify_all();
+                }
+            });
+        }
+        Daemon {
+            name: name.to_owned(),
+            child: Some(child),
+            lines,
+        }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.lines.0.lock().expect("lines").join("\n")
+    }
+
+    /// Waits until a printed line (new or old) satisfies `pred`, at most
+    /// `timeout`; returns it.
+    pub fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_nth(1, timeout, pred)
+    }
+
+    /// Waits until `n` printed lines satisfy `pred`; returns the last.
+    pub fn wait_nth(&self, n: usize, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.lines;
+        let mut lines = m.lock().expect("lines");
+        loop {
+            let hits: Vec<&String> = lines.iter().filter(|l| pred(l)).collect();
+            if hits.len() >= n {
+                return hits[n - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{}: timed out waiting; it printed:\n{}",
+                    self.name,
+                    lines.join("\n")
+                );
+            }
+            lines = c.wait_timeout(lines, left).expect("wait").0;
+        }
+    }
+
+    /// Counts printed lines satisfying `pred`.
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines
+            .0
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The approver program every test signer uses: it logs each decision as
+/// one line in `approvals.log` and decides by the files in its directory
+/// (`deny-pair`, `deny-sign`, `deny-certificate`; `window` holds seconds
+/// for an approval window).
+const APPROVER: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "kind=$VMUX_REQUEST_KIND fp=$VMUX_KEY_FINGERPRINT src=$VMUX_SOURCE_NAME srcid=$VMUX_SOURCE_ID code=$VMUX_PAIRING_CODE host=$VMUX_DEST_HOST user=$VMUX_DEST_USER quality=$VMUX_CONTEXT_QUALITY fwd=$VMUX_FORWARDED ns=$VMUX_NAMESPACE validity=$VMUX_CERT_VALIDITY_SECONDS principals=$VMUX_CERT_PRINCIPALS process=$VMUX_PROCESS" >> "$dir/approvals.log"
+[ -e "$dir/deny-$VMUX_REQUEST_KIND" ] && exit 1
+if [ -s "$dir/window" ] && [ "$VMUX_APPROVAL_WINDOW_MAX" != 0 ]; then echo "VMUX_APPROVE_FOR=$(cat "$dir/window")"; fi
+exit 0
+"#;
+
+/// A vmux signer under a temporary home.
+pub struct Signer {
+    pub home: PathBuf,
+    pub name: String,
+    pub daemon: Option<Daemon>,
+    pub addr: String,
+    /// `RUST_LOG` for the daemon.
+    pub log: &'static str,
+    approver_dir: PathBuf,
+}
+
+impl Signer {
+    /// `vmux signer init` (keys unencrypted, as tests need no passphrase).
+    pub fn init(dir: &Path, name: &str) -> Signer {
+        let home = dir.join(format!("signer-{name}"));
+        ok(vmux().arg("--home").arg(&home).args([
+            "signer",
+            "init",
+            "--name",
+            name,
+            "--no-passphrase",
+        ]));
+        let approver_dir = dir.join(format!("approver-{name}"));
+        std::fs::create_dir_all(&approver_dir).expect("approver dir");
+        let prog = approver_dir.join("approve");
+        std::fs::write(&prog, APPROVER).expect("approver");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(approver_dir.join("approvals.log"), "").expect("log");
+        Signer {
+            home,
+            name: name.to_owned(),
+            daemon: None,
+            addr: String::new(),
+            log: "info",
+            approver_dir,
+        }
+    }
+
+    /// `vmux --home H signer ARGS`
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = vmux();
+        c.arg("--home").arg(&self.home).arg("signer").args(args);
+        c
+    }
+
+    /// A new identity; returns its public-key line.
+    pub fn keygen(&self, kind: &str, comment: &str) -> String {
+        ok(&mut self.cmd(&["keygen", "--type", kind, "--comment", comment]))
+            .trim()
+            .to_owned()
+    }
+
+    /// `vmux signer keys -L`
+    pub fn public_lines(&self) -> String {
+        ok(&mut self.cmd(&["keys", "-L"]))
+    }
+
+    /// Starts serving on `listen` (e.g. `127.0.0.1:0`) and waits until it
+    /// is ready.
+    pub fn start_on(&mut self, listen: &str, extra: &[&str]) {
+        let prog = format!("command:{}", self.approver_dir.join("approve").display());
+        let mut c = self.cmd(&[
+            "run",
+            "--listen",
+            listen,
+            "--approve",
+            &prog,
+            "--no-advertise",
+        ]);
+        c.args(extra).env("RUST_LOG", self.log);
+        let d = Daemon::spawn(&format!("signer {}", self.name), &mut c);
+        let line = d.wait_line(WAIT, |l| l.starts_with("listening on "));
+        self.addr = line["listening on ".len()..].to_owned();
+        self.daemon = Some(d);
+    }
+
+    /// Starts on a free loopback port.
+    pub fn start(&mut self) {
+        self.start_on("127.0.0.1:0", &[]);
+    }
+
+    /// Kills the running signer (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("signer running")
+    }
+
+    /// The approver's log, one line per decision.
+    pub fn approvals(&self) -> Vec<String> {
+        std::fs::read_to_string(self.approver_dir.join("approvals.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Decisions of one kind.
+    pub fn approvals_of(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("kind={kind} ");
+        self.approvals()
+            .into_iter()
+            .filter(|l| l.starts_with(&prefix))
+            .collect()
+    }
+
+    /// Makes the approver deny (`true`) or approve requests of `kind`.
+    pub fn deny(&self, kind: &str, deny: bool) {
+        let f = self.approver_dir.join(format!("deny-{kind}"));
+        if deny {
+            std::fs::write(f, "").expect("deny file");
+        } else {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    /// Makes the approver grant approval windows of `seconds`.
+    pub fn grant_windows(&self, seconds: u64) {
+        std::fs::write(self.approver_dir.join("window"), seconds.to_string()).expect("window file");
+    }
+
+    /// Writes `signer.toml`.
+    pub fn config(&self, toml: &str) {
+        std::fs::write(self.home.join("signer.toml"), toml).expect("signer.toml");
+    }
+}
+
+/// A vmux agent under a temporary home.
+pub struct Agent {
+    pub home: PathBuf,
+    pub sock: PathBuf,
+    pub daemon: Option<Daemon>,
+    pub name: String,
+    /// `RUST_LOG` for the daemon.
+    pub log: &'static str,
+}
+
+impl Agent {
+    /// A home for an agent named `name` (not started).
+    pub fn new(dir: &Path, name: &str) -> Agent {
+        let home = dir.join(format!("agent-{name}"));
+        Agent {
+            sock: home.join("vmux-agent.sock"),
+            home,
+            daemon: None,
+            name: name.to_owned(),
+            log: "info",
+        }
+    }
+
+    /// `vmux --home H agent ARGS`
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = vmux();
+        c.arg("--home").arg(&self.home).arg("agent").args(args);
+        c
+    }
+
+    /// Starts `agent run` with `args` and waits for the socket.
+    pub fn start(&mut self, args: &[&str]) {
+        let mut c = self.cmd(&["run", "--name", &self.name, "--no-discovery"]);
+        c.args(args).env("RUST_LOG", self.log);
+        let d = Daemon::spawn(&format!("agent {}", self.name), &mut c);
+        d.wait_line(WAIT, |l| l.starts_with("vmux agent: listening on "));
+        self.daemon = Some(d);
+    }
+
+    /// Starts with `--signer ADDR` and waits until connected with keys.
+    pub fn start_with(&mut self, signer: &Signer, args: &[&str]) {
+        let mut all = vec!["--signer", signer.addr.as_str()];
+        all.extend_from_slice(args);
+        self.start(&all);
+        self.wait_connected(1);
+    }
+
+    /// Waits for the `n`th "connected to signer" line.
+    pub fn wait_connected(&self, n: usize) -> String {
+        self.daemon().wait_nth(n, WAIT, |l| {
+            l.starts_with("vmux agent: connected to signer")
+        })
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("agent running")
+    }
+
+    /// Stops the agent (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.terminate();
+        }
+    }
+
+    /// `ssh-add ARGS` against this agent.
+    pub fn ssh_add(&self, args: &[&str]) -> Output {
+        run(Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &self.sock))
+    }
+
+    /// `vmux agent status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(&mut self.cmd(&["status", "--json"]))).expect("status JSON")
+    }
+}
+
+/// A throwaway sshd on a loopback port.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub known_hosts: PathBuf,
+    pub host_pub: String,
+    pub daemon: Daemon,
+}
+
+/// The user tests log in as (the one running them).
+pub fn login_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&run(Command::new("id").arg("-un")).stdout)
+                .trim()
+                .to_owned()
+        })
+}
+
+fn sshd_binary() -> PathBuf {
+    for p in ["/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("sshd is not installed: run ./scripts/test, which installs openssh-server");
+}
+
+impl Sshd {
+    /// Starts sshd with `authorized_keys` and extra config lines, waiting
+    /// for "Server listening".
+    pub fn start(dir: &Path, authorized_keys: &str, extra: &[&str]) -> Sshd {
+        let dir = dir.join(format!("sshd-{}", free_port()));
+        std::fs::create_dir_all(&dir).expect("sshd dir");
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let key = dir.join("host_key");
+        ok(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key));
+        let host_pub = std::fs::read_to_string(key.with_extension("pub"))
+            .expect("host pub")
+            .trim()
+            .to_owned();
+        let ak = dir.join("authorized_keys");
+        std::fs::write(&ak, authorized_keys).expect("authorized_keys");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let config = dir.join("sshd_config");
+            let mut text = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPidFile none\nSubsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
+                key.display(),
+                ak.display()
+            );
+            for l in extra {
+                text.push_str(l);
+                text.push('\n');
+            }
+            std::fs::write(&config, text).expect("sshd_config");
+            let d = Daemon::spawn(
+                "sshd",
+                Command::new(sshd_binary())
+                    .arg("-D")
+                    .arg("-e")
+                    .arg("-f")
+                    .arg(&config),
+            );
+            let line = d.wait_line(WAIT, |l| {
+                l.contains("Server listening on 127.0.0.1")
+                    || l.contains("Bind to port")
+                    || l.contains("Cannot bind")
+            });
+            if !line.contains("Server listening") {
+                continue;
+            }
+            let known_hosts = dir.join("known_hosts");
+            std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}\n"))
+                .expect("known_hosts");
+            return Sshd {
+                port,
+                dir,
+                known_hosts,
+                host_pub,
+                daemon: d,
+            };
+        }
+        panic!("sshd could not bind a port");
+    }
+
+    /// The `ssh` options every client uses (no config, no keys on disk,
+    /// the test's known_hosts).
+    pub fn ssh_opts(&self) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=no".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=20".into(),
+        ]
+    }
+
+    /// `ssh … user@127.0.0.1 CMD` through `agent`.
+    pub fn ssh(&self, agent: &Agent, extra: &[&str], remote: &str) -> Output {
+        let mut c = Command::new("timeout");
+        c.arg("120")
+            .arg("ssh")
+            .args(self.ssh_opts())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(extra);
+        c.arg(format!("{}@127.0.0.1", login_user())).arg(remote);
+        client_env(&mut c, agent);
+        run(&mut c)
+    }
+
+    /// The ssh command line as one string (for GIT_SSH_COMMAND, rsync -e).
+    pub fn ssh_command_line(&self) -> String {
+        let mut parts = vec!["ssh".to_owned()];
+        parts.extend(self.ssh_opts().into_iter().map(|o| format!("'{o}'")));
+        parts.join(" ")
+    }
+
+    /// Number of accepted public-key logins so far.
+    pub fn accepted(&self) -> usize {
+        self.daemon.count(|l| l.contains("Accepted publickey"))
+    }
+}
+
+/// A client environment: the agent's socket, and a HOME with no keys.
+pub fn client_env(c: &mut Command, agent: &Agent) {
+    let home = agent.home.join("client-home");
+    let _ = std::fs::create_dir_all(&home);
+    c.env("SSH_AUTH_SOCK", &agent.sock).env("HOME", home);
+}
+
+/// A signer with one key of `kind`, an agent paired with it, and an sshd
+/// that trusts the key.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub signer: Signer,
+    pub agent: Agent,
+    pub sshd: Sshd,
+    pub key_line: String,
+}
+
+impl World {
+    pub fn new(kind: &str) -> World {
+        World::with(kind, &[], &[])
+    }
+
+    /// With both daemons logging at `RUST_LOG=trace`.
+    pub fn traced(kind: &str) -> World {
+        World::build(kind, &[], &[], "trace")
+    }
+
+    /// With extra `agent run` arguments and extra sshd config lines.
+    pub fn with(kind: &str, agent_args: &[&str], sshd_extra: &[&str]) -> World {
+        World::build(kind, agent_args, sshd_extra, "info")
+    }
+
+    fn build(kind: &str, agent_args: &[&str], sshd_extra: &[&str], log: &'static str) -> World {
+        let dir = test_dir();
+        let mut signer = Signer::init(dir.path(), "pi");
+        signer.log = log;
+        let key_line = signer.keygen(kind, &format!("{kind}-key"));
+        signer.start();
+        let mut agent = Agent::new(dir.path(), "laptop");
+        agent.log = log;
+        agent.start_with(&signer, agent_args);
+        let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), sshd_extra);
+        World {
+            dir,
+            signer,
+            agent,
+            sshd,
+            key_line,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `SHA256:…` of an OpenSSH public-key line, via ssh-keygen.
+pub fn fingerprint(line: &str, dir: &Path) -> String {
+    let f = dir.join(format!("fp-{}.pub", free_port()));
+    std::fs::write(&f, format!("{line}\n")).expect("pub");
+    let out = ok(Command::new("ssh-keygen").arg("-l").arg("-f").arg(&f));
+    out.split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_owned()
+}
