@@ -218,9 +218,9 @@ impl ChannelReader {
                 // tiny continuation chunks.
                 0 if chunk.len() == MAX_CHUNK => continue,
                 0 => {
-                    return Err(LinkError::Malformed(
-                        vmux_proto::DecodeError::BadValue("short continuation chunk"),
-                    ))
+                    return Err(LinkError::Malformed(vmux_proto::DecodeError::BadValue(
+                        "short continuation chunk",
+                    )))
                 }
                 1 => return Ok(Message::decode(&message)?),
                 _ => {
