@@ -214,14 +214,17 @@ pub struct Signer {
 impl Signer {
     /// `vmux signer init` (keys unencrypted, as tests need no passphrase).
     pub fn init(dir: &Path, name: &str) -> Signer {
+        Signer::init_with(dir, name, &["--no-passphrase"])
+    }
+
+    /// `vmux signer init --name NAME ARGS`.
+    pub fn init_with(dir: &Path, name: &str, args: &[&str]) -> Signer {
         let home = dir.join(format!("signer-{name}"));
-        ok(vmux().arg("--home").arg(&home).args([
-            "signer",
-            "init",
-            "--name",
-            name,
-            "--no-passphrase",
-        ]));
+        ok(vmux()
+            .arg("--home")
+            .arg(&home)
+            .args(["signer", "init", "--name", name])
+            .args(args));
         let approver_dir = dir.join(format!("approver-{name}"));
         std::fs::create_dir_all(&approver_dir).expect("approver dir");
         let prog = approver_dir.join("approve");
@@ -247,9 +250,16 @@ impl Signer {
 
     /// A new identity; returns its public-key line.
     pub fn keygen(&self, kind: &str, comment: &str) -> String {
-        ok(&mut self.cmd(&["keygen", "--type", kind, "--comment", comment]))
-            .trim()
-            .to_owned()
+        self.keygen_with(kind, comment, &[])
+    }
+
+    /// A new identity with extra arguments (e.g. `--passphrase-file`).
+    pub fn keygen_with(&self, kind: &str, comment: &str, args: &[&str]) -> String {
+        ok(self
+            .cmd(&["keygen", "--type", kind, "--comment", comment])
+            .args(args))
+        .trim()
+        .to_owned()
     }
 
     /// `vmux signer keys -L`
