@@ -18,6 +18,7 @@ use vmux_proto::{SignContext, SignRequest};
 
 use crate::cert::{self, CertSlot, CERT_COMMENT};
 use crate::control;
+use crate::origin::{self, Connection};
 use crate::socket::AgentSocket;
 use crate::state::AgentState;
 use crate::upstream::{self, SignFailure, SignerConn};
@@ -217,7 +218,7 @@ impl Shared {
         key_blob: &[u8],
         data: &[u8],
         flags: u32,
-        context: SignContext,
+        context: impl FnOnce() -> SignContext,
     ) -> Result<Vec<u8>, SignFailure> {
         if let Some(c) = self.cert.current(now_s()).filter(|c| c.matches(key_blob)) {
             return c.sign(data);
@@ -257,7 +258,7 @@ impl Shared {
             nonce,
             issued_at_ms: issued,
             expires_at_ms: issued + remaining.min(REQUEST_WINDOW).as_millis() as u64,
-            context,
+            context: context(),
         };
         let sig = tokio::time::timeout_at(deadline, conn.sign(request))
             .await
@@ -329,7 +330,11 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
         let shared = shared.clone();
         tokio::spawn(async move {
             debug!(pid = ?peer.pid(), "client connected");
-            if let Err(e) = serve_client(&shared, stream).await {
+            let conn = Connection {
+                pid: peer.pid().and_then(|p| u32::try_from(p).ok()),
+                ..Connection::default()
+            };
+            if let Err(e) = serve_client(&shared, stream, conn).await {
                 debug!(error = %e, "client connection ended");
             }
         });
@@ -338,7 +343,11 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
 
 /// One client: read a message, answer it, repeat. Oversized or
 /// half-written frames end this connection only.
-async fn serve_client(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
+async fn serve_client(
+    shared: &Shared,
+    stream: UnixStream,
+    mut conn: Connection,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     // Buffered: the length and the body usually arrive in one read.
     let mut r = tokio::io::BufReader::with_capacity(4096, r);
@@ -360,12 +369,12 @@ async fn serve_client(shared: &Shared, stream: UnixStream) -> std::io::Result<()
         }
         body.resize(len, 0);
         r.read_exact(&mut body).await?;
-        let answer = handle(shared, &body).await;
+        let answer = handle(shared, &mut conn, &body).await;
         w.write_all(&answer).await?;
     }
 }
 
-async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
+async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> {
     match wire::parse(body) {
         Request::RequestIdentities => {
             let cert = shared.cert.current(now_s());
@@ -396,7 +405,7 @@ async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
                 })
                 .unwrap_or_else(|_| "unparseable key".into());
             match shared
-                .sign(key_blob, data, flags, SignContext::default())
+                .sign(key_blob, data, flags, || conn.context(data))
                 .await
             {
                 Ok(sig) => {
@@ -411,8 +420,14 @@ async fn handle(shared: &Shared, body: &[u8]) -> Vec<u8> {
         }
         Request::Extension {
             name: "session-bind@openssh.com",
-            ..
-        } => wire::status(SUCCESS),
+            contents,
+        } => match origin::bind::parse(contents).and_then(|b| conn.bindings.add(b)) {
+            Ok(()) => wire::status(SUCCESS),
+            Err(e) => {
+                debug!(reason = %e, "session-bind refused");
+                wire::status(FAILURE)
+            }
+        },
         Request::Extension {
             name: control::EXTENSION,
             contents,

@@ -15,6 +15,8 @@
 //! - [`AgentState`]: pinned signers and cached keys, on disk.
 //! - session certificates: an ephemeral key in memory, certified by the
 //!   signer's CA, signing locally until it expires.
+//! - [`origin`]: who asks and for what (process, verified destination,
+//!   forwarding), for the signer's prompt.
 //! - [`control`]: `status`, `refresh` and `cert` for a running agent,
 //!   through its own socket.
 #![deny(missing_docs)]
@@ -23,6 +25,7 @@ mod agent;
 mod cert;
 mod config;
 pub mod control;
+pub mod origin;
 mod socket;
 mod state;
 mod time;

@@ -158,6 +158,9 @@ impl<A: Approver + 'static> Server<A> {
         if !self.parts.paired.contains(&agent.static_key) {
             return Err(ErrorCode::PairingInvalid);
         }
+        if self.locked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ErrorCode::SignerLocked);
+        }
         let now = now_ms();
         self.parts.window.check(req, now)?;
         self.replay
@@ -217,7 +220,7 @@ impl<A: Approver + 'static> Server<A> {
             if req.automatic && !p.cert_policy.auto_issue {
                 return Err(ErrorCode::PolicyDenied);
             }
-            if ca.is_locked() {
+            if ca.is_locked() || self.locked.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(ErrorCode::SignerLocked);
             }
             match p.approver.decide(&d, p.approval_timeout).await {

@@ -59,6 +59,9 @@ pub struct Server<A> {
     pub(crate) replay: ReplayGuard,
     pub(crate) pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
     pub(crate) windows: Windows,
+    /// Set by `vmux signer lock`, cleared by `unlock`: nothing is signed
+    /// or certified in between, encrypted keys or not.
+    pub(crate) locked: std::sync::atomic::AtomicBool,
 }
 
 impl<A: Approver + 'static> Server<A> {
@@ -69,6 +72,7 @@ impl<A: Approver + 'static> Server<A> {
             replay: ReplayGuard::new(1 << 18),
             pairing_failures: Default::default(),
             windows: Windows::default(),
+            locked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -82,6 +86,7 @@ impl<A: Approver + 'static> Server<A> {
             ca.lock();
         }
         self.windows.clear();
+        self.locked.store(true, std::sync::atomic::Ordering::SeqCst);
         info!("signer locked; approval windows closed");
     }
 
@@ -96,13 +101,16 @@ impl<A: Approver + 'static> Server<A> {
         for p in &self.parts.providers {
             p.unlock(passphrase).map_err(|e| e.to_string())?;
         }
+        self.locked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         info!("signer unlocked");
         Ok(())
     }
 
     /// Whether some key or the CA is locked.
     pub fn is_locked(&self) -> bool {
-        self.parts.providers.iter().any(|p| p.is_locked())
+        self.locked.load(std::sync::atomic::Ordering::SeqCst)
+            || self.parts.providers.iter().any(|p| p.is_locked())
             || self.parts.ca.as_ref().is_some_and(Ca::is_locked)
     }
 

@@ -292,7 +292,11 @@ pub fn run(
             }
         }
         SignerCommand::Unlock { passphrase_file } => {
-            let pass = passphrase::get(passphrase_file.as_deref(), "Signer passphrase: ", false)?;
+            let pass = if signer.state()?.encrypted {
+                passphrase::get(passphrase_file.as_deref(), "Signer passphrase: ", false)?
+            } else {
+                Zeroizing::new(String::new())
+            };
             let v = control::query(
                 &signer.control_path(),
                 &Request::Unlock {

@@ -67,6 +67,8 @@ pub struct Daemon {
     name: String,
     child: Option<Child>,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// How many of its two pipes have closed (2: it exited).
+    closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Daemon {
@@ -79,24 +81,30 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let closed: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let pipes: Vec<Box<dyn Read + Send>> = vec![
             Box::new(child.stdout.take().expect("stdout")),
             Box::new(child.stderr.take().expect("stderr")),
         ];
         for pipe in pipes {
-            let lines = lines.clone();
+            let (lines, closed) = (lines.clone(), closed.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     let (m, c) = &*lines;
                     m.lock().expect("lines").push(line);
                     c.notify_all();
                 }
+                let (m, c) = &*lines;
+                let _held = m.lock().expect("lines");
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                c.notify_all();
             });
         }
         Daemon {
             name: name.to_owned(),
             child: Some(child),
             lines,
+            closed,
         }
     }
 
@@ -125,6 +133,13 @@ impl Daemon {
             if left.is_zero() {
                 panic!(
                     "{}: timed out waiting; it printed:\n{}",
+                    self.name,
+                    lines.join("\n")
+                );
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+                panic!(
+                    "{}: exited before printing what was awaited; it printed:\n{}",
                     self.name,
                     lines.join("\n")
                 );
@@ -350,6 +365,8 @@ pub struct Agent {
     pub name: String,
     /// `RUST_LOG` for the daemon.
     pub log: &'static str,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -362,6 +379,7 @@ impl Agent {
             daemon: None,
             name: name.to_owned(),
             log: "info",
+            env: Vec::new(),
         }
     }
 
@@ -375,7 +393,9 @@ impl Agent {
     /// Starts `agent run` with `args` and waits for the socket.
     pub fn start(&mut self, args: &[&str]) {
         let mut c = self.cmd(&["run", "--name", &self.name, "--no-discovery"]);
-        c.args(args).env("RUST_LOG", self.log);
+        c.args(args)
+            .env("RUST_LOG", self.log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let d = Daemon::spawn(&format!("agent {}", self.name), &mut c);
         d.wait_line(WAIT, |l| l.starts_with("vmux agent: listening on "));
         self.daemon = Some(d);

@@ -1,0 +1,210 @@
+//! Who is asking, and for what: the context a signer's prompt shows.
+//!
+//! From what the agent sees of one client connection (its peer process,
+//! the `session-bind@openssh.com` bindings it made, and the data it asks to
+//! sign) this module derives the destination host and user, how sure we
+//! are of them, whether the request came through a forwarded agent, the
+//! `ssh-keygen -Y` namespace, and the requesting process chain. Pure
+//! parsing and verification sit in [`bind`], [`data`] and
+//! [`known_hosts`]; reading `/proc` and files is kept to [`process`] and
+//! [`Connection::context`].
+
+pub mod bind;
+pub mod data;
+pub mod known_hosts;
+pub mod process;
+
+use std::path::PathBuf;
+
+use vmux_proto::{ContextQuality, SignContext};
+
+pub use bind::{BindError, Bindings};
+
+/// What the agent knows about one client connection.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// The peer's pid, from its credentials.
+    pub pid: Option<u32>,
+    /// Its verified session bindings.
+    pub bindings: Bindings,
+}
+
+/// The known_hosts files to consult.
+pub fn known_hosts_files() -> Vec<PathBuf> {
+    known_hosts::default_files(std::env::var_os("HOME").map(PathBuf::from).as_deref())
+}
+
+impl Connection {
+    /// The context of a request to sign `data` on this connection.
+    pub fn context(&self, data: &[u8]) -> SignContext {
+        let proc = self.pid.and_then(process::read);
+        let process = self.pid.map(process::chain).unwrap_or_default();
+        let candidates: Vec<String> = proc
+            .as_ref()
+            .and_then(|p| process::ssh_destination(&p.argv))
+            .map(|(_, host, port)| vec![known_hosts::entry_form(&host, port), host])
+            .unwrap_or_default();
+        let files: Vec<String> = known_hosts_files()
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect();
+        derive(&self.bindings, data, process, &candidates, &files)
+    }
+}
+
+/// The pure part of [`Connection::context`].
+pub fn derive(
+    bindings: &Bindings,
+    data: &[u8],
+    process: String,
+    candidates: &[String],
+    known_hosts: &[String],
+) -> SignContext {
+    let mut ctx = SignContext {
+        process,
+        forwarded: bindings.forwarded(),
+        namespace: data::sshsig_namespace(data).unwrap_or_default(),
+        ..SignContext::default()
+    };
+    let Some(u) = data::userauth(data) else {
+        return ctx;
+    };
+    ctx.dest_user = u.user;
+    let bound = bindings
+        .find(&u.session_id)
+        .filter(|b| u.host_key.as_ref().is_none_or(|h| *h == b.host_key));
+    let host_key = match bound {
+        Some(b) => {
+            ctx.quality = ContextQuality::Verified;
+            Some(b.host_key.clone())
+        }
+        None => {
+            ctx.quality = ContextQuality::Claimed;
+            u.host_key
+        }
+    };
+    if let Some(key) = host_key {
+        let mut names = known_hosts::HostNames::default();
+        for text in known_hosts {
+            known_hosts::lookup(text, &key, candidates, &mut names);
+        }
+        let fp = ssh_key::PublicKey::from_bytes(&key)
+            .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+            .unwrap_or_else(|_| "unparseable host key".into());
+        ctx.dest_host = if !names.names.is_empty() {
+            names.names.join(", ")
+        } else if names.hashed_only {
+            format!("a host in known_hosts (hashed), key {fp}")
+        } else {
+            format!("unknown host, key {fp}")
+        };
+        if names.revoked {
+            ctx.dest_host = format!("REVOKED host key: {}", ctx.dest_host);
+        }
+    }
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    fn userauth(sid: &[u8], user: &str, host_key: Option<&[u8]>) -> Vec<u8> {
+        let mut d = Vec::new();
+        put(&mut d, sid);
+        d.push(50);
+        put(&mut d, user.as_bytes());
+        put(&mut d, b"ssh-connection");
+        put(
+            &mut d,
+            if host_key.is_some() {
+                b"publickey-hostbound-v00@openssh.com"
+            } else {
+                b"publickey"
+            },
+        );
+        d.push(1);
+        put(&mut d, b"ssh-ed25519");
+        put(&mut d, b"k");
+        if let Some(h) = host_key {
+            put(&mut d, h);
+        }
+        d
+    }
+
+    #[test]
+    fn verified_only_when_the_data_matches_a_verified_binding() {
+        use base64::Engine;
+        let host = bind::tests::host_key();
+        let blob = host.public_key().to_bytes().unwrap();
+        let kh = vec![format!(
+            "[server.example]:2222 ssh-ed25519 {}\n",
+            base64::engine::general_purpose::STANDARD.encode(&blob)
+        )];
+        let mut bs = Bindings::default();
+        bs.add(bind::parse(&bind::tests::message(&host, b"sid-1", false)).unwrap())
+            .unwrap();
+
+        let c = derive(
+            &bs,
+            &userauth(b"sid-1", "git", Some(&blob)),
+            "ssh".into(),
+            &[],
+            &kh,
+        );
+        assert_eq!(
+            (c.quality, c.dest_user.as_str(), c.dest_host.as_str()),
+            (ContextQuality::Verified, "git", "server.example:2222")
+        );
+        assert!(!c.forwarded);
+        // Another session id: parsed, not bound.
+        let c = derive(
+            &bs,
+            &userauth(b"sid-2", "git", Some(&blob)),
+            String::new(),
+            &[],
+            &kh,
+        );
+        assert_eq!(c.quality, ContextQuality::Claimed);
+        // Hostbound data naming another host key than the binding's.
+        let other = bind::tests::host_key().public_key().to_bytes().unwrap();
+        let c = derive(
+            &bs,
+            &userauth(b"sid-1", "git", Some(&other)),
+            String::new(),
+            &[],
+            &kh,
+        );
+        assert_eq!(c.quality, ContextQuality::Claimed);
+        assert!(
+            c.dest_host.starts_with("unknown host, key SHA256:"),
+            "{}",
+            c.dest_host
+        );
+        // Not userauth at all.
+        let c = derive(&bs, b"random bytes", String::new(), &[], &kh);
+        assert_eq!(
+            (c.quality, c.dest_host.as_str()),
+            (ContextQuality::Unknown, "")
+        );
+        // Through a forwarded agent.
+        let mut fwd = Bindings::default();
+        fwd.add(bind::parse(&bind::tests::message(&host, b"hop", true)).unwrap())
+            .unwrap();
+        fwd.add(bind::parse(&bind::tests::message(&host, b"sid-9", false)).unwrap())
+            .unwrap();
+        let c = derive(
+            &fwd,
+            &userauth(b"sid-9", "root", None),
+            String::new(),
+            &[],
+            &kh,
+        );
+        assert!(c.forwarded && c.quality == ContextQuality::Verified);
+    }
+}

@@ -1,0 +1,237 @@
+//! Who is asking: the requesting process and its parents, from the peer
+//! credentials of the client connection (Linux `/proc`; elsewhere the
+//! process is unknown).
+
+/// Longest rendered chain, in characters.
+const MAX_SHOWN: usize = 160;
+/// Most processes shown in the chain.
+const MAX_DEPTH: usize = 6;
+
+/// A process as read from `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    /// Its arguments (argv).
+    pub argv: Vec<String>,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its session id.
+    pub sid: u32,
+}
+
+/// Reads one process.
+#[cfg(target_os = "linux")]
+pub fn read(pid: u32) -> Option<Proc> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (ppid, sid) = parse_stat(&stat)?;
+    let argv = if argv.is_empty() {
+        // Kernel threads and zombies: the command name from stat.
+        vec![stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned()]
+    } else {
+        argv
+    };
+    Some(Proc { argv, ppid, sid })
+}
+
+/// Reads one process (not available on this platform).
+#[cfg(not(target_os = "linux"))]
+pub fn read(_pid: u32) -> Option<Proc> {
+    None
+}
+
+/// Parent pid and session id from `/proc/PID/stat`; the command name in
+/// parentheses may hold spaces and `)`, so fields are counted from the
+/// last `)`.
+fn parse_stat(stat: &str) -> Option<(u32, u32)> {
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace();
+    let _state = f.next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let _pgrp = f.next()?;
+    let sid = f.next()?.parse().ok()?;
+    Some((ppid, sid))
+}
+
+fn base(arg: &str) -> &str {
+    arg.rsplit('/')
+        .next()
+        .unwrap_or(arg)
+        .trim_start_matches('-')
+}
+
+/// The chain from `pid` up to its session leader (or pid 1), rendered like
+/// `ssh git@example.org ← bash ← sshd`: the requester with its arguments,
+/// its ancestors by name.
+pub fn chain(pid: u32) -> String {
+    chain_with(pid, read)
+}
+
+fn chain_with(pid: u32, read: impl Fn(u32) -> Option<Proc>) -> String {
+    let mut parts = Vec::new();
+    let mut cur = pid;
+    for depth in 0..MAX_DEPTH {
+        let Some(p) = read(cur) else { break };
+        let name = p
+            .argv
+            .first()
+            .map(|a| base(a).to_owned())
+            .unwrap_or_default();
+        if depth == 0 {
+            let mut first = vec![name];
+            first.extend(p.argv.iter().skip(1).cloned());
+            parts.push(first.join(" "));
+        } else {
+            parts.push(name);
+        }
+        if cur == p.sid || p.ppid <= 1 {
+            break;
+        }
+        cur = p.ppid;
+    }
+    let s = vmux_proto::sanitize(&parts.join(" ← "));
+    if s.chars().count() > MAX_SHOWN {
+        let cut: String = s.chars().take(MAX_SHOWN).collect();
+        format!("{cut}…")
+    } else {
+        s
+    }
+}
+
+/// The destination an `ssh` client's arguments name: `(user, host, port)`.
+pub fn ssh_destination(argv: &[String]) -> Option<(Option<String>, String, u16)> {
+    if argv.first().map(|a| base(a)) != Some("ssh") {
+        return None;
+    }
+    let mut user = None;
+    let mut port = 22u16;
+    let mut i = 1;
+    while i < argv.len() {
+        let a = &argv[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) {
+            // Options that take a value, possibly attached (-p2222).
+            let takes = |c: char| "BbcDEeFIiJLlmOoPpQRSWw".contains(c);
+            let mut chars = flags.chars();
+            while let Some(c) = chars.next() {
+                if takes(c) {
+                    let attached: String = chars.collect();
+                    let value = if attached.is_empty() {
+                        i += 1;
+                        argv.get(i).cloned().unwrap_or_default()
+                    } else {
+                        attached
+                    };
+                    match c {
+                        'p' => port = value.parse().unwrap_or(port),
+                        'l' => user = Some(value),
+                        'o' => {
+                            let (k, v) = value.split_once(['=', ' ']).unwrap_or((&value, ""));
+                            match k.to_ascii_lowercase().as_str() {
+                                "port" => port = v.trim().parse().unwrap_or(port),
+                                "user" => user = Some(v.trim().to_owned()),
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let dest = argv.get(i)?;
+    let dest = dest.strip_prefix("ssh://").unwrap_or(dest);
+    let (u, hostport) = match dest.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_owned()), h),
+        None => (None, dest),
+    };
+    let (host, p) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (hostport, None),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((u.or(user), host.to_owned(), p.unwrap_or(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_the_name() {
+        assert_eq!(
+            parse_stat("42 (my (odd) name) S 7 42 42 0 -1"),
+            Some((7, 42))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn renders_the_chain_to_the_session_leader() {
+        let table = |pid| match pid {
+            100 => Some(Proc {
+                argv: argv("/usr/bin/ssh -p 2222 git@example.org"),
+                ppid: 50,
+                sid: 10,
+            }),
+            50 => Some(Proc {
+                argv: argv("-bash"),
+                ppid: 10,
+                sid: 10,
+            }),
+            10 => Some(Proc {
+                argv: argv("sshd: alice@pts/0"),
+                ppid: 1,
+                sid: 10,
+            }),
+            _ => None,
+        };
+        assert_eq!(
+            chain_with(100, table),
+            "ssh -p 2222 git@example.org ← bash ← sshd:"
+        );
+        assert_eq!(chain_with(999, table), "");
+    }
+
+    #[test]
+    fn finds_the_ssh_destination() {
+        assert_eq!(
+            ssh_destination(&argv("ssh example.org")),
+            Some((None, "example.org".into(), 22))
+        );
+        assert_eq!(
+            ssh_destination(&argv("ssh -p 2222 -l git example.org ls")),
+            Some((Some("git".into()), "example.org".into(), 2222))
+        );
+        assert_eq!(
+            ssh_destination(&argv("/usr/bin/ssh -p2200 root@10.0.0.1")),
+            Some((Some("root".into()), "10.0.0.1".into(), 2200))
+        );
+        assert_eq!(
+            ssh_destination(&argv("ssh -o Port=2022 -i key -A ssh://bob@h.example:2023")),
+            Some((Some("bob".into()), "h.example".into(), 2023))
+        );
+        assert_eq!(
+            ssh_destination(&argv("ssh -F /dev/null -o BatchMode=yes")),
+            None
+        );
+        assert_eq!(ssh_destination(&argv("git push")), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! Who asks and for what: verified destinations, the requesting process,
+//! forwarded agents, namespaces, approval windows, the audit log, status.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+
+use support::*;
+
+/// A world whose agent reads `known_hosts` from its own HOME, where the
+/// sshd's host key is recorded under `name` (hashed with `ssh-keygen -H`
+/// when `hashed`).
+fn world(
+    name_entry: impl Fn(&Sshd) -> String,
+    hashed: bool,
+    signer_toml: &str,
+) -> (tempfile::TempDir, Signer, Agent, Sshd, String) {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    let key_line = signer.keygen("ed25519", "ctx-key");
+    signer.config(&format!(
+        "{signer_toml}\n[certificates]\nauto_issue = false\n"
+    ));
+    signer.start();
+    let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
+    let home = dir.path().join("agent-user-home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let kh = home.join(".ssh/known_hosts");
+    std::fs::write(&kh, format!("{} {}\n", name_entry(&sshd), sshd.host_pub)).unwrap();
+    if hashed {
+        ok(Command::new("ssh-keygen").arg("-H").arg("-f").arg(&kh));
+        assert!(std::fs::read_to_string(&kh).unwrap().starts_with("|1|"));
+    }
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.env.push(("HOME".into(), home.display().to_string()));
+    agent.start_with(&signer, &[]);
+    (dir, signer, agent, sshd, key_line)
+}
+
+#[test]
+fn the_prompt_names_the_verified_host_user_and_process() {
+    let (_d, signer, agent, sshd, _) = world(|_| "myserver.test".into(), false, "");
+    let out = sshd.ssh(&agent, &[], "true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = signer.approvals_of("sign");
+    assert_eq!(s.len(), 1);
+    let line = &s[0];
+    assert!(line.contains("host=myserver.test "), "{line}");
+    assert!(line.contains(&format!("user={} ", login_user())), "{line}");
+    assert!(line.contains("quality=verified "), "{line}");
+    assert!(line.contains("fwd=0 "), "{line}");
+    assert!(
+        line.contains("process=ssh "),
+        "the process is named: {line}"
+    );
+}
+
+#[test]
+fn a_hashed_known_hosts_entry_is_matched_through_the_ssh_command_line() {
+    let (_d, signer, agent, sshd, _) = world(|s| format!("[127.0.0.1]:{}", s.port), true, "");
+    let out = sshd.ssh(&agent, &[], "true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = &signer.approvals_of("sign")[0];
+    assert!(
+        line.contains(&format!("host=127.0.0.1:{} ", sshd.port)),
+        "{line}"
+    );
+    assert!(line.contains("quality=verified "), "{line}");
+}
+
+#[test]
+fn a_signature_through_a_forwarded_agent_is_marked_forwarded() {
+    let (d, signer, agent, first, key_line) = world(|_| "bastion.test".into(), false, "");
+    let second = Sshd::start(d.path(), &format!("{key_line}\n"), &[]);
+    // ssh -A to the first server, and from there to the second.
+    let inner = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={} -p {} {}@127.0.0.1 echo second-hop-ok",
+        second.known_hosts.display(),
+        second.port,
+        login_user()
+    );
+    let out = first.ssh(&agent, &["-A"], &inner);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("second-hop-ok"));
+    let signs = signer.approvals_of("sign");
+    assert_eq!(signs.len(), 2, "{signs:?}");
+    assert!(
+        signs[0].contains("fwd=0 ") && signs[0].contains("host=bastion.test "),
+        "{signs:?}"
+    );
+    assert!(
+        signs[1].contains("fwd=1 "),
+        "the second hop is forwarded: {signs:?}"
+    );
+    let audit = ok(&mut signer.cmd(&["audit"]));
+    assert!(audit.contains("(forwarded)"), "{audit}");
+}
+
+fn put(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn call(s: &mut UnixStream, body: &[u8]) -> Vec<u8> {
+    let mut m = (body.len() as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    s.write_all(&m).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut a).unwrap();
+    a
+}
+
+#[test]
+fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
+    let (_d, signer, agent, _sshd, key_line) = world(|_| "x.test".into(), false, "");
+    let key_blob = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(key_line.split_whitespace().nth(1).unwrap())
+            .unwrap()
+    };
+    let host =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let bind = |sid: &[u8], signed: &[u8]| {
+        use signature::Signer as _;
+        let sig: ssh_key::Signature = host.try_sign(signed).unwrap();
+        let mut b = vec![27];
+        put(&mut b, b"session-bind@openssh.com");
+        put(&mut b, &host.public_key().to_bytes().unwrap());
+        put(&mut b, sid);
+        put(&mut b, &Vec::<u8>::try_from(sig).unwrap());
+        b.push(0);
+        b
+    };
+    let sign = |sid: &[u8]| {
+        let mut data = Vec::new();
+        put(&mut data, sid);
+        data.push(50);
+        put(&mut data, b"mallory");
+        put(&mut data, b"ssh-connection");
+        put(&mut data, b"publickey");
+        data.push(1);
+        put(&mut data, b"ssh-ed25519");
+        put(&mut data, &key_blob);
+        let mut b = vec![13];
+        put(&mut b, &key_blob);
+        put(&mut b, &data);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b
+    };
+    // A bind whose signature is over another session id: refused.
+    let mut s = UnixStream::connect(&agent.sock).unwrap();
+    assert_eq!(call(&mut s, &bind(b"sid-A", b"sid-B")), [5]);
+    assert_eq!(call(&mut s, &sign(b"sid-A"))[0], 14);
+    // A good bind, but data naming another session id.
+    let mut s = UnixStream::connect(&agent.sock).unwrap();
+    assert_eq!(call(&mut s, &bind(b"sid-C", b"sid-C")), [6]);
+    assert_eq!(call(&mut s, &sign(b"sid-D"))[0], 14);
+    let signs = signer.approvals_of("sign");
+    assert_eq!(signs.len(), 2);
+    for l in &signs {
+        assert!(
+            l.contains("quality=claimed ") && l.contains("user=mallory "),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn an_ssh_keygen_signature_shows_its_namespace() {
+    let (d, signer, agent, _sshd, key_line) = world(|_| "x.test".into(), false, "");
+    let pubf = d.path().join("k.pub");
+    std::fs::write(&pubf, format!("{key_line}\n")).unwrap();
+    let msg = d.path().join("commit.txt");
+    std::fs::write(&msg, "tree abc\n").unwrap();
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-Y", "sign", "-n", "git", "-f"])
+        .arg(&pubf)
+        .arg(&msg);
+    client_env(&mut c, &agent);
+    ok(&mut c);
+    let line = &signer.approvals_of("sign")[0];
+    assert!(line.contains("ns=git "), "{line}");
+    assert!(line.contains("quality=unknown "), "{line}");
+}
+
+#[test]
+fn an_approval_window_lets_the_same_login_through_but_not_another_host() {
+    let (d, signer, agent, sshd, key_line) = world(
+        |s| format!("[127.0.0.1]:{}", s.port),
+        false,
+        "max_approval_window_seconds = 600\n",
+    );
+    signer.grant_windows(300);
+    for _ in 0..3 {
+        let out = sshd.ssh(&agent, &[], "true");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        signer.approvals_of("sign").len(),
+        1,
+        "one prompt, then the window: {:?}",
+        signer.approvals()
+    );
+    let audit = ok(&mut signer.cmd(&["audit"]));
+    assert_eq!(audit.matches("approved-by-window").count(), 2, "{audit}");
+    // Another host is asked.
+    let other = Sshd::start(d.path(), &format!("{key_line}\n"), &[]);
+    let out = other.ssh(&agent, &[], "true");
+    assert!(out.status.success());
+    assert_eq!(signer.approvals_of("sign").len(), 2);
+    // Locking closes the windows.
+    ok(&mut signer.cmd(&["lock"]));
+    let locked = sshd.ssh(&agent, &[], "true");
+    assert!(
+        !locked.status.success(),
+        "a locked signer signs nothing, even unencrypted keys"
+    );
+    ok(&mut signer.cmd(&["unlock"]));
+    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    assert_eq!(signer.approvals_of("sign").len(), 3);
+}
+
+#[test]
+fn the_audit_log_has_a_line_per_decision_and_detects_edits() {
+    let (_d, signer, agent, sshd, _) = world(|_| "a.test".into(), false, "");
+    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    signer.deny("sign", true);
+    assert!(!sshd.ssh(&agent, &[], "true").status.success());
+    let verified = ok(&mut signer.cmd(&["audit", "--verify"]));
+    // Pairing, the refused automatic certificate, the approved and the
+    // denied signature.
+    assert!(
+        verified.contains("Audit log verified: 4 entries"),
+        "{verified}"
+    );
+    assert!(
+        verified.contains("certificate refused") && verified.contains("(policyDenied)"),
+        "{verified}"
+    );
+    assert!(verified.contains("userDenied"), "{verified}");
+    let log = signer.home.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("signature"),
+        "no signatures in the audit log"
+    );
+    // Someone turns the approved signature (line 3) into a refusal.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(
+        lines[2].contains("\"outcome\":\"approved\""),
+        "{}",
+        lines[2]
+    );
+    lines[2] = lines[2].replace("\"outcome\":\"approved\"", "\"outcome\":\"refused\"");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = run(&mut signer.cmd(&["audit", "--verify"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 4 does not follow line 3"), "{err}");
+}
+
+#[test]
+fn status_reflects_connect_disconnect_and_refresh() {
+    let (_d, mut signer, agent, _sshd, _) = world(|_| "a.test".into(), false, "");
+    let s = agent.status();
+    assert_eq!(s["signers"][0]["connected"], true);
+    assert_eq!(s["signers"][0]["name"], "pi");
+    assert_eq!(s["keys"].as_array().unwrap().len(), 1);
+    // A key made on the running signer shows after a refresh.
+    signer.keygen("ecdsa", "added-later");
+    let refreshed = ok(&mut agent.cmd(&["refresh"]));
+    assert!(refreshed.contains("Refreshed"), "{refreshed}");
+    let s = agent.status();
+    assert_eq!(s["keys"].as_array().unwrap().len(), 2, "{s}");
+    let addr = signer.addr.clone();
+    signer.kill();
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("disconnected from signer"));
+    let s = agent.status();
+    assert_eq!(s["signers"][0]["connected"], false);
+    let text = ok(&mut agent.cmd(&["status"]));
+    assert!(text.contains("Disconnected since"), "{text}");
+    signer.start_on(&addr, &[]);
+    agent.wait_connected(2);
+    assert_eq!(agent.status()["signers"][0]["connected"], true);
+}
