@@ -216,11 +216,19 @@ where
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let msg = e.message().trim().to_owned();
+        // The key on that line, when the message does not name it already
+        // (a wrong type: "invalid type: integer `5`, expected a string").
+        let key = line
+            .and_then(|l| text.lines().nth(l - 1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().trim_matches('"'))
+            .filter(|k| !k.is_empty() && !msg.contains(&format!("`{k}`")));
         HomeError::Config {
             path: path.to_owned(),
-            message: match line {
-                Some(l) => format!("line {l}: {msg}"),
-                None => msg,
+            message: match (line, key) {
+                (Some(l), Some(k)) => format!("line {l}, key `{k}`: {msg}"),
+                (Some(l), None) => format!("line {l}: {msg}"),
+                _ => msg,
             },
         }
     })
