@@ -231,6 +231,9 @@ impl Shared {
             .map(str::to_owned)
             .ok_or(SignFailure::UnknownKey)?;
         let mut rx = self.connected.subscribe();
+        if !rx.borrow().contains_key(&signer_id) {
+            info!(signer = %signer_id, timeout = ?self.config.sign_timeout, "waiting for signer to connect");
+        }
         let conn = tokio::time::timeout_at(deadline, async {
             loop {
                 if let Some(c) = rx.borrow_and_update().get(&signer_id).cloned() {

@@ -292,6 +292,10 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
 impl<A: Approver + 'static> Gate<'_, A> {
     async fn ask_pairing(&self, request: &PairingRequest, d: &Decision) -> Result<(), ErrorCode> {
         let server = self.server;
+        if server.parts.paired.is_revoked(&request.agent.static_key) {
+            info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
+            return Err(ErrorCode::PairingInvalid);
+        }
         let recent = {
             let mut f = server
                 .pairing_failures

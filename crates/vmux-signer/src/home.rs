@@ -105,6 +105,7 @@ impl SignerHome {
             name: name.to_owned(),
             encrypted: passphrase.is_some(),
             agents: Vec::new(),
+            revoked: Vec::new(),
         }
         .save(&state_path)?;
         Ok((identity, ca.public_key().clone()))

@@ -38,6 +38,10 @@ pub struct SignerState {
     /// Paired agents.
     #[serde(default)]
     pub agents: Vec<PairedAgent>,
+    /// Static keys (base64) of agents that were unpaired: refused without
+    /// asking anyone until they pair with a new identity.
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 impl SignerState {
@@ -130,6 +134,13 @@ impl PairedAgents {
         self.read().state.agents.iter().any(|a| a.static_key == k)
     }
 
+    /// Whether an agent with this static key was unpaired.
+    pub fn is_revoked(&self, key: &StaticKey) -> bool {
+        self.reload();
+        let k = B64.encode(key);
+        self.read().state.revoked.contains(&k)
+    }
+
     /// Pins a newly approved agent (replacing an entry with the same key).
     pub fn add(&self, id: &str, name: &str, key: &StaticKey) -> Result<(), HomeError> {
         let k = B64.encode(key);
@@ -170,7 +181,11 @@ impl PairedAgents {
                 .map(|(i, _)| i)
                 .collect();
             if let [i] = matches[..] {
-                removed = Some(s.agents.remove(i));
+                let a = s.agents.remove(i);
+                if !s.revoked.contains(&a.static_key) {
+                    s.revoked.push(a.static_key.clone());
+                }
+                removed = Some(a);
             }
         })?;
         Ok(removed)

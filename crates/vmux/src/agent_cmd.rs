@@ -211,16 +211,25 @@ pub fn run(
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Forget { id: None } => {
-            let path = vmux_agent::state_path(home);
-            match std::fs::remove_file(&path) {
-                Ok(()) => println!(
-                    "Forgot all pinned signers and cached keys ({}).",
-                    path.display()
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    println!("Nothing to forget.")
+            // All state: pins, cached keys, and this agent's own identity,
+            // so that it pairs afresh as a new device.
+            let mut gone = 0;
+            for path in [
+                vmux_agent::state_path(home),
+                home.state_file("agent-identity"),
+            ] {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => gone += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Failure(format!("cannot remove {}: {e}", path.display())))
+                    }
                 }
-                Err(e) => return Err(Failure(format!("cannot remove {}: {e}", path.display()))),
+            }
+            if gone == 0 {
+                println!("Nothing to forget.");
+            } else {
+                println!("Forgot all pinned signers, cached keys and this agent's identity; restart the agent to pair afresh.");
             }
             Ok(ExitCode::SUCCESS)
         }
