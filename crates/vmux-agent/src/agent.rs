@@ -111,6 +111,7 @@ impl Shared {
     /// Loads the identity and state for `config`.
     pub fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
         let identity = Identity::load_or_create(&config.identity_path)?;
+        vmux_home::remove_stale_temps(&config.state_path);
         let state = AgentState::load(&config.state_path)?;
         Ok(Shared {
             config,

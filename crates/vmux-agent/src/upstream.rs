@@ -76,6 +76,10 @@ pub(crate) enum Outgoing {
 #[derive(Clone)]
 pub struct SignerConn {
     tx: mpsc::Sender<Outgoing>,
+    /// Requests in flight to this signer, at most
+    /// [`vmux_proto::MAX_IN_FLIGHT`] (what the signer accepts); the rest
+    /// wait here, within their deadline.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl SignerConn {
@@ -83,6 +87,11 @@ impl SignerConn {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Outgoing,
     ) -> Result<T, SignFailure> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SignFailure::LinkLost)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(make(reply))
@@ -241,7 +250,13 @@ async fn run_session(
 
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
     let pending: Pending = Arc::default();
-    shared.set_connected(&signer_id, Some(SignerConn { tx }));
+    shared.set_connected(
+        &signer_id,
+        Some(SignerConn {
+            tx,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(vmux_proto::MAX_IN_FLIGHT)),
+        }),
+    );
 
     let (raw_tx, mut raw_rx) = mpsc::channel::<Message>(8);
     let writer_pending = pending.clone();

@@ -177,6 +177,30 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), HomeError> {
     Ok(())
 }
 
+/// Removes temporary files [`write_private`] left beside `path` when the
+/// process was killed mid-write (`.NAME.<random>.tmp`). Call it at start,
+/// before anything writes `path`.
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Reads a file that must exist.
 pub fn read(path: &Path) -> Result<Vec<u8>, HomeError> {
     fs::read(path).map_err(|e| HomeError::io(path, e))
@@ -250,6 +274,11 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        // One a killed writer left is cleaned up; other files are not.
+        fs::write(p.with_file_name(".state.json.0123456789abcdef.tmp"), "torn").unwrap();
+        fs::write(p.with_file_name("other.tmp"), "keep").unwrap();
+        remove_stale_temps(&p);
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 2);
     }
 
     #[test]

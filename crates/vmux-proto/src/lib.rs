@@ -38,6 +38,10 @@ pub use message::{
 pub use pairing::{pairing_code, pairing_commitment, PAIR_NONCE_LEN};
 pub use text::sanitize;
 
+/// Sign and certificate requests one agent may have in flight on one link;
+/// the signer refuses more with `policyDenied`, so agents queue beyond it.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// SSH agent sign flag: RSA signature with SHA-256 (`rsa-sha2-256`).
 pub const SSH_AGENT_RSA_SHA2_256: u32 = 0x02;
 /// SSH agent sign flag: RSA signature with SHA-512 (`rsa-sha2-512`).

@@ -22,9 +22,6 @@ use crate::provider::{KeyInfo, KeyProvider};
 /// Silence after which an agent's link is considered dead.
 const AGENT_SILENCE: Duration = Duration::from_secs(60);
 
-/// Requests one connection may have in flight at once.
-const MAX_IN_FLIGHT: usize = 64;
-
 /// The parts a running signer is made of.
 pub struct ServerParts<A> {
     /// The signer's display name.
@@ -159,7 +156,7 @@ impl<A: Approver + 'static> Server<A> {
             .await?;
         let writer = Arc::new(Mutex::new(writer));
         let agent = Arc::new(agent);
-        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let in_flight = Arc::new(Semaphore::new(vmux_proto::MAX_IN_FLIGHT));
         loop {
             // Agents ping every 15 s; a minute of silence is a dead link.
             let msg = reader.recv_within(AGENT_SILENCE).await?;

@@ -387,6 +387,7 @@ fn serve(
     wake: WakeEndpoint,
 ) -> Result<ExitCode, Failure> {
     let state = signer.state()?;
+    vmux_home::remove_stale_temps(&signer.state_path());
     let pass = unlock_passphrase(signer, passphrase_file)?;
     let pass = pass.as_deref().map(String::as_str);
     let identity = signer.identity(pass)?;

@@ -286,12 +286,17 @@ impl Signer {
     /// is ready.
     pub fn start_on(&mut self, listen: &str, extra: &[&str]) {
         let prog = format!("command:{}", self.approver_dir.join("approve").display());
+        self.start_approving(listen, &prog, extra);
+    }
+
+    /// Starts with another approval mode (e.g. `allow-all` for load).
+    pub fn start_approving(&mut self, listen: &str, approve: &str, extra: &[&str]) {
         let mut c = self.cmd(&[
             "run",
             "--listen",
             listen,
             "--approve",
-            &prog,
+            approve,
             "--no-advertise",
         ]);
         c.args(extra).env("RUST_LOG", self.log);

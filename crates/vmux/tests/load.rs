@@ -1,0 +1,221 @@
+//! Load and faults with the real binaries: a thousand clients at once,
+//! a signer killed mid-request, an agent killed while it writes its state,
+//! a client that never reads.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use signature::Verifier;
+use support::*;
+
+fn put(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut m = (body.len() as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+fn sign_request(blob: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![13];
+    put(&mut b, blob);
+    put(&mut b, data);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    frame(&b)
+}
+
+fn read_answer(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut a)?;
+    Ok(a)
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn raise_fd_limit() {
+    ok(Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg("--nofile=8192:8192"));
+}
+
+fn key_blob(line: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(line.split_whitespace().nth(1).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_clients_list_and_sign_at_once_and_no_descriptor_leaks() {
+    raise_fd_limit();
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    let line = signer.keygen("ed25519", "load");
+    signer.config("[certificates]\nauto_issue = false\n");
+    signer.start_approving("127.0.0.1:0", "allow-all", &[]);
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&signer, &[]);
+    let pid = agent.daemon().pid();
+    let baseline = fds(pid);
+    let blob = key_blob(&line);
+    let public = ssh_key::PublicKey::from_openssh(&line).unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (sock, blob, public) = (&agent.sock, &blob, &public);
+                s.spawn(move || {
+                    let mut conns: Vec<UnixStream> = (0..125)
+                        .map(|_| UnixStream::connect(sock).unwrap())
+                        .collect();
+                    for (i, c) in conns.iter_mut().enumerate() {
+                        let data = format!("load-{w}-{i}");
+                        c.write_all(&frame(&[11])).unwrap();
+                        c.write_all(&sign_request(blob, data.as_bytes())).unwrap();
+                    }
+                    for (i, c) in conns.iter_mut().enumerate() {
+                        c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+                        let ids = read_answer(c).unwrap();
+                        assert_eq!(ids[0], 12, "identities answer");
+                        let sig = read_answer(c).unwrap();
+                        assert_eq!(sig[0], 14, "sign response on connection {w}/{i}");
+                        let sig = ssh_key::Signature::try_from(&sig[5..]).unwrap();
+                        Verifier::verify(public, format!("load-{w}-{i}").as_bytes(), &sig).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+    });
+    println!("1000 clients listed and signed in {:?}", t.elapsed());
+    // All closed: the agent is back to its descriptors of before.
+    let t = Instant::now();
+    while fds(pid) > baseline {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "descriptors leaked: {} > {baseline}",
+            fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_signer_killed_mid_request_fails_the_waiting_client_fast_and_comes_back() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    let line = signer.keygen("ed25519", "k");
+    signer.config("approval_timeout_seconds = 60\n[certificates]\nauto_issue = false\n");
+    // An approver that never answers, so the request is in flight.
+    let slow = dir.path().join("slow-approver");
+    std::fs::write(&slow, "#!/bin/sh\n[ \"$VMUX_REQUEST_KIND\" = pair ] && exit 0\necho asked >> \"$0.log\"\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    signer.start_approving("127.0.0.1:0", &format!("command:{}", slow.display()), &[]);
+    let addr = signer.addr.clone();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&signer, &["--sign-timeout", "50"]);
+    let mut c = UnixStream::connect(&agent.sock).unwrap();
+    c.write_all(&sign_request(&key_blob(&line), b"in flight"))
+        .unwrap();
+    let log = std::path::PathBuf::from(format!("{}.log", slow.display()));
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("asked")
+    {
+        assert!(t.elapsed() < WAIT, "the request never reached the approver");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signer.kill();
+    let t = Instant::now();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(read_answer(&mut c).unwrap(), [5], "SSH_AGENT_FAILURE");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "failed fast ({:?}), not at the 50 s bound",
+        t.elapsed()
+    );
+    assert!(
+        agent.ssh_add(&["-l"]).status.success(),
+        "the agent serves on"
+    );
+    signer.start_approving(&addr, "allow-all", &[]);
+    agent.wait_connected(2);
+}
+
+#[test]
+fn an_agent_killed_while_writing_its_state_always_restarts_cleanly() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "k");
+    signer.start_approving("127.0.0.1:0", "allow-all", &[]);
+    let mut agent = Agent::new(dir.path(), "laptop");
+    for round in 0..15 {
+        agent.start(&["--signer", &signer.addr]);
+        agent.wait_connected(1);
+        // Refreshes rewrite the state file; kill the agent while they run.
+        let home = agent.home.clone();
+        let refresher = std::thread::spawn(move || {
+            for _ in 0..5 {
+                let _ = vmux()
+                    .arg("--home")
+                    .arg(&home)
+                    .args(["agent", "refresh"])
+                    .output();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(5 * (round % 4)));
+        agent.daemon.take().unwrap().kill();
+        let _ = refresher.join();
+        let text = std::fs::read_to_string(agent.home.join("agent-state.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("round {round}: torn state ({e}): {text}"));
+        let stray: Vec<_> = std::fs::read_dir(&agent.home)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(
+            stray.len() <= 1,
+            "at most the one interrupted temporary file"
+        );
+    }
+    agent.start(&[]);
+    assert!(agent.ssh_add(&["-l"]).status.success());
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_hold_up_others() {
+    let w = World::new("ed25519");
+    let mut greedy = UnixStream::connect(&w.agent.sock).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Ask for the key list over and over without reading the answers:
+    // the agent's writes to this client block, and only this client's.
+    let mut sent = 0;
+    while sent < 100_000 && greedy.write_all(&frame(&[11])).is_ok() {
+        sent += 1;
+    }
+    let t = Instant::now();
+    assert!(w.agent.ssh_add(&["-l"]).status.success());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let out = w.sshd.ssh(&w.agent, &[], "true");
+    assert!(out.status.success());
+    drop(greedy);
+}
