@@ -219,3 +219,65 @@ fn a_client_that_never_reads_does_not_hold_up_others() {
     assert!(out.status.success());
     drop(greedy);
 }
+
+#[test]
+fn a_full_disk_is_reported_and_the_agent_keeps_serving_from_memory() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "first");
+    signer.start();
+    // The agent's home is a small tmpfs in a mount namespace of its own.
+    let home = dir.path().join("small-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=128k tmpfs '{h}' && exec '{v}' --home '{h}' agent run --no-discovery --name laptop --signer {a}",
+        h = home.display(),
+        v = env!("CARGO_BIN_EXE_vmux"),
+        a = signer.addr
+    );
+    let agent = Daemon::spawn(
+        "agent on tmpfs",
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]),
+    );
+    agent.wait_line(WAIT, |l| l.starts_with("vmux agent: connected to signer"));
+    let pid = agent.pid();
+    // Fill the filesystem from inside the namespace.
+    let _ = Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("cat /dev/zero > '{}/fill'", home.display()))
+        .output();
+    // A new key on the signer; the refresh cannot be written to disk.
+    let added = signer.keygen("ecdsa", "added");
+    let in_ns = |args: &[&str]| {
+        let mut c = Command::new("nsenter");
+        c.arg("-t")
+            .arg(pid.to_string())
+            .arg("-m")
+            .arg(env!("CARGO_BIN_EXE_vmux"))
+            .arg("--home")
+            .arg(&home)
+            .arg("agent")
+            .args(args);
+        c
+    };
+    ok(&mut in_ns(&["refresh"]));
+    agent.wait_line(WAIT, |l| {
+        l.contains("cannot write the agent state; keeping it in memory")
+    });
+    let listed = run(Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg("-m")
+        .arg("ssh-add")
+        .arg("-L")
+        .env("SSH_AUTH_SOCK", home.join("vmux-agent.sock")));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(added.split_whitespace().nth(1).unwrap()),
+        "served from memory: {listed}"
+    );
+}
