@@ -172,7 +172,7 @@ pub enum SignerCommand {
         /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
-        /// How to ask for approval: `tty`, `command:PROGRAM`, or
+        /// How to ask for approval: `tty`, `desktop`, `command:PROGRAM`, or
         /// `allow-all` (approves everything without asking: benchmarks and
         /// unattended labs only).
         #[arg(long, value_name = "MODE")]

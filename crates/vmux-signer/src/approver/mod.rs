@@ -3,9 +3,11 @@
 //! An [`Approver`] gets a [`Decision`] (what is asked, by whom, for what)
 //! and answers [`Verdict::Approve`] or [`Verdict::Deny`] within a timeout;
 //! silence is a denial. Each approver is one file: [`tty`] prompts on the
-//! controlling terminal, [`command`] runs a program (exit 0 approves).
+//! controlling terminal, [`desktop`] shows a notification with Approve /
+//! Deny actions, [`command`] runs a program (exit 0 approves).
 
 pub mod command;
+pub mod desktop;
 pub mod tty;
 
 use std::time::Duration;
@@ -167,6 +169,8 @@ pub enum AnyApprover {
     Tty(tty::TtyApprover),
     /// `command:PROGRAM`
     Command(command::CommandApprover),
+    /// `desktop`
+    Desktop(desktop::DesktopApprover),
     /// `allow-all`: approves everything without asking anyone, as an
     /// ssh-agent without `-c` does. For benchmarks and unattended labs; the
     /// signer warns at start and the audit log records every decision.
@@ -178,6 +182,8 @@ impl AnyApprover {
     pub fn parse(mode: &str) -> Result<AnyApprover, String> {
         if mode == "tty" {
             Ok(AnyApprover::Tty(tty::TtyApprover::new()))
+        } else if mode == "desktop" {
+            Ok(AnyApprover::Desktop(desktop::DesktopApprover::new()))
         } else if mode == "allow-all" {
             tracing::warn!("--approve allow-all: every pairing, signature and certificate is approved without asking anyone");
             Ok(AnyApprover::AllowAll)
@@ -191,7 +197,7 @@ impl AnyApprover {
             Ok(AnyApprover::Command(command::CommandApprover::new(program)))
         } else {
             Err(format!(
-                "unknown approval mode {mode:?}; use tty, command:PROGRAM or allow-all"
+                "unknown approval mode {mode:?}; use tty, desktop, command:PROGRAM or allow-all"
             ))
         }
     }
@@ -202,6 +208,7 @@ impl Approver for AnyApprover {
         match self {
             AnyApprover::Tty(a) => a.decide(decision, timeout).await,
             AnyApprover::Command(a) => a.decide(decision, timeout).await,
+            AnyApprover::Desktop(a) => a.decide(decision, timeout).await,
             AnyApprover::AllowAll => Verdict::Approve,
         }
     }

@@ -223,6 +223,8 @@ pub struct Signer {
     pub addr: String,
     /// `RUST_LOG` for the daemon.
     pub log: &'static str,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
     approver_dir: PathBuf,
 }
 
@@ -252,6 +254,7 @@ impl Signer {
             daemon: None,
             addr: String::new(),
             log: "info",
+            env: Vec::new(),
             approver_dir,
         }
     }
@@ -299,7 +302,9 @@ impl Signer {
             approve,
             "--no-advertise",
         ]);
-        c.args(extra).env("RUST_LOG", self.log);
+        c.args(extra)
+            .env("RUST_LOG", self.log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let d = Daemon::spawn(&format!("signer {}", self.name), &mut c);
         let line = d.wait_line(WAIT, |l| l.starts_with("listening on "));
         self.addr = line["listening on ".len()..].to_owned();

@@ -1,0 +1,160 @@
+//! The desktop approver against a real session bus (`dbus-daemon` started
+//! by the test) and a notification server that records what it is shown
+//! and answers with an action.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use support::*;
+use zbus::zvariant::OwnedValue;
+
+const SERVICE: &str = "org.freedesktop.Notifications";
+const PATH: &str = "/org/freedesktop/Notifications";
+
+/// A private session bus.
+fn session_bus(dir: &std::path::Path) -> (Daemon, String) {
+    let socket = dir.join("bus");
+    let d = Daemon::spawn(
+        "dbus-daemon",
+        std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .arg(format!("--address=unix:path={}", socket.display())),
+    );
+    let address = d.wait_line(WAIT, |l| l.starts_with("unix:"));
+    (d, address)
+}
+
+/// The arguments of org.freedesktop.Notifications.Notify.
+type NotifyArgs = (
+    String,
+    u32,
+    String,
+    String,
+    String,
+    Vec<String>,
+    HashMap<String, OwnedValue>,
+    i32,
+);
+
+type Shown = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
+
+/// Serves org.freedesktop.Notifications on `address`: records each
+/// notification and answers `pair` ones with Approve, others with `answer`.
+fn notification_server(address: String, answer: &'static str) -> Shown {
+    let shown: Shown = Arc::default();
+    let record = shown.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            conn.request_name(SERVICE).await.unwrap();
+            let mut stream = zbus::MessageStream::from(&conn);
+            ready_tx.send(()).unwrap();
+            let mut next_id = 1u32;
+            while let Some(Ok(msg)) = stream.next().await {
+                let header = msg.header();
+                if header.message_type() != zbus::message::Type::MethodCall {
+                    continue;
+                }
+                match header.member().map(|m| m.as_str()) {
+                    Some("Notify") => {
+                        let (_app, _replaces, _icon, summary, body, actions, _hints, _timeout): NotifyArgs = msg.body().deserialize().unwrap();
+                        let id = next_id;
+                        next_id += 1;
+                        let key = if summary.contains("pair") {
+                            "approve"
+                        } else {
+                            answer
+                        };
+                        record.lock().unwrap().push((summary, body, actions));
+                        conn.reply(&header, &(id,)).await.unwrap();
+                        conn.emit_signal(None::<&str>, PATH, SERVICE, "ActionInvoked", &(id, key))
+                            .await
+                            .unwrap();
+                    }
+                    Some("CloseNotification") => conn.reply(&header, &()).await.unwrap(),
+                    _ => {}
+                }
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(WAIT)
+        .expect("notification server ready");
+    shown
+}
+
+fn world_with_desktop(address: &str, dir: &tempfile::TempDir) -> (Signer, Agent, Sshd) {
+    let mut signer = Signer::init(dir.path(), "pi");
+    let line = signer.keygen("ed25519", "desk-key");
+    signer.config("[certificates]\nauto_issue = false\n");
+    signer
+        .env
+        .push(("DBUS_SESSION_BUS_ADDRESS".into(), address.into()));
+    signer.start_approving("127.0.0.1:0", "desktop", &[]);
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start(&["--signer", &signer.addr]);
+    let sshd = Sshd::start(dir.path(), &format!("{line}\n"), &[]);
+    (signer, agent, sshd)
+}
+
+#[test]
+fn approve_on_the_desktop_signs_and_the_notification_says_who_asks() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    let shown = notification_server(address.clone(), "approve");
+    let (_signer, agent, sshd) = world_with_desktop(&address, &dir);
+    agent.wait_connected(1);
+    let out = sshd.ssh(&agent, &[], "true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = shown.lock().unwrap();
+    assert_eq!(shown.len(), 2, "pairing, then the signature: {shown:?}");
+    let (summary, body, actions) = &shown[1];
+    assert_eq!(summary, "vmux: SSH signature requested");
+    assert!(
+        body.contains("laptop") && body.contains("desk-key") && body.contains("[verified]"),
+        "{body}"
+    );
+    assert_eq!(actions, &["approve", "Approve", "deny", "Deny"]);
+}
+
+#[test]
+fn deny_on_the_desktop_refuses() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    let _shown = notification_server(address.clone(), "deny");
+    let (signer, agent, sshd) = world_with_desktop(&address, &dir);
+    agent.wait_connected(1);
+    assert!(!sshd.ssh(&agent, &[], "true").status.success());
+    signer
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("userDenied"));
+}
+
+#[test]
+fn without_a_notification_server_it_falls_back_to_the_terminal() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    let (signer, agent, _sshd) = world_with_desktop(&address, &dir);
+    // The pairing prompt already went to the terminal fallback; with no
+    // terminal here, it is denied.
+    signer.daemon().wait_line(WAIT, |l| {
+        l.contains("no notification server answered; asking on the terminal")
+    });
+    agent.daemon().wait_line(WAIT, |l| l.contains("refused"));
+}
