@@ -47,6 +47,10 @@ pub struct AgentConfig {
     pub state_path: PathBuf,
     /// The agent's device identity file.
     pub identity_path: PathBuf,
+    /// Wake providers (`[wake]` in agent.toml).
+    pub wake: crate::wake::WakeFileConfig,
+    /// `.p8` files tried when `[wake.apns]` names none.
+    pub apns_key_files: Vec<PathBuf>,
 }
 
 /// What the agent knows about one signer address.
@@ -77,6 +81,9 @@ pub struct Shared {
     cert: CertSlot,
     pending: AtomicUsize,
     started: u64,
+    waker: crate::wake::Waker,
+    /// This value's own `Arc`, for tasks it spawns.
+    me: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 /// Unix seconds now.
@@ -110,6 +117,12 @@ impl Drop for PendingGuard<'_> {
 impl Shared {
     /// Loads the identity and state for `config`.
     pub fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
+        let waker = crate::wake::Waker::new(&config.wake, &config.apns_key_files).map_err(|e| {
+            vmux_home::HomeError::Config {
+                path: "agent.toml [wake]".into(),
+                message: e.to_string(),
+            }
+        })?;
         let identity = Identity::load_or_create(&config.identity_path)?;
         vmux_home::remove_stale_temps(&config.state_path);
         let state = AgentState::load(&config.state_path)?;
@@ -123,6 +136,8 @@ impl Shared {
             cert: CertSlot::default(),
             pending: AtomicUsize::new(0),
             started: now_s(),
+            waker,
+            me: std::sync::OnceLock::new(),
         })
     }
 
@@ -208,6 +223,7 @@ impl Shared {
             &state,
             self.cert.status(now),
             self.pending.load(Ordering::Relaxed),
+            self.last_wake(),
         )
     }
 
@@ -234,6 +250,7 @@ impl Shared {
         let mut rx = self.connected.subscribe();
         if !rx.borrow().contains_key(&signer_id) {
             info!(signer = %signer_id, timeout = ?self.config.sign_timeout, "waiting for signer to connect");
+            self.wake(&signer_id);
         }
         let conn = tokio::time::timeout_at(deadline, async {
             loop {
@@ -274,6 +291,54 @@ impl Shared {
         }
     }
 
+    /// Sends a wake push to `signer` if it has a wake endpoint and the
+    /// coalescing rules allow one now (one per outage, then one per
+    /// interval). The push runs on its own; nobody waits for it.
+    fn wake(self: &Shared, signer: &str) {
+        let Some(endpoint) = self
+            .state()
+            .signers
+            .iter()
+            .find(|p| p.id == signer)
+            .and_then(|p| p.wake.clone())
+        else {
+            return;
+        };
+        if !self.waker.should_push(signer) {
+            return;
+        }
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let signer = signer.to_owned();
+        tokio::spawn(async move {
+            let waiting = me.pending.load(Ordering::Relaxed).max(1);
+            let outcome = me
+                .waker
+                .push(&signer, &endpoint, &me.config.name, waiting)
+                .await;
+            info!(%signer, %outcome, "wake push");
+            if let crate::wake::Outcome::DropEndpoint(reason) = &outcome {
+                warn!(%signer, %reason, "the signer's device token is unregistered; dropping it");
+                me.update_state(|s| {
+                    if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer) {
+                        p.wake = None;
+                    }
+                });
+            }
+        });
+    }
+
+    /// The signer is connected again: its next outage pushes afresh.
+    pub(crate) fn outage_over(&self, signer: &str) {
+        self.waker.outage_over(signer);
+    }
+
+    /// The last wake push's time and outcome.
+    pub(crate) fn last_wake(&self) -> Option<(u64, String)> {
+        self.waker.last()
+    }
+
     /// Re-pulls the key list from every connected signer; resolves when
     /// all have answered (bounded).
     pub async fn refresh(&self) -> usize {
@@ -291,6 +356,7 @@ impl Shared {
 /// Runs the agent on `socket` until the process is told to stop.
 pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_home::HomeError> {
     let shared = Arc::new(Shared::open(config)?);
+    let _ = shared.me.set(Arc::downgrade(&shared));
     let addresses = if shared.config.signers.is_empty() {
         shared
             .state()

@@ -22,6 +22,9 @@ pub struct AgentFileConfig {
     /// Renew the session certificate while fewer than this many seconds
     /// remain (`--cert-renew-before`). Default 3600.
     pub cert_renew_before_seconds: Option<u64>,
+    /// Wake providers (`[wake.apns]`, `[wake.webhook]`, `interval_seconds`).
+    #[serde(default)]
+    pub wake: crate::wake::WakeFileConfig,
 }
 
 /// Default bounded wait for a signature.

@@ -74,6 +74,9 @@ pub struct Status {
     pub keys: Vec<KeyStatus>,
     /// Sign requests waiting for a signer now.
     pub pending_requests: usize,
+    /// The last wake push: time and outcome.
+    #[serde(default)]
+    pub last_wake: Option<(u64, String)>,
 }
 
 /// [`CertStatus`] in a form that deserializes.
@@ -99,6 +102,7 @@ impl Status {
         state: &AgentState,
         cert: CertStatus,
         pending_requests: usize,
+        last_wake: Option<(u64, String)>,
     ) -> Status {
         let signers = links
             .iter()
@@ -158,6 +162,7 @@ impl Status {
             },
             keys,
             pending_requests,
+            last_wake,
         }
     }
 }

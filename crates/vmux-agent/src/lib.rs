@@ -17,6 +17,8 @@
 //!   signer's CA, signing locally until it expires.
 //! - [`origin`]: who asks and for what (process, verified destination,
 //!   forwarding), for the signer's prompt.
+//! - [`wake`]: APNs and webhook pushes that wake a sleeping signer,
+//!   coalesced to one per outage.
 //! - [`control`]: `status`, `refresh` and `cert` for a running agent,
 //!   through its own socket.
 #![deny(missing_docs)]
@@ -31,6 +33,7 @@ mod state;
 mod time;
 mod upstream;
 mod verify;
+pub mod wake;
 pub mod wire;
 
 pub use agent::{run, AgentConfig, LinkStatus, Shared};

@@ -64,6 +64,13 @@ pub fn run(
                 ),
                 state_path: vmux_agent::state_path(home),
                 identity_path: home.state_file("agent-identity"),
+                wake: file.wake.clone(),
+                apns_key_files: vmux_agent::wake::default_key_files(
+                    std::env::var_os("HOME")
+                        .map(std::path::PathBuf::from)
+                        .as_deref(),
+                    home.config_dir(),
+                ),
             };
             let rt = crate::runtime()?;
             rt.block_on(async {
@@ -291,6 +298,9 @@ fn print_status(s: &Status) {
         }
     }
     println!("{}", s.certificate.line);
+    if let Some((t, outcome)) = &s.last_wake {
+        println!("Last wake push {}: {outcome}", vmux_agent::utc(*t));
+    }
     if s.pending_requests > 0 {
         println!("{} request(s) waiting for a signer", s.pending_requests);
     }
