@@ -25,7 +25,11 @@ fn derive(pass: &[u8], salt: &[u8], rounds: u32) -> Option<Zeroizing<[u8; 32]>> 
 
 /// `encrypted bcrypt-pbkdf <rounds> <salt> chacha20-poly1305 <nonce>` and
 /// the sealed secret on the next line.
-fn seal(pass: &[u8], secret: &[u8]) -> Option<String> {
+/// Encrypts `secret` under `pass` (bcrypt-pbkdf, 16 rounds, then
+/// ChaCha20-Poly1305): two lines, `encrypted bcrypt-pbkdf ROUNDS SALT
+/// chacha20-poly1305 NONCE` and the sealed bytes, base64. Used for the
+/// signer's identity and for token PINs.
+pub fn seal(pass: &[u8], secret: &[u8]) -> Option<String> {
     use chacha20poly1305::aead::{Aead, KeyInit};
     use rand::RngCore;
     let mut salt = [0u8; 16];
@@ -42,6 +46,15 @@ fn seal(pass: &[u8], secret: &[u8]) -> Option<String> {
         B64.encode(nonce),
         B64.encode(sealed)
     ))
+}
+
+/// Opens what [`seal`] made; `None` for a wrong passphrase or a malformed
+/// text.
+pub fn open(text: &str, pass: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (first, second) = text.trim().split_once('\n')?;
+    let params = first.strip_prefix("encrypted ")?;
+    let sealed = B64.decode(second.trim()).ok()?;
+    open_sealed(params, pass, &sealed).map(Zeroizing::new)
 }
 
 fn open_sealed(params: &str, pass: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {

@@ -27,7 +27,7 @@ pub use channel::{
     Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS, PREAMBLE,
 };
 pub use error::LinkError;
-pub use identity::{device_id, Identity, StaticKey, STATIC_KEY_LEN};
+pub use identity::{device_id, open as open_sealed, seal, Identity, StaticKey, STATIC_KEY_LEN};
 pub use session::{
     open_as_agent, open_as_signer, AgentSession, Expect, PairingGate, PairingRequest, Peer,
     SignerSession, PAIRING_VERDICT_TIMEOUT, STEP_TIMEOUT,

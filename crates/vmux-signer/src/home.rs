@@ -8,6 +8,7 @@ use vmux_link::Identity;
 
 use crate::ca::Ca;
 use crate::paired::SignerState;
+use crate::provider::pkcs11::{Pkcs11Keys, TokenConfig};
 use crate::provider::SoftwareKeys;
 
 /// Why the signer cannot start or a command cannot run.
@@ -28,6 +29,20 @@ pub enum SignerError {
     /// A key-store operation failed.
     #[error(transparent)]
     Store(#[from] crate::provider::StoreError),
+}
+
+/// A registered PKCS#11 token (`tokens.json`, mode 0600).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRecord {
+    /// Its name in vmux.
+    pub name: String,
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// Slot index among slots with a token.
+    pub slot: Option<u64>,
+    /// The PIN, sealed with the signer's passphrase.
+    pub pin_sealed: String,
 }
 
 /// The signer's files under a [`Home`].
@@ -69,6 +84,75 @@ impl SignerHome {
     /// The audit log.
     pub fn audit_path(&self) -> PathBuf {
         self.home.state_file("audit.jsonl")
+    }
+
+    /// Registered PKCS#11 tokens.
+    pub fn tokens_path(&self) -> PathBuf {
+        self.home.state_file("tokens.json")
+    }
+
+    /// The registered tokens.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, SignerError> {
+        let path = self.tokens_path();
+        match vmux_home::read_optional(&path)? {
+            None => Ok(Vec::new()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| {
+                SignerError::Home(HomeError::Config {
+                    path,
+                    message: format!("corrupt token list: {e}"),
+                })
+            }),
+        }
+    }
+
+    /// Registers a token (replacing one of the same name); its PIN is
+    /// sealed with the signer's passphrase.
+    pub fn add_token(
+        &self,
+        name: &str,
+        module: &std::path::Path,
+        slot: Option<u64>,
+        pin: &str,
+        passphrase: &str,
+    ) -> Result<(), SignerError> {
+        let sealed = vmux_link::seal(passphrase.as_bytes(), pin.as_bytes())
+            .ok_or_else(|| SignerError::Key("cannot encrypt the PIN".into()))?;
+        let mut all = self.tokens()?;
+        all.retain(|t| t.name != name);
+        all.push(TokenRecord {
+            name: name.to_owned(),
+            module: module.to_owned(),
+            slot,
+            pin_sealed: sealed,
+        });
+        let json = serde_json::to_vec_pretty(&all).map_err(|e| SignerError::Key(e.to_string()))?;
+        Ok(vmux_home::write_private(&self.tokens_path(), &json)?)
+    }
+
+    /// Opens every registered token (absent ones are reported
+    /// unavailable, not fatal; a wrong PIN is an error).
+    pub fn open_tokens(&self, passphrase: Option<&str>) -> Result<Vec<Pkcs11Keys>, SignerError> {
+        let mut out = Vec::new();
+        for t in self.tokens()? {
+            let pass = passphrase.ok_or_else(|| {
+                SignerError::Key(format!(
+                    "token {}: its PIN needs the signer's passphrase",
+                    t.name
+                ))
+            })?;
+            let pin = vmux_link::open_sealed(&t.pin_sealed, pass.as_bytes()).ok_or_else(|| {
+                SignerError::Key(format!("token {}: wrong passphrase for its PIN", t.name))
+            })?;
+            let pin = zeroize::Zeroizing::new(String::from_utf8_lossy(&pin).into_owned());
+            let cfg = TokenConfig {
+                name: t.name.clone(),
+                module: t.module.clone(),
+                slot: t.slot,
+                pin,
+            };
+            out.push(Pkcs11Keys::open_lazily(cfg).map_err(|e| SignerError::Key(e.to_string()))?);
+        }
+        Ok(out)
     }
 
     /// `signer.toml`.

@@ -35,5 +35,5 @@ pub mod paired;
 pub mod provider;
 mod server;
 
-pub use home::{SignerError, SignerHome};
+pub use home::{SignerError, SignerHome, TokenRecord};
 pub use server::{Server, ServerParts};

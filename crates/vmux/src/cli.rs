@@ -91,6 +91,15 @@ pub enum SignerCommand {
         /// Read the signer's passphrase from FILE (mode 0600).
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Generate a non-extractable key on this registered token
+        /// (`--type ecdsa` or `rsa`).
+        #[arg(long, value_name = "NAME")]
+        token: Option<String>,
+    },
+    /// Hardware tokens (PKCS#11).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Import an existing OpenSSH private key (re-encrypted with the
     /// signer's passphrase).
@@ -157,6 +166,9 @@ pub enum SignerCommand {
         /// Print public-key lines, like `ssh-add -L`.
         #[arg(short = 'L')]
         public_lines: bool,
+        /// The signer's passphrase (mode 0600), to list token keys too.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Print the CA public-key line for sshd's TrustedUserCAKeys.
     Ca,
@@ -197,6 +209,32 @@ pub enum SignerCommand {
         #[arg(long)]
         apns_sandbox: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Register a token: log in once to check the PIN, store the PIN
+    /// encrypted with the signer's passphrase.
+    Add {
+        /// The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so,
+        /// /usr/lib/x86_64-linux-gnu/libykcs11.so).
+        #[arg(long, value_name = "PATH")]
+        module: PathBuf,
+        /// Slot index among slots with a token (default 0).
+        #[arg(long, value_name = "N")]
+        slot: Option<u64>,
+        /// Read the PIN from FILE (mode 0600) instead of asking.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// The token's name in vmux (default `token`).
+        #[arg(long, default_value = "token")]
+        name: String,
+        /// Read the signer's passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// List registered tokens.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

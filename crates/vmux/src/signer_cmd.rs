@@ -15,11 +15,12 @@ use vmux_signer::checks::Window;
 use vmux_signer::config::SignerConfig;
 use vmux_signer::control::{self, Request};
 use vmux_signer::paired::PairedAgents;
+use vmux_signer::provider::pkcs11::{Pkcs11Keys, TokenConfig, TokenKeyType};
 use vmux_signer::provider::{pem_is_encrypted, KeyProvider, KeyType, SoftwareKeys};
 use vmux_signer::{Server, ServerParts, SignerHome};
 use zeroize::Zeroizing;
 
-use crate::cli::{KeyTypeArg, SignerCommand};
+use crate::cli::{KeyTypeArg, SignerCommand, TokenCommand};
 use crate::{passphrase, Failure};
 
 /// The signer's passphrase if it has one (checked against its CA key).
@@ -77,6 +78,31 @@ pub fn run(
             comment,
             key_type,
             passphrase_file,
+            token: Some(token),
+        } => {
+            let kind = match key_type {
+                KeyTypeArg::Ecdsa => TokenKeyType::P256,
+                KeyTypeArg::Rsa => TokenKeyType::Rsa(3072),
+                KeyTypeArg::Ed25519 => {
+                    return Err(Failure("tokens make ecdsa (P-256) or rsa keys".into()))
+                }
+            };
+            let pass = unlock_passphrase(&signer, passphrase_file.as_deref())?;
+            let tokens = signer.open_tokens(pass.as_deref().map(String::as_str))?;
+            let t = tokens.iter().find(|t| t.name() == token).ok_or_else(|| {
+                Failure(format!(
+                    "no token named {token:?}; see `vmux signer token list`"
+                ))
+            })?;
+            let key = t.generate(kind, &comment)?;
+            println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Keygen {
+            comment,
+            key_type,
+            passphrase_file,
+            token: None,
         } => {
             let kind = match key_type {
                 KeyTypeArg::Ecdsa => KeyType::Ecdsa,
@@ -85,6 +111,61 @@ pub fn run(
             };
             let key = open_keys(&signer, passphrase_file.as_deref())?.generate(kind, &comment)?;
             println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Token {
+            command:
+                TokenCommand::Add {
+                    module,
+                    slot,
+                    pin_file,
+                    name,
+                    passphrase_file,
+                },
+        } => {
+            if !signer.state()?.encrypted {
+                return Err(Failure(
+                    "a token's PIN is stored only encrypted, and this signer has no passphrase (it was made with --no-passphrase)"
+                        .into(),
+                ));
+            }
+            let pass = unlock_passphrase(&signer, passphrase_file.as_deref())?.unwrap_or_default();
+            let pin = passphrase::get(
+                pin_file.as_deref(),
+                &format!("PIN of token {name}: "),
+                false,
+            )?;
+            let keys = Pkcs11Keys::open(TokenConfig {
+                name: name.clone(),
+                module: module.clone(),
+                slot,
+                pin: pin.clone(),
+            })?;
+            signer.add_token(&name, &module, slot, &pin, &pass)?;
+            println!(
+                "Token {name:?} registered; {} keys on it:",
+                keys.keys().len()
+            );
+            for k in keys.keys() {
+                println!("{}", k.list_line());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Token {
+            command: TokenCommand::List,
+        } => {
+            let tokens = signer.tokens()?;
+            if tokens.is_empty() {
+                println!("No tokens registered.");
+            }
+            for t in tokens {
+                println!(
+                    "{}  {}  slot {}",
+                    t.name,
+                    t.module.display(),
+                    t.slot.unwrap_or(0)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         SignerCommand::Import {
@@ -138,9 +219,29 @@ pub fn run(
             println!("{}", key.list_line());
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Keys { public_lines } => {
+        SignerCommand::Keys {
+            public_lines,
+            passphrase_file,
+        } => {
             let store = signer.software_keys(None)?;
-            let keys = store.keys();
+            let mut keys = store.keys();
+            let tokens = if signer.tokens()?.is_empty() {
+                Vec::new()
+            } else if passphrase_file.is_some() || std::env::var_os(passphrase::ENV).is_some() {
+                let pass = unlock_passphrase(&signer, passphrase_file.as_deref())?;
+                signer.open_tokens(pass.as_deref().map(String::as_str))?
+            } else {
+                eprintln!(
+                    "(token keys are listed with the signer's passphrase: --passphrase-file FILE)"
+                );
+                Vec::new()
+            };
+            for t in &tokens {
+                if let Some(why) = t.unavailable() {
+                    eprintln!("token {}: UNAVAILABLE: {why}", t.name());
+                }
+                keys.extend(t.keys());
+            }
             if keys.is_empty() {
                 println!("The signer has no identities.");
                 return Ok(ExitCode::FAILURE);
@@ -396,7 +497,10 @@ fn serve(
     let approver =
         AnyApprover::parse(approve.as_deref().unwrap_or(&config.approve)).map_err(Failure)?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
-    let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
+    let mut providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
+    for t in signer.open_tokens(pass)? {
+        providers.push(Box::new(t));
+    }
     let server = Arc::new(Server::new(ServerParts {
         name: state.name.clone(),
         identity,

@@ -2,9 +2,11 @@
 //!
 //! A [`KeyProvider`] lists its identities and signs with one. The signer
 //! asks every provider it has; the first that holds the key signs. Today
-//! there is one provider, [`SoftwareKeys`]: OpenSSH private-key files under
-//! the signer's home. Hardware tokens slot in beside it.
+//! there are two: [`SoftwareKeys`] (OpenSSH private-key files under the
+//! signer's home, encrypted at rest) and [`pkcs11::Pkcs11Keys`] (hardware
+//! tokens).
 
+pub mod pkcs11;
 mod software;
 
 pub use software::{pem_is_encrypted, KeyType, SoftwareKeys, StoreError};
@@ -104,6 +106,11 @@ pub trait KeyProvider: Send + Sync {
     /// Forgets decrypted secrets (`vmux signer lock`). Providers without
     /// secrets of their own do nothing.
     fn lock(&self) {}
+
+    /// Why this provider cannot sign now (a token unplugged), if so.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 
     /// Whether some key cannot sign until the signer is unlocked.
     fn is_locked(&self) -> bool {
