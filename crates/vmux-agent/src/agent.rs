@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub state_path: PathBuf,
     /// The agent's device identity file.
     pub identity_path: PathBuf,
+    /// Look for signers on the local network when none is configured.
+    pub discovery: bool,
     /// Wake providers (`[wake]` in agent.toml).
     pub wake: crate::wake::WakeFileConfig,
     /// `.p8` files tried when `[wake.apns]` names none.
@@ -367,12 +369,16 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
     } else {
         shared.config.signers.clone()
     };
-    if addresses.is_empty() {
+    let discover = shared.config.discovery && shared.config.signers.is_empty();
+    if addresses.is_empty() && !discover {
         crate::notice("no signer configured and none paired yet; use --signer HOST:PORT");
     }
+    let maintained = Arc::new(Mutex::new(std::collections::HashSet::new()));
     for address in addresses {
-        shared.set_link(&address, |_| {});
-        tokio::spawn(upstream::maintain(shared.clone(), address));
+        maintain(&shared, &maintained, address);
+    }
+    if discover {
+        tokio::spawn(discovery(shared.clone(), maintained));
     }
     tokio::spawn(cert::maintain(shared.clone()));
     crate::notice(&format!("listening on {}", socket.path.display()));
@@ -408,6 +414,65 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
                 debug!(error = %e, "client connection ended");
             }
         });
+    }
+}
+
+/// Keeps `address` connected, once.
+fn maintain(
+    shared: &Arc<Shared>,
+    maintained: &Mutex<std::collections::HashSet<String>>,
+    address: String,
+) {
+    if !maintained
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(address.clone())
+    {
+        return;
+    }
+    shared.set_link(&address, |_| {});
+    tokio::spawn(upstream::maintain(shared.clone(), address));
+}
+
+/// Browses the local network: connects to pinned signers wherever they
+/// appear, and, while none is pinned, to the first new one, to pair.
+/// Once a signer is pinned, others (impostors included) are ignored.
+async fn discovery(shared: Arc<Shared>, maintained: Arc<Mutex<std::collections::HashSet<String>>>) {
+    let mut browser = match vmux_link::mdns::Browser::start() {
+        Ok(b) => b,
+        Err(e) => {
+            crate::notice(&format!("{e}; use --signer HOST:PORT"));
+            return;
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut pairing_with: Option<String> = None;
+    while let Some(found) = browser.next().await {
+        let Some(addr) = found.addresses.first().map(|a| a.to_string()) else {
+            continue;
+        };
+        if seen.insert((found.id.clone(), addr.clone())) {
+            crate::notice(&format!(
+                "discovered signer {} ({}) at {addr}",
+                vmux_proto::sanitize(&found.name),
+                found.id
+            ));
+        }
+        let (is_pinned, any_pinned) = {
+            let state = shared.state();
+            (
+                state.signers.iter().any(|p| p.id == found.id),
+                !state.signers.is_empty(),
+            )
+        };
+        if is_pinned || (!any_pinned && pairing_with.as_ref().is_none_or(|id| *id == found.id)) {
+            if !is_pinned {
+                pairing_with = Some(found.id.clone());
+            }
+            maintain(&shared, &maintained, addr);
+        } else {
+            debug!(id = %found.id, "ignoring a signer that is not paired");
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 mod channel;
 mod error;
 mod identity;
+pub mod mdns;
 mod session;
 
 pub use channel::{

@@ -116,6 +116,11 @@ impl<A: Approver + 'static> Server<A> {
         &self.parts.name
     }
 
+    /// The signer's device id.
+    pub fn id(&self) -> String {
+        self.parts.identity.id()
+    }
+
     /// Serves agents on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {

@@ -30,7 +30,7 @@ pub fn run(
             socket,
             name,
             signer,
-            no_discovery: _,
+            no_discovery,
             sign_timeout,
             cert_validity,
             cert_renew_before,
@@ -64,6 +64,7 @@ pub fn run(
                 ),
                 state_path: vmux_agent::state_path(home),
                 identity_path: home.state_file("agent-identity"),
+                discovery: !no_discovery,
                 wake: file.wake.clone(),
                 apns_key_files: vmux_agent::wake::default_key_files(
                     std::env::var_os("HOME")

@@ -189,8 +189,8 @@ pub enum SignerCommand {
         /// unattended labs only).
         #[arg(long, value_name = "MODE")]
         approve: Option<String>,
-        /// Do not advertise on the local network (discovery is not
-        /// implemented yet, so nothing is advertised either way).
+        /// Do not advertise on the local network (mDNS/DNS-SD
+        /// `_vmuxsigner._tcp`).
         #[arg(long)]
         no_advertise: bool,
         /// Read the passphrase from FILE (mode 0600) instead of asking.
@@ -252,8 +252,8 @@ pub enum AgentCommand {
         /// last addresses.
         #[arg(long, value_name = "HOST:PORT")]
         signer: Vec<String>,
-        /// Do not look for signers on the local network (discovery is
-        /// not implemented yet, so this is always the case).
+        /// Do not look for signers on the local network when no
+        /// `--signer` is given.
         #[arg(long)]
         no_discovery: bool,
         /// Longest wait for a signature, in seconds (default 60).

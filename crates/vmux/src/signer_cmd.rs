@@ -415,7 +415,7 @@ pub fn run(
         SignerCommand::Run {
             listen,
             approve,
-            no_advertise: _,
+            no_advertise,
             passphrase_file,
             wake_url,
             apns_token,
@@ -436,6 +436,7 @@ pub fn run(
                 approve,
                 passphrase_file.as_deref(),
                 wake,
+                !no_advertise,
             )
         }
     }
@@ -486,6 +487,7 @@ fn serve(
     approve: Option<String>,
     passphrase_file: Option<&Path>,
     wake: WakeEndpoint,
+    advertise: bool,
 ) -> Result<ExitCode, Failure> {
     let state = signer.state()?;
     vmux_home::remove_stale_temps(&signer.state_path());
@@ -522,6 +524,18 @@ fn serve(
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
         let control_socket = PrivateSocket::bind(&signer.control_path())?;
         let addr = listener.local_addr()?;
+        let signer_id = server.id();
+        let _advertiser = if advertise {
+            match vmux_link::mdns::Advertiser::start(server.name(), &signer_id, addr.port()) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "not advertising on the local network");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;
         out.flush()?;

@@ -225,6 +225,8 @@ pub struct Signer {
     pub log: &'static str,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// Run inside this network namespace (and advertise over mDNS there).
+    pub netns: Option<String>,
     approver_dir: PathBuf,
 }
 
@@ -255,6 +257,7 @@ impl Signer {
             addr: String::new(),
             log: "info",
             env: Vec::new(),
+            netns: None,
             approver_dir,
         }
     }
@@ -294,14 +297,25 @@ impl Signer {
 
     /// Starts with another approval mode (e.g. `allow-all` for load).
     pub fn start_approving(&mut self, listen: &str, approve: &str, extra: &[&str]) {
-        let mut c = self.cmd(&[
-            "run",
-            "--listen",
-            listen,
-            "--approve",
-            approve,
-            "--no-advertise",
-        ]);
+        let mut c = match &self.netns {
+            // mDNS only inside a namespace the test made.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vmux")])
+                    .arg("--home")
+                    .arg(&self.home)
+                    .args(["signer", "run", "--listen", listen, "--approve", approve]);
+                c
+            }
+            None => self.cmd(&[
+                "run",
+                "--listen",
+                listen,
+                "--approve",
+                approve,
+                "--no-advertise",
+            ]),
+        };
         c.args(extra)
             .env("RUST_LOG", self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -377,6 +391,8 @@ pub struct Agent {
     pub log: &'static str,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// Run inside this network namespace, browsing mDNS there.
+    pub netns: Option<String>,
 }
 
 impl Agent {
@@ -390,6 +406,7 @@ impl Agent {
             name: name.to_owned(),
             log: "info",
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -402,7 +419,17 @@ impl Agent {
 
     /// Starts `agent run` with `args` and waits for the socket.
     pub fn start(&mut self, args: &[&str]) {
-        let mut c = self.cmd(&["run", "--name", &self.name, "--no-discovery"]);
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vmux")])
+                    .arg("--home")
+                    .arg(&self.home)
+                    .args(["agent", "run", "--name", &self.name]);
+                c
+            }
+            None => self.cmd(&["run", "--name", &self.name, "--no-discovery"]),
+        };
         c.args(args)
             .env("RUST_LOG", self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
