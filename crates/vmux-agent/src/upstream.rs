@@ -154,6 +154,7 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
                 if msg != last_error {
                     match &e {
                         LinkError::PinMismatch { .. }
+                        | LinkError::PinUnproven { .. }
                         | LinkError::Refused { .. }
                         | LinkError::BadCommitment => {
                             notice(&format!("signer at {address} refused: {msg}"));
@@ -177,16 +178,36 @@ async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkErr
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| LinkError::Timeout)??;
-    let channel = Channel::connect(stream, shared.identity()).await?;
-    let expect = {
-        let state = shared.state();
-        match state
-            .pinned_at(address)
-            .or_else(|| state.by_key(channel.remote_static()))
-            .and_then(PinnedSigner::static_key)
-        {
-            Some(k) => Expect::Pinned(k),
-            None => Expect::Pairing,
+    let pinned = shared
+        .state()
+        .pinned_at(address)
+        .and_then(PinnedSigner::static_key);
+    let (channel, expect) = match pinned {
+        // A pinned signer: IK, so only the holder of the pinned key can
+        // complete the handshake.
+        Some(k) => {
+            let channel = Channel::connect_pinned(stream, shared.identity(), &k)
+                .await
+                .map_err(|e| match e {
+                    LinkError::Noise(_) | LinkError::Closed => LinkError::PinUnproven {
+                        expected: vmux_link::device_id(&k),
+                    },
+                    other => other,
+                })?;
+            (channel, Expect::Pinned(k))
+        }
+        // First contact at this address: XX, then the pins decide.
+        None => {
+            let channel = Channel::connect(stream, shared.identity()).await?;
+            let expect = match shared
+                .state()
+                .by_key(channel.remote_static())
+                .and_then(PinnedSigner::static_key)
+            {
+                Some(k) => Expect::Pinned(k),
+                None => Expect::Pairing,
+            };
+            (channel, expect)
         }
     };
     let session = open_as_agent(channel, shared.name(), expect, |code| {

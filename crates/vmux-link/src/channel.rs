@@ -16,11 +16,29 @@ use crate::LinkError;
 /// The Noise protocol every vmux link runs.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
-/// The 8 bytes an agent sends first: magic `vmux` (4 bytes), link version
-/// 1 (2 bytes, big-endian), handshake pattern 1 = XX (1 byte), reserved 0
-/// (1 byte). The signer accepts exactly these bytes. They are also the
-/// Noise prologue, so a tampered preamble fails the handshake.
+/// The 8 bytes an agent sends first with the XX pattern (first contact,
+/// pairing): magic `vmux` (4 bytes), link version 1 (2 bytes,
+/// big-endian), handshake pattern (1 byte: 1 = XX, 2 = IK), reserved 0
+/// (1 byte). The signer accepts exactly the two preambles. They are also
+/// the Noise prologue, so a tampered preamble fails the handshake.
 pub const PREAMBLE: [u8; 8] = *b"vmux\x00\x01\x01\x00";
+
+/// The preamble for the IK pattern: an agent that has pinned the signer's
+/// static key authenticates both keys in one round trip, and a responder
+/// without the pinned key cannot complete the handshake.
+pub const PREAMBLE_IK: [u8; 8] = *b"vmux\x00\x01\x02\x00";
+
+/// The Noise protocol of connections to a pinned signer.
+pub const NOISE_PARAMS_IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// Which handshake an initiator runs.
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    /// XX: learns the responder's key.
+    Xx,
+    /// IK: the responder must hold this pinned key.
+    Ik(StaticKey),
+}
 
 /// Largest Noise message (and so largest frame body).
 const MAX_FRAME: usize = 65535;
@@ -96,46 +114,77 @@ impl Channel {
         self.reader.recv_within(t).await
     }
 
-    /// Runs the initiator (agent) side of the handshake on `stream`.
+    /// Runs the initiator (agent) side of the XX handshake on `stream`
+    /// (first contact: the signer's key is learned).
     pub async fn connect(stream: TcpStream, identity: &Identity) -> Result<Channel, LinkError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, identity, true))
-            .await
-            .map_err(|_| LinkError::Timeout)?
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(stream, identity, Some(Pattern::Xx)),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout)?
     }
 
-    /// Runs the responder (signer) side of the handshake on `stream`.
+    /// Runs the initiator side of the IK handshake to a signer whose key
+    /// is pinned: a responder without that key fails the handshake.
+    pub async fn connect_pinned(
+        stream: TcpStream,
+        identity: &Identity,
+        signer: &StaticKey,
+    ) -> Result<Channel, LinkError> {
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(stream, identity, Some(Pattern::Ik(*signer))),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout)?
+    }
+
+    /// Runs the responder (signer) side of whichever handshake the agent
+    /// chose on `stream`.
     pub async fn accept(stream: TcpStream, identity: &Identity) -> Result<Channel, LinkError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, identity, false))
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, identity, None))
             .await
             .map_err(|_| LinkError::Timeout)?
     }
 }
 
+/// `pattern` is the initiator's choice; `None` makes a responder, which
+/// learns the pattern from the preamble.
 async fn handshake(
     stream: TcpStream,
     identity: &Identity,
-    initiator: bool,
+    pattern: Option<Pattern>,
 ) -> Result<Channel, LinkError> {
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    if initiator {
-        w.write_all(&PREAMBLE).await?;
-    } else {
-        let mut pre = [0u8; 8];
-        r.read_exact(&mut pre)
-            .await
-            .map_err(|_| LinkError::BadPreamble)?;
-        if pre != PREAMBLE {
-            return Err(LinkError::BadPreamble);
+    let initiator = pattern.is_some();
+    let (preamble, params, remote) = match pattern {
+        Some(Pattern::Xx) => (PREAMBLE, NOISE_PARAMS, None),
+        Some(Pattern::Ik(k)) => (PREAMBLE_IK, NOISE_PARAMS_IK, Some(k)),
+        None => {
+            let mut pre = [0u8; 8];
+            r.read_exact(&mut pre)
+                .await
+                .map_err(|_| LinkError::BadPreamble)?;
+            match pre {
+                PREAMBLE => (PREAMBLE, NOISE_PARAMS, None),
+                PREAMBLE_IK => (PREAMBLE_IK, NOISE_PARAMS_IK, None),
+                _ => return Err(LinkError::BadPreamble),
+            }
         }
+    };
+    if initiator {
+        w.write_all(&preamble).await?;
     }
-    let params = NOISE_PARAMS
-        .parse()
-        .expect("static Noise parameters are valid");
-    let builder = snow::Builder::new(params)
+    let params = params.parse().expect("static Noise parameters are valid");
+    let mut builder = snow::Builder::new(params)
         .local_private_key(identity.private())?
-        .prologue(&PREAMBLE)?;
+        .prologue(&preamble)?;
+    if let Some(k) = remote.as_ref() {
+        builder = builder.remote_public_key(k)?;
+    }
     let mut hs = if initiator {
         builder.build_initiator()?
     } else {

@@ -45,6 +45,13 @@ pub enum LinkError {
         /// The id of the key presented.
         got: String,
     },
+    /// The signer at a pinned signer's address failed the IK handshake:
+    /// it does not hold the pinned key.
+    #[error("the signer there could not prove it holds the pinned key {expected}; refusing (run `vmux agent forget` to re-pair)")]
+    PinUnproven {
+        /// The pinned signer's id.
+        expected: String,
+    },
     /// The pairing commitment did not open: someone tampered with pairing.
     #[error("pairing commitment did not match; pairing aborted")]
     BadCommitment,

@@ -25,7 +25,8 @@ pub mod mdns;
 mod session;
 
 pub use channel::{
-    Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS, PREAMBLE,
+    Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS,
+    NOISE_PARAMS_IK, PREAMBLE, PREAMBLE_IK,
 };
 pub use error::LinkError;
 pub use identity::{device_id, open as open_sealed, seal, Identity, StaticKey, STATIC_KEY_LEN};

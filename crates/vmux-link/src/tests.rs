@@ -247,3 +247,28 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test]
+async fn a_pinned_connection_uses_ik_and_an_impostor_cannot_complete_it() {
+    let (ai, si, other) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    // The real signer: IK completes and both keys are authenticated.
+    let (a, s) = pipe().await;
+    let (ca, cs) = tokio::join!(
+        Channel::connect_pinned(a, &ai, si.public()),
+        Channel::accept(s, &si)
+    );
+    let (ca, cs) = (ca.unwrap(), cs.unwrap());
+    assert_eq!(ca.remote_static(), si.public());
+    assert_eq!(cs.remote_static(), ai.public());
+    // An impostor at the address: neither side completes.
+    let (a, s) = pipe().await;
+    let (ca, cs) = tokio::join!(
+        Channel::connect_pinned(a, &ai, si.public()),
+        Channel::accept(s, &other)
+    );
+    assert!(ca.is_err() && cs.is_err());
+}
