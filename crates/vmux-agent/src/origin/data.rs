@@ -62,7 +62,7 @@ pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn put(out: &mut Vec<u8>, s: &[u8]) {

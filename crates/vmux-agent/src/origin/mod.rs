@@ -109,33 +109,7 @@ pub fn derive(
 mod tests {
     use super::*;
 
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s);
-    }
-
-    fn userauth(sid: &[u8], user: &str, host_key: Option<&[u8]>) -> Vec<u8> {
-        let mut d = Vec::new();
-        put(&mut d, sid);
-        d.push(50);
-        put(&mut d, user.as_bytes());
-        put(&mut d, b"ssh-connection");
-        put(
-            &mut d,
-            if host_key.is_some() {
-                b"publickey-hostbound-v00@openssh.com"
-            } else {
-                b"publickey"
-            },
-        );
-        d.push(1);
-        put(&mut d, b"ssh-ed25519");
-        put(&mut d, b"k");
-        if let Some(h) = host_key {
-            put(&mut d, h);
-        }
-        d
-    }
+    use data::tests::request as userauth;
 
     #[test]
     fn verified_only_when_the_data_matches_a_verified_binding() {
