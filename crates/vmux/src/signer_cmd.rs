@@ -83,9 +83,7 @@ pub fn run(
             let kind = match key_type {
                 KeyTypeArg::Ecdsa => TokenKeyType::P256,
                 KeyTypeArg::Rsa => TokenKeyType::Rsa(3072),
-                KeyTypeArg::Ed25519 => {
-                    return Err(Failure("tokens make ecdsa (P-256) or rsa keys".into()))
-                }
+                KeyTypeArg::Ed25519 => TokenKeyType::Ed25519,
             };
             let pass = unlock_passphrase(&signer, passphrase_file.as_deref())?;
             let tokens = signer.open_tokens(pass.as_deref().map(String::as_str))?;

@@ -134,7 +134,11 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
 
     // Keys generated on the token are not extractable.
     let mut lines = Vec::new();
-    for (kind, comment) in [("ecdsa", "gen-ec"), ("rsa", "gen-rsa")] {
+    for (kind, comment) in [
+        ("ecdsa", "gen-ec"),
+        ("rsa", "gen-rsa"),
+        ("ed25519", "gen-ed"),
+    ] {
         let mut g = signer.cmd(&[
             "keygen",
             "--token",
@@ -161,7 +165,7 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
             "privkey",
         ])
         .env("SOFTHSM2_CONF", &hsm.conf));
-    for label in ["gen-ec", "gen-rsa"] {
+    for label in ["gen-ec", "gen-rsa", "gen-ed"] {
         let block = objects
             .split("Private Key Object")
             .find(|b| b.contains(label))
@@ -174,7 +178,8 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
     let mut keys = signer.cmd(&["keys", "--passphrase-file", &pass]);
     with_hsm(&mut keys);
     let all = ok(&mut keys);
-    assert_eq!(all.matches("[hardwareToken]").count(), 4, "{all}");
+    assert_eq!(all.matches("[hardwareToken]").count(), 5, "{all}");
+    assert!(all.contains("gen-ed (ED25519) [hardwareToken]"), "{all}");
     let mut big_l = signer.cmd(&["keys", "-L", "--passphrase-file", &pass]);
     with_hsm(&mut big_l);
     let public = ok(&mut big_l);

@@ -24,6 +24,10 @@ use super::{KeyInfo, KeyProvider, SignError};
 
 /// DER of the P-256 curve OID (CKA_EC_PARAMS).
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the Ed25519 OID (CKA_EC_PARAMS of CKK_EC_EDWARDS keys); some
+/// tokens use the printable string `edwards25519` instead.
+const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 /// DigestInfo prefixes (RFC 8017 §9.2).
 const SHA256_INFO: [u8; 19] = [
     0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
@@ -78,6 +82,15 @@ pub enum TokenKeyType {
     P256,
     /// RSA with this many bits.
     Rsa(u64),
+    /// Ed25519, where the token supports CKM_EDDSA.
+    Ed25519,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    P256,
+    Rsa,
+    Ed25519,
 }
 
 struct Open {
@@ -89,7 +102,7 @@ struct Open {
 struct Entry {
     info: KeyInfo,
     id: Vec<u8>,
-    rsa: bool,
+    kind: Kind,
 }
 
 /// The keys of one PKCS#11 token.
@@ -237,7 +250,31 @@ impl Pkcs11Keys {
             else {
                 continue;
             };
-            let (data, rsa) = match kind {
+            let (data, kind) = match kind {
+                Some(k) if k == KeyType::EC_EDWARDS => {
+                    let a = s.get_attributes(
+                        public,
+                        &[AttributeType::EcParams, AttributeType::EcPoint],
+                    )?;
+                    let (mut params, mut point) = (Vec::new(), Vec::new());
+                    for x in a {
+                        match x {
+                            Attribute::EcParams(p) => params = p,
+                            Attribute::EcPoint(p) => point = p,
+                            _ => {}
+                        }
+                    }
+                    if params != ED25519_OID && params != ED25519_NAME {
+                        continue;
+                    }
+                    let Ok(raw) = <[u8; 32]>::try_from(unwrap_octet_string(&point)) else {
+                        continue;
+                    };
+                    (
+                        KeyData::Ed25519(ssh_key::public::Ed25519PublicKey(raw)),
+                        Kind::Ed25519,
+                    )
+                }
                 Some(k) if k == KeyType::EC => {
                     let a = s.get_attributes(
                         public,
@@ -257,7 +294,7 @@ impl Pkcs11Keys {
                     let Ok(k) = EcdsaPublicKey::from_sec1_bytes(unwrap_octet_string(&point)) else {
                         continue;
                     };
-                    (KeyData::Ecdsa(k), false)
+                    (KeyData::Ecdsa(k), Kind::P256)
                 }
                 Some(k) if k == KeyType::RSA => {
                     let a = s.get_attributes(
@@ -278,7 +315,7 @@ impl Pkcs11Keys {
                     ) else {
                         continue;
                     };
-                    (KeyData::Rsa(RsaPublicKey { e, n }), true)
+                    (KeyData::Rsa(RsaPublicKey { e, n }), Kind::Rsa)
                 }
                 _ => continue,
             };
@@ -302,7 +339,7 @@ impl Pkcs11Keys {
                     kind: ProviderKind::HardwareToken,
                 },
                 id,
-                rsa,
+                kind,
             });
         }
         Ok(out)
@@ -381,6 +418,10 @@ impl Pkcs11Keys {
                     Attribute::PublicExponent(vec![1, 0, 1]),
                 ],
             ),
+            TokenKeyType::Ed25519 => (
+                Mechanism::EccEdwardsKeyPairGen,
+                vec![Attribute::EcParams(ED25519_OID.to_vec())],
+            ),
         };
         public.extend(common_pub);
         self.with_session(|s, _| s.generate_key_pair(&mechanism, &public, &private).map(drop))?;
@@ -408,39 +449,49 @@ impl KeyProvider for Pkcs11Keys {
     }
 
     fn sign(&self, blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, SignError> {
-        let (id, rsa) = {
+        let (id, kind) = {
             let st = self.lock();
             let e = st
                 .keys
                 .iter()
                 .find(|e| e.info.blob == blob)
                 .ok_or(SignError::NotFound)?;
-            (e.id.clone(), e.rsa)
+            (e.id.clone(), e.kind)
         };
-        let (mechanism, input, alg) = if rsa {
-            let (prefix, digest, hash): (&[u8], Vec<u8>, HashAlg) = if flags
-                & SSH_AGENT_RSA_SHA2_512
-                != 0
-            {
-                (&SHA512_INFO, Sha512::digest(data).to_vec(), HashAlg::Sha512)
-            } else if flags & SSH_AGENT_RSA_SHA2_256 != 0 {
-                (&SHA256_INFO, Sha256::digest(data).to_vec(), HashAlg::Sha256)
-            } else {
-                return Err(SignError::Refused("ssh-rsa (SHA-1) signatures are not supported; use rsa-sha2-256 or rsa-sha2-512"));
-            };
-            (
-                Mechanism::RsaPkcs,
-                [prefix, &digest].concat(),
-                Algorithm::Rsa { hash: Some(hash) },
-            )
-        } else {
-            (
+        let (mechanism, input, alg) = match kind {
+            Kind::Rsa => {
+                let (prefix, digest, hash): (&[u8], Vec<u8>, HashAlg) = if flags
+                    & SSH_AGENT_RSA_SHA2_512
+                    != 0
+                {
+                    (&SHA512_INFO, Sha512::digest(data).to_vec(), HashAlg::Sha512)
+                } else if flags & SSH_AGENT_RSA_SHA2_256 != 0 {
+                    (&SHA256_INFO, Sha256::digest(data).to_vec(), HashAlg::Sha256)
+                } else {
+                    return Err(SignError::Refused(
+                        "ssh-rsa (SHA-1) signatures are not supported; use rsa-sha2-256 or rsa-sha2-512",
+                    ));
+                };
+                (
+                    Mechanism::RsaPkcs,
+                    [prefix, &digest].concat(),
+                    Algorithm::Rsa { hash: Some(hash) },
+                )
+            }
+            Kind::P256 => (
                 Mechanism::Ecdsa,
                 Sha256::digest(data).to_vec(),
                 Algorithm::Ecdsa {
                     curve: EcdsaCurve::NistP256,
                 },
-            )
+            ),
+            Kind::Ed25519 => (
+                Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+                    cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+                )),
+                data.to_vec(),
+                Algorithm::Ed25519,
+            ),
         };
         let raw = self
             .with_session(|s, _| {
@@ -459,7 +510,7 @@ impl KeyProvider for Pkcs11Keys {
             })
             .map_err(|e| SignError::Failed(e.to_string()))?;
         let failed = |e: ssh_key::Error| SignError::Failed(e.to_string());
-        let sig = if rsa {
+        let sig = if kind != Kind::P256 {
             Signature::new(alg, raw).map_err(failed)?
         } else {
             let s = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
