@@ -71,6 +71,12 @@ pub fn parse(contents: &[u8]) -> Result<Binding, BindError> {
         return Err(BindError::SessionIdTooLong);
     }
     let key = PublicKey::from_bytes(host_key).map_err(|_| BindError::BadSignature)?;
+    // Only canonical blobs: ssh-key tolerates some inner length fields
+    // longer than their contents, and a blob that is not the key's own
+    // encoding would never match known_hosts anyway.
+    if key.to_bytes().ok().as_deref() != Some(host_key) {
+        return Err(BindError::BadSignature);
+    }
     let sig = Signature::try_from(sig).map_err(|_| BindError::BadSignature)?;
     Verifier::verify(&key, session_id, &sig).map_err(|_| BindError::BadSignature)?;
     Ok(Binding {
@@ -106,6 +112,12 @@ impl Bindings {
     /// The binding for `session_id`, if any.
     pub fn find(&self, session_id: &[u8]) -> Option<&Binding> {
         self.list.iter().find(|b| b.session_id == session_id)
+    }
+
+    /// The last binding: the one a login on this connection authenticates
+    /// to (earlier ones are the hops of a forwarded agent).
+    pub fn last(&self) -> Option<&Binding> {
+        self.list.last()
     }
 
     /// Whether the connection comes through a forwarded agent.

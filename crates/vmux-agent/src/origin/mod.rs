@@ -70,8 +70,12 @@ pub fn derive(
         return ctx;
     };
     ctx.dest_user = u.user;
+    // As OpenSSH's agent does: only a login for the connection's last
+    // binding, made for authentication (not forwarding), and naming the
+    // same host key when the data names one, is verified.
     let bound = bindings
-        .find(&u.session_id)
+        .last()
+        .filter(|b| b.session_id == u.session_id && !b.forwarded)
         .filter(|b| u.host_key.as_ref().is_none_or(|h| *h == b.host_key));
     let host_key = match bound {
         Some(b) => {
