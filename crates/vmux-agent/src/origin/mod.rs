@@ -184,5 +184,14 @@ mod tests {
             &kh,
         );
         assert!(c.forwarded && c.quality == ContextQuality::Verified);
+        // A login naming the forwarding hop's own session is not verified.
+        let c = derive(
+            &fwd,
+            &userauth(b"hop", "root", None),
+            String::new(),
+            &[],
+            &kh,
+        );
+        assert_eq!(c.quality, ContextQuality::Claimed);
     }
 }
