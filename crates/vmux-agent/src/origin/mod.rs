@@ -29,6 +29,12 @@ pub struct Connection {
     pub bindings: Bindings,
 }
 
+/// Reads a known_hosts file of at most 16 MiB (a regular file only).
+fn read_bounded(path: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() <= 16 << 20).then(|| std::fs::read_to_string(path).ok())?
+}
+
 /// The known_hosts files to consult.
 pub fn known_hosts_files() -> Vec<PathBuf> {
     known_hosts::default_files(std::env::var_os("HOME").map(PathBuf::from).as_deref())
@@ -44,9 +50,17 @@ impl Connection {
             .and_then(|p| process::ssh_destination(&p.argv))
             .map(|(_, host, port)| vec![known_hosts::entry_form(&host, port), host])
             .unwrap_or_default();
-        let files: Vec<String> = known_hosts_files()
+        // The files the ssh client itself was told to use, then the
+        // user's defaults.
+        let named = proc
+            .as_ref()
+            .map(|p| process::ssh_known_hosts_files(&p.argv))
+            .unwrap_or_default();
+        let files: Vec<String> = named
             .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(PathBuf::from)
+            .chain(known_hosts_files())
+            .filter_map(|f| read_bounded(&f))
             .collect();
         derive(&self.bindings, data, process, &candidates, &files)
     }

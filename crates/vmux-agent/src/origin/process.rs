@@ -166,6 +166,39 @@ pub fn ssh_destination(argv: &[String]) -> Option<(Option<String>, String, u16)>
     Some((u.or(user), host.to_owned(), p.unwrap_or(port)))
 }
 
+/// The known_hosts files an `ssh` client's arguments name
+/// (`-o UserKnownHostsFile=…` / `GlobalKnownHostsFile=…`), which that
+/// client uses instead of the defaults.
+pub fn ssh_known_hosts_files(argv: &[String]) -> Vec<String> {
+    if argv.first().map(|a| base(a)) != Some("ssh") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < argv.len() {
+        let opt = match argv[i].as_str() {
+            "-o" => {
+                i += 1;
+                argv.get(i).map(String::as_str)
+            }
+            a => a.strip_prefix("-o"),
+        };
+        if let Some((k, v)) = opt.and_then(|o| o.split_once(['=', ' '])) {
+            if k.eq_ignore_ascii_case("UserKnownHostsFile")
+                || k.eq_ignore_ascii_case("GlobalKnownHostsFile")
+            {
+                out.extend(
+                    v.split_whitespace()
+                        .filter(|f| *f != "none")
+                        .map(str::to_owned),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +241,18 @@ mod tests {
             "ssh -p 2222 git@example.org ← bash ← sshd:"
         );
         assert_eq!(chain_with(999, table), "");
+    }
+
+    #[test]
+    fn finds_known_hosts_files_on_the_command_line() {
+        assert_eq!(
+            ssh_known_hosts_files(&argv(
+                "ssh -o UserKnownHostsFile=/k1 -oGlobalKnownHostsFile=/k2 host"
+            )),
+            ["/k1", "/k2"]
+        );
+        assert!(ssh_known_hosts_files(&argv("ssh -o UserKnownHostsFile=none host")).is_empty());
+        assert!(ssh_known_hosts_files(&argv("scp -o UserKnownHostsFile=/k a b")).is_empty());
     }
 
     #[test]
