@@ -51,7 +51,10 @@ fn the_prompt_names_the_verified_host_user_and_process() {
     let s = signer.approvals_of("sign");
     assert_eq!(s.len(), 1);
     let line = &s[0];
-    assert!(line.contains("host=myserver.test "), "{line}");
+    assert!(
+        line.contains("host=") && line.contains("myserver.test user="),
+        "the name from known_hosts: {line}"
+    );
     assert!(line.contains(&format!("user={} ", login_user())), "{line}");
     assert!(line.contains("quality=verified "), "{line}");
     assert!(line.contains("fwd=0 "), "{line}");
@@ -99,7 +102,7 @@ fn a_signature_through_a_forwarded_agent_is_marked_forwarded() {
     let signs = signer.approvals_of("sign");
     assert_eq!(signs.len(), 2, "{signs:?}");
     assert!(
-        signs[0].contains("fwd=0 ") && signs[0].contains("host=bastion.test "),
+        signs[0].contains("fwd=0 ") && signs[0].contains("bastion.test user="),
         "{signs:?}"
     );
     assert!(
