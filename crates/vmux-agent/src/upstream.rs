@@ -75,10 +75,12 @@ pub(crate) enum Outgoing {
 /// A live session with a signer, as seen by request handlers.
 #[derive(Clone)]
 pub struct SignerConn {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<(Outgoing, Slot)>,
     /// Requests in flight to this signer, at most
     /// [`vmux_proto::MAX_IN_FLIGHT`] (what the signer accepts); the rest
-    /// wait here, within their deadline.
+    /// wait here, within their deadline. A request's slot is freed when the
+    /// signer answers it or the link drops, not when its client gives up:
+    /// the signer is still working on it until then.
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -87,14 +89,15 @@ impl SignerConn {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Outgoing,
     ) -> Result<T, SignFailure> {
-        let _permit = self
+        let slot = self
             .in_flight
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| SignFailure::LinkLost)?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(make(reply))
+            .send((make(reply), slot))
             .await
             .map_err(|_| SignFailure::LinkLost)?;
         answer.await.map_err(|_| SignFailure::LinkLost)
@@ -133,7 +136,11 @@ impl Waiter {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<RequestId, Waiter>>>;
+/// One of a link's [`vmux_proto::MAX_IN_FLIGHT`] request slots.
+type Slot = tokio::sync::OwnedSemaphorePermit;
+
+/// Requests sent and not yet answered, each with its slot.
+type Pending = Arc<Mutex<HashMap<RequestId, (Waiter, Slot)>>>;
 
 /// Keeps one signer address connected for as long as the agent runs.
 pub async fn maintain(shared: Arc<Shared>, address: String) {
@@ -270,7 +277,7 @@ async fn run_session(
     } = channel;
     writer.send(&Message::KeyListRequest).await?;
 
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let (tx, mut rx) = mpsc::channel::<(Outgoing, Slot)>(256);
     let pending: Pending = Arc::default();
     shared.set_connected(
         &signer_id,
@@ -291,17 +298,19 @@ async fn run_session(
         loop {
             tokio::select! {
                 out = rx.recv() => {
-                    let Some(out) = out else { return Ok(()) };
+                    let Some((out, slot)) = out else { return Ok(()) };
                     let msg = match out {
                         Outgoing::Sign { request, reply } => {
-                            lock(&writer_pending).insert(request.request_id, Waiter::Sign(reply));
+                            lock(&writer_pending).insert(request.request_id, (Waiter::Sign(reply), slot));
                             Message::SignRequest(request)
                         }
                         Outgoing::Cert { request, reply } => {
-                            lock(&writer_pending).insert(request.request_id, Waiter::Cert(reply));
+                            lock(&writer_pending).insert(request.request_id, (Waiter::Cert(reply), slot));
                             Message::CertRequest(request)
                         }
                         Outgoing::RefreshKeys { reply } => {
+                            // A key list is not counted by the signer.
+                            drop(slot);
                             lock(&writer_refreshes).push(reply);
                             Message::KeyListRequest
                         }
@@ -348,12 +357,18 @@ async fn run_session(
                         info!(signer = %signer.id, count, "key list refreshed");
                     }
                 }
-                Message::SignResponse(r) => match lock(&pending).remove(&r.request_id) {
+                Message::SignResponse(r) => match lock(&pending)
+                    .remove(&r.request_id)
+                    .map(|(w, _slot)| w)
+                {
                     Some(Waiter::Sign(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
                     Some(other) => other.fail(SignFailure::LinkLost),
                     None => warn!(signer = %signer.id, "response for an unknown request; ignored"),
                 },
-                Message::CertResponse(r) => match lock(&pending).remove(&r.request_id) {
+                Message::CertResponse(r) => match lock(&pending)
+                    .remove(&r.request_id)
+                    .map(|(w, _slot)| w)
+                {
                     Some(Waiter::Cert(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
                     Some(other) => other.fail(SignFailure::LinkLost),
                     None => {
@@ -393,7 +408,7 @@ async fn run_session(
         l.connected = false;
         l.since = crate::agent::now_s();
     });
-    for (_, w) in lock(&pending).drain() {
+    for (_, (w, _slot)) in lock(&pending).drain() {
         w.fail(SignFailure::LinkLost);
     }
     notice(&format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{debug, info, warn};
-use vmux_link::{open_as_signer, Channel, Identity, SignerSession};
+use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, SignerSession};
 use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
 use crate::audit::AuditLog;
@@ -172,46 +172,26 @@ impl<A: Approver + 'static> Server<A> {
                     writer.lock().await.send(&Message::KeyList(keys)).await?;
                 }
                 Message::SignRequest(req) => {
-                    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                        let resp = SignResponse {
-                            request_id: req.request_id,
-                            result: Err(ErrorCode::PolicyDenied),
-                        };
-                        warn!(agent = %agent.id, "too many requests in flight; refusing");
-                        writer
-                            .lock()
-                            .await
-                            .send(&Message::SignResponse(resp))
-                            .await?;
-                        continue;
-                    };
-                    let (me, writer, agent) = (self.clone(), writer.clone(), agent.clone());
-                    tokio::spawn(async move {
-                        let result = me.sign(&agent, &req).await;
-                        let resp = SignResponse {
-                            request_id: req.request_id,
+                    let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
+                    let work = async move { me.sign(&who, &req).await };
+                    let answer = move |result| {
+                        Message::SignResponse(SignResponse {
+                            request_id: id,
                             result,
-                        };
-                        if let Err(e) = writer.lock().await.send(&Message::SignResponse(resp)).await
-                        {
-                            debug!(error = %e, "could not deliver a sign response");
-                        }
-                        drop(permit);
-                    });
+                        })
+                    };
+                    dispatch(&in_flight, &writer, &agent.id, work, answer).await?;
                 }
                 Message::CertRequest(req) => {
-                    let (me, writer, agent) = (self.clone(), writer.clone(), agent.clone());
-                    tokio::spawn(async move {
-                        let result = me.certify(&agent, &req).await;
-                        let resp = CertResponse {
-                            request_id: req.request_id,
+                    let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
+                    let work = async move { me.certify(&who, &req).await };
+                    let answer = move |result| {
+                        Message::CertResponse(CertResponse {
+                            request_id: id,
                             result,
-                        };
-                        if let Err(e) = writer.lock().await.send(&Message::CertResponse(resp)).await
-                        {
-                            debug!(error = %e, "could not deliver a certificate");
-                        }
-                    });
+                        })
+                    };
+                    dispatch(&in_flight, &writer, &agent.id, work, answer).await?;
                 }
                 Message::Ping(n) => writer.lock().await.send(&Message::Pong(n)).await?,
                 Message::Pong(_) => {}
@@ -241,4 +221,39 @@ impl<A: Approver + 'static> Server<A> {
             })
             .collect()
     }
+}
+
+/// Admits one sign or certificate request and answers it on its own task.
+///
+/// At most [`vmux_proto::MAX_IN_FLIGHT`] requests of one link are worked on
+/// at once; one over that is refused at once with `policyDenied`. A request
+/// gives its slot back once it holds the writer and *before* its answer is
+/// written, so an agent that counts a slot free when the answer arrives
+/// (as ours does) never finds it still taken. Waiting for the writer keeps
+/// the slot, so a peer that stops reading cannot pile up answers.
+async fn dispatch<T, F>(
+    in_flight: &Arc<Semaphore>,
+    writer: &Arc<Mutex<ChannelWriter>>,
+    agent: &str,
+    work: F,
+    answer: impl FnOnce(Result<T, ErrorCode>) -> Message + Send + 'static,
+) -> Result<(), vmux_link::LinkError>
+where
+    F: std::future::Future<Output = Result<T, ErrorCode>> + Send + 'static,
+{
+    let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+        warn!(agent, "too many requests in flight; refusing");
+        let refusal = answer(Err(ErrorCode::PolicyDenied));
+        return writer.lock().await.send(&refusal).await;
+    };
+    let writer = writer.clone();
+    tokio::spawn(async move {
+        let msg = answer(work.await);
+        let mut writer = writer.lock().await;
+        drop(slot);
+        if let Err(e) = writer.send(&msg).await {
+            debug!(error = %e, "could not deliver an answer");
+        }
+    });
+    Ok(())
 }

@@ -24,6 +24,9 @@ struct TestApprover {
     /// Non-zero: approve signatures for this many seconds when offered.
     window_secs: std::sync::atomic::AtomicU64,
     offered: AtomicUsize,
+    /// While set, signature decisions wait for `release`.
+    held: AtomicBool,
+    release: tokio::sync::Notify,
 }
 
 impl Approver for TestApprover {
@@ -35,6 +38,15 @@ impl Approver for TestApprover {
             }
             _ => {
                 self.signs.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    let released = self.release.notified();
+                    tokio::pin!(released);
+                    released.as_mut().enable();
+                    if !self.held.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    released.await;
+                }
                 self.approve_sign.load(Ordering::SeqCst)
             }
         };
@@ -311,4 +323,56 @@ async fn an_approval_window_covers_the_same_key_process_and_host_only() {
         .await
         .is_ok());
     assert_eq!(signs(), 5);
+}
+
+/// Receives the next sign response, skipping link chatter.
+async fn next_answer(s: &mut AgentSession) -> vmux_proto::SignResponse {
+    loop {
+        match s.channel.recv().await.unwrap() {
+            Message::SignResponse(resp) => return resp,
+            Message::Ping(_) | Message::Pong(_) | Message::WakeEndpoint(_) => continue,
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_request_over_the_in_flight_limit_is_refused_at_once_and_answers_free_their_slots() {
+    const LIMIT: usize = vmux_proto::MAX_IN_FLIGHT;
+    let f = start().await;
+    f.approver.held.store(true, Ordering::SeqCst);
+    let mut s = session(&f, &Identity::generate()).await.unwrap();
+    let now = now_ms();
+    let fresh = |n: usize| {
+        let mut r = request(&f, 0, now, now + 30_000);
+        r.request_id = [0; 16];
+        r.request_id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        r.nonce = r.request_id;
+        r
+    };
+    for n in 0..=LIMIT {
+        let msg = Message::SignRequest(fresh(n));
+        s.channel.send(&msg).await.unwrap();
+    }
+    // The 65th is refused while the others wait for their approver.
+    let refused = next_answer(&mut s).await;
+    assert_eq!(refused.request_id, fresh(LIMIT).request_id);
+    assert_eq!(refused.result, Err(ErrorCode::PolicyDenied));
+
+    f.approver.held.store(false, Ordering::SeqCst);
+    f.approver.release.notify_waiters();
+    for _ in 0..LIMIT {
+        let resp = next_answer(&mut s).await;
+        let sig = ssh_key::Signature::try_from(resp.result.unwrap().as_slice()).unwrap();
+        f.public.key_data().verify(b"to be signed", &sig).unwrap();
+    }
+    // Every slot was free before its answer was written: a full new batch,
+    // sent the moment the last answer arrived, is taken whole.
+    for n in LIMIT + 1..=2 * LIMIT {
+        let msg = Message::SignRequest(fresh(n));
+        s.channel.send(&msg).await.unwrap();
+    }
+    for _ in 0..LIMIT {
+        assert!(next_answer(&mut s).await.result.is_ok());
+    }
 }
