@@ -85,6 +85,39 @@ impl Drop for Daemon {
     }
 }
 
+/// A server that answers every request on one connection with an empty
+/// identities list, doing nothing else: the ceiling of a strict
+/// request–answer exchange over a Unix socket on this machine.
+struct DoNothingServer(PathBuf);
+
+impl DoNothingServer {
+    fn start(path: &Path) -> Res<DoNothingServer> {
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(err("bind"))?;
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 5];
+                    while conn.read_exact(&mut request).is_ok() {
+                        if conn.write_all(&[0, 0, 0, 5, 12, 0, 0, 0, 0]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(DoNothingServer(path.to_owned()))
+    }
+}
+
+impl Drop for DoNothingServer {
+    fn drop(&mut self) {
+        // The accepting thread stays parked in accept(); the socket file
+        // goes, so nothing reaches it again.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// One SSH agent-protocol client connection.
 struct Client(UnixStream);
 
@@ -415,6 +448,20 @@ fn bench() -> Res<()> {
             "/s",
             "≥ 2×",
         );
+        if conns == 1 {
+            // What no agent can beat on one connection: the same client
+            // against a server that answers without doing anything.
+            let floor = d.join("do-nothing.sock");
+            let _server = DoNothingServer::start(&floor)?;
+            let n = median_figures(|| drive(&floor, 1, |c, _| c.identities().map(drop)))?;
+            t.row(
+                "  ceiling: a do-nothing server, 1 conn",
+                n.per_sec,
+                Some(o.per_sec),
+                "/s",
+                "",
+            );
+        }
     }
     let data = |n: u64| {
         let mut d = b"vmux-bench challenge ".to_vec();
