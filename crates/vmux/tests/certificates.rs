@@ -67,12 +67,7 @@ fn one_approval_then_twenty_logins_signed_locally() {
         "{line}"
     );
     for i in 0..20 {
-        let out = w.sshd.ssh(&w.agent, &[], "true");
-        assert!(
-            out.status.success(),
-            "login {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        w.sshd.assert_login(&w.agent, &format!("login {i}"));
     }
     assert_eq!(
         w.sshd
@@ -138,12 +133,7 @@ fn the_certificate_carries_the_policys_principals_extensions_and_validity() {
         .unwrap()
         .as_secs();
     assert!(until > now + 540 && until <= now + 600, "{until} vs {now}");
-    let out = w.sshd.ssh(&w.agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.sshd.assert_login(&w.agent, "login");
 }
 
 #[test]
@@ -164,12 +154,7 @@ fn renewed_before_expiry_then_expired_with_the_signer_down_then_back() {
     wait_cert(&w.agent, 2);
     let second = w.agent.status()["certificate"]["serial"].as_u64().unwrap();
     assert_ne!(first, second, "renewal makes a new certificate");
-    let out = w.sshd.ssh(&w.agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "logins keep working: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.sshd.assert_login(&w.agent, "logins keep working");
 
     // The signer goes away: the certificate expires and is dropped.
     let addr = w.signer.addr.clone();
@@ -200,12 +185,7 @@ fn renewed_before_expiry_then_expired_with_the_signer_down_then_back() {
     let plain = Sshd::start(w.dir.path(), &format!("{}\n", w.key_line), &[]);
     w.signer.start_on(&addr, &[]);
     w.agent.wait_connected(2);
-    let out = plain.ssh(&w.agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plain.assert_login(&w.agent, "login");
 }
 
 #[test]
@@ -220,12 +200,7 @@ fn no_certificate_when_policy_or_approver_says_no_and_plain_keys_still_work() {
         let mut agent = Agent::new(dir.path(), "laptop");
         agent.start_with(&signer, &[]);
         let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
-        let out = sshd.ssh(&agent, &[], "true");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sshd.assert_login(&agent, "login");
         let status = agent.status();
         assert_eq!(status["certificate"]["state"], "none", "{toml} deny={deny}");
         let text = ok(&mut agent.cmd(&["status"]));

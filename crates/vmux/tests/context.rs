@@ -42,12 +42,7 @@ fn world(
 #[test]
 fn the_prompt_names_the_verified_host_user_and_process() {
     let (_d, signer, agent, sshd, _) = world(|_| "myserver.test".into(), false, "");
-    let out = sshd.ssh(&agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sshd.assert_login(&agent, "login");
     let s = signer.approvals_of("sign");
     assert_eq!(s.len(), 1);
     let line = &s[0];
@@ -67,12 +62,7 @@ fn the_prompt_names_the_verified_host_user_and_process() {
 #[test]
 fn a_hashed_known_hosts_entry_is_matched_through_the_ssh_command_line() {
     let (_d, signer, agent, sshd, _) = world(|s| format!("[127.0.0.1]:{}", s.port), true, "");
-    let out = sshd.ssh(&agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sshd.assert_login(&agent, "login");
     let line = &signer.approvals_of("sign")[0];
     assert!(
         line.contains(&format!("host=127.0.0.1:{} ", sshd.port)),
@@ -212,12 +202,7 @@ fn an_approval_window_lets_the_same_login_through_but_not_another_host() {
     );
     signer.grant_windows(300);
     for _ in 0..3 {
-        let out = sshd.ssh(&agent, &[], "true");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sshd.assert_login(&agent, "login");
     }
     assert_eq!(
         signer.approvals_of("sign").len(),

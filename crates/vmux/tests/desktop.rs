@@ -116,12 +116,7 @@ fn approve_on_the_desktop_signs_and_the_notification_says_who_asks() {
     let shown = notification_server(address.clone(), "approve");
     let (_signer, agent, sshd) = world_with_desktop(&address, &dir);
     agent.wait_connected(1);
-    let out = sshd.ssh(&agent, &[], "true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sshd.assert_login(&agent, "login");
     let shown = shown.lock().unwrap();
     assert_eq!(shown.len(), 2, "pairing, then the signature: {shown:?}");
     let (summary, body, actions) = &shown[1];

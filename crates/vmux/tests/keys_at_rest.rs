@@ -148,12 +148,7 @@ fn keys_made_by_ssh_keygen_can_be_imported_and_used() {
     agent.start_with(&signer, &[]);
     for line in authorized.lines() {
         let sshd = Sshd::start(d, &format!("{line}\n"), &[]);
-        let out = sshd.ssh(&agent, &[], "true");
-        assert!(
-            out.status.success(),
-            "login with {line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sshd.assert_login(&agent, &format!("login with {line}"));
     }
 }
 

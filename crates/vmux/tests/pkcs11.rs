@@ -91,40 +91,30 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
     };
 
     // A wrong PIN is refused, clearly.
-    let mut add = signer.cmd(&[
-        "token",
-        "add",
-        "--module",
-        MODULE,
-        "--name",
-        "soft",
-        "--passphrase-file",
-        &pass,
-        "--pin-file",
-        &bad_pin,
-    ]);
-    with_hsm(&mut add);
-    let out = run(&mut add);
+    let token_add = |pin_file: &str| {
+        let mut add = signer.cmd(&[
+            "token",
+            "add",
+            "--module",
+            MODULE,
+            "--name",
+            "soft",
+            "--passphrase-file",
+            &pass,
+            "--pin-file",
+            pin_file,
+        ]);
+        with_hsm(&mut add);
+        add
+    };
+    let out = run(&mut token_add(&bad_pin));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("wrong PIN"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut add = signer.cmd(&[
-        "token",
-        "add",
-        "--module",
-        MODULE,
-        "--name",
-        "soft",
-        "--passphrase-file",
-        &pass,
-        "--pin-file",
-        &pin,
-    ]);
-    with_hsm(&mut add);
-    let listed = ok(&mut add);
+    let listed = ok(&mut token_add(&pin));
     assert!(
         listed.contains("imported-ec (ECDSA)") && listed.contains("imported-rsa (RSA)"),
         "{listed}"
@@ -191,12 +181,7 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
     assert!(status.contains("hardwareToken on pi"), "{status}");
     for line in public.lines() {
         let sshd = Sshd::start(d, &format!("{line}\n"), &[]);
-        let out = sshd.ssh(&agent, &[], "true");
-        assert!(
-            out.status.success(),
-            "login with {line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sshd.assert_login(&agent, &format!("login with {line}"));
     }
     assert!(lines
         .iter()

@@ -164,6 +164,16 @@ impl PushServer {
 
 const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
+/// How the APNs tests start the signer: with its device token, topic and
+/// the sandbox environment.
+const APNS_SIGNER_ARGS: [&str; 5] = [
+    "--apns-token",
+    TOKEN,
+    "--apns-topic",
+    "app.vmux.signer",
+    "--apns-sandbox",
+];
+
 struct WakeWorld {
     dir: tempfile::TempDir,
     signer: Signer,
@@ -207,15 +217,7 @@ fn wake_world(
 
 fn apns_world() -> WakeWorld {
     wake_world(
-        |_| {
-            vec![
-                "--apns-token".into(),
-                TOKEN.into(),
-                "--apns-topic".into(),
-                "app.vmux.signer".into(),
-                "--apns-sandbox".into(),
-            ]
-        },
+        |_| APNS_SIGNER_ARGS.iter().map(|a| a.to_string()).collect(),
         |s, p8| {
             format!(
                 "[wake.apns]\nteam_id = \"ABCDE12345\"\nkey_id = \"KEY1234567\"\nkey_file = \"{}\"\nendpoint = \"{}\"\nextra_ca_file = \"{}\"\n",
@@ -267,16 +269,7 @@ fn thirty_logins_with_the_signer_asleep_send_one_push_and_all_complete() {
             .collect();
         // The push arrives; the "phone" wakes: start the signer again.
         w.server.wait();
-        w.signer.start_on(
-            &addr,
-            &[
-                "--apns-token",
-                TOKEN,
-                "--apns-topic",
-                "app.vmux.signer",
-                "--apns-sandbox",
-            ],
-        );
+        w.signer.start_on(&addr, &APNS_SIGNER_ARGS);
         let up = Instant::now();
         for l in logins {
             let out = l.join().unwrap();
@@ -331,16 +324,7 @@ fn thirty_logins_with_the_signer_asleep_send_one_push_and_all_complete() {
     std::thread::scope(|s| {
         let login = s.spawn(|| w.sshd.ssh(&w.agent, &[], "true"));
         w.server.wait();
-        w.signer.start_on(
-            &addr,
-            &[
-                "--apns-token",
-                TOKEN,
-                "--apns-topic",
-                "app.vmux.signer",
-                "--apns-sandbox",
-            ],
-        );
+        w.signer.start_on(&addr, &APNS_SIGNER_ARGS);
         assert!(login.join().unwrap().status.success());
     });
     let seen = w.server.seen();

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256, Sha512};
@@ -252,18 +252,7 @@ impl Pkcs11Keys {
             };
             let (data, kind) = match kind {
                 Some(k) if k == KeyType::EC_EDWARDS => {
-                    let a = s.get_attributes(
-                        public,
-                        &[AttributeType::EcParams, AttributeType::EcPoint],
-                    )?;
-                    let (mut params, mut point) = (Vec::new(), Vec::new());
-                    for x in a {
-                        match x {
-                            Attribute::EcParams(p) => params = p,
-                            Attribute::EcPoint(p) => point = p,
-                            _ => {}
-                        }
-                    }
+                    let (params, point) = ec_params_and_point(s, public)?;
                     if params != ED25519_OID && params != ED25519_NAME {
                         continue;
                     }
@@ -276,18 +265,7 @@ impl Pkcs11Keys {
                     )
                 }
                 Some(k) if k == KeyType::EC => {
-                    let a = s.get_attributes(
-                        public,
-                        &[AttributeType::EcParams, AttributeType::EcPoint],
-                    )?;
-                    let (mut params, mut point) = (Vec::new(), Vec::new());
-                    for x in a {
-                        match x {
-                            Attribute::EcParams(p) => params = p,
-                            Attribute::EcPoint(p) => point = p,
-                            _ => {}
-                        }
-                    }
+                    let (params, point) = ec_params_and_point(s, public)?;
                     if params != P256_OID {
                         continue;
                     }
@@ -524,4 +502,17 @@ impl KeyProvider for Pkcs11Keys {
     fn unavailable(&self) -> Option<String> {
         Pkcs11Keys::unavailable(self)
     }
+}
+
+/// An EC public-key object's curve parameters and its (DER-wrapped) point.
+fn ec_params_and_point(s: &Session, public: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), P11Error> {
+    let (mut params, mut point) = (Vec::new(), Vec::new());
+    for a in s.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])? {
+        match a {
+            Attribute::EcParams(p) => params = p,
+            Attribute::EcPoint(p) => point = p,
+            _ => {}
+        }
+    }
+    Ok((params, point))
 }

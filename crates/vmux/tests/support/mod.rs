@@ -602,6 +602,17 @@ impl Sshd {
         run(&mut c)
     }
 
+    /// Logs in with `ssh … true` through `agent` and asserts that it
+    /// worked; `what` names the login in the failure message.
+    pub fn assert_login(&self, agent: &Agent, what: &str) {
+        let out = self.ssh(agent, &[], "true");
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The ssh command line as one string (for GIT_SSH_COMMAND, rsync -e).
     pub fn ssh_command_line(&self) -> String {
         let mut parts = vec!["ssh".to_owned()];
