@@ -10,7 +10,9 @@ use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey, PublicKey};
 use tracing::{info, warn};
 use vmux_proto::{CertRequest, IssuedCert};
 
-use crate::agent::{now_s, Shared};
+use crate::origin::trust::LocalLogin;
+use crate::shared::Shared;
+use crate::time::now_s;
 use crate::upstream::SignFailure;
 
 /// The comment the certificate is listed under.
@@ -44,8 +46,9 @@ impl SessionCert {
         &self.cert_blob
     }
 
-    /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256).
-    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignFailure> {
+    /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256), for a
+    /// login that [`crate::origin::trust::local_login`] vouched for.
+    pub(crate) fn sign(&self, data: &[u8], _login: &LocalLogin) -> Result<Vec<u8>, SignFailure> {
         use signature::Signer;
         let sig: p256::ecdsa::Signature = self.key.sign(data);
         ssh_key::Signature::try_from(sig)
@@ -83,11 +86,11 @@ pub struct CertSlot {
 
 impl CertSlot {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
-        self.slot.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.slot)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        self.slot.write().unwrap_or_else(|e| e.into_inner())
+        crate::sync::write(&self.slot)
     }
 
     /// The valid certificate, if any, at `now`.
@@ -156,7 +159,7 @@ impl CertSlot {
 /// Makes a new ephemeral key, asks a connected signer's CA to certify it,
 /// checks the answer and installs it.
 pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailure> {
-    let conn = shared.any_connected().ok_or(SignFailure::TimedOut)?;
+    let conn = shared.any_connected().ok_or(SignFailure::NoSigner)?;
     let key = PrivateKey::random(
         &mut rand_core::OsRng,
         Algorithm::Ecdsa {
@@ -173,7 +176,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
     let request = CertRequest {
         request_id,
         public_key_blob: plain_blob.clone(),
-        validity_seconds: shared.config().cert_validity.as_secs(),
+        validity_seconds: shared.config.cert_validity.as_secs(),
         automatic,
     };
     let issued = tokio::time::timeout(CERT_TIMEOUT, conn.certificate(request))
@@ -183,7 +186,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
     let now = now_s();
     let valid_before = cert.valid_before();
     let serial = cert.serial();
-    let renew_before = shared.config().cert_renew_before.as_secs();
+    let renew_before = shared.config.cert_renew_before.as_secs();
     let renewable = valid_before.saturating_sub(now) > renew_before;
     if !renewable {
         warn!(
@@ -199,7 +202,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
             .map_err(|_| SignFailure::BadSignature)?,
         _ => return Err(SignFailure::BadSignature),
     };
-    shared.cert().install(SessionCert {
+    shared.cert.install(SessionCert {
         key,
         cert_blob: issued.certificate,
         plain_blob,
@@ -243,12 +246,12 @@ pub async fn maintain(shared: Arc<Shared>) {
     let mut tried: Option<(u64, Option<u64>)> = None;
     loop {
         let now = now_s();
-        if shared.cert().expire_if_due(now) {
+        if shared.cert.expire_if_due(now) {
             crate::notice("session certificate expired; signing falls back to the signer");
         }
         let generation = *sessions.borrow_and_update();
-        let current = shared.cert().current(now);
-        let renew_before = shared.config().cert_renew_before.as_secs();
+        let current = shared.cert.current(now);
+        let renew_before = shared.config.cert_renew_before.as_secs();
         let needed = match &current {
             None => true,
             Some(c) => c.renewable && c.valid_before.saturating_sub(now) <= renew_before,

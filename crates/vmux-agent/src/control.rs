@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agent::{LinkStatus, Shared};
 use crate::cert::CertStatus;
+use crate::origin::trust::LocalControl;
+use crate::shared::{LinkStatus, Shared};
 use crate::state::AgentState;
 use crate::wire::{self, Fields, FAILURE, SUCCESS};
 
@@ -177,8 +178,9 @@ fn reply(value: serde_json::Value) -> Vec<u8> {
     out
 }
 
-/// Answers one control command.
-pub(crate) async fn handle(shared: &Shared, contents: &[u8]) -> Vec<u8> {
+/// Answers one control command; only connections that are not forwarded
+/// get here (the proof says so).
+pub(crate) async fn handle(shared: &Shared, contents: &[u8], _local: &LocalControl) -> Vec<u8> {
     let mut f = Fields(contents);
     let Some(command) = f.string().and_then(|c| std::str::from_utf8(c).ok()) else {
         return wire::status(FAILURE);

@@ -11,7 +11,9 @@
 //!
 //! - [`wire`]: the SSH agent protocol messages (no I/O).
 //! - [`AgentSocket`]: creating the socket safely.
-//! - [`AgentConfig`] and [`run`]: the running agent.
+//! - [`AgentConfig`] and [`run`]: the running agent: an accept loop, one
+//!   small loop per client whose permissions [`origin::trust`] decides,
+//!   signing through signers, discovery of signers.
 //! - [`AgentState`]: pinned signers and cached keys, on disk.
 //! - session certificates: an ephemeral key in memory, certified by the
 //!   signer's CA, signing locally until it expires.
@@ -25,26 +27,32 @@
 
 mod agent;
 mod cert;
+mod client;
 mod config;
 pub mod control;
+mod discovery;
 pub mod origin;
+mod shared;
+mod sign;
 mod socket;
 mod state;
+mod sync;
 mod time;
 mod upstream;
 mod verify;
 pub mod wake;
 pub mod wire;
 
-pub use agent::{run, AgentConfig, LinkStatus, Shared};
+pub use agent::run;
 pub use cert::CERT_COMMENT;
 pub use config::{
     AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,
     DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
+pub use shared::{AgentConfig, LinkStatus};
 pub use socket::{AgentSocket, SocketError};
 pub use state::{state_path, AgentState, CachedKey, PinnedSigner, StoredWake};
-pub use time::{parse_since, utc};
+pub use time::{now_s, parse_since, utc};
 pub use upstream::SignFailure;
 pub use verify::signature_is_valid;
 

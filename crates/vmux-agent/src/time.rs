@@ -1,5 +1,18 @@
 //! Human-readable UTC times without a calendar dependency.
 
+/// Unix seconds now.
+pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` for Unix seconds.
 pub fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

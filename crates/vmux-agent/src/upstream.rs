@@ -13,9 +13,11 @@ use tracing::{debug, info, warn};
 use vmux_link::{open_as_agent, AgentSession, Channel, Expect, LinkError};
 use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignRequest};
 
-use crate::agent::Shared;
 use crate::notice;
+use crate::shared::Shared;
 use crate::state::{CachedKey, PinnedSigner, StoredWake};
+use crate::sync::lock;
+use crate::time::now_s;
 
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +43,11 @@ pub enum SignFailure {
     UnknownKey,
     /// The signer's answer did not verify against the key.
     BadSignature,
+    /// No signer is connected (certificate requests do not wait).
+    NoSigner,
+    /// The session certificate signs only for a local login on the
+    /// connection that bound its session; this request was not one.
+    CertificateNotHere(crate::origin::trust::Reach),
 }
 
 impl std::fmt::Display for SignFailure {
@@ -53,6 +60,15 @@ impl std::fmt::Display for SignFailure {
             SignFailure::BadSignature => {
                 f.write_str("the signer's signature did not verify; discarded")
             }
+            SignFailure::NoSigner => f.write_str("no signer is connected"),
+            SignFailure::CertificateNotHere(reach) => match reach {
+                crate::origin::trust::Reach::Forwarded => f.write_str(
+                    "the session certificate never signs for a forwarded agent connection",
+                ),
+                _ => f.write_str(
+                    "the session certificate signs only logins for the session this connection bound",
+                ),
+            },
         }
     }
 }
@@ -252,10 +268,7 @@ async fn run_session(
             name: signer.name.clone(),
             static_key: signer.static_key.to_vec(),
             address: address.to_owned(),
-            paired_at: previous
-                .as_ref()
-                .map(|p| p.paired_at)
-                .unwrap_or_else(crate::agent::now_s),
+            paired_at: previous.as_ref().map(|p| p.paired_at).unwrap_or_else(now_s),
             wake: previous.as_ref().and_then(|p| p.wake.clone()),
             keys: previous.map(|p| p.keys).unwrap_or_default(),
         });
@@ -266,7 +279,7 @@ async fn run_session(
         l.signer_id = Some(signer.id.clone());
         l.signer_name = Some(signer.name.clone());
         l.connected = true;
-        l.since = crate::agent::now_s();
+        l.since = now_s();
         l.last_error = None;
         l.pairing_code = None;
     });
@@ -406,7 +419,7 @@ async fn run_session(
     shared.set_connected(&signer_id, None);
     shared.set_link(address, |l| {
         l.connected = false;
-        l.since = crate::agent::now_s();
+        l.since = now_s();
     });
     for (_, (w, _slot)) in lock(&pending).drain() {
         w.fail(SignFailure::LinkLost);
@@ -423,8 +436,4 @@ async fn run_session(
             Ok(())
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -13,6 +13,7 @@ pub mod bind;
 pub mod data;
 pub mod known_hosts;
 pub mod process;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -23,16 +24,42 @@ pub use bind::{BindError, Bindings};
 /// What the agent knows about one client connection.
 #[derive(Debug, Default)]
 pub struct Connection {
-    /// The peer's pid, from its credentials.
-    pub pid: Option<u32>,
+    /// The peer's pid, from its credentials at connect.
+    pid: Option<u32>,
+    /// That process's start time (clock ticks since boot) at connect: a
+    /// pid reused by another process by sign time is not that process.
+    start_time: Option<u64>,
     /// Its verified session bindings.
     pub bindings: Bindings,
 }
 
-/// Reads a known_hosts file of at most 16 MiB (a regular file only).
+/// Longest a known_hosts file may be to be read (16 MiB).
+const MAX_KNOWN_HOSTS: u64 = 16 << 20;
+/// Longest the agent spends on `/proc` and known_hosts for one request;
+/// past that the request goes on with what needs no file.
+const CONTEXT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a known_hosts file: opened without blocking (a FIFO or device
+/// put in its place opens at once and is then refused), checked to be a
+/// regular file on the opened descriptor (so nothing can be swapped in
+/// between the check and the read), read up to 16 MiB. Symbolic links
+/// are followed, as ssh follows them (dotfile managers link these files);
+/// the agent reads only what the user can read.
 fn read_bounded(path: &std::path::Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    (meta.is_file() && meta.len() <= 16 << 20).then(|| std::fs::read_to_string(path).ok())?
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_KNOWN_HOSTS {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_KNOWN_HOSTS).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The known_hosts files to consult.
@@ -41,29 +68,71 @@ pub fn known_hosts_files() -> Vec<PathBuf> {
 }
 
 impl Connection {
-    /// The context of a request to sign `data` on this connection.
-    pub fn context(&self, data: &[u8]) -> SignContext {
-        let proc = self.pid.and_then(process::read);
-        let process = self.pid.map(process::chain).unwrap_or_default();
-        let candidates: Vec<String> = proc
-            .as_ref()
-            .and_then(|p| process::ssh_destination(&p.argv))
-            .map(|(_, host, port)| vec![known_hosts::entry_form(&host, port), host])
-            .unwrap_or_default();
-        // The files the ssh client itself was told to use, then the
-        // user's defaults.
-        let named = proc
-            .as_ref()
-            .map(|p| process::ssh_known_hosts_files(&p.argv))
-            .unwrap_or_default();
-        let files: Vec<String> = named
-            .iter()
-            .map(PathBuf::from)
-            .chain(known_hosts_files())
-            .filter_map(|f| read_bounded(&f))
-            .collect();
-        derive(&self.bindings, data, process, &candidates, &files)
+    /// A connection from the process `pid`, identified now.
+    pub fn at_connect(pid: Option<u32>) -> Connection {
+        Connection {
+            pid,
+            start_time: pid.and_then(process::read).map(|p| p.start_time),
+            bindings: Bindings::default(),
+        }
     }
+
+    /// The peer's pid at connect.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The context of a request to sign `data` on this connection. The
+    /// reading of `/proc` and known_hosts files runs off the async
+    /// runtime and is bounded in time, so no client can hold up another.
+    pub async fn context(&self, data: Vec<u8>) -> SignContext {
+        let (pid, start_time, bindings) = (self.pid, self.start_time, self.bindings.clone());
+        let quick = derive(&bindings, &data, String::new(), &[], &[]);
+        let work = tokio::task::spawn_blocking(move || {
+            context_from_files(pid, start_time, &bindings, &data)
+        });
+        match tokio::time::timeout(CONTEXT_TIMEOUT, work).await {
+            Ok(Ok(ctx)) => ctx,
+            _ => {
+                tracing::warn!(
+                    "reading the requesting process or known_hosts took too long; going on without them"
+                );
+                quick
+            }
+        }
+    }
+}
+
+/// [`Connection::context`]'s blocking part.
+fn context_from_files(
+    pid: Option<u32>,
+    start_time: Option<u64>,
+    bindings: &Bindings,
+    data: &[u8],
+) -> SignContext {
+    // The process that connected, if it is still the same one.
+    let proc = pid.zip(start_time).and_then(|(pid, t)| {
+        process::read(pid)
+            .filter(|p| p.start_time == t)
+            .map(|p| (pid, p))
+    });
+    let process = proc
+        .as_ref()
+        .map(|(pid, _)| process::chain(*pid))
+        .unwrap_or_default();
+    let argv = proc.as_ref().map(|(_, p)| p.argv.as_slice()).unwrap_or(&[]);
+    let candidates: Vec<String> = process::ssh_destination(argv)
+        .map(|(_, host, port)| vec![known_hosts::entry_form(&host, port), host])
+        .unwrap_or_default();
+    // The files the ssh client itself was told to use, then the user's
+    // defaults.
+    let files: Vec<String> = process::ssh_known_hosts_files(argv)
+        .iter()
+        .map(PathBuf::from)
+        .chain(known_hosts_files())
+        .filter_map(|f| read_bounded(&f))
+        .collect();
+    derive(bindings, data, process, &candidates, &files)
 }
 
 /// The pure part of [`Connection::context`].

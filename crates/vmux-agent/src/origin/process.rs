@@ -16,6 +16,9 @@ pub struct Proc {
     pub ppid: u32,
     /// Its session id.
     pub sid: u32,
+    /// When it started, in clock ticks since boot: with the pid, what
+    /// identifies one process over its life.
+    pub start_time: u64,
 }
 
 /// Reads one process.
@@ -28,14 +31,19 @@ pub fn read(pid: u32) -> Option<Proc> {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (ppid, sid) = parse_stat(&stat)?;
+    let (ppid, sid, start_time) = parse_stat(&stat)?;
     let argv = if argv.is_empty() {
         // Kernel threads and zombies: the command name from stat.
         vec![stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned()]
     } else {
         argv
     };
-    Some(Proc { argv, ppid, sid })
+    Some(Proc {
+        argv,
+        ppid,
+        sid,
+        start_time,
+    })
 }
 
 /// Reads one process (not available on this platform).
@@ -44,17 +52,17 @@ pub fn read(_pid: u32) -> Option<Proc> {
     None
 }
 
-/// Parent pid and session id from `/proc/PID/stat`; the command name in
-/// parentheses may hold spaces and `)`, so fields are counted from the
-/// last `)`.
-fn parse_stat(stat: &str) -> Option<(u32, u32)> {
+/// Parent pid, session id and start time from `/proc/PID/stat`; the
+/// command name in parentheses may hold spaces and `)`, so fields are
+/// counted from the last `)` (field 3, the state, comes first; the start
+/// time is field 22).
+fn parse_stat(stat: &str) -> Option<(u32, u32, u64)> {
     let rest = stat.rsplit_once(')')?.1;
-    let mut f = rest.split_whitespace();
-    let _state = f.next()?;
-    let ppid = f.next()?.parse().ok()?;
-    let _pgrp = f.next()?;
-    let sid = f.next()?.parse().ok()?;
-    Some((ppid, sid))
+    let f: Vec<&str> = rest.split_whitespace().take(20).collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let sid = f.get(3)?.parse().ok()?;
+    let start_time = f.get(19)?.parse().ok()?;
+    Some((ppid, sid, start_time))
 }
 
 fn base(arg: &str) -> &str {
@@ -210,9 +218,13 @@ mod tests {
     #[test]
     fn stat_with_spaces_and_parens_in_the_name() {
         assert_eq!(
-            parse_stat("42 (my (odd) name) S 7 42 42 0 -1"),
-            Some((7, 42))
+            parse_stat(
+                "42 (my (odd) name) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10"
+            ),
+            Some((7, 42, 987654))
         );
+        // Too short to hold the start time.
+        assert_eq!(parse_stat("42 (x) S 7 42 42 0 -1"), None);
         assert_eq!(parse_stat("garbage"), None);
     }
 
@@ -223,16 +235,19 @@ mod tests {
                 argv: argv("/usr/bin/ssh -p 2222 git@example.org"),
                 ppid: 50,
                 sid: 10,
+                start_time: 1,
             }),
             50 => Some(Proc {
                 argv: argv("-bash"),
                 ppid: 10,
                 sid: 10,
+                start_time: 1,
             }),
             10 => Some(Proc {
                 argv: argv("sshd: alice@pts/0"),
                 ppid: 1,
                 sid: 10,
+                start_time: 1,
             }),
             _ => None,
         };

@@ -106,12 +106,7 @@ impl Apns {
                 return t.clone();
             }
         }
-        let t = jwt(
-            &self.key,
-            &self.key_id,
-            &self.team_id,
-            crate::agent::now_s(),
-        );
+        let t = jwt(&self.key, &self.key_id, &self.team_id, crate::time::now_s());
         *cached = Some((t.clone(), Instant::now()));
         t
     }
@@ -142,7 +137,7 @@ impl Apns {
         .to_string();
         let mut refreshed = false;
         loop {
-            let expiration = crate::agent::now_s() + 60;
+            let expiration = crate::time::now_s() + 60;
             let sent = self
                 .client
                 .post(&url)

@@ -188,7 +188,7 @@ impl Waker {
                 _ => {}
             }
         }
-        let now = crate::agent::now_s();
+        let now = crate::time::now_s();
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, outcome.to_string()));
         outcome
     }

@@ -1,0 +1,218 @@
+//! One client connection: read a message, answer it, repeat. What the
+//! connection may do is decided by [`crate::origin::trust`] from its
+//! session bindings; this loop only hands the proofs on.
+//!
+//! Memory is bounded by what clients actually send, not by what they
+//! announce: a message body grows as its bytes arrive, at most
+//! [`LARGE_MESSAGE_SLOTS`] clients at a time may be reading a message
+//! larger than [`SMALL_MESSAGE`], and a message must be complete within
+//! [`PARTIAL_MESSAGE_TIMEOUT`] of its first byte.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::cert::CERT_COMMENT;
+use crate::control;
+use crate::origin::trust::{self, Reach};
+use crate::origin::{self, Connection};
+use crate::shared::Shared;
+use crate::time::now_s;
+use crate::upstream::SignFailure;
+use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
+
+/// Messages up to this size are read without asking for a slot.
+pub(crate) const SMALL_MESSAGE: usize = 8 * 1024;
+/// Clients that may be reading a larger message at once.
+pub(crate) const LARGE_MESSAGE_SLOTS: usize = 8;
+/// A message must be complete this long after its first byte arrived.
+pub(crate) const PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a client at a time.
+const READ_CHUNK: usize = 8 * 1024;
+/// A body buffer larger than this is given back after its message.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Why a client's connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("announced a {0}-byte message, over the 256 KiB limit")]
+    Oversized(usize),
+    #[error("did not complete a message within {}s", PARTIAL_MESSAGE_TIMEOUT.as_secs())]
+    Stalled,
+    #[error("closed mid-message")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves one client until it closes its end or misbehaves.
+pub(crate) async fn serve(
+    shared: &Shared,
+    large: &Arc<Semaphore>,
+    stream: UnixStream,
+    mut conn: Connection,
+) -> Result<(), ClientError> {
+    let (r, mut w) = stream.into_split();
+    // Buffered: the length and a small body usually arrive in one read.
+    let mut r = tokio::io::BufReader::with_capacity(1024, r);
+    let mut body = Vec::new();
+    loop {
+        // Between messages a client may stay idle as long as it likes.
+        if r.fill_buf().await?.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(
+            PARTIAL_MESSAGE_TIMEOUT,
+            read_message(&mut r, large, &mut body),
+        )
+        .await
+        .map_err(|_| ClientError::Stalled)??;
+        let answer = handle(shared, &mut conn, &body).await;
+        if body.capacity() > KEEP_BUFFER {
+            body = Vec::new();
+        }
+        w.write_all(&answer).await?;
+    }
+}
+
+/// Reads one length-prefixed message into `body`, growing it only as the
+/// bytes arrive.
+async fn read_message(
+    r: &mut (impl AsyncRead + Unpin),
+    large: &Arc<Semaphore>,
+    body: &mut Vec<u8>,
+) -> Result<(), ClientError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.map_err(eof_is_truncated)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_AGENT_MESSAGE {
+        return Err(ClientError::Oversized(len));
+    }
+    let _slot = if len > SMALL_MESSAGE {
+        Some(large.acquire().await.map_err(|_| ClientError::Stalled)?)
+    } else {
+        None
+    };
+    body.clear();
+    while body.len() < len {
+        let start = body.len();
+        body.resize(start + (len - start).min(READ_CHUNK), 0);
+        let n = r.read(&mut body[start..]).await?;
+        body.truncate(start + n);
+        if n == 0 {
+            return Err(ClientError::Truncated);
+        }
+    }
+    Ok(())
+}
+
+fn eof_is_truncated(e: std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ClientError::Truncated
+    } else {
+        ClientError::Io(e)
+    }
+}
+
+/// Answers one message.
+async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> {
+    match wire::parse(body) {
+        Request::RequestIdentities => {
+            let cert = shared
+                .cert
+                .current(now_s())
+                .filter(|_| Reach::of(&conn.bindings).sees_certificate());
+            let state = shared.state();
+            let keys = state.keys();
+            debug!(count = keys.len(), "listing identities");
+            let cert_entry = cert.as_ref().map(|c| (c.blob(), CERT_COMMENT));
+            let ids: Vec<(&[u8], &str)> = cert_entry
+                .into_iter()
+                .chain(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())))
+                .collect();
+            wire::identities_answer(ids.into_iter())
+        }
+        Request::Sign {
+            key_blob,
+            data,
+            flags,
+        } => {
+            let fingerprint = fingerprint(key_blob);
+            match sign(shared, conn, key_blob, data, flags).await {
+                Ok(sig) => {
+                    info!(key = %fingerprint, "signed");
+                    wire::sign_response(&sig)
+                }
+                Err(e) => {
+                    info!(key = %fingerprint, reason = %e, "sign failed");
+                    wire::status(FAILURE)
+                }
+            }
+        }
+        Request::Extension {
+            name: "session-bind@openssh.com",
+            contents,
+        } => match origin::bind::parse(contents).and_then(|b| conn.bindings.add(b)) {
+            Ok(()) => wire::status(SUCCESS),
+            Err(e) => {
+                debug!(reason = %e, "session-bind refused");
+                wire::status(FAILURE)
+            }
+        },
+        Request::Extension {
+            name: control::EXTENSION,
+            contents,
+        } => match trust::local_control(&conn.bindings) {
+            Some(proof) => control::handle(shared, contents, &proof).await,
+            None => {
+                warn!("a forwarded connection asked for the control extension; refused");
+                wire::status(FAILURE)
+            }
+        },
+        Request::Extension { name, .. } => {
+            debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");
+            wire::status(FAILURE)
+        }
+        Request::Unsupported(kind) => {
+            debug!(kind, "unsupported request");
+            wire::status(FAILURE)
+        }
+    }
+}
+
+/// Signs `data`: with the session certificate's key only for a local
+/// login it may serve, otherwise through the signer that holds the key.
+async fn sign(
+    shared: &Shared,
+    conn: &Connection,
+    key_blob: &[u8],
+    data: &[u8],
+    flags: u32,
+) -> Result<Vec<u8>, SignFailure> {
+    if let Some(c) = shared.cert.current(now_s()).filter(|c| c.matches(key_blob)) {
+        return match trust::local_login(&conn.bindings, data) {
+            Some(proof) => c.sign(data, &proof),
+            None => Err(SignFailure::CertificateNotHere(Reach::of(&conn.bindings))),
+        };
+    }
+    let context = conn.context(data.to_vec()).await;
+    shared.sign_remote(key_blob, data, flags, context).await
+}
+
+fn fingerprint(key_blob: &[u8]) -> String {
+    ssh_key::PublicKey::from_bytes(key_blob)
+        .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+        .or_else(|_| {
+            ssh_key::Certificate::from_bytes(key_blob).map(|c| {
+                format!(
+                    "certificate {}",
+                    c.public_key().fingerprint(ssh_key::HashAlg::Sha256)
+                )
+            })
+        })
+        .unwrap_or_else(|_| "unparseable key".into())
+}

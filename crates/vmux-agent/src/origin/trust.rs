@@ -1,0 +1,130 @@
+//! What a client connection may do, decided from what its session
+//! bindings prove, in one place.
+//!
+//! OpenSSH's `ssh` (8.9 and later) opens every agent connection it
+//! forwards to a remote host with a `session-bind@openssh.com` whose
+//! `is_forwarding` flag is set, before it relays a single byte from that
+//! host; a local login binds with the flag clear. So:
+//!
+//! - a connection with any forwarding binding is [`Reach::Forwarded`]:
+//!   its requests go to the signer marked forwarded, it never sees or
+//!   uses the session certificate and never reaches the control
+//!   extension;
+//! - a connection bound only for authentication is [`Reach::Local`]: the
+//!   session certificate signs for it, but only a login for the session
+//!   it bound ([`LocalLogin`]);
+//! - a connection with no binding is [`Reach::Unbound`]: a local tool
+//!   that does not bind (`ssh-add`, `ssh-keygen -Y`, asyncssh) or a
+//!   forwarded connection through an `ssh` older than 8.9, which we cannot
+//!   tell apart. It may use the control extension (only the socket's
+//!   owner can connect) but not the certificate, and its requests are not
+//!   verified, so the signer grants them no approval window.
+//!
+//! The certificate and control paths take the proof types below, which
+//! only this module constructs, so skipping the check does not compile.
+
+use super::bind::Bindings;
+use super::data;
+
+/// Where a connection comes from, as far as its bindings prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// No binding (yet).
+    Unbound,
+    /// Bound for authentication by the local `ssh`, never for forwarding.
+    Local,
+    /// At least one binding was made for a forwarded agent.
+    Forwarded,
+}
+
+impl Reach {
+    /// The verdict for `bindings`.
+    pub fn of(bindings: &Bindings) -> Reach {
+        if bindings.forwarded() {
+            Reach::Forwarded
+        } else if bindings.is_empty() {
+            Reach::Unbound
+        } else {
+            Reach::Local
+        }
+    }
+
+    /// Whether the session certificate is listed to this connection.
+    pub fn sees_certificate(self) -> bool {
+        self != Reach::Forwarded
+    }
+}
+
+/// Proof that a sign request is a login, on a connection that the local
+/// `ssh` bound for authentication only, for the very session it bound: the
+/// only case the session certificate signs for.
+#[derive(Debug)]
+pub struct LocalLogin {
+    _checked: (),
+}
+
+/// Proof that a connection is not a forwarded one: what the control
+/// extension (`status`, `refresh`, `cert`) requires.
+#[derive(Debug)]
+pub struct LocalControl {
+    _checked: (),
+}
+
+/// The proof for signing `data` with the session certificate on a
+/// connection with `bindings`, if it holds.
+pub fn local_login(bindings: &Bindings, data: &[u8]) -> Option<LocalLogin> {
+    if Reach::of(bindings) != Reach::Local {
+        return None;
+    }
+    let bound = bindings.last()?;
+    let login = data::userauth(data)?;
+    let same_host = login.host_key.as_ref().is_none_or(|h| *h == bound.host_key);
+    (login.session_id == bound.session_id && same_host).then_some(LocalLogin { _checked: () })
+}
+
+/// The proof for the control extension on a connection with `bindings`.
+pub fn local_control(bindings: &Bindings) -> Option<LocalControl> {
+    (Reach::of(bindings) != Reach::Forwarded).then_some(LocalControl { _checked: () })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::origin::bind::{self, tests::host_key, tests::message};
+    use crate::origin::data::tests::request;
+
+    #[test]
+    fn forwarded_connections_get_neither_certificate_nor_control() {
+        let host = host_key();
+        let blob = host.public_key().to_bytes().unwrap();
+        let none = Bindings::default();
+        assert_eq!(Reach::of(&none), Reach::Unbound);
+        assert!(local_control(&none).is_some());
+        assert!(local_login(&none, &request(b"s", "u", None)).is_none());
+
+        let mut local = Bindings::default();
+        local
+            .add(bind::parse(&message(&host, b"sid", false)).unwrap())
+            .unwrap();
+        assert_eq!(Reach::of(&local), Reach::Local);
+        assert!(local_login(&local, &request(b"sid", "u", None)).is_some());
+        assert!(local_login(&local, &request(b"sid", "u", Some(&blob))).is_some());
+        // Another session, another host key, or not a login at all.
+        assert!(local_login(&local, &request(b"other", "u", None)).is_none());
+        let other = host_key().public_key().to_bytes().unwrap();
+        assert!(local_login(&local, &request(b"sid", "u", Some(&other))).is_none());
+        assert!(local_login(&local, b"SSHSIG...").is_none());
+
+        // A forwarding bind first, then the hop's own login bind.
+        let mut fwd = Bindings::default();
+        fwd.add(bind::parse(&message(&host, b"hop", true)).unwrap())
+            .unwrap();
+        assert_eq!(Reach::of(&fwd), Reach::Forwarded);
+        fwd.add(bind::parse(&message(&host, b"sid", false)).unwrap())
+            .unwrap();
+        assert_eq!(Reach::of(&fwd), Reach::Forwarded);
+        assert!(!Reach::of(&fwd).sees_certificate());
+        assert!(local_login(&fwd, &request(b"sid", "u", None)).is_none());
+        assert!(local_control(&fwd).is_none());
+    }
+}

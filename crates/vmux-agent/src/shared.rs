@@ -1,0 +1,265 @@
+//! State shared by the accept loop, the client connections, the signer
+//! links and the certificate task. It imports nothing that imports it:
+//! the modules that act on it (client, sign, upstream, cert, control,
+//! discovery) take it as an argument.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use vmux_link::Identity;
+
+use crate::cert::CertSlot;
+use crate::control;
+use crate::state::AgentState;
+use crate::sync::{lock, read, write};
+use crate::time::now_s;
+use crate::upstream::SignerConn;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent's display name, shown on the signer.
+    pub name: String,
+    /// Signer addresses to keep connected (`--signer`); when empty, the
+    /// last addresses of pinned signers.
+    pub signers: Vec<String>,
+    /// Bounded wait for a signature, from the client's request to the
+    /// answer.
+    pub sign_timeout: Duration,
+    /// Validity to ask for session certificates.
+    pub cert_validity: Duration,
+    /// Renew the certificate while less than this remains.
+    pub cert_renew_before: Duration,
+    /// The state file.
+    pub state_path: PathBuf,
+    /// The agent's device identity file.
+    pub identity_path: PathBuf,
+    /// Look for signers on the local network when none is configured.
+    pub discovery: bool,
+    /// Wake providers (`[wake]` in agent.toml).
+    pub wake: crate::wake::WakeFileConfig,
+    /// `.p8` files tried when `[wake.apns]` names none.
+    pub apns_key_files: Vec<PathBuf>,
+}
+
+/// What the agent knows about one signer address.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStatus {
+    /// The signer's id, once a session opened.
+    pub signer_id: Option<String>,
+    /// The signer's name, once a session opened.
+    pub signer_name: Option<String>,
+    /// Whether a session is open now.
+    pub connected: bool,
+    /// Since when (Unix seconds) it is connected or disconnected.
+    pub since: u64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The pairing code while a pairing waits for the signer's approval.
+    pub pairing_code: Option<String>,
+}
+
+/// State shared by the accept loop, client handlers and signer links.
+pub(crate) struct Shared {
+    pub(crate) config: AgentConfig,
+    pub(crate) identity: Identity,
+    pub(crate) state: RwLock<AgentState>,
+    pub(crate) connected: watch::Sender<HashMap<String, SignerConn>>,
+    pub(crate) sessions: watch::Sender<u64>,
+    pub(crate) links: Mutex<BTreeMap<String, LinkStatus>>,
+    pub(crate) cert: CertSlot,
+    pub(crate) pending: AtomicUsize,
+    pub(crate) started: u64,
+    pub(crate) waker: crate::wake::Waker,
+    /// This value's own `Arc`, for tasks it spawns.
+    pub(crate) me: std::sync::OnceLock<std::sync::Weak<Shared>>,
+}
+
+/// Counts a request as pending for as long as it lives.
+pub(crate) struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> PendingGuard<'a> {
+    pub(crate) fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(n)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Loads the identity and state for `config`.
+    pub(crate) fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
+        let waker = crate::wake::Waker::new(&config.wake, &config.apns_key_files).map_err(|e| {
+            vmux_home::HomeError::Config {
+                path: "agent.toml [wake]".into(),
+                message: e.to_string(),
+            }
+        })?;
+        let identity = Identity::load_or_create(&config.identity_path)?;
+        vmux_home::remove_stale_temps(&config.state_path);
+        let state = AgentState::load(&config.state_path)?;
+        Ok(Shared {
+            config,
+            identity,
+            state: RwLock::new(state),
+            connected: watch::Sender::new(HashMap::new()),
+            sessions: watch::Sender::new(0),
+            links: Mutex::new(BTreeMap::new()),
+            cert: CertSlot::default(),
+            pending: AtomicUsize::new(0),
+            started: now_s(),
+            waker,
+            me: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// A receiver that changes whenever a new signer session opens.
+    pub(crate) fn sessions(&self) -> watch::Receiver<u64> {
+        self.sessions.subscribe()
+    }
+
+    /// The current state (read lock; do not hold across awaits).
+    pub(crate) fn state(&self) -> RwLockReadGuard<'_, AgentState> {
+        read(&self.state)
+    }
+
+    /// Changes the state and writes it. A failed write is logged and the
+    /// agent keeps serving from memory.
+    pub(crate) fn update_state(&self, f: impl FnOnce(&mut AgentState)) {
+        let mut s = write(&self.state);
+        f(&mut s);
+        if let Err(e) = s.save(&self.config.state_path) {
+            warn!(error = %e, "cannot write the agent state; keeping it in memory");
+        }
+    }
+
+    pub(crate) fn set_connected(&self, signer_id: &str, conn: Option<SignerConn>) {
+        let opened = conn.is_some();
+        self.connected.send_modify(|m| {
+            match conn {
+                Some(c) => m.insert(signer_id.to_owned(), c),
+                None => m.remove(signer_id),
+            };
+        });
+        if opened {
+            self.sessions.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub(crate) fn set_link(&self, address: &str, f: impl FnOnce(&mut LinkStatus)) {
+        let mut links = lock(&self.links);
+        let l = links
+            .entry(address.to_owned())
+            .or_insert_with(|| LinkStatus {
+                since: self.started,
+                ..LinkStatus::default()
+            });
+        f(l);
+    }
+
+    /// Every connected signer.
+    pub(crate) fn all_connected(&self) -> Vec<SignerConn> {
+        self.connected.borrow().values().cloned().collect()
+    }
+
+    /// Some connected signer, if any.
+    pub(crate) fn any_connected(&self) -> Option<SignerConn> {
+        self.connected.borrow().values().next().cloned()
+    }
+
+    /// What `vmux agent status` shows.
+    pub(crate) fn status(&self) -> control::Status {
+        let now = now_s();
+        let links = lock(&self.links).clone();
+        let state = self.state();
+        control::Status::new(
+            &self.config.name,
+            &self.identity.id(),
+            &links,
+            &state,
+            self.cert.status(now),
+            self.pending.load(Ordering::Relaxed),
+            self.last_wake(),
+        )
+    }
+
+    /// Sends a wake push to `signer` if it has a wake endpoint and the
+    /// coalescing rules allow one now (one per outage, then one per
+    /// interval). The push runs on its own; nobody waits for it.
+    pub(crate) fn wake(self: &Shared, signer: &str) {
+        let Some(endpoint) = self
+            .state()
+            .signers
+            .iter()
+            .find(|p| p.id == signer)
+            .and_then(|p| p.wake.clone())
+        else {
+            return;
+        };
+        if !self.waker.should_push(signer) {
+            return;
+        }
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let signer = signer.to_owned();
+        tokio::spawn(async move {
+            let waiting = me.pending.load(Ordering::Relaxed).max(1);
+            let outcome = me
+                .waker
+                .push(&signer, &endpoint, &me.config.name, waiting)
+                .await;
+            info!(%signer, %outcome, "wake push");
+            if let crate::wake::Outcome::DropEndpoint(reason) = &outcome {
+                warn!(%signer, %reason, "the signer's device token is unregistered; dropping it");
+                me.update_state(|s| {
+                    if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer) {
+                        p.wake = None;
+                    }
+                });
+            }
+        });
+    }
+
+    /// The signer is connected again: its next outage pushes afresh.
+    pub(crate) fn outage_over(&self, signer: &str) {
+        self.waker.outage_over(signer);
+    }
+
+    /// The last wake push's time and outcome.
+    pub(crate) fn last_wake(&self) -> Option<(u64, String)> {
+        self.waker.last()
+    }
+
+    /// Re-pulls the key list from every connected signer; resolves when
+    /// all have answered (bounded).
+    pub(crate) async fn refresh(&self) -> usize {
+        let conns = self.all_connected();
+        let all = async {
+            for c in &conns {
+                let _ = c.refresh().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(15), all).await;
+        conns.len()
+    }
+}
