@@ -1,0 +1,406 @@
+//! The agent under attack, each test written as the attack of issue 13 it
+//! closes: a host reached with `ssh -A` using the session certificate or
+//! the control extension; thousands of local clients announcing huge
+//! messages; a client whose command line points the agent at a FIFO; a
+//! certificate request with no signer.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn put(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut m = (body.len() as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+fn call(s: &mut UnixStream, body: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&frame(body)).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut a).unwrap();
+    a
+}
+
+fn blob_of(line: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(line.split_whitespace().nth(1).unwrap())
+        .unwrap()
+}
+
+/// A session-bind request signed by `host` over `sid`.
+fn bind(host: &ssh_key::PrivateKey, sid: &[u8], forwarding: bool) -> Vec<u8> {
+    use signature::Signer as _;
+    let sig: ssh_key::Signature = host.try_sign(sid).unwrap();
+    let mut b = vec![27];
+    put(&mut b, b"session-bind@openssh.com");
+    put(&mut b, &host.public_key().to_bytes().unwrap());
+    put(&mut b, sid);
+    put(&mut b, &Vec::<u8>::try_from(sig).unwrap());
+    b.push(u8::from(forwarding));
+    b
+}
+
+/// A sign request for `key_blob` over userauth data for `sid`.
+fn sign_login(key_blob: &[u8], sid: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    put(&mut data, sid);
+    data.push(50);
+    put(&mut data, b"root");
+    put(&mut data, b"ssh-connection");
+    put(&mut data, b"publickey");
+    data.push(1);
+    put(&mut data, b"ecdsa-sha2-nistp256-cert-v01@openssh.com");
+    put(&mut data, key_blob);
+    let mut b = vec![13];
+    put(&mut b, key_blob);
+    put(&mut b, &data);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b
+}
+
+fn control(command: &str) -> Vec<u8> {
+    let mut b = vec![27];
+    put(&mut b, b"control@vmux");
+    put(&mut b, command.as_bytes());
+    b
+}
+
+/// A signer with an auto-issuing CA (the defaults), an agent holding a
+/// session certificate, a hop that trusts the plain key and a target that
+/// trusts only the CA.
+struct ForwardWorld {
+    dir: tempfile::TempDir,
+    signer: Signer,
+    agent: Agent,
+    hop: Sshd,
+    target: Sshd,
+}
+
+fn forward_world() -> ForwardWorld {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    let key_line = signer.keygen("ed25519", "plain");
+    signer.start();
+    let ca_file = dir.path().join("ca.pub");
+    std::fs::write(&ca_file, ok(&mut signer.cmd(&["ca"]))).unwrap();
+    let hop = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
+    let target = Sshd::start(
+        dir.path(),
+        "",
+        &[&format!("TrustedUserCAKeys {}", ca_file.display())],
+    );
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&signer, &[]);
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    ForwardWorld {
+        dir,
+        signer,
+        agent,
+        hop,
+        target,
+    }
+}
+
+/// `ssh -A hop`, and from the hop `ssh target` with the forwarded agent.
+fn through_the_hop(w: &ForwardWorld) -> std::process::Output {
+    let inner = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={} -p {} {}@127.0.0.1 echo reached-target",
+        w.target.known_hosts.display(),
+        w.target.port,
+        login_user()
+    );
+    w.hop.ssh(&w.agent, &["-A"], &inner)
+}
+
+#[test]
+fn a_host_reached_with_ssh_a_cannot_log_in_with_the_session_certificate() {
+    let w = forward_world();
+    // The certificate works for the user's own logins, with no prompt.
+    w.target
+        .assert_login(&w.agent, "a local login with the certificate");
+    assert_eq!(w.signer.approvals_of("sign").len(), 0);
+
+    // The attack: from the hop, log in wherever the CA is trusted.
+    let out = through_the_hop(&w);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("reached-target"),
+        "the hop logged in to the target through the forwarded agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The hop's own login was asked for and approved; the forwarded agent
+    // offered the hop no certificate, so the target was never logged into.
+    let signs = w.signer.approvals_of("sign");
+    assert_eq!(signs.len(), 1, "{signs:?}");
+    assert!(signs[0].contains("fwd=0 "), "{signs:?}");
+    assert_eq!(
+        w.target.accepted(),
+        1,
+        "only the local login reached the target"
+    );
+    let _ = &w.dir;
+}
+
+#[test]
+fn a_forwarded_connection_gets_no_certificate_signature_and_no_control() {
+    let w = forward_world();
+    let cert_blob = blob_of(
+        String::from_utf8_lossy(&w.agent.ssh_add(&["-L"]).stdout)
+            .lines()
+            .find(|l| l.ends_with(" vmux-session-cert"))
+            .expect("certificate listed locally"),
+    );
+    let host =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+
+    // A local connection bound for authentication: the certificate signs
+    // a login for its session.
+    let mut local = UnixStream::connect(&w.agent.sock).unwrap();
+    assert_eq!(call(&mut local, &bind(&host, b"sid-local", false)), [6]);
+    assert_eq!(
+        call(&mut local, &sign_login(&cert_blob, b"sid-local"))[0],
+        14
+    );
+    // ... but not for another session.
+    assert_eq!(call(&mut local, &sign_login(&cert_blob, b"sid-other")), [5]);
+
+    // What a hop's process sends: our ssh binds the forwarded connection
+    // first, then the hop binds its own onward login.
+    let mut fwd = UnixStream::connect(&w.agent.sock).unwrap();
+    assert_eq!(call(&mut fwd, &bind(&host, b"sid-hop", true)), [6]);
+    assert_eq!(call(&mut fwd, &bind(&host, b"sid-onward", false)), [6]);
+    let ids = call(&mut fwd, &[11]);
+    assert_eq!(ids[0], 12);
+    assert!(
+        !ids.windows(cert_blob.len())
+            .any(|w| w == cert_blob.as_slice()),
+        "the certificate is listed to a forwarded connection"
+    );
+    assert_eq!(
+        call(&mut fwd, &sign_login(&cert_blob, b"sid-onward")),
+        [5],
+        "the certificate signed for a forwarded connection"
+    );
+    assert_eq!(
+        call(&mut fwd, &control("status")),
+        [5],
+        "control@vmux answered a forwarded connection"
+    );
+    // A local connection with no binding (vmux agent status) still works.
+    let status = w.agent.status();
+    assert_eq!(status["certificate"]["state"], "valid", "{status}");
+    assert_eq!(w.signer.approvals_of("sign").len(), 0);
+}
+
+/// Resident set size of `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn raise_fd_limit() {
+    ok(Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg("--nofile=8192:8192"));
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Opens `n` connections that each announce a 256 KiB message, send 4 KiB
+/// of it and stall. The agent may close those over its client limit.
+fn announcers(sock: &std::path::Path, n: usize) -> Vec<UnixStream> {
+    let mut announced = (256u32 * 1024).to_be_bytes().to_vec();
+    announced.push(13);
+    announced.extend_from_slice(&[0u8; 4095]);
+    (0..n)
+        .map(|_| {
+            let mut s = UnixStream::connect(sock).unwrap();
+            let _ = s.write_all(&announced);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn three_thousand_clients_announcing_huge_messages_cost_little_memory() {
+    raise_fd_limit();
+    let w = World::new("ed25519");
+    let pid = w.agent.daemon().pid();
+    let (before, fds_before) = (rss_kib(pid), fds(pid));
+    // A thousand stall mid-message: all of them are held (under the
+    // client limit), and a client that comes after them is served.
+    let mut attackers = announcers(&w.agent.sock, 1000);
+    let t = Instant::now();
+    while fds(pid) < fds_before + 1000 {
+        assert!(t.elapsed() < WAIT, "the agent did not accept 1000 clients");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = w.agent.ssh_add(&["-l"]);
+    assert!(out.status.success(), "a client was not served: {out:?}");
+    let with_1000 = rss_kib(pid);
+    // Two thousand more, past the limit.
+    attackers.extend(announcers(&w.agent.sock, 2000));
+    let _ = w.agent.ssh_add(&["-l"]);
+    let with_3000 = rss_kib(pid);
+    println!("agent RSS: {before} KiB before, {with_1000} KiB with 1000 announcers, {with_3000} KiB with 3000");
+    for during in [with_1000, with_3000] {
+        assert!(
+            during < before + 16 * 1024,
+            "RSS grew from {before} KiB to {during} KiB with stalled announcers"
+        );
+    }
+    drop(attackers);
+    // Afterwards everyone is served.
+    let out = w.agent.ssh_add(&["-l"]);
+    assert!(out.status.success(), "{out:?}");
+    w.sshd.assert_login(&w.agent, "login after the attack");
+}
+
+#[test]
+fn a_client_that_stalls_mid_message_is_dropped_and_an_idle_one_is_kept() {
+    let w = World::new("ed25519");
+    // Idle between messages: kept for as long as it likes.
+    let mut idle = UnixStream::connect(&w.agent.sock).unwrap();
+    assert_eq!(call(&mut idle, &[11])[0], 12);
+    // Announces 256 bytes, sends one.
+    let mut s = UnixStream::connect(&w.agent.sock).unwrap();
+    s.write_all(&[0, 0, 1, 0, 11]).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("the stalled client was not closed: {other:?}"),
+    }
+    assert_eq!(call(&mut idle, &[11])[0], 12, "the idle client was dropped");
+}
+
+/// A process that calls itself `ssh` and names a `known_hosts` file as its
+/// UserKnownHostsFile (perl: an interpreter that does not mind its
+/// argv[0]), asks the agent for 100 signatures on one connection, and
+/// prints how many it got.
+const FAKE_SSH: &str = r#"
+use IO::Socket::UNIX;
+sub str { pack("N", length $_[0]) . $_[0] }
+my $c = IO::Socket::UNIX->new(Peer => $ENV{SSH_AUTH_SOCK}) or die "connect: $!";
+my $blob = pack("H*", $ENV{KEY_BLOB});
+my $data = str("sid") . chr(50) . str("root") . str("ssh-connection") . str("publickey") . chr(1) . str("ssh-ed25519") . str($blob);
+my $signed = 0;
+for (1..100) {
+    print $c str(chr(13) . str($blob) . str($data) . pack("N", 0));
+    $c->flush;
+    my ($len, $body) = ("", "");
+    read($c, $len, 4) == 4 or last;
+    read($c, $body, unpack("N", $len));
+    $signed++ if ord($body) == 14;
+}
+print "signed $signed\n";
+"#;
+
+#[test]
+fn a_known_hosts_symlink_flipped_to_a_fifo_freezes_no_client() {
+    let w = World::new("ed25519");
+    let dir = w.path().to_owned();
+    let fifo = dir.join("fifo");
+    ok(Command::new("mkfifo").arg(&fifo));
+    let plain = dir.join("plain_known_hosts");
+    std::fs::write(&plain, "").unwrap();
+    let link = dir.join("known_hosts_link");
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
+    // The attacker flips the link between a regular file and the FIFO, so
+    // that a check of the path and the open that follows see different
+    // files.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, link, dir) = (stop.clone(), link.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let tmp = dir.join("flip.tmp");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let target = if n % 2 == 0 { &fifo } else { &plain };
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp).unwrap();
+                std::fs::rename(&tmp, &link).unwrap();
+                n += 1;
+            }
+        })
+    };
+    let key_blob: String = blob_of(&w.key_line)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Two of them, one per runtime worker thread of the agent.
+    let fakes: Vec<Daemon> = (0..2)
+        .map(|i| {
+            Daemon::spawn(
+                &format!("fake ssh {i}"),
+                Command::new("bash")
+                    .arg("-c")
+                    .arg(format!(
+                        "exec -a ssh perl -e '{FAKE_SSH}' -- -o UserKnownHostsFile={} host.example",
+                        link.display()
+                    ))
+                    .env("SSH_AUTH_SOCK", &w.agent.sock)
+                    .env("KEY_BLOB", &key_blob),
+            )
+        })
+        .collect();
+    // Both get all their signatures (the approver approves) ...
+    for f in &fakes {
+        let line = f.wait_line(WAIT * 2, |l| l.starts_with("signed "));
+        assert_eq!(line, "signed 100");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    // ... everyone else is served ...
+    let out = run(Command::new("timeout")
+        .arg("20")
+        .arg("ssh-add")
+        .arg("-l")
+        .env("SSH_AUTH_SOCK", &w.agent.sock));
+    assert!(out.status.success(), "ssh-add -l: {out:?}");
+    let signs = w.signer.approvals_of("sign");
+    assert_eq!(signs.len(), 200);
+    assert!(signs[0].contains("process=ssh -e "), "{}", signs[0]);
+    // ... and the agent still stops when told to.
+    let mut agent = w.agent;
+    let t = Instant::now();
+    agent.stop();
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_certificate_request_with_no_signer_connected_says_so() {
+    let dir = test_dir();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    // Nothing listens there.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    agent.start(&["--signer", &nowhere]);
+    let out = run(&mut agent.cmd(&["cert"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no signer is connected"), "{err}");
+}
