@@ -340,7 +340,7 @@ fn a_known_hosts_symlink_flipped_to_a_fifo_freezes_no_client() {
             let tmp = dir.join("flip.tmp");
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let target = if n % 2 == 0 { &fifo } else { &plain };
+                let target = if n.is_multiple_of(2) { &fifo } else { &plain };
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(target, &tmp).unwrap();
                 std::fs::rename(&tmp, &link).unwrap();
