@@ -168,6 +168,28 @@ impl Client {
         Ok(out)
     }
 
+    /// Binds this connection to a login session as `ssh` does
+    /// (`session-bind@openssh.com`, not forwarding), signed by `host`.
+    fn bind(&mut self, host: &ssh_key::PrivateKey, session_id: &[u8]) -> Res<()> {
+        use signature::Signer as _;
+        let sig: ssh_key::Signature = host.try_sign(session_id).map_err(err("bind sign"))?;
+        let mut body = vec![27];
+        for s in [
+            b"session-bind@openssh.com".as_slice(),
+            &host.public_key().to_bytes().map_err(err("host key"))?,
+            session_id,
+            &Vec::<u8>::try_from(sig).map_err(err("signature"))?,
+        ] {
+            body.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            body.extend_from_slice(s);
+        }
+        body.push(0);
+        match self.call(&body)?.first() {
+            Some(6) => Ok(()),
+            _ => Err("session-bind refused".into()),
+        }
+    }
+
     fn sign(&mut self, blob: &[u8], data: &[u8]) -> Res<()> {
         let mut body = vec![13];
         for s in [blob, data] {
@@ -518,9 +540,37 @@ fn bench() -> Res<()> {
     }
     match v_cert.as_ref().filter(|_| want("cert")) {
         Some(cert) => {
+            // The certificate signs only logins for the session their
+            // connection bound, as ssh does before it signs.
+            let host =
+                ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+                    .map_err(err("host key"))?;
+            let login = |n: u64| {
+                let put = |d: &mut Vec<u8>, s: &[u8]| {
+                    d.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                    d.extend_from_slice(s);
+                };
+                let mut d = Vec::new();
+                put(&mut d, b"bench-session");
+                d.push(50);
+                put(&mut d, format!("bench{n}").as_bytes());
+                put(&mut d, b"ssh-connection");
+                put(&mut d, b"publickey");
+                d.push(1);
+                put(&mut d, b"ecdsa-sha2-nistp256-cert-v01@openssh.com");
+                put(&mut d, cert);
+                d
+            };
             for conns in [1, 4] {
                 let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(&o_ed, &data(n))))?;
-                let v = median_figures(|| drive(&vsock, conns, |c, n| c.sign(cert, &data(n))))?;
+                let v = median_figures(|| {
+                    drive(&vsock, conns, |c, n| {
+                        if n == 0 {
+                            c.bind(&host, b"bench-session")?;
+                        }
+                        c.sign(cert, &login(n))
+                    })
+                })?;
                 t.row(
                     &format!("cert local sign/s vs Ed25519, {conns} conn"),
                     v.per_sec,
@@ -564,6 +614,26 @@ fn bench() -> Res<()> {
         "< 20480 KiB",
     );
     drop(held);
+    // The same number announcing the largest message and stalling.
+    let mut announced = (256u32 * 1024).to_be_bytes().to_vec();
+    announced.push(13);
+    announced.extend_from_slice(&[0u8; 4095]);
+    let stalled: Vec<UnixStream> = (0..1000)
+        .map(|_| {
+            let mut s = UnixStream::connect(&vsock).map_err(err("connect"))?;
+            s.write_all(&announced).map_err(err("write"))?;
+            Ok(s)
+        })
+        .collect::<Res<_>>()?;
+    Client::connect(&vsock)?.identities()?;
+    t.row(
+        "agent RSS, 1000 clients announcing 256 KiB",
+        rss_kib(pid)? as f64,
+        None,
+        "KiB",
+        "< 20480 KiB",
+    );
+    drop(stalled);
     let before = rss_kib(pid)?;
     let mut c = Client::connect(&vsock)?;
     for _ in 0..100_000 {
