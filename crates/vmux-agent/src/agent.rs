@@ -20,7 +20,8 @@ pub(crate) const MAX_CLIENTS: usize = 1280;
 
 /// Runs the agent on `socket` until the process is told to stop.
 pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_home::HomeError> {
-    let shared = Arc::new(Shared::open(config)?);
+    let identity = config.identity.load_or_create().await?;
+    let shared = Arc::new(Shared::open(config, identity)?);
     let _ = shared.me.set(Arc::downgrade(&shared));
     discovery::start(&shared);
     tokio::spawn(crate::cert::maintain(shared.clone()));

@@ -22,6 +22,10 @@ pub struct AgentFileConfig {
     /// Renew the session certificate while fewer than this many seconds
     /// remain (`--cert-renew-before`). Default 3600.
     pub cert_renew_before_seconds: Option<u64>,
+    /// Where the agent keeps its device identity: `file` (default) or
+    /// `secret-service` (the desktop keyring).
+    #[serde(default)]
+    pub identity_store: crate::identity_store::IdentityStoreKind,
     /// Wake providers (`[wake.apns]`, `[wake.webhook]`, `interval_seconds`).
     #[serde(default)]
     pub wake: crate::wake::WakeFileConfig,

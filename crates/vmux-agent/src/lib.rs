@@ -15,6 +15,8 @@
 //!   small loop per client whose permissions [`origin::trust`] decides,
 //!   signing through signers, discovery of signers.
 //! - [`AgentState`]: pinned signers and cached keys, on disk.
+//! - [`IdentityStore`]: where the agent's device identity lives (a file,
+//!   or the desktop secret service).
 //! - session certificates: an ephemeral key in memory, certified by the
 //!   signer's CA, signing locally until it expires.
 //! - [`origin`]: who asks and for what (process, verified destination,
@@ -31,6 +33,7 @@ mod client;
 mod config;
 pub mod control;
 mod discovery;
+mod identity_store;
 pub mod origin;
 mod shared;
 mod sign;
@@ -49,6 +52,7 @@ pub use config::{
     AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,
     DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
+pub use identity_store::{IdentityStore, IdentityStoreKind};
 pub use shared::{AgentConfig, LinkStatus};
 pub use socket::{AgentSocket, SocketError};
 pub use state::{state_path, AgentState, CachedKey, PinnedSigner, StoredWake};

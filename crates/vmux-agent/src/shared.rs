@@ -38,8 +38,8 @@ pub struct AgentConfig {
     pub cert_renew_before: Duration,
     /// The state file.
     pub state_path: PathBuf,
-    /// The agent's device identity file.
-    pub identity_path: PathBuf,
+    /// Where the agent's device identity lives.
+    pub identity: crate::identity_store::IdentityStore,
     /// Look for signers on the local network when none is configured.
     pub discovery: bool,
     /// Wake providers (`[wake]` in agent.toml).
@@ -98,15 +98,17 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Shared {
-    /// Loads the identity and state for `config`.
-    pub(crate) fn open(config: AgentConfig) -> Result<Shared, vmux_home::HomeError> {
+    /// Loads the state for `config`; the agent is `identity`.
+    pub(crate) fn open(
+        config: AgentConfig,
+        identity: Identity,
+    ) -> Result<Shared, vmux_home::HomeError> {
         let waker = crate::wake::Waker::new(&config.wake, &config.apns_key_files).map_err(|e| {
             vmux_home::HomeError::Config {
                 path: "agent.toml [wake]".into(),
                 message: e.to_string(),
             }
         })?;
-        let identity = Identity::load_or_create(&config.identity_path)?;
         vmux_home::remove_stale_temps(&config.state_path);
         let state = AgentState::load(&config.state_path)?;
         Ok(Shared {

@@ -137,7 +137,7 @@ async fn every_fault_ends_in_a_bounded_failure_and_the_agent_serves_on() {
             cert_validity: Duration::from_secs(60),
             cert_renew_before: Duration::from_secs(10),
             state_path: dir.path().join("agent-state.json"),
-            identity_path: dir.path().join("agent-identity"),
+            identity: vmux_agent::IdentityStore::File(dir.path().join("agent-identity")),
             discovery: false,
             wake: Default::default(),
             apns_key_files: Vec::new(),

@@ -115,12 +115,22 @@ impl Identity {
     /// wrong one, is an error that says so.
     pub fn load_with(path: &Path, passphrase: Option<&[u8]>) -> Result<Identity, HomeError> {
         let bytes = Zeroizing::new(vmux_home::read(path)?);
+        Identity::parse(path, &bytes, passphrase)
+    }
+
+    /// Parses an identity in the file format (`to_text`); `origin` names
+    /// where it came from in errors.
+    pub fn parse(
+        origin: &Path,
+        bytes: &[u8],
+        passphrase: Option<&[u8]>,
+    ) -> Result<Identity, HomeError> {
         let err = |message: &str| HomeError::Config {
-            path: path.to_owned(),
+            path: origin.to_owned(),
             message: message.to_owned(),
         };
         let bad = || err("not a vmux device identity file");
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
             return Err(bad());
@@ -166,14 +176,26 @@ impl Identity {
     /// keys.
     pub fn save_with(&self, path: &Path, passphrase: Option<&[u8]>) -> Result<(), HomeError> {
         let secret = match passphrase {
-            None => B64.encode(&self.private[..]),
-            Some(pass) => seal(pass, &self.private).ok_or_else(|| HomeError::Config {
-                path: path.to_owned(),
-                message: "cannot encrypt the identity".into(),
-            })?,
+            None => Zeroizing::new(B64.encode(&self.private[..])),
+            Some(pass) => {
+                Zeroizing::new(seal(pass, &self.private).ok_or_else(|| HomeError::Config {
+                    path: path.to_owned(),
+                    message: "cannot encrypt the identity".into(),
+                })?)
+            }
         };
-        let text = Zeroizing::new(format!("{HEADER}\n{secret}\n{}\n", B64.encode(self.public)));
+        let text = self.text_with(&secret);
         vmux_home::write_private(path, text.as_bytes())
+    }
+
+    /// The identity in the file format, unencrypted, for a store that
+    /// protects it itself (a desktop secret service).
+    pub fn to_text(&self) -> Zeroizing<String> {
+        self.text_with(&Zeroizing::new(B64.encode(&self.private[..])))
+    }
+
+    fn text_with(&self, secret: &str) -> Zeroizing<String> {
+        Zeroizing::new(format!("{HEADER}\n{secret}\n{}\n", B64.encode(self.public)))
     }
 
     /// Loads the identity at `path`, creating and saving a new one if the

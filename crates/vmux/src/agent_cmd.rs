@@ -63,7 +63,7 @@ pub fn run(
                         .unwrap_or(DEFAULT_CERT_RENEW_BEFORE_SECONDS),
                 ),
                 state_path: vmux_agent::state_path(home),
-                identity_path: home.state_file("agent-identity"),
+                identity: identity_store(home, &file),
                 discovery: !no_discovery,
                 wake: file.wake.clone(),
                 apns_key_files: vmux_agent::wake::default_key_files(
@@ -222,17 +222,15 @@ pub fn run(
             // All state: pins, cached keys, and this agent's own identity,
             // so that it pairs afresh as a new device.
             let mut gone = 0;
-            for path in [
-                vmux_agent::state_path(home),
-                home.state_file("agent-identity"),
-            ] {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => gone += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Failure(format!("cannot remove {}: {e}", path.display())))
-                    }
-                }
+            let state = vmux_agent::state_path(home);
+            match std::fs::remove_file(&state) {
+                Ok(()) => gone += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Failure(format!("cannot remove {}: {e}", state.display()))),
+            }
+            let store = identity_store(home, &file);
+            if crate::runtime()?.block_on(store.forget())? {
+                gone += 1;
             }
             if gone == 0 {
                 println!("Nothing to forget.");
@@ -323,4 +321,9 @@ fn host_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "vmux-agent".to_owned())
+}
+
+/// Where this home's agent identity lives (`identity_store` in agent.toml).
+fn identity_store(home: &vmux_home::Home, file: &AgentFileConfig) -> vmux_agent::IdentityStore {
+    vmux_agent::IdentityStore::new(file.identity_store, home.state_file("agent-identity"))
 }
