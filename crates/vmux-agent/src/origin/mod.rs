@@ -4,19 +4,20 @@
 //! the `session-bind@openssh.com` bindings it made, and the data it asks to
 //! sign) this module derives the destination host and user, how sure we
 //! are of them, whether the request came through a forwarded agent, the
-//! `ssh-keygen -Y` namespace, and the requesting process chain. Pure
-//! parsing and verification sit in [`bind`], [`data`] and
-//! [`known_hosts`]; reading `/proc` and files is kept to [`process`] and
-//! [`Connection::context`].
+//! `ssh-keygen -Y` namespace, the requesting process chain and
+//! executable, and the proof of the binding a login is for, which the
+//! signer checks again itself. Parsing and verification of SSH bytes are
+//! `vmux-ssh`'s ([`bind`], [`data`], [`VerifiedLogin`]), shared with the
+//! signer; known_hosts lookup is [`known_hosts`]; reading `/proc` and
+//! files is kept to [`process`] and [`Connection::context`].
 
-pub mod bind;
-pub mod data;
 pub mod known_hosts;
 pub mod process;
 
 use std::path::PathBuf;
 
-use vmux_proto::{ContextQuality, SignContext};
+use vmux_proto::{BindingProof, ContextQuality, SignContext};
+pub use vmux_ssh::{bind, data, VerifiedLogin};
 
 pub use bind::{BindError, Bindings};
 
@@ -62,7 +63,9 @@ impl Connection {
             .chain(known_hosts_files())
             .filter_map(|f| read_bounded(&f))
             .collect();
-        derive(&self.bindings, data, process, &candidates, &files)
+        let mut ctx = derive(&self.bindings, data, process, &candidates, &files);
+        ctx.executable = self.pid.and_then(process::executable).unwrap_or_default();
+        ctx
     }
 }
 
@@ -86,15 +89,20 @@ pub fn derive(
     ctx.dest_user = u.user;
     // As OpenSSH's agent does: only a login for the connection's last
     // binding, made for authentication (not forwarding), and naming the
-    // same host key when the data names one, is verified.
+    // same host key when the data names one, is verified. Its proof goes
+    // to the signer, which checks it again.
     let bound = bindings
         .last()
-        .filter(|b| b.session_id == u.session_id && !b.forwarded)
-        .filter(|b| u.host_key.as_ref().is_none_or(|h| *h == b.host_key));
+        .filter(|b| VerifiedLogin::check(b, data).is_some());
     let host_key = match bound {
         Some(b) => {
             ctx.quality = ContextQuality::Verified;
-            Some(b.host_key.clone())
+            ctx.binding = Some(BindingProof {
+                host_key: b.host_key().to_vec(),
+                session_id: b.session_id().to_vec(),
+                signature: b.signature().to_vec(),
+            });
+            Some(b.host_key().to_vec())
         }
         None => {
             ctx.quality = ContextQuality::Claimed;
@@ -126,20 +134,63 @@ pub fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::{Algorithm, PrivateKey, Signature};
 
-    use data::tests::request as userauth;
+    fn put(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    fn host_key() -> PrivateKey {
+        PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap()
+    }
+
+    /// A session-bind message body signed by `host` over `sid`.
+    fn message(host: &PrivateKey, sid: &[u8], fwd: bool) -> Vec<u8> {
+        use signature::Signer;
+        let sig: Signature = host.try_sign(sid).unwrap();
+        let mut m = Vec::new();
+        put(&mut m, &host.public_key().to_bytes().unwrap());
+        put(&mut m, sid);
+        put(&mut m, &Vec::<u8>::try_from(sig).unwrap());
+        m.push(u8::from(fwd));
+        m
+    }
+
+    fn userauth(sid: &[u8], user: &str, host_key: Option<&[u8]>) -> Vec<u8> {
+        let mut d = Vec::new();
+        put(&mut d, sid);
+        d.push(50);
+        put(&mut d, user.as_bytes());
+        put(&mut d, b"ssh-connection");
+        put(
+            &mut d,
+            if host_key.is_some() {
+                b"publickey-hostbound-v00@openssh.com"
+            } else {
+                b"publickey"
+            },
+        );
+        d.push(1);
+        put(&mut d, b"ssh-ed25519");
+        put(&mut d, b"keyblob");
+        if let Some(h) = host_key {
+            put(&mut d, h);
+        }
+        d
+    }
 
     #[test]
     fn verified_only_when_the_data_matches_a_verified_binding() {
         use base64::Engine;
-        let host = bind::tests::host_key();
+        let host = host_key();
         let blob = host.public_key().to_bytes().unwrap();
         let kh = vec![format!(
             "[server.example]:2222 ssh-ed25519 {}\n",
             base64::engine::general_purpose::STANDARD.encode(&blob)
         )];
         let mut bs = Bindings::default();
-        bs.add(bind::parse(&bind::tests::message(&host, b"sid-1", false)).unwrap())
+        bs.add(bind::parse(&message(&host, b"sid-1", false)).unwrap())
             .unwrap();
 
         let c = derive(
@@ -154,6 +205,10 @@ mod tests {
             (ContextQuality::Verified, "git", "server.example:2222")
         );
         assert!(!c.forwarded);
+        // The proof goes along, and verifies.
+        let proof = c.binding.expect("binding proof");
+        assert_eq!(proof.host_key, blob);
+        assert!(bind::verify(&proof.host_key, &proof.session_id, &proof.signature, false).is_ok());
         // Another session id: parsed, not bound.
         let c = derive(
             &bs,
@@ -163,8 +218,9 @@ mod tests {
             &kh,
         );
         assert_eq!(c.quality, ContextQuality::Claimed);
+        assert!(c.binding.is_none(), "no proof for another session");
         // Hostbound data naming another host key than the binding's.
-        let other = bind::tests::host_key().public_key().to_bytes().unwrap();
+        let other = host_key().public_key().to_bytes().unwrap();
         let c = derive(
             &bs,
             &userauth(b"sid-1", "git", Some(&other)),
@@ -186,9 +242,9 @@ mod tests {
         );
         // Through a forwarded agent.
         let mut fwd = Bindings::default();
-        fwd.add(bind::parse(&bind::tests::message(&host, b"hop", true)).unwrap())
+        fwd.add(bind::parse(&message(&host, b"hop", true)).unwrap())
             .unwrap();
-        fwd.add(bind::parse(&bind::tests::message(&host, b"sid-9", false)).unwrap())
+        fwd.add(bind::parse(&message(&host, b"sid-9", false)).unwrap())
             .unwrap();
         let c = derive(
             &fwd,

@@ -38,6 +38,21 @@ pub fn read(pid: u32) -> Option<Proc> {
     Some(Proc { argv, ppid, sid })
 }
 
+/// The process's executable as the kernel names it (`/proc/PID/exe`),
+/// which the process cannot change (unlike its argv). Not sanitised: the
+/// signer keys approval windows on it and sanitises it for display.
+#[cfg(target_os = "linux")]
+pub fn executable(pid: u32) -> Option<String> {
+    let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(path.to_string_lossy().into_owned())
+}
+
+/// The process's executable (not available on this platform).
+#[cfg(not(target_os = "linux"))]
+pub fn executable(_pid: u32) -> Option<String> {
+    None
+}
+
 /// Reads one process (not available on this platform).
 #[cfg(not(target_os = "linux"))]
 pub fn read(_pid: u32) -> Option<Proc> {
