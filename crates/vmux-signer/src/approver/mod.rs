@@ -190,10 +190,12 @@ impl SignDecision {
                 sanitize(user)
             )),
             Purpose::Sshsig { namespace } => s.push_str(&format!(
-                " an ssh-keygen signature (namespace {})",
+                " for an ssh-keygen signature (namespace {}), not a login",
                 sanitize(namespace)
             )),
-            Purpose::Unknown => s.push_str(" data that is not a login [unknown]"),
+            Purpose::Unknown => s.push_str(
+                " for data that is neither a login nor an ssh-keygen signature [unknown]",
+            ),
         }
         if self.claims.quality != self.purpose.quality() {
             s.push_str(&format!(
