@@ -224,6 +224,33 @@ fn protocol_md_vectors() {
         hex(&sign.encode()),
         "0dabababababababababababababababab00000001"
     );
+    // docs/PROTOCOL.md's SignRequest, in version 2: the version-1 bytes,
+    // then executable "" and no binding proof.
+    let doc = Message::SignRequest(SignRequest {
+        request_id: [0x01; 16],
+        key_blob: vec![1, 2, 3],
+        data: vec![4, 5],
+        flags: 4,
+        nonce: [0x02; 16],
+        issued_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_000_060_000,
+        context: SignContext {
+            quality: ContextQuality::Claimed,
+            dest_host: "example.org".into(),
+            dest_user: "git".into(),
+            ..SignContext::default()
+        },
+    });
+    assert_eq!(
+        hex(&doc.encode()),
+        concat!(
+            "0c010101010101010101010101010101010000000301020300000002040500000004",
+            "020202020202020202020202020202020000018bcfe568000000018bcfe65260",
+            "010000000b6578616d706c652e6f726700000003676974000000000000000000",
+            "0000000000",
+        )
+    );
+    assert_eq!(doc.encode().len(), 103);
     // A sign request's context (version 2): quality, host, user,
     // process, namespace, forwarded, executable, then the binding proof
     // (a boolean, and when true host key, session id, signature).
