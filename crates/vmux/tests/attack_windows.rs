@@ -14,12 +14,12 @@ use support::*;
 
 /// This file's approver: one line per decision in `approvals.log` (the
 /// summary last), a window of 300 s whenever one is offered, `deny-KIND`
-/// denies, and while `hold` exists a signature decision creates `asked`
+/// denies, and a decision whose kind is a line of `hold` creates `asked`
 /// and waits (at most 60 s) for `release` before approving.
 const APPROVER: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
 echo "kind=$VMUX_REQUEST_KIND hostkey=$VMUX_DEST_HOST_KEY host=$VMUX_DEST_HOST user=$VMUX_DEST_USER quality=$VMUX_CONTEXT_QUALITY ns=$VMUX_NAMESPACE fwd=$VMUX_FORWARDED exe=$VMUX_EXECUTABLE process=$VMUX_PROCESS|summary=$VMUX_SUMMARY" >> "$dir/approvals.log"
-if [ "$VMUX_REQUEST_KIND" = sign ] && [ -e "$dir/hold" ]; then
+if [ -e "$dir/hold" ] && grep -qx "$VMUX_REQUEST_KIND" "$dir/hold"; then
   : > "$dir/asked"
   i=0
   while [ ! -e "$dir/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
@@ -378,7 +378,7 @@ async fn sign_over_link(
 #[test]
 fn lock_cancels_a_signature_waiting_for_approval() {
     let s = Setup::new();
-    std::fs::write(s.approver.join("hold"), "").unwrap();
+    std::fs::write(s.approver.join("hold"), "sign\n").unwrap();
     let asked = s.approver.join("asked");
     std::thread::scope(|scope| {
         let login = scope.spawn(|| s.a.ssh(&s.agent, &[], "true"));
@@ -407,4 +407,37 @@ fn lock_cancels_a_signature_waiting_for_approval() {
         .unwrap();
     assert_eq!(sign["error"], "signerLocked", "{sign}");
     assert_eq!(sign["outcome"], "refused", "{sign}");
+}
+
+/// Finding 7, for the CA: `vmux signer lock` while `vmux agent cert` waits
+/// for approval. The CA key is not encrypted (so locking does not take it
+/// away); the lock alone must stop the certificate.
+#[test]
+fn lock_cancels_a_certificate_waiting_for_approval() {
+    let s = Setup::new();
+    std::fs::write(s.approver.join("hold"), "certificate\n").unwrap();
+    let asked = s.approver.join("asked");
+    std::thread::scope(|scope| {
+        let cert = scope.spawn(|| run(&mut s.agent.cmd(&["cert"])));
+        let deadline = Instant::now() + WAIT;
+        while !asked.exists() {
+            assert!(Instant::now() < deadline, "the approver was never asked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ok(&mut s.signer.cmd(&["lock"]));
+        std::fs::write(s.approver.join("release"), "").unwrap();
+        let out = cert.join().unwrap();
+        assert!(
+            !out.status.success(),
+            "no certificate after lock: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    });
+    assert_eq!(s.agent.status()["certificate"]["state"], "none");
+    let cert = s
+        .audit_lines()
+        .into_iter()
+        .rfind(|e| e["kind"] == "certificate")
+        .unwrap();
+    assert_eq!(cert["error"], "signerLocked", "{cert}");
 }
