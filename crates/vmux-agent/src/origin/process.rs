@@ -222,6 +222,18 @@ mod tests {
         s.split_whitespace().map(str::to_owned).collect()
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_executable_is_the_kernels_name_for_it() {
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(
+            executable(std::process::id()).as_deref(),
+            me.to_str(),
+            "whatever argv says"
+        );
+        assert_eq!(executable(u32::MAX), None);
+    }
+
     #[test]
     fn stat_with_spaces_and_parens_in_the_name() {
         assert_eq!(
