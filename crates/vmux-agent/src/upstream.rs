@@ -74,6 +74,9 @@ impl std::fmt::Display for SignFailure {
 }
 
 /// Work for a signer link, with where to send the answer.
+// Each lives for one trip through a channel; boxing the sign request
+// would only add an allocation per signature.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outgoing {
     Sign {
         request: SignRequest,

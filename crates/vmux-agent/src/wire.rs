@@ -40,36 +40,7 @@ pub enum Request<'a> {
     Unsupported(u8),
 }
 
-/// Reads SSH `string`s and integers from a message body.
-pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
-
-impl<'a> Fields<'a> {
-    pub(crate) fn u32(&mut self) -> Option<u32> {
-        let (head, rest) = self.0.split_first_chunk::<4>()?;
-        self.0 = rest;
-        Some(u32::from_be_bytes(*head))
-    }
-
-    pub(crate) fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    pub(crate) fn string(&mut self) -> Option<&'a [u8]> {
-        let len = self.u32()? as usize;
-        if self.0.len() < len {
-            return None;
-        }
-        let (s, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Some(s)
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub(crate) use vmux_ssh::Fields;
 
 /// Parses one message body (without its length prefix).
 pub fn parse(body: &[u8]) -> Request<'_> {
@@ -93,7 +64,7 @@ pub fn parse(body: &[u8]) -> Request<'_> {
             let name = std::str::from_utf8(f.string()?).ok()?;
             Some(Request::Extension {
                 name,
-                contents: f.0,
+                contents: f.rest(),
             })
         })(),
         _ => None,

@@ -31,9 +31,9 @@ mod text;
 
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
-    CertRequest, CertResponse, ContextQuality, Hello, IssuedCert, KeyRecord, Message, ProviderKind,
-    Refused, RequestId, SignContext, SignRequest, SignResponse, WakeEndpoint, Welcome,
-    PROTOCOL_VERSION, REQUEST_ID_LEN,
+    BindingProof, CertRequest, CertResponse, ContextQuality, Hello, IssuedCert, KeyRecord, Message,
+    ProviderKind, Refused, RequestId, SignContext, SignRequest, SignResponse, WakeEndpoint,
+    Welcome, PROTOCOL_VERSION, REQUEST_ID_LEN,
 };
 pub use pairing::{pairing_code, pairing_commitment, PAIR_NONCE_LEN};
 pub use text::sanitize;

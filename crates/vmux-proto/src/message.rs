@@ -5,8 +5,9 @@ use crate::pairing::PAIR_NONCE_LEN;
 use crate::{DecodeError, ErrorCode};
 
 /// Protocol version spoken by this build. Carried in [`Hello`] and
-/// [`Welcome`]; a peer with another major version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// [`Welcome`]; a peer with another major version is refused. Version 2
+/// added the binding proof and the executable to [`SignContext`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Length of request ids and request nonces.
 pub const REQUEST_ID_LEN: usize = 16;
@@ -155,8 +156,23 @@ impl ContextQuality {
     }
 }
 
+/// The proof of a `session-bind@openssh.com` binding, as the agent got it
+/// from the SSH client: the server's host key signed the session id. The
+/// signer verifies it itself; unverified bytes here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BindingProof {
+    /// The server's host-key blob.
+    pub host_key: Vec<u8>,
+    /// The SSH session id.
+    pub session_id: Vec<u8>,
+    /// The host key's signature over the session id (an SSH signature
+    /// blob).
+    pub signature: Vec<u8>,
+}
+
 /// What the agent knows about a sign request's purpose. Every string is
-/// empty when unknown. The signer treats all of it as the agent's claim.
+/// empty when unknown. The signer treats all of it as the agent's claim
+/// and checks what it can itself (the binding proof against the data).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SignContext {
     /// How sure the agent is of `dest_host` and `dest_user`.
@@ -171,6 +187,12 @@ pub struct SignContext {
     pub namespace: String,
     /// The request came through a forwarded agent connection.
     pub forwarded: bool,
+    /// The requesting process's executable, as the kernel names it
+    /// (`/proc/PID/exe`).
+    pub executable: String,
+    /// The binding the login is for, when the client made one for this
+    /// session (the connection's last binding, not a forwarding one).
+    pub binding: Option<BindingProof>,
 }
 
 /// Agent → signer: sign `data` with the key whose blob is `key_blob`.
@@ -265,8 +287,11 @@ pub enum WakeEndpoint {
     },
 }
 
-/// Every message of protocol version 1.
+/// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// A message lives for one send or one receive: boxing the sign request
+// would only add an allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     /// Agent → signer, first message after the handshake.
     Hello(Hello),
@@ -359,21 +384,32 @@ impl Message {
                 }
                 w.finish()
             }
-            Message::SignRequest(r) => Writer::new(kind::SIGN_REQUEST)
-                .fixed(&r.request_id)
-                .bytes(&r.key_blob)
-                .bytes(&r.data)
-                .u32(r.flags)
-                .fixed(&r.nonce)
-                .u64(r.issued_at_ms)
-                .u64(r.expires_at_ms)
-                .u8(r.context.quality.to_wire())
-                .str(&r.context.dest_host)
-                .str(&r.context.dest_user)
-                .str(&r.context.process)
-                .str(&r.context.namespace)
-                .bool(r.context.forwarded)
-                .finish(),
+            Message::SignRequest(r) => {
+                let mut w = Writer::new(kind::SIGN_REQUEST);
+                w.fixed(&r.request_id)
+                    .bytes(&r.key_blob)
+                    .bytes(&r.data)
+                    .u32(r.flags)
+                    .fixed(&r.nonce)
+                    .u64(r.issued_at_ms)
+                    .u64(r.expires_at_ms)
+                    .u8(r.context.quality.to_wire())
+                    .str(&r.context.dest_host)
+                    .str(&r.context.dest_user)
+                    .str(&r.context.process)
+                    .str(&r.context.namespace)
+                    .bool(r.context.forwarded)
+                    .str(&r.context.executable);
+                match &r.context.binding {
+                    None => w.bool(false),
+                    Some(b) => w
+                        .bool(true)
+                        .bytes(&b.host_key)
+                        .bytes(&b.session_id)
+                        .bytes(&b.signature),
+                };
+                w.finish()
+            }
             Message::SignResponse(r) => {
                 let mut w = Writer::new(kind::SIGN_RESPONSE);
                 w.fixed(&r.request_id);
@@ -476,6 +512,16 @@ impl Message {
                     process: r.string()?,
                     namespace: r.string()?,
                     forwarded: r.bool()?,
+                    executable: r.string()?,
+                    binding: if r.bool()? {
+                        Some(BindingProof {
+                            host_key: r.bytes()?.to_vec(),
+                            session_id: r.bytes()?.to_vec(),
+                            signature: r.bytes()?.to_vec(),
+                        })
+                    } else {
+                        None
+                    },
                 },
             }),
             kind::SIGN_RESPONSE => {

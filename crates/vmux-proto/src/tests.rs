@@ -59,7 +59,23 @@ fn samples() -> Vec<Message> {
                 process: "ssh ← bash".into(),
                 namespace: String::new(),
                 forwarded: true,
+                executable: "/usr/bin/ssh".into(),
+                binding: Some(BindingProof {
+                    host_key: vec![7; 51],
+                    session_id: vec![8; 32],
+                    signature: vec![9; 83],
+                }),
             },
+        }),
+        Message::SignRequest(SignRequest {
+            request_id: [1; 16],
+            key_blob: vec![5; 51],
+            data: b"SSHSIG".to_vec(),
+            flags: 0,
+            nonce: [2; 16],
+            issued_at_ms: 1_700_000_000_000,
+            expires_at_ms: 1_700_000_060_000,
+            context: SignContext::default(),
         }),
         Message::SignResponse(SignResponse {
             request_id: [1; 16],
@@ -207,5 +223,82 @@ fn protocol_md_vectors() {
     assert_eq!(
         hex(&sign.encode()),
         "0dabababababababababababababababab00000001"
+    );
+    // docs/PROTOCOL.md's SignRequest, in version 2: the version-1 bytes,
+    // then executable "" and no binding proof.
+    let doc = Message::SignRequest(SignRequest {
+        request_id: [0x01; 16],
+        key_blob: vec![1, 2, 3],
+        data: vec![4, 5],
+        flags: 4,
+        nonce: [0x02; 16],
+        issued_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_000_060_000,
+        context: SignContext {
+            quality: ContextQuality::Claimed,
+            dest_host: "example.org".into(),
+            dest_user: "git".into(),
+            ..SignContext::default()
+        },
+    });
+    assert_eq!(
+        hex(&doc.encode()),
+        concat!(
+            "0c010101010101010101010101010101010000000301020300000002040500000004",
+            "020202020202020202020202020202020000018bcfe568000000018bcfe65260",
+            "010000000b6578616d706c652e6f726700000003676974000000000000000000",
+            "0000000000",
+        )
+    );
+    assert_eq!(doc.encode().len(), 103);
+    // A sign request's context (version 2): quality, host, user,
+    // process, namespace, forwarded, executable, then the binding proof
+    // (a boolean, and when true host key, session id, signature).
+    let req = Message::SignRequest(SignRequest {
+        request_id: [0x01; 16],
+        key_blob: vec![0xaa],
+        data: vec![0xbb],
+        flags: 0,
+        nonce: [0x02; 16],
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+        context: SignContext {
+            quality: ContextQuality::Verified,
+            dest_host: "h".into(),
+            dest_user: "u".into(),
+            process: String::new(),
+            namespace: String::new(),
+            forwarded: false,
+            executable: "/s".into(),
+            binding: Some(BindingProof {
+                host_key: vec![0xcc],
+                session_id: vec![0xdd],
+                signature: vec![0xee],
+            }),
+        },
+    });
+    assert_eq!(
+        hex(&req.encode()),
+        concat!(
+            "0c",
+            "01010101010101010101010101010101",
+            "00000001aa",
+            "00000001bb",
+            "00000000",
+            "02020202020202020202020202020202",
+            "0000000000000001",
+            "0000000000000002",
+            "02",
+            "0000000168",
+            "0000000175",
+            "00000000",
+            "00000000",
+            "00",
+            "000000022f73",
+            "01",
+            "00000001cc",
+            "00000001dd",
+            "00000001ee",
+        )
     );
 }

@@ -43,13 +43,20 @@ pub struct Entry {
     /// Requesting process, as the agent reported it.
     #[serde(default)]
     pub process: String,
-    /// Destination host.
+    /// Destination host name(s), as the agent names it (its claim).
     #[serde(default)]
     pub dest_host: String,
-    /// Destination user.
+    /// The destination's host key (`SHA256:…`), when the signer verified
+    /// the login is for it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_key: String,
+    /// Destination user, from the data signed.
     #[serde(default)]
     pub dest_user: String,
-    /// `unknown`, `claimed` or `verified`.
+    /// The requesting executable, as the agent reported it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub executable: String,
+    /// `unknown`, `claimed` or `verified`, as the signer checked it.
     #[serde(default)]
     pub quality: String,
     /// Through a forwarded agent.
@@ -68,21 +75,35 @@ impl Entry {
     /// An entry for `decision` with its outcome (`prev` is filled in when
     /// it is appended).
     pub fn new(decision: &Decision, outcome: &str, error: Option<vmux_proto::ErrorCode>) -> Entry {
-        Entry {
+        let source = decision.source();
+        let mut e = Entry {
             time: crate::checks::now_ms() / 1000,
             kind: decision.kind_str().to_owned(),
-            agent_id: decision.source_id.clone(),
-            agent_name: decision.source_name.clone(),
-            key: decision.key_fingerprint.clone(),
-            process: decision.process.clone(),
-            dest_host: decision.dest_host.clone(),
-            dest_user: decision.dest_user.clone(),
-            quality: decision.quality.as_str().to_owned(),
-            forwarded: decision.forwarded,
+            agent_id: source.id.clone(),
+            agent_name: source.name.clone(),
+            key: String::new(),
+            process: String::new(),
+            dest_host: String::new(),
+            host_key: String::new(),
+            dest_user: String::new(),
+            executable: String::new(),
+            quality: vmux_proto::ContextQuality::Unknown.as_str().to_owned(),
+            forwarded: false,
             outcome: outcome.to_owned(),
             error: error.map(|c| c.as_str().to_owned()),
             prev: String::new(),
+        };
+        if let Decision::Sign(d) = decision {
+            e.key = d.key_fingerprint.clone();
+            e.process = d.claims.process.clone();
+            e.dest_host = d.claims.dest_host.clone();
+            e.host_key = d.purpose.host_key_fingerprint().to_owned();
+            e.dest_user = d.purpose.user().to_owned();
+            e.executable = d.claims.executable.clone();
+            e.quality = d.purpose.quality().as_str().to_owned();
+            e.forwarded = d.claims.forwarded;
         }
+        e
     }
 }
 
@@ -189,16 +210,21 @@ pub fn read(contents: &[u8]) -> Vec<Result<Entry, usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approver::DecisionKind;
+    use crate::approver::{Claims, SignDecision, Source};
+    use crate::purpose::Purpose;
 
     fn decision(n: usize) -> Decision {
-        Decision {
-            kind: Some(DecisionKind::Sign),
-            source_name: "laptop".into(),
-            source_id: format!("id{n}"),
+        Decision::Sign(SignDecision {
+            source: Source {
+                name: "laptop".into(),
+                id: format!("id{n}"),
+            },
             key_fingerprint: "SHA256:x".into(),
-            ..Decision::default()
-        }
+            key_comment: String::new(),
+            purpose: Purpose::Unknown,
+            claims: Claims::default(),
+            window_max_seconds: 0,
+        })
     }
 
     #[test]

@@ -6,11 +6,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use vmux_link::{PairingGate, PairingRequest, Peer, StaticKey};
-use vmux_proto::{CertRequest, ContextQuality, ErrorCode, IssuedCert, SignRequest};
+use vmux_proto::{CertRequest, ErrorCode, IssuedCert, SignRequest};
+use vmux_ssh::VerifiedLogin;
 
-use crate::approver::{Approver, Decision, DecisionKind, Verdict};
+use crate::approver::{
+    Approver, CertDecision, Claims, Decision, PairDecision, SignDecision, Source, Verdict,
+};
 use crate::audit::Entry;
 use crate::checks::now_ms;
+use crate::purpose::Purpose;
 use crate::server::Server;
 
 /// Failed pairings tolerated per [`PAIRING_PENALTY`] before new pairings
@@ -19,42 +23,45 @@ const MAX_PAIRING_FAILURES: usize = 5;
 /// The window over which failed pairings are counted.
 const PAIRING_PENALTY: Duration = Duration::from_secs(60);
 
-/// What an approval window covers: this agent, key, process and
-/// destination, nothing wider.
+/// What an approval window covers: this agent (its authenticated id), this
+/// key, a login the signer verified (host key and user), from this
+/// executable; nothing wider. Made only by [`WindowKey::for_sign`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct WindowKey {
     agent: String,
     key: String,
-    process: String,
-    dest_host: String,
-    dest_user: String,
+    login: VerifiedLogin,
+    executable: String,
 }
 
-/// Approval windows: approvals a person extended to the same key, process
-/// and verified destination for a while.
+impl WindowKey {
+    /// A window may cover only a login whose host key the signer verified,
+    /// not through a forwarded agent, from a known executable: never an
+    /// SSHSIG, never unknown data.
+    fn for_sign(d: &SignDecision) -> Option<WindowKey> {
+        let Purpose::VerifiedLogin(login) = &d.purpose else {
+            return None;
+        };
+        if d.claims.forwarded || d.claims.executable.is_empty() {
+            return None;
+        }
+        Some(WindowKey {
+            agent: d.source.id.clone(),
+            key: d.key_fingerprint.clone(),
+            login: login.clone(),
+            executable: d.claims.executable.clone(),
+        })
+    }
+}
+
+/// Approval windows: approvals a person extended to the same key,
+/// executable and verified login for a while.
 #[derive(Default)]
 pub(crate) struct Windows {
     open: std::sync::Mutex<HashMap<WindowKey, Instant>>,
 }
 
 impl Windows {
-    /// A window may cover only a signature whose destination was verified,
-    /// not through a forwarded agent, from a known process.
-    fn key_for(d: &Decision) -> Option<WindowKey> {
-        let eligible = d.kind == Some(DecisionKind::Sign)
-            && !d.forwarded
-            && d.quality == ContextQuality::Verified
-            && !d.dest_host.is_empty()
-            && !d.process.is_empty();
-        eligible.then(|| WindowKey {
-            agent: d.source_id.clone(),
-            key: d.key_fingerprint.clone(),
-            process: d.process.clone(),
-            dest_host: d.dest_host.clone(),
-            dest_user: d.dest_user.clone(),
-        })
-    }
-
     fn covers(&self, k: &WindowKey) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -93,23 +100,45 @@ impl<A: Approver + 'static> Server<A> {
         }
     }
 
+    /// Asks the approver, unless the signer is or becomes locked first:
+    /// `vmux signer lock` ends every decision still waiting, at once,
+    /// with `signerLocked`.
+    pub(crate) async fn ask(&self, d: &Decision, timeout: Duration) -> Result<Verdict, ErrorCode> {
+        let mut locked = self.locked.subscribe();
+        tokio::select! {
+            biased;
+            _ = locked.wait_for(|l| *l) => Err(ErrorCode::SignerLocked),
+            v = self.parts.approver.decide(d, timeout) => Ok(v),
+        }
+    }
+
+    /// `signerLocked` if the signer is locked now.
+    fn check_unlocked(&self) -> Result<(), ErrorCode> {
+        if *self.locked.borrow() {
+            Err(ErrorCode::SignerLocked)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Asks the approver (or finds an open window) for `d`.
-    async fn approve(&self, d: &Decision, timeout: Duration) -> Result<Approval, ErrorCode> {
-        let window = Windows::key_for(d).filter(|_| self.parts.window_max_seconds > 0);
+    async fn approve(
+        &self,
+        d: &mut SignDecision,
+        timeout: Duration,
+    ) -> Result<Approval, ErrorCode> {
+        let window = WindowKey::for_sign(d).filter(|_| self.parts.window_max_seconds > 0);
         if let Some(k) = &window {
             if self.windows.covers(k) {
                 return Ok(Approval::Window);
             }
         }
-        let offer = Decision {
-            window_max_seconds: if window.is_some() {
-                self.parts.window_max_seconds
-            } else {
-                0
-            },
-            ..d.clone()
-        };
-        match self.parts.approver.decide(&offer, timeout).await {
+        if window.is_some() {
+            d.window_max_seconds = self.parts.window_max_seconds;
+        }
+        let offer = Decision::Sign(d.clone());
+        d.window_max_seconds = 0;
+        match self.ask(&offer, timeout).await? {
             Verdict::Approve => Ok(Approval::Asked),
             Verdict::ApproveFor(t) => {
                 if let Some(k) = window {
@@ -127,25 +156,32 @@ impl<A: Approver + 'static> Server<A> {
     /// Checks, asks (or finds a window), signs, and records the decision.
     /// Returns the signature blob or the error code.
     pub async fn sign(&self, agent: &Peer, req: &SignRequest) -> Result<Vec<u8>, ErrorCode> {
-        let mut d = Decision {
-            kind: Some(DecisionKind::Sign),
-            source_name: agent.name.clone(),
-            source_id: agent.id.clone(),
-            dest_host: req.context.dest_host.clone(),
-            dest_user: req.context.dest_user.clone(),
-            quality: req.context.quality,
-            process: req.context.process.clone(),
-            namespace: req.context.namespace.clone(),
-            forwarded: req.context.forwarded,
-            ..Decision::default()
+        let c = &req.context;
+        let mut d = SignDecision {
+            source: source(agent),
+            key_fingerprint: String::new(),
+            key_comment: String::new(),
+            // The signer's own reading of the data, not the agent's.
+            purpose: Purpose::of(&req.data, c.binding.as_ref()),
+            claims: Claims {
+                dest_host: c.dest_host.clone(),
+                quality: c.quality,
+                process: c.process.clone(),
+                executable: c.executable.clone(),
+                forwarded: c.forwarded,
+            },
+            window_max_seconds: 0,
         };
         let outcome = self.sign_inner(agent, req, &mut d).await;
-        self.audit(&d, outcome.as_ref().map(|(_, how)| how).map_err(|c| *c));
         let id: String = req.request_id.iter().map(|b| format!("{b:02x}")).collect();
         match &outcome {
             Ok(_) => info!(agent = %agent.id, request = %id, key = %d.key_fingerprint, "signed"),
             Err(code) => info!(agent = %agent.id, request = %id, %code, "refused"),
         }
+        self.audit(
+            &Decision::Sign(d),
+            outcome.as_ref().map(|(_, how)| how).map_err(|c| *c),
+        );
         outcome.map(|(sig, _)| sig)
     }
 
@@ -153,14 +189,12 @@ impl<A: Approver + 'static> Server<A> {
         &self,
         agent: &Peer,
         req: &SignRequest,
-        d: &mut Decision,
+        d: &mut SignDecision,
     ) -> Result<(Vec<u8>, Approval), ErrorCode> {
         if !self.parts.paired.contains(&agent.static_key) {
             return Err(ErrorCode::PairingInvalid);
         }
-        if self.locked.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ErrorCode::SignerLocked);
-        }
+        self.check_unlocked()?;
         let now = now_ms();
         self.parts.window.check(req, now)?;
         self.replay
@@ -186,6 +220,9 @@ impl<A: Approver + 'static> Server<A> {
         if now_ms() > req.expires_at_ms {
             return Err(ErrorCode::RequestExpired);
         }
+        // Locked while the person was deciding, or since: nothing signs,
+        // whichever provider holds the key.
+        self.check_unlocked()?;
         for p in &self.parts.providers {
             match p.sign(&req.key_blob, &req.data, req.flags) {
                 Ok(sig) => return Ok((sig, how)),
@@ -204,14 +241,11 @@ impl<A: Approver + 'static> Server<A> {
     pub async fn certify(&self, agent: &Peer, req: &CertRequest) -> Result<IssuedCert, ErrorCode> {
         let p = &self.parts;
         let validity = p.cert_policy.validity_for(req.validity_seconds);
-        let d = Decision {
-            kind: Some(DecisionKind::Certificate),
-            source_name: agent.name.clone(),
-            source_id: agent.id.clone(),
-            cert_validity_seconds: Some(validity),
-            cert_principals: p.cert_policy.principals.clone(),
-            ..Decision::default()
-        };
+        let d = Decision::Certificate(CertDecision {
+            source: source(agent),
+            validity_seconds: validity,
+            principals: p.cert_policy.principals.clone(),
+        });
         let outcome = async {
             if !p.paired.contains(&agent.static_key) {
                 return Err(ErrorCode::PairingInvalid);
@@ -220,14 +254,17 @@ impl<A: Approver + 'static> Server<A> {
             if req.automatic && !p.cert_policy.auto_issue {
                 return Err(ErrorCode::PolicyDenied);
             }
-            if ca.is_locked() || self.locked.load(std::sync::atomic::Ordering::SeqCst) {
+            if ca.is_locked() {
                 return Err(ErrorCode::SignerLocked);
             }
-            match p.approver.decide(&d, p.approval_timeout).await {
+            self.check_unlocked()?;
+            match self.ask(&d, p.approval_timeout).await? {
                 Verdict::Approve | Verdict::ApproveFor(_) => {}
                 Verdict::Deny => return Err(ErrorCode::UserDenied),
                 Verdict::TimedOut => return Err(ErrorCode::ApprovalTimeout),
             }
+            // Locked while the person was deciding: nothing is issued.
+            self.check_unlocked()?;
             let key_id = format!(
                 "vmux agent {} ({})",
                 vmux_proto::sanitize(&agent.name),
@@ -254,6 +291,14 @@ impl<A: Approver + 'static> Server<A> {
     }
 }
 
+/// The agent as the link authenticated it.
+fn source(agent: &Peer) -> Source {
+    Source {
+        name: agent.name.clone(),
+        id: agent.id.clone(),
+    }
+}
+
 /// The signer's [`PairingGate`]: the paired-agents file and the approver,
 /// with failed pairings rate-limited.
 pub(crate) struct Gate<'a, A> {
@@ -266,13 +311,10 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
     }
 
     async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
-        let d = Decision {
-            kind: Some(DecisionKind::Pair),
-            source_name: request.agent.name.clone(),
-            source_id: request.agent.id.clone(),
-            pairing_code: request.code.clone(),
-            ..Decision::default()
-        };
+        let d = Decision::Pair(PairDecision {
+            source: source(&request.agent),
+            code: request.code.clone(),
+        });
         let outcome = self.ask_pairing(&request, &d).await;
         if outcome.is_err() {
             self.server

@@ -16,9 +16,13 @@
 //! - [`checks`]: the request window and nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
 //! - [`audit`]: the hash-chained log of every decision.
-//! - approval windows: a person may let the same key, process and verified
-//!   destination through for a while; never forwarded requests,
-//!   certificates or unknown destinations.
+//! - [`purpose`]: what the data to sign is for, read by the signer itself;
+//!   a login's destination is verified only when the signer checked the
+//!   agent's binding proof against the data (`vmux-ssh`).
+//! - approval windows: a person may let the same key sign the same
+//!   verified login (host key and user) from the same executable for a
+//!   while; never forwarded requests, SSHSIG, unknown data, certificates
+//!   or unverified destinations.
 //! - [`Server`]: the running signer; [`control`]: `status`, `lock` and
 //!   `unlock` for it through an owner-only socket.
 #![deny(missing_docs)]
@@ -33,6 +37,7 @@ mod decide;
 mod home;
 pub mod paired;
 pub mod provider;
+pub mod purpose;
 mod server;
 
 pub use home::{SignerError, SignerHome, TokenRecord};

@@ -57,8 +57,9 @@ pub struct Server<A> {
     pub(crate) pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
     pub(crate) windows: Windows,
     /// Set by `vmux signer lock`, cleared by `unlock`: nothing is signed
-    /// or certified in between, encrypted keys or not.
-    pub(crate) locked: std::sync::atomic::AtomicBool,
+    /// or certified in between, encrypted keys or not. Decisions waiting
+    /// for a person watch it and end when it is set.
+    pub(crate) locked: tokio::sync::watch::Sender<bool>,
 }
 
 impl<A: Approver + 'static> Server<A> {
@@ -69,13 +70,16 @@ impl<A: Approver + 'static> Server<A> {
             replay: ReplayGuard::new(1 << 18),
             pairing_failures: Default::default(),
             windows: Windows::default(),
-            locked: std::sync::atomic::AtomicBool::new(false),
+            locked: tokio::sync::watch::Sender::new(false),
         }
     }
 
     /// Forgets every decrypted secret: signing and certificates fail with
-    /// `signerLocked` until [`Server::unlock`].
+    /// `signerLocked` until [`Server::unlock`]. Every decision still
+    /// waiting for a person ends at once with `signerLocked` (its client
+    /// is told so), and nothing approved before is signed after.
     pub fn lock(&self) {
+        self.locked.send_replace(true);
         for p in &self.parts.providers {
             p.lock();
         }
@@ -83,8 +87,7 @@ impl<A: Approver + 'static> Server<A> {
             ca.lock();
         }
         self.windows.clear();
-        self.locked.store(true, std::sync::atomic::Ordering::SeqCst);
-        info!("signer locked; approval windows closed");
+        info!("signer locked; pending decisions cancelled, approval windows closed");
     }
 
     /// Decrypts the keys and the CA with `passphrase`.
@@ -98,15 +101,14 @@ impl<A: Approver + 'static> Server<A> {
         for p in &self.parts.providers {
             p.unlock(passphrase).map_err(|e| e.to_string())?;
         }
-        self.locked
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.locked.send_replace(false);
         info!("signer unlocked");
         Ok(())
     }
 
     /// Whether some key or the CA is locked.
     pub fn is_locked(&self) -> bool {
-        self.locked.load(std::sync::atomic::Ordering::SeqCst)
+        *self.locked.borrow()
             || self.parts.providers.iter().any(|p| p.is_locked())
             || self.parts.ca.as_ref().is_some_and(Ca::is_locked)
     }

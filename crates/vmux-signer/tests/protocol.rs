@@ -9,7 +9,7 @@ use signature::Verifier;
 use tokio::net::{TcpListener, TcpStream};
 use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
-use vmux_signer::approver::{Approver, Decision, DecisionKind, Verdict};
+use vmux_signer::approver::{Approver, Decision, Verdict};
 use vmux_signer::checks::{now_ms, Window};
 use vmux_signer::paired::{PairedAgents, SignerState};
 use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
@@ -31,8 +31,8 @@ struct TestApprover {
 
 impl Approver for TestApprover {
     async fn decide(&self, d: &Decision, _timeout: Duration) -> Verdict {
-        let yes = match d.kind {
-            Some(DecisionKind::Pair) => {
+        let yes = match d {
+            Decision::Pair(_) => {
                 self.pairs.fetch_add(1, Ordering::SeqCst);
                 self.approve_pair.load(Ordering::SeqCst)
             }
@@ -51,10 +51,10 @@ impl Approver for TestApprover {
             }
         };
         let window = self.window_secs.load(Ordering::SeqCst);
-        if d.window_max_seconds > 0 {
+        if d.window_max_seconds() > 0 {
             self.offered.fetch_add(1, Ordering::SeqCst);
         }
-        if yes && window > 0 && d.window_max_seconds > 0 {
+        if yes && window > 0 && d.window_max_seconds() > 0 {
             Verdict::ApproveFor(Duration::from_secs(window))
         } else if yes {
             Verdict::Approve
@@ -66,6 +66,7 @@ impl Approver for TestApprover {
 
 struct Fixture {
     addr: std::net::SocketAddr,
+    server: Arc<Server<Arc<TestApprover>>>,
     approver: Arc<TestApprover>,
     key_blob: Vec<u8>,
     public: ssh_key::PublicKey,
@@ -100,9 +101,10 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener));
+    tokio::spawn(server.clone().serve(listener));
     Fixture {
         addr,
+        server,
         approver,
         key_blob: info.blob,
         public: info.public,
@@ -268,61 +270,136 @@ async fn repeated_failed_pairings_are_refused_without_asking() {
     assert_eq!(f.approver.pairs.load(Ordering::SeqCst), 5);
 }
 
-fn verified(f: &Fixture, nonce: u8, host: &str, forwarded: bool) -> SignRequest {
+fn put(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Userauth sign data for session `sid` as `user`.
+fn login_data(sid: &[u8], user: &str) -> Vec<u8> {
+    let mut d = Vec::new();
+    put(&mut d, sid);
+    d.push(50);
+    put(&mut d, user.as_bytes());
+    put(&mut d, b"ssh-connection");
+    put(&mut d, b"publickey");
+    d.push(1);
+    put(&mut d, b"ssh-ed25519");
+    put(&mut d, b"keyblob");
+    d
+}
+
+/// A server host key.
+fn host() -> ssh_key::PrivateKey {
+    ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap()
+}
+
+/// A request to log in to `host` as git, with the binding proof `host`
+/// signed, and the agent's claims.
+fn verified(f: &Fixture, nonce: u8, host: &ssh_key::PrivateKey, forwarded: bool) -> SignRequest {
+    use signature::Signer;
     let now = now_ms();
     let mut r = request(f, nonce, now, now + 60_000);
+    let sid = b"session-id";
+    let sig: ssh_key::Signature = host.try_sign(sid).unwrap();
+    r.data = login_data(sid, "git");
     r.context = SignContext {
         quality: vmux_proto::ContextQuality::Verified,
-        dest_host: host.into(),
+        dest_host: "a.example".into(),
         dest_user: "git".into(),
         process: "ssh ← bash".into(),
         namespace: String::new(),
         forwarded,
+        executable: "/usr/bin/ssh".into(),
+        binding: Some(vmux_proto::BindingProof {
+            host_key: host.public_key().to_bytes().unwrap(),
+            session_id: sid.to_vec(),
+            signature: Vec::<u8>::try_from(sig).unwrap(),
+        }),
     };
     r
 }
 
 #[tokio::test]
-async fn an_approval_window_covers_the_same_key_process_and_host_only() {
+async fn an_approval_window_covers_the_same_key_executable_and_verified_login_only() {
     let f = start_with(3600).await;
     f.approver.window_secs.store(1, Ordering::SeqCst);
     let mut s = session(&f, &Identity::generate()).await.unwrap();
     let signs = || f.approver.signs.load(Ordering::SeqCst);
+    let (a, b) = (host(), host());
 
-    assert!(ask(&mut s, verified(&f, 1, "a.example", false))
-        .await
-        .is_ok());
+    assert!(ask(&mut s, verified(&f, 1, &a, false)).await.is_ok());
     assert_eq!(signs(), 1);
-    // Same key, process and host: no prompt.
-    assert!(ask(&mut s, verified(&f, 2, "a.example", false))
-        .await
-        .is_ok());
+    // Same key, executable and verified login: no prompt.
+    assert!(ask(&mut s, verified(&f, 2, &a, false)).await.is_ok());
     assert_eq!(signs(), 1, "the window let it through");
-    // Another host: asked.
-    assert!(ask(&mut s, verified(&f, 3, "b.example", false))
-        .await
-        .is_ok());
+    // Another host key, whatever the agent calls it: asked.
+    assert!(ask(&mut s, verified(&f, 3, &b, false)).await.is_ok());
     assert_eq!(signs(), 2);
+    // Another user: asked.
+    let mut other_user = verified(&f, 11, &a, false);
+    other_user.data = login_data(b"session-id", "root");
+    assert!(ask(&mut s, other_user).await.is_ok());
+    assert_eq!(signs(), 3);
+    // Another executable: asked.
+    let mut other_exe = verified(&f, 12, &a, false);
+    other_exe.context.executable = "/tmp/not-ssh".into();
+    assert!(ask(&mut s, other_exe).await.is_ok());
+    assert_eq!(signs(), 4);
     // Forwarded: always asked, and no window is offered.
     let offered = f.approver.offered.load(Ordering::SeqCst);
-    assert!(ask(&mut s, verified(&f, 4, "a.example", true))
-        .await
-        .is_ok());
-    assert_eq!(signs(), 3);
+    assert!(ask(&mut s, verified(&f, 4, &a, true)).await.is_ok());
+    assert_eq!(signs(), 5);
     assert_eq!(f.approver.offered.load(Ordering::SeqCst), offered);
-    // Unverified destination: asked, no window offered.
-    let mut claimed = verified(&f, 5, "a.example", false);
-    claimed.context.quality = vmux_proto::ContextQuality::Claimed;
+    // No proof (the agent's "verified" alone): asked, no window offered.
+    let mut claimed = verified(&f, 5, &a, false);
+    claimed.context.binding = None;
     assert!(ask(&mut s, claimed).await.is_ok());
-    assert_eq!(signs(), 4);
+    assert_eq!(signs(), 6);
+    // A proof for another session than the data's: asked, no window.
+    let mut mismatched = verified(&f, 6, &a, false);
+    mismatched.data = login_data(b"another-session", "git");
+    assert!(ask(&mut s, mismatched).await.is_ok());
+    assert_eq!(signs(), 7);
+    // Other data under the same claims and proof: asked, no window.
+    let mut not_login = verified(&f, 7, &a, false);
+    not_login.data = b"to be signed".to_vec();
+    assert!(ask(&mut s, not_login).await.is_ok());
+    assert_eq!(signs(), 8);
     assert_eq!(f.approver.offered.load(Ordering::SeqCst), offered);
     // After the window's second has passed: asked again. (Waiting is the
     // point of this check: the window is a span of time.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(ask(&mut s, verified(&f, 6, "a.example", false))
+    assert!(ask(&mut s, verified(&f, 8, &a, false)).await.is_ok());
+    assert_eq!(signs(), 9);
+}
+
+#[tokio::test]
+async fn lock_ends_a_decision_that_is_waiting_for_the_person() {
+    let f = start().await;
+    f.approver.held.store(true, Ordering::SeqCst);
+    let mut s = session(&f, &Identity::generate()).await.unwrap();
+    let now = now_ms();
+    let r = request(&f, 1, now, now + 30_000);
+    s.channel.send(&Message::SignRequest(r)).await.unwrap();
+    // Wait (bounded) until the approver is asked.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while f.approver.signs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the approver was asked");
+    f.server.lock();
+    let answer = tokio::time::timeout(Duration::from_secs(5), next_answer(&mut s))
         .await
-        .is_ok());
-    assert_eq!(signs(), 5);
+        .expect("lock answers at once, without the person");
+    assert_eq!(answer.result, Err(ErrorCode::SignerLocked));
+    // The person approving now changes nothing.
+    f.approver.held.store(false, Ordering::SeqCst);
+    f.approver.release.notify_waiters();
+    let later = request(&f, 2, now_ms(), now_ms() + 30_000);
+    assert_eq!(ask(&mut s, later).await, Err(ErrorCode::SignerLocked));
 }
 
 /// Receives the next sign response, skipping link chatter.

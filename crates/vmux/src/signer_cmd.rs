@@ -307,15 +307,19 @@ pub fn run(
                 if since.is_some_and(|s| e.time < s) {
                     return;
                 }
-                let dest = match (e.dest_user.as_str(), e.dest_host.as_str()) {
-                    ("", "") => String::new(),
-                    ("", h) => format!(" → {} [{}]", vmux_proto::sanitize(h), e.quality),
-                    (u, h) => format!(
-                        " → {}@{} [{}]",
-                        vmux_proto::sanitize(u),
-                        vmux_proto::sanitize(h),
-                        e.quality
+                // What was verified is the host key; a name is the agent's.
+                let host = match (e.host_key.as_str(), e.dest_host.as_str()) {
+                    ("", h) => vmux_proto::sanitize(h),
+                    (k, "") => format!("host key {k}"),
+                    (k, h) => format!(
+                        "host key {k} (named {} by the agent)",
+                        vmux_proto::sanitize(h)
                     ),
+                };
+                let dest = match (e.dest_user.as_str(), host.as_str()) {
+                    ("", "") => String::new(),
+                    ("", h) => format!(" → {h} [{}]", e.quality),
+                    (u, h) => format!(" → {}@{h} [{}]", vmux_proto::sanitize(u), e.quality),
                 };
                 println!(
                     "{}  {:<11} {:<18} {} {}{}{}{}{}",

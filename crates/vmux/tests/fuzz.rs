@@ -132,6 +132,10 @@ fn agent_protocol() {
 fn link_message() {
     fuzz("link-message", |b| {
         if let Ok(m) = vmux_proto::Message::decode(b) {
+            // The signer reads every sign request's data and proof itself.
+            if let vmux_proto::Message::SignRequest(r) = &m {
+                let _ = vmux_signer::purpose::Purpose::of(&r.data, r.context.binding.as_ref());
+            }
             // Whatever decodes re-encodes to bytes that decode to the same
             // message (not always the same bytes: an error code from a
             // newer peer decodes as internal).
@@ -162,6 +166,7 @@ fn sign_data() {
         let _ = vmux_agent::origin::data::userauth(b);
         let _ = vmux_agent::origin::data::sshsig_namespace(b);
         let _ = vmux_agent::origin::derive(&bindings, b, String::new(), &[], &[]);
+        let _ = vmux_signer::purpose::Purpose::of(b, None);
     });
 }
 

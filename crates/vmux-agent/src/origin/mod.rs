@@ -4,20 +4,21 @@
 //! the `session-bind@openssh.com` bindings it made, and the data it asks to
 //! sign) this module derives the destination host and user, how sure we
 //! are of them, whether the request came through a forwarded agent, the
-//! `ssh-keygen -Y` namespace, and the requesting process chain. Pure
-//! parsing and verification sit in [`bind`], [`data`] and
-//! [`known_hosts`]; reading `/proc` and files is kept to [`process`] and
-//! [`Connection::context`].
+//! `ssh-keygen -Y` namespace, the requesting process chain and
+//! executable, and the proof of the binding a login is for, which the
+//! signer checks again itself. Parsing and verification of SSH bytes are
+//! `vmux-ssh`'s ([`bind`], [`data`], [`VerifiedLogin`]), shared with the
+//! signer; known_hosts lookup is [`known_hosts`]; reading `/proc` and
+//! files is kept to [`process`] and [`Connection::context`].
 
-pub mod bind;
-pub mod data;
 pub mod known_hosts;
 pub mod process;
 pub mod trust;
 
 use std::path::PathBuf;
 
-use vmux_proto::{ContextQuality, SignContext};
+use vmux_proto::{BindingProof, ContextQuality, SignContext};
+pub use vmux_ssh::{bind, data, VerifiedLogin};
 
 pub use bind::{BindError, Bindings};
 
@@ -132,7 +133,11 @@ fn context_from_files(
         .chain(known_hosts_files())
         .filter_map(|f| read_bounded(&f))
         .collect();
-    derive(bindings, data, process, &candidates, &files)
+    let mut ctx = derive(bindings, data, process, &candidates, &files);
+    ctx.executable = proc
+        .and_then(|(pid, _)| process::executable(pid))
+        .unwrap_or_default();
+    ctx
 }
 
 /// The pure part of [`Connection::context`].
@@ -155,15 +160,20 @@ pub fn derive(
     ctx.dest_user = u.user;
     // As OpenSSH's agent does: only a login for the connection's last
     // binding, made for authentication (not forwarding), and naming the
-    // same host key when the data names one, is verified.
+    // same host key when the data names one, is verified. Its proof goes
+    // to the signer, which checks it again.
     let bound = bindings
         .last()
-        .filter(|b| b.session_id == u.session_id && !b.forwarded)
-        .filter(|b| u.host_key.as_ref().is_none_or(|h| *h == b.host_key));
+        .filter(|b| VerifiedLogin::check(b, data).is_some());
     let host_key = match bound {
         Some(b) => {
             ctx.quality = ContextQuality::Verified;
-            Some(b.host_key.clone())
+            ctx.binding = Some(BindingProof {
+                host_key: b.host_key().to_vec(),
+                session_id: b.session_id().to_vec(),
+                signature: b.signature().to_vec(),
+            });
+            Some(b.host_key().to_vec())
         }
         None => {
             ctx.quality = ContextQuality::Claimed;
@@ -195,20 +205,19 @@ pub fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use data::tests::request as userauth;
+    use vmux_ssh::testing::{bind_message as message, host_key, userauth};
 
     #[test]
     fn verified_only_when_the_data_matches_a_verified_binding() {
         use base64::Engine;
-        let host = bind::tests::host_key();
+        let host = host_key();
         let blob = host.public_key().to_bytes().unwrap();
         let kh = vec![format!(
             "[server.example]:2222 ssh-ed25519 {}\n",
             base64::engine::general_purpose::STANDARD.encode(&blob)
         )];
         let mut bs = Bindings::default();
-        bs.add(bind::parse(&bind::tests::message(&host, b"sid-1", false)).unwrap())
+        bs.add(bind::parse(&message(&host, b"sid-1", false)).unwrap())
             .unwrap();
 
         let c = derive(
@@ -223,6 +232,10 @@ mod tests {
             (ContextQuality::Verified, "git", "server.example:2222")
         );
         assert!(!c.forwarded);
+        // The proof goes along, and verifies.
+        let proof = c.binding.expect("binding proof");
+        assert_eq!(proof.host_key, blob);
+        assert!(bind::verify(&proof.host_key, &proof.session_id, &proof.signature, false).is_ok());
         // Another session id: parsed, not bound.
         let c = derive(
             &bs,
@@ -232,8 +245,9 @@ mod tests {
             &kh,
         );
         assert_eq!(c.quality, ContextQuality::Claimed);
+        assert!(c.binding.is_none(), "no proof for another session");
         // Hostbound data naming another host key than the binding's.
-        let other = bind::tests::host_key().public_key().to_bytes().unwrap();
+        let other = host_key().public_key().to_bytes().unwrap();
         let c = derive(
             &bs,
             &userauth(b"sid-1", "git", Some(&other)),
@@ -255,9 +269,9 @@ mod tests {
         );
         // Through a forwarded agent.
         let mut fwd = Bindings::default();
-        fwd.add(bind::parse(&bind::tests::message(&host, b"hop", true)).unwrap())
+        fwd.add(bind::parse(&message(&host, b"hop", true)).unwrap())
             .unwrap();
-        fwd.add(bind::parse(&bind::tests::message(&host, b"sid-9", false)).unwrap())
+        fwd.add(bind::parse(&message(&host, b"sid-9", false)).unwrap())
             .unwrap();
         let c = derive(
             &fwd,

@@ -46,6 +46,21 @@ pub fn read(pid: u32) -> Option<Proc> {
     })
 }
 
+/// The process's executable as the kernel names it (`/proc/PID/exe`),
+/// which the process cannot change (unlike its argv). Not sanitised: the
+/// signer keys approval windows on it and sanitises it for display.
+#[cfg(target_os = "linux")]
+pub fn executable(pid: u32) -> Option<String> {
+    let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(path.to_string_lossy().into_owned())
+}
+
+/// The process's executable (not available on this platform).
+#[cfg(not(target_os = "linux"))]
+pub fn executable(_pid: u32) -> Option<String> {
+    None
+}
+
 /// Reads one process (not available on this platform).
 #[cfg(not(target_os = "linux"))]
 pub fn read(_pid: u32) -> Option<Proc> {
@@ -213,6 +228,18 @@ mod tests {
 
     fn argv(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_executable_is_the_kernels_name_for_it() {
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(
+            executable(std::process::id()).as_deref(),
+            me.to_str(),
+            "whatever argv says"
+        );
+        assert_eq!(executable(u32::MAX), None);
     }
 
     #[test]

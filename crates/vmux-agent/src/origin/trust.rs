@@ -24,7 +24,7 @@
 //! only this module constructs, so skipping the check does not compile.
 
 use super::bind::Bindings;
-use super::data;
+use super::VerifiedLogin;
 
 /// Where a connection comes from, as far as its bindings prove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +76,7 @@ pub fn local_login(bindings: &Bindings, data: &[u8]) -> Option<LocalLogin> {
     if Reach::of(bindings) != Reach::Local {
         return None;
     }
-    let bound = bindings.last()?;
-    let login = data::userauth(data)?;
-    let same_host = login.host_key.as_ref().is_none_or(|h| *h == bound.host_key);
-    (login.session_id == bound.session_id && same_host).then_some(LocalLogin { _checked: () })
+    VerifiedLogin::check(bindings.last()?, data).map(|_| LocalLogin { _checked: () })
 }
 
 /// The proof for the control extension on a connection with `bindings`.
@@ -90,8 +87,8 @@ pub fn local_control(bindings: &Bindings) -> Option<LocalControl> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::bind::{self, tests::host_key, tests::message};
-    use crate::origin::data::tests::request;
+    use crate::origin::bind;
+    use vmux_ssh::testing::{bind_message as message, host_key, userauth as request};
 
     #[test]
     fn forwarded_connections_get_neither_certificate_nor_control() {

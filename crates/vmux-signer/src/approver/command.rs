@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::{sanitize, Approver, Decision, Verdict};
+use vmux_proto::ContextQuality;
+
+use super::{sanitize, Approver, Decision, SignDecision, Verdict};
 
 /// Runs a program per decision.
 pub struct CommandApprover {
@@ -23,29 +25,60 @@ impl CommandApprover {
 
     fn command(&self, d: &Decision) -> Command {
         let mut c = Command::new(&self.program);
-        let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+        let src = d.source();
         c.env("VMUX_REQUEST_KIND", d.kind_str())
-            .env("VMUX_SOURCE_NAME", sanitize(&d.source_name))
-            .env("VMUX_SOURCE_ID", sanitize(&d.source_id))
-            .env("VMUX_KEY_FINGERPRINT", &d.key_fingerprint)
-            .env("VMUX_KEY_COMMENT", sanitize(&d.key_comment))
-            .env("VMUX_DEST_HOST", sanitize(&d.dest_host))
-            .env("VMUX_DEST_USER", sanitize(&d.dest_user))
-            .env("VMUX_CONTEXT_QUALITY", d.quality.as_str())
-            .env("VMUX_PROCESS", sanitize(&d.process))
-            .env("VMUX_NAMESPACE", sanitize(&d.namespace))
-            .env("VMUX_FORWARDED", if d.forwarded { "1" } else { "0" })
-            .env("VMUX_PAIRING_CODE", sanitize(&d.pairing_code))
-            .env("VMUX_CERT_VALIDITY_SECONDS", opt(d.cert_validity_seconds))
-            .env(
-                "VMUX_CERT_PRINCIPALS",
-                sanitize(&d.cert_principals.join(",")),
-            )
+            .env("VMUX_SOURCE_NAME", sanitize(&src.name))
+            .env("VMUX_SOURCE_ID", sanitize(&src.id))
             .env("VMUX_SUMMARY", d.summary())
-            .env("VMUX_APPROVAL_WINDOW_MAX", d.window_max_seconds.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+            .env(
+                "VMUX_APPROVAL_WINDOW_MAX",
+                d.window_max_seconds().to_string(),
+            );
+        // Every variable is set, empty when it does not apply.
+        let sign = match d {
+            Decision::Sign(s) => Some(s),
+            _ => None,
+        };
+        let of_sign = |f: fn(&SignDecision) -> String| sign.map(f).unwrap_or_default();
+        let (code, validity, principals) = match d {
+            Decision::Pair(p) => (sanitize(&p.code), String::new(), String::new()),
+            Decision::Certificate(cd) => (
+                String::new(),
+                cd.validity_seconds.to_string(),
+                sanitize(&cd.principals.join(",")),
+            ),
+            Decision::Sign(_) => Default::default(),
+        };
+        let quality = sign.map_or(ContextQuality::Unknown, |s| s.purpose.quality());
+        let forwarded = sign.is_some_and(|s| s.claims.forwarded);
+        c.env(
+            "VMUX_KEY_FINGERPRINT",
+            of_sign(|s| s.key_fingerprint.clone()),
+        )
+        .env("VMUX_KEY_COMMENT", of_sign(|s| sanitize(&s.key_comment)))
+        .env("VMUX_DEST_HOST", of_sign(|s| sanitize(&s.claims.dest_host)))
+        .env(
+            "VMUX_DEST_HOST_KEY",
+            of_sign(|s| s.purpose.host_key_fingerprint().to_owned()),
+        )
+        .env("VMUX_DEST_USER", of_sign(|s| sanitize(s.purpose.user())))
+        .env("VMUX_CONTEXT_QUALITY", quality.as_str())
+        .env("VMUX_PROCESS", of_sign(|s| sanitize(&s.claims.process)))
+        .env(
+            "VMUX_EXECUTABLE",
+            of_sign(|s| sanitize(&s.claims.executable)),
+        )
+        .env(
+            "VMUX_NAMESPACE",
+            of_sign(|s| sanitize(s.purpose.namespace())),
+        )
+        .env("VMUX_FORWARDED", if forwarded { "1" } else { "0" })
+        .env("VMUX_PAIRING_CODE", code)
+        .env("VMUX_CERT_VALIDITY_SECONDS", validity)
+        .env("VMUX_CERT_PRINCIPALS", principals)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
         c
     }
 }
@@ -81,7 +114,7 @@ impl Approver for CommandApprover {
         };
         match tokio::time::timeout(timeout, finished).await {
             Ok(Ok((status, Some(window))))
-                if status.success() && decision.window_max_seconds > 0 =>
+                if status.success() && decision.window_max_seconds() > 0 =>
             {
                 Verdict::ApproveFor(window)
             }

@@ -39,10 +39,10 @@ impl Default for DesktopApprover {
 }
 
 fn title(d: &Decision) -> &'static str {
-    match d.kind {
-        Some(super::DecisionKind::Pair) => "vmux: pair a new agent?",
-        Some(super::DecisionKind::Certificate) => "vmux: issue a session certificate?",
-        _ => "vmux: SSH signature requested",
+    match d {
+        Decision::Pair(_) => "vmux: pair a new agent?",
+        Decision::Certificate(_) => "vmux: issue a session certificate?",
+        Decision::Sign(_) => "vmux: SSH signature requested",
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use vmux_proto::ContextQuality;
 
+use crate::purpose::Purpose;
+
 /// What kind of decision is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionKind {
@@ -36,97 +38,179 @@ impl DecisionKind {
     }
 }
 
-/// Everything an approver is told. Strings are empty when unknown; all of
-/// it except the source id is the agent's claim and is sanitised before
-/// it is shown.
-#[derive(Debug, Clone, Default)]
-pub struct Decision {
-    /// The kind of request (`None` only in `Default`).
-    pub kind: Option<DecisionKind>,
-    /// The asking agent's name.
-    pub source_name: String,
-    /// The asking agent's id (from its authenticated static key).
-    pub source_id: String,
+/// The agent that asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// Its display name (its claim).
+    pub name: String,
+    /// Its id, from its static key as the link authenticated it.
+    pub id: String,
+}
+
+/// A new agent wants to pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairDecision {
+    /// The agent.
+    pub source: Source,
+    /// The 6-digit code the agent shows too.
+    pub code: String,
+}
+
+/// What the agent says about a sign request: shown as its word, never
+/// trusted for a decision. Strings are empty when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// The destination's name(s), from the workstation's known_hosts.
+    pub dest_host: String,
+    /// How sure the agent says it is.
+    pub quality: ContextQuality,
+    /// The requesting process chain.
+    pub process: String,
+    /// The requesting executable, as the workstation's kernel names it.
+    pub executable: String,
+    /// The request came through a forwarded agent.
+    pub forwarded: bool,
+}
+
+/// A paired agent wants a signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignDecision {
+    /// The agent.
+    pub source: Source,
     /// Fingerprint of the identity asked for.
     pub key_fingerprint: String,
     /// Comment of the identity asked for.
     pub key_comment: String,
-    /// Destination host, when known.
-    pub dest_host: String,
-    /// Destination user, when known.
-    pub dest_user: String,
-    /// How sure the agent is of the destination.
-    pub quality: ContextQuality,
-    /// The requesting process, when known.
-    pub process: String,
-    /// Signature namespace (`ssh-keygen -Y`), when known.
-    pub namespace: String,
-    /// The request came through a forwarded agent.
-    pub forwarded: bool,
-    /// The 6-digit code, for `pair`.
-    pub pairing_code: String,
-    /// Requested certificate validity, for `certificate`.
-    pub cert_validity_seconds: Option<u64>,
-    /// Certificate principals, for `certificate`.
-    pub cert_principals: Vec<String>,
-    /// When non-zero, the approver may approve this key for this process
-    /// and destination for up to this many seconds (an approval window).
+    /// What the data is for, as the signer read and checked it.
+    pub purpose: Purpose,
+    /// What the agent says.
+    pub claims: Claims,
+    /// When non-zero, the approver may let this key sign the same verified
+    /// login from the same executable for up to this many seconds (an
+    /// approval window).
     pub window_max_seconds: u64,
+}
+
+/// A paired agent wants a session certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDecision {
+    /// The agent.
+    pub source: Source,
+    /// The validity it would get, seconds.
+    pub validity_seconds: u64,
+    /// Its principals.
+    pub principals: Vec<String>,
+}
+
+/// Everything an approver is told, by kind. Text from the agent is
+/// sanitised before it is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A new agent wants to pair.
+    Pair(PairDecision),
+    /// A paired agent wants a signature.
+    Sign(SignDecision),
+    /// A paired agent wants a session certificate.
+    Certificate(CertDecision),
 }
 
 pub use vmux_proto::sanitize;
 
 impl Decision {
+    /// Its kind.
+    pub fn kind(&self) -> DecisionKind {
+        match self {
+            Decision::Pair(_) => DecisionKind::Pair,
+            Decision::Sign(_) => DecisionKind::Sign,
+            Decision::Certificate(_) => DecisionKind::Certificate,
+        }
+    }
+
     /// The value of `VMUX_REQUEST_KIND`.
     pub fn kind_str(&self) -> &'static str {
-        self.kind.map(DecisionKind::as_str).unwrap_or("")
+        self.kind().as_str()
+    }
+
+    /// The asking agent.
+    pub fn source(&self) -> &Source {
+        match self {
+            Decision::Pair(d) => &d.source,
+            Decision::Sign(d) => &d.source,
+            Decision::Certificate(d) => &d.source,
+        }
+    }
+
+    /// The longest approval window the approver may grant (0: none).
+    pub fn window_max_seconds(&self) -> u64 {
+        match self {
+            Decision::Sign(d) => d.window_max_seconds,
+            _ => 0,
+        }
     }
 
     /// One human-readable line saying all of it (`VMUX_SUMMARY`).
     pub fn summary(&self) -> String {
-        let source = format!(
-            "{} ({})",
-            sanitize(&self.source_name),
-            sanitize(&self.source_id)
-        );
-        let mut s = match self.kind {
-            Some(DecisionKind::Pair) => format!(
-                "Pair new agent {source}? Code {}",
-                sanitize(&self.pairing_code)
-            ),
-            Some(DecisionKind::Certificate) => format!(
+        let src = self.source();
+        let source = format!("{} ({})", sanitize(&src.name), sanitize(&src.id));
+        match self {
+            Decision::Pair(p) => format!("Pair new agent {source}? Code {}", sanitize(&p.code)),
+            Decision::Certificate(c) => format!(
                 "Issue a session certificate to {source} for {} s, principals {}",
-                self.cert_validity_seconds.unwrap_or(0),
-                sanitize(&self.cert_principals.join(","))
+                c.validity_seconds,
+                sanitize(&c.principals.join(","))
             ),
-            Some(DecisionKind::Sign) | None => format!(
-                "{source} asks to sign with {} {}",
-                sanitize(&self.key_comment),
-                sanitize(&self.key_fingerprint)
-            ),
+            Decision::Sign(d) => d.summary(&source),
+        }
+    }
+}
+
+impl SignDecision {
+    fn summary(&self, source: &str) -> String {
+        let mut s = format!(
+            "{source} asks to sign with {} {}",
+            sanitize(&self.key_comment),
+            sanitize(&self.key_fingerprint)
+        );
+        let named = if self.claims.dest_host.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", which the agent names {}",
+                sanitize(&self.claims.dest_host)
+            )
         };
-        if self.kind == Some(DecisionKind::Sign) {
-            if !self.dest_host.is_empty() || !self.dest_user.is_empty() {
-                let user = if self.dest_user.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}@", sanitize(&self.dest_user))
-                };
-                s.push_str(&format!(
-                    " for {user}{} [{}]",
-                    sanitize(&self.dest_host),
-                    self.quality.as_str()
-                ));
-            }
-            if !self.namespace.is_empty() {
-                s.push_str(&format!(" (namespace {})", sanitize(&self.namespace)));
-            }
-            if !self.process.is_empty() {
-                s.push_str(&format!(" from {}", sanitize(&self.process)));
-            }
-            if self.forwarded {
-                s.push_str(" via a FORWARDED agent");
-            }
+        match &self.purpose {
+            Purpose::VerifiedLogin(v) => s.push_str(&format!(
+                " to log in as {} to host key {} [verified]{named}",
+                sanitize(v.user()),
+                v.host_key_fingerprint()
+            )),
+            Purpose::Login { user } => s.push_str(&format!(
+                " to log in as {} to a host not proven [claimed]{named}",
+                sanitize(user)
+            )),
+            Purpose::Sshsig { namespace } => s.push_str(&format!(
+                " for an ssh-keygen signature (namespace {}), not a login",
+                sanitize(namespace)
+            )),
+            Purpose::Unknown => s.push_str(
+                " for data that is neither a login nor an ssh-keygen signature [unknown]",
+            ),
+        }
+        if self.claims.quality != self.purpose.quality() {
+            s.push_str(&format!(
+                " (the agent says {})",
+                self.claims.quality.as_str()
+            ));
+        }
+        if !self.claims.process.is_empty() {
+            s.push_str(&format!(" from {}", sanitize(&self.claims.process)));
+        }
+        if !self.claims.executable.is_empty() {
+            s.push_str(&format!(" ({})", sanitize(&self.claims.executable)));
+        }
+        if self.claims.forwarded {
+            s.push_str(" via a FORWARDED agent");
         }
         s
     }
@@ -137,9 +221,9 @@ impl Decision {
 pub enum Verdict {
     /// Go ahead, this once.
     Approve,
-    /// Go ahead, and let the same key, process and destination through
-    /// without asking for this long (capped by policy; only offered when
-    /// [`Decision::window_max_seconds`] is non-zero).
+    /// Go ahead, and let the same key, executable and verified login
+    /// through without asking for this long (capped by policy; only
+    /// offered when [`Decision::window_max_seconds`] is non-zero).
     ApproveFor(Duration),
     /// Refuse.
     Deny,
@@ -219,23 +303,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summary_names_source_key_and_destination() {
-        let d = Decision {
-            kind: Some(DecisionKind::Sign),
-            source_name: "laptop".into(),
-            source_id: "abcd".into(),
+    fn summary_names_source_key_and_purpose_and_marks_claims() {
+        let d = Decision::Sign(SignDecision {
+            source: Source {
+                name: "laptop".into(),
+                id: "abcd".into(),
+            },
             key_fingerprint: "SHA256:xyz".into(),
             key_comment: "work".into(),
-            dest_host: "example.org".into(),
-            dest_user: "git".into(),
-            quality: ContextQuality::Verified,
-            forwarded: true,
-            ..Decision::default()
-        };
-        let s = d.summary();
+            purpose: Purpose::Login { user: "git".into() },
+            claims: Claims {
+                dest_host: "example.org".into(),
+                quality: ContextQuality::Verified,
+                process: "ssh example.org".into(),
+                executable: "/usr/bin/ssh".into(),
+                forwarded: true,
+            },
+            window_max_seconds: 0,
+        });
         assert_eq!(
-            s,
-            "laptop (abcd) asks to sign with work SHA256:xyz for git@example.org [verified] via a FORWARDED agent"
+            d.summary(),
+            "laptop (abcd) asks to sign with work SHA256:xyz to log in as git to a host not proven [claimed], which the agent names example.org (the agent says verified) from ssh example.org (/usr/bin/ssh) via a FORWARDED agent"
         );
+        assert_eq!(d.kind_str(), "sign");
     }
 }

@@ -111,7 +111,7 @@ async fn ask(summary: &str, timeout: Duration, window_max: u64) -> std::io::Resu
 impl Approver for TtyApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
         let _turn = self.turn.lock().await;
-        match ask(&decision.summary(), timeout, decision.window_max_seconds).await {
+        match ask(&decision.summary(), timeout, decision.window_max_seconds()).await {
             Ok(Some(Answer::Yes)) => Verdict::Approve,
             Ok(Some(Answer::Minutes(m))) => {
                 Verdict::ApproveFor(Duration::from_secs(m.saturating_mul(60)))

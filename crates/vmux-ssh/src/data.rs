@@ -2,7 +2,7 @@
 //! §7, and OpenSSH's host-bound variant), or an `ssh-keygen -Y` signature
 //! (SSHSIG).
 
-use crate::wire::Fields;
+use crate::Fields;
 
 /// SSH_MSG_USERAUTH_REQUEST.
 const USERAUTH_REQUEST: u8 = 50;
@@ -62,36 +62,9 @@ pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s);
-    }
-
-    pub(crate) fn request(sid: &[u8], user: &str, host_key: Option<&[u8]>) -> Vec<u8> {
-        let mut d = Vec::new();
-        put(&mut d, sid);
-        d.push(50);
-        put(&mut d, user.as_bytes());
-        put(&mut d, b"ssh-connection");
-        put(
-            &mut d,
-            if host_key.is_some() {
-                b"publickey-hostbound-v00@openssh.com"
-            } else {
-                b"publickey"
-            },
-        );
-        d.push(1);
-        put(&mut d, b"ssh-ed25519");
-        put(&mut d, b"keyblob");
-        if let Some(h) = host_key {
-            put(&mut d, h);
-        }
-        d
-    }
+    use crate::testing::{put, userauth as request};
 
     #[test]
     fn parses_userauth_and_sshsig() {
