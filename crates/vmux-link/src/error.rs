@@ -55,6 +55,16 @@ pub enum LinkError {
     /// The pairing commitment did not open: someone tampered with pairing.
     #[error("pairing commitment did not match; pairing aborted")]
     BadCommitment,
+    /// The agent's user typed a code other than this pairing's.
+    #[error("the code confirmed on this agent is not this pairing's code; pairing refused, nothing pinned")]
+    CodeMismatch,
+    /// The agent's user refused the pairing or did not confirm it in time.
+    #[error("the pairing was not confirmed on this agent; nothing pinned")]
+    NotConfirmed,
+    /// No pinned key is proven at this address, and the agent, which has
+    /// pinned signers, does not pair by itself.
+    #[error("no pinned signer answers at {0} and this agent does not pair by itself while it has pinned signers; to pair with the signer there run `vmux agent pair --signer {0}`")]
+    NotPaired(String),
     /// The signer refused the connection.
     #[error("signer refused: {message} ({code})")]
     Refused {
