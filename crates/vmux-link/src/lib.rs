@@ -32,7 +32,8 @@ pub use error::LinkError;
 pub use identity::{device_id, open as open_sealed, seal, Identity, StaticKey, STATIC_KEY_LEN};
 pub use session::{
     open_as_agent, open_as_signer, AgentAnswer, AgentSession, Expect, Opened, PairingGate,
-    PairingPermit, PairingRequest, Peer, PendingPairing, SignerSession, PAIRING_VERDICT_TIMEOUT, STEP_TIMEOUT,
+    PairingPermit, PairingRequest, Peer, PendingPairing, SignerSession, PAIRING_VERDICT_TIMEOUT,
+    STEP_TIMEOUT,
 };
 
 #[cfg(test)]
