@@ -61,9 +61,9 @@ pub enum LinkError {
     /// The agent's user refused the pairing or did not confirm it in time.
     #[error("the pairing was not confirmed on this agent; nothing pinned")]
     NotConfirmed,
-    /// No pinned key is proven at this address, and the agent, which has
-    /// pinned signers, does not pair by itself.
-    #[error("no pinned signer answers at {0} and this agent does not pair by itself while it has pinned signers; to pair with the signer there run `vmux agent pair --signer {0}`")]
+    /// No pinned key is proven at this address, and the agent may not
+    /// pair there by itself (it has pinned signers, or its user refused).
+    #[error("no pinned signer answers at {0}, and this agent pairs with a new signer only when its user asks; to pair with the signer there run `vmux agent pair --signer {0}`")]
     NotPaired(String),
     /// The signer refused the connection.
     #[error("signer refused: {message} ({code})")]

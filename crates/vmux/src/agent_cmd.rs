@@ -337,6 +337,15 @@ fn pair(
         if let Some(code) = link.and_then(|g| g.pairing_code.clone()) {
             break code;
         }
+        // Confirmed and approved already (or a pinned signer is there).
+        if let Some(g) = link.filter(|g| g.connected) {
+            println!(
+                "Paired with signer {} ({}) at {address}.",
+                vmux_proto::sanitize(g.name.as_deref().unwrap_or("?")),
+                g.id.as_deref().unwrap_or("?")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         if std::time::Instant::now() >= deadline {
             let why = link
                 .and_then(|g| g.last_error.clone())
