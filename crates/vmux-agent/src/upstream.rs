@@ -299,7 +299,11 @@ async fn open_channel(shared: &Shared, address: &str) -> Result<(Channel, Expect
 async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkError> {
     let (channel, expect) = open_channel(shared, address).await?;
     let session = match open_as_agent(channel, shared.name(), expect).await? {
-        Opened::Session(s) => s,
+        Opened::Session(s) => {
+            // A pinned signer answers here: nothing left to pair.
+            shared.pairings.paired(address);
+            s
+        }
         Opened::Pairing(p) => confirm_pairing(shared, address, p).await?,
     };
     run_session(shared, address, session).await
