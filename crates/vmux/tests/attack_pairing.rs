@@ -419,3 +419,55 @@ fn a_certificate_from_another_ca_key_is_refused() {
     );
     assert_eq!(sshd.accepted(), 0);
 }
+
+/// Two pinned signers offer the same key; the user paired `first` first.
+/// Reconnects used to move a signer to the end of the list, so after
+/// `first` dropped and came back, `second` (any pinned signer, or an
+/// impostor that got pinned) took its logins. Now the order is the user's
+/// and stays so across reconnects.
+#[test]
+fn routing_order_is_the_pairing_order_across_reconnects() {
+    let dir = test_dir();
+    let key = dir.path().join("shared_key");
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "shared"])
+        .arg("-f")
+        .arg(&key));
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut first = Signer::init(dir.path(), "first");
+    let mut second = Signer::init(dir.path(), "second");
+    for s in [&first, &second] {
+        ok(s.cmd(&["import"]).arg(&key));
+    }
+    first.start();
+    second.start();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start(&["--signer", &first.addr]);
+    agent.wait_connected(1);
+    ok(&mut agent.cmd(&["pair", "--signer", &second.addr]));
+    agent.wait_connected(2);
+    let sshd = Sshd::start(dir.path(), &line, &[]);
+    sshd.assert_login(&agent, "the first login");
+    assert_eq!(first.approvals_of("sign").len(), 1, "signed by first");
+
+    let addr = first.addr.clone();
+    first.kill();
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("disconnected from signer first"));
+    first.start_on(&addr, &[]);
+    agent.wait_connected(3);
+    sshd.assert_login(&agent, "a login after first reconnected");
+    assert_eq!(
+        first.approvals_of("sign").len(),
+        2,
+        "still signed by first, the user's first signer"
+    );
+    assert!(second.approvals_of("sign").is_empty(), "second never asked");
+    let signers = pinned(&agent);
+    let order: Vec<&str> = signers
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(order, ["first", "second"], "{signers}");
+}
