@@ -215,7 +215,8 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
         let jitter = rand::thread_rng().gen_range(0.75..1.25);
         tokio::time::sleep(delay.mul_f64(jitter)).await;
         // Where only a pinned signer that moved could answer, try less
-        // often; a user's `vmux agent pair --signer` wakes this loop.
+        // often; a user's `vmux agent pair --signer` takes effect at the
+        // next attempt.
         let cap = if not_paired && !shared.pairings.asked(&address) {
             BACKOFF_NOT_PAIRED
         } else {

@@ -38,7 +38,7 @@ pub enum LinkError {
     #[error("the peer speaks protocol version {0}, this build speaks {1}")]
     Version(u32, u32),
     /// The signer presented a different static key than the one pinned.
-    #[error("signer presented key {got}, but {expected} is pinned for it; refusing (run `vmux agent forget` to re-pair)")]
+    #[error("signer presented key {got}, but {expected} is pinned for it; refusing (to pair with the signer there, run `vmux agent pair --signer HOST:PORT`)")]
     PinMismatch {
         /// The pinned signer's id.
         expected: String,
@@ -47,7 +47,7 @@ pub enum LinkError {
     },
     /// The signer at a pinned signer's address failed the IK handshake:
     /// it does not hold the pinned key.
-    #[error("the signer there could not prove it holds the pinned key {expected}; refusing (run `vmux agent forget` to re-pair)")]
+    #[error("the signer there could not prove it holds the pinned key {expected}; refusing (to pair with the signer there, run `vmux agent pair --signer HOST:PORT`)")]
     PinUnproven {
         /// The pinned signer's id.
         expected: String,

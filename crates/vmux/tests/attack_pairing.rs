@@ -471,3 +471,62 @@ fn routing_order_is_the_pairing_order_across_reconnects() {
         .collect();
     assert_eq!(order, ["first", "second"], "{signers}");
 }
+
+/// On the agent's terminal, the user confirms by typing the code (here a
+/// pseudo-terminal made by util-linux `script`); the notice says so.
+#[test]
+fn the_code_typed_on_the_agents_terminal_confirms_the_pairing() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "k");
+    signer.start();
+    let agent = Agent::new(dir.path(), "laptop");
+    let run = format!(
+        "'{}' --home '{}' agent run --name laptop --no-discovery --signer {}",
+        env!("CARGO_BIN_EXE_vmux"),
+        agent.home.display(),
+        signer.addr
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &run, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux)");
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l.trim_end_matches('\r').to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let mut wait_for = |pred: &dyn Fn(&str) -> bool| -> String {
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if pred(&l) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("timed out; the agent printed:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    let line = wait_for(&|l| l.contains("vmux agent: pairing code "));
+    assert!(line.contains("type it here"), "{line}");
+    let code = pairing_code_of(&line).expect("code");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{code}").unwrap();
+    wait_for(&|l| l.contains("confirmed here"));
+    wait_for(&|l| l.contains("vmux agent: connected to signer pi"));
+    assert!(pinned(&agent).contains(" pi "));
+    let _ = child.kill();
+    let _ = child.wait();
+}
