@@ -23,6 +23,10 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
     let identity = config.identity.load_or_create().await?;
     let shared = Arc::new(Shared::open(config, identity)?);
     let _ = shared.me.set(Arc::downgrade(&shared));
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        shared.pairings.set_terminal();
+        read_codes_from_terminal(shared.clone());
+    }
     discovery::start(&shared);
     tokio::spawn(crate::cert::maintain(shared.clone()));
     crate::notice(&format!("listening on {}", socket.path.display()));
@@ -71,5 +75,42 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
             }
             drop(slot);
         });
+    }
+}
+
+/// The agent's user confirms a pairing by typing its code on the agent's
+/// terminal (a line with anything else refuses the waiting pairings).
+/// Blocking reads, on their own thread, never on the runtime.
+fn read_codes_from_terminal(shared: Arc<Shared>) {
+    use crate::pairing::Confirmed;
+    let spawned = std::thread::Builder::new()
+        .name("pairing-codes".into())
+        .spawn(move || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match std::io::stdin().read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let typed = line.trim();
+                if typed.is_empty() {
+                    continue;
+                }
+                match shared.pairings.confirm(typed) {
+                    Confirmed::Matched(address) => crate::notice(&format!(
+                        "pairing with the signer at {address} confirmed here"
+                    )),
+                    Confirmed::Mismatch(n) => crate::notice(&format!(
+                        "that is not the code of a waiting pairing; refused {n} pairing(s), nothing pinned"
+                    )),
+                    Confirmed::NoneWaiting => {
+                        crate::notice("no pairing is waiting for confirmation")
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot read pairing codes from the terminal");
     }
 }

@@ -159,7 +159,7 @@ impl CertSlot {
 /// Makes a new ephemeral key, asks a connected signer's CA to certify it,
 /// checks the answer and installs it.
 pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailure> {
-    let conn = shared.any_connected().ok_or(SignFailure::NoSigner)?;
+    let (signer_id, conn) = shared.any_connected().ok_or(SignFailure::NoSigner)?;
     let key = PrivateKey::random(
         &mut rand_core::OsRng,
         Algorithm::Ecdsa {
@@ -183,6 +183,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
         .await
         .map_err(|_| SignFailure::TimedOut)??;
     let cert = check(&key, &issued)?;
+    pin_ca(shared, &signer_id, &issued.ca_public_key)?;
     let now = now_s();
     let valid_before = cert.valid_before();
     let serial = cert.serial();
@@ -233,6 +234,44 @@ fn check(key: &PrivateKey, issued: &IssuedCert) -> Result<Certificate, SignFailu
     } else {
         warn!("the signer returned a certificate that does not check out; discarded");
         Err(SignFailure::BadSignature)
+    }
+}
+
+/// The first certificate from a pinned signer pins the CA key it was
+/// signed by; a certificate from another CA key is refused afterwards
+/// (`vmux agent forget` clears the pin with the signer's).
+fn pin_ca(shared: &Shared, signer_id: &str, ca: &[u8]) -> Result<(), SignFailure> {
+    let fp = |blob: &[u8]| {
+        PublicKey::from_bytes(blob)
+            .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+            .unwrap_or_else(|_| "an unreadable key".into())
+    };
+    let pinned = shared
+        .state()
+        .signers
+        .iter()
+        .find(|p| p.id == signer_id)
+        .map(|p| p.ca_key.clone());
+    match pinned {
+        None => Err(SignFailure::LinkLost),
+        Some(Some(k)) if k == ca => Ok(()),
+        Some(Some(k)) => {
+            let (got, want) = (fp(ca), fp(&k));
+            warn!(signer = %signer_id, ca = %got, pinned = %want, "certificate from another CA key; discarded");
+            crate::notice(&format!(
+                "signer {signer_id} sent a certificate signed by CA {got}, but CA {want} is pinned for it; discarded (run `vmux agent forget {signer_id}` and pair again to accept a new CA)"
+            ));
+            Err(SignFailure::CaNotPinned)
+        }
+        Some(None) => {
+            info!(signer = %signer_id, ca = %fp(ca), "pinned the signer's CA key");
+            shared.update_state(|s| {
+                if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
+                    p.ca_key = Some(ca.to_vec());
+                }
+            });
+            Ok(())
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Control of a running agent through its own socket: the agent-protocol
 //! extension `control@vmux` carries one command (`status`, `refresh`,
-//! `cert`) and is answered with `SSH_AGENT_SUCCESS` followed by a string
+//! `cert`, `pair-confirm CODE`, `pair-deny`, `pair-signer HOST:PORT`) and
+//! is answered with `SSH_AGENT_SUCCESS` followed by a string
 //! holding JSON. The socket's owner-only checks apply to it as to
 //! everything else.
 
@@ -54,8 +55,12 @@ pub struct SignerStatus {
     pub since: u64,
     /// The last failure.
     pub last_error: Option<String>,
-    /// A pairing code waiting for approval on the signer.
+    /// A pairing code waiting for approval on the signer and
+    /// confirmation on this agent (`vmux agent pair --confirm CODE`).
     pub pairing_code: Option<String>,
+    /// Whether the signer already approved that pairing.
+    #[serde(default)]
+    pub pairing_signer_approved: bool,
     /// How it can be woken.
     pub wake: Option<String>,
 }
@@ -118,6 +123,7 @@ impl Status {
                 since: l.since,
                 last_error: l.last_error.clone(),
                 pairing_code: l.pairing_code.clone(),
+                pairing_signer_approved: l.pairing_signer_approved,
                 wake: l
                     .signer_id
                     .as_ref()
@@ -198,8 +204,55 @@ pub(crate) async fn handle(shared: &Shared, contents: &[u8], _local: &LocalContr
             Ok(valid_until) => reply(json!({ "valid_until": valid_until })),
             Err(e) => reply(json!({ "error": e.to_string() })),
         },
-        _ => wire::status(FAILURE),
+        "pair-deny" => reply(json!({ "refused": shared.pairings.deny() })),
+        _ => match command.split_once(' ') {
+            Some(("pair-confirm", code)) => reply(confirm(shared, code)),
+            Some(("pair-signer", address)) => reply(pair_signer(shared, address)),
+            _ => wire::status(FAILURE),
+        },
     }
+}
+
+fn confirm(shared: &Shared, code: &str) -> serde_json::Value {
+    use crate::pairing::Confirmed;
+    match shared.pairings.confirm(code) {
+        Confirmed::Matched(address) => json!({ "confirmed": address }),
+        Confirmed::Mismatch(n) => json!({
+            "error": format!("no pairing waiting here has the code {}; refused {n} waiting pairing(s), nothing pinned", vmux_proto::sanitize(code)),
+        }),
+        Confirmed::NoneWaiting => json!({ "error": "no pairing is waiting for confirmation" }),
+    }
+}
+
+/// `HOST:PORT` with a port, or an error sentence.
+fn valid_address(address: &str) -> Result<(), String> {
+    match address.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && !address.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{:?} is not a signer address (HOST:PORT)",
+            vmux_proto::sanitize(address)
+        )),
+    }
+}
+
+/// The user asks to pair with the signer at `address` (even while other
+/// signers are pinned).
+fn pair_signer(shared: &Shared, address: &str) -> serde_json::Value {
+    if let Err(e) = valid_address(address) {
+        return json!({ "error": e });
+    }
+    let Some(me) = shared.me.get().and_then(std::sync::Weak::upgrade) else {
+        return json!({ "error": "the agent is shutting down" });
+    };
+    shared.pairings.ask(address);
+    crate::discovery::maintain(&me, address.to_owned());
+    json!({ "pairing": address })
 }
 
 /// Why a control command could not be answered.

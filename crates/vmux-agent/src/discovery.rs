@@ -3,7 +3,7 @@
 //! found on the local network.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tracing::debug;
 
@@ -27,28 +27,38 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     if addresses.is_empty() && !discover {
         crate::notice("no signer configured and none paired yet; use --signer HOST:PORT");
     }
-    let maintained = Arc::new(Mutex::new(HashSet::new()));
+    // Addresses named with `--signer` before anything is pinned are the
+    // user's choice to pair with; once signers are pinned, a `--signer`
+    // address reaches only them (pairing another is `vmux agent pair`).
+    if shared.state().signers.is_empty() {
+        for address in &shared.config.signers {
+            shared.pairings.ask(address);
+        }
+    }
     for address in addresses {
-        maintain(shared, &maintained, address);
+        maintain(shared, address);
     }
     if discover {
-        tokio::spawn(discovery(shared.clone(), maintained));
+        tokio::spawn(discovery(shared.clone()));
     }
 }
 
 /// Keeps `address` connected, once.
-fn maintain(shared: &Arc<Shared>, maintained: &Mutex<HashSet<String>>, address: String) {
-    if !lock(maintained).insert(address.clone()) {
+pub(crate) fn maintain(shared: &Arc<Shared>, address: String) {
+    if !lock(&shared.maintained).insert(address.clone()) {
         return;
     }
     shared.set_link(&address, |_| {});
     tokio::spawn(upstream::maintain(shared.clone(), address));
 }
 
-/// Browses the local network: connects to pinned signers wherever they
-/// appear, and, while none is pinned, to the first new one, to pair.
-/// Once a signer is pinned, others (impostors included) are ignored.
-async fn discovery(shared: Arc<Shared>, maintained: Arc<Mutex<HashSet<String>>>) {
+/// Browses the local network: connects to the addresses where a pinned
+/// signer's id is advertised (reached only with that signer's pinned key,
+/// so an impostor advertising the id cannot complete the handshake), and,
+/// while none is pinned, to the first new one, to pair (accepted on both
+/// sides). Once a signer is pinned, others (impostors included) are
+/// ignored.
+async fn discovery(shared: Arc<Shared>) {
     let mut browser = match vmux_link::mdns::Browser::start() {
         Ok(b) => b,
         Err(e) => {
@@ -80,7 +90,7 @@ async fn discovery(shared: Arc<Shared>, maintained: Arc<Mutex<HashSet<String>>>)
             if !is_pinned {
                 pairing_with = Some(found.id.clone());
             }
-            maintain(&shared, &maintained, addr);
+            maintain(&shared, addr);
         } else {
             debug!(id = %found.id, "ignoring a signer that is not paired");
         }

@@ -14,7 +14,12 @@
 //! - [`AgentConfig`] and [`run`]: the running agent: an accept loop, one
 //!   small loop per client whose permissions [`origin::trust`] decides,
 //!   signing through signers, discovery of signers.
-//! - [`AgentState`]: pinned signers and cached keys, on disk.
+//! - [`AgentState`]: pinned signers (each with the CA it certifies with)
+//!   and cached keys, on disk.
+//! - pairing: a new signer is pinned only when the signer's person
+//!   approved and this agent's user confirmed the same code; an agent with
+//!   pinned signers pairs only when its user asks (`vmux agent pair`), and
+//!   reaches a pinned signer only through its pinned key.
 //! - [`IdentityStore`]: where the agent's device identity lives (a file,
 //!   or the desktop secret service).
 //! - session certificates: an ephemeral key in memory, certified by the
@@ -23,7 +28,7 @@
 //!   forwarding), for the signer's prompt.
 //! - [`wake`]: APNs and webhook pushes that wake a sleeping signer,
 //!   coalesced to one per outage.
-//! - [`control`]: `status`, `refresh` and `cert` for a running agent,
+//! - [`control`]: `status`, `refresh`, `cert` and `pair` for a running agent,
 //!   through its own socket.
 #![deny(missing_docs)]
 
@@ -35,6 +40,7 @@ pub mod control;
 mod discovery;
 mod identity_store;
 pub mod origin;
+mod pairing;
 mod shared;
 mod sign;
 mod socket;

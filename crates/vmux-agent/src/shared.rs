@@ -61,8 +61,12 @@ pub struct LinkStatus {
     pub since: u64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
-    /// The pairing code while a pairing waits for the signer's approval.
+    /// The pairing code while a pairing waits for the signer's approval
+    /// and this agent's user's confirmation.
     pub pairing_code: Option<String>,
+    /// Whether the signer's person already approved that pairing (then
+    /// only this agent's user is awaited).
+    pub pairing_signer_approved: bool,
 }
 
 /// State shared by the accept loop, client handlers and signer links.
@@ -77,6 +81,10 @@ pub(crate) struct Shared {
     pub(crate) pending: AtomicUsize,
     pub(crate) started: u64,
     pub(crate) waker: crate::wake::Waker,
+    /// Pairing permissions and pairings waiting for confirmation here.
+    pub(crate) pairings: crate::pairing::Pairings,
+    /// Addresses kept connected (each by one task).
+    pub(crate) maintained: Mutex<std::collections::HashSet<String>>,
     /// This value's own `Arc`, for tasks it spawns.
     pub(crate) me: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
@@ -122,6 +130,8 @@ impl Shared {
             pending: AtomicUsize::new(0),
             started: now_s(),
             waker,
+            pairings: crate::pairing::Pairings::default(),
+            maintained: Mutex::default(),
             me: std::sync::OnceLock::new(),
         })
     }
@@ -183,9 +193,14 @@ impl Shared {
         self.connected.borrow().values().cloned().collect()
     }
 
-    /// Some connected signer, if any.
-    pub(crate) fn any_connected(&self) -> Option<SignerConn> {
-        self.connected.borrow().values().next().cloned()
+    /// The first connected signer in the user's order (pairing order),
+    /// with its id, if any.
+    pub(crate) fn any_connected(&self) -> Option<(String, SignerConn)> {
+        let connected = self.connected.borrow();
+        self.state()
+            .signers
+            .iter()
+            .find_map(|p| connected.get(&p.id).map(|c| (p.id.clone(), c.clone())))
     }
 
     /// What `vmux agent status` shows.

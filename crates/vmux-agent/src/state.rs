@@ -124,6 +124,10 @@ pub struct PinnedSigner {
     /// How to wake it, as it last said.
     #[serde(default)]
     pub wake: Option<StoredWake>,
+    /// The CA key (OpenSSH public-key blob) its first session certificate
+    /// was signed by; certificates from another CA key are refused.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<Vec<u8>>,
 }
 
 impl PinnedSigner {
@@ -186,7 +190,16 @@ impl AgentState {
         self.signers.iter().find(|s| s.static_key == key)
     }
 
-    /// The id of the signer that offers the key `blob`.
+    /// The pinned static keys, in the user's order.
+    pub fn pinned_keys(&self) -> Vec<StaticKey> {
+        self.signers
+            .iter()
+            .filter_map(PinnedSigner::static_key)
+            .collect()
+    }
+
+    /// The id of the first signer, in the user's (pairing) order, whose
+    /// own key list offered the key `blob`.
     pub fn signer_of(&self, blob: &[u8]) -> Option<&str> {
         self.signers
             .iter()
@@ -225,6 +238,25 @@ mod b64 {
     }
 }
 
+mod b64_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&B64.encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => B64.decode(s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +284,7 @@ mod tests {
                 wake: Some(StoredWake::Webhook {
                     url: "https://example.org/wake".into(),
                 }),
+                ca_key: Some(vec![7; 51]),
             }],
         };
         s.save(&p).unwrap();

@@ -10,7 +10,9 @@ use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
-use vmux_link::{open_as_agent, AgentSession, Channel, Expect, LinkError};
+use vmux_link::{
+    open_as_agent, AgentSession, Channel, Expect, LinkError, Opened, PendingPairing, StaticKey,
+};
 use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignRequest};
 
 use crate::notice;
@@ -29,6 +31,9 @@ const LINK_SILENCE: Duration = Duration::from_secs(45);
 /// signer that comes back is found within about a second.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_millis(800);
+/// Cap where no pinned signer answers and pairing is not permitted (only
+/// a pinned signer that moved there could answer).
+const BACKOFF_NOT_PAIRED: Duration = Duration::from_secs(5);
 
 /// Why a forwarded sign produced no signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,9 @@ pub enum SignFailure {
     BadSignature,
     /// No signer is connected (certificate requests do not wait).
     NoSigner,
+    /// The certificate was signed by another CA key than the one pinned
+    /// for its signer.
+    CaNotPinned,
     /// The session certificate signs only for a local login on the
     /// connection that bound its session; this request was not one.
     CertificateNotHere(crate::origin::trust::Reach),
@@ -61,6 +69,9 @@ impl std::fmt::Display for SignFailure {
                 f.write_str("the signer's signature did not verify; discarded")
             }
             SignFailure::NoSigner => f.write_str("no signer is connected"),
+            SignFailure::CaNotPinned => f.write_str(
+                "the certificate is signed by another CA key than the one pinned for this signer; discarded",
+            ),
             SignFailure::CertificateNotHere(reach) => match reach {
                 crate::origin::trust::Reach::Forwarded => f.write_str(
                     "the session certificate never signs for a forwarded agent connection",
@@ -166,12 +177,17 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
     let mut delay = BACKOFF_FIRST;
     let mut last_error = String::new();
     loop {
+        let mut not_paired = false;
         match connect_once(&shared, &address).await {
             Ok(()) => {
                 delay = BACKOFF_FIRST;
                 last_error.clear();
             }
             Err(e) => {
+                not_paired = matches!(
+                    e,
+                    LinkError::NotPaired(_) | LinkError::CodeMismatch | LinkError::NotConfirmed
+                );
                 let msg = e.to_string();
                 shared.set_link(&address, |l| {
                     l.pairing_code = None;
@@ -179,6 +195,11 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
                 });
                 if msg != last_error {
                     match &e {
+                        LinkError::NotPaired(_) => {
+                            notice(&msg);
+                            warn!(signer = %address, "not a pinned signer; not pairing by itself");
+                        }
+                        LinkError::CodeMismatch | LinkError::NotConfirmed => {}
                         LinkError::PinMismatch { .. }
                         | LinkError::PinUnproven { .. }
                         | LinkError::Refused { .. }
@@ -196,55 +217,151 @@ pub async fn maintain(shared: Arc<Shared>, address: String) {
         }
         let jitter = rand::thread_rng().gen_range(0.75..1.25);
         tokio::time::sleep(delay.mul_f64(jitter)).await;
-        delay = (delay * 2).min(BACKOFF_CAP);
+        // Where only a pinned signer that moved could answer, try less
+        // often; a user's `vmux agent pair --signer` takes effect at the
+        // next attempt.
+        let cap = if not_paired && !shared.pairings.asked(&address) {
+            BACKOFF_NOT_PAIRED
+        } else {
+            BACKOFF_CAP
+        };
+        delay = (delay * 2).min(cap);
     }
 }
 
-async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+async fn tcp(address: &str) -> Result<TcpStream, LinkError> {
+    Ok(
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| LinkError::Timeout)??,
+    )
+}
+
+/// IK with `key`: only the holder of that key can complete it.
+async fn connect_pinned(
+    shared: &Shared,
+    address: &str,
+    key: &StaticKey,
+) -> Result<Channel, LinkError> {
+    Channel::connect_pinned(tcp(address).await?, shared.identity(), key)
         .await
-        .map_err(|_| LinkError::Timeout)??;
-    let pinned = shared
-        .state()
-        .pinned_at(address)
-        .and_then(PinnedSigner::static_key);
-    let (channel, expect) = match pinned {
-        // A pinned signer: IK, so only the holder of the pinned key can
-        // complete the handshake.
-        Some(k) => {
-            let channel = Channel::connect_pinned(stream, shared.identity(), &k)
-                .await
-                .map_err(|e| match e {
-                    LinkError::Noise(_) | LinkError::Closed => LinkError::PinUnproven {
-                        expected: vmux_link::device_id(&k),
-                    },
-                    other => other,
-                })?;
-            (channel, Expect::Pinned(k))
-        }
-        // First contact at this address: XX, then the pins decide.
-        None => {
-            let channel = Channel::connect(stream, shared.identity()).await?;
-            let expect = match shared
-                .state()
-                .by_key(channel.remote_static())
-                .and_then(PinnedSigner::static_key)
-            {
-                Some(k) => Expect::Pinned(k),
-                None => Expect::Pairing,
-            };
-            (channel, expect)
-        }
+        .map_err(|e| match e {
+            LinkError::Noise(_) | LinkError::Closed => LinkError::PinUnproven {
+                expected: vmux_link::device_id(key),
+            },
+            other => other,
+        })
+}
+
+/// Opens the encrypted channel and says what to expect of the signer. A
+/// pinned signer is reached only with IK and its pinned key, whatever
+/// address or id anyone advertises; XX (which can pair) only with a
+/// [`vmux_link::PairingPermit`].
+async fn open_channel(shared: &Shared, address: &str) -> Result<(Channel, Expect), LinkError> {
+    let (pinned_here, pinned) = {
+        let state = shared.state();
+        (
+            state.pinned_at(address).and_then(PinnedSigner::static_key),
+            state.pinned_keys(),
+        )
     };
-    let session = open_as_agent(channel, shared.name(), expect, |code| {
-        shared.set_link(address, |l| l.pairing_code = Some(code.to_owned()));
-        notice(&format!(
-            "pairing code {code}: check that the signer shows the same code before approving it there"
-        ));
-        info!(signer = %address, %code, "pairing with a new signer");
-    })
-    .await?;
+    // The user asked to pair whatever answers here: XX, then the pins
+    // decide.
+    if !shared.pairings.asked(address) {
+        if let Some(k) = pinned_here {
+            return Ok((
+                connect_pinned(shared, address, &k).await?,
+                Expect::Pinned(k),
+            ));
+        }
+    }
+    let Some(permit) = shared.pairings.permit(address, pinned.len()) else {
+        // Not a pinned signer's address, and no permission to pair: try
+        // the pinned keys (a pinned signer that moved proves its key);
+        // anyone else cannot complete the handshake.
+        for k in &pinned {
+            match connect_pinned(shared, address, k).await {
+                Ok(channel) => return Ok((channel, Expect::Pinned(*k))),
+                Err(LinkError::PinUnproven { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        return Err(LinkError::NotPaired(address.to_owned()));
+    };
+    let channel = Channel::connect(tcp(address).await?, shared.identity()).await?;
+    let expect = match shared
+        .state()
+        .by_key(channel.remote_static())
+        .and_then(PinnedSigner::static_key)
+    {
+        Some(k) => Expect::Pinned(k),
+        None => Expect::Pairing(permit),
+    };
+    Ok((channel, expect))
+}
+
+async fn connect_once(shared: &Arc<Shared>, address: &str) -> Result<(), LinkError> {
+    let (channel, expect) = open_channel(shared, address).await?;
+    let session = match open_as_agent(channel, shared.name(), expect).await? {
+        Opened::Session(s) => {
+            // A pinned signer answers here: nothing left to pair.
+            shared.pairings.paired(address);
+            s
+        }
+        Opened::Pairing(p) => confirm_pairing(shared, address, p).await?,
+    };
     run_session(shared, address, session).await
+}
+
+/// Shows the code and waits for both people: the signer's (its Welcome)
+/// and this agent's user (`vmux agent pair --confirm CODE`, or the code
+/// typed on the agent's terminal). Nothing is pinned unless both accept.
+async fn confirm_pairing(
+    shared: &Arc<Shared>,
+    address: &str,
+    pairing: PendingPairing,
+) -> Result<AgentSession, LinkError> {
+    let code = pairing.code().to_owned();
+    let signer_id = pairing.signer_id();
+    let (ticket, answer) = shared.pairings.begin(address, &code);
+    shared.set_link(address, |l| {
+        l.pairing_code = Some(code.clone());
+        l.pairing_signer_approved = false;
+    });
+    let typed_here = if shared.pairings.terminal() {
+        "type it here, or "
+    } else {
+        ""
+    };
+    notice(&format!(
+        "pairing code {code}: signer {signer_id} at {address} wants to pair; if the signer shows the same code, approve it there and confirm here: {typed_here}run `vmux agent pair --confirm {code}`"
+    ));
+    info!(signer = %address, id = %signer_id, %code, "pairing with a new signer");
+    let result = pairing
+        .finish(answer, || {
+            ticket.signer_approved();
+            shared.set_link(address, |l| l.pairing_signer_approved = true);
+            notice(&format!(
+                "the signer approved pairing code {code}; waiting for confirmation on this agent"
+            ));
+        })
+        .await;
+    drop(ticket);
+    shared.set_link(address, |l| {
+        l.pairing_code = None;
+        l.pairing_signer_approved = false;
+    });
+    match &result {
+        Ok(_) => shared.pairings.paired(address),
+        Err(e @ (LinkError::CodeMismatch | LinkError::NotConfirmed)) => {
+            shared.pairings.refused_here(address);
+            notice(&format!(
+                "pairing with signer {signer_id} at {address} refused: {e}; to pair again run `vmux agent pair --signer {address}`"
+            ));
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 async fn run_session(
@@ -253,29 +370,40 @@ async fn run_session(
     session: AgentSession,
 ) -> Result<(), LinkError> {
     let AgentSession {
-        channel, signer, ..
+        channel,
+        signer,
+        paired_with_code,
     } = session;
     let signer_id = signer.id.clone();
-    let previous = shared
-        .state()
-        .signers
-        .iter()
-        .find(|p| p.id == signer.id)
-        .cloned();
     shared.update_state(|s| {
-        // A re-pair replaces the old pin at this address.
-        s.signers
-            .retain(|p| p.id != signer.id && p.address != address);
+        // A pinned signer keeps its place in the user's order; only its
+        // address follows it.
+        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer.id) {
+            p.address = address.to_owned();
+            p.name = signer.name.clone();
+            return;
+        }
+        if paired_with_code.is_none() {
+            return;
+        }
+        // A new pairing at a pinned signer's address (asked for by the
+        // user) replaces that pin; the new signer goes last.
+        s.signers.retain(|p| p.address != address);
         s.signers.push(PinnedSigner {
             id: signer.id.clone(),
             name: signer.name.clone(),
             static_key: signer.static_key.to_vec(),
             address: address.to_owned(),
-            paired_at: previous.as_ref().map(|p| p.paired_at).unwrap_or_else(now_s),
-            wake: previous.as_ref().and_then(|p| p.wake.clone()),
-            keys: previous.map(|p| p.keys).unwrap_or_default(),
+            paired_at: now_s(),
+            wake: None,
+            keys: Vec::new(),
+            ca_key: None,
         });
     });
+    if !shared.state().signers.iter().any(|p| p.id == signer.id) {
+        // Forgotten while connecting: nothing to serve.
+        return Ok(());
+    }
     info!(signer = %signer.name, id = %signer.id, %address, "signer connected");
     shared.outage_over(&signer.id);
     shared.set_link(address, |l| {

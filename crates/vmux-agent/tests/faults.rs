@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ssh_key::{Algorithm, PrivateKey};
 use tokio::net::TcpListener;
-use vmux_agent::{AgentConfig, AgentSocket};
+use vmux_agent::{control, AgentConfig, AgentSocket};
 use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 
@@ -147,11 +147,21 @@ async fn every_fault_ends_in_a_bounded_failure_and_the_agent_serves_on() {
         let agent = tokio::spawn(async move {
             let _ = vmux_agent::run(config, &socket).await;
         });
-        // Wait until the fake's key is listed (the agent connected).
+        // Wait until the fake's key is listed (the agent connected),
+        // confirming the pairing code on the agent as its user would.
         let sock = sock_path.clone();
         let listed = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             loop {
+                if let Ok(status) = control::query(&sock, "status", Duration::from_secs(5)) {
+                    if let Some(code) = status["signers"][0]["pairing_code"].as_str() {
+                        let _ = control::query(
+                            &sock,
+                            &format!("pair-confirm {code}"),
+                            Duration::from_secs(5),
+                        );
+                    }
+                }
                 let a = ask(&sock, &[0, 0, 0, 1, 11]);
                 if a.len() > 5 && a[1..5] != [0, 0, 0, 0] {
                     return true;

@@ -405,6 +405,20 @@ fn bench() -> Res<()> {
             ])
             .env("RUST_LOG", "warn"),
     )?;
+    // Pairing is confirmed on the agent too, as its user would.
+    let line = agent.wait_for("pairing code ")?;
+    let code = line
+        .split("pairing code ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .ok_or("no pairing code in the agent's notice")?
+        .to_owned();
+    run(Command::new(&vmux).arg("--home").arg(&agent_home).args([
+        "agent",
+        "pair",
+        "--confirm",
+        &code,
+    ]))?;
     agent.wait_for("connected to signer")?;
     let vsock = agent_home.join("vmux-agent.sock");
 

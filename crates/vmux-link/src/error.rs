@@ -38,7 +38,7 @@ pub enum LinkError {
     #[error("the peer speaks protocol version {0}, this build speaks {1}")]
     Version(u32, u32),
     /// The signer presented a different static key than the one pinned.
-    #[error("signer presented key {got}, but {expected} is pinned for it; refusing (run `vmux agent forget` to re-pair)")]
+    #[error("signer presented key {got}, but {expected} is pinned for it; refusing (to pair with the signer there, run `vmux agent pair --signer HOST:PORT`)")]
     PinMismatch {
         /// The pinned signer's id.
         expected: String,
@@ -47,7 +47,7 @@ pub enum LinkError {
     },
     /// The signer at a pinned signer's address failed the IK handshake:
     /// it does not hold the pinned key.
-    #[error("the signer there could not prove it holds the pinned key {expected}; refusing (run `vmux agent forget` to re-pair)")]
+    #[error("the signer there could not prove it holds the pinned key {expected}; refusing (to pair with the signer there, run `vmux agent pair --signer HOST:PORT`)")]
     PinUnproven {
         /// The pinned signer's id.
         expected: String,
@@ -55,6 +55,16 @@ pub enum LinkError {
     /// The pairing commitment did not open: someone tampered with pairing.
     #[error("pairing commitment did not match; pairing aborted")]
     BadCommitment,
+    /// The agent's user typed a code other than this pairing's.
+    #[error("the code confirmed on this agent is not this pairing's code; pairing refused, nothing pinned")]
+    CodeMismatch,
+    /// The agent's user refused the pairing or did not confirm it in time.
+    #[error("the pairing was not confirmed on this agent; nothing pinned")]
+    NotConfirmed,
+    /// No pinned key is proven at this address, and the agent may not
+    /// pair there by itself (it has pinned signers, or its user refused).
+    #[error("no pinned signer answers at {0}, and this agent pairs with a new signer only when its user asks; to pair with the signer there run `vmux agent pair --signer {0}`")]
+    NotPaired(String),
     /// The signer refused the connection.
     #[error("signer refused: {message} ({code})")]
     Refused {

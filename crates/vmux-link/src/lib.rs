@@ -31,8 +31,9 @@ pub use channel::{
 pub use error::LinkError;
 pub use identity::{device_id, open as open_sealed, seal, Identity, StaticKey, STATIC_KEY_LEN};
 pub use session::{
-    open_as_agent, open_as_signer, AgentSession, Expect, PairingGate, PairingRequest, Peer,
-    SignerSession, PAIRING_VERDICT_TIMEOUT, STEP_TIMEOUT,
+    open_as_agent, open_as_signer, AgentAnswer, AgentSession, Expect, Opened, PairingGate,
+    PairingPermit, PairingRequest, Peer, PendingPairing, SignerSession, PAIRING_VERDICT_TIMEOUT,
+    STEP_TIMEOUT,
 };
 
 #[cfg(test)]

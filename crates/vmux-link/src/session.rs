@@ -4,7 +4,11 @@
 //! The states are explicit: a [`Channel`] is encrypted but its peer is not
 //! yet trusted; only [`open_as_agent`] and [`open_as_signer`] turn it into
 //! an [`AgentSession`] or a [`SignerSession`], and they do so only for a
-//! peer that is pinned or that a person has just approved. Code that serves
+//! peer that is pinned or that a person has just approved. On the agent
+//! side, pairing needs a [`PairingPermit`] (none while signers are pinned,
+//! unless the user asked) and ends in a [`PendingPairing`], which becomes
+//! a session only when the signer's person approved and the agent's user
+//! confirmed the same code. Code that serves
 //! requests takes a session, so it cannot run before pairing.
 
 use std::future::Future;
@@ -46,13 +50,31 @@ pub struct Peer {
     pub static_key: StaticKey,
 }
 
+/// Permission to pair with a signer whose key is not pinned. The agent
+/// gets one only from [`PairingPermit::check`]: when it has no pinned
+/// signer at all, or when its user asked to pair with this signer
+/// (`vmux agent pair --signer`, or a `--signer` named before anything was
+/// pinned). Without one, [`open_as_agent`] cannot be asked to pair.
+#[derive(Debug)]
+pub struct PairingPermit {
+    _checked: (),
+}
+
+impl PairingPermit {
+    /// The rule: an agent with pinned signers never pairs by itself; it
+    /// pairs only when its user asked for this signer.
+    pub fn check(pinned_signers: usize, asked_by_user: bool) -> Option<PairingPermit> {
+        (pinned_signers == 0 || asked_by_user).then_some(PairingPermit { _checked: () })
+    }
+}
+
 /// What the agent expects of the signer it connects to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Expect {
     /// The signer must present this pinned key.
     Pinned(StaticKey),
-    /// No pin for this signer: pair with it, showing a code.
-    Pairing,
+    /// No pin for this signer, and the agent may pair with it.
+    Pairing(PairingPermit),
 }
 
 /// An open session, agent side.
@@ -65,14 +87,123 @@ pub struct AgentSession {
     pub paired_with_code: Option<String>,
 }
 
-/// Opens a session from the agent's side. `show_code` is called with the
-/// 6-digit code as soon as it is known, before the signer's person decides.
+/// What opening a session gave: a session with a pinned signer, or a
+/// pairing that both people must still accept.
+pub enum Opened {
+    /// The signer proved the pinned key and welcomed the agent.
+    Session(AgentSession),
+    /// A code is shown; [`PendingPairing::finish`] turns this into a
+    /// session only when the signer's person approved AND the agent's user
+    /// confirmed the same code.
+    Pairing(PendingPairing),
+}
+
+/// A pairing whose code is known, waiting for the signer's verdict and the
+/// agent user's confirmation. Dropping it abandons the pairing.
+pub struct PendingPairing {
+    channel: Channel,
+    code: String,
+    remote: StaticKey,
+}
+
+/// What the agent's user answered for a pending pairing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAnswer {
+    /// The user typed this code (it must equal the pairing's).
+    Typed(String),
+    /// The user refused, or did not answer in time.
+    Refused,
+}
+
+fn same_code(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+impl PendingPairing {
+    /// The 6-digit code both sides show.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The id of the signer's key (proven by the handshake; not yet
+    /// trusted).
+    pub fn signer_id(&self) -> String {
+        device_id(&self.remote)
+    }
+
+    /// Waits, at the same time and each bounded, for the signer's verdict
+    /// and for `answer` (the agent user's). `signer_approved` is called
+    /// when the signer's Welcome arrives first. Only both together give a
+    /// session; a refusal or a different code on either side gives an
+    /// error and nothing to pin.
+    pub async fn finish(
+        self,
+        answer: impl Future<Output = AgentAnswer>,
+        signer_approved: impl FnOnce(),
+    ) -> Result<AgentSession, LinkError> {
+        let PendingPairing {
+            mut channel,
+            code,
+            remote,
+        } = self;
+        let check = |a: AgentAnswer| match a {
+            AgentAnswer::Typed(t) if same_code(t.trim(), &code) => Ok(()),
+            AgentAnswer::Typed(_) => Err(LinkError::CodeMismatch),
+            AgentAnswer::Refused => Err(LinkError::NotConfirmed),
+        };
+        tokio::pin!(answer);
+        let mut confirmed = false;
+        let welcome = {
+            let verdict = channel.recv_within(PAIRING_VERDICT_TIMEOUT);
+            tokio::pin!(verdict);
+            loop {
+                tokio::select! {
+                    a = &mut answer, if !confirmed => {
+                        check(a)?;
+                        confirmed = true;
+                    }
+                    v = &mut verdict => break v?,
+                }
+            }
+        };
+        let welcome = match welcome {
+            Message::Welcome(w) => w,
+            Message::Refused(r) => return Err(refused(r)),
+            other => return Err(unexpected("Welcome", &other)),
+        };
+        check_version(welcome.version)?;
+        if !confirmed {
+            signer_approved();
+            check(answer.await)?;
+        }
+        Ok(AgentSession {
+            channel,
+            signer: Peer {
+                name: welcome.name,
+                id: device_id(&remote),
+                static_key: remote,
+            },
+            paired_with_code: Some(code),
+        })
+    }
+
+    /// [`finish`](Self::finish) with an answer already given.
+    pub async fn confirm(self, typed: &str) -> Result<AgentSession, LinkError> {
+        let typed = AgentAnswer::Typed(typed.to_owned());
+        self.finish(std::future::ready(typed), || {}).await
+    }
+}
+
+/// Opens a session from the agent's side. With a pinned key, the signer
+/// must present it and welcome the agent. Pairing (with a permit, or when
+/// a pinned signer asks to pair again) stops at a [`PendingPairing`] as
+/// soon as the code is known.
 pub async fn open_as_agent(
     mut channel: Channel,
     agent_name: &str,
     expect: Expect,
-    show_code: impl FnOnce(&str),
-) -> Result<AgentSession, LinkError> {
+) -> Result<Opened, LinkError> {
     let remote = *channel.remote_static();
     if let Expect::Pinned(pinned) = expect {
         if pinned != remote {
@@ -82,7 +213,7 @@ pub async fn open_as_agent(
             });
         }
     }
-    let want_pairing = matches!(expect, Expect::Pairing);
+    let want_pairing = matches!(expect, Expect::Pairing(_));
     channel
         .send(&Message::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -90,8 +221,7 @@ pub async fn open_as_agent(
             want_pairing,
         }))
         .await?;
-    let mut code = None;
-    let mut reply = channel.recv_within(STEP_TIMEOUT).await?;
+    let reply = channel.recv_within(STEP_TIMEOUT).await?;
     if matches!(reply, Message::PairStart) {
         let mut na = [0u8; PAIR_NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut na);
@@ -105,11 +235,14 @@ pub async fn open_as_agent(
             other => return Err(unexpected("PairNonce", &other)),
         };
         channel.send(&Message::PairReveal(na)).await?;
-        let c = pairing_code(&h, &na, &ns);
-        show_code(&c);
-        code = Some(c);
-        reply = channel.recv_within(PAIRING_VERDICT_TIMEOUT).await?;
-    } else if want_pairing && !matches!(reply, Message::Refused(_)) {
+        let code = pairing_code(&h, &na, &ns);
+        return Ok(Opened::Pairing(PendingPairing {
+            channel,
+            code,
+            remote,
+        }));
+    }
+    if want_pairing && !matches!(reply, Message::Refused(_)) {
         // We have no pin for this signer and it did not offer pairing: a
         // signer that skips the code is not one we can verify.
         return Err(unexpected("PairStart", &reply));
@@ -117,15 +250,15 @@ pub async fn open_as_agent(
     match reply {
         Message::Welcome(w) => {
             check_version(w.version)?;
-            Ok(AgentSession {
+            Ok(Opened::Session(AgentSession {
                 channel,
                 signer: Peer {
                     name: w.name,
                     id: device_id(&remote),
                     static_key: remote,
                 },
-                paired_with_code: code,
-            })
+                paired_with_code: None,
+            }))
         }
         Message::Refused(r) => Err(refused(r)),
         other => Err(unexpected("Welcome", &other)),

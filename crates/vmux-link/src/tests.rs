@@ -73,6 +73,53 @@ async fn handshake_authenticates_both_static_keys_and_carries_big_messages() {
     assert_eq!(s.recv().await.unwrap(), Message::Ping(1));
 }
 
+fn permit() -> Expect {
+    Expect::Pairing(PairingPermit::check(0, false).expect("no pins: may pair"))
+}
+
+#[test]
+fn an_agent_with_pins_gets_no_permit_unless_its_user_asked() {
+    assert!(PairingPermit::check(0, false).is_some());
+    assert!(PairingPermit::check(1, false).is_none());
+    assert!(PairingPermit::check(1, true).is_some());
+}
+
+/// The signer's person approves (Welcome), but the agent's user typed
+/// another code or refused: no session, so nothing for the agent to pin.
+#[tokio::test]
+async fn a_pairing_the_agent_user_did_not_confirm_gives_no_session() {
+    for answer in [AgentAnswer::Typed("000000".into()), AgentAnswer::Refused] {
+        let (ai, si) = (Identity::generate(), Identity::generate());
+        let gate = Gate::new(true);
+        let (a, s) = channels(&ai, &si).await;
+        let (ra, rs) = tokio::join!(
+            async {
+                match open_as_agent(a, "laptop", permit()).await? {
+                    Opened::Pairing(p) => {
+                        let real = p.code().to_owned();
+                        let answer = match &answer {
+                            AgentAnswer::Typed(_) if real == "000000" => {
+                                AgentAnswer::Typed("000001".into())
+                            }
+                            other => other.clone(),
+                        };
+                        p.finish(std::future::ready(answer), || {}).await
+                    }
+                    Opened::Session(s) => Ok(s),
+                }
+            },
+            open_as_signer(s, "pi", &gate)
+        );
+        rs.unwrap();
+        match (&answer, ra) {
+            (AgentAnswer::Typed(_), Err(LinkError::CodeMismatch)) => {}
+            (AgentAnswer::Refused, Err(LinkError::NotConfirmed)) => {}
+            (_, Err(e)) => panic!("wrong error: {e}"),
+            (_, Ok(_)) => panic!("a session without the agent user's confirmation"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn pairing_shows_the_same_code_and_pins() {
     let (ai, si) = (Identity::generate(), Identity::generate());
@@ -80,7 +127,16 @@ async fn pairing_shows_the_same_code_and_pins() {
     let (a, s) = channels(&ai, &si).await;
     let mut shown = String::new();
     let (ra, rs) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pairing, |c| shown = c.to_owned()),
+        async {
+            match open_as_agent(a, "laptop", permit()).await? {
+                Opened::Pairing(p) => {
+                    shown = p.code().to_owned();
+                    let code = shown.clone();
+                    p.confirm(&code).await
+                }
+                Opened::Session(_) => panic!("paired without a code"),
+            }
+        },
         open_as_signer(s, "pi", &gate)
     );
     let (ra, rs) = (ra.unwrap(), rs.unwrap());
@@ -95,12 +151,13 @@ async fn pairing_shows_the_same_code_and_pins() {
     // A second connection with the pin asks nobody.
     let (a, s) = channels(&ai, &si).await;
     let (ra, rs) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pinned(*si.public()), |_| panic!(
-            "no code"
-        )),
+        open_as_agent(a, "laptop", Expect::Pinned(*si.public())),
         open_as_signer(s, "pi", &gate)
     );
-    assert!(ra.unwrap().paired_with_code.is_none());
+    let Ok(Opened::Session(ra)) = ra else {
+        panic!("a pinned signer asked for a code")
+    };
+    assert!(ra.paired_with_code.is_none());
     rs.unwrap();
     assert_eq!(gate.codes.lock().unwrap().len(), 1);
 }
@@ -111,7 +168,15 @@ async fn denied_pairing_is_refused_on_both_sides() {
     let gate = Gate::new(false);
     let (a, s) = channels(&ai, &si).await;
     let (ra, rs) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pairing, |_| {}),
+        async {
+            match open_as_agent(a, "laptop", permit()).await? {
+                Opened::Pairing(p) => {
+                    let code = p.code().to_owned();
+                    p.confirm(&code).await
+                }
+                Opened::Session(s) => Ok(s),
+            }
+        },
         open_as_signer(s, "pi", &gate)
     );
     assert!(matches!(
@@ -135,7 +200,7 @@ async fn a_different_signer_key_is_refused_by_the_pin() {
     let gate = Gate::new(true);
     let (a, s) = channels(&ai, &other).await;
     let (ra, _rs) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pinned(*si.public()), |_| {}),
+        open_as_agent(a, "laptop", Expect::Pinned(*si.public())),
         async {
             // The impostor signer may see the connection drop.
             let _ = tokio::time::timeout(
@@ -180,8 +245,16 @@ async fn a_relay_in_the_middle_cannot_make_codes_match() {
     };
     let mut agent_code = None;
     let (ra, rs, _) = tokio::join!(
-        open_as_agent(a, "laptop", Expect::Pairing, |c| agent_code =
-            Some(c.to_owned())),
+        async {
+            match open_as_agent(a, "laptop", permit()).await? {
+                Opened::Pairing(p) => {
+                    agent_code = Some(p.code().to_owned());
+                    let code = p.code().to_owned();
+                    p.confirm(&code).await.map(|_| ())
+                }
+                Opened::Session(_) => Ok(()),
+            }
+        },
         open_as_signer(s, "pi", &gate),
         relay
     );

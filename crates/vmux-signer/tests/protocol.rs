@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use signature::Verifier;
 use tokio::net::{TcpListener, TcpStream};
-use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity};
+use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity, Opened, PairingPermit};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 use vmux_signer::approver::{Approver, Decision, Verdict};
 use vmux_signer::checks::{now_ms, Window};
@@ -115,7 +115,14 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
 async fn session(f: &Fixture, id: &Identity) -> Result<AgentSession, vmux_link::LinkError> {
     let stream = TcpStream::connect(f.addr).await.unwrap();
     let channel = Channel::connect(stream, id).await?;
-    open_as_agent(channel, "hand-driven", Expect::Pairing, |_| {}).await
+    let permit = PairingPermit::check(0, false).expect("no pins: may pair");
+    match open_as_agent(channel, "hand-driven", Expect::Pairing(permit)).await? {
+        Opened::Session(s) => Ok(s),
+        Opened::Pairing(p) => {
+            let code = p.code().to_owned();
+            p.confirm(&code).await
+        }
+    }
 }
 
 fn request(f: &Fixture, nonce: u8, issued: u64, expires: u64) -> SignRequest {

@@ -120,6 +120,12 @@ pub fn run(
                 (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
             }
         }
+        AgentCommand::Pair {
+            signer,
+            confirm,
+            deny,
+            socket,
+        } => pair(&socket_of(socket), signer, confirm, deny),
         AgentCommand::Env { shell, socket } => {
             let path = socket_of(socket);
             let shell = shell.unwrap_or_else(|| {
@@ -266,6 +272,107 @@ pub fn run(
     }
 }
 
+/// The error sentence in a control answer, if any.
+fn answer_error(value: &serde_json::Value) -> Option<Failure> {
+    value["error"].as_str().map(|e| Failure(e.to_owned()))
+}
+
+fn confirm_code(socket: &std::path::Path, code: &str) -> Result<ExitCode, Failure> {
+    let code = code.trim();
+    if code.is_empty() || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Failure("a pairing code is six digits".into()));
+    }
+    let value = control::query(
+        socket,
+        &format!("pair-confirm {code}"),
+        Duration::from_secs(10),
+    )?;
+    if let Some(e) = answer_error(&value) {
+        return Err(e);
+    }
+    println!(
+        "Confirmed pairing code {code} with the signer at {}; it is pinned once the signer approves too.",
+        value["confirmed"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pair(
+    socket: &std::path::Path,
+    signer: Option<String>,
+    confirm: Option<String>,
+    deny: bool,
+) -> Result<ExitCode, Failure> {
+    if let Some(code) = confirm {
+        return confirm_code(socket, &code);
+    }
+    if deny {
+        let value = control::query(socket, "pair-deny", Duration::from_secs(10))?;
+        let n = value["refused"].as_u64().unwrap_or(0);
+        if n == 0 {
+            return Err(Failure("no pairing is waiting for confirmation".into()));
+        }
+        println!("Refused {n} pairing(s); nothing was pinned.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(address) = signer else {
+        return Err(Failure("say --signer, --confirm or --deny".into()));
+    };
+    let value = control::query(
+        socket,
+        &format!("pair-signer {address}"),
+        Duration::from_secs(10),
+    )?;
+    if let Some(e) = answer_error(&value) {
+        return Err(e);
+    }
+    // Wait (bounded) for the code, and show it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        let value = control::query(socket, "status", Duration::from_secs(10))?;
+        let status: Status = serde_json::from_value(value)?;
+        let link = status.signers.iter().find(|g| g.address == address);
+        if let Some(code) = link.and_then(|g| g.pairing_code.clone()) {
+            break code;
+        }
+        // Confirmed and approved already (or a pinned signer is there).
+        if let Some(g) = link.filter(|g| g.connected) {
+            println!(
+                "Paired with signer {} ({}) at {address}.",
+                vmux_proto::sanitize(g.name.as_deref().unwrap_or("?")),
+                g.id.as_deref().unwrap_or("?")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if std::time::Instant::now() >= deadline {
+            let why = link
+                .and_then(|g| g.last_error.clone())
+                .unwrap_or_else(|| "no answer yet".into());
+            return Err(Failure(format!(
+                "no pairing code from the signer at {address} within 30 s ({why}); see `vmux agent status`"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("Pairing with the signer at {address}: code {code}.");
+    println!("Check that the signer shows the same code and approve it there.");
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("Type the code the signer shows to confirm (empty to refuse): ");
+        let mut typed = String::new();
+        std::io::stdin()
+            .read_line(&mut typed)
+            .map_err(Failure::from)?;
+        if typed.trim().is_empty() {
+            control::query(socket, "pair-deny", Duration::from_secs(10))?;
+            println!("Refused; nothing was pinned.");
+            return Ok(ExitCode::FAILURE);
+        }
+        return confirm_code(socket, &typed);
+    }
+    println!("Then confirm here: vmux agent pair --confirm {code}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_status(s: &Status) {
     println!("Agent {} ({})", s.name, s.id);
     if s.signers.is_empty() {
@@ -291,7 +398,11 @@ fn print_status(s: &Status) {
             println!("  Wake: {w}");
         }
         if let Some(code) = &g.pairing_code {
-            println!("  Pairing: code {code}, waiting for approval on the signer");
+            if g.pairing_signer_approved {
+                println!("  Pairing: code {code}, approved on the signer, waiting for confirmation here: `vmux agent pair --confirm {code}`");
+            } else {
+                println!("  Pairing: code {code}, waiting for approval on the signer and confirmation here: `vmux agent pair --confirm {code}`");
+            }
         } else if let (false, Some(e)) = (g.connected, &g.last_error) {
             println!("  Last error: {e}");
         }

@@ -289,6 +289,26 @@ pub enum AgentCommand {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Pair with a signer (also while others are pinned), or confirm or
+    /// refuse a pairing the running agent shows a code for. A signer is
+    /// pinned only when its person approved and the same code was
+    /// confirmed here.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["signer", "confirm", "deny"])))]
+    Pair {
+        /// Pair with the signer at this address.
+        #[arg(long, value_name = "HOST:PORT")]
+        signer: Option<String>,
+        /// Confirm the pairing that shows this code (the code the signer
+        /// shows too).
+        #[arg(long, value_name = "CODE")]
+        confirm: Option<String>,
+        /// Refuse every pairing waiting for confirmation.
+        #[arg(long)]
+        deny: bool,
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// List pinned signers.
     Signers,
     /// Print the lines that point a shell at the agent.

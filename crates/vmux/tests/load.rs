@@ -239,8 +239,20 @@ fn a_full_disk_is_reported_and_the_agent_keeps_serving_from_memory() {
         "agent on tmpfs",
         Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]),
     );
-    agent.wait_line(WAIT, |l| l.starts_with("vmux agent: connected to signer"));
+    let line = agent.wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+    let code = pairing_code_of(&line).expect("pairing code");
     let pid = agent.pid();
+    // The agent's user confirms the code (inside the agent's mount
+    // namespace, where its socket is).
+    ok(Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg("-m")
+        .arg(env!("CARGO_BIN_EXE_vmux"))
+        .arg("--home")
+        .arg(&home)
+        .args(["agent", "pair", "--confirm", &code]));
+    agent.wait_line(WAIT, |l| l.starts_with("vmux agent: connected to signer"));
     // Fill the filesystem from inside the namespace.
     let _ = Command::new("nsenter")
         .arg("-t")

@@ -148,6 +148,37 @@ impl Daemon {
         }
     }
 
+    /// Calls `action` with every printed line (old and new) that
+    /// satisfies `pred`, on a thread of its own, until the process exits.
+    pub fn on_lines(
+        &self,
+        pred: impl Fn(&str) -> bool + Send + 'static,
+        action: impl Fn(&str) + Send + 'static,
+    ) {
+        let (lines, closed) = (self.lines.clone(), self.closed.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            loop {
+                let fresh: Vec<String> = {
+                    let (m, c) = &*lines;
+                    let mut l = m.lock().expect("lines");
+                    while l.len() == seen && closed.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                        l = c.wait_timeout(l, WAIT).expect("wait").0;
+                    }
+                    if l.len() == seen {
+                        return;
+                    }
+                    let fresh = l[seen..].to_vec();
+                    seen = l.len();
+                    fresh
+                };
+                for line in fresh.iter().filter(|l| pred(l)) {
+                    action(line);
+                }
+            }
+        });
+    }
+
     /// Counts printed lines satisfying `pred`.
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lines
@@ -393,6 +424,17 @@ pub struct Agent {
     pub env: Vec<(String, String)>,
     /// Run inside this network namespace, browsing mDNS there.
     pub netns: Option<String>,
+    /// Confirm on the agent's side every pairing code it prints, as its
+    /// user would after comparing it with the signer's (`vmux agent pair
+    /// --confirm CODE`). On by default; attack tests turn it off.
+    pub confirm_pairings: bool,
+}
+
+/// The code in an agent's "pairing code NNNNNN: …" line.
+pub fn pairing_code_of(line: &str) -> Option<String> {
+    let rest = &line[line.find("pairing code ")? + "pairing code ".len()..];
+    let code = rest.split(':').next()?;
+    (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())).then(|| code.to_owned())
 }
 
 impl Agent {
@@ -407,6 +449,7 @@ impl Agent {
             log: "info",
             env: Vec::new(),
             netns: None,
+            confirm_pairings: true,
         }
     }
 
@@ -434,8 +477,30 @@ impl Agent {
             .env("RUST_LOG", self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let d = Daemon::spawn(&format!("agent {}", self.name), &mut c);
+        if self.confirm_pairings {
+            let home = self.home.clone();
+            d.on_lines(
+                |l| l.starts_with("vmux agent: pairing code "),
+                move |l| {
+                    if let Some(code) = pairing_code_of(l) {
+                        // The pairing may be gone already (signer refused).
+                        let _ = run(vmux().arg("--home").arg(&home).args([
+                            "agent",
+                            "pair",
+                            "--confirm",
+                            &code,
+                        ]));
+                    }
+                },
+            );
+        }
         d.wait_line(WAIT, |l| l.starts_with("vmux agent: listening on "));
         self.daemon = Some(d);
+    }
+
+    /// `vmux agent pair --confirm CODE` against the running agent.
+    pub fn confirm(&self, code: &str) -> Output {
+        run(&mut self.cmd(&["pair", "--confirm", code]))
     }
 
     /// Starts with `--signer ADDR` and waits until connected with keys.
