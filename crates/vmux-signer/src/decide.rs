@@ -5,19 +5,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use vmux_link::{PairingGate, PairingRequest, Peer, StaticKey};
+use vmux_link::Peer;
 use vmux_proto::{CertRequest, ContextQuality, ErrorCode, IssuedCert, SignRequest};
 
 use crate::approver::{Approver, Decision, DecisionKind, Verdict};
 use crate::audit::Entry;
 use crate::checks::now_ms;
 use crate::server::Server;
-
-/// Failed pairings tolerated per [`PAIRING_PENALTY`] before new pairings
-/// are refused without asking anyone.
-const MAX_PAIRING_FAILURES: usize = 5;
-/// The window over which failed pairings are counted.
-const PAIRING_PENALTY: Duration = Duration::from_secs(60);
 
 /// What an approval window covers: this agent, key, process and
 /// destination, nothing wider.
@@ -76,13 +70,13 @@ impl Windows {
 }
 
 /// How a request was approved.
-enum Approval {
+pub(crate) enum Approval {
     Asked,
     Window,
 }
 
 impl<A: Approver + 'static> Server<A> {
-    fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>) {
+    pub(crate) fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>) {
         if let Some(log) = &self.parts.audit {
             let (outcome, error) = match result {
                 Ok(Approval::Asked) => ("approved", None),
@@ -162,7 +156,7 @@ impl<A: Approver + 'static> Server<A> {
             return Err(ErrorCode::SignerLocked);
         }
         let now = now_ms();
-        self.parts.window.check(req, now)?;
+        self.parts.freshness.check(req, now)?;
         self.replay
             .check_and_record(&req.nonce, req.expires_at_ms, now)?;
         let key = self
@@ -251,93 +245,5 @@ impl<A: Approver + 'static> Server<A> {
             Err(code) => info!(agent = %agent.id, %code, "certificate refused"),
         }
         outcome
-    }
-}
-
-/// The signer's [`PairingGate`]: the paired-agents file and the approver,
-/// with failed pairings rate-limited.
-pub(crate) struct Gate<'a, A> {
-    pub(crate) server: &'a Server<A>,
-}
-
-impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
-    fn is_paired(&self, agent: &StaticKey) -> bool {
-        self.server.parts.paired.contains(agent)
-    }
-
-    async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
-        let d = Decision {
-            kind: Some(DecisionKind::Pair),
-            source_name: request.agent.name.clone(),
-            source_id: request.agent.id.clone(),
-            pairing_code: request.code.clone(),
-            ..Decision::default()
-        };
-        let outcome = self.ask_pairing(&request, &d).await;
-        if outcome.is_err() {
-            self.server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(Instant::now());
-        }
-        self.server.audit(
-            &d,
-            outcome.as_ref().map(|_| &Approval::Asked).map_err(|c| *c),
-        );
-        outcome
-    }
-}
-
-impl<A: Approver + 'static> Gate<'_, A> {
-    async fn ask_pairing(&self, request: &PairingRequest, d: &Decision) -> Result<(), ErrorCode> {
-        let server = self.server;
-        if server.parts.paired.is_revoked(&request.agent.static_key) {
-            info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
-            return Err(ErrorCode::PairingInvalid);
-        }
-        let recent = {
-            let mut f = server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            while f.front().is_some_and(|t| t.elapsed() > PAIRING_PENALTY) {
-                f.pop_front();
-            }
-            f.len()
-        };
-        if recent >= MAX_PAIRING_FAILURES {
-            warn!(agent = %request.agent.id, "too many failed pairings in the last minute; refusing without asking");
-            return Err(ErrorCode::PairingInvalid);
-        }
-        info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
-        match server
-            .parts
-            .approver
-            .decide(d, server.parts.approval_timeout)
-            .await
-        {
-            Verdict::Approve | Verdict::ApproveFor(_) => {
-                server
-                    .parts
-                    .paired
-                    .add(
-                        &request.agent.id,
-                        &request.agent.name,
-                        &request.agent.static_key,
-                    )
-                    .map_err(|e| {
-                        warn!(error = %e, "cannot save the pairing");
-                        ErrorCode::Internal
-                    })?;
-                info!(agent = %request.agent.name, id = %request.agent.id, "agent paired");
-                Ok(())
-            }
-            Verdict::Deny => {
-                info!(agent = %request.agent.name, id = %request.agent.id, "pairing denied");
-                Err(ErrorCode::UserDenied)
-            }
-            Verdict::TimedOut => Err(ErrorCode::ApprovalTimeout),
-        }
     }
 }

@@ -13,7 +13,8 @@
 //!   [`provider::SoftwareKeys`], OpenSSH key files.
 //! - [`approver`]: who says yes ([`approver::Approver`]): `tty` and
 //!   `command:PROGRAM`.
-//! - [`checks`]: the request window and nonce-replay guard.
+//! - [`checks`]: request freshness ([`checks::Freshness`]) and the
+//!   nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
 //! - [`audit`]: the hash-chained log of every decision.
 //! - approval windows: a person may let the same key, process and verified
@@ -32,6 +33,7 @@ pub mod control;
 mod decide;
 mod home;
 pub mod paired;
+mod pairing;
 pub mod provider;
 mod server;
 

@@ -11,7 +11,7 @@ use vmux_proto::WakeEndpoint;
 use vmux_signer::approver::AnyApprover;
 use vmux_signer::audit::{self, AuditLog};
 use vmux_signer::ca::Ca;
-use vmux_signer::checks::Window;
+use vmux_signer::checks::Freshness;
 use vmux_signer::config::SignerConfig;
 use vmux_signer::control::{self, Request};
 use vmux_signer::paired::PairedAgents;
@@ -507,7 +507,7 @@ fn serve(
         providers,
         approver,
         paired: PairedAgents::new(signer.state_path(), state),
-        window: Window::default(),
+        freshness: Freshness::default(),
         approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
         ca: Some(ca),
         cert_policy: config.certificates.clone(),
