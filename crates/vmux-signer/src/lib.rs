@@ -20,11 +20,18 @@
 //! - approval windows: a person may let the same key, process and verified
 //!   destination through for a while; never forwarded requests,
 //!   certificates or unknown destinations.
-//! - [`Server`]: the running signer; [`control`]: `status`, `lock` and
-//!   `unlock` for it through an owner-only socket.
+//! - pairing: who may ask the person to pair, and how often (at most one
+//!   prompt open; a paired agent's request withdraws it).
+//! - [`Server`]: the running signer, assembled from its home by
+//!   [`SignerHome::assemble`] and run by [`serve`], with connections
+//!   bounded per source, in total and in time, and requests in flight
+//!   bounded per agent identity and in total; [`control`]: `status`,
+//!   `lock`, `unlock` and `unpair` for it through an owner-only socket.
+//! - [`paired`]: the paired agents, written by one writer at a time.
 #![deny(missing_docs)]
 
 pub mod approver;
+mod assemble;
 pub mod audit;
 pub mod ca;
 pub mod checks;
@@ -37,5 +44,6 @@ mod pairing;
 pub mod provider;
 mod server;
 
+pub use assemble::serve;
 pub use home::{SignerError, SignerHome, TokenRecord};
 pub use server::{Server, ServerParts};

@@ -133,6 +133,19 @@ impl<A: Approver + 'static> Server<A> {
             || self.parts.ca.as_ref().is_some_and(Ca::is_locked)
     }
 
+    /// Unpairs the agent whose id is `id` (or an unambiguous prefix of
+    /// it): its next request and connection are refused.
+    pub fn unpair(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::paired::PairedAgent>, vmux_home::HomeError> {
+        let removed = self.parts.paired.remove(id)?;
+        if let Some(a) = &removed {
+            info!(agent = %a.id, "agent unpaired");
+        }
+        Ok(removed)
+    }
+
     /// The signer's name.
     pub fn name(&self) -> &str {
         &self.parts.name

@@ -11,7 +11,7 @@ use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 use vmux_signer::approver::{Approver, Decision, DecisionKind, Verdict};
 use vmux_signer::checks::{now_ms, Freshness};
-use vmux_signer::paired::{PairedAgents, SignerState};
+use vmux_signer::paired::PairedAgents;
 use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
 use vmux_signer::{Server, ServerParts};
 
@@ -89,7 +89,7 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
         identity: Identity::generate(),
         providers,
         approver: approver.clone(),
-        paired: PairedAgents::new(dir.path().join("state.json"), SignerState::default()),
+        paired: PairedAgents::open(dir.path().join("state.json"), Duration::ZERO).unwrap(),
         freshness: Freshness::default(),
         approval_timeout: Duration::from_secs(5),
         ca: None,
