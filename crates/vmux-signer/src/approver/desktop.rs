@@ -42,7 +42,39 @@ fn title(d: &Decision) -> &'static str {
     match d.kind {
         Some(super::DecisionKind::Pair) => "vmux: pair a new agent?",
         Some(super::DecisionKind::Certificate) => "vmux: issue a session certificate?",
+        _ if d.forwarded => "vmux: SSH signature requested through a FORWARDED agent",
         _ => "vmux: SSH signature requested",
+    }
+}
+
+/// Escapes what notification servers read as markup in a body (the
+/// specification's `body-markup` is a subset of HTML): `&`, `<`, `>`,
+/// quotes. Without it, a peer-chosen name such as `<b>` or `&lt;` is
+/// rendered, or makes the server drop the body.
+fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The notification's body: the summary, escaped, with the forwarded
+/// mark first, where no long peer-chosen string before it can push it
+/// out of a notification that shows only its first lines.
+fn body(d: &Decision) -> String {
+    let summary = escape_markup(&d.summary());
+    if d.forwarded {
+        format!("Through a FORWARDED agent.\n{summary}")
+    } else {
+        summary
     }
 }
 
@@ -72,7 +104,7 @@ async fn ask(d: &Decision, timeout: Duration) -> zbus::Result<Verdict> {
                 0u32,
                 "dialog-password",
                 title(d),
-                d.summary(),
+                body(d),
                 actions,
                 hints,
                 timeout_ms,
@@ -133,5 +165,35 @@ impl Approver for DesktopApprover {
                 self.fallback.decide(decision, timeout).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approver::DecisionKind;
+
+    #[test]
+    fn the_body_is_escaped_and_says_forwarded_first() {
+        let d = Decision {
+            kind: Some(DecisionKind::Sign),
+            source_name: "<b>laptop</b> & co".into(),
+            source_id: "abcd".into(),
+            dest_host: "example.org".into(),
+            dest_user: format!("<span size='1'>{}</span>", "u".repeat(180)),
+            forwarded: true,
+            ..Decision::default()
+        };
+        let b = body(&d);
+        assert!(!b.contains('<') && !b.contains('>'), "{b}");
+        assert!(b.contains("&lt;b&gt;laptop&lt;/b&gt; &amp; co"), "{b}");
+        assert!(b.starts_with("Through a FORWARDED agent."), "{b}");
+        assert!(title(&d).contains("FORWARDED"));
+        let local = Decision {
+            forwarded: false,
+            ..d
+        };
+        assert_eq!(title(&local), "vmux: SSH signature requested");
+        assert!(!body(&local).contains("FORWARDED"));
     }
 }
