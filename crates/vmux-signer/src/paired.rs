@@ -90,6 +90,10 @@ pub struct PairedAgents {
     _lock: std::fs::File,
 }
 
+/// Seconds within which a repeated connection does not rewrite the
+/// agent's last-seen time.
+const LAST_SEEN_RESOLUTION: u64 = 60;
+
 fn now_s() -> u64 {
     crate::checks::now_ms() / 1000
 }
@@ -170,10 +174,20 @@ impl PairedAgents {
         })
     }
 
-    /// Records that an agent connected.
+    /// Records that an agent connected (written at most once a minute per
+    /// agent, so that reconnecting does not make a write each time).
     pub fn touch(&self, key: &StaticKey) -> Result<(), HomeError> {
         let k = B64.encode(key);
         let now = now_s();
+        let fresh = self
+            .read()
+            .agents
+            .iter()
+            .filter(|a| a.static_key == k)
+            .all(|a| now.saturating_sub(a.last_seen) < LAST_SEEN_RESOLUTION);
+        if fresh {
+            return Ok(());
+        }
         self.update(|s| {
             for a in s.agents.iter_mut().filter(|a| a.static_key == k) {
                 a.last_seen = now;

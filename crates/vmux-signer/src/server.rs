@@ -161,7 +161,7 @@ impl<A: Approver + 'static> Server<A> {
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
-                    let Some(ticket) = self.admission.admit(addr.ip()) else {
+                    let Some(ticket) = self.admission.admit(source_of(addr.ip())) else {
                         debug!(peer = %addr, "too many unauthenticated connections; closed");
                         drop(stream);
                         continue;
@@ -293,6 +293,22 @@ impl<A: Approver + 'static> Server<A> {
                 display_name: String::new(),
             })
             .collect()
+    }
+}
+
+/// The source a connection is counted against: its IPv4 address, or the
+/// /64 network of an IPv6 address (one host can use a whole /64).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+        },
     }
 }
 
@@ -451,4 +467,41 @@ where
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_still_opening_are_bounded_per_source_and_in_total() {
+        let a = Admission::default();
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<Ticket> = (0..MAX_UNAUTHENTICATED_PER_SOURCE)
+            .map(|_| a.admit(one).expect("within the bound"))
+            .collect();
+        assert!(a.admit(one).is_none(), "one source over its bound");
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let session = a.admit(other).unwrap().into_session().unwrap();
+        // A session no longer counts as opening.
+        drop(held);
+        let mut many = Vec::new();
+        for n in 0..MAX_UNAUTHENTICATED {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32));
+            many.push(a.admit(ip).expect("within the total"));
+        }
+        assert!(a.admit(other).is_none(), "over the total");
+        drop(many);
+        assert!(a.admit(one).is_some());
+        drop(session);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let x: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(source_of(x), source_of(y));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_of(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
 }
