@@ -163,8 +163,15 @@ fn hex(bytes: &[u8]) -> String {
 pub struct AuditLog {
     path: PathBuf,
     key: AuditKey,
+    tail: Mutex<Tail>,
+}
+
+/// The end of the log, held while one line is appended.
+struct Tail {
     /// The `mac` of the last line written.
-    last: Mutex<String>,
+    last: String,
+    /// The file, opened for appending at the first write.
+    file: Option<std::fs::File>,
 }
 
 impl AuditLog {
@@ -232,7 +239,7 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_owned(),
             key,
-            last: Mutex::new(last),
+            tail: Mutex::new(Tail { last, file: None }),
         };
         for (outcome, note) in notes {
             log.append(Entry::about_the_log(outcome, note))
@@ -249,22 +256,39 @@ impl AuditLog {
         }
     }
 
-    /// Appends one line with one write and flushes it to disk.
+    /// Appends one line with one write, then flushes it to disk. Lines are
+    /// written in chain order under the lock; the flush runs after it, so
+    /// that concurrent decisions share the disk's flushes.
     fn append(&self, mut entry: Entry) -> std::io::Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        entry.prev = last.clone();
-        entry.mac = self.key.mac(&entry);
-        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)?;
-        f.write_all(&line)?;
-        f.sync_data()?;
-        *last = entry.mac;
-        Ok(())
+        let synced = {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            entry.prev = tail.last.clone();
+            entry.mac = self.key.mac(&entry);
+            let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let file = match &mut tail.file {
+                Some(f) => f,
+                empty => empty.insert(
+                    OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o600)
+                        .open(&self.path)?,
+                ),
+            };
+            let before = file.metadata()?.len();
+            if let Err(e) = file.write_all(&line) {
+                // Take back a partial line (a full disk), so that the next
+                // one does not join it.
+                let _ = file.set_len(before);
+                tail.file = None;
+                return Err(e);
+            }
+            let synced = file.try_clone()?;
+            tail.last = entry.mac;
+            synced
+        };
+        synced.sync_data()
     }
 }
 
