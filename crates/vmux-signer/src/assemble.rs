@@ -14,9 +14,10 @@ use crate::audit::{AuditKey, AuditLog};
 use crate::ca::Ca;
 use crate::checks::Freshness;
 use crate::config::SignerConfig;
+use crate::home::{SignerError, SignerHome};
 use crate::paired::PairedAgents;
 use crate::provider::KeyProvider;
-use crate::{Server, ServerParts, SignerError, SignerHome};
+use crate::server::{Server, ServerParts};
 
 /// How long a starting signer waits for another writer of its state
 /// (e.g. `vmux signer unpair` while it was stopped) to finish.

@@ -70,13 +70,13 @@ impl Windows {
 }
 
 /// How a request was approved.
-pub(crate) enum Approval {
+enum Approval {
     Asked,
     Window,
 }
 
 impl<A: Approver + 'static> Server<A> {
-    pub(crate) fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>) {
+    fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>) {
         if let Some(log) = &self.parts.audit {
             let (outcome, error) = match result {
                 Ok(Approval::Asked) => ("approved", None),

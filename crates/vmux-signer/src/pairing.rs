@@ -19,8 +19,8 @@ use vmux_link::{PairingGate, PairingRequest, StaticKey};
 use vmux_proto::ErrorCode;
 
 use crate::approver::{Approver, Decision, DecisionKind, Verdict};
-use crate::decide::Approval;
-use crate::server::Server;
+use crate::audit::{AuditLog, Entry};
+use crate::paired::PairedAgents;
 
 /// Pairing prompts that may start per [`PAIRING_PERIOD`].
 pub(crate) const MAX_PAIRING_PROMPTS: usize = 5;
@@ -114,12 +114,21 @@ impl PairingSlot {
 /// The signer's [`PairingGate`]: the paired-agents state and the
 /// approver, with prompts rationed as the module says.
 pub(crate) struct Gate<'a, A> {
-    pub(crate) server: &'a Server<A>,
+    /// Who is paired; approved agents are added here.
+    pub(crate) paired: &'a PairedAgents,
+    /// Who decides.
+    pub(crate) approver: &'a A,
+    /// How long the person may take.
+    pub(crate) approval_timeout: Duration,
+    /// The one prompt and the rate.
+    pub(crate) slot: &'a PairingSlot,
+    /// Where pairing decisions are recorded.
+    pub(crate) audit: Option<&'a AuditLog>,
 }
 
 impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
     fn is_paired(&self, agent: &StaticKey) -> bool {
-        self.server.parts.paired.contains(agent)
+        self.paired.contains(agent)
     }
 
     async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
@@ -132,13 +141,12 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
             pairing_code: request.code.clone(),
             ..Decision::default()
         };
-        let server = self.server;
-        if server.parts.paired.is_revoked(&request.agent.static_key) {
+        if self.paired.is_revoked(&request.agent.static_key) {
             info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
-            server.audit(&d, Err(ErrorCode::PairingInvalid));
+            self.record(&d, Err(ErrorCode::PairingInvalid));
             return Err(ErrorCode::PairingInvalid);
         }
-        let turn = match server.pairing.take(arrived) {
+        let turn = match self.slot.take(arrived) {
             Ok(t) => t,
             Err(Busy::PromptOpen) => {
                 warn!(agent = %request.agent.id, "another pairing prompt is open; refused without asking");
@@ -151,15 +159,22 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
         };
         let outcome = self.ask(&request, &d, &turn, arrived).await;
         drop(turn);
-        server.audit(
-            &d,
-            outcome.as_ref().map(|_| &Approval::Asked).map_err(|c| *c),
-        );
+        self.record(&d, outcome);
         outcome
     }
 }
 
 impl<A: Approver + 'static> Gate<'_, A> {
+    fn record(&self, d: &Decision, outcome: Result<(), ErrorCode>) {
+        if let Some(log) = self.audit {
+            let entry = match outcome {
+                Ok(()) => Entry::new(d, "approved", None),
+                Err(code) => Entry::new(d, "refused", Some(code)),
+            };
+            log.record(entry);
+        }
+    }
+
     async fn ask(
         &self,
         request: &PairingRequest,
@@ -167,14 +182,10 @@ impl<A: Approver + 'static> Gate<'_, A> {
         turn: &PromptTurn<'_>,
         arrived: Instant,
     ) -> Result<(), ErrorCode> {
-        let server = self.server;
         info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
-        let timeout = server
-            .parts
-            .approval_timeout
-            .saturating_sub(arrived.elapsed());
+        let timeout = self.approval_timeout.saturating_sub(arrived.elapsed());
         let verdict = tokio::select! {
-            v = server.parts.approver.decide(d, timeout) => v,
+            v = self.approver.decide(d, timeout) => v,
             _ = turn.withdrawn.notified() => {
                 info!(agent = %request.agent.id, "pairing prompt withdrawn: a paired agent's request goes first");
                 return Err(ErrorCode::ApprovalTimeout);
@@ -182,9 +193,7 @@ impl<A: Approver + 'static> Gate<'_, A> {
         };
         match verdict {
             Verdict::Approve | Verdict::ApproveFor(_) => {
-                server
-                    .parts
-                    .paired
+                self.paired
                     .add(
                         &request.agent.id,
                         &request.agent.name,

@@ -189,7 +189,13 @@ impl<A: Approver + 'static> Server<A> {
     ) -> Result<(), vmux_link::LinkError> {
         let opening = async {
             let channel = Channel::accept(stream, &self.parts.identity).await?;
-            let gate = Gate { server: &self };
+            let gate = Gate {
+                paired: &self.parts.paired,
+                approver: &self.parts.approver,
+                approval_timeout: self.parts.approval_timeout,
+                slot: &self.pairing,
+                audit: self.parts.audit.as_ref(),
+            };
             open_as_signer(channel, &self.parts.name, &gate).await
         };
         let bound = UNAUTHENTICATED_TIME + self.parts.approval_timeout;
