@@ -158,11 +158,18 @@ async fn ask(d: &Decision, timeout: Duration) -> zbus::Result<Verdict> {
 
 impl Approver for DesktopApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        // The deadline runs from the request's arrival; a request that has
+        // none left is not shown.
+        let deadline = tokio::time::Instant::now() + timeout;
+        if timeout.is_zero() {
+            return Verdict::TimedOut;
+        }
         match ask(decision, timeout).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "no notification server answered; asking on the terminal");
-                self.fallback.decide(decision, timeout).await
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.fallback.decide(decision, left).await
             }
         }
     }
