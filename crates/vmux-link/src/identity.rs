@@ -224,6 +224,19 @@ impl Identity {
     pub(crate) fn private(&self) -> &[u8] {
         &self.private
     }
+
+    /// A 32-byte secret for `purpose`, derived from the private key
+    /// (SHA-256 over a fixed label, the purpose and the key): a key for
+    /// things only this device may produce, such as the signer's audit
+    /// chain. Nothing about the private key can be learnt from it.
+    pub fn derive_secret(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(b"vmux identity derived secret v1\0");
+        h.update((purpose.len() as u64).to_be_bytes());
+        h.update(purpose.as_bytes());
+        h.update(&self.private[..]);
+        Zeroizing::new(h.finalize().into())
+    }
 }
 
 /// A device's id: the first 10 bytes of SHA-256 of its static public key,

@@ -23,6 +23,8 @@ mod error;
 mod identity;
 pub mod mdns;
 mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use channel::{
     Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MAX_MESSAGE, NOISE_PARAMS,

@@ -1,14 +1,24 @@
 //! The audit log: one JSON line per decision, appended to `audit.jsonl`
-//! (mode 0600), each line carrying the SHA-256 of the line before it, so
-//! that editing or deleting a line breaks the chain at the next one.
+//! (mode 0600) and flushed to disk (fsync) before the next, each line
+//! keyed to this signer and chained to the line before it.
 //!
 //! What it records: time, agent, kind, key, process, destination, context
 //! quality, forwarded, outcome and error code. Never data to sign or
 //! signatures.
 //!
-//! The chain has no secret: it detects edits by anyone who does not
-//! rewrite every later line, and cannot tell a truncated tail from a log
-//! that ended there.
+//! The chain is keyed: every line carries `mac`, an HMAC-SHA256 over the
+//! line (with `mac` empty) under a key derived from the signer's identity
+//! secret ([`AuditKey`]), and `prev`, the `mac` of the line before it (or
+//! [`GENESIS`]). Editing, inserting, reordering or deleting a line breaks
+//! the chain at that line or the next, and nobody without the identity
+//! secret (encrypted at rest when the signer has a passphrase) can
+//! compute a chain that verifies. Deleting lines from the *end* cannot be
+//! told from a log that ended there.
+//!
+//! A crash while appending can leave a torn last line (no newline). The
+//! next [`AuditLog::open`] removes it and records that as an entry of its
+//! own (kind `audit`, outcome `repaired`, with the size and SHA-256 of the
+//! bytes removed), so the chain goes on and says what happened.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -16,14 +26,42 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vmux_home::HomeError;
+use vmux_link::Identity;
+use zeroize::Zeroizing;
 
 use crate::approver::Decision;
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The `kind` of entries the log writes about itself.
+pub const KIND_AUDIT: &str = "audit";
+
+/// The key of the chain, derived from the signer's identity secret.
+pub struct AuditKey(Zeroizing<[u8; 32]>);
+
+impl AuditKey {
+    /// The audit key of the signer whose identity is `identity`.
+    pub fn from_identity(identity: &Identity) -> AuditKey {
+        AuditKey(identity.derive_secret("vmux signer audit chain"))
+    }
+
+    /// The hex MAC of `entry` (its `mac` ignored).
+    fn mac(&self, entry: &Entry) -> String {
+        let mut bare = entry.clone();
+        bare.mac = String::new();
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..])
+            .expect("HMAC takes a key of any length");
+        m.update(b"vmux audit v2\n");
+        m.update(&json);
+        hex(&m.finalize().into_bytes())
+    }
+}
 
 /// One decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,7 +69,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct Entry {
     /// Unix seconds.
     pub time: u64,
-    /// `pair`, `sign` or `certificate`.
+    /// `pair`, `sign`, `certificate`, or `audit` (about the log itself).
     pub kind: String,
     /// The agent's id.
     pub agent_id: String,
@@ -62,18 +100,26 @@ pub struct Entry {
     /// Through a forwarded agent.
     #[serde(default)]
     pub forwarded: bool,
-    /// `approved`, `approved-by-window` or `refused`.
+    /// `approved`, `approved-by-window` or `refused`; `repaired` or
+    /// `restarted` for entries about the log.
     pub outcome: String,
     /// The error code when refused.
     #[serde(default)]
     pub error: Option<String>,
-    /// SHA-256 (hex) of the previous line, or [`GENESIS`].
+    /// What an entry about the log says.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// The `mac` of the previous line, or [`GENESIS`].
     pub prev: String,
+    /// HMAC-SHA256 (hex) of this line with `mac` empty, under the
+    /// [`AuditKey`].
+    #[serde(default)]
+    pub mac: String,
 }
 
 impl Entry {
-    /// An entry for `decision` with its outcome (`prev` is filled in when
-    /// it is appended).
+    /// An entry for `decision` with its outcome (`prev` and `mac` are
+    /// filled in when it is appended).
     pub fn new(decision: &Decision, outcome: &str, error: Option<vmux_proto::ErrorCode>) -> Entry {
         let source = decision.source();
         let mut e = Entry {
@@ -91,7 +137,9 @@ impl Entry {
             forwarded: false,
             outcome: outcome.to_owned(),
             error: error.map(|c| c.as_str().to_owned()),
+            note: String::new(),
             prev: String::new(),
+            mac: String::new(),
         };
         if let Decision::Sign(d) = decision {
             e.key = d.key_fingerprint.clone();
@@ -105,58 +153,165 @@ impl Entry {
         }
         e
     }
+
+    /// An entry about the log itself.
+    fn about_the_log(outcome: &str, note: String) -> Entry {
+        Entry {
+            time: crate::checks::now_ms() / 1000,
+            kind: KIND_AUDIT.to_owned(),
+            agent_id: String::new(),
+            agent_name: String::new(),
+            key: String::new(),
+            process: String::new(),
+            dest_host: String::new(),
+            host_key: String::new(),
+            dest_user: String::new(),
+            executable: String::new(),
+            quality: String::new(),
+            forwarded: false,
+            outcome: outcome.to_owned(),
+            error: None,
+            note,
+            prev: String::new(),
+            mac: String::new(),
+        }
+    }
 }
 
-fn hash_line(line: &[u8]) -> String {
-    Sha256::digest(line)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The open log.
 pub struct AuditLog {
     path: PathBuf,
-    last: Mutex<String>,
+    key: AuditKey,
+    tail: Mutex<Tail>,
+}
+
+/// The end of the log, held while one line is appended.
+struct Tail {
+    /// The `mac` of the last line written.
+    last: String,
+    /// The file, opened for appending at the first write.
+    file: Option<std::fs::File>,
 }
 
 impl AuditLog {
-    /// Opens (or starts) the log at `path`.
-    pub fn open(path: &Path) -> Result<AuditLog, HomeError> {
-        let last = match vmux_home::read_optional(path)? {
-            Some(bytes) => bytes
-                .split(|&b| b == b'\n')
-                .rfind(|l| !l.is_empty())
-                .map(hash_line)
-                .unwrap_or_else(|| GENESIS.to_owned()),
-            None => GENESIS.to_owned(),
-        };
-        Ok(AuditLog {
+    /// Opens (or starts) the log at `path`, keyed with `key`. A torn last
+    /// line is removed and the removal recorded; a log written by an
+    /// older vmux without keys is moved aside (to `audit.jsonl.unkeyed`)
+    /// and a new chain starts, saying so in its first entry.
+    pub fn open(path: &Path, key: AuditKey) -> Result<AuditLog, HomeError> {
+        let mut contents = vmux_home::read_optional(path)?.unwrap_or_default();
+        let mut notes = Vec::new();
+        let first_is_unkeyed = contents
+            .split(|&b| b == b'\n')
+            .find(|l| !l.is_empty())
+            .and_then(|l| serde_json::from_slice::<Entry>(l).ok())
+            .is_some_and(|e| e.mac.is_empty());
+        if first_is_unkeyed {
+            let aside = path.with_extension("jsonl.unkeyed");
+            std::fs::rename(path, &aside).map_err(|e| HomeError::io(path, e))?;
+            notes.push((
+                "restarted",
+                format!(
+                    "the earlier log had no keyed chain (an older vmux wrote it); it was moved to {}",
+                    aside.display()
+                ),
+            ));
+            contents.clear();
+        }
+        let complete = contents
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if complete < contents.len() {
+            let torn = &contents[complete..];
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| HomeError::io(path, e))?;
+            f.set_len(complete as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| HomeError::io(path, e))?;
+            tracing::warn!(
+                path = %path.display(),
+                bytes = torn.len(),
+                "the audit log ended in a torn line (a crash while writing it); removed, and recorded"
+            );
+            notes.push((
+                "repaired",
+                format!(
+                    "a torn last line (the signer stopped while writing it) was removed at start: {} bytes, SHA-256 {}",
+                    torn.len(),
+                    hex(&Sha256::digest(torn))
+                ),
+            ));
+            contents.truncate(complete);
+        }
+        let last = contents
+            .split(|&b| b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .map(|l| match serde_json::from_slice::<Entry>(l) {
+                Ok(e) => e.mac,
+                // Not an entry: `--verify` names that line; go on after it.
+                Err(_) => hex(&Sha256::digest(l)),
+            })
+            .unwrap_or_else(|| GENESIS.to_owned());
+        let log = AuditLog {
             path: path.to_owned(),
-            last: Mutex::new(last),
-        })
+            key,
+            tail: Mutex::new(Tail { last, file: None }),
+        };
+        for (outcome, note) in notes {
+            log.append(Entry::about_the_log(outcome, note))
+                .map_err(|e| HomeError::io(path, e))?;
+        }
+        Ok(log)
     }
 
     /// Appends one entry. Failure is logged, never fatal: the decision has
     /// been made either way.
-    pub fn record(&self, mut entry: Entry) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        entry.prev = last.clone();
-        let Ok(line) = serde_json::to_string(&entry) else {
-            return;
-        };
-        let written = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-        match written {
-            Ok(()) => *last = hash_line(line.as_bytes()),
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot append to the audit log")
-            }
+    pub fn record(&self, entry: Entry) {
+        if let Err(e) = self.append(entry) {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot append to the audit log");
         }
+    }
+
+    /// Appends one line with one write, then flushes it to disk. Lines are
+    /// written in chain order under the lock; the flush runs after it, so
+    /// that concurrent decisions share the disk's flushes.
+    fn append(&self, mut entry: Entry) -> std::io::Result<()> {
+        let synced = {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            entry.prev = tail.last.clone();
+            entry.mac = self.key.mac(&entry);
+            let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let file = match &mut tail.file {
+                Some(f) => f,
+                empty => empty.insert(
+                    OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o600)
+                        .open(&self.path)?,
+                ),
+            };
+            let before = file.metadata()?.len();
+            if let Err(e) = file.write_all(&line) {
+                // Take back a partial line (a full disk), so that the next
+                // one does not join it.
+                let _ = file.set_len(before);
+                tail.file = None;
+                return Err(e);
+            }
+            let synced = file.try_clone()?;
+            tail.last = entry.mac;
+            synced
+        };
+        synced.sync_data()
     }
 }
 
@@ -166,6 +321,13 @@ pub enum VerifyError {
     /// A line is not a valid entry.
     #[error("line {0} is not a valid audit entry")]
     Malformed(usize),
+    /// The last line has no end: the signer stopped while writing it.
+    #[error("line {0} is incomplete (the signer stopped while writing it); the signer's next start repairs it")]
+    Torn(usize),
+    /// A line's MAC is wrong: it was altered, or not written by this
+    /// signer.
+    #[error("line {0} was altered, or was not written by this signer (its MAC does not match)")]
+    BadMac(usize),
     /// A line's `prev` does not match the line before it.
     #[error("line {0} does not follow line {prev}: a line was edited, inserted or deleted there", prev = .0 - 1)]
     Broken(usize),
@@ -174,16 +336,25 @@ pub enum VerifyError {
     BadStart,
 }
 
-/// Parses every line of a log and checks the chain. Returns the entries.
-pub fn verify(contents: &[u8]) -> Result<Vec<Entry>, VerifyError> {
+/// Parses every line of a log and checks its keyed chain. Returns the
+/// entries.
+pub fn verify(contents: &[u8], key: &AuditKey) -> Result<Vec<Entry>, VerifyError> {
     let mut prev = GENESIS.to_owned();
     let mut out = Vec::new();
-    for (i, line) in contents.split(|&b| b == b'\n').enumerate() {
+    let lines: Vec<&[u8]> = contents.split(|&b| b == b'\n').collect();
+    for (i, line) in lines.iter().enumerate() {
         if line.is_empty() {
             continue;
         }
         let n = i + 1;
+        if i + 1 == lines.len() {
+            // Bytes after the last newline.
+            return Err(VerifyError::Torn(n));
+        }
         let entry: Entry = serde_json::from_slice(line).map_err(|_| VerifyError::Malformed(n))?;
+        if entry.mac.is_empty() || key.mac(&entry) != entry.mac {
+            return Err(VerifyError::BadMac(n));
+        }
         if entry.prev != prev {
             return Err(if n == 1 {
                 VerifyError::BadStart
@@ -191,7 +362,7 @@ pub fn verify(contents: &[u8]) -> Result<Vec<Entry>, VerifyError> {
                 VerifyError::Broken(n)
             });
         }
-        prev = hash_line(line);
+        prev = entry.mac.clone();
         out.push(entry);
     }
     Ok(out)
@@ -205,6 +376,55 @@ pub fn read(contents: &[u8]) -> Vec<Result<Entry, usize>> {
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, l)| serde_json::from_slice(l).map_err(|_| i + 1))
         .collect()
+}
+
+/// One entry as `vmux signer audit` shows it: one line, every string the
+/// agent supplied sanitised; `time` formats Unix seconds.
+pub fn render(e: &Entry, time: impl Fn(u64) -> String) -> String {
+    use vmux_proto::sanitize;
+    if e.kind == KIND_AUDIT {
+        return format!(
+            "{}  {:<11} {:<18} {}",
+            time(e.time),
+            e.kind,
+            e.outcome,
+            sanitize(&e.note)
+        );
+    }
+    // What was verified is the host key; a name is the agent's.
+    let host = match (e.host_key.as_str(), e.dest_host.as_str()) {
+        ("", h) => sanitize(h),
+        (k, "") => format!("host key {}", sanitize(k)),
+        (k, h) => format!(
+            "host key {} (named {} by the agent)",
+            sanitize(k),
+            sanitize(h)
+        ),
+    };
+    let dest = match (e.dest_user.as_str(), host.as_str()) {
+        ("", "") => String::new(),
+        ("", h) => format!(" → {h} [{}]", sanitize(&e.quality)),
+        (u, h) => format!(" → {}@{h} [{}]", sanitize(u), sanitize(&e.quality)),
+    };
+    format!(
+        "{}  {:<11} {:<18} {} {}{}{}{}{}",
+        time(e.time),
+        sanitize(&e.kind),
+        sanitize(&e.outcome),
+        sanitize(&e.agent_name),
+        sanitize(&e.key),
+        dest,
+        if e.process.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", sanitize(&e.process))
+        },
+        if e.forwarded { " (forwarded)" } else { "" },
+        e.error
+            .as_deref()
+            .map(|c| format!(" ({})", sanitize(c)))
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -227,37 +447,124 @@ mod tests {
         })
     }
 
+    fn key(identity: &Identity) -> AuditKey {
+        AuditKey::from_identity(identity)
+    }
+
     #[test]
     fn chain_detects_edits_and_deletions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let id = Identity::generate();
+        let log = AuditLog::open(&path, key(&id)).unwrap();
         for n in 0..3 {
             log.record(Entry::new(&decision(n), "approved", None));
         }
         // Reopening continues the chain.
-        AuditLog::open(&path).unwrap().record(Entry::new(
+        AuditLog::open(&path, key(&id)).unwrap().record(Entry::new(
             &decision(3),
             "refused",
             Some(vmux_proto::ErrorCode::UserDenied),
         ));
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(verify(text.as_bytes()).unwrap().len(), 4);
+        assert_eq!(verify(text.as_bytes(), &key(&id)).unwrap().len(), 4);
         assert_eq!(vmux_home::mode_of(&path).unwrap(), 0o600);
         assert!(!text.contains("data"), "no data to sign");
 
+        let k = key(&id);
         let lines: Vec<&str> = text.lines().collect();
         let edited = text.replacen("id1", "id9", 1);
-        assert_eq!(verify(edited.as_bytes()), Err(VerifyError::Broken(3)));
+        assert_eq!(verify(edited.as_bytes(), &k), Err(VerifyError::BadMac(2)));
+        let last_edited = text.replacen("userDenied", "approved", 1);
+        assert_eq!(
+            verify(last_edited.as_bytes(), &k),
+            Err(VerifyError::BadMac(4))
+        );
         let deleted: String = lines
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != 1)
             .map(|(_, l)| format!("{l}\n"))
             .collect();
-        assert_eq!(verify(deleted.as_bytes()), Err(VerifyError::Broken(2)));
+        assert_eq!(verify(deleted.as_bytes(), &k), Err(VerifyError::Broken(2)));
         let head_cut: String = lines[1..].iter().map(|l| format!("{l}\n")).collect();
-        assert_eq!(verify(head_cut.as_bytes()), Err(VerifyError::BadStart));
-        assert_eq!(verify(b"{not json\n"), Err(VerifyError::Malformed(1)));
+        assert_eq!(verify(head_cut.as_bytes(), &k), Err(VerifyError::BadStart));
+        assert_eq!(verify(b"{not json\n", &k), Err(VerifyError::Malformed(1)));
+        // Another signer's key does not verify this log.
+        assert_eq!(
+            verify(text.as_bytes(), &key(&Identity::generate())),
+            Err(VerifyError::BadMac(1))
+        );
+    }
+
+    /// The attack on the unkeyed chain: edit a line, then recompute every
+    /// later line's hash, as anyone with the disk could.
+    #[test]
+    fn a_rewritten_history_does_not_verify_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let id = Identity::generate();
+        let log = AuditLog::open(&path, key(&id)).unwrap();
+        for n in 0..3 {
+            log.record(Entry::new(&decision(n), "approved", None));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut prev = GENESIS.to_owned();
+        let mut forged = String::new();
+        for line in text.lines() {
+            let mut e: Entry = serde_json::from_str(line).unwrap();
+            e.agent_id = "someone-else".into();
+            e.prev = prev;
+            e.mac = hex(&Sha256::digest(line.as_bytes()));
+            let l = serde_json::to_string(&e).unwrap();
+            prev = e.mac.clone();
+            forged.push_str(&l);
+            forged.push('\n');
+        }
+        assert_eq!(
+            verify(forged.as_bytes(), &key(&id)),
+            Err(VerifyError::BadMac(1))
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_repaired_at_open_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let id = Identity::generate();
+        let log = AuditLog::open(&path, key(&id)).unwrap();
+        log.record(Entry::new(&decision(0), "approved", None));
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"time":1,"kind":"sign","agent_"#).unwrap();
+        drop(f);
+        let torn = std::fs::read(&path).unwrap();
+        assert_eq!(verify(&torn, &key(&id)), Err(VerifyError::Torn(2)));
+
+        let log = AuditLog::open(&path, key(&id)).unwrap();
+        log.record(Entry::new(&decision(1), "approved", None));
+        let entries = verify(&std::fs::read(&path).unwrap(), &key(&id)).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[1].kind, KIND_AUDIT);
+        assert_eq!(entries[1].outcome, "repaired");
+        assert!(entries[1].note.contains("31 bytes"), "{}", entries[1].note);
+        assert_eq!(entries[2].agent_id, "id1");
+    }
+
+    #[test]
+    fn an_unkeyed_log_is_moved_aside_and_a_new_chain_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let old = r#"{"time":1,"kind":"sign","agent_id":"a","agent_name":"b","outcome":"approved","prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let id = Identity::generate();
+        drop(AuditLog::open(&path, key(&id)).unwrap());
+        let entries = verify(&std::fs::read(&path).unwrap(), &key(&id)).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].outcome, "restarted");
+        assert_eq!(
+            std::fs::read_to_string(path.with_extension("jsonl.unkeyed")).unwrap(),
+            format!("{old}\n")
+        );
     }
 }

@@ -1,31 +1,33 @@
-//! Request checks done before any person is asked: the request's time
-//! window and its nonce.
+//! Request checks done before any person is asked: the request's
+//! freshness (its timestamps) and its nonce. ("Window" in vmux means an
+//! approval window, see `decide`; request freshness is [`Freshness`].)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use vmux_proto::{ErrorCode, SignRequest, REQUEST_ID_LEN};
 
-/// Longest window a request may have, and the most a request may claim to
-/// come from the future (clock skew between the devices).
+/// How fresh a request must be: the longest life a request may have, and
+/// the most it may claim to come from the future (clock skew between the
+/// devices).
 #[derive(Debug, Clone, Copy)]
-pub struct Window {
+pub struct Freshness {
     /// Maximum `expires_at - issued_at`, and maximum age, in ms (60 000).
     pub max_ms: u64,
     /// Tolerated clock skew for `issued_at` in the future, in ms.
     pub skew_ms: u64,
 }
 
-impl Default for Window {
+impl Default for Freshness {
     fn default() -> Self {
-        Window {
+        Freshness {
             max_ms: 60_000,
             skew_ms: 5_000,
         }
     }
 }
 
-impl Window {
+impl Freshness {
     /// Checks a request's timestamps against `now_ms`.
     pub fn check(&self, req: &SignRequest, now_ms: u64) -> Result<(), ErrorCode> {
         let valid = req.expires_at_ms > req.issued_at_ms
@@ -107,8 +109,8 @@ mod tests {
     }
 
     #[test]
-    fn window() {
-        let w = Window::default();
+    fn freshness() {
+        let w = Freshness::default();
         let now = 1_000_000;
         assert!(w.check(&req(now, now + 60_000), now).is_ok());
         assert!(w.check(&req(now - 30_000, now + 30_000), now).is_ok());
@@ -117,7 +119,7 @@ mod tests {
             w.check(&req(now - 61_000, now - 1_000), now),
             Err(ErrorCode::RequestExpired)
         );
-        // Window longer than 60 s.
+        // A life longer than 60 s.
         assert_eq!(
             w.check(&req(now, now + 60_001), now),
             Err(ErrorCode::RequestExpired)

@@ -1,5 +1,6 @@
 //! Control of a running signer through an owner-only Unix socket
-//! (`signer.sock` beside its state): `status`, `lock`, `unlock`. One JSON
+//! (`signer.sock` beside its state): `status`, `lock`, `unlock`, and
+//! `unpair` (the running signer is the one writer of its state). One JSON
 //! request line, one JSON answer line.
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,6 +31,12 @@ pub enum Request {
     Unlock {
         /// The signer's passphrase.
         passphrase: String,
+    },
+    /// Unpair an agent: answers `{"unpaired": {"id", "name"}}`, or
+    /// `{"unpaired": null}` when no agent (or more than one) matches.
+    Unpair {
+        /// The agent's id or an unambiguous prefix of it.
+        id: String,
     },
 }
 
@@ -79,6 +86,11 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                         Err(e) => json!({ "error": e }),
                     }
                 }
+                Ok(Request::Unpair { id }) => match server.unpair(&id) {
+                    Ok(Some(a)) => json!({ "unpaired": { "id": a.id, "name": a.name } }),
+                    Ok(None) => json!({ "unpaired": null }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                },
                 Err(_) => json!({ "error": "malformed control request" }),
             };
             debug!("control request answered");

@@ -5,23 +5,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use vmux_link::{PairingGate, PairingRequest, Peer, StaticKey};
+use vmux_link::Peer;
 use vmux_proto::{CertRequest, ErrorCode, IssuedCert, SignRequest};
 use vmux_ssh::VerifiedLogin;
 
-use crate::approver::{
-    Approver, CertDecision, Claims, Decision, PairDecision, SignDecision, Source, Verdict,
-};
+use crate::approver::{Approver, CertDecision, Claims, Decision, SignDecision, Source, Verdict};
 use crate::audit::Entry;
 use crate::checks::now_ms;
 use crate::purpose::Purpose;
 use crate::server::Server;
-
-/// Failed pairings tolerated per [`PAIRING_PENALTY`] before new pairings
-/// are refused without asking anyone.
-const MAX_PAIRING_FAILURES: usize = 5;
-/// The window over which failed pairings are counted.
-const PAIRING_PENALTY: Duration = Duration::from_secs(60);
 
 /// What an approval window covers: this agent (its authenticated id), this
 /// key, a login the signer verified (host key and user), from this
@@ -196,7 +188,7 @@ impl<A: Approver + 'static> Server<A> {
         }
         self.check_unlocked()?;
         let now = now_ms();
-        self.parts.window.check(req, now)?;
+        self.parts.freshness.check(req, now)?;
         self.replay
             .check_and_record(&req.nonce, req.expires_at_ms, now)?;
         let key = self
@@ -296,90 +288,5 @@ fn source(agent: &Peer) -> Source {
     Source {
         name: agent.name.clone(),
         id: agent.id.clone(),
-    }
-}
-
-/// The signer's [`PairingGate`]: the paired-agents file and the approver,
-/// with failed pairings rate-limited.
-pub(crate) struct Gate<'a, A> {
-    pub(crate) server: &'a Server<A>,
-}
-
-impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
-    fn is_paired(&self, agent: &StaticKey) -> bool {
-        self.server.parts.paired.contains(agent)
-    }
-
-    async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
-        let d = Decision::Pair(PairDecision {
-            source: source(&request.agent),
-            code: request.code.clone(),
-        });
-        let outcome = self.ask_pairing(&request, &d).await;
-        if outcome.is_err() {
-            self.server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(Instant::now());
-        }
-        self.server.audit(
-            &d,
-            outcome.as_ref().map(|_| &Approval::Asked).map_err(|c| *c),
-        );
-        outcome
-    }
-}
-
-impl<A: Approver + 'static> Gate<'_, A> {
-    async fn ask_pairing(&self, request: &PairingRequest, d: &Decision) -> Result<(), ErrorCode> {
-        let server = self.server;
-        if server.parts.paired.is_revoked(&request.agent.static_key) {
-            info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
-            return Err(ErrorCode::PairingInvalid);
-        }
-        let recent = {
-            let mut f = server
-                .pairing_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            while f.front().is_some_and(|t| t.elapsed() > PAIRING_PENALTY) {
-                f.pop_front();
-            }
-            f.len()
-        };
-        if recent >= MAX_PAIRING_FAILURES {
-            warn!(agent = %request.agent.id, "too many failed pairings in the last minute; refusing without asking");
-            return Err(ErrorCode::PairingInvalid);
-        }
-        info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
-        match server
-            .parts
-            .approver
-            .decide(d, server.parts.approval_timeout)
-            .await
-        {
-            Verdict::Approve | Verdict::ApproveFor(_) => {
-                server
-                    .parts
-                    .paired
-                    .add(
-                        &request.agent.id,
-                        &request.agent.name,
-                        &request.agent.static_key,
-                    )
-                    .map_err(|e| {
-                        warn!(error = %e, "cannot save the pairing");
-                        ErrorCode::Internal
-                    })?;
-                info!(agent = %request.agent.name, id = %request.agent.id, "agent paired");
-                Ok(())
-            }
-            Verdict::Deny => {
-                info!(agent = %request.agent.name, id = %request.agent.id, "pairing denied");
-                Err(ErrorCode::UserDenied)
-            }
-            Verdict::TimedOut => Err(ErrorCode::ApprovalTimeout),
-        }
     }
 }

@@ -29,6 +29,9 @@ pub enum SignerError {
     /// A key-store operation failed.
     #[error(transparent)]
     Store(#[from] crate::provider::StoreError),
+    /// The state is held by another writer.
+    #[error(transparent)]
+    State(#[from] crate::paired::OpenError),
 }
 
 /// A registered PKCS#11 token (`tokens.json`, mode 0600).

@@ -13,7 +13,8 @@
 //!   [`provider::SoftwareKeys`], OpenSSH key files.
 //! - [`approver`]: who says yes ([`approver::Approver`]): `tty` and
 //!   `command:PROGRAM`.
-//! - [`checks`]: the request window and nonce-replay guard.
+//! - [`checks`]: request freshness ([`checks::Freshness`]) and the
+//!   nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
 //! - [`audit`]: the hash-chained log of every decision.
 //! - [`purpose`]: what the data to sign is for, read by the signer itself;
@@ -23,11 +24,18 @@
 //!   verified login (host key and user) from the same executable for a
 //!   while; never forwarded requests, SSHSIG, unknown data, certificates
 //!   or unverified destinations.
-//! - [`Server`]: the running signer; [`control`]: `status`, `lock` and
-//!   `unlock` for it through an owner-only socket.
+//! - pairing: who may ask the person to pair, and how often (at most one
+//!   prompt open; a paired agent's request withdraws it).
+//! - [`Server`]: the running signer, assembled from its home by
+//!   [`SignerHome::assemble`] and run by [`serve`], with connections
+//!   bounded per source, in total and in time, and requests in flight
+//!   bounded per agent identity and in total; [`control`]: `status`,
+//!   `lock`, `unlock` and `unpair` for it through an owner-only socket.
+//! - [`paired`]: the paired agents, written by one writer at a time.
 #![deny(missing_docs)]
 
 pub mod approver;
+mod assemble;
 pub mod audit;
 pub mod ca;
 pub mod checks;
@@ -36,9 +44,11 @@ pub mod control;
 mod decide;
 mod home;
 pub mod paired;
+mod pairing;
 pub mod provider;
 pub mod purpose;
 mod server;
 
+pub use assemble::serve;
 pub use home::{SignerError, SignerHome, TokenRecord};
 pub use server::{Server, ServerParts};

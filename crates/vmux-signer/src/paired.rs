@@ -1,7 +1,9 @@
 //! The agents this signer has paired with, persisted in
-//! `signer-state.json` (mode 0600, written atomically).
+//! `signer-state.json` (mode 0600, written atomically) by one writer at a
+//! time ([`PairedAgents`]).
 
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -61,84 +63,99 @@ impl SignerState {
     }
 }
 
-/// The signer's state, shared by its connections and kept in step with
-/// the file: `vmux signer unpair` edits the file while the signer runs,
-/// and the running signer sees the change at the next check.
+/// Why the state could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process (a running signer, or another `vmux signer`
+    /// command) holds the state's lock.
+    #[error("another vmux process holds the signer state ({0} is locked); if `vmux signer run` is running here, ask it (e.g. `vmux signer unpair` does), or try again")]
+    Busy(PathBuf),
+    /// Reading or parsing failed.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// The signer's state and its one writer.
+///
+/// Only a `PairedAgents` writes `signer-state.json`, and only one exists
+/// at a time across processes: [`PairedAgents::open`] takes an exclusive
+/// lock (`flock`) on `signer-state.lock` beside it and holds it until
+/// dropped. The running signer holds it for as long as it runs, so
+/// `vmux signer unpair` asks the running signer (its control socket) and
+/// edits the file itself only when no signer runs. The copy in memory is
+/// therefore never stale, and no write can undo another.
 pub struct PairedAgents {
     path: PathBuf,
-    state: RwLock<Loaded>,
+    state: RwLock<SignerState>,
+    _lock: std::fs::File,
 }
 
-struct Loaded {
-    state: SignerState,
-    stamp: Option<Stamp>,
-}
-
-/// What identifies one version of the file.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    inode: u64,
-    modified: std::time::SystemTime,
-    len: u64,
-}
-
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        inode: m.ino(),
-        modified: m.modified().ok()?,
-        len: m.len(),
-    })
-}
+/// Seconds within which a repeated connection does not rewrite the
+/// agent's last-seen time.
+const LAST_SEEN_RESOLUTION: u64 = 60;
 
 fn now_s() -> u64 {
     crate::checks::now_ms() / 1000
 }
 
-impl PairedAgents {
-    /// Wraps loaded state that lives at `path`.
-    pub fn new(path: PathBuf, state: SignerState) -> PairedAgents {
-        let stamp = stamp(&path);
-        PairedAgents {
-            path,
-            state: RwLock::new(Loaded { state, stamp }),
-        }
-    }
+/// The lock file of the state at `path`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    path.with_extension("lock")
+}
 
-    /// Re-reads the file if it changed since it was last read. A file that
-    /// cannot be read or parsed leaves the state in memory as it was.
-    fn reload(&self) {
-        let now = stamp(&self.path);
-        if now.is_none() || self.read().stamp == now {
-            return;
-        }
-        let parsed = vmux_home::read(&self.path).and_then(|b| SignerState::parse(&self.path, &b));
-        let mut l = self.state.write().unwrap_or_else(|e| e.into_inner());
-        match parsed {
-            Ok(state) => *l = Loaded { state, stamp: now },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the signer state; keeping the loaded one")
+impl PairedAgents {
+    /// Opens the state at `path` (empty if there is no file yet) as its
+    /// one writer, waiting at most `wait` for another writer to finish.
+    pub fn open(path: PathBuf, wait: std::time::Duration) -> Result<PairedAgents, OpenError> {
+        let lock_file = lock_path(&path);
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_file)
+            .map_err(|e| HomeError::io(&lock_file, e))?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(OpenError::Busy(lock_file));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(HomeError::io(&lock_file, e).into())
+                }
             }
         }
+        let state = match vmux_home::read_optional(&path)? {
+            Some(bytes) => SignerState::parse(&path, &bytes)?,
+            None => SignerState::default(),
+        };
+        Ok(PairedAgents {
+            path,
+            state: RwLock::new(state),
+            _lock: lock,
+        })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SignerState> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether an agent with this static key is paired now.
     pub fn contains(&self, key: &StaticKey) -> bool {
-        self.reload();
         let k = B64.encode(key);
-        self.read().state.agents.iter().any(|a| a.static_key == k)
+        self.read().agents.iter().any(|a| a.static_key == k)
     }
 
     /// Whether an agent with this static key was unpaired.
     pub fn is_revoked(&self, key: &StaticKey) -> bool {
-        self.reload();
         let k = B64.encode(key);
-        self.read().state.revoked.contains(&k)
+        self.read().revoked.contains(&k)
     }
 
     /// Pins a newly approved agent (replacing an entry with the same key).
@@ -157,10 +174,20 @@ impl PairedAgents {
         })
     }
 
-    /// Records that an agent connected.
+    /// Records that an agent connected (written at most once a minute per
+    /// agent, so that reconnecting does not make a write each time).
     pub fn touch(&self, key: &StaticKey) -> Result<(), HomeError> {
         let k = B64.encode(key);
         let now = now_s();
+        let fresh = self
+            .read()
+            .agents
+            .iter()
+            .filter(|a| a.static_key == k)
+            .all(|a| now.saturating_sub(a.last_seen) < LAST_SEEN_RESOLUTION);
+        if fresh {
+            return Ok(());
+        }
         self.update(|s| {
             for a in s.agents.iter_mut().filter(|a| a.static_key == k) {
                 a.last_seen = now;
@@ -193,20 +220,16 @@ impl PairedAgents {
 
     /// A copy of the state.
     pub fn snapshot(&self) -> SignerState {
-        self.reload();
-        self.read().state.clone()
+        self.read().clone()
     }
 
+    /// Changes the state: in memory only once the file holds the change.
     fn update(&self, f: impl FnOnce(&mut SignerState)) -> Result<(), HomeError> {
-        self.reload();
         let mut l = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = l.state.clone();
+        let mut next = l.clone();
         f(&mut next);
         next.save(&self.path)?;
-        *l = Loaded {
-            state: next,
-            stamp: stamp(&self.path),
-        };
+        *l = next;
         Ok(())
     }
 }
@@ -214,28 +237,40 @@ impl PairedAgents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn an_edit_of_the_file_is_seen_by_the_running_signer() {
+    fn one_writer_at_a_time_and_every_change_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("signer-state.json");
-        let running = PairedAgents::new(path.clone(), SignerState::default());
+        let running = PairedAgents::open(path.clone(), Duration::ZERO).unwrap();
         running.add("aaaa1111", "laptop", &[1; 32]).unwrap();
         running.add("bbbb2222", "desk", &[2; 32]).unwrap();
-        assert!(running.contains(&[1; 32]));
-        // Another process (the CLI) loads the file and unpairs one agent.
-        let state = SignerState::parse(&path, &std::fs::read(&path).unwrap()).unwrap();
-        let cli = PairedAgents::new(path.clone(), state);
+        // A second writer (the CLI) cannot open the state while the
+        // running signer holds it.
+        assert!(matches!(
+            PairedAgents::open(path.clone(), Duration::from_millis(50)),
+            Err(OpenError::Busy(_))
+        ));
         assert_eq!(
-            cli.remove("aaaa").unwrap().map(|a| a.name),
+            running.remove("aaaa").unwrap().map(|a| a.name),
             Some("laptop".into())
         );
-        assert!(cli.remove("zzzz").unwrap().is_none());
+        assert!(running.remove("zzzz").unwrap().is_none());
+        // A connection's touch after the unpair keeps it unpaired.
+        running.touch(&[1; 32]).unwrap();
+        running.touch(&[2; 32]).unwrap();
         assert!(!running.contains(&[1; 32]));
-        assert!(running.contains(&[2; 32]));
+        assert!(running.is_revoked(&[1; 32]));
         // An ambiguous prefix removes nothing.
         running.add("bbbb3333", "other", &[3; 32]).unwrap();
-        assert!(cli.remove("bbbb").unwrap().is_none());
-        assert_eq!(running.snapshot().agents.len(), 2);
+        assert!(running.remove("bbbb").unwrap().is_none());
+        drop(running);
+        // Once it stops, the next writer sees exactly what it wrote.
+        let cli = PairedAgents::open(path.clone(), Duration::ZERO).unwrap();
+        let s = cli.snapshot();
+        assert_eq!(s.agents.len(), 2);
+        assert_eq!(s.revoked, vec![B64.encode([1u8; 32])]);
+        assert_eq!(vmux_home::mode_of(&lock_path(&path)).unwrap(), 0o600);
     }
 }

@@ -1,26 +1,44 @@
 //! The running signer: accepts agents, opens sessions, and answers their
 //! requests after checks and approval.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
-use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, SignerSession};
+use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, SignerSession, StaticKey};
 use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
 use crate::audit::AuditLog;
 use crate::ca::{Ca, CertPolicy};
-use crate::decide::{Gate, Windows};
+use crate::decide::Windows;
+use crate::pairing::{Gate, PairingSlot};
 
 use crate::approver::Approver;
-use crate::checks::{ReplayGuard, Window};
+use crate::checks::{Freshness, ReplayGuard};
 use crate::paired::PairedAgents;
 use crate::provider::{KeyInfo, KeyProvider};
 
 /// Silence after which an agent's link is considered dead.
 const AGENT_SILENCE: Duration = Duration::from_secs(60);
+
+/// Connections not yet authenticated (handshake, hello, pairing) from one
+/// source address at once; more are closed at once.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 8;
+/// Connections not yet authenticated, from all sources, at once.
+pub const MAX_UNAUTHENTICATED: usize = 64;
+/// Open sessions of paired agents, in total.
+pub const MAX_SESSIONS: usize = 1024;
+/// Requests of all agents worked on at once (each agent identity has
+/// [`vmux_proto::MAX_IN_FLIGHT`], across all its links).
+pub const MAX_IN_FLIGHT_TOTAL: usize = 256;
+/// How long a connection may take from its first byte to an open session,
+/// on top of the time the person has to decide on a pairing: the Noise
+/// handshake, the hello and the pairing exchange all fit in it.
+pub const UNAUTHENTICATED_TIME: Duration = Duration::from_secs(30);
 
 /// The parts a running signer is made of.
 pub struct ServerParts<A> {
@@ -34,8 +52,8 @@ pub struct ServerParts<A> {
     pub approver: A,
     /// Paired agents.
     pub paired: PairedAgents,
-    /// Request window.
-    pub window: Window,
+    /// How fresh a request must be.
+    pub freshness: Freshness,
     /// How long the approver may take.
     pub approval_timeout: Duration,
     /// The CA, if certificates may be issued.
@@ -54,7 +72,9 @@ pub struct ServerParts<A> {
 pub struct Server<A> {
     pub(crate) parts: ServerParts<A>,
     pub(crate) replay: ReplayGuard,
-    pub(crate) pairing_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+    pub(crate) pairing: PairingSlot,
+    admission: Admission,
+    in_flight: InFlight,
     pub(crate) windows: Windows,
     /// Set by `vmux signer lock`, cleared by `unlock`: nothing is signed
     /// or certified in between, encrypted keys or not. Decisions waiting
@@ -68,7 +88,9 @@ impl<A: Approver + 'static> Server<A> {
         Server {
             parts,
             replay: ReplayGuard::new(1 << 18),
-            pairing_failures: Default::default(),
+            pairing: PairingSlot::default(),
+            admission: Admission::default(),
+            in_flight: InFlight::new(),
             windows: Windows::default(),
             locked: tokio::sync::watch::Sender::new(false),
         }
@@ -113,6 +135,19 @@ impl<A: Approver + 'static> Server<A> {
             || self.parts.ca.as_ref().is_some_and(Ca::is_locked)
     }
 
+    /// Unpairs the agent whose id is `id` (or an unambiguous prefix of
+    /// it): its next request and connection are refused.
+    pub fn unpair(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::paired::PairedAgent>, vmux_home::HomeError> {
+        let removed = self.parts.paired.remove(id)?;
+        if let Some(a) = &removed {
+            info!(agent = %a.id, "agent unpaired");
+        }
+        Ok(removed)
+    }
+
     /// The signer's name.
     pub fn name(&self) -> &str {
         &self.parts.name
@@ -128,9 +163,14 @@ impl<A: Approver + 'static> Server<A> {
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(ticket) = self.admission.admit(source_of(addr.ip())) else {
+                        debug!(peer = %addr, "too many unauthenticated connections; closed");
+                        drop(stream);
+                        continue;
+                    };
                     let me = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = me.connection(stream).await {
+                        if let Err(e) = me.connection(stream, ticket).await {
                             info!(peer = %addr, error = %e, "agent connection ended");
                         }
                     });
@@ -144,11 +184,30 @@ impl<A: Approver + 'static> Server<A> {
         }
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), vmux_link::LinkError> {
-        let channel = Channel::accept(stream, &self.parts.identity).await?;
-        let gate = Gate { server: &self };
-        let SignerSession { channel, agent } =
-            open_as_signer(channel, &self.parts.name, &gate).await?;
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        ticket: Ticket,
+    ) -> Result<(), vmux_link::LinkError> {
+        let opening = async {
+            let channel = Channel::accept(stream, &self.parts.identity).await?;
+            let gate = Gate {
+                paired: &self.parts.paired,
+                approver: &self.parts.approver,
+                approval_timeout: self.parts.approval_timeout,
+                slot: &self.pairing,
+                audit: self.parts.audit.as_ref(),
+            };
+            open_as_signer(channel, &self.parts.name, &gate).await
+        };
+        let bound = UNAUTHENTICATED_TIME + self.parts.approval_timeout;
+        let SignerSession { channel, agent } = tokio::time::timeout(bound, opening)
+            .await
+            .map_err(|_| vmux_link::LinkError::Timeout)??;
+        let _session = ticket.into_session().ok_or_else(|| {
+            warn!(agent = %agent.id, "too many open sessions; closing this one");
+            vmux_link::LinkError::Closed
+        })?;
         info!(agent = %agent.name, id = %agent.id, "agent connected");
         if let Err(e) = self.parts.paired.touch(&agent.static_key) {
             warn!(error = %e, "cannot record last-seen time");
@@ -163,7 +222,7 @@ impl<A: Approver + 'static> Server<A> {
             .await?;
         let writer = Arc::new(Mutex::new(writer));
         let agent = Arc::new(agent);
-        let in_flight = Arc::new(Semaphore::new(vmux_proto::MAX_IN_FLIGHT));
+        let in_flight = self.in_flight.for_agent(&agent.static_key);
         loop {
             // Agents ping every 15 s; a minute of silence is a dead link.
             let msg = reader.recv_within(AGENT_SILENCE).await?;
@@ -174,6 +233,7 @@ impl<A: Approver + 'static> Server<A> {
                     writer.lock().await.send(&Message::KeyList(keys)).await?;
                 }
                 Message::SignRequest(req) => {
+                    self.pairing.withdraw();
                     let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
                     let work = async move { me.sign(&who, &req).await };
                     let answer = move |result| {
@@ -182,9 +242,20 @@ impl<A: Approver + 'static> Server<A> {
                             result,
                         })
                     };
-                    dispatch(&in_flight, &writer, &agent.id, work, answer).await?;
+                    dispatch(
+                        &in_flight,
+                        &self.in_flight.total,
+                        &writer,
+                        &agent.id,
+                        work,
+                        answer,
+                    )
+                    .await?;
                 }
                 Message::CertRequest(req) => {
+                    if !req.automatic {
+                        self.pairing.withdraw();
+                    }
                     let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
                     let work = async move { me.certify(&who, &req).await };
                     let answer = move |result| {
@@ -193,7 +264,15 @@ impl<A: Approver + 'static> Server<A> {
                             result,
                         })
                     };
-                    dispatch(&in_flight, &writer, &agent.id, work, answer).await?;
+                    dispatch(
+                        &in_flight,
+                        &self.in_flight.total,
+                        &writer,
+                        &agent.id,
+                        work,
+                        answer,
+                    )
+                    .await?;
                 }
                 Message::Ping(n) => writer.lock().await.send(&Message::Pong(n)).await?,
                 Message::Pong(_) => {}
@@ -225,16 +304,149 @@ impl<A: Approver + 'static> Server<A> {
     }
 }
 
+/// The source a connection is counted against: its IPv4 address, or the
+/// /64 network of an IPv6 address (one host can use a whole /64).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+        },
+    }
+}
+
+/// The connections admitted and not yet authenticated, per source address
+/// and in total, and the open sessions.
+#[derive(Default)]
+struct Admission {
+    state: Arc<std::sync::Mutex<AdmissionState>>,
+}
+
+#[derive(Default)]
+struct AdmissionState {
+    per_source: HashMap<IpAddr, usize>,
+    unauthenticated: usize,
+    sessions: usize,
+}
+
+fn lock(state: &std::sync::Mutex<AdmissionState>) -> std::sync::MutexGuard<'_, AdmissionState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Admission {
+    /// Admits a new connection from `source`, or `None` when that source
+    /// or all sources have too many connections still opening.
+    fn admit(&self, source: IpAddr) -> Option<Ticket> {
+        let mut s = lock(&self.state);
+        let from_source = s.per_source.get(&source).copied().unwrap_or(0);
+        if from_source >= MAX_UNAUTHENTICATED_PER_SOURCE || s.unauthenticated >= MAX_UNAUTHENTICATED
+        {
+            return None;
+        }
+        *s.per_source.entry(source).or_insert(0) += 1;
+        s.unauthenticated += 1;
+        Some(Ticket {
+            state: self.state.clone(),
+            source,
+        })
+    }
+}
+
+/// An admitted connection that has not opened a session yet; dropping it
+/// gives its place back.
+struct Ticket {
+    state: Arc<std::sync::Mutex<AdmissionState>>,
+    source: IpAddr,
+}
+
+impl Ticket {
+    /// The connection opened a session: it no longer counts as opening,
+    /// and takes a session place (`None` when all are taken).
+    fn into_session(self) -> Option<SessionPlace> {
+        let state = self.state.clone();
+        drop(self);
+        let mut s = lock(&state);
+        if s.sessions >= MAX_SESSIONS {
+            return None;
+        }
+        s.sessions += 1;
+        drop(s);
+        Some(SessionPlace { state })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut s = lock(&self.state);
+        s.unauthenticated = s.unauthenticated.saturating_sub(1);
+        if let Some(n) = s.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// An open session's place; dropping it gives the place back.
+struct SessionPlace {
+    state: Arc<std::sync::Mutex<AdmissionState>>,
+}
+
+impl Drop for SessionPlace {
+    fn drop(&mut self) {
+        let mut s = lock(&self.state);
+        s.sessions = s.sessions.saturating_sub(1);
+    }
+}
+
+/// Requests being worked on: [`vmux_proto::MAX_IN_FLIGHT`] per agent
+/// identity, however many links it opens, and [`MAX_IN_FLIGHT_TOTAL`] in
+/// all.
+struct InFlight {
+    per_agent: std::sync::Mutex<HashMap<StaticKey, Arc<Semaphore>>>,
+    total: Arc<Semaphore>,
+}
+
+impl InFlight {
+    fn new() -> InFlight {
+        InFlight {
+            per_agent: Default::default(),
+            total: Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)),
+        }
+    }
+
+    /// The slots of the agent with this static key, shared by all its
+    /// links.
+    fn for_agent(&self, agent: &StaticKey) -> Arc<Semaphore> {
+        let mut map = self.per_agent.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget agents with no link and no request left (only the map
+        // holds their semaphore).
+        map.retain(|_, s| Arc::strong_count(s) > 1);
+        map.entry(*agent)
+            .or_insert_with(|| Arc::new(Semaphore::new(vmux_proto::MAX_IN_FLIGHT)))
+            .clone()
+    }
+}
+
 /// Admits one sign or certificate request and answers it on its own task.
 ///
-/// At most [`vmux_proto::MAX_IN_FLIGHT`] requests of one link are worked on
-/// at once; one over that is refused at once with `policyDenied`. A request
-/// gives its slot back once it holds the writer and *before* its answer is
-/// written, so an agent that counts a slot free when the answer arrives
-/// (as ours does) never finds it still taken. Waiting for the writer keeps
-/// the slot, so a peer that stops reading cannot pile up answers.
+/// At most [`vmux_proto::MAX_IN_FLIGHT`] requests of one agent identity
+/// (across all its links), and [`MAX_IN_FLIGHT_TOTAL`] of all agents, are
+/// worked on at once; one over that is refused at once with
+/// `policyDenied`. A request gives its slots back once it holds the writer
+/// and *before* its answer is written, so an agent that counts a slot free
+/// when the answer arrives (as ours does) never finds it still taken.
+/// Waiting for the writer keeps the slots, so a peer that stops reading
+/// cannot pile up answers.
 async fn dispatch<T, F>(
     in_flight: &Arc<Semaphore>,
+    total: &Arc<Semaphore>,
     writer: &Arc<Mutex<ChannelWriter>>,
     agent: &str,
     work: F,
@@ -243,7 +455,12 @@ async fn dispatch<T, F>(
 where
     F: std::future::Future<Output = Result<T, ErrorCode>> + Send + 'static,
 {
-    let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+    let slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = in_flight
+        .clone()
+        .try_acquire_owned()
+        .ok()
+        .and_then(|mine| Some((mine, total.clone().try_acquire_owned().ok()?)));
+    let Some(slots) = slots else {
         warn!(agent, "too many requests in flight; refusing");
         let refusal = answer(Err(ErrorCode::PolicyDenied));
         return writer.lock().await.send(&refusal).await;
@@ -252,10 +469,47 @@ where
     tokio::spawn(async move {
         let msg = answer(work.await);
         let mut writer = writer.lock().await;
-        drop(slot);
+        drop(slots);
         if let Err(e) = writer.send(&msg).await {
             debug!(error = %e, "could not deliver an answer");
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_still_opening_are_bounded_per_source_and_in_total() {
+        let a = Admission::default();
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<Ticket> = (0..MAX_UNAUTHENTICATED_PER_SOURCE)
+            .map(|_| a.admit(one).expect("within the bound"))
+            .collect();
+        assert!(a.admit(one).is_none(), "one source over its bound");
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let session = a.admit(other).unwrap().into_session().unwrap();
+        // A session no longer counts as opening.
+        drop(held);
+        let mut many = Vec::new();
+        for n in 0..MAX_UNAUTHENTICATED {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32));
+            many.push(a.admit(ip).expect("within the total"));
+        }
+        assert!(a.admit(other).is_none(), "over the total");
+        drop(many);
+        assert!(a.admit(one).is_some());
+        drop(session);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let x: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(source_of(x), source_of(y));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_of(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
 }

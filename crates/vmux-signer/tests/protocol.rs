@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use signature::Verifier;
 use tokio::net::{TcpListener, TcpStream};
-use vmux_link::{open_as_agent, AgentSession, Channel, Expect, Identity, Opened, PairingPermit};
+use vmux_link::testing::open_confirming;
+use vmux_link::{AgentSession, Channel, Identity};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 use vmux_signer::approver::{Approver, Decision, Verdict};
-use vmux_signer::checks::{now_ms, Window};
-use vmux_signer::paired::{PairedAgents, SignerState};
+use vmux_signer::checks::{now_ms, Freshness};
+use vmux_signer::paired::PairedAgents;
 use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
 use vmux_signer::{Server, ServerParts};
 
@@ -90,8 +91,8 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
         identity: Identity::generate(),
         providers,
         approver: approver.clone(),
-        paired: PairedAgents::new(dir.path().join("state.json"), SignerState::default()),
-        window: Window::default(),
+        paired: PairedAgents::open(dir.path().join("state.json"), Duration::ZERO).unwrap(),
+        freshness: Freshness::default(),
         approval_timeout: Duration::from_secs(5),
         ca: None,
         cert_policy: Default::default(),
@@ -115,14 +116,7 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
 async fn session(f: &Fixture, id: &Identity) -> Result<AgentSession, vmux_link::LinkError> {
     let stream = TcpStream::connect(f.addr).await.unwrap();
     let channel = Channel::connect(stream, id).await?;
-    let permit = PairingPermit::check(0, false).expect("no pins: may pair");
-    match open_as_agent(channel, "hand-driven", Expect::Pairing(permit)).await? {
-        Opened::Session(s) => Ok(s),
-        Opened::Pairing(p) => {
-            let code = p.code().to_owned();
-            p.confirm(&code).await
-        }
-    }
+    open_confirming(channel, "hand-driven", None).await
 }
 
 fn request(f: &Fixture, nonce: u8, issued: u64, expires: u64) -> SignRequest {

@@ -133,13 +133,18 @@ pub enum SignerCommand {
     },
     /// Print the audit log of decisions.
     Audit {
-        /// Check the hash chain and name the first line that breaks it.
+        /// Check the keyed chain and name the first line that breaks it
+        /// (needs the signer's passphrase when it has one).
         #[arg(long)]
         verify: bool,
         /// Only entries since: Unix seconds, YYYY-MM-DD, or a duration ago
         /// (90m, 2h, 3d).
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
+        /// Read the signer's passphrase from FILE (mode 0600), for
+        /// `--verify`.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Lock the running signer: signatures fail with signerLocked until
     /// it is unlocked, and approval windows close.

@@ -338,13 +338,9 @@ async fn sign_over_link(
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let channel = vmux_link::Channel::connect(stream, identity).await.unwrap();
     let signer = *channel.remote_static();
-    let vmux_link::Opened::Session(mut session) =
-        vmux_link::open_as_agent(channel, "laptop", vmux_link::Expect::Pinned(signer))
-            .await
-            .unwrap()
-    else {
-        panic!("a pinned signer asked to pair");
-    };
+    let mut session = vmux_link::testing::open_confirming(channel, "laptop", Some(signer))
+        .await
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

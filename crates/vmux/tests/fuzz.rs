@@ -188,8 +188,9 @@ fn state_files() {
     fuzz("signer-state", |b| {
         let _ = vmux_signer::paired::SignerState::parse(p, b);
     });
+    let key = vmux_signer::audit::AuditKey::from_identity(&vmux_link::Identity::generate());
     fuzz("audit-log", |b| {
-        let _ = vmux_signer::audit::verify(b);
+        let _ = vmux_signer::audit::verify(b, &key);
         let _ = vmux_signer::audit::read(b);
     });
 }

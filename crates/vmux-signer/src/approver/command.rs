@@ -100,6 +100,10 @@ async fn approve_for(stdout: Option<tokio::process::ChildStdout>) -> Option<Dura
 
 impl Approver for CommandApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        if timeout.is_zero() {
+            // The request expired before its turn: nobody is asked.
+            return Verdict::TimedOut;
+        }
         let mut child = match self.command(decision).spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -42,8 +42,36 @@ fn title(d: &Decision) -> &'static str {
     match d {
         Decision::Pair(_) => "vmux: pair a new agent?",
         Decision::Certificate(_) => "vmux: issue a session certificate?",
+        Decision::Sign(_) if d.forwarded() => {
+            "vmux: SSH signature requested through a FORWARDED agent"
+        }
         Decision::Sign(_) => "vmux: SSH signature requested",
     }
+}
+
+/// Escapes what notification servers read as markup in a body (the
+/// specification's `body-markup` is a subset of HTML): `&`, `<`, `>`,
+/// quotes. Without it, a peer-chosen name such as `<b>` or `&lt;` is
+/// rendered, or makes the server drop the body.
+fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The notification's body: the summary (which puts the forwarded mark
+/// first), escaped.
+fn body(d: &Decision) -> String {
+    escape_markup(&d.summary())
 }
 
 /// Shows the notification and waits for an action. `Err` means no
@@ -72,7 +100,7 @@ async fn ask(d: &Decision, timeout: Duration) -> zbus::Result<Verdict> {
                 0u32,
                 "dialog-password",
                 title(d),
-                d.summary(),
+                body(d),
                 actions,
                 hints,
                 timeout_ms,
@@ -126,12 +154,58 @@ async fn ask(d: &Decision, timeout: Duration) -> zbus::Result<Verdict> {
 
 impl Approver for DesktopApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        // The deadline runs from the request's arrival; a request that has
+        // none left is not shown.
+        let deadline = tokio::time::Instant::now() + timeout;
+        if timeout.is_zero() {
+            return Verdict::TimedOut;
+        }
         match ask(decision, timeout).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "no notification server answered; asking on the terminal");
-                self.fallback.decide(decision, timeout).await
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.fallback.decide(decision, left).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approver::{Claims, SignDecision, Source};
+    use crate::purpose::Purpose;
+
+    #[test]
+    fn the_body_is_escaped_and_says_forwarded_first() {
+        let sign = |forwarded| {
+            Decision::Sign(SignDecision {
+                source: Source {
+                    name: "<b>laptop</b> & co".into(),
+                    id: "abcd".into(),
+                },
+                key_fingerprint: "SHA256:x".into(),
+                key_comment: "k".into(),
+                purpose: Purpose::Login {
+                    user: format!("<span size='1'>{}</span>", "u".repeat(180)),
+                },
+                claims: Claims {
+                    dest_host: "example.org".into(),
+                    forwarded,
+                    ..Claims::default()
+                },
+                window_max_seconds: 0,
+            })
+        };
+        let d = sign(true);
+        let b = body(&d);
+        assert!(!b.contains('<') && !b.contains('>'), "{b}");
+        assert!(b.contains("&lt;b&gt;laptop&lt;/b&gt; &amp; co"), "{b}");
+        assert!(b.starts_with("Through a FORWARDED agent"), "{b}");
+        assert!(title(&d).contains("FORWARDED"));
+        let local = sign(false);
+        assert_eq!(title(&local), "vmux: SSH signature requested");
+        assert!(!body(&local).contains("FORWARDED"));
     }
 }

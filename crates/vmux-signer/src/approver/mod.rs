@@ -140,6 +140,11 @@ impl Decision {
         }
     }
 
+    /// Whether the agent says the request came through a forwarded agent.
+    pub fn forwarded(&self) -> bool {
+        matches!(self, Decision::Sign(d) if d.claims.forwarded)
+    }
+
     /// The longest approval window the approver may grant (0: none).
     pub fn window_max_seconds(&self) -> u64 {
         match self {
@@ -166,8 +171,15 @@ impl Decision {
 
 impl SignDecision {
     fn summary(&self, source: &str) -> String {
+        // The forwarded mark first, where no long peer-chosen string
+        // before it can push it out of sight.
+        let forwarded = if self.claims.forwarded {
+            "Through a FORWARDED agent: "
+        } else {
+            ""
+        };
         let mut s = format!(
-            "{source} asks to sign with {} {}",
+            "{forwarded}{source} asks to sign with {} {}",
             sanitize(&self.key_comment),
             sanitize(&self.key_fingerprint)
         );
@@ -208,9 +220,6 @@ impl SignDecision {
         }
         if !self.claims.executable.is_empty() {
             s.push_str(&format!(" ({})", sanitize(&self.claims.executable)));
-        }
-        if self.claims.forwarded {
-            s.push_str(" via a FORWARDED agent");
         }
         s
     }
@@ -323,7 +332,7 @@ mod tests {
         });
         assert_eq!(
             d.summary(),
-            "laptop (abcd) asks to sign with work SHA256:xyz to log in as git to a host not proven [claimed], which the agent names example.org (the agent says verified) from ssh example.org (/usr/bin/ssh) via a FORWARDED agent"
+            "Through a FORWARDED agent: laptop (abcd) asks to sign with work SHA256:xyz to log in as git to a host not proven [claimed], which the agent names example.org (the agent says verified) from ssh example.org (/usr/bin/ssh)"
         );
         assert_eq!(d.kind_str(), "sign");
     }

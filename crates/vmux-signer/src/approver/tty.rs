@@ -1,9 +1,18 @@
 //! `--approve tty`: asks on the signer's controlling terminal, one
 //! question at a time, default no.
+//!
+//! Only the word `yes` typed after the question appeared approves: input
+//! waiting in the terminal before that (typed ahead, or left over from a
+//! question that timed out) is discarded, so a stray `y` can never answer
+//! the next question. A question's deadline starts when its request
+//! reaches the approver; a question whose deadline passed while it waited
+//! for its turn is never shown.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -16,13 +25,20 @@ pub struct TtyApprover {
     // One prompt at a time: answers must not be attributed to the wrong
     // question.
     turn: Mutex<()>,
+    terminal: PathBuf,
 }
 
 impl TtyApprover {
-    /// A terminal approver.
+    /// A terminal approver on the controlling terminal.
     pub fn new() -> TtyApprover {
+        TtyApprover::on(PathBuf::from("/dev/tty"))
+    }
+
+    /// A terminal approver on the terminal device at `terminal`.
+    pub fn on(terminal: PathBuf) -> TtyApprover {
         TtyApprover {
             turn: Mutex::new(()),
+            terminal,
         }
     }
 }
@@ -62,10 +78,14 @@ enum Answer {
     Minutes(u64),
 }
 
+/// `yes` approves; `yes MINUTES` approves with a window when one is
+/// offered; anything else (`y` included) denies.
 fn parse_answer(line: &str, windows: bool) -> Answer {
-    match line.trim() {
-        "y" | "Y" | "yes" | "Yes" | "YES" => Answer::Yes,
-        n if windows => match n.parse::<u64>() {
+    let mut words = line.split_whitespace();
+    let first = words.next().map(str::to_ascii_lowercase);
+    match (first.as_deref(), words.next(), words.next()) {
+        (Some("yes"), None, _) => Answer::Yes,
+        (Some("yes"), Some(n), None) if windows => match n.parse::<u64>() {
             Ok(m) if m > 0 => Answer::Minutes(m),
             _ => Answer::No,
         },
@@ -73,20 +93,39 @@ fn parse_answer(line: &str, windows: bool) -> Answer {
     }
 }
 
-async fn ask(summary: &str, timeout: Duration, window_max: u64) -> std::io::Result<Option<Answer>> {
+/// Discards input typed on the terminal but not yet read.
+fn discard_pending_input(tty: &File) -> std::io::Result<()> {
+    // SAFETY: `tty` is an open descriptor for the life of the call;
+    // tcflush only reads its number and takes no pointers.
+    if unsafe { libc::tcflush(tty.as_raw_fd(), libc::TCIFLUSH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+async fn ask(
+    terminal: &std::path::Path,
+    summary: &str,
+    timeout: Duration,
+    window_max: u64,
+) -> std::io::Result<Option<Answer>> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open("/dev/tty")?;
+        .open(terminal)?;
     let mut out = tty.try_clone()?;
+    // Only what is typed once the question is on the screen answers it:
+    // whatever waits in the terminal now was typed before.
+    discard_pending_input(&tty)?;
     let choices = if window_max > 0 {
         format!(
-            "[y/N, or minutes (up to {}) to approve this key for this process and host]",
+            "[type yes, or yes MINUTES (up to {}) to let this key sign the same verified login from the same program for that long; anything else denies]",
             window_max / 60
         )
     } else {
-        "[y/N]".to_owned()
+        "[type yes to approve; anything else denies]".to_owned()
     };
     write!(
         out,
@@ -110,8 +149,24 @@ async fn ask(summary: &str, timeout: Duration, window_max: u64) -> std::io::Resu
 
 impl Approver for TtyApprover {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
-        let _turn = self.turn.lock().await;
-        match ask(&decision.summary(), timeout, decision.window_max_seconds()).await {
+        // The deadline runs from the request's arrival, not from its turn.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.turn.lock()).await else {
+            tracing::info!("a request expired while another question was open; not asked");
+            return Verdict::TimedOut;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Verdict::TimedOut;
+        }
+        match ask(
+            &self.terminal,
+            &decision.summary(),
+            left,
+            decision.window_max_seconds(),
+        )
+        .await
+        {
             Ok(Some(Answer::Yes)) => Verdict::Approve,
             Ok(Some(Answer::Minutes(m))) => {
                 Verdict::ApproveFor(Duration::from_secs(m.saturating_mul(60)))
@@ -123,5 +178,123 @@ impl Approver for TtyApprover {
                 Verdict::Deny
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A pseudo-terminal: the master (the person's keyboard and screen),
+    /// the slave's path (what the approver opens), and the slave kept open.
+    fn pty() -> (File, PathBuf, File) {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: both out-pointers point at live `c_int`s; the name,
+        // termios and winsize pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty succeeded, so both are open descriptors that
+        // nothing else owns.
+        let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+        (master, path, slave)
+    }
+
+    /// Bytes waiting to be read on the terminal.
+    fn pending(slave: &File) -> libc::c_int {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which
+        // points at a live one.
+        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0);
+        n
+    }
+
+    fn decision() -> Decision {
+        Decision::Pair(super::super::PairDecision {
+            source: super::super::Source {
+                name: "stranger".into(),
+                id: "abcd".into(),
+            },
+            code: "123456".into(),
+        })
+    }
+
+    /// Reads the master until the question is on the screen, then types
+    /// `answer`.
+    fn answer_after_question(
+        mut master: File,
+        answer: &'static [u8],
+    ) -> std::thread::JoinHandle<File> {
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&seen).contains("Approve?") {
+                let n = master.read(&mut buf).expect("read the terminal");
+                assert!(n > 0, "terminal closed before the question");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            master.write_all(answer).expect("type");
+            master
+        })
+    }
+
+    #[tokio::test]
+    async fn input_typed_before_the_question_does_not_answer_it() {
+        let (mut master, path, slave) = pty();
+        // The attacker's `yes` (or the owner's late answer to an earlier
+        // question) waits in the terminal before the question is asked.
+        master.write_all(b"yes\n").unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while pending(&slave) == 0 {
+            assert!(std::time::Instant::now() < until, "input never arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let approver = TtyApprover::on(path);
+        let verdict = approver
+            .decide(&decision(), Duration::from_millis(700))
+            .await;
+        assert_eq!(verdict, Verdict::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn only_the_word_yes_typed_after_the_question_approves() {
+        for (typed, expected) in [
+            (&b"yes\n"[..], Verdict::Approve),
+            (&b"y\n"[..], Verdict::Deny),
+            (&b"\n"[..], Verdict::Deny),
+        ] {
+            let (master, path, _slave) = pty();
+            let typist = answer_after_question(master, typed);
+            let verdict = TtyApprover::on(path)
+                .decide(&decision(), Duration::from_secs(20))
+                .await;
+            drop(typist.join().unwrap());
+            assert_eq!(
+                verdict,
+                expected,
+                "typed {:?}",
+                String::from_utf8_lossy(typed)
+            );
+        }
+    }
+
+    #[test]
+    fn answers() {
+        assert!(matches!(parse_answer("yes\n", false), Answer::Yes));
+        assert!(matches!(parse_answer(" YES ", false), Answer::Yes));
+        assert!(matches!(parse_answer("y", false), Answer::No));
+        assert!(matches!(parse_answer("10", true), Answer::No));
+        assert!(matches!(parse_answer("yes 10", true), Answer::Minutes(10)));
+        assert!(matches!(parse_answer("yes 10", false), Answer::No));
     }
 }

@@ -1,0 +1,99 @@
+//! Putting a running signer together from its home, and serving it: what
+//! `vmux signer run` does once the command line is parsed and the
+//! passphrase is known.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use vmux_home::PrivateSocket;
+use vmux_proto::WakeEndpoint;
+
+use crate::approver::{AnyApprover, Approver};
+use crate::audit::{AuditKey, AuditLog};
+use crate::ca::Ca;
+use crate::checks::Freshness;
+use crate::config::SignerConfig;
+use crate::home::{SignerError, SignerHome};
+use crate::paired::PairedAgents;
+use crate::provider::KeyProvider;
+use crate::server::{Server, ServerParts};
+
+/// How long a starting signer waits for another writer of its state
+/// (e.g. `vmux signer unpair` while it was stopped) to finish.
+const STATE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+impl SignerHome {
+    /// The key of this signer's audit chain (from its identity, which
+    /// `passphrase` decrypts when the signer has one).
+    pub fn audit_key(&self, passphrase: Option<&str>) -> Result<AuditKey, SignerError> {
+        Ok(AuditKey::from_identity(&self.identity(passphrase)?))
+    }
+
+    /// The running signer made of this home: it becomes the one writer of
+    /// the state (see [`PairedAgents`]), opens its keys, tokens, CA and
+    /// audit log with `passphrase`, and decides with `approver`.
+    pub fn assemble(
+        &self,
+        config: &SignerConfig,
+        passphrase: Option<&str>,
+        approver: AnyApprover,
+        wake: WakeEndpoint,
+    ) -> Result<Server<AnyApprover>, SignerError> {
+        self.state()?;
+        let paired = PairedAgents::open(self.state_path(), STATE_LOCK_WAIT)?;
+        vmux_home::remove_stale_temps(&self.state_path());
+        let state = paired.snapshot();
+        let identity = self.identity(passphrase)?;
+        let audit = AuditLog::open(&self.audit_path(), AuditKey::from_identity(&identity))?;
+        let mut providers: Vec<Box<dyn KeyProvider>> =
+            vec![Box::new(self.software_keys(passphrase)?)];
+        for t in self.open_tokens(passphrase)? {
+            providers.push(Box::new(t));
+        }
+        Ok(Server::new(ServerParts {
+            name: state.name,
+            identity,
+            providers,
+            approver,
+            paired,
+            freshness: Freshness::default(),
+            approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
+            ca: Some(Ca::load(&self.ca_path(), passphrase)?),
+            cert_policy: config.certificates.clone(),
+            window_max_seconds: config.max_approval_window_seconds,
+            audit: Some(audit),
+            wake,
+        }))
+    }
+}
+
+/// Serves agents on `listener` and control requests on `control`,
+/// advertising the signer over mDNS when `advertise`, until `shutdown`
+/// resolves; then removes the control socket.
+pub async fn serve<A: Approver + 'static>(
+    server: Arc<Server<A>>,
+    listener: TcpListener,
+    control: &PrivateSocket,
+    advertise: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let _advertiser = if advertise {
+        match vmux_link::mdns::Advertiser::start(server.name(), &server.id(), port) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "not advertising on the local network");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tokio::select! {
+        _ = server.clone().serve(listener) => {}
+        _ = crate::control::serve(server.clone(), control) => {}
+        _ = shutdown => {}
+    }
+    control.remove();
+}

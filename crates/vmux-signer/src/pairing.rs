@@ -1,0 +1,245 @@
+//! Deciding on pairings: the signer's [`PairingGate`].
+//!
+//! Anyone who reaches the signer's port can ask to pair, so asking the
+//! person is rationed: at most one pairing prompt is open at a time, and
+//! at most [`MAX_PAIRING_PROMPTS`] start per [`PAIRING_PERIOD`]; both are
+//! counted when a prompt *starts*, and an attempt over either limit is
+//! refused at once, never queued. A paired agent's request withdraws an
+//! open pairing prompt ([`PairingSlot::withdraw`]), so an unpaired
+//! stranger can never make the owner's own requests wait for the
+//! approver's turn. A prompt's deadline starts when its request arrives.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use vmux_link::{PairingGate, PairingRequest, StaticKey};
+use vmux_proto::ErrorCode;
+
+use crate::approver::{Approver, Decision, PairDecision, Source, Verdict};
+use crate::audit::{AuditLog, Entry};
+use crate::paired::PairedAgents;
+
+/// Pairing prompts that may start per [`PAIRING_PERIOD`].
+pub(crate) const MAX_PAIRING_PROMPTS: usize = 5;
+/// The period over which started pairing prompts are counted.
+pub(crate) const PAIRING_PERIOD: Duration = Duration::from_secs(60);
+
+/// Why a pairing is refused before anyone is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// Another pairing prompt is open.
+    PromptOpen,
+    /// [`MAX_PAIRING_PROMPTS`] started in the last [`PAIRING_PERIOD`].
+    RateExceeded,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The open prompt's withdrawal signal, if a prompt is open.
+    open: Option<Arc<Notify>>,
+    /// When recent prompts started.
+    started: VecDeque<Instant>,
+}
+
+/// The one pairing prompt that may be open, and the rate of prompts.
+#[derive(Default)]
+pub(crate) struct PairingSlot {
+    state: Mutex<SlotState>,
+}
+
+/// Holding this is having the one open pairing prompt; dropping it frees
+/// the slot. Only [`PairingSlot::take`] makes one.
+pub(crate) struct PromptTurn<'a> {
+    slot: &'a PairingSlot,
+    withdrawn: Arc<Notify>,
+}
+
+impl Drop for PromptTurn<'_> {
+    fn drop(&mut self) {
+        let mut s = self.slot.lock();
+        if s.open
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, &self.withdrawn))
+        {
+            s.open = None;
+        }
+    }
+}
+
+impl PairingSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the prompt slot now, counting the prompt as started, or says
+    /// why not.
+    fn take(&self, now: Instant) -> Result<PromptTurn<'_>, Busy> {
+        let mut s = self.lock();
+        if s.open.is_some() {
+            return Err(Busy::PromptOpen);
+        }
+        while s
+            .started
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= PAIRING_PERIOD)
+        {
+            s.started.pop_front();
+        }
+        if s.started.len() >= MAX_PAIRING_PROMPTS {
+            return Err(Busy::RateExceeded);
+        }
+        s.started.push_back(now);
+        let withdrawn = Arc::new(Notify::new());
+        s.open = Some(withdrawn.clone());
+        Ok(PromptTurn {
+            slot: self,
+            withdrawn,
+        })
+    }
+
+    /// Withdraws the open pairing prompt, if any: a paired agent's request
+    /// goes first.
+    pub(crate) fn withdraw(&self) {
+        if let Some(n) = &self.lock().open {
+            // `notify_one` keeps a permit, so a prompt that has not yet
+            // started waiting is withdrawn too.
+            n.notify_one();
+        }
+    }
+}
+
+/// The signer's [`PairingGate`]: the paired-agents state and the
+/// approver, with prompts rationed as the module says.
+pub(crate) struct Gate<'a, A> {
+    /// Who is paired; approved agents are added here.
+    pub(crate) paired: &'a PairedAgents,
+    /// Who decides.
+    pub(crate) approver: &'a A,
+    /// How long the person may take.
+    pub(crate) approval_timeout: Duration,
+    /// The one prompt and the rate.
+    pub(crate) slot: &'a PairingSlot,
+    /// Where pairing decisions are recorded.
+    pub(crate) audit: Option<&'a AuditLog>,
+}
+
+impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
+    fn is_paired(&self, agent: &StaticKey) -> bool {
+        self.paired.contains(agent)
+    }
+
+    async fn approve(&self, request: PairingRequest) -> Result<(), ErrorCode> {
+        // The deadline starts now, when the request arrives.
+        let arrived = Instant::now();
+        let d = Decision::Pair(PairDecision {
+            source: Source {
+                name: request.agent.name.clone(),
+                id: request.agent.id.clone(),
+            },
+            code: request.code.clone(),
+        });
+        if self.paired.is_revoked(&request.agent.static_key) {
+            info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
+            self.record(&d, Err(ErrorCode::PairingInvalid));
+            return Err(ErrorCode::PairingInvalid);
+        }
+        let turn = match self.slot.take(arrived) {
+            Ok(t) => t,
+            Err(Busy::PromptOpen) => {
+                warn!(agent = %request.agent.id, "another pairing prompt is open; refused without asking");
+                return Err(ErrorCode::PairingInvalid);
+            }
+            Err(Busy::RateExceeded) => {
+                warn!(agent = %request.agent.id, "too many pairing prompts in the last minute; refused without asking");
+                return Err(ErrorCode::PairingInvalid);
+            }
+        };
+        let outcome = self.ask(&request, &d, &turn, arrived).await;
+        drop(turn);
+        self.record(&d, outcome);
+        outcome
+    }
+}
+
+impl<A: Approver + 'static> Gate<'_, A> {
+    fn record(&self, d: &Decision, outcome: Result<(), ErrorCode>) {
+        if let Some(log) = self.audit {
+            let entry = match outcome {
+                Ok(()) => Entry::new(d, "approved", None),
+                Err(code) => Entry::new(d, "refused", Some(code)),
+            };
+            log.record(entry);
+        }
+    }
+
+    async fn ask(
+        &self,
+        request: &PairingRequest,
+        d: &Decision,
+        turn: &PromptTurn<'_>,
+        arrived: Instant,
+    ) -> Result<(), ErrorCode> {
+        info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
+        let timeout = self.approval_timeout.saturating_sub(arrived.elapsed());
+        let verdict = tokio::select! {
+            v = self.approver.decide(d, timeout) => v,
+            _ = turn.withdrawn.notified() => {
+                info!(agent = %request.agent.id, "pairing prompt withdrawn: a paired agent's request goes first");
+                return Err(ErrorCode::ApprovalTimeout);
+            }
+        };
+        match verdict {
+            Verdict::Approve | Verdict::ApproveFor(_) => {
+                self.paired
+                    .add(
+                        &request.agent.id,
+                        &request.agent.name,
+                        &request.agent.static_key,
+                    )
+                    .map_err(|e| {
+                        warn!(error = %e, "cannot save the pairing");
+                        ErrorCode::Internal
+                    })?;
+                info!(agent = %request.agent.name, id = %request.agent.id, "agent paired");
+                Ok(())
+            }
+            Verdict::Deny => {
+                info!(agent = %request.agent.name, id = %request.agent.id, "pairing denied");
+                Err(ErrorCode::UserDenied)
+            }
+            Verdict::TimedOut => Err(ErrorCode::ApprovalTimeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_prompt_at_a_time_counted_when_it_starts() {
+        let slot = PairingSlot::default();
+        let t0 = Instant::now();
+        let first = slot.take(t0).expect("first prompt");
+        assert_eq!(slot.take(t0).err(), Some(Busy::PromptOpen));
+        drop(first);
+        for _ in 1..MAX_PAIRING_PROMPTS {
+            drop(slot.take(t0).expect("within the rate"));
+        }
+        assert_eq!(slot.take(t0).err(), Some(Busy::RateExceeded));
+        assert!(slot.take(t0 + PAIRING_PERIOD).is_ok());
+    }
+
+    #[tokio::test]
+    async fn withdrawing_reaches_a_prompt_that_has_not_started_waiting() {
+        let slot = PairingSlot::default();
+        let turn = slot.take(Instant::now()).unwrap();
+        slot.withdraw();
+        tokio::time::timeout(Duration::from_secs(5), turn.withdrawn.notified())
+            .await
+            .expect("withdrawn");
+    }
+}

@@ -1,0 +1,69 @@
+//! `vmux signer agents | unpair`: the paired agents. Unpairing goes
+//! through the running signer, the one writer of its state, when it runs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vmux_signer::control::{self, Request};
+use vmux_signer::paired::PairedAgents;
+use vmux_signer::SignerHome;
+
+use crate::cli::SignerCommand;
+use crate::Failure;
+
+pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+    match command {
+        SignerCommand::Agents => {
+            let state = signer.state()?;
+            if state.agents.is_empty() {
+                println!("No paired agents.");
+            }
+            for a in &state.agents {
+                println!(
+                    "{}  {}  paired {}  last seen {}",
+                    a.id,
+                    vmux_proto::sanitize(&a.name),
+                    vmux_agent::utc(a.paired_at),
+                    vmux_agent::utc(a.last_seen)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Unpair { id } => {
+            // One writer: the running signer if there is one, else this
+            // command under the state's lock.
+            let removed =
+                match control::query(&signer.control_path(), &Request::Unpair { id: id.clone() }) {
+                    Ok(v) => {
+                        if let Some(e) = v["error"].as_str() {
+                            return Err(Failure(format!("the signer could not unpair: {e}")));
+                        }
+                        v["unpaired"].as_object().map(|a| {
+                            let field = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                            (field("id").to_owned(), field("name").to_owned())
+                        })
+                    }
+                    Err(control::ControlError::NotRunning(_)) => {
+                        PairedAgents::open(signer.state_path(), Duration::from_secs(5))?
+                            .remove(&id)?
+                            .map(|a| (a.id, a.name))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            match removed {
+                Some((agent_id, name)) => {
+                    println!(
+                        "Unpaired {} ({}); its next connection is refused.",
+                        vmux_proto::sanitize(&name),
+                        agent_id
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(Failure(format!(
+                    "no paired agent has the id {id:?} (or it is ambiguous); see `vmux signer agents`"
+                ))),
+            }
+        }
+        other => Err(super::misrouted(&other)),
+    }
+}

@@ -1,0 +1,229 @@
+//! `vmux signer init | keygen | token | import | delete | rename | keys | ca`:
+//! the signer's identity, CA and keys.
+
+use std::process::ExitCode;
+
+use vmux_signer::provider::pkcs11::{Pkcs11Keys, TokenConfig, TokenKeyType};
+use vmux_signer::provider::{pem_is_encrypted, KeyProvider, KeyType};
+use vmux_signer::SignerHome;
+use zeroize::Zeroizing;
+
+use super::{open_keys, unlock_passphrase};
+use crate::cli::{KeyTypeArg, SignerCommand, TokenCommand};
+use crate::{passphrase, Failure};
+
+pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+    match command {
+        SignerCommand::Init {
+            name,
+            no_passphrase,
+            passphrase_file,
+        } => {
+            if name.trim().is_empty() {
+                return Err(Failure("--name must not be empty".into()));
+            }
+            let pass = if no_passphrase {
+                None
+            } else {
+                Some(passphrase::get(
+                    passphrase_file.as_deref(),
+                    "New signer passphrase: ",
+                    true,
+                )?)
+            };
+            let (identity, ca) = signer.init(&name, pass.as_deref().map(String::as_str))?;
+            println!("Signer {name:?} created; id {}", identity.id());
+            if pass.is_none() {
+                println!("Keys are stored UNENCRYPTED (--no-passphrase).");
+            }
+            println!("CA key for TrustedUserCAKeys: {}", ca.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Keygen {
+            comment,
+            key_type,
+            passphrase_file,
+            token: Some(token),
+        } => {
+            let kind = match key_type {
+                KeyTypeArg::Ecdsa => TokenKeyType::P256,
+                KeyTypeArg::Rsa => TokenKeyType::Rsa(3072),
+                KeyTypeArg::Ed25519 => TokenKeyType::Ed25519,
+            };
+            let pass = unlock_passphrase(signer, passphrase_file.as_deref())?;
+            let tokens = signer.open_tokens(pass.as_deref().map(String::as_str))?;
+            let t = tokens.iter().find(|t| t.name() == token).ok_or_else(|| {
+                Failure(format!(
+                    "no token named {token:?}; see `vmux signer token list`"
+                ))
+            })?;
+            let key = t.generate(kind, &comment)?;
+            println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Keygen {
+            comment,
+            key_type,
+            passphrase_file,
+            token: None,
+        } => {
+            let kind = match key_type {
+                KeyTypeArg::Ecdsa => KeyType::Ecdsa,
+                KeyTypeArg::Ed25519 => KeyType::Ed25519,
+                KeyTypeArg::Rsa => KeyType::Rsa,
+            };
+            let key = open_keys(signer, passphrase_file.as_deref())?.generate(kind, &comment)?;
+            println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Token {
+            command:
+                TokenCommand::Add {
+                    module,
+                    slot,
+                    pin_file,
+                    name,
+                    passphrase_file,
+                },
+        } => {
+            if !signer.state()?.encrypted {
+                return Err(Failure(
+                    "a token's PIN is stored only encrypted, and this signer has no passphrase (it was made with --no-passphrase)"
+                        .into(),
+                ));
+            }
+            let pass = unlock_passphrase(signer, passphrase_file.as_deref())?.unwrap_or_default();
+            let pin = passphrase::get(
+                pin_file.as_deref(),
+                &format!("PIN of token {name}: "),
+                false,
+            )?;
+            let keys = Pkcs11Keys::open(TokenConfig {
+                name: name.clone(),
+                module: module.clone(),
+                slot,
+                pin: pin.clone(),
+            })?;
+            signer.add_token(&name, &module, slot, &pin, &pass)?;
+            println!(
+                "Token {name:?} registered; {} keys on it:",
+                keys.keys().len()
+            );
+            for k in keys.keys() {
+                println!("{}", k.list_line());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Token {
+            command: TokenCommand::List,
+        } => {
+            let tokens = signer.tokens()?;
+            if tokens.is_empty() {
+                println!("No tokens registered.");
+            }
+            for t in tokens {
+                println!(
+                    "{}  {}  slot {}",
+                    t.name,
+                    t.module.display(),
+                    t.slot.unwrap_or(0)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Import {
+            file,
+            passphrase_file,
+            key_passphrase_file,
+        } => {
+            let pem = Zeroizing::new(vmux_home::read(&file)?);
+            let encrypted = pem_is_encrypted(&pem).ok_or_else(|| {
+                Failure(format!("{} is not an OpenSSH private key", file.display()))
+            })?;
+            let key_pass = if encrypted {
+                Some(match &key_passphrase_file {
+                    Some(f) => passphrase::get(Some(f), "", false)?,
+                    None => passphrase::get(
+                        None,
+                        &format!("Passphrase for {}: ", file.display()),
+                        false,
+                    )?,
+                })
+            } else {
+                None
+            };
+            let keys = open_keys(signer, passphrase_file.as_deref())?;
+            let key = keys.import(&pem, key_pass.as_deref().map(String::as_str))?;
+            println!("{}", key.public.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Delete { fingerprint, yes } => {
+            let keys = signer.software_keys(None)?;
+            if !yes
+                && !passphrase::confirm(&format!(
+                    "Delete the key {fingerprint}? This cannot be undone."
+                ))
+            {
+                return Err(Failure(
+                    "not deleted (confirm on a terminal, or pass --yes)".into(),
+                ));
+            }
+            let gone = keys.delete(&fingerprint)?;
+            println!("Deleted {}", gone.list_line());
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Rename {
+            fingerprint,
+            comment,
+            passphrase_file,
+        } => {
+            let key =
+                open_keys(signer, passphrase_file.as_deref())?.rename(&fingerprint, &comment)?;
+            println!("{}", key.list_line());
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Keys {
+            public_lines,
+            passphrase_file,
+        } => {
+            let store = signer.software_keys(None)?;
+            let mut keys = store.keys();
+            let tokens = if signer.tokens()?.is_empty() {
+                Vec::new()
+            } else if passphrase_file.is_some() || std::env::var_os(passphrase::ENV).is_some() {
+                let pass = unlock_passphrase(signer, passphrase_file.as_deref())?;
+                signer.open_tokens(pass.as_deref().map(String::as_str))?
+            } else {
+                eprintln!(
+                    "(token keys are listed with the signer's passphrase: --passphrase-file FILE)"
+                );
+                Vec::new()
+            };
+            for t in &tokens {
+                if let Some(why) = t.unavailable() {
+                    eprintln!("token {}: UNAVAILABLE: {why}", t.name());
+                }
+                keys.extend(t.keys());
+            }
+            if keys.is_empty() {
+                println!("The signer has no identities.");
+                return Ok(ExitCode::FAILURE);
+            }
+            for k in &keys {
+                if public_lines {
+                    println!("{}", k.public.to_openssh()?);
+                } else if store.is_unencrypted(&k.blob) {
+                    println!("{} [{}, UNENCRYPTED]", k.list_line(), k.kind.as_str());
+                } else {
+                    println!("{} [{}]", k.list_line(), k.kind.as_str());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Ca => {
+            println!("{}", signer.ca_public()?.to_openssh()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(super::misrouted(&other)),
+    }
+}
