@@ -12,8 +12,8 @@ use vmux_proto::{CertRequest, IssuedCert};
 
 use crate::origin::trust::LocalLogin;
 use crate::shared::Shared;
-use crate::time::now_s;
 use crate::upstream::SignFailure;
+use vmux_home::time::now_s;
 
 /// The comment the certificate is listed under.
 pub const CERT_COMMENT: &str = "vmux-session-cert";
@@ -86,11 +86,11 @@ pub struct CertSlot {
 
 impl CertSlot {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
-        crate::sync::read(&self.slot)
+        vmux_home::sync::read(&self.slot)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        crate::sync::write(&self.slot)
+        vmux_home::sync::write(&self.slot)
     }
 
     /// The valid certificate, if any, at `now`.
@@ -132,7 +132,7 @@ impl CertSlot {
                 state: "valid",
                 line: format!(
                     "Certificate valid until {}",
-                    crate::time::utc(c.valid_before)
+                    vmux_home::time::utc(c.valid_before)
                 ),
                 valid_until: Some(c.valid_before),
                 serial: Some(c.serial),

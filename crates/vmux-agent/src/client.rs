@@ -21,9 +21,9 @@ use crate::control;
 use crate::origin::trust::{self, Reach};
 use crate::origin::{self, Connection};
 use crate::shared::Shared;
-use crate::time::now_s;
 use crate::upstream::SignFailure;
 use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
+use vmux_home::time::now_s;
 
 /// Messages up to this size are read without asking for a slot.
 pub(crate) const SMALL_MESSAGE: usize = 8 * 1024;

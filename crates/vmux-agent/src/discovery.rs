@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::shared::Shared;
-use crate::sync::lock;
 use crate::upstream;
+use vmux_home::sync::lock;
 
 /// Starts keeping the signers connected.
 pub(crate) fn start(shared: &Arc<Shared>) {

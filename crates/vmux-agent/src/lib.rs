@@ -45,8 +45,6 @@ mod shared;
 mod sign;
 mod socket;
 mod state;
-mod sync;
-mod time;
 mod upstream;
 mod verify;
 pub mod wake;
@@ -62,7 +60,6 @@ pub use identity_store::{IdentityStore, IdentityStoreKind};
 pub use shared::{AgentConfig, LinkStatus};
 pub use socket::{AgentSocket, SocketError};
 pub use state::{state_path, AgentState, CachedKey, PinnedSigner, StoredWake};
-pub use time::{now_s, parse_since, utc};
 pub use upstream::SignFailure;
 pub use verify::signature_is_valid;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use vmux_link::{AgentAnswer, PairingPermit};
 
-use crate::sync::lock;
+use vmux_home::sync::lock;
 
 /// How long a pairing waits for this agent's user to confirm its code.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(300);

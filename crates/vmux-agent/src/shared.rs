@@ -17,9 +17,9 @@ use vmux_link::Identity;
 use crate::cert::CertSlot;
 use crate::control;
 use crate::state::AgentState;
-use crate::sync::{lock, read, write};
-use crate::time::now_s;
 use crate::upstream::SignerConn;
+use vmux_home::sync::{lock, read, write};
+use vmux_home::time::now_s;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@ use tracing::info;
 use vmux_proto::{SignContext, SignRequest};
 
 use crate::shared::{PendingGuard, Shared};
-use crate::time::now_ms;
 use crate::upstream::SignFailure;
 use crate::verify::signature_is_valid;
+use vmux_home::time::now_ms;
 
 /// Longest validity a sign request is given (the signer refuses longer).
 const REQUEST_WINDOW: Duration = Duration::from_secs(60);

@@ -18,8 +18,8 @@ use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignReq
 use crate::notice;
 use crate::shared::Shared;
 use crate::state::{CachedKey, PinnedSigner, StoredWake};
-use crate::sync::lock;
-use crate::time::now_s;
+use vmux_home::sync::lock;
+use vmux_home::time::now_s;
 
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

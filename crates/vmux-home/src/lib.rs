@@ -16,10 +16,15 @@
 //! - [`PrivateSocket`] creates an owner-only Unix socket (mode 0600 from
 //!   the first moment), replacing a stale one and refusing a live one.
 //!
+//! - [`time`]: Unix time now, UTC rendering, `--since` parsing; [`sync`]:
+//!   locks that survive a panicked holder. One of each for every crate.
+//!
 //! This crate does no networking and knows nothing of keys or protocols.
 #![deny(missing_docs)]
 
 mod socket;
+pub mod sync;
+pub mod time;
 
 pub use socket::{PrivateSocket, SocketError};
 

@@ -284,7 +284,7 @@ impl AuditLog {
     /// that concurrent decisions share the disk's flushes.
     fn append(&self, mut entry: Entry) -> std::io::Result<()> {
         let synced = {
-            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tail = vmux_home::sync::lock(&self.tail);
             entry.prev = tail.last.clone();
             entry.mac = self.key.mac(&entry);
             let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
@@ -380,7 +380,8 @@ pub fn read(contents: &[u8]) -> Vec<Result<Entry, usize>> {
 
 /// One entry as `vmux signer audit` shows it: one line, every string the
 /// agent supplied sanitised; `time` formats Unix seconds.
-pub fn render(e: &Entry, time: impl Fn(u64) -> String) -> String {
+pub fn render(e: &Entry) -> String {
+    use vmux_home::time::utc as time;
     use vmux_proto::sanitize;
     if e.kind == KIND_AUDIT {
         return format!(

@@ -117,7 +117,7 @@ impl Ca {
             key: std::sync::RwLock::new(None),
         };
         if !file.is_encrypted() {
-            *ca.key.write().unwrap_or_else(|e| e.into_inner()) = Some(file);
+            *vmux_home::sync::write(&ca.key) = Some(file);
         } else if let Some(p) = passphrase {
             ca.unlock(p)?;
         }
@@ -127,13 +127,13 @@ impl Ca {
     /// Forgets the decrypted key (if the file is encrypted).
     pub fn lock(&self) {
         if self.encrypted {
-            *self.key.write().unwrap_or_else(|e| e.into_inner()) = None;
+            *vmux_home::sync::write(&self.key) = None;
         }
     }
 
     /// Whether the key is encrypted and not decrypted now.
     pub fn is_locked(&self) -> bool {
-        self.key.read().unwrap_or_else(|e| e.into_inner()).is_none()
+        vmux_home::sync::read(&self.key).is_none()
     }
 
     /// Decrypts the key with `passphrase`.
@@ -151,7 +151,7 @@ impl Ca {
         } else {
             file
         };
-        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        *vmux_home::sync::write(&self.key) = Some(key);
         Ok(())
     }
 
@@ -207,7 +207,7 @@ impl Ca {
         for e in &policy.extensions {
             b.extension(e.clone(), "").map_err(internal)?;
         }
-        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        let key = vmux_home::sync::read(&self.key);
         let key = key.as_ref().ok_or(ErrorCode::SignerLocked)?;
         let cert = b.sign(key).map_err(internal)?;
         Ok(IssuedCert {

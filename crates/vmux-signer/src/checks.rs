@@ -67,7 +67,7 @@ impl ReplayGuard {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), ErrorCode> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = vmux_home::sync::lock(&self.seen);
         if seen.contains_key(nonce) {
             return Err(ErrorCode::ReplayDetected);
         }
@@ -82,13 +82,7 @@ impl ReplayGuard {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use vmux_home::time::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -55,22 +55,19 @@ pub(crate) struct Windows {
 
 impl Windows {
     fn covers(&self, k: &WindowKey) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = vmux_home::sync::lock(&self.open);
         let now = Instant::now();
         open.retain(|_, until| *until > now);
         open.contains_key(k)
     }
 
     fn open_for(&self, k: WindowKey, d: Duration) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k, Instant::now() + d);
+        vmux_home::sync::lock(&self.open).insert(k, Instant::now() + d);
     }
 
     /// Closes every window (`vmux signer lock`).
     pub(crate) fn clear(&self) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        vmux_home::sync::lock(&self.open).clear();
     }
 }
 

@@ -94,9 +94,7 @@ pub struct PairedAgents {
 /// agent's last-seen time.
 const LAST_SEEN_RESOLUTION: u64 = 60;
 
-fn now_s() -> u64 {
-    crate::checks::now_ms() / 1000
-}
+use vmux_home::time::now_s;
 
 /// The lock file of the state at `path`.
 pub fn lock_path(path: &Path) -> PathBuf {
@@ -143,7 +141,7 @@ impl PairedAgents {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, SignerState> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::read(&self.state)
     }
 
     /// Whether an agent with this static key is paired now.
@@ -225,7 +223,7 @@ impl PairedAgents {
 
     /// Changes the state: in memory only once the file holds the change.
     fn update(&self, f: impl FnOnce(&mut SignerState)) -> Result<(), HomeError> {
-        let mut l = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut l = vmux_home::sync::write(&self.state);
         let mut next = l.clone();
         f(&mut next);
         next.save(&self.path)?;

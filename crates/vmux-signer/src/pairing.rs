@@ -71,7 +71,7 @@ impl Drop for PromptTurn<'_> {
 
 impl PairingSlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::lock(&self.state)
     }
 
     /// Takes the prompt slot now, counting the prompt as started, or says

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
+use vmux_home::sync::lock;
 use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, SignerSession, StaticKey};
 use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
@@ -334,10 +335,6 @@ struct AdmissionState {
     sessions: usize,
 }
 
-fn lock(state: &std::sync::Mutex<AdmissionState>) -> std::sync::MutexGuard<'_, AdmissionState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Admission {
     /// Admits a new connection from `source`, or `None` when that source
     /// or all sources have too many connections still opening.
@@ -424,7 +421,7 @@ impl InFlight {
     /// The slots of the agent with this static key, shared by all its
     /// links.
     fn for_agent(&self, agent: &StaticKey) -> Arc<Semaphore> {
-        let mut map = self.per_agent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.per_agent);
         // Forget agents with no link and no request left (only the map
         // holds their semaphore).
         map.retain(|_, s| Arc::strong_count(s) > 1);

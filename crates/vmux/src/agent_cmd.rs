@@ -113,7 +113,7 @@ pub fn run(
             let value = control::query(&socket_of(socket), "cert", Duration::from_secs(180))?;
             match (value["valid_until"].as_u64(), value["error"].as_str()) {
                 (Some(t), _) => {
-                    println!("Certificate valid until {}", vmux_agent::utc(t));
+                    println!("Certificate valid until {}", vmux_home::time::utc(t));
                     Ok(ExitCode::SUCCESS)
                 }
                 (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
@@ -218,7 +218,7 @@ pub fn run(
                     p.id,
                     vmux_proto::sanitize(&p.name),
                     p.address,
-                    vmux_agent::utc(p.paired_at),
+                    vmux_home::time::utc(p.paired_at),
                     p.keys.len()
                 );
             }
@@ -392,7 +392,7 @@ fn print_status(s: &Status) {
         println!(
             "{who} at {}: {state} since {}",
             g.address,
-            vmux_agent::utc(g.since)
+            vmux_home::time::utc(g.since)
         );
         if let Some(w) = &g.wake {
             println!("  Wake: {w}");
@@ -409,7 +409,7 @@ fn print_status(s: &Status) {
     }
     println!("{}", s.certificate.line);
     if let Some((t, outcome)) = &s.last_wake {
-        println!("Last wake push {}: {outcome}", vmux_agent::utc(*t));
+        println!("Last wake push {}: {outcome}", vmux_home::time::utc(*t));
     }
     if s.pending_requests > 0 {
         println!("{} request(s) waiting for a signer", s.pending_requests);

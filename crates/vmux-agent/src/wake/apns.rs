@@ -100,13 +100,18 @@ impl Apns {
     /// The provider token: reused while younger than 50 minutes, or made
     /// anew (`fresh`).
     fn token(&self, fresh: bool) -> String {
-        let mut cached = self.jwt.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = vmux_home::sync::lock(&self.jwt);
         if let Some((t, made)) = cached.as_ref() {
             if !fresh && made.elapsed() < JWT_REUSE {
                 return t.clone();
             }
         }
-        let t = jwt(&self.key, &self.key_id, &self.team_id, crate::time::now_s());
+        let t = jwt(
+            &self.key,
+            &self.key_id,
+            &self.team_id,
+            vmux_home::time::now_s(),
+        );
         *cached = Some((t.clone(), Instant::now()));
         t
     }
@@ -137,7 +142,7 @@ impl Apns {
         .to_string();
         let mut refreshed = false;
         loop {
-            let expiration = crate::time::now_s() + 60;
+            let expiration = vmux_home::time::now_s() + 60;
             let sent = self
                 .client
                 .post(&url)

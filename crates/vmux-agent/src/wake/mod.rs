@@ -125,7 +125,7 @@ impl Waker {
     /// the interval has passed since the last push; never while backing
     /// off. Records the push when it says yes.
     pub fn should_push(&self, signer: &str) -> bool {
-        let mut all = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = vmux_home::sync::lock(&self.signers);
         let s = all.entry(signer.to_owned()).or_default();
         let now = Instant::now();
         if s.backoff_until.is_some_and(|t| t > now) {
@@ -142,12 +142,7 @@ impl Waker {
 
     /// The signer is back: the next outage starts afresh.
     pub fn outage_over(&self, signer: &str) {
-        if let Some(s) = self
-            .signers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(signer)
-        {
+        if let Some(s) = vmux_home::sync::lock(&self.signers).get_mut(signer) {
             s.last_push = None;
         }
     }
@@ -174,7 +169,7 @@ impl Waker {
             StoredWake::Webhook { url } => self.webhook.push(url, agent, waiting).await,
         };
         {
-            let mut all = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = vmux_home::sync::lock(&self.signers);
             let s = all.entry(signer.to_owned()).or_default();
             match &outcome {
                 Outcome::Backoff(d, _) => {
@@ -188,21 +183,19 @@ impl Waker {
                 _ => {}
             }
         }
-        let now = crate::time::now_s();
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, outcome.to_string()));
+        let now = vmux_home::time::now_s();
+        *vmux_home::sync::lock(&self.last) = Some((now, outcome.to_string()));
         outcome
     }
 
     /// The last push's time and outcome, for `status`.
     pub fn last(&self) -> Option<(u64, String)> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        vmux_home::sync::lock(&self.last).clone()
     }
 
     /// The back-off now in force for `signer` (for tests and status).
     pub fn backoff(&self, signer: &str) -> Duration {
-        self.signers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::lock(&self.signers)
             .get(signer)
             .map(|s| s.backoff)
             .unwrap_or_default()

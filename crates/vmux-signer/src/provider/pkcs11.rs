@@ -186,7 +186,7 @@ impl Pkcs11Keys {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::lock(&self.state)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> TokenError {

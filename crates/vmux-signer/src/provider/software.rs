@@ -217,11 +217,11 @@ impl SoftwareKeys {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        vmux_home::sync::write(&self.inner)
     }
 
     /// Picks up key files added or removed since the last scan (e.g. by

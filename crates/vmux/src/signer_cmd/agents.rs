@@ -23,8 +23,8 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                     "{}  {}  paired {}  last seen {}",
                     a.id,
                     vmux_proto::sanitize(&a.name),
-                    vmux_agent::utc(a.paired_at),
-                    vmux_agent::utc(a.last_seen)
+                    vmux_home::time::utc(a.paired_at),
+                    vmux_home::time::utc(a.last_seen)
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -21,7 +21,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             let since = since
                 .as_deref()
                 .map(|s| {
-                    vmux_agent::parse_since(s).ok_or_else(|| {
+                    vmux_home::time::parse_since(s).ok_or_else(|| {
                         Failure(format!(
                             "--since {s:?}: use Unix seconds, YYYY-MM-DD, or a duration like 90m, 2h, 3d"
                         ))
@@ -30,7 +30,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 .transpose()?;
             let show = |e: &audit::Entry| {
                 if since.is_none_or(|s| e.time >= s) {
-                    println!("{}", audit::render(e, vmux_agent::utc));
+                    println!("{}", audit::render(e));
                 }
             };
             if verify {

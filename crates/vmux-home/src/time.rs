@@ -1,4 +1,6 @@
-//! Human-readable UTC times without a calendar dependency.
+//! Time, one helper for every crate: Unix seconds and milliseconds now,
+//! human-readable UTC times without a calendar dependency, and `--since`
+//! parsing.
 
 /// Unix seconds now.
 pub fn now_s() -> u64 {
