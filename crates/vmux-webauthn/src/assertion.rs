@@ -6,8 +6,9 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-/// What the page sends back after `navigator.credentials.get`.
-#[derive(Debug, Clone, Copy)]
+/// What the page sends back after `navigator.credentials.get`. Its
+/// `Debug` names lengths only, never the signed bytes or the signature.
+#[derive(Clone, Copy)]
 pub struct AssertionResponse<'a> {
     /// `rawId`.
     pub credential_id: &'a [u8],
@@ -20,8 +21,9 @@ pub struct AssertionResponse<'a> {
 }
 
 /// An assertion that verified: made only by [`verify_assertion`]. It
-/// carries what the OpenSSH conversion needs.
-#[derive(Debug, Clone)]
+/// carries what the OpenSSH conversion needs. Its `Debug` shows flags and
+/// counter, never the challenge or the signature.
+#[derive(Clone)]
 pub struct VerifiedAssertion {
     credential_id: Vec<u8>,
     public_key: VerifyingKey,
@@ -33,6 +35,27 @@ pub struct VerifiedAssertion {
     authenticator_data: Vec<u8>,
     client_data_json: Vec<u8>,
     signature: Signature,
+}
+
+impl std::fmt::Debug for AssertionResponse<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionResponse")
+            .field("credential_id_len", &self.credential_id.len())
+            .field("authenticator_data_len", &self.authenticator_data.len())
+            .field("client_data_json_len", &self.client_data_json.len())
+            .field("signature_len", &self.signature.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for VerifiedAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedAssertion")
+            .field("rp_id", &self.rp_id)
+            .field("flags", &self.flags)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedAssertion {

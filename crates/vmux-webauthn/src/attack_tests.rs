@@ -66,6 +66,14 @@ fn registration_yields_the_authenticators_key() {
         Credential::from_stored(c.id(), &[4; 65], 0),
         Err(Error::UnsupportedKey)
     );
+    assert_eq!(
+        Credential::from_stored(&[], &c.public_key_sec1(), 0),
+        Err(Error::BadCredentialId)
+    );
+    assert_eq!(
+        Credential::from_stored(&[1; 1024], &c.public_key_sec1(), 0),
+        Err(Error::BadCredentialId)
+    );
 }
 
 #[test]
@@ -291,6 +299,17 @@ fn assertion_verifies_and_the_counter_must_increase() {
     assert_eq!(v.counter(), 1);
     assert!(v.flags().user_verified() && v.flags().user_present());
     assert_eq!(v.challenge(), b"approve 1");
+    // Debug output (what a log line would show) names no signed bytes.
+    let shown = format!("{v:?} {:?}", first.response());
+    assert!(shown.contains("counter: 1"), "{shown}");
+    for secret in [
+        &first.signature[..8],
+        &b"approve 1"[..],
+        &first.client_data_json[..8],
+    ] {
+        let as_list = format!("{:?}", secret).trim_end_matches(']').to_owned();
+        assert!(!shown.contains(&as_list[1..]), "{shown}");
+    }
     assert!(c.record(&v));
     assert_eq!(c.counter(), 1);
     let second = a.get(b"approve 2");
@@ -553,7 +572,7 @@ fn openssh_key_and_signature_conversion() {
     let (mut a, c) = enrolled();
     let key = openssh::public_key(&c, RP);
     let key_blob = key.to_bytes().unwrap();
-    let line = openssh::authorized_keys_line(&c, RP, "phone");
+    let line = openssh::authorized_keys_line(&c, RP, "phone").unwrap();
     assert!(
         line.starts_with("sk-ecdsa-sha2-nistp256@openssh.com AAAA"),
         "{line}"

@@ -59,6 +59,13 @@ pub enum Error {
     /// The credential public key is not an ES256 (alg -7) EC2 P-256 key.
     #[error("the credential key is not an ES256 P-256 key")]
     UnsupportedKey,
+    /// A stored credential id that is empty or longer than WebAuthn's
+    /// 1023 bytes.
+    #[error("the credential id is empty or longer than 1023 bytes")]
+    BadCredentialId,
+    /// Encoding an OpenSSH key failed (never expected for a valid key).
+    #[error("the OpenSSH key could not be encoded")]
+    SshEncoding,
     /// The response names another credential than the one checked against.
     #[error("the response is for another credential")]
     WrongCredential,

@@ -23,6 +23,7 @@
 //! - [`Error`]: why a check refused, one variant per reason.
 //! - `testing` (feature `testing`): a software authenticator for tests.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod approval;
 mod assertion;

@@ -47,12 +47,14 @@ pub fn public_key(credential: &Credential, application: &str) -> ssh_key::Public
 
 /// The credential's `authorized_keys` line
 /// (`sk-ecdsa-sha2-nistp256@openssh.com AAAA… COMMENT`).
-pub fn authorized_keys_line(credential: &Credential, application: &str, comment: &str) -> String {
+pub fn authorized_keys_line(
+    credential: &Credential,
+    application: &str,
+    comment: &str,
+) -> Result<String, Error> {
     let mut key = public_key(credential, application);
     key.set_comment(comment);
-    // Encoding a public key we just built cannot fail; fall back to the
-    // line without comment handling rather than panic.
-    key.to_openssh().unwrap_or_default()
+    key.to_openssh().map_err(|_| Error::SshEncoding)
 }
 
 /// The `webauthn-sk-ecdsa-sha2-nistp256@openssh.com` signature of `data`
@@ -82,7 +84,7 @@ pub fn webauthn_signature(assertion: &VerifiedAssertion, data: &[u8]) -> Result<
     );
     let key_blob = ssh_key::PublicKey::new(KeyData::SkEcdsaSha2NistP256(key), "")
         .to_bytes()
-        .map_err(|_| Error::NotSkEcdsaKey)?;
+        .map_err(|_| Error::SshEncoding)?;
     let uv = if assertion.flags().user_verified() {
         UserVerification::Required
     } else {
@@ -201,7 +203,11 @@ pub fn verify_signature(
             {
                 return Err(Error::SshFlags);
             }
-            let mut prefix = Vec::with_capacity(64 + data.len() * 4 / 3 + origin.len());
+            let mut prefix = Vec::with_capacity(
+                (data.len() / 3 + 1)
+                    .saturating_mul(4)
+                    .saturating_add(64 + origin.len()),
+            );
             prefix.extend_from_slice(br#"{"type":"webauthn.get","challenge":""#);
             prefix.extend_from_slice(URL_SAFE_NO_PAD.encode(data).as_bytes());
             prefix.extend_from_slice(br#"","origin":""#);

@@ -32,7 +32,7 @@ impl Credential {
     /// and its counter.
     pub fn from_stored(id: &[u8], public_key_sec1: &[u8], counter: u32) -> Result<Self, Error> {
         if id.is_empty() || id.len() > MAX_CREDENTIAL_ID {
-            return Err(Error::WrongCredential);
+            return Err(Error::BadCredentialId);
         }
         let public_key = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key_sec1)
             .map_err(|_| Error::UnsupportedKey)?;

@@ -111,7 +111,7 @@ fn crafted(a: &SoftAuthenticator, flags: u8, origin: &str, client: &[u8], ext: &
 fn passkey_key_line_is_an_openssh_security_key() {
     let dir = tempfile::tempdir().unwrap();
     let (_, c) = enrolled();
-    let line = openssh::authorized_keys_line(&c, RP, "phone");
+    let line = openssh::authorized_keys_line(&c, RP, "phone").unwrap();
     let path = dir.path().join("phone.pub");
     std::fs::write(&path, format!("{line}\n")).unwrap();
     let out = Command::new("ssh-keygen")
@@ -131,7 +131,7 @@ fn passkey_key_line_is_an_openssh_security_key() {
 fn webauthn_signature_verifies_with_ssh_keygen_and_tampering_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut c) = enrolled();
-    let line = openssh::authorized_keys_line(&c, RP, "phone");
+    let line = openssh::authorized_keys_line(&c, RP, "phone").unwrap();
     let key_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
     let message = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\ncommit\n".to_vec();
     let data = sshsig_signed_data(&message);
@@ -156,10 +156,10 @@ fn webauthn_signature_verifies_with_ssh_keygen_and_tampering_is_refused() {
     assert!(ssh_keygen_verify(dir.path(), &line, &other, &armored).is_err());
     // Another key's line.
     let (_, stranger) = enrolled();
-    let stranger_line = openssh::authorized_keys_line(&stranger, RP, "x");
+    let stranger_line = openssh::authorized_keys_line(&stranger, RP, "x").unwrap();
     assert!(ssh_keygen_verify(dir.path(), &stranger_line, &message, &armored).is_err());
     // The same key under another relying party (application).
-    let other_app = openssh::authorized_keys_line(&c, "evil.test", "x");
+    let other_app = openssh::authorized_keys_line(&c, "evil.test", "x").unwrap();
     assert!(ssh_keygen_verify(dir.path(), &other_app, &message, &armored).is_err());
     // A flag flipped inside the blob (UV bit off, UP kept).
     let flags_at = blob.len() - 4 - (4 + ORIGIN.len()) - (4 + v.client_data_json().len()) - 4 - 1;
@@ -180,7 +180,7 @@ fn webauthn_signature_verifies_with_ssh_keygen_and_tampering_is_refused() {
 fn verifier_agrees_with_openssh_on_what_it_must_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let (a, c) = enrolled();
-    let line = openssh::authorized_keys_line(&c, RP, "phone");
+    let line = openssh::authorized_keys_line(&c, RP, "phone").unwrap();
     let key_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
     let message = b"a release tag\n".to_vec();
     let data = sshsig_signed_data(&message);
@@ -282,7 +282,7 @@ fn verifier_agrees_with_openssh_on_what_it_must_refuse() {
 fn plain_sk_signature_verifies_with_ssh_keygen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, c) = enrolled();
-    let line = openssh::authorized_keys_line(&c, RP, "phone");
+    let line = openssh::authorized_keys_line(&c, RP, "phone").unwrap();
     let key_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
     let message = b"plain".to_vec();
     let data = sshsig_signed_data(&message);
