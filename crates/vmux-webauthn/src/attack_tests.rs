@@ -598,6 +598,20 @@ fn openssh_key_and_signature_conversion() {
         openssh::webauthn_signature(&v, b"other"),
         Err(Error::WrongChallenge)
     );
+    // Valid WebAuthn whose clientDataJSON OpenSSH would refuse (members in
+    // another order): the conversion says so instead of handing out a
+    // signature no server accepts.
+    let reordered = format!(
+        r#"{{"origin":"{ORIGIN}","type":"webauthn.get","challenge":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(&data)
+    );
+    let head = a.auth_data_head(0x05, 2);
+    let odd = a.assertion(head, reordered.into_bytes());
+    let v_odd = verify_assertion(&rp(), &c, &data, &odd.response(), UV).unwrap();
+    assert_eq!(
+        openssh::webauthn_signature(&v_odd, &data),
+        Err(Error::ClientDataPrefix)
+    );
     // The verifier refuses other data, another application, other flags.
     assert_eq!(
         openssh::verify_signature(&key_blob, b"other", &blob, UV).unwrap_err(),
