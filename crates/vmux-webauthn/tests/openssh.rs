@@ -297,3 +297,39 @@ fn plain_sk_signature_verifies_with_ssh_keygen() {
     );
     assert!(ssh_keygen_verify(dir.path(), &line, b"plaiN", &armored).is_err());
 }
+
+/// The conversion's test vector (docs/PROTOCOL.md): a fixed P-256 key,
+/// `ssh-keygen -Y sign` data for a fixed message, flags UP|UV, counter 1.
+/// ECDSA here is deterministic (RFC 6979), so the blob is fixed; OpenSSH
+/// accepts it.
+#[test]
+fn conversion_test_vector_verifies_with_ssh_keygen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = SoftAuthenticator::new(RP, ORIGIN);
+    let d = Sha256::digest(b"vmux-webauthn test vector key");
+    a.key = p256::ecdsa::SigningKey::from_bytes(&d).unwrap();
+    a.credential_id = b"vmux test credential".to_vec();
+    let reg = a.create(b"enrolment challenge");
+    let c = verify_registration(&rp(), b"enrolment challenge", &reg.response(), UV).unwrap();
+    let message = b"vmux test vector\n";
+    let data = sshsig_signed_data(message);
+    let x = a.get(&data);
+    let v = verify_assertion(&rp(), &c, &data, &x.response(), UV).unwrap();
+    let blob = openssh::webauthn_signature(&v, &data).unwrap();
+    let key_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
+    let line = openssh::authorized_keys_line(&c, RP, "").unwrap();
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    println!("key line: {line}");
+    println!(
+        "clientDataJSON: {}",
+        String::from_utf8_lossy(v.client_data_json())
+    );
+    println!("authenticatorData: {}", hex(v.authenticator_data()));
+    println!("blob: {}", hex(&blob));
+    let armored = sshsig_armored(&key_blob, &blob);
+    assert!(ssh_keygen_verify(dir.path(), &line, message, &armored).is_ok());
+    assert_eq!(
+        hex(&Sha256::digest(&blob)),
+        "64bda2bb35216a3d403b60131e22b3c867ce1970ae3d127c035f3ecc73c5fc6a"
+    );
+}
