@@ -41,7 +41,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<AuthData<'_>, Error> {
         let (credential_id, r) = r.split_at(len);
         let mut d = Decoder::new(r);
         let public_key = cose_p256(&mut d)?;
-        rest = &r[d.position()..];
+        rest = r.get(d.position()..).ok_or_else(bad)?;
         attested = Some(Attested {
             credential_id,
             public_key,
