@@ -89,23 +89,10 @@ impl Purpose {
 mod tests {
     use super::*;
     use ssh_key::{Algorithm, PrivateKey, Signature};
-
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s);
-    }
+    use vmux_ssh::testing::put;
 
     fn login(sid: &[u8], user: &str) -> Vec<u8> {
-        let mut d = Vec::new();
-        put(&mut d, sid);
-        d.push(50);
-        put(&mut d, user.as_bytes());
-        put(&mut d, b"ssh-connection");
-        put(&mut d, b"publickey");
-        d.push(1);
-        put(&mut d, b"ssh-ed25519");
-        put(&mut d, b"keyblob");
-        d
+        vmux_ssh::testing::userauth(sid, user, None)
     }
 
     fn proof(host: &PrivateKey, sid: &[u8]) -> BindingProof {

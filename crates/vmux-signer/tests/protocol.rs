@@ -271,23 +271,9 @@ async fn repeated_failed_pairings_are_refused_without_asking() {
     assert_eq!(f.approver.pairs.load(Ordering::SeqCst), 5);
 }
 
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 /// Userauth sign data for session `sid` as `user`.
 fn login_data(sid: &[u8], user: &str) -> Vec<u8> {
-    let mut d = Vec::new();
-    put(&mut d, sid);
-    d.push(50);
-    put(&mut d, user.as_bytes());
-    put(&mut d, b"ssh-connection");
-    put(&mut d, b"publickey");
-    d.push(1);
-    put(&mut d, b"ssh-ed25519");
-    put(&mut d, b"keyblob");
-    d
+    vmux_ssh::testing::userauth(sid, user, None)
 }
 
 /// A server host key.
