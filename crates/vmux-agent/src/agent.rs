@@ -65,10 +65,13 @@ pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_h
             }
             continue;
         };
-        // The process is identified now, at connect, not when it signs.
-        let conn = Connection::at_connect(peer.pid().and_then(|p| u32::try_from(p).ok()));
+        let pid = peer.pid().and_then(|p| u32::try_from(p).ok());
         let (shared, large) = (shared.clone(), large.clone());
         tokio::spawn(async move {
+            // The process is identified at connect, not when it signs, and
+            // in its own task, off the runtime: no client can delay the
+            // accepting of others.
+            let conn = Connection::identify(pid).await;
             debug!(pid = ?conn.pid(), "client connected");
             if let Err(e) = client::serve(&shared, &large, stream, conn).await {
                 debug!(error = %e, "client connection ended");

@@ -1,18 +1,18 @@
 //! The session certificate: an ephemeral P-256 key that lives only in this
-//! process's memory, certified by a signer's CA for a bounded time, used
-//! to sign locally with no round trip and no prompt.
+//! process's memory ([`crate::cert_slot`]), certified by a signer's CA for
+//! a bounded time, used to sign locally with no round trip and no prompt.
+//! This module obtains, checks, renews and expires it.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey, PublicKey};
 use tracing::{info, warn};
 use vmux_proto::{CertRequest, IssuedCert};
 
-use crate::origin::trust::LocalLogin;
+use crate::cert_slot::SessionCert;
+use crate::failure::SignFailure;
 use crate::shared::Shared;
-use crate::upstream::SignFailure;
 use vmux_home::time::now_s;
 
 /// The comment the certificate is listed under.
@@ -20,141 +20,6 @@ pub const CERT_COMMENT: &str = "vmux-session-cert";
 
 /// Longest wait for a certificate (the signer's person may be asked).
 const CERT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A certificate and its ephemeral private key. The key is never written
-/// anywhere; it is zeroized when this is dropped.
-pub struct SessionCert {
-    key: p256::ecdsa::SigningKey,
-    cert_blob: Vec<u8>,
-    plain_blob: Vec<u8>,
-    serial: u64,
-    valid_before: u64,
-    principals: Vec<String>,
-    renewable: bool,
-}
-
-impl SessionCert {
-    /// Whether `blob` names this certificate: its own blob, or the plain
-    /// public key (OpenSSH 8.9–10.2 clients send that when signing with a
-    /// certificate).
-    pub fn matches(&self, blob: &[u8]) -> bool {
-        blob == self.cert_blob || blob == self.plain_blob
-    }
-
-    /// The certificate blob, as listed to clients.
-    pub fn blob(&self) -> &[u8] {
-        &self.cert_blob
-    }
-
-    /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256), for a
-    /// login that [`crate::origin::trust::local_login`] vouched for.
-    pub(crate) fn sign(&self, data: &[u8], _login: &LocalLogin) -> Result<Vec<u8>, SignFailure> {
-        use signature::Signer;
-        let sig: p256::ecdsa::Signature = self.key.sign(data);
-        ssh_key::Signature::try_from(sig)
-            .and_then(Vec::<u8>::try_from)
-            .map_err(|_| SignFailure::BadSignature)
-    }
-}
-
-/// What `status` says about the certificate.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CertStatus {
-    /// `valid`, `expired` or `none`.
-    pub state: &'static str,
-    /// The brief's status line.
-    pub line: String,
-    /// End of validity, Unix seconds, when there is or was one.
-    pub valid_until: Option<u64>,
-    /// Serial of the current certificate.
-    pub serial: Option<u64>,
-    /// Principals of the current certificate.
-    pub principals: Vec<String>,
-}
-
-#[derive(Default)]
-struct Slot {
-    current: Option<Arc<SessionCert>>,
-    expired_at: Option<u64>,
-}
-
-/// The agent's one certificate slot.
-#[derive(Default)]
-pub struct CertSlot {
-    slot: RwLock<Slot>,
-}
-
-impl CertSlot {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
-        vmux_home::sync::read(&self.slot)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        vmux_home::sync::write(&self.slot)
-    }
-
-    /// The valid certificate, if any, at `now`.
-    pub fn current(&self, now: u64) -> Option<Arc<SessionCert>> {
-        self.read()
-            .current
-            .as_ref()
-            .filter(|c| now < c.valid_before)
-            .cloned()
-    }
-
-    /// Drops the certificate and its key once expired. Returns whether it
-    /// did.
-    pub fn expire_if_due(&self, now: u64) -> bool {
-        let mut s = self.write();
-        match &s.current {
-            Some(c) if now >= c.valid_before => {
-                let until = c.valid_before;
-                s.current = None;
-                s.expired_at = Some(until);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn install(&self, cert: SessionCert) {
-        let mut s = self.write();
-        s.current = Some(Arc::new(cert));
-        s.expired_at = None;
-    }
-
-    /// The status line and fields.
-    pub fn status(&self, now: u64) -> CertStatus {
-        self.expire_if_due(now);
-        let s = self.read();
-        match (&s.current, s.expired_at) {
-            (Some(c), _) => CertStatus {
-                state: "valid",
-                line: format!(
-                    "Certificate valid until {}",
-                    vmux_home::time::utc(c.valid_before)
-                ),
-                valid_until: Some(c.valid_before),
-                serial: Some(c.serial),
-                principals: c.principals.clone(),
-            },
-            (None, Some(t)) => CertStatus {
-                state: "expired",
-                line: "Certificate expired — connect signer to renew".into(),
-                valid_until: Some(t),
-                serial: None,
-                principals: Vec::new(),
-            },
-            (None, None) => CertStatus {
-                state: "none",
-                line: "No session certificate".into(),
-                valid_until: None,
-                serial: None,
-                principals: Vec::new(),
-            },
-        }
-    }
-}
 
 /// Makes a new ephemeral key, asks a connected signer's CA to certify it,
 /// checks the answer and installs it.
@@ -183,7 +48,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
         .await
         .map_err(|_| SignFailure::TimedOut)??;
     let cert = check(&key, &issued)?;
-    pin_ca(shared, &signer_id, &issued.ca_public_key)?;
+    pin_ca(shared, &signer_id, &issued.ca_public_key).await?;
     let now = now_s();
     let valid_before = cert.valid_before();
     let serial = cert.serial();
@@ -203,15 +68,15 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
             .map_err(|_| SignFailure::BadSignature)?,
         _ => return Err(SignFailure::BadSignature),
     };
-    shared.cert.install(SessionCert {
+    shared.cert.install(SessionCert::new(
         key,
-        cert_blob: issued.certificate,
+        issued.certificate,
         plain_blob,
         serial,
         valid_before,
-        principals: cert.valid_principals().to_vec(),
+        cert.valid_principals().to_vec(),
         renewable,
-    });
+    ));
     info!(serial, valid_before, "session certificate installed");
     Ok(valid_before)
 }
@@ -239,8 +104,9 @@ fn check(key: &PrivateKey, issued: &IssuedCert) -> Result<Certificate, SignFailu
 
 /// The first certificate from a pinned signer pins the CA key it was
 /// signed by; a certificate from another CA key is refused afterwards
-/// (`vmux agent forget` clears the pin with the signer's).
-fn pin_ca(shared: &Shared, signer_id: &str, ca: &[u8]) -> Result<(), SignFailure> {
+/// (`vmux agent forget` clears the pin with the signer's). A new pin is
+/// on disk before the certificate is used.
+async fn pin_ca(shared: &Shared, signer_id: &str, ca: &[u8]) -> Result<(), SignFailure> {
     let fp = |blob: &[u8]| {
         PublicKey::from_bytes(blob)
             .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
@@ -265,11 +131,14 @@ fn pin_ca(shared: &Shared, signer_id: &str, ca: &[u8]) -> Result<(), SignFailure
         }
         Some(None) => {
             info!(signer = %signer_id, ca = %fp(ca), "pinned the signer's CA key");
-            shared.update_state(|s| {
-                if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
-                    p.ca_key = Some(ca.to_vec());
-                }
-            });
+            shared
+                .update_state(|s| {
+                    if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
+                        p.ca_key = Some(ca.to_vec());
+                    }
+                })
+                .saved()
+                .await;
             Ok(())
         }
     }

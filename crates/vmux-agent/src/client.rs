@@ -18,10 +18,10 @@ use tracing::{debug, info, warn};
 
 use crate::cert::CERT_COMMENT;
 use crate::control;
+use crate::failure::SignFailure;
 use crate::origin::trust::{self, Reach};
 use crate::origin::{self, Connection};
 use crate::shared::Shared;
-use crate::upstream::SignFailure;
 use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
 use vmux_home::time::now_s;
 
@@ -130,11 +130,14 @@ async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> 
             let keys = state.keys();
             debug!(count = keys.len(), "listing identities");
             let cert_entry = cert.as_ref().map(|c| (c.blob(), CERT_COMMENT));
-            let ids: Vec<(&[u8], &str)> = cert_entry
+            let ids = cert_entry
                 .into_iter()
-                .chain(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())))
-                .collect();
-            wire::identities_answer(ids.into_iter())
+                .chain(keys.iter().map(|k| (k.blob.as_slice(), k.comment.as_str())));
+            let (answer, left_out) = wire::identities_answer(ids);
+            if left_out > 0 {
+                warn_left_out(left_out);
+            }
+            answer
         }
         Request::Sign {
             key_blob,
@@ -166,13 +169,29 @@ async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> 
         Request::Extension {
             name: control::EXTENSION,
             contents,
-        } => match trust::local_control(&conn.bindings) {
-            Some(proof) => control::handle(shared, contents, &proof).await,
-            None => {
+        } => {
+            let Some(local) = trust::local_control(&conn.bindings) else {
                 warn!("a forwarded connection asked for the control extension; refused");
-                wire::status(FAILURE)
-            }
-        },
+                return wire::status(FAILURE);
+            };
+            let Some(command) = control::Command::parse(contents) else {
+                debug!("unknown control command");
+                return wire::status(FAILURE);
+            };
+            let own = if command.needs_own_program() {
+                let proof = trust::own_program(&local, conn.program().await);
+                if proof.is_none() {
+                    warn!(
+                        pid = ?conn.pid(),
+                        "a client that is not the vmux program asked to pair or for a certificate; refused"
+                    );
+                }
+                proof
+            } else {
+                None
+            };
+            control::handle(shared, command, &local, own.as_ref()).await
+        }
         Request::Extension { name, .. } => {
             debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");
             wire::status(FAILURE)
@@ -200,7 +219,21 @@ async fn sign(
         };
     }
     let context = conn.context(data.to_vec()).await;
-    shared.sign_remote(key_blob, data, flags, context).await
+    crate::sign::remote(shared, key_blob, data, flags, context).await
+}
+
+/// Says once, as a warning, that keys were left out of the identities
+/// answer; later times only in the debug log.
+fn warn_left_out(n: usize) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        debug!(left_out = n, "identities left out of the answer");
+    } else {
+        warn!(
+            left_out = n,
+            "the signers list more keys than an SSH client accepts in one answer (256 KiB, 2048 keys); the keys past that are not listed"
+        );
+    }
 }
 
 fn fingerprint(key_blob: &[u8]) -> String {

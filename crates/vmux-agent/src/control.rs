@@ -3,22 +3,30 @@
 //! `cert`, `pair-confirm CODE`, `pair-deny`, `pair-signer HOST:PORT`) and
 //! is answered with `SSH_AGENT_SUCCESS` followed by a string
 //! holding JSON. The socket's owner-only checks apply to it as to
-//! everything else.
+//! everything else; no forwarded connection gets here
+//! ([`LocalControl`]), and the commands that start, confirm or refuse a
+//! pairing or have a certificate issued are only for the vmux program
+//! itself ([`OwnProgram`]), never for another client of the socket (a
+//! relayed socket, or a forwarded agent through an `ssh` that does not
+//! say so).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cert::CertStatus;
-use crate::origin::trust::LocalControl;
+use crate::cert_slot::CertStatus;
+use crate::origin::trust::{LocalControl, OwnProgram};
 use crate::shared::{LinkStatus, Shared};
 use crate::state::AgentState;
 use crate::wire::{self, Fields, FAILURE, SUCCESS};
+use vmux_home::sync::lock;
+use vmux_home::time::now_s;
 
 /// The extension's name.
 pub const EXTENSION: &str = "control@vmux";
@@ -174,6 +182,62 @@ impl Status {
     }
 }
 
+/// What `vmux agent status` shows.
+pub(crate) fn status(shared: &Shared) -> Status {
+    let now = now_s();
+    let links = lock(&shared.links).clone();
+    let state = shared.state();
+    Status::new(
+        &shared.config.name,
+        &shared.identity.id(),
+        &links,
+        &state,
+        shared.cert.status(now),
+        shared.pending.load(Ordering::Relaxed),
+        shared.last_wake(),
+    )
+}
+
+/// One control command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command<'a> {
+    Status,
+    Refresh,
+    Cert,
+    PairDeny,
+    PairConfirm(&'a str),
+    PairSigner(&'a str),
+}
+
+impl<'a> Command<'a> {
+    /// The command in an extension's contents.
+    pub(crate) fn parse(contents: &'a [u8]) -> Option<Command<'a>> {
+        let mut f = Fields(contents);
+        let command = std::str::from_utf8(f.string()?).ok()?;
+        Some(match command {
+            "status" => Command::Status,
+            "refresh" => Command::Refresh,
+            "cert" => Command::Cert,
+            "pair-deny" => Command::PairDeny,
+            _ => match command.split_once(' ')? {
+                ("pair-confirm", code) => Command::PairConfirm(code),
+                ("pair-signer", address) => Command::PairSigner(address),
+                _ => return None,
+            },
+        })
+    }
+
+    /// Whether only the vmux program itself may send it: it starts,
+    /// confirms or refuses a pairing, or has a certificate issued.
+    pub(crate) fn needs_own_program(self) -> bool {
+        !matches!(self, Command::Status | Command::Refresh)
+    }
+}
+
+/// The answer to a command that only the vmux program may send, from
+/// another client.
+const NOT_OWN_PROGRAM: &str = "refused: only the vmux program on this machine may pair signers or ask for a certificate (run `vmux agent pair` or `vmux agent cert`); this client is another program, or a relayed or forwarded connection";
+
 fn reply(value: serde_json::Value) -> Vec<u8> {
     let json = value.to_string();
     let mut body = vec![SUCCESS];
@@ -185,35 +249,44 @@ fn reply(value: serde_json::Value) -> Vec<u8> {
 }
 
 /// Answers one control command; only connections that are not forwarded
-/// get here (the proof says so).
-pub(crate) async fn handle(shared: &Shared, contents: &[u8], _local: &LocalControl) -> Vec<u8> {
-    let mut f = Fields(contents);
-    let Some(command) = f.string().and_then(|c| std::str::from_utf8(c).ok()) else {
-        return wire::status(FAILURE);
-    };
-    match command {
-        "status" => match serde_json::to_value(shared.status()) {
+/// get here (the proof says so), and the commands that
+/// [need the vmux program](Command::needs_own_program) are answered only
+/// with the proof that the client is that program.
+pub(crate) async fn handle(
+    shared: &Shared,
+    command: Command<'_>,
+    _local: &LocalControl,
+    own: Option<&OwnProgram>,
+) -> Vec<u8> {
+    match (command, own) {
+        (Command::Status, _) => match serde_json::to_value(status(shared)) {
             Ok(v) => reply(v),
             Err(_) => wire::status(FAILURE),
         },
-        "refresh" => {
+        (Command::Refresh, _) => {
             let n = shared.refresh().await;
             reply(json!({ "refreshed": n }))
         }
-        "cert" => match crate::cert::request(shared, false).await {
-            Ok(valid_until) => reply(json!({ "valid_until": valid_until })),
-            Err(e) => reply(json!({ "error": e.to_string() })),
-        },
-        "pair-deny" => reply(json!({ "refused": shared.pairings.deny() })),
-        _ => match command.split_once(' ') {
-            Some(("pair-confirm", code)) => reply(confirm(shared, code)),
-            Some(("pair-signer", address)) => reply(pair_signer(shared, address)),
-            _ => wire::status(FAILURE),
-        },
+        (_, None) => reply(json!({ "error": NOT_OWN_PROGRAM })),
+        (Command::Cert, Some(own)) => reply(certificate(shared, own).await),
+        (Command::PairDeny, Some(own)) => reply(deny(shared, own)),
+        (Command::PairConfirm(code), Some(own)) => reply(confirm(shared, code, own)),
+        (Command::PairSigner(address), Some(own)) => reply(pair_signer(shared, address, own)),
     }
 }
 
-fn confirm(shared: &Shared, code: &str) -> serde_json::Value {
+async fn certificate(shared: &Shared, _own: &OwnProgram) -> serde_json::Value {
+    match crate::cert::request(shared, false).await {
+        Ok(valid_until) => json!({ "valid_until": valid_until }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+fn deny(shared: &Shared, _own: &OwnProgram) -> serde_json::Value {
+    json!({ "refused": shared.pairings.deny() })
+}
+
+fn confirm(shared: &Shared, code: &str, _own: &OwnProgram) -> serde_json::Value {
     use crate::pairing::Confirmed;
     match shared.pairings.confirm(code) {
         Confirmed::Matched(address) => json!({ "confirmed": address }),
@@ -243,7 +316,7 @@ fn valid_address(address: &str) -> Result<(), String> {
 
 /// The user asks to pair with the signer at `address` (even while other
 /// signers are pinned).
-fn pair_signer(shared: &Shared, address: &str) -> serde_json::Value {
+fn pair_signer(shared: &Shared, address: &str, _own: &OwnProgram) -> serde_json::Value {
     if let Err(e) = valid_address(address) {
         return json!({ "error": e });
     }

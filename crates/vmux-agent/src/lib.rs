@@ -15,7 +15,11 @@
 //!   small loop per client whose permissions [`origin::trust`] decides,
 //!   signing through signers, discovery of signers.
 //! - [`AgentState`]: pinned signers (each with the CA it certifies with)
-//!   and cached keys, on disk.
+//!   and cached keys, on disk, written by one writer thread off the async
+//!   runtime, and only when they changed. A signer's key list is taken
+//!   only in answer to the agent's request, and bounded on arrival
+//!   ([`MAX_KEYS_PER_SIGNER`], [`MAX_KEY_COMMENT`]); the identities answer
+//!   stays within what OpenSSH's clients accept.
 //! - pairing: a new signer is pinned only when the signer's person
 //!   approved and this agent's user confirmed the same code; an agent with
 //!   pinned signers pairs only when its user asks (`vmux agent pair`), and
@@ -29,20 +33,28 @@
 //! - [`wake`]: APNs and webhook pushes that wake a sleeping signer,
 //!   coalesced to one per outage.
 //! - [`control`]: `status`, `refresh`, `cert` and `pair` for a running agent,
-//!   through its own socket.
+//!   through its own socket (`cert` and `pair` only for the vmux program
+//!   itself).
+//!
+//! The state all of these share (`shared`) is a leaf: it imports only
+//! leaf modules, never one of those that act on it.
 #![deny(missing_docs)]
 
 mod agent;
 mod cert;
+mod cert_slot;
 mod client;
 mod config;
 pub mod control;
 mod discovery;
+mod failure;
 mod identity_store;
 pub mod origin;
 mod pairing;
+mod persist;
 mod shared;
 mod sign;
+mod signer_conn;
 mod socket;
 mod state;
 mod upstream;
@@ -56,11 +68,14 @@ pub use config::{
     AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,
     DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
+pub use failure::SignFailure;
 pub use identity_store::{IdentityStore, IdentityStoreKind};
 pub use shared::{AgentConfig, LinkStatus};
 pub use socket::{AgentSocket, SocketError};
-pub use state::{state_path, AgentState, CachedKey, PinnedSigner, StoredWake};
-pub use upstream::SignFailure;
+pub use state::{
+    state_path, AgentState, CachedKey, PinnedSigner, StoredWake, MAX_KEYS_PER_SIGNER,
+    MAX_KEY_COMMENT,
+};
 pub use verify::signature_is_valid;
 
 /// Prints one stable, user-facing line on stderr (`vmux agent: …`),

@@ -1,11 +1,13 @@
 //! State shared by the accept loop, the client connections, the signer
 //! links and the certificate task. It imports nothing that imports it:
-//! the modules that act on it (client, sign, upstream, cert, control,
-//! discovery) take it as an argument.
+//! only leaf modules (the state file and its writer, the certificate
+//! slot, a signer session's handle, pairing permissions, wake pushes),
+//! and the modules that act on it (agent, client, sign, upstream, cert,
+//! control, discovery) take it as an argument.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -14,10 +16,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use vmux_link::Identity;
 
-use crate::cert::CertSlot;
-use crate::control;
+use crate::cert_slot::CertSlot;
+use crate::persist::{Saved, StateWriter};
+use crate::signer_conn::SignerConn;
 use crate::state::AgentState;
-use crate::upstream::SignerConn;
 use vmux_home::sync::{lock, read, write};
 use vmux_home::time::now_s;
 
@@ -73,7 +75,12 @@ pub struct LinkStatus {
 pub(crate) struct Shared {
     pub(crate) config: AgentConfig,
     pub(crate) identity: Identity,
-    pub(crate) state: RwLock<AgentState>,
+    /// The state; change it only with [`Shared::update_state`].
+    state: RwLock<AgentState>,
+    /// How many changes the state has seen (counted under its write
+    /// lock); each is handed to `writer`, which writes it off the runtime.
+    generation: AtomicU64,
+    writer: StateWriter,
     pub(crate) connected: watch::Sender<HashMap<String, SignerConn>>,
     pub(crate) sessions: watch::Sender<u64>,
     pub(crate) links: Mutex<BTreeMap<String, LinkStatus>>,
@@ -119,10 +126,14 @@ impl Shared {
         })?;
         vmux_home::remove_stale_temps(&config.state_path);
         let state = AgentState::load(&config.state_path)?;
+        let writer = StateWriter::start(config.state_path.clone())
+            .map_err(|e| vmux_home::HomeError::io(&config.state_path, e))?;
         Ok(Shared {
             config,
             identity,
             state: RwLock::new(state),
+            generation: AtomicU64::new(0),
+            writer,
             connected: watch::Sender::new(HashMap::new()),
             sessions: watch::Sender::new(0),
             links: Mutex::new(BTreeMap::new()),
@@ -154,14 +165,23 @@ impl Shared {
         read(&self.state)
     }
 
-    /// Changes the state and writes it. A failed write is logged and the
-    /// agent keeps serving from memory.
-    pub(crate) fn update_state(&self, f: impl FnOnce(&mut AgentState)) {
-        let mut s = write(&self.state);
-        f(&mut s);
-        if let Err(e) = s.save(&self.config.state_path) {
-            warn!(error = %e, "cannot write the agent state; keeping it in memory");
+    /// Changes the state in memory (at once, under the lock, so every
+    /// reader sees it) and, if it did change, hands a snapshot to the
+    /// state file's writer, off the runtime: nothing is written, or
+    /// waited for, under the lock. Await the returned [`Saved`] for the
+    /// change to be on disk; a failed write is logged and the agent keeps
+    /// serving from memory.
+    pub(crate) fn update_state(&self, f: impl FnOnce(&mut AgentState)) -> Saved {
+        let mut state = write(&self.state);
+        let before = state.clone();
+        f(&mut state);
+        if *state == before {
+            return self.writer.unchanged();
         }
+        // Counted and handed over under the lock, so snapshots reach the
+        // writer in the order of the changes.
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.writer.submit(generation, state.clone())
     }
 
     pub(crate) fn set_connected(&self, signer_id: &str, conn: Option<SignerConn>) {
@@ -203,22 +223,6 @@ impl Shared {
             .find_map(|p| connected.get(&p.id).map(|c| (p.id.clone(), c.clone())))
     }
 
-    /// What `vmux agent status` shows.
-    pub(crate) fn status(&self) -> control::Status {
-        let now = now_s();
-        let links = lock(&self.links).clone();
-        let state = self.state();
-        control::Status::new(
-            &self.config.name,
-            &self.identity.id(),
-            &links,
-            &state,
-            self.cert.status(now),
-            self.pending.load(Ordering::Relaxed),
-            self.last_wake(),
-        )
-    }
-
     /// Sends a wake push to `signer` if it has a wake endpoint and the
     /// coalescing rules allow one now (one per outage, then one per
     /// interval). The push runs on its own; nobody waits for it.
@@ -252,7 +256,9 @@ impl Shared {
                     if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer) {
                         p.wake = None;
                     }
-                });
+                })
+                .saved()
+                .await;
             }
         });
     }
@@ -278,5 +284,55 @@ impl Shared {
         };
         let _ = tokio::time::timeout(Duration::from_secs(15), all).await;
         conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::PinnedSigner;
+
+    #[tokio::test]
+    async fn the_state_file_is_written_off_the_lock_and_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-state.json");
+        let config = AgentConfig {
+            name: "test".into(),
+            signers: Vec::new(),
+            sign_timeout: Duration::from_secs(1),
+            cert_validity: Duration::from_secs(60),
+            cert_renew_before: Duration::from_secs(10),
+            state_path: path.clone(),
+            identity: crate::IdentityStore::File(dir.path().join("agent-identity")),
+            discovery: false,
+            wake: Default::default(),
+            apns_key_files: Vec::new(),
+        };
+        let shared = Shared::open(config, Identity::generate()).unwrap();
+        shared.update_state(|_| {}).saved().await;
+        assert!(!path.exists(), "nothing changed, nothing written");
+        let signer = PinnedSigner {
+            id: "a".into(),
+            name: "pi".into(),
+            static_key: vec![1; 32],
+            address: "127.0.0.1:1".into(),
+            paired_at: 1,
+            keys: Vec::new(),
+            wake: None,
+            ca_key: None,
+        };
+        shared
+            .update_state(|s| s.signers.push(signer.clone()))
+            .saved()
+            .await;
+        assert_eq!(AgentState::load(&path).unwrap().signers, [signer]);
+        // The same wake endpoint again (as a signer sends on every
+        // connection): not written again.
+        std::fs::remove_file(&path).unwrap();
+        shared
+            .update_state(|s| s.signers[0].wake = None)
+            .saved()
+            .await;
+        assert!(!path.exists(), "an unchanged state was written again");
     }
 }

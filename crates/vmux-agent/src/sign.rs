@@ -8,72 +8,70 @@ use rand::RngCore;
 use tracing::info;
 use vmux_proto::{SignContext, SignRequest};
 
+use crate::failure::SignFailure;
 use crate::shared::{PendingGuard, Shared};
-use crate::upstream::SignFailure;
 use crate::verify::signature_is_valid;
 use vmux_home::time::now_ms;
 
 /// Longest validity a sign request is given (the signer refuses longer).
-const REQUEST_WINDOW: Duration = Duration::from_secs(60);
+const REQUEST_LIFETIME: Duration = Duration::from_secs(60);
 
-impl Shared {
-    /// Signs through the signer that listed `key_blob`, waiting at most the
-    /// sign timeout, and verifying the answer.
-    pub(crate) async fn sign_remote(
-        &self,
-        key_blob: &[u8],
-        data: &[u8],
-        flags: u32,
-        context: SignContext,
-    ) -> Result<Vec<u8>, SignFailure> {
-        let _pending = PendingGuard::new(&self.pending);
-        let deadline = tokio::time::Instant::now() + self.config.sign_timeout;
-        let signer_id = self
-            .state()
-            .signer_of(key_blob)
-            .map(str::to_owned)
-            .ok_or(SignFailure::UnknownKey)?;
-        let mut rx = self.connected.subscribe();
-        if !rx.borrow().contains_key(&signer_id) {
-            info!(signer = %signer_id, timeout = ?self.config.sign_timeout, "waiting for signer to connect");
-            self.wake(&signer_id);
-        }
-        let conn = tokio::time::timeout_at(deadline, async {
-            loop {
-                if let Some(c) = rx.borrow_and_update().get(&signer_id).cloned() {
-                    return Some(c);
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
+/// Signs through the signer that listed `key_blob`, waiting at most the
+/// sign timeout, and verifying the answer.
+pub(crate) async fn remote(
+    shared: &Shared,
+    key_blob: &[u8],
+    data: &[u8],
+    flags: u32,
+    context: SignContext,
+) -> Result<Vec<u8>, SignFailure> {
+    let _pending = PendingGuard::new(&shared.pending);
+    let deadline = tokio::time::Instant::now() + shared.config.sign_timeout;
+    let signer_id = shared
+        .state()
+        .signer_of(key_blob)
+        .map(str::to_owned)
+        .ok_or(SignFailure::UnknownKey)?;
+    let mut rx = shared.connected.subscribe();
+    if !rx.borrow().contains_key(&signer_id) {
+        info!(signer = %signer_id, timeout = ?shared.config.sign_timeout, "waiting for signer to connect");
+        shared.wake(&signer_id);
+    }
+    let conn = tokio::time::timeout_at(deadline, async {
+        loop {
+            if let Some(c) = rx.borrow_and_update().get(&signer_id).cloned() {
+                return Some(c);
             }
-        })
-        .await
-        .map_err(|_| SignFailure::TimedOut)?
-        .ok_or(SignFailure::LinkLost)?;
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let issued = now_ms();
-        let mut request_id = [0u8; 16];
-        let mut nonce = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut request_id);
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let request = SignRequest {
-            request_id,
-            key_blob: key_blob.to_vec(),
-            data: data.to_vec(),
-            flags,
-            nonce,
-            issued_at_ms: issued,
-            expires_at_ms: issued + remaining.min(REQUEST_WINDOW).as_millis() as u64,
-            context,
-        };
-        let sig = tokio::time::timeout_at(deadline, conn.sign(request))
-            .await
-            .map_err(|_| SignFailure::TimedOut)??;
-        if signature_is_valid(key_blob, data, flags, &sig) {
-            Ok(sig)
-        } else {
-            Err(SignFailure::BadSignature)
+            if rx.changed().await.is_err() {
+                return None;
+            }
         }
+    })
+    .await
+    .map_err(|_| SignFailure::TimedOut)?
+    .ok_or(SignFailure::LinkLost)?;
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let issued = now_ms();
+    let mut request_id = [0u8; 16];
+    let mut nonce = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut request_id);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let request = SignRequest {
+        request_id,
+        key_blob: key_blob.to_vec(),
+        data: data.to_vec(),
+        flags,
+        nonce,
+        issued_at_ms: issued,
+        expires_at_ms: issued + remaining.min(REQUEST_LIFETIME).as_millis() as u64,
+        context,
+    };
+    let sig = tokio::time::timeout_at(deadline, conn.sign(request))
+        .await
+        .map_err(|_| SignFailure::TimedOut)??;
+    if signature_is_valid(key_blob, data, flags, &sig) {
+        Ok(sig)
+    } else {
+        Err(SignFailure::BadSignature)
     }
 }

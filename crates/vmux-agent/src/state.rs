@@ -45,6 +45,60 @@ impl CachedKey {
     pub fn provider(&self) -> ProviderKind {
         ProviderKind::parse(&self.provider_kind)
     }
+
+    /// What the agent keeps of a signer's key list, in the signer's
+    /// order: keys whose blob is an SSH public key of at most
+    /// [`MAX_KEY_BLOB`] bytes, each once, at most
+    /// [`MAX_KEYS_PER_SIGNER`] of them, with comments and names
+    /// cut to [`MAX_KEY_COMMENT`] bytes and control characters
+    /// (terminal escapes) replaced. Returns them with how many records
+    /// were dropped.
+    pub fn from_key_list(records: &[KeyRecord]) -> (Vec<CachedKey>, usize) {
+        let mut kept: Vec<CachedKey> = Vec::new();
+        for k in records {
+            if kept.len() == MAX_KEYS_PER_SIGNER {
+                break;
+            }
+            let usable = k.public_key_blob.len() <= MAX_KEY_BLOB
+                && k.algorithm.len() <= MAX_ALGORITHM
+                && ssh_key::PublicKey::from_bytes(&k.public_key_blob).is_ok()
+                && !kept.iter().any(|c| c.blob == k.public_key_blob);
+            if usable {
+                let mut c = CachedKey::from(k);
+                c.comment = bounded_text(&c.comment);
+                c.display_name = bounded_text(&c.display_name);
+                kept.push(c);
+            }
+        }
+        let dropped = records.len() - kept.len();
+        (kept, dropped)
+    }
+}
+
+/// Most keys kept from one signer's key list; the rest are dropped with
+/// a warning.
+pub const MAX_KEYS_PER_SIGNER: usize = 256;
+/// Longest key comment (and display name) kept, in bytes; longer ones are
+/// cut.
+pub const MAX_KEY_COMMENT: usize = 256;
+/// Longest public-key blob kept (an RSA key of 16384 bits, the most
+/// OpenSSH accepts, is about 2 KiB).
+pub const MAX_KEY_BLOB: usize = 8 * 1024;
+/// Longest algorithm name kept.
+const MAX_ALGORITHM: usize = 64;
+
+/// `s` with control characters replaced by `?`, cut to at most
+/// [`MAX_KEY_COMMENT`] bytes on a character boundary.
+fn bounded_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_KEY_COMMENT));
+    for c in s.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > MAX_KEY_COMMENT {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// How to wake a signer, as it last said.
@@ -260,6 +314,46 @@ mod b64_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(blob: Vec<u8>, comment: &str) -> KeyRecord {
+        KeyRecord {
+            algorithm: "ssh-ed25519".into(),
+            public_key_blob: blob,
+            comment: comment.into(),
+            provider_kind: ProviderKind::Software,
+            display_name: String::new(),
+        }
+    }
+
+    fn ed25519() -> Vec<u8> {
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap()
+            .public_key()
+            .to_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_key_list_is_bounded_on_arrival() {
+        let good = ed25519();
+        let long = format!("é{}\x1b[2Jmore", "x".repeat(400));
+        let mut list = vec![
+            record(good.clone(), &long),
+            record(b"not a key".to_vec(), "broken"),
+            record(good.clone(), "again"),
+        ];
+        let (kept, dropped) = CachedKey::from_key_list(&list);
+        assert_eq!((kept.len(), dropped), (1, 2));
+        assert!(kept[0].comment.len() <= MAX_KEY_COMMENT);
+        assert!(kept[0].comment.starts_with("éxxx"));
+        let (kept, _) = CachedKey::from_key_list(&[record(ed25519(), "a\x1b[2Jb")]);
+        assert_eq!(kept[0].comment, "a?[2Jb");
+        list.extend((0..2 * MAX_KEYS_PER_SIGNER).map(|_| record(ed25519(), "k")));
+        let (kept, dropped) = CachedKey::from_key_list(&list);
+        assert_eq!(kept.len(), MAX_KEYS_PER_SIGNER);
+        assert_eq!(kept.len() + dropped, list.len());
+        assert_eq!(kept[0].blob, good, "the signer's order is kept");
+    }
 
     #[test]
     fn round_trips_and_rejects_garbage() {

@@ -2,21 +2,27 @@
 //! keep the key cache fresh, carry sign requests, reconnect when the link
 //! drops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vmux_link::{
-    open_as_agent, AgentSession, Channel, Expect, LinkError, Opened, PendingPairing, StaticKey,
+    open_as_agent, AgentSession, Channel, ChannelWriter, Expect, LinkError, Opened, PendingPairing,
+    StaticKey,
 };
-use vmux_proto::{CertRequest, ErrorCode, IssuedCert, Message, RequestId, SignRequest};
+use vmux_proto::{IssuedCert, Message, RequestId};
 
+use crate::failure::SignFailure;
 use crate::notice;
 use crate::shared::Shared;
+use crate::signer_conn::{Outgoing, SignerConn, Slot};
 use crate::state::{CachedKey, PinnedSigner, StoredWake};
 use vmux_home::sync::lock;
 use vmux_home::time::now_s;
@@ -25,8 +31,16 @@ use vmux_home::time::now_s;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval between keep-alive pings on an idle link.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// Silence after which a link is considered dead.
+/// Silence after which a link is considered dead; also the longest one
+/// message may take to be written (a signer that reads nothing for this
+/// long is dead too).
 const LINK_SILENCE: Duration = Duration::from_secs(45);
+/// Pongs that may wait for the link's writer. A signer sends no pings
+/// (PROTOCOL.md §6.5) and answers each of ours, so an honest one never
+/// comes near this; one whose pings fill the queue sends faster than it
+/// reads, and its link is dropped rather than left to block the reading
+/// of everything else it sends.
+const PONG_QUEUE: usize = 64;
 /// Reconnect back-off: first delay and cap (with ±25 % jitter), so a
 /// signer that comes back is found within about a second.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -34,123 +48,6 @@ const BACKOFF_CAP: Duration = Duration::from_millis(800);
 /// Cap where no pinned signer answers and pairing is not permitted (only
 /// a pinned signer that moved there could answer).
 const BACKOFF_NOT_PAIRED: Duration = Duration::from_secs(5);
-
-/// Why a forwarded sign produced no signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignFailure {
-    /// The signer answered with an error code.
-    Signer(ErrorCode),
-    /// The link dropped before the answer.
-    LinkLost,
-    /// No signer answered within the bounded wait.
-    TimedOut,
-    /// No signer offers this key.
-    UnknownKey,
-    /// The signer's answer did not verify against the key.
-    BadSignature,
-    /// No signer is connected (certificate requests do not wait).
-    NoSigner,
-    /// The certificate was signed by another CA key than the one pinned
-    /// for its signer.
-    CaNotPinned,
-    /// The session certificate signs only for a local login on the
-    /// connection that bound its session; this request was not one.
-    CertificateNotHere(crate::origin::trust::Reach),
-}
-
-impl std::fmt::Display for SignFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SignFailure::Signer(c) => write!(f, "signer refused: {c}"),
-            SignFailure::LinkLost => f.write_str("the link to the signer dropped"),
-            SignFailure::TimedOut => f.write_str("no answer from a signer within the sign timeout"),
-            SignFailure::UnknownKey => f.write_str("no paired signer offers this key"),
-            SignFailure::BadSignature => {
-                f.write_str("the signer's signature did not verify; discarded")
-            }
-            SignFailure::NoSigner => f.write_str("no signer is connected"),
-            SignFailure::CaNotPinned => f.write_str(
-                "the certificate is signed by another CA key than the one pinned for this signer; discarded",
-            ),
-            SignFailure::CertificateNotHere(reach) => match reach {
-                crate::origin::trust::Reach::Forwarded => f.write_str(
-                    "the session certificate never signs for a forwarded agent connection",
-                ),
-                _ => f.write_str(
-                    "the session certificate signs only logins for the session this connection bound",
-                ),
-            },
-        }
-    }
-}
-
-/// Work for a signer link, with where to send the answer.
-// Each lives for one trip through a channel; boxing the sign request
-// would only add an allocation per signature.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Outgoing {
-    Sign {
-        request: SignRequest,
-        reply: oneshot::Sender<Result<Vec<u8>, SignFailure>>,
-    },
-    Cert {
-        request: CertRequest,
-        reply: oneshot::Sender<Result<IssuedCert, SignFailure>>,
-    },
-    RefreshKeys {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// A live session with a signer, as seen by request handlers.
-#[derive(Clone)]
-pub struct SignerConn {
-    tx: mpsc::Sender<(Outgoing, Slot)>,
-    /// Requests in flight to this signer, at most
-    /// [`vmux_proto::MAX_IN_FLIGHT`] (what the signer accepts); the rest
-    /// wait here, within their deadline. A request's slot is freed when the
-    /// signer answers it or the link drops, not when its client gives up:
-    /// the signer is still working on it until then.
-    in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-impl SignerConn {
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Outgoing,
-    ) -> Result<T, SignFailure> {
-        let slot = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SignFailure::LinkLost)?;
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((make(reply), slot))
-            .await
-            .map_err(|_| SignFailure::LinkLost)?;
-        answer.await.map_err(|_| SignFailure::LinkLost)
-    }
-
-    /// Sends a sign request; resolves with the signer's answer.
-    pub(crate) async fn sign(&self, request: SignRequest) -> Result<Vec<u8>, SignFailure> {
-        self.ask(|reply| Outgoing::Sign { request, reply }).await?
-    }
-
-    /// Sends a certificate request; resolves with the signer's answer.
-    pub(crate) async fn certificate(
-        &self,
-        request: CertRequest,
-    ) -> Result<IssuedCert, SignFailure> {
-        self.ask(|reply| Outgoing::Cert { request, reply }).await?
-    }
-
-    /// Asks for the key list again; resolves when it has arrived.
-    pub(crate) async fn refresh(&self) -> Result<(), SignFailure> {
-        self.ask(|reply| Outgoing::RefreshKeys { reply }).await
-    }
-}
 
 enum Waiter {
     Sign(oneshot::Sender<Result<Vec<u8>, SignFailure>>),
@@ -166,11 +63,35 @@ impl Waiter {
     }
 }
 
-/// One of a link's [`vmux_proto::MAX_IN_FLIGHT`] request slots.
-type Slot = tokio::sync::OwnedSemaphorePermit;
-
 /// Requests sent and not yet answered, each with its slot.
 type Pending = Arc<Mutex<HashMap<RequestId, (Waiter, Slot)>>>;
+
+/// Key list requests sent and not yet answered, in order, each with the
+/// refresh that waits for its answer (none for the first, sent when the
+/// session opens). A key list is accepted only as the answer to one.
+type KeyListsAsked = Arc<Mutex<VecDeque<Option<oneshot::Sender<()>>>>>;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkDown {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("nothing arrived from the signer for {}s", LINK_SILENCE.as_secs())]
+    Silent,
+    #[error("the signer read nothing for {}s", LINK_SILENCE.as_secs())]
+    NotReading,
+    #[error("the signer sends pings faster than it reads the answers")]
+    PingFlood,
+}
+
+/// Sends `msg`, failing if the signer does not take it within
+/// [`LINK_SILENCE`].
+async fn send_within(writer: &mut ChannelWriter, msg: &Message) -> Result<(), LinkDown> {
+    tokio::time::timeout(LINK_SILENCE, writer.send(msg))
+        .await
+        .map_err(|_| LinkDown::NotReading)?
+        .map_err(LinkDown::Link)
+}
 
 /// Keeps one signer address connected for as long as the agent runs.
 pub async fn maintain(shared: Arc<Shared>, address: String) {
@@ -364,6 +285,13 @@ async fn confirm_pairing(
     result
 }
 
+/// Serves one open session until it ends: the key list, sign and
+/// certificate requests, wake endpoints, keep-alive. It ends when the
+/// link closes or fails, when nothing arrives for [`LINK_SILENCE`]
+/// (checked over the whole loop, whatever the loop is doing), when a
+/// message cannot be written within [`LINK_SILENCE`], or when the signer
+/// floods pings it does not read the answers to; then every waiting
+/// request fails and [`maintain`] reconnects.
 async fn run_session(
     shared: &Arc<Shared>,
     address: &str,
@@ -375,31 +303,34 @@ async fn run_session(
         paired_with_code,
     } = session;
     let signer_id = signer.id.clone();
-    shared.update_state(|s| {
-        // A pinned signer keeps its place in the user's order; only its
-        // address follows it.
-        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer.id) {
-            p.address = address.to_owned();
-            p.name = signer.name.clone();
-            return;
-        }
-        if paired_with_code.is_none() {
-            return;
-        }
-        // A new pairing at a pinned signer's address (asked for by the
-        // user) replaces that pin; the new signer goes last.
-        s.signers.retain(|p| p.address != address);
-        s.signers.push(PinnedSigner {
-            id: signer.id.clone(),
-            name: signer.name.clone(),
-            static_key: signer.static_key.to_vec(),
-            address: address.to_owned(),
-            paired_at: now_s(),
-            wake: None,
-            keys: Vec::new(),
-            ca_key: None,
-        });
-    });
+    shared
+        .update_state(|s| {
+            // A pinned signer keeps its place in the user's order; only its
+            // address follows it.
+            if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer.id) {
+                p.address = address.to_owned();
+                p.name = signer.name.clone();
+                return;
+            }
+            if paired_with_code.is_none() {
+                return;
+            }
+            // A new pairing at a pinned signer's address (asked for by the
+            // user) replaces that pin; the new signer goes last.
+            s.signers.retain(|p| p.address != address);
+            s.signers.push(PinnedSigner {
+                id: signer.id.clone(),
+                name: signer.name.clone(),
+                static_key: signer.static_key.to_vec(),
+                address: address.to_owned(),
+                paired_at: now_s(),
+                wake: None,
+                keys: Vec::new(),
+                ca_key: None,
+            });
+        })
+        .saved()
+        .await;
     if !shared.state().signers.iter().any(|p| p.id == signer.id) {
         // Forgotten while connecting: nothing to serve.
         return Ok(());
@@ -419,31 +350,28 @@ async fn run_session(
         mut writer,
         ..
     } = channel;
-    writer.send(&Message::KeyListRequest).await?;
+    let key_lists: KeyListsAsked = Arc::default();
+    lock(&key_lists).push_back(None);
+    tokio::time::timeout(LINK_SILENCE, writer.send(&Message::KeyListRequest))
+        .await
+        .map_err(|_| LinkError::Timeout)??;
 
     let (tx, mut rx) = mpsc::channel::<(Outgoing, Slot)>(256);
     let pending: Pending = Arc::default();
-    shared.set_connected(
-        &signer_id,
-        Some(SignerConn {
-            tx,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(vmux_proto::MAX_IN_FLIGHT)),
-        }),
-    );
+    shared.set_connected(&signer_id, Some(SignerConn::new(tx)));
 
-    let (raw_tx, mut raw_rx) = mpsc::channel::<Message>(8);
+    let (pong_tx, mut pong_rx) = mpsc::channel::<Message>(PONG_QUEUE);
     let writer_pending = pending.clone();
-    let refreshes: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
-    let writer_refreshes = refreshes.clone();
+    let writer_key_lists = key_lists.clone();
     let write = async move {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
         let mut n = 0u64;
         loop {
-            tokio::select! {
+            let msg = tokio::select! {
                 out = rx.recv() => {
                     let Some((out, slot)) = out else { return Ok(()) };
-                    let msg = match out {
+                    match out {
                         Outgoing::Sign { request, reply } => {
                             lock(&writer_pending).insert(request.request_id, (Waiter::Sign(reply), slot));
                             Message::SignRequest(request)
@@ -455,39 +383,72 @@ async fn run_session(
                         Outgoing::RefreshKeys { reply } => {
                             // A key list is not counted by the signer.
                             drop(slot);
-                            lock(&writer_refreshes).push(reply);
+                            // Asked before it is sent: the answer cannot
+                            // come first.
+                            lock(&writer_key_lists).push_back(Some(reply));
                             Message::KeyListRequest
                         }
-                    };
-                    writer.send(&msg).await?;
+                    }
                 }
-                raw = raw_rx.recv() => {
-                    let Some(m) = raw else { return Ok(()) };
-                    writer.send(&m).await?;
+                pong = pong_rx.recv() => {
+                    let Some(pong) = pong else { return Ok(()) };
+                    pong
                 }
                 _ = ping.tick() => {
                     n += 1;
-                    writer.send(&Message::Ping(n)).await?;
+                    Message::Ping(n)
                 }
+            };
+            send_within(&mut writer, &msg).await?;
+        }
+    };
+    // When the last message arrived, in milliseconds since `opened`.
+    let opened = Instant::now();
+    let heard = AtomicU64::new(0);
+    let silence = async {
+        loop {
+            let deadline =
+                opened + Duration::from_millis(heard.load(Ordering::Relaxed)) + LINK_SILENCE;
+            if Instant::now() >= deadline {
+                return Err::<(), _>(LinkDown::Silent);
             }
+            tokio::time::sleep_until(deadline).await;
         }
     };
     let mut first_list = true;
+    let mut warned_unasked = false;
     let read = async {
         loop {
-            let msg = tokio::time::timeout(LINK_SILENCE, reader.recv())
-                .await
-                .map_err(|_| LinkError::Timeout)??;
+            let msg = reader.recv().await?;
+            heard.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
             match msg {
                 Message::KeyList(keys) => {
-                    let cached: Vec<CachedKey> = keys.iter().map(CachedKey::from).collect();
+                    let Some(waiter) = lock(&key_lists).pop_front() else {
+                        if !warned_unasked {
+                            warn!(signer = %signer.id, "the signer sent a key list nobody asked for; ignored");
+                            warned_unasked = true;
+                        }
+                        continue;
+                    };
+                    let (cached, dropped) = CachedKey::from_key_list(&keys);
+                    if dropped > 0 {
+                        warn!(
+                            signer = %signer.id,
+                            listed = keys.len(),
+                            dropped,
+                            "kept {} of the signer's keys (at most {} keys, each an SSH public key of at most {} bytes, listed once)",
+                            cached.len(),
+                            crate::state::MAX_KEYS_PER_SIGNER,
+                            crate::state::MAX_KEY_BLOB,
+                        );
+                    }
                     let count = cached.len();
                     shared.update_state(|s| {
                         if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
                             p.keys = cached;
                         }
                     });
-                    for w in lock(&refreshes).drain(..) {
+                    if let Some(w) = waiter {
                         let _ = w.send(());
                     }
                     if first_list {
@@ -520,6 +481,7 @@ async fn run_session(
                     }
                 },
                 Message::WakeEndpoint(w) => {
+                    // Written only when it changed.
                     let wake = StoredWake::from_wire(&w);
                     shared.update_state(|s| {
                         if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
@@ -530,15 +492,20 @@ async fn run_session(
                         }
                     });
                 }
-                Message::Ping(n) => {
-                    let _ = raw_tx.send(Message::Pong(n)).await;
-                }
+                // Never waits for the writer: a signer that sends pings
+                // and does not read the pongs cannot stop the reading of
+                // everything else.
+                Message::Ping(n) => match pong_tx.try_send(Message::Pong(n)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => return Err(LinkDown::PingFlood),
+                    Err(TrySendError::Closed(_)) => return Ok(()),
+                },
                 Message::Pong(_) => {}
                 other => {
-                    return Err::<(), _>(LinkError::Unexpected {
+                    return Err(LinkDown::Link(LinkError::Unexpected {
                         expected: "a response",
                         got: other.name(),
-                    })
+                    }))
                 }
             }
         }
@@ -546,6 +513,7 @@ async fn run_session(
     let result = tokio::select! {
         r = write => r,
         r = read => r,
+        r = silence => r,
     };
     shared.set_connected(&signer_id, None);
     shared.set_link(address, |l| {
@@ -561,7 +529,7 @@ async fn run_session(
         signer.id
     ));
     match result {
-        Err(LinkError::Closed) | Ok(()) => Ok(()),
+        Err(LinkDown::Link(LinkError::Closed)) | Ok(()) => Ok(()),
         Err(e) => {
             warn!(signer = %signer.id, error = %e, "link to signer lost");
             Ok(())

@@ -1,8 +1,12 @@
 //! The OpenSSH agent protocol (draft-miller-ssh-agent): the requests this
 //! agent understands and the answers it gives. No I/O.
 
-/// Largest agent message, as OpenSSH's ssh-agent allows (256 KiB).
+/// Largest agent message, as OpenSSH's ssh-agent allows (256 KiB), and
+/// the largest answer OpenSSH's clients accept (`MAX_AGENT_REPLY_LEN`).
 pub const MAX_AGENT_MESSAGE: usize = 256 * 1024;
+/// Most identities OpenSSH's clients accept in one answer
+/// (`MAX_AGENT_IDENTITIES`).
+pub const MAX_IDENTITIES: usize = 2048;
 
 /// `SSH_AGENT_FAILURE`
 pub const FAILURE: u8 = 5;
@@ -82,15 +86,27 @@ pub fn status(code: u8) -> Vec<u8> {
     vec![0, 0, 0, 1, code]
 }
 
-/// A framed `SSH_AGENT_IDENTITIES_ANSWER`.
-pub fn identities_answer<'a>(ids: impl ExactSizeIterator<Item = (&'a [u8], &'a str)>) -> Vec<u8> {
-    let mut body = vec![IDENTITIES_ANSWER];
-    body.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+/// A framed `SSH_AGENT_IDENTITIES_ANSWER` with as many of `ids`, in
+/// order, as OpenSSH's clients accept: at most [`MAX_IDENTITIES`], in at
+/// most [`MAX_AGENT_MESSAGE`] bytes (a longer answer would make them fail
+/// to list any key). Returns it with how many identities were left out.
+pub fn identities_answer<'a>(
+    ids: impl IntoIterator<Item = (&'a [u8], &'a str)>,
+) -> (Vec<u8>, usize) {
+    let mut body = vec![IDENTITIES_ANSWER, 0, 0, 0, 0];
+    let (mut listed, mut left_out) = (0u32, 0);
     for (blob, comment) in ids {
-        put_string(&mut body, blob);
-        put_string(&mut body, comment.as_bytes());
+        let entry = 8 + blob.len() + comment.len();
+        if (listed as usize) < MAX_IDENTITIES && body.len() + entry <= MAX_AGENT_MESSAGE {
+            put_string(&mut body, blob);
+            put_string(&mut body, comment.as_bytes());
+            listed += 1;
+        } else {
+            left_out += 1;
+        }
     }
-    frame(body)
+    body[1..5].copy_from_slice(&listed.to_be_bytes());
+    (frame(body), left_out)
 }
 
 /// A framed `SSH_AGENT_SIGN_RESPONSE`.
@@ -158,10 +174,30 @@ mod tests {
     #[test]
     fn answers_are_framed() {
         assert_eq!(status(FAILURE), [0, 0, 0, 1, 5]);
-        let a = identities_answer([(&b"k"[..], "c")].into_iter());
+        let (a, left_out) = identities_answer([(&b"k"[..], "c")]);
         assert_eq!(
             a,
             [0, 0, 0, 15, 12, 0, 0, 0, 1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'c']
         );
+        assert_eq!(left_out, 0);
+    }
+
+    #[test]
+    fn the_identities_answer_stays_within_openssh_limits() {
+        let count = |a: &[u8]| u32::from_be_bytes([a[5], a[6], a[7], a[8]]) as usize;
+        // 1 MiB of identities: what fits, in order, then the smaller
+        // ones that still fit.
+        let big = vec![7u8; 4000];
+        let mut ids: Vec<(&[u8], &str)> = vec![(&big[..], "big"); 262];
+        ids.push((&b"small"[..], "s"));
+        let (a, left_out) = identities_answer(ids.iter().copied());
+        assert!(a.len() - 4 <= MAX_AGENT_MESSAGE, "{}", a.len());
+        assert_eq!(count(&a), 65 + 1);
+        assert_eq!(left_out, 262 - 65);
+        assert!(a.ends_with(b"small\0\0\0\x01s"));
+        // More keys than OpenSSH lists.
+        let many = vec![(&b"k"[..], ""); MAX_IDENTITIES + 10];
+        let (a, left_out) = identities_answer(many.iter().copied());
+        assert_eq!((count(&a), left_out), (MAX_IDENTITIES, 10));
     }
 }

@@ -396,11 +396,135 @@ fn a_known_hosts_symlink_flipped_to_a_fifo_freezes_no_client() {
 fn a_certificate_request_with_no_signer_connected_says_so() {
     let dir = test_dir();
     let mut agent = Agent::new(dir.path(), "laptop");
-    // Nothing listens there.
-    let nowhere = format!("127.0.0.1:{}", free_port());
-    agent.start(&["--signer", &nowhere]);
+    // Nothing listens there, and nothing can start to while it is held.
+    let nowhere = ClosedPort::reserve();
+    agent.start(&["--signer", &nowhere.addr()]);
     let out = run(&mut agent.cmd(&["cert"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no signer is connected"), "{err}");
+}
+
+/// The JSON of a control answer, or `None` for `SSH_AGENT_FAILURE`.
+fn control_answer(answer: &[u8]) -> Option<serde_json::Value> {
+    if answer.first() != Some(&6) {
+        return None;
+    }
+    let n = u32::from_be_bytes(answer.get(1..5)?.try_into().ok()?) as usize;
+    serde_json::from_slice(answer.get(5..5 + n)?).ok()
+}
+
+/// Asserts that a control command was refused: a failure, or only an
+/// error sentence.
+fn assert_refused(answer: &[u8], what: &str) {
+    if let Some(v) = control_answer(answer) {
+        let fields: Vec<&String> = v
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert!(
+            fields == ["error"] && v["error"].is_string(),
+            "{what} was not refused: {v}"
+        );
+    }
+}
+
+/// What a forwarded agent through an `ssh` older than 8.9 (which never
+/// sends session-bind), or a socket relayed to another host, looks like
+/// to the agent: a client of the owner's uid that binds no session. Such
+/// a client is not the vmux program; it must not start a pairing with
+/// its own signer, confirm or refuse the code of a waiting pairing, or
+/// get a certificate issued. The vmux program itself still does all of
+/// that, and status answers everyone local.
+#[test]
+fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "plain");
+    signer.start();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    // The user confirms pairings by hand below.
+    agent.confirm_pairings = false;
+    agent.start(&["--signer", &signer.addr]);
+    let line = agent
+        .daemon()
+        .wait_line(WAIT, |l| pairing_code_of(l).is_some());
+    let out = agent.confirm(&pairing_code_of(&line).unwrap());
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_connected(1);
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    let serial = agent.status()["certificate"]["serial"].clone();
+    assert!(serial.is_u64(), "{serial}");
+
+    // The attacker's client: this test program, on the agent's socket,
+    // never binding a session.
+    let mut attacker = UnixStream::connect(&agent.sock).unwrap();
+
+    // It asks the agent to pair with the attacker's own signer (which
+    // approves anything).
+    let mut evil = Signer::init(dir.path(), "evil");
+    evil.start();
+    let answer = call(
+        &mut attacker,
+        &control(&format!("pair-signer {}", evil.addr)),
+    );
+    assert_refused(&answer, "pair-signer from a client that is not vmux");
+    let status = agent.status();
+    assert!(
+        status["signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["address"] != evil.addr.as_str()),
+        "the agent went to the attacker's signer: {status}"
+    );
+
+    // The user pairs another signer with `vmux agent pair`; its code
+    // waits for the user's confirmation. The attacker reads the code and
+    // tries to confirm it (or to refuse it) itself.
+    let mut second = Signer::init(dir.path(), "second");
+    second.keygen("ed25519", "second");
+    second.start();
+    ok(&mut agent.cmd(&["pair", "--signer", &second.addr]));
+    let seen = control_answer(&call(&mut attacker, &control("status"))).expect("status");
+    let code = seen["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["address"] == second.addr.as_str())
+        .and_then(|g| g["pairing_code"].as_str())
+        .unwrap_or_else(|| panic!("no code waiting: {seen}"))
+        .to_owned();
+    let answer = call(&mut attacker, &control(&format!("pair-confirm {code}")));
+    assert_refused(&answer, "pair-confirm from a client that is not vmux");
+    let answer = call(&mut attacker, &control("pair-deny"));
+    assert_refused(&answer, "pair-deny from a client that is not vmux");
+    let status = agent.status();
+    let waiting = status["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["address"] == second.addr.as_str())
+        .map(|g| (g["pairing_code"].clone(), g["connected"].clone()));
+    assert_eq!(
+        waiting,
+        Some((serde_json::json!(code), serde_json::json!(false))),
+        "the pairing no longer waits for the user: {status}"
+    );
+    // The user's own confirmation pins it.
+    let out = agent.confirm(&code);
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_connected(2);
+
+    // A certificate, asked for by the attacker: refused, none issued.
+    let answer = call(&mut attacker, &control("cert"));
+    assert_refused(&answer, "cert from a client that is not vmux");
+    assert_eq!(agent.status()["certificate"]["serial"], serial);
+    // `vmux agent cert` gets one.
+    ok(&mut agent.cmd(&["cert"]));
+    let status = agent.status();
+    assert_eq!(status["certificate"]["state"], "valid", "{status}");
+    assert_ne!(status["certificate"]["serial"], serial, "{status}");
 }

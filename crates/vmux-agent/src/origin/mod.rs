@@ -68,14 +68,54 @@ pub fn known_hosts_files() -> Vec<PathBuf> {
     known_hosts::default_files(std::env::var_os("HOME").map(PathBuf::from).as_deref())
 }
 
+/// Longest the agent waits for `/proc` to identify a process that just
+/// connected; past that the process stays unknown.
+const IDENTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `f` on the blocking pool, giving up on it after `limit`.
+async fn off_runtime<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    tokio::time::timeout(limit, tokio::task::spawn_blocking(f))
+        .await
+        .ok()?
+        .ok()
+}
+
 impl Connection {
-    /// A connection from the process `pid`, identified now.
-    pub fn at_connect(pid: Option<u32>) -> Connection {
+    /// A connection from the process `pid`, identified as it connects by
+    /// its start time alone (`/proc/PID/stat`; its command line, which can
+    /// block on the process's memory lock, is read only when it asks for
+    /// a signature). Called in the client's own task: the read runs off
+    /// the async runtime and is bounded in time, so no client can delay
+    /// the accepting of others.
+    pub async fn identify(pid: Option<u32>) -> Connection {
+        let start_time = match pid {
+            Some(pid) => off_runtime(IDENTIFY_TIMEOUT, move || process::start_time(pid))
+                .await
+                .flatten(),
+            None => None,
+        };
         Connection {
             pid,
-            start_time: pid.and_then(process::read).map(|p| p.start_time),
+            start_time,
             bindings: Bindings::default(),
         }
+    }
+
+    /// What program the peer runs: [`process::PeerProgram::ThisProgram`]
+    /// only if the process that connected (same pid and start time) runs
+    /// this very executable. Off the runtime, bounded.
+    pub async fn program(&self) -> process::PeerProgram {
+        let Some((pid, start_time)) = self.pid.zip(self.start_time) else {
+            return process::PeerProgram::Unknown;
+        };
+        off_runtime(IDENTIFY_TIMEOUT, move || {
+            process::program_of(pid, start_time)
+        })
+        .await
+        .unwrap_or(process::PeerProgram::Unknown)
     }
 
     /// The peer's pid at connect.

@@ -24,14 +24,14 @@ pub struct Proc {
 /// Reads one process.
 #[cfg(target_os = "linux")]
 pub fn read(pid: u32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (ppid, sid, start_time) = parse_stat(&stat)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv: Vec<String> = cmdline
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (ppid, sid, start_time) = parse_stat(&stat)?;
     let argv = if argv.is_empty() {
         // Kernel threads and zombies: the command name from stat.
         vec![stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned()]
@@ -44,6 +44,67 @@ pub fn read(pid: u32) -> Option<Proc> {
         sid,
         start_time,
     })
+}
+
+/// When the process `pid` started (clock ticks since boot), from
+/// `/proc/PID/stat` alone: what identifies it, with its pid, for its
+/// whole life. Unlike the command line, reading it never waits for the
+/// process's memory map lock.
+#[cfg(target_os = "linux")]
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, _, t)| t)
+}
+
+/// When the process started (not available on this platform).
+#[cfg(not(target_os = "linux"))]
+pub fn start_time(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// What program a peer process runs, as far as the agent can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerProgram {
+    /// The same executable as this process (the vmux program).
+    ThisProgram,
+    /// Another executable.
+    Another,
+    /// Not known: no pid, the process is gone or was replaced, or
+    /// `/proc` did not answer.
+    Unknown,
+}
+
+/// Whether the process `pid`, which started at `start_time`, runs the
+/// executable this process runs, as the kernel names both
+/// (`/proc/PID/exe`, which a process cannot change, unlike its argv).
+/// The start time is checked after the executable is read, so a pid
+/// reused in between is not taken for the process that connected.
+pub fn program_of(pid: u32, start_time: u64) -> PeerProgram {
+    let Some(theirs) = executable(pid) else {
+        return PeerProgram::Unknown;
+    };
+    if self::start_time(pid) != Some(start_time) {
+        return PeerProgram::Unknown;
+    }
+    let Some(ours) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+    else {
+        return PeerProgram::Unknown;
+    };
+    if same_executable(&theirs, &ours) {
+        PeerProgram::ThisProgram
+    } else {
+        PeerProgram::Another
+    }
+}
+
+/// Whether two `/proc/PID/exe` names are the same executable: the same
+/// path, where either may have been replaced on disk since it started
+/// (an upgrade), which the kernel marks with " (deleted)".
+fn same_executable(a: &str, b: &str) -> bool {
+    let path = |s: &str| s.strip_suffix(" (deleted)").unwrap_or(s).to_owned();
+    !a.is_empty() && path(a) == path(b)
 }
 
 /// The process's executable as the kernel names it (`/proc/PID/exe`),
@@ -240,6 +301,25 @@ mod tests {
             "whatever argv says"
         );
         assert_eq!(executable(u32::MAX), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_program_is_recognised_by_its_executable_and_start_time() {
+        let me = std::process::id();
+        let started = start_time(me).expect("own start time");
+        assert_eq!(program_of(me, started), PeerProgram::ThisProgram);
+        // Another start time: a reused pid, not the process that connected.
+        assert_eq!(program_of(me, started + 1), PeerProgram::Unknown);
+        assert_eq!(program_of(u32::MAX, started), PeerProgram::Unknown);
+        // Our parent (cargo, or a shell) is another program.
+        let parent = std::os::unix::process::parent_id();
+        if let Some(t) = start_time(parent) {
+            assert_ne!(program_of(parent, t), PeerProgram::ThisProgram);
+        }
+        assert!(same_executable("/usr/bin/vmux (deleted)", "/usr/bin/vmux"));
+        assert!(!same_executable("/usr/bin/ssh", "/usr/bin/vmux"));
+        assert!(!same_executable("", ""));
     }
 
     #[test]

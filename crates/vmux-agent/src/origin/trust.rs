@@ -20,10 +20,18 @@
 //!   owner can connect) but not the certificate, and its requests are not
 //!   verified, so the signer grants them no approval window.
 //!
+//! Whatever its bindings, a connection may start, confirm or refuse a
+//! pairing, or have a certificate issued, only if the process at its
+//! other end runs the vmux program itself ([`OwnProgram`]): the kernel
+//! names a peer's executable, and a remote host behind a forwarded agent
+//! (through an `ssh` that does not bind) or a relayed socket is an `ssh`,
+//! a `socat`, … at our end, never vmux.
+//!
 //! The certificate and control paths take the proof types below, which
 //! only this module constructs, so skipping the check does not compile.
 
 use super::bind::Bindings;
+use super::process::PeerProgram;
 use super::VerifiedLogin;
 
 /// Where a connection comes from, as far as its bindings prove.
@@ -70,6 +78,14 @@ pub struct LocalControl {
     _checked: (),
 }
 
+/// Proof that a connection that may use the control extension comes from
+/// the vmux program itself: what pairing (`pair-signer`, `pair-confirm`,
+/// `pair-deny`) and certificate (`cert`) commands require.
+#[derive(Debug)]
+pub struct OwnProgram {
+    _checked: (),
+}
+
 /// The proof for signing `data` with the session certificate on a
 /// connection with `bindings`, if it holds.
 pub fn local_login(bindings: &Bindings, data: &[u8]) -> Option<LocalLogin> {
@@ -82,6 +98,12 @@ pub fn local_login(bindings: &Bindings, data: &[u8]) -> Option<LocalLogin> {
 /// The proof for the control extension on a connection with `bindings`.
 pub fn local_control(bindings: &Bindings) -> Option<LocalControl> {
     (Reach::of(bindings) != Reach::Forwarded).then_some(LocalControl { _checked: () })
+}
+
+/// The proof for pairing and certificate commands on a local connection
+/// whose peer runs `program`.
+pub fn own_program(_local: &LocalControl, program: PeerProgram) -> Option<OwnProgram> {
+    (program == PeerProgram::ThisProgram).then_some(OwnProgram { _checked: () })
 }
 
 #[cfg(test)]
@@ -123,5 +145,13 @@ mod tests {
         assert!(!Reach::of(&fwd).sees_certificate());
         assert!(local_login(&fwd, &request(b"sid", "u", None)).is_none());
         assert!(local_control(&fwd).is_none());
+    }
+
+    #[test]
+    fn only_this_program_may_pair_or_ask_for_a_certificate() {
+        let local = local_control(&Bindings::default()).expect("unbound is local");
+        assert!(own_program(&local, PeerProgram::ThisProgram).is_some());
+        assert!(own_program(&local, PeerProgram::Another).is_none());
+        assert!(own_program(&local, PeerProgram::Unknown).is_none());
     }
 }
