@@ -26,9 +26,10 @@ pub enum DecodeError {
 pub enum ErrorCode {
     /// The approver said no.
     UserDenied,
-    /// The request arrived after its `expires_at`, or its window is invalid.
+    /// The request arrived after its `expires_at`, or its timestamps are
+    /// invalid (a lifetime over the limit, or issued too far ahead).
     RequestExpired,
-    /// The request's nonce was already seen inside its window.
+    /// The request's nonce was already seen within its lifetime.
     ReplayDetected,
     /// The agent is not paired, or pairing failed.
     PairingInvalid,

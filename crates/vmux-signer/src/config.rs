@@ -16,8 +16,8 @@ pub struct SignerConfig {
     /// Approval mode (`--approve`): `tty` or `command:PROGRAM`. Default `tty`.
     pub approve: String,
     /// How long the approver may take, in seconds, before the request is
-    /// denied with `approvalTimeout`. Default 60 (a sign request's window
-    /// bounds it further).
+    /// denied with `approvalTimeout`. Default 60 (a sign request's own
+    /// lifetime, at most 60 s, bounds it further).
     pub approval_timeout_seconds: u64,
     /// Longest approval window a person may grant at a prompt, in
     /// seconds ("approve this key for this process and host for N

@@ -83,6 +83,28 @@ impl Purpose {
             _ => "",
         }
     }
+
+    /// `verified` when a session binding the signer checked itself covers
+    /// the data (a verified login), else `none` (`VMUX_BINDING`).
+    pub fn binding(&self) -> &'static str {
+        match self {
+            Purpose::VerifiedLogin(_) => "verified",
+            _ => "none",
+        }
+    }
+
+    /// Whether nobody can say if the request came through a forwarded
+    /// agent: the agent says not (`forwarded` is its claim), but no
+    /// session binding covers the request. The agent knows a connection
+    /// is forwarded only from the binding `ssh` 8.9+ makes before relaying
+    /// anything; a client that binds nothing (an older `ssh`, other SSH
+    /// clients, a relayed agent socket, and `ssh-keygen -Y`, which has no
+    /// session) looks the same local or forwarded. The agent sends a
+    /// binding only with a login for the session it bound, so this is
+    /// every request except a verified login or a forwarded one.
+    pub fn forwarding_unknown(&self, forwarded: bool) -> bool {
+        !forwarded && !matches!(self, Purpose::VerifiedLogin(_))
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +168,28 @@ mod tests {
             }
         );
         assert_eq!(Purpose::of(b"sid-1", Some(&p)), Purpose::Unknown);
+    }
+
+    #[test]
+    fn forwarding_is_unknown_unless_forwarded_or_a_verified_login() {
+        let host = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
+        let verified = Purpose::of(&login(b"sid-1", "git"), Some(&proof(&host, b"sid-1")));
+        assert_eq!(verified.binding(), "verified");
+        assert!(!verified.forwarding_unknown(false));
+        assert!(!verified.forwarding_unknown(true));
+        // A login from a client that never bound, an SSHSIG, other data.
+        let unbound = [
+            Purpose::of(&login(b"sid-1", "git"), None),
+            Purpose::Sshsig {
+                namespace: "git".into(),
+            },
+            Purpose::Unknown,
+        ];
+        for p in unbound {
+            assert_eq!(p.binding(), "none");
+            assert!(p.forwarding_unknown(false), "{p:?}");
+            // The agent saw a forwarding binding: known, and marked so.
+            assert!(!p.forwarding_unknown(true), "{p:?}");
+        }
     }
 }

@@ -96,14 +96,10 @@ impl Setup {
 
     /// `ssh -F CONFIG devbox true`: the same command line every time.
     fn login_devbox(&self) -> Output {
-        let mut c = Command::new("timeout");
-        c.arg("120")
-            .arg("ssh")
-            .arg("-F")
-            .arg(&self.ssh_config)
-            .args(["devbox", "true"]);
+        let mut c = Command::new("ssh");
+        c.arg("-F").arg(&self.ssh_config).args(["devbox", "true"]);
         client_env(&mut c, &self.agent);
-        run(&mut c)
+        run_within(&mut c, SSH_WAIT)
     }
 
     fn approvals(&self, kind: &str) -> Vec<String> {
@@ -265,8 +261,8 @@ fn a_stolen_agent_identity_gets_no_sshsig_under_a_login_window() {
     std::fs::write(&pubf, format!("{}\n", s.key_line)).unwrap();
     let msg = s.dir.path().join("commit.txt");
     std::fs::write(&msg, "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n").unwrap();
-    let mut c = Command::new("timeout");
-    c.args(["120", "ssh-keygen", "-Y", "sign", "-n", "git", "-f"])
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-Y", "sign", "-n", "git", "-f"])
         .arg(&pubf)
         .arg(&msg);
     client_env(&mut c, &thief);

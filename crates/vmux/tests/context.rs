@@ -52,7 +52,7 @@ fn the_prompt_names_the_verified_host_user_and_process() {
     );
     assert!(line.contains(&format!("user={} ", login_user())), "{line}");
     assert!(line.contains("quality=verified "), "{line}");
-    assert!(line.contains("fwd=0 "), "{line}");
+    assert!(line.contains("fwd=0 binding=verified "), "{line}");
     assert!(
         line.contains("process=ssh "),
         "the process is named: {line}"
@@ -173,6 +173,17 @@ fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
             "{l}"
         );
     }
+    // A client that never binds (an old ssh, a relayed socket): nobody
+    // can tell whether it is forwarded, and the approver is told so.
+    let mut s = UnixStream::connect(&agent.sock).unwrap();
+    assert_eq!(call(&mut s, &sign(b"sid-E"))[0], 14);
+    let signs = signer.approvals_of("sign");
+    assert_eq!(signs.len(), 3);
+    assert!(
+        signs[2].contains("quality=claimed ") && signs[2].contains("fwd=0 binding=none "),
+        "{}",
+        signs[2]
+    );
 }
 
 #[test]
@@ -191,6 +202,7 @@ fn an_ssh_keygen_signature_shows_its_namespace() {
     let line = &signer.approvals_of("sign")[0];
     assert!(line.contains("ns=git "), "{line}");
     assert!(line.contains("quality=unknown "), "{line}");
+    assert!(line.contains("fwd=0 binding=none "), "{line}");
 }
 
 #[test]

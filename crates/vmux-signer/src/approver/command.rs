@@ -73,6 +73,9 @@ impl CommandApprover {
             of_sign(|s| sanitize(s.purpose.namespace())),
         )
         .env("VMUX_FORWARDED", if forwarded { "1" } else { "0" })
+        // `0` with `none` here: forwarding unknown (see
+        // `Purpose::forwarding_unknown`).
+        .env("VMUX_BINDING", of_sign(|s| s.purpose.binding().to_owned()))
         .env("VMUX_PAIRING_CODE", code)
         .env("VMUX_CERT_VALIDITY_SECONDS", validity)
         .env("VMUX_CERT_PRINCIPALS", principals)
@@ -136,5 +139,97 @@ impl Approver for CommandApprover {
                 Verdict::TimedOut
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Claims, SignDecision, Source};
+    use super::*;
+    use crate::purpose::Purpose;
+
+    fn env(d: &Decision) -> std::collections::HashMap<String, String> {
+        CommandApprover::new("approve")
+            .command(d)
+            .as_std()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect()
+    }
+
+    fn sign(purpose: Purpose, forwarded: bool) -> Decision {
+        Decision::Sign(SignDecision {
+            source: Source {
+                name: "laptop".into(),
+                id: "abcd".into(),
+            },
+            key_fingerprint: "SHA256:xyz".into(),
+            key_comment: "work".into(),
+            purpose,
+            claims: Claims {
+                forwarded,
+                ..Claims::default()
+            },
+            window_max_seconds: 0,
+            data: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_request_no_binding_covers_is_marked_forwarding_unknown() {
+        // A login from a client that never sent session-bind.
+        let e = env(&sign(Purpose::Login { user: "git".into() }, false));
+        assert_eq!(
+            (e["VMUX_FORWARDED"].as_str(), e["VMUX_BINDING"].as_str()),
+            ("0", "none")
+        );
+        assert!(
+            e["VMUX_SUMMARY"].starts_with(
+                "Forwarding unknown (the client did not bind its session): laptop (abcd) asks"
+            ),
+            "{}",
+            e["VMUX_SUMMARY"]
+        );
+        // An ssh-keygen signature binds no session either.
+        let sshsig = Purpose::Sshsig {
+            namespace: "git".into(),
+        };
+        let e = env(&sign(sshsig.clone(), false));
+        assert_eq!(e["VMUX_BINDING"], "none");
+        assert!(e["VMUX_SUMMARY"].starts_with("Forwarding unknown"));
+        // Forwarded is known, and says so instead.
+        let e = env(&sign(sshsig, true));
+        assert_eq!(
+            (e["VMUX_FORWARDED"].as_str(), e["VMUX_BINDING"].as_str()),
+            ("1", "none")
+        );
+        assert!(e["VMUX_SUMMARY"].starts_with("Through a FORWARDED agent: "));
+        assert!(!e["VMUX_SUMMARY"].contains("Forwarding unknown"));
+        // A login the signer verified: bound, no mark.
+        let host = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+        let sig: ssh_key::Signature = signature::Signer::try_sign(&host, b"sid").unwrap();
+        let proof = vmux_proto::BindingProof {
+            host_key: host.public_key().to_bytes().unwrap(),
+            session_id: b"sid".to_vec(),
+            signature: Vec::<u8>::try_from(sig).unwrap(),
+        };
+        let login = vmux_ssh::testing::userauth(b"sid", "git", None);
+        let e = env(&sign(Purpose::of(&login, Some(&proof)), false));
+        assert_eq!(
+            (e["VMUX_FORWARDED"].as_str(), e["VMUX_BINDING"].as_str()),
+            ("0", "verified")
+        );
+        assert!(
+            e["VMUX_SUMMARY"].starts_with("laptop (abcd) asks"),
+            "{}",
+            e["VMUX_SUMMARY"]
+        );
+        // Not a signature: set, and empty.
+        let e = env(&Decision::Pair(super::super::PairDecision {
+            source: Source::default(),
+            code: "123456".into(),
+        }));
+        assert_eq!(e["VMUX_BINDING"], "");
     }
 }
