@@ -16,6 +16,8 @@
 //! - [`PrivateSocket`] creates an owner-only Unix socket (mode 0600 from
 //!   the first moment), replacing a stale one and refusing a live one.
 //!
+//! - [`WriterLock`]: the one writer of a state file across processes.
+//!
 //! - [`time`]: Unix time now, UTC rendering, `--since` parsing; [`sync`]:
 //!   locks that survive a panicked holder. One of each for every crate.
 //!
@@ -25,8 +27,10 @@
 mod socket;
 pub mod sync;
 pub mod time;
+mod writer;
 
 pub use socket::{PrivateSocket, SocketError};
+pub use writer::{lock_path, LockError, WriterLock};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -32,13 +32,15 @@ impl SignerHome {
 
     /// The running signer made of this home: it becomes the one writer of
     /// the state (see [`PairedAgents`]), opens its keys, tokens, CA and
-    /// audit log with `passphrase`, and decides with `approver`.
+    /// audit log with `passphrase`, and decides with `approver`; with
+    /// `phones`, it serves the phone page too.
     pub fn assemble(
         &self,
         config: &SignerConfig,
         passphrase: Option<&str>,
         approver: AnyApprover,
         wake: WakeEndpoint,
+        phones: Option<Arc<vmux_phone::Phones>>,
     ) -> Result<Server<AnyApprover>, SignerError> {
         self.state()?;
         let paired = PairedAgents::open(self.state_path(), STATE_LOCK_WAIT)?;
@@ -64,17 +66,28 @@ impl SignerHome {
             window_max_seconds: config.max_approval_window_seconds,
             audit: Some(audit),
             wake,
+            phones,
         }))
     }
 }
 
-/// Serves agents on `listener` and control requests on `control`,
-/// advertising the signer over mDNS when `advertise`, until `shutdown`
-/// resolves; then removes the control socket.
+/// The phone page's listener and TLS files (none behind a proxy).
+pub struct WebListener {
+    /// Where the page is served.
+    pub listener: TcpListener,
+    /// The certificate and key, reloaded when they change.
+    pub tls: Option<Arc<vmux_phone::TlsFiles>>,
+}
+
+/// Serves agents on `listener` and control requests on `control`, and the
+/// phone page on `web` when the signer has phones, advertising the signer
+/// over mDNS when `advertise`, until `shutdown` resolves; then removes the
+/// control socket.
 pub async fn serve<A: Approver + 'static>(
     server: Arc<Server<A>>,
     listener: TcpListener,
     control: &PrivateSocket,
+    web: Option<WebListener>,
     advertise: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -90,8 +103,18 @@ pub async fn serve<A: Approver + 'static>(
     } else {
         None
     };
+    let page = async {
+        match (web, server.phones()) {
+            (Some(w), Some(phones)) => {
+                let info: Arc<dyn vmux_phone::SignerInfo> = server.clone();
+                vmux_phone::serve(w.listener, w.tls, phones.clone(), info).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = server.clone().serve(listener) => {}
+        _ = page => {}
         _ = crate::control::serve(server.clone(), control) => {}
         _ = shutdown => {}
     }

@@ -106,6 +106,9 @@ pub struct Entry {
     /// The error code when refused.
     #[serde(default)]
     pub error: Option<String>,
+    /// The phone that approved or denied, when a phone decided.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub decided_by: String,
     /// What an entry about the log says.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
@@ -137,6 +140,7 @@ impl Entry {
             forwarded: false,
             outcome: outcome.to_owned(),
             error: error.map(|c| c.as_str().to_owned()),
+            decided_by: String::new(),
             note: String::new(),
             prev: String::new(),
             mac: String::new(),
@@ -152,6 +156,12 @@ impl Entry {
             e.forwarded = d.claims.forwarded;
         }
         e
+    }
+
+    /// The same entry, naming the phone that decided (if any).
+    pub fn decided_by(mut self, by: Option<String>) -> Entry {
+        self.decided_by = by.unwrap_or_default();
+        self
     }
 
     /// An entry about the log itself.
@@ -172,6 +182,7 @@ impl Entry {
             outcome: outcome.to_owned(),
             error: None,
             note,
+            decided_by: String::new(),
             prev: String::new(),
             mac: String::new(),
         }
@@ -269,6 +280,29 @@ impl AuditLog {
                 .map_err(|e| HomeError::io(path, e))?;
         }
         Ok(log)
+    }
+
+    /// The last `n` entries, newest first (read from the file's last
+    /// 256 KiB; for display, the chain is not checked here).
+    pub fn recent(&self, n: usize) -> Vec<Entry> {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 256 * 1024;
+        let mut buf = Vec::new();
+        let loaded = std::fs::File::open(&self.path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+            f.take(TAIL).read_to_end(&mut buf)
+        });
+        if loaded.is_err() {
+            return Vec::new();
+        }
+        read(&buf)
+            .into_iter()
+            .rev()
+            .filter_map(Result::ok)
+            .filter(|e| e.kind != KIND_AUDIT)
+            .take(n)
+            .collect()
     }
 
     /// Appends one entry. Failure is logged, never fatal: the decision has
@@ -408,7 +442,7 @@ pub fn render(e: &Entry) -> String {
         (u, h) => format!(" → {}@{h} [{}]", sanitize(u), sanitize(&e.quality)),
     };
     format!(
-        "{}  {:<11} {:<18} {} {}{}{}{}{}",
+        "{}  {:<11} {:<18} {} {}{}{}{}{}{}",
         time(e.time),
         sanitize(&e.kind),
         sanitize(&e.outcome),
@@ -425,6 +459,11 @@ pub fn render(e: &Entry) -> String {
             .as_deref()
             .map(|c| format!(" ({})", sanitize(c)))
             .unwrap_or_default(),
+        if e.decided_by.is_empty() {
+            String::new()
+        } else {
+            format!(" on phone {}", sanitize(&e.decided_by))
+        },
     )
 }
 
@@ -445,6 +484,7 @@ mod tests {
             purpose: Purpose::Unknown,
             claims: Claims::default(),
             window_max_seconds: 0,
+            data: Default::default(),
         })
     }
 

@@ -38,9 +38,24 @@ pub enum Request {
         /// The agent's id or an unambiguous prefix of it.
         id: String,
     },
+    /// A one-time enrolment link for a new phone: answers `{"link"}`.
+    PhoneAdd {
+        /// The phone's name.
+        name: String,
+    },
+    /// The enrolled phones: answers `{"phones": [...]}`.
+    Phones,
+    /// Revokes a phone: answers `{"removed": NAME}`.
+    PhoneRemove {
+        /// The phone's name.
+        name: String,
+    },
 }
 
 const MAX_LINE: usize = 64 * 1024;
+
+/// The answer to a phone request when the signer serves no phone page.
+pub const NO_PAGE: &str = "this signer serves no phone page; start it with --web-listen HOST:PORT --web-origin https://NAME[:PORT]";
 
 /// Serves control requests on `socket` until the task is dropped.
 pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &PrivateSocket) {
@@ -90,6 +105,24 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                     Ok(Some(a)) => json!({ "unpaired": { "id": a.id, "name": a.name } }),
                     Ok(None) => json!({ "unpaired": null }),
                     Err(e) => json!({ "error": e.to_string() }),
+                },
+                Ok(Request::PhoneAdd { name }) => match server.phones() {
+                    Some(p) => match p.enrol_link(&name) {
+                        Ok(link) => json!({ "link": link }),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    },
+                    None => json!({ "error": NO_PAGE }),
+                },
+                Ok(Request::Phones) => match server.phones() {
+                    Some(p) => json!({ "phones": p.list(), "origin": p.origin() }),
+                    None => json!({ "error": NO_PAGE }),
+                },
+                Ok(Request::PhoneRemove { name }) => match server.phones() {
+                    Some(p) => match p.remove(&name) {
+                        Ok(r) => json!({ "removed": r.name }),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    },
+                    None => json!({ "error": NO_PAGE }),
                 },
                 Err(_) => json!({ "error": "malformed control request" }),
             };

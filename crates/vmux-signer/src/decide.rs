@@ -78,26 +78,31 @@ enum Approval {
 }
 
 impl<A: Approver + 'static> Server<A> {
-    fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>) {
+    fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>, by: Option<String>) {
         if let Some(log) = &self.parts.audit {
             let (outcome, error) = match result {
                 Ok(Approval::Asked) => ("approved", None),
                 Ok(Approval::Window) => ("approved-by-window", None),
                 Err(code) => ("refused", Some(code)),
             };
-            log.record(Entry::new(d, outcome, error));
+            log.record(Entry::new(d, outcome, error).decided_by(by));
         }
     }
 
     /// Asks the approver, unless the signer is or becomes locked first:
     /// `vmux signer lock` ends every decision still waiting, at once,
     /// with `signerLocked`.
-    pub(crate) async fn ask(&self, d: &Decision, timeout: Duration) -> Result<Verdict, ErrorCode> {
+    /// Also says who answered, when the approver knows (a phone's name).
+    pub(crate) async fn ask(
+        &self,
+        d: &Decision,
+        timeout: Duration,
+    ) -> Result<(Verdict, Option<String>), ErrorCode> {
         let mut locked = self.locked.subscribe();
         tokio::select! {
             biased;
             _ = locked.wait_for(|l| *l) => Err(ErrorCode::SignerLocked),
-            v = self.parts.approver.decide(d, timeout) => Ok(v),
+            v = self.parts.approver.decide_attributed(d, timeout) => Ok(v),
         }
     }
 
@@ -115,6 +120,7 @@ impl<A: Approver + 'static> Server<A> {
         &self,
         d: &mut SignDecision,
         timeout: Duration,
+        by: &mut Option<String>,
     ) -> Result<Approval, ErrorCode> {
         let window = WindowKey::for_sign(d).filter(|_| self.parts.window_max_seconds > 0);
         if let Some(k) = &window {
@@ -127,7 +133,9 @@ impl<A: Approver + 'static> Server<A> {
         }
         let offer = Decision::Sign(d.clone());
         d.window_max_seconds = 0;
-        match self.ask(&offer, timeout).await? {
+        let (verdict, who) = self.ask(&offer, timeout).await?;
+        *by = who;
+        match verdict {
             Verdict::Approve => Ok(Approval::Asked),
             Verdict::ApproveFor(t) => {
                 if let Some(k) = window {
@@ -160,8 +168,10 @@ impl<A: Approver + 'static> Server<A> {
                 forwarded: c.forwarded,
             },
             window_max_seconds: 0,
+            data: crate::approver::SignedData(req.data.clone()),
         };
-        let outcome = self.sign_inner(agent, req, &mut d).await;
+        let mut by = None;
+        let outcome = self.sign_inner(agent, req, &mut d, &mut by).await;
         let id: String = req.request_id.iter().map(|b| format!("{b:02x}")).collect();
         match &outcome {
             Ok(_) => info!(agent = %agent.id, request = %id, key = %d.key_fingerprint, "signed"),
@@ -170,6 +180,7 @@ impl<A: Approver + 'static> Server<A> {
         self.audit(
             &Decision::Sign(d),
             outcome.as_ref().map(|(_, how)| how).map_err(|c| *c),
+            by,
         );
         outcome.map(|(sig, _)| sig)
     }
@@ -179,6 +190,7 @@ impl<A: Approver + 'static> Server<A> {
         agent: &Peer,
         req: &SignRequest,
         d: &mut SignDecision,
+        by: &mut Option<String>,
     ) -> Result<(Vec<u8>, Approval), ErrorCode> {
         if !self.parts.paired.contains(&agent.static_key) {
             return Err(ErrorCode::PairingInvalid);
@@ -204,7 +216,7 @@ impl<A: Approver + 'static> Server<A> {
         }
         let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
         let how = self
-            .approve(d, self.parts.approval_timeout.min(remaining))
+            .approve(d, self.parts.approval_timeout.min(remaining), by)
             .await?;
         if now_ms() > req.expires_at_ms {
             return Err(ErrorCode::RequestExpired);
@@ -234,7 +246,9 @@ impl<A: Approver + 'static> Server<A> {
             source: source(agent),
             validity_seconds: validity,
             principals: p.cert_policy.principals.clone(),
+            public_key_blob: req.public_key_blob.clone(),
         });
+        let mut by = None;
         let outcome = async {
             if !p.paired.contains(&agent.static_key) {
                 return Err(ErrorCode::PairingInvalid);
@@ -247,7 +261,9 @@ impl<A: Approver + 'static> Server<A> {
                 return Err(ErrorCode::SignerLocked);
             }
             self.check_unlocked()?;
-            match self.ask(&d, p.approval_timeout).await? {
+            let (verdict, who) = self.ask(&d, p.approval_timeout).await?;
+            by = who;
+            match verdict {
                 Verdict::Approve | Verdict::ApproveFor(_) => {}
                 Verdict::Deny => return Err(ErrorCode::UserDenied),
                 Verdict::TimedOut => return Err(ErrorCode::ApprovalTimeout),
@@ -271,6 +287,7 @@ impl<A: Approver + 'static> Server<A> {
         self.audit(
             &d,
             outcome.as_ref().map(|_| &Approval::Asked).map_err(|c| *c),
+            by,
         );
         match &outcome {
             Ok(c) => info!(agent = %agent.id, valid_before = c.valid_before, "certificate issued"),

@@ -89,6 +89,11 @@ impl SignerHome {
         self.home.state_file("audit.jsonl")
     }
 
+    /// The enrolled phones.
+    pub fn phones_path(&self) -> PathBuf {
+        self.home.state_file("phones.json")
+    }
+
     /// Registered PKCS#11 tokens.
     pub fn tokens_path(&self) -> PathBuf {
         self.home.state_file("tokens.json")

@@ -11,8 +11,8 @@
 //! - [`SignerHome`]: the signer's files (`init`, identity, CA, keys).
 //! - [`provider`]: key providers ([`provider::KeyProvider`]); today
 //!   [`provider::SoftwareKeys`], OpenSSH key files.
-//! - [`approver`]: who says yes ([`approver::Approver`]): `tty` and
-//!   `command:PROGRAM`.
+//! - [`approver`]: who says yes ([`approver::Approver`]): `tty`,
+//!   `desktop`, `phone`, `command:PROGRAM` and `allow-all`.
 //! - [`checks`]: request freshness ([`checks::Freshness`]) and the
 //!   nonce-replay guard.
 //! - [`ca`]: the certificate authority and its policy.
@@ -32,6 +32,10 @@
 //!   bounded per agent identity and in total; [`control`]: `status`,
 //!   `lock`, `unlock` and `unpair` for it through an owner-only socket.
 //! - [`paired`]: the paired agents, written by one writer at a time.
+//! - the phone page (`vmux-phone`): with `--web-listen`, the signer
+//!   serves it; [`approver::phone`] makes each decision a card there, and
+//!   the page may read the signer's name, lock state, paired agents and
+//!   recent decisions, and unpair an agent.
 #![deny(missing_docs)]
 
 pub mod approver;
@@ -43,12 +47,13 @@ pub mod config;
 pub mod control;
 mod decide;
 mod home;
+mod page;
 pub mod paired;
 mod pairing;
 pub mod provider;
 pub mod purpose;
 mod server;
 
-pub use assemble::serve;
+pub use assemble::{serve, WebListener};
 pub use home::{SignerError, SignerHome, TokenRecord};
 pub use server::{Server, ServerParts};

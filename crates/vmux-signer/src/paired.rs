@@ -2,8 +2,7 @@
 //! `signer-state.json` (mode 0600, written atomically) by one writer at a
 //! time ([`PairedAgents`]).
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::RwLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -87,7 +86,7 @@ pub enum OpenError {
 pub struct PairedAgents {
     path: PathBuf,
     state: RwLock<SignerState>,
-    _lock: std::fs::File,
+    _lock: vmux_home::WriterLock,
 }
 
 /// Seconds within which a repeated connection does not rewrite the
@@ -96,39 +95,16 @@ const LAST_SEEN_RESOLUTION: u64 = 60;
 
 use vmux_home::time::now_s;
 
-/// The lock file of the state at `path`.
-pub fn lock_path(path: &Path) -> PathBuf {
-    path.with_extension("lock")
-}
+pub use vmux_home::lock_path;
 
 impl PairedAgents {
     /// Opens the state at `path` (empty if there is no file yet) as its
     /// one writer, waiting at most `wait` for another writer to finish.
     pub fn open(path: PathBuf, wait: std::time::Duration) -> Result<PairedAgents, OpenError> {
-        let lock_file = lock_path(&path);
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_file)
-            .map_err(|e| HomeError::io(&lock_file, e))?;
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(OpenError::Busy(lock_file));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(HomeError::io(&lock_file, e).into())
-                }
-            }
-        }
+        let lock = vmux_home::WriterLock::acquire(&path, wait).map_err(|e| match e {
+            vmux_home::LockError::Busy(p) => OpenError::Busy(p),
+            vmux_home::LockError::Home(h) => OpenError::Home(h),
+        })?;
         let state = match vmux_home::read_optional(&path)? {
             Some(bytes) => SignerState::parse(&path, &bytes)?,
             None => SignerState::default(),

@@ -143,7 +143,7 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
         });
         if self.paired.is_revoked(&request.agent.static_key) {
             info!(agent = %request.agent.id, "an unpaired agent tried to pair again; refused without asking");
-            self.record(&d, Err(ErrorCode::PairingInvalid));
+            self.record(&d, Err(ErrorCode::PairingInvalid), None);
             return Err(ErrorCode::PairingInvalid);
         }
         let turn = match self.slot.take(arrived) {
@@ -157,21 +157,21 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
                 return Err(ErrorCode::PairingInvalid);
             }
         };
-        let outcome = self.ask(&request, &d, &turn, arrived).await;
+        let (outcome, by) = self.ask(&request, &d, &turn, arrived).await;
         drop(turn);
-        self.record(&d, outcome);
+        self.record(&d, outcome, by);
         outcome
     }
 }
 
 impl<A: Approver + 'static> Gate<'_, A> {
-    fn record(&self, d: &Decision, outcome: Result<(), ErrorCode>) {
+    fn record(&self, d: &Decision, outcome: Result<(), ErrorCode>, by: Option<String>) {
         if let Some(log) = self.audit {
             let entry = match outcome {
                 Ok(()) => Entry::new(d, "approved", None),
                 Err(code) => Entry::new(d, "refused", Some(code)),
             };
-            log.record(entry);
+            log.record(entry.decided_by(by));
         }
     }
 
@@ -181,16 +181,21 @@ impl<A: Approver + 'static> Gate<'_, A> {
         d: &Decision,
         turn: &PromptTurn<'_>,
         arrived: Instant,
-    ) -> Result<(), ErrorCode> {
+    ) -> (Result<(), ErrorCode>, Option<String>) {
         info!(agent = %request.agent.name, id = %request.agent.id, code = %request.code, "pairing requested");
         let timeout = self.approval_timeout.saturating_sub(arrived.elapsed());
-        let verdict = tokio::select! {
-            v = self.approver.decide(d, timeout) => v,
+        let (verdict, by) = tokio::select! {
+            v = self.approver.decide_attributed(d, timeout) => v,
             _ = turn.withdrawn.notified() => {
                 info!(agent = %request.agent.id, "pairing prompt withdrawn: a paired agent's request goes first");
-                return Err(ErrorCode::ApprovalTimeout);
+                return (Err(ErrorCode::ApprovalTimeout), None);
             }
         };
+        (self.settle(request, verdict), by)
+    }
+
+    /// Pins the agent if the person approved.
+    fn settle(&self, request: &PairingRequest, verdict: Verdict) -> Result<(), ErrorCode> {
         match verdict {
             Verdict::Approve | Verdict::ApproveFor(_) => {
                 self.paired

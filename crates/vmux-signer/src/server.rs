@@ -67,6 +67,8 @@ pub struct ServerParts<A> {
     pub audit: Option<AuditLog>,
     /// How agents can wake this signer, told to each on connecting.
     pub wake: vmux_proto::WakeEndpoint,
+    /// The phone page's side, when the signer serves it.
+    pub phones: Option<Arc<vmux_phone::Phones>>,
 }
 
 /// A running signer.
@@ -147,6 +149,11 @@ impl<A: Approver + 'static> Server<A> {
             info!(agent = %a.id, "agent unpaired");
         }
         Ok(removed)
+    }
+
+    /// The phone page's side, when the signer serves it.
+    pub fn phones(&self) -> Option<&Arc<vmux_phone::Phones>> {
+        self.parts.phones.as_ref()
     }
 
     /// The signer's name.

@@ -62,6 +62,7 @@ async fn a_paired_agents_request_withdraws_a_strangers_pairing_prompt() {
         window_max_seconds: 0,
         audit: None,
         wake: vmux_proto::WakeEndpoint::None,
+        phones: None,
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

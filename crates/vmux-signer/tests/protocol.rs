@@ -99,6 +99,7 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
         window_max_seconds,
         audit: None,
         wake: vmux_proto::WakeEndpoint::None,
+        phones: None,
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

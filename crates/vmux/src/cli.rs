@@ -184,12 +184,20 @@ pub enum SignerCommand {
         /// The agent's id (or an unambiguous prefix), from `vmux signer agents`.
         id: String,
     },
+    /// Enrol or remove a phone (the phone page's approvers and keys).
+    Phone {
+        #[command(subcommand)]
+        command: PhoneCommand,
+    },
+    /// List enrolled phones: added, last seen, whether a page is open now.
+    Phones,
     /// Serve agents.
     Run {
         /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
-        /// How to ask for approval: `tty`, `desktop`, `command:PROGRAM`, or
+        /// How to ask for approval: `tty`, `desktop`, `phone` (the phone
+        /// page; needs --web-listen), `command:PROGRAM`, or
         /// `allow-all` (approves everything without asking: benchmarks and
         /// unattended labs only).
         #[arg(long, value_name = "MODE")]
@@ -213,6 +221,38 @@ pub enum SignerCommand {
         /// Use the APNs sandbox environment.
         #[arg(long)]
         apns_sandbox: bool,
+        /// Serve the phone page on this address (HTTPS with --tls-cert and
+        /// --tls-key; without them, only a loopback address, behind a
+        /// reverse proxy that terminates TLS).
+        #[arg(long, value_name = "HOST:PORT", requires = "web_origin")]
+        web_listen: Option<String>,
+        /// The phone page's origin as the phone reaches it:
+        /// https://NAME[:PORT], a DNS name (never an IP address).
+        #[arg(long, value_name = "URL", requires = "web_listen")]
+        web_origin: Option<String>,
+        /// The page's TLS certificate chain (PEM); reloaded when it changes.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "web_listen"])]
+        tls_cert: Option<PathBuf>,
+        /// The page's TLS private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PhoneCommand {
+    /// Print a one-time enrolment link (10 minutes) for a new phone; open
+    /// it on the phone and tap Create passkey. Asks the running signer.
+    Add {
+        /// The phone's name (shown on cards, in the audit log and as its
+        /// key's comment).
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a phone: its passkey, its sessions, its links.
+    Remove {
+        /// The phone's name, as `vmux signer phones` lists it.
+        name: String,
     },
 }
 

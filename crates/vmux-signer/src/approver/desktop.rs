@@ -196,6 +196,7 @@ mod tests {
                     ..Claims::default()
                 },
                 window_max_seconds: 0,
+                data: Default::default(),
             })
         };
         let d = sign(true);

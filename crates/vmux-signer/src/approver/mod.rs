@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod desktop;
+pub mod phone;
 pub mod tty;
 
 use std::time::Duration;
@@ -89,6 +90,19 @@ pub struct SignDecision {
     /// login from the same executable for up to this many seconds (an
     /// approval window).
     pub window_max_seconds: u64,
+    /// The exact bytes to sign: bound into a phone's approval, never
+    /// shown or logged.
+    pub data: SignedData,
+}
+
+/// The bytes a signature is asked for. Its `Debug` names the length only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SignedData(pub Vec<u8>);
+
+impl std::fmt::Debug for SignedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignedData({} bytes)", self.0.len())
+    }
 }
 
 /// A paired agent wants a session certificate.
@@ -100,6 +114,8 @@ pub struct CertDecision {
     pub validity_seconds: u64,
     /// Its principals.
     pub principals: Vec<String>,
+    /// The session key it would certify (OpenSSH public-key blob).
+    pub public_key_blob: Vec<u8>,
 }
 
 /// Everything an approver is told, by kind. Text from the agent is
@@ -153,6 +169,30 @@ impl Decision {
         }
     }
 
+    /// What an approval of this decision binds besides its kind, agent and
+    /// key: the data to sign; the certified key, validity and principals;
+    /// the pairing code. SSH-style strings, so no two decisions share it.
+    pub fn approval_body(&self) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, s: &[u8]) {
+            // Bounded by the link's message size, far below 4 GiB.
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s);
+        }
+        let mut out = Vec::new();
+        match self {
+            Decision::Pair(p) => put(&mut out, p.code.as_bytes()),
+            Decision::Sign(d) => put(&mut out, &d.data.0),
+            Decision::Certificate(c) => {
+                put(&mut out, &c.public_key_blob);
+                put(&mut out, &c.validity_seconds.to_be_bytes());
+                for p in &c.principals {
+                    put(&mut out, p.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
     /// One human-readable line saying all of it (`VMUX_SUMMARY`).
     pub fn summary(&self) -> String {
         let src = self.source();
@@ -172,9 +212,12 @@ impl Decision {
 impl SignDecision {
     fn summary(&self, source: &str) -> String {
         // The forwarded mark first, where no long peer-chosen string
-        // before it can push it out of sight.
+        // before it can push it out of sight; so is the mark of a request
+        // no session binding covers, which could be forwarded unseen.
         let forwarded = if self.claims.forwarded {
             "Through a FORWARDED agent: "
+        } else if self.purpose.forwarding_unknown(self.claims.forwarded) {
+            "Forwarding unknown (the client did not bind its session): "
         } else {
             ""
         };
@@ -248,11 +291,29 @@ pub trait Approver: Send + Sync {
         decision: &Decision,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Verdict> + Send;
+
+    /// Asks, and also says who answered (a phone's name), for the audit
+    /// log. Approvers that know no more than "the person" keep this.
+    fn decide_attributed(
+        &self,
+        decision: &Decision,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = (Verdict, Option<String>)> + Send {
+        async move { (self.decide(decision, timeout).await, None) }
+    }
 }
 
 impl<A: Approver> Approver for std::sync::Arc<A> {
     async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
         (**self).decide(decision, timeout).await
+    }
+
+    async fn decide_attributed(
+        &self,
+        decision: &Decision,
+        timeout: Duration,
+    ) -> (Verdict, Option<String>) {
+        (**self).decide_attributed(decision, timeout).await
     }
 }
 
@@ -268,11 +329,25 @@ pub enum AnyApprover {
     /// ssh-agent without `-c` does. For benchmarks and unattended labs; the
     /// signer warns at start and the audit log records every decision.
     AllowAll,
+    /// `phone`: the phone page; a passkey assertion approves.
+    Phone(phone::PhoneApprover),
 }
 
 impl AnyApprover {
-    /// Parses `tty` or `command:PROGRAM`.
-    pub fn parse(mode: &str) -> Result<AnyApprover, String> {
+    /// Parses `tty`, `desktop`, `command:PROGRAM`, `allow-all` or
+    /// `phone` (which needs the phone page's desk).
+    pub fn parse(
+        mode: &str,
+        desk: Option<std::sync::Arc<vmux_phone::Desk>>,
+    ) -> Result<AnyApprover, String> {
+        if mode == "phone" {
+            return desk
+                .map(|d| AnyApprover::Phone(phone::PhoneApprover::new(d)))
+                .ok_or_else(|| {
+                    "--approve phone needs the phone page: give --web-listen and --web-origin"
+                        .to_owned()
+                });
+        }
         if mode == "tty" {
             Ok(AnyApprover::Tty(tty::TtyApprover::new()))
         } else if mode == "desktop" {
@@ -290,7 +365,7 @@ impl AnyApprover {
             Ok(AnyApprover::Command(command::CommandApprover::new(program)))
         } else {
             Err(format!(
-                "unknown approval mode {mode:?}; use tty, desktop, command:PROGRAM or allow-all"
+                "unknown approval mode {mode:?}; use tty, desktop, phone, command:PROGRAM or allow-all"
             ))
         }
     }
@@ -303,6 +378,18 @@ impl Approver for AnyApprover {
             AnyApprover::Command(a) => a.decide(decision, timeout).await,
             AnyApprover::Desktop(a) => a.decide(decision, timeout).await,
             AnyApprover::AllowAll => Verdict::Approve,
+            AnyApprover::Phone(a) => a.decide(decision, timeout).await,
+        }
+    }
+
+    async fn decide_attributed(
+        &self,
+        decision: &Decision,
+        timeout: Duration,
+    ) -> (Verdict, Option<String>) {
+        match self {
+            AnyApprover::Phone(a) => a.decide_attributed(decision, timeout).await,
+            other => (other.decide(decision, timeout).await, None),
         }
     }
 }
@@ -329,7 +416,9 @@ mod tests {
                 forwarded: true,
             },
             window_max_seconds: 0,
+            data: SignedData(b"secret".to_vec()),
         });
+        assert!(!format!("{d:?}").contains("secret"));
         assert_eq!(
             d.summary(),
             "Through a FORWARDED agent: laptop (abcd) asks to sign with work SHA256:xyz to log in as git to a host not proven [claimed], which the agent names example.org (the agent says verified) from ssh example.org (/usr/bin/ssh)"

@@ -5,6 +5,7 @@ mod agents;
 mod audit;
 mod control;
 mod keys;
+mod phones;
 mod serve;
 mod service;
 
@@ -65,6 +66,7 @@ pub fn run(
         c @ C::Audit { .. } => audit::run(&signer, c),
         c @ (C::Install { .. } | C::Uninstall) => service::run(home, home_flag, c),
         c @ (C::Lock | C::Unlock { .. }) => control::run(&signer, c),
+        c @ (C::Phone { .. } | C::Phones) => phones::run(&signer, c),
         c @ C::Run { .. } => serve::run(&signer, c),
     }
 }

@@ -3,15 +3,17 @@
 //! the signer.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vmux_home::PrivateSocket;
+use vmux_phone::{Phones, TlsFiles};
 use vmux_proto::WakeEndpoint;
 use vmux_signer::approver::AnyApprover;
 use vmux_signer::config::SignerConfig;
-use vmux_signer::SignerHome;
+use vmux_signer::{SignerHome, WebListener};
 
 use super::unlock_passphrase;
 use crate::cli::SignerCommand;
@@ -28,6 +30,10 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             apns_token,
             apns_topic,
             apns_sandbox,
+            web_listen,
+            web_origin,
+            tls_cert,
+            tls_key,
         } => {
             let config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
             let wake = wake_endpoint(
@@ -36,6 +42,14 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 apns_topic.or(config.apns_topic.clone()),
                 apns_sandbox || config.apns_sandbox,
             )?;
+            let page = match (web_listen, web_origin) {
+                (Some(listen), Some(origin)) => Some(PageFlags {
+                    listen,
+                    origin,
+                    tls: tls_cert.zip(tls_key),
+                }),
+                _ => None,
+            };
             serve(
                 signer,
                 config,
@@ -44,6 +58,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 passphrase_file.as_deref(),
                 wake,
                 !no_advertise,
+                page,
             )
         }
         other => Err(super::misrouted(&other)),
@@ -88,6 +103,48 @@ fn wake_endpoint(
     }
 }
 
+/// `--web-listen`, `--web-origin`, `--tls-cert`, `--tls-key`.
+struct PageFlags {
+    listen: String,
+    origin: String,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The phone page's parts, checked before anything starts: its origin,
+/// the phone book (this process becomes its writer) and the TLS files.
+fn open_page(
+    signer: &SignerHome,
+    flags: &PageFlags,
+) -> Result<(Arc<Phones>, Option<Arc<TlsFiles>>), Failure> {
+    let rp = vmux_phone::relying_party(&flags.origin)?;
+    let tls = match &flags.tls {
+        Some((cert, key)) => Some(TlsFiles::load(cert, key)?),
+        None => {
+            if !is_loopback(&flags.listen) {
+                return Err(Failure(format!(
+                    "without --tls-cert and --tls-key the phone page listens only on a loopback address (behind a reverse proxy that terminates TLS), not {}",
+                    flags.listen
+                )));
+            }
+            None
+        }
+    };
+    let phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5))
+        .map_err(|e| Failure(e.to_string()))?;
+    Ok((Arc::new(phones), tls))
+}
+
+/// Whether HOST:PORT names a loopback host.
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn serve(
     signer: &SignerHome,
     config: SignerConfig,
@@ -96,13 +153,24 @@ fn serve(
     passphrase_file: Option<&Path>,
     wake: WakeEndpoint,
     advertise: bool,
+    page: Option<PageFlags>,
 ) -> Result<ExitCode, Failure> {
-    let approver =
-        AnyApprover::parse(approve.as_deref().unwrap_or(&config.approve)).map_err(Failure)?;
+    let web = page.as_ref().map(|f| open_page(signer, f)).transpose()?;
+    let approver = AnyApprover::parse(
+        approve.as_deref().unwrap_or(&config.approve),
+        web.as_ref().map(|(p, _)| p.desk().clone()),
+    )
+    .map_err(Failure)?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let pass = unlock_passphrase(signer, passphrase_file)?;
-    let server =
-        Arc::new(signer.assemble(&config, pass.as_deref().map(String::as_str), approver, wake)?);
+    let phones = web.as_ref().map(|(p, _)| p.clone());
+    let server = Arc::new(signer.assemble(
+        &config,
+        pass.as_deref().map(String::as_str),
+        approver,
+        wake,
+        phones,
+    )?);
     drop(pass);
     let rt = crate::runtime()?;
     rt.block_on(async {
@@ -111,7 +179,20 @@ fn serve(
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
         let control_socket = PrivateSocket::bind(&signer.control_path())?;
         let addr = listener.local_addr()?;
+        let web_listener = match (&page, web) {
+            (Some(flags), Some((phones, tls))) => {
+                let l = tokio::net::TcpListener::bind(&flags.listen)
+                    .await
+                    .map_err(|e| Failure(format!("cannot serve the phone page on {}: {e}", flags.listen)))?;
+                tracing::info!(address = %l.local_addr()?, origin = %phones.origin(), "serving the phone page");
+                Some((WebListener { listener: l, tls }, phones.origin().to_owned()))
+            }
+            _ => None,
+        };
         let mut out = std::io::stdout().lock();
+        if let Some((_, origin)) = &web_listener {
+            writeln!(out, "phone page at {origin}")?;
+        }
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
         drop(out);
@@ -119,6 +200,7 @@ fn serve(
             server,
             listener,
             &control_socket,
+            web_listener.map(|(w, _)| w),
             advertise,
             crate::shutdown_signal(),
         )

@@ -1,15 +1,20 @@
 //! One harness for every end-to-end test: real OpenSSH (`sshd` on a
 //! loopback port with its own config and host key, `ssh`, `ssh-add`, …),
 //! and vmux signers and agents under temporary homes. Every wait is for a
-//! readiness signal (a line a daemon prints), bounded in time.
+//! readiness signal (a line a daemon prints), bounded in time; so is every
+//! command the harness runs ([`run_within`]). Daemons listen on port 0 and
+//! print the port they got, except sshd ([`free_port`]).
 
 #![allow(dead_code)]
+
+pub mod phone;
+pub use vmux_testkit::{browser, pki};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,27 +30,122 @@ pub fn vmux() -> Command {
 /// `VMUX_KEEP_TEST_DIRS` is set. World-traversable so that a test can run
 /// a client as another user.
 pub fn test_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
+    let mut d = tempfile::Builder::new()
         .prefix("vmux-test-")
         .tempdir()
         .expect("temp dir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     if std::env::var_os("VMUX_KEEP_TEST_DIRS").is_some() {
+        // The very directory the test uses, left in place when it drops.
         eprintln!("test dir: {}", d.path().display());
-        let _ = d.keep();
-        return tempfile::Builder::new().tempdir().expect("temp dir");
+        d.disable_cleanup(true);
     }
     d
 }
 
-/// Runs a command to completion (bounded by coreutils `timeout`).
+/// Bound for one `ssh` login ([`Sshd::ssh`]): longer than [`WAIT`], as a
+/// login may wait out an agent's sign timeout (up to 90 s in the tests).
+pub const SSH_WAIT: Duration = Duration::from_secs(120);
+
+/// Runs a command to completion within [`WAIT`] (see [`run_within`]).
 pub fn run(cmd: &mut Command) -> Output {
+    run_within(cmd, WAIT)
+}
+
+/// Runs a command to completion with no stdin, collecting its output,
+/// within `limit`: past it the command is killed and the test fails,
+/// naming the command and showing what it printed so far.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
     let shown = format!("{cmd:?}");
-    let out = cmd
+    let deadline = Instant::now() + limit;
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    out
+    let stdout = Collector::start(child.stdout.take().expect("stdout"));
+    let stderr = Collector::start(child.stderr.take().expect("stderr"));
+    let so_far = |what: &str| {
+        format!(
+            "{shown} {what}; so far it printed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&stdout.so_far()),
+            String::from_utf8_lossy(&stderr.so_far())
+        )
+    };
+    let Some(status) = wait_until(&mut child, deadline) else {
+        let _ = child.kill();
+        let _ = wait_until(&mut child, Instant::now() + WAIT);
+        panic!("{}", so_far(&format!("did not finish within {limit:?}")));
+    };
+    // Its output ends when the last holder of its pipes closes them: a
+    // process it left running may hold them open.
+    while !(stdout.done() && stderr.done()) {
+        if Instant::now() >= deadline {
+            panic!(
+                "{}",
+                so_far(&format!(
+                    "exited ({status}) but something it started still holds its output open after {limit:?}"
+                ))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Output {
+        status,
+        stdout: stdout.so_far(),
+        stderr: stderr.so_far(),
+    }
+}
+
+/// Polls `child` until it exits or `deadline` passes (`None`).
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Ok(None) => return None,
+            Err(e) => panic!("cannot wait for process {}: {e}", child.id()),
+        }
+    }
+}
+
+/// A pipe read to its end on a thread of its own, its bytes readable
+/// at any time (so a command killed at its deadline still shows them).
+struct Collector {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
+        let bytes: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => sink.lock().expect("output").extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Collector { bytes, reader }
+    }
+
+    fn done(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    fn so_far(&self) -> Vec<u8> {
+        self.bytes.lock().expect("output").clone()
+    }
 }
 
 /// Runs and requires success; returns stdout.
@@ -200,22 +300,32 @@ impl Daemon {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Kills it with SIGKILL and reaps it.
+    /// Kills it with SIGKILL and reaps it (waiting at most [`WAIT`]; it
+    /// runs on drop, so it reports rather than panics).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            if wait_until(&mut c, Instant::now() + WAIT).is_none() {
+                eprintln!("{}: still not reaped {WAIT:?} after SIGKILL", self.name);
+            }
         }
     }
 
-    /// Stops it with SIGTERM and waits for it to exit.
+    /// Stops it with SIGTERM and waits for it to exit, at most [`WAIT`]:
+    /// a daemon that ignores SIGTERM is killed and fails the test.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
+            // Not yet reaped, so the pid is still this process's.
+            run(Command::new("kill").arg("-TERM").arg(c.id().to_string()));
+            if wait_until(&mut c, Instant::now() + WAIT).is_none() {
+                let _ = c.kill();
+                let _ = wait_until(&mut c, Instant::now() + WAIT);
+                panic!(
+                    "{}: did not exit within {WAIT:?} of SIGTERM; it printed:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
         }
     }
 }
@@ -226,12 +336,54 @@ impl Drop for Daemon {
     }
 }
 
-/// A free TCP port on loopback (bound and released).
+/// A TCP port on loopback that was free a moment ago (bound and
+/// released): another process may take it before the caller's does. Only
+/// for a program that cannot listen on port 0 and say which port it got,
+/// and only with a retry when the port turns out taken: sshd
+/// ([`Sshd::start`]), or an address that must be known before the start
+/// (the phone page's origin). A vmux signer listens on `127.0.0.1:0` and
+/// prints its port; for a port where nothing listens use [`ClosedPort`].
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A loopback port where nothing listens, for as long as this lives: a
+/// socket bound to it and never listening, so a connection there is
+/// refused at once and no other process can take the port meanwhile.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port.
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// Reserves one.
+    pub fn reserve() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("bind a loopback port");
+        let port = socket.local_addr().expect("its port").port();
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A number not given out before in this test process: for names of
+/// files and directories within one test's directory.
+pub fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The approver program every test signer uses: it logs each decision as
@@ -240,7 +392,7 @@ pub fn free_port() -> u16 {
 /// for an approval window).
 const APPROVER: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
-echo "kind=$VMUX_REQUEST_KIND fp=$VMUX_KEY_FINGERPRINT src=$VMUX_SOURCE_NAME srcid=$VMUX_SOURCE_ID code=$VMUX_PAIRING_CODE host=$VMUX_DEST_HOST user=$VMUX_DEST_USER quality=$VMUX_CONTEXT_QUALITY fwd=$VMUX_FORWARDED ns=$VMUX_NAMESPACE validity=$VMUX_CERT_VALIDITY_SECONDS principals=$VMUX_CERT_PRINCIPALS process=$VMUX_PROCESS" >> "$dir/approvals.log"
+echo "kind=$VMUX_REQUEST_KIND fp=$VMUX_KEY_FINGERPRINT src=$VMUX_SOURCE_NAME srcid=$VMUX_SOURCE_ID code=$VMUX_PAIRING_CODE host=$VMUX_DEST_HOST user=$VMUX_DEST_USER quality=$VMUX_CONTEXT_QUALITY fwd=$VMUX_FORWARDED binding=$VMUX_BINDING ns=$VMUX_NAMESPACE validity=$VMUX_CERT_VALIDITY_SECONDS principals=$VMUX_CERT_PRINCIPALS process=$VMUX_PROCESS" >> "$dir/approvals.log"
 [ -e "$dir/deny-$VMUX_REQUEST_KIND" ] && exit 1
 if [ -s "$dir/window" ] && [ "$VMUX_APPROVAL_WINDOW_MAX" != 0 ]; then echo "VMUX_APPROVE_FOR=$(cat "$dir/window")"; fi
 exit 0
@@ -577,7 +729,7 @@ impl Sshd {
     /// Starts sshd with `authorized_keys` and extra config lines, waiting
     /// for "Server listening".
     pub fn start(dir: &Path, authorized_keys: &str, extra: &[&str]) -> Sshd {
-        let dir = dir.join(format!("sshd-{}", free_port()));
+        let dir = dir.join(format!("sshd-{}", unique()));
         std::fs::create_dir_all(&dir).expect("sshd dir");
         let _ = std::fs::create_dir_all("/run/sshd");
         let key = dir.join("host_key");
@@ -591,6 +743,11 @@ impl Sshd {
             .to_owned();
         let ak = dir.join("authorized_keys");
         std::fs::write(&ak, authorized_keys).expect("authorized_keys");
+        // sshd binds its port itself and cannot report one it chose (it
+        // logs the configured port), and a socket handed to it would make
+        // it an inetd child per connection, not the daemon users run. So
+        // the port is probed, and another process may take it first: sshd
+        // then says it cannot bind and exits, and we try another port.
         for _attempt in 0..5 {
             let port = free_port();
             let config = dir.join("sshd_config");
@@ -653,18 +810,16 @@ impl Sshd {
         ]
     }
 
-    /// `ssh … user@127.0.0.1 CMD` through `agent`.
+    /// `ssh … user@127.0.0.1 CMD` through `agent`, within [`SSH_WAIT`].
     pub fn ssh(&self, agent: &Agent, extra: &[&str], remote: &str) -> Output {
-        let mut c = Command::new("timeout");
-        c.arg("120")
-            .arg("ssh")
-            .args(self.ssh_opts())
+        let mut c = Command::new("ssh");
+        c.args(self.ssh_opts())
             .arg("-p")
             .arg(self.port.to_string())
             .args(extra);
         c.arg(format!("{}@127.0.0.1", login_user())).arg(remote);
         client_env(&mut c, agent);
-        run(&mut c)
+        run_within(&mut c, SSH_WAIT)
     }
 
     /// Logs in with `ssh … true` through `agent` and asserts that it
@@ -749,7 +904,7 @@ impl World {
 
 /// `SHA256:…` of an OpenSSH public-key line, via ssh-keygen.
 pub fn fingerprint(line: &str, dir: &Path) -> String {
-    let f = dir.join(format!("fp-{}.pub", free_port()));
+    let f = dir.join(format!("fp-{}.pub", unique()));
     std::fs::write(&f, format!("{line}\n")).expect("pub");
     let out = ok(Command::new("ssh-keygen").arg("-l").arg("-f").arg(&f));
     out.split_whitespace()

@@ -1,0 +1,630 @@
+// vmux phone page: enrolment (#enrol=TOKEN), passkey sign-in, and live approval of the signer's
+// requests (#request=ID highlights one). Plain ES module, no build step, no third-party code.
+// Strict CSP: every server string is rendered with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const CRED_KEY = 'vmux.credential';
+const HAS_PASSKEYS = Boolean(window.PublicKeyCredential && navigator.credentials);
+const NO_PASSKEYS = 'This browser cannot use passkeys. Open this page in Safari on iOS 17 or later, or in Chrome on Android.';
+
+const state = {
+  view: null,
+  rpId: undefined,     // from /api/session (or the enrolment options)
+  enrolment: null,     // {token, publicKey} once /api/enrol/begin answered
+  signin: null,        // pre-fetched sign-in challenge {challenge, rp_id, timeout_ms, fetchedAt}
+  signinSeq: 0,
+  signinTimer: 0,
+  events: null,        // the EventSource while signed in
+  cards: new Map(),    // request id -> {card, el, countdown, windowBox, error, buttons, busy}
+  done: new Set(),     // ids decided here: hidden even if a late `state` event still lists them
+  focusId: null,       // from #request=ID, highlighted when its card shows up
+  haveList: false,     // a `state` event arrived since sign-in
+  clockOffset: 0,      // server clock minus this phone's clock, from Date headers (ms)
+  statusAt: 0,
+  statusBusy: false,
+  statusTimer: 0,
+};
+
+// ---- small helpers ----
+
+function b64uToBuf(text) {
+  const b64 = String(text).replace(/-/g, '+').replace(/_/g, '/');
+  const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes.buffer;
+}
+
+function bufToB64u(buf) {
+  const bytes = new Uint8Array(buf);
+  let bin = '';
+  for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function say(text) {
+  $('message').textContent = text || '';
+}
+
+function loadCred() {
+  try { return localStorage.getItem(CRED_KEY); } catch { return null; }
+}
+
+function storeCred(id) {
+  try { localStorage.setItem(CRED_KEY, id); } catch { /* private mode: sign-in still works */ }
+}
+
+function allowCredentials() {
+  const id = loadCred();
+  return id ? [{ type: 'public-key', id: b64uToBuf(id) }] : [];
+}
+
+function assertionFields(cred) {
+  return {
+    credential_id: bufToB64u(cred.rawId),
+    authenticator_data: bufToB64u(cred.response.authenticatorData),
+    client_data_json: bufToB64u(cred.response.clientDataJSON),
+    signature: bufToB64u(cred.response.signature),
+  };
+}
+
+const serverNow = () => Date.now() + state.clockOffset;
+
+function fmtTime(unixSeconds) {
+  return new Date(unixSeconds * 1000).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+const fmtLeft = (s) => (s < 60 ? `${s} s` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
+
+const PASSKEY_ERRORS = {
+  NotAllowedError: 'The passkey request was cancelled or timed out.',
+  InvalidStateError: 'This phone already has a passkey for this signer.',
+  SecurityError: "This page's address does not match the signer's passkey domain.",
+};
+
+function passkeyError(err) {
+  if (err instanceof ApiError) return err.message;
+  return PASSKEY_ERRORS[err && err.name] || (err && err.message) || 'The passkey did not work.';
+}
+
+// ---- JSON API ----
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// GET when body is undefined, else POST the body as JSON. Throws ApiError with the server's sentence.
+async function api(path, body) {
+  const init = body === undefined
+    ? { credentials: 'same-origin', headers: { Accept: 'application/json' } }
+    : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), credentials: 'same-origin' };
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, 'The signer cannot be reached. Check the connection and try again.');
+  }
+  const date = Date.parse(res.headers.get('Date') || '');
+  if (!Number.isNaN(date)) {
+    const offset = date - Date.now();
+    state.clockOffset = Math.abs(offset) > 2000 ? offset : 0; // Date has 1 s resolution
+  }
+  let data = null;
+  try { data = await res.json(); } catch { /* empty or not JSON */ }
+  if (res.ok) return data || {};
+  const sentence = data && typeof data.error === 'string' ? data.error : `The signer answered with status ${res.status}.`;
+  if (res.status === 401 && !path.startsWith('/api/signin/') && !path.startsWith('/api/enrol/')) showSignIn();
+  throw new ApiError(res.status, sentence);
+}
+
+// ---- views and routing ----
+
+function show(view) {
+  for (const id of ['view-loading', 'view-enrol', 'view-signin', 'view-main']) $(id).hidden = id !== view;
+  state.view = view;
+  const signedIn = view === 'view-main';
+  $('who-line').hidden = !signedIn;
+  $('signout-button').hidden = !signedIn;
+  if (!signedIn) {
+    $('signer').textContent = 'vmux signer';
+    $('conn').hidden = true;
+  }
+}
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return { enrol: params.get('enrol'), request: params.get('request') };
+}
+
+function clearHash() {
+  history.replaceState(null, '', location.pathname + location.search);
+}
+
+async function route() {
+  const { enrol, request } = readHash();
+  if (request) {
+    state.focusId = request;
+    if (state.view === 'view-main') focusCard();
+  }
+  if (enrol) return beginEnrol(enrol);
+  if (state.view !== 'view-main') await checkSession();
+}
+
+async function checkSession() {
+  try {
+    const s = await api('/api/session');
+    state.rpId = s.rp_id || state.rpId;
+    if (s.signed_in) showMain(s);
+    else showSignIn();
+  } catch (err) {
+    showSignIn();
+    say(err.message);
+  }
+}
+
+// ---- enrolment ----
+
+async function beginEnrol(token) {
+  stopEvents();
+  show('view-enrol');
+  state.enrolment = null;
+  $('enrol-button').hidden = true;
+  $('enrol-help').hidden = true;
+  $('enrol-phone').textContent = '';
+  $('enrol-for').textContent = 'Checking the enrolment link…';
+  try {
+    const r = await api('/api/enrol/begin', { token });
+    const o = r.options;
+    state.rpId = o.rp.id;
+    state.enrolment = {
+      token,
+      publicKey: {
+        challenge: b64uToBuf(o.challenge),
+        rp: { id: o.rp.id, name: o.rp.name },
+        user: { id: b64uToBuf(o.user.id), name: o.user.name, displayName: o.user.displayName },
+        pubKeyCredParams: [{ type: 'public-key', alg: -7 }],
+        authenticatorSelection: { userVerification: 'required', residentKey: 'preferred', requireResidentKey: false },
+        attestation: 'none',
+        timeout: o.timeout_ms,
+      },
+    };
+    $('enrol-for').textContent = `This link adds this phone to ${o.rp.name} as:`;
+    $('enrol-phone').textContent = r.phone;
+    $('enrol-help').hidden = false;
+    $('enrol-button').hidden = false;
+    $('enrol-button').disabled = !HAS_PASSKEYS;
+    say(HAS_PASSKEYS ? '' : NO_PASSKEYS);
+  } catch (err) {
+    $('enrol-for').textContent = '';
+    say(err.message);
+  }
+}
+
+// Click handler: credentials.create is the first call, with no await before it (Safari's user gesture).
+function onCreatePasskey() {
+  const enrolment = state.enrolment;
+  if (!enrolment) return;
+  const button = $('enrol-button');
+  button.disabled = true;
+  say('');
+  navigator.credentials.create({ publicKey: enrolment.publicKey })
+    .then(async (cred) => {
+      const credentialId = bufToB64u(cred.rawId);
+      await api('/api/enrol/finish', {
+        token: enrolment.token,
+        credential_id: credentialId,
+        attestation_object: bufToB64u(cred.response.attestationObject),
+        client_data_json: bufToB64u(cred.response.clientDataJSON),
+      });
+      storeCred(credentialId);
+      state.enrolment = null;
+      clearHash();
+      $('enrolled').hidden = false;
+      await checkSession();
+    })
+    .catch((err) => {
+      button.disabled = false;
+      say(passkeyError(err));
+    });
+}
+
+// ---- sign-in ----
+
+function showSignIn() {
+  stopEvents();
+  clearCards();
+  show('view-signin');
+  $('signin-button').disabled = true;
+  if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
+  prefetchSignIn();
+}
+
+// Fetch a challenge before the click, and again before it expires (they live about 2 minutes).
+async function prefetchSignIn() {
+  const seq = ++state.signinSeq;
+  clearTimeout(state.signinTimer);
+  state.signin = null;
+  $('signin-button').disabled = true;
+  try {
+    const c = await api('/api/signin/begin', {});
+    if (seq !== state.signinSeq || state.view !== 'view-signin') return;
+    state.signin = { ...c, fetchedAt: Date.now() };
+    $('signin-button').disabled = false;
+    state.signinTimer = setTimeout(prefetchSignIn, Math.max(10000, (c.timeout_ms || 120000) - 15000));
+  } catch (err) {
+    if (seq !== state.signinSeq || state.view !== 'view-signin') return;
+    say(err.message);
+    state.signinTimer = setTimeout(prefetchSignIn, 5000);
+  }
+}
+
+const signinStale = () => !state.signin || Date.now() - state.signin.fetchedAt > (state.signin.timeout_ms || 120000) - 5000;
+
+// Click handler: credentials.get is called with no await before it.
+function onSignIn() {
+  if (signinStale()) {
+    say('Getting a fresh sign-in challenge. Tap Sign in again in a moment.');
+    prefetchSignIn();
+    return;
+  }
+  const c = state.signin;
+  state.signin = null; // single use
+  clearTimeout(state.signinTimer);
+  $('signin-button').disabled = true;
+  say('');
+  navigator.credentials.get({
+    publicKey: {
+      challenge: b64uToBuf(c.challenge),
+      rpId: c.rp_id,
+      userVerification: 'required',
+      allowCredentials: allowCredentials(),
+      timeout: c.timeout_ms,
+    },
+  })
+    .then(async (cred) => {
+      await api('/api/signin/finish', { challenge: c.challenge, ...assertionFields(cred) });
+      storeCred(bufToB64u(cred.rawId)); // an installed app has its own storage: remember the passkey used
+      await checkSession();
+    })
+    .catch((err) => {
+      say(passkeyError(err));
+      if (state.view === 'view-signin') prefetchSignIn();
+    });
+}
+
+async function onSignOut() {
+  try {
+    await api('/api/signout', {});
+  } catch (err) {
+    if (err.status !== 401) return say(err.message);
+  }
+  $('enrolled').hidden = true;
+  say('');
+  showSignIn();
+}
+
+// ---- signed-in view: live requests ----
+
+function showMain(session) {
+  clearTimeout(state.signinTimer);
+  state.signinSeq++;
+  state.signin = null;
+  show('view-main');
+  state.haveList = false;
+  $('signer').textContent = session.signer || 'vmux signer';
+  $('phone').textContent = session.phone ? `This phone: ${session.phone}` : '';
+  $('lock').textContent = '';
+  if (!HAS_PASSKEYS) say(NO_PASSKEYS);
+  if (!window.EventSource) return say('This browser cannot receive live requests (no EventSource).');
+  startEvents();
+  refreshStatus();
+}
+
+function startEvents() {
+  stopEvents();
+  const es = new EventSource('/api/events');
+  state.events = es;
+  es.addEventListener('open', () => { $('conn').hidden = true; });
+  es.addEventListener('state', (ev) => {
+    let data;
+    try { data = JSON.parse(ev.data); } catch { return; }
+    $('conn').hidden = true;
+    setSigner(data.signer);
+    renderCards(Array.isArray(data.requests) ? data.requests : []);
+    refreshStatus();
+  });
+  // EventSource reconnects by itself unless the server refused it (CLOSED); either way check the session.
+  es.addEventListener('error', async () => {
+    if (state.events !== es) return;
+    $('conn').hidden = false;
+    let session = null;
+    try { session = await api('/api/session'); } catch { /* offline: keep trying */ }
+    if (state.events !== es) return;
+    if (session && !session.signed_in) return showSignIn();
+    if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (state.events === es) startEvents(); }, 3000);
+  });
+}
+
+function stopEvents() {
+  if (state.events) state.events.close();
+  state.events = null;
+}
+
+function setSigner(signer) {
+  if (!signer) return;
+  $('signer').textContent = signer.name;
+  $('lock').textContent = signer.locked ? 'Locked' : 'Unlocked';
+  $('lock').classList.toggle('locked', Boolean(signer.locked));
+}
+
+function clearCards() {
+  for (const id of [...state.cards.keys()]) removeCard(id);
+}
+
+// `state` carries the full list: keep existing card elements, add new ones, drop the rest.
+function renderCards(list) {
+  const box = $('cards');
+  const listed = new Set(list.map((c) => String(c.id)));
+  for (const id of state.done) if (!listed.has(id)) state.done.delete(id);
+  let prev = null;
+  for (const card of list) {
+    const id = String(card.id);
+    if (state.done.has(id)) continue;
+    let entry = state.cards.get(id);
+    if (entry) entry.card = card;
+    else state.cards.set(id, (entry = buildCard(card)));
+    const want = prev ? prev.nextSibling : box.firstChild;
+    if (entry.el !== want) box.insertBefore(entry.el, want);
+    prev = entry.el;
+  }
+  for (const id of [...state.cards.keys()]) if (!listed.has(id)) removeCard(id);
+  tick();
+  state.haveList = true;
+  focusCard();
+}
+
+function buildCard(card) {
+  const entry = { card, busy: false, windowBox: null };
+  const art = el('article', 'card');
+  art.dataset.kind = card.kind;
+  art.dataset.id = card.id;
+  art.append(el('h2', null, card.title));
+  if (card.forwarded) {
+    art.append(el('p', 'forwarded', 'Through a FORWARDED agent'));
+    art.append(el('p', 'forwarded-help', 'This came from a remote machine using your forwarded agent. Approve only if you expect it.'));
+  }
+  if (card.code) {
+    art.append(el('p', 'code-help', 'Check that the computer shows the same code:'));
+    art.append(el('p', 'code', card.code));
+  }
+  if (Array.isArray(card.facts) && card.facts.length) {
+    const dl = el('dl', 'facts');
+    for (const fact of card.facts) {
+      const row = el('div');
+      row.append(el('dt', null, fact.label), el('dd', null, fact.value));
+      dl.append(row);
+    }
+    art.append(dl);
+  }
+  // The one-line summary the other approvers show, folded: the facts
+  // above say the same, readable at arm's length.
+  if (card.summary) {
+    const more = el('details', 'summary');
+    more.append(el('summary', null, 'The whole request in one line'), el('p', null, card.summary));
+    art.append(more);
+  }
+  entry.countdown = el('p', 'countdown');
+  art.append(entry.countdown);
+  if (card.window) {
+    const label = el('label', 'window');
+    entry.windowBox = el('input');
+    entry.windowBox.type = 'checkbox';
+    entry.windowBox.name = 'window';
+    label.append(entry.windowBox, el('span', null, card.window.label));
+    art.append(label);
+  }
+  entry.error = el('p', 'card-error');
+  entry.error.setAttribute('role', 'alert');
+  const deny = el('button', 'deny', 'Deny');
+  const approve = el('button', 'approve', 'Approve');
+  deny.type = approve.type = 'button';
+  deny.addEventListener('click', () => onDeny(entry));
+  approve.addEventListener('click', () => onApprove(entry));
+  entry.buttons = [deny, approve];
+  const actions = el('div', 'actions');
+  actions.append(deny, approve);
+  art.append(entry.error, actions);
+  entry.el = art;
+  return entry;
+}
+
+function removeCard(id) {
+  const entry = state.cards.get(id);
+  if (entry) entry.el.remove();
+  state.cards.delete(id);
+  $('no-requests').hidden = state.cards.size > 0;
+}
+
+function secondsLeft(card) {
+  return Math.max(0, Math.ceil((card.expires_at_ms - serverNow()) / 1000));
+}
+
+// Every second: countdowns, and no buttons on an expired card.
+function tick() {
+  for (const entry of state.cards.values()) {
+    const left = secondsLeft(entry.card);
+    entry.countdown.textContent = left > 0 ? `Expires in ${fmtLeft(left)}` : 'Expired';
+    entry.el.classList.toggle('expired', left === 0);
+    entry.el.classList.toggle('urgent', left > 0 && left <= 15);
+    if (!entry.busy) setBusy(entry, false);
+  }
+  $('no-requests').hidden = state.cards.size > 0;
+}
+
+function setBusy(entry, busy) {
+  entry.busy = busy;
+  const off = busy || secondsLeft(entry.card) === 0;
+  for (const b of entry.buttons) b.disabled = off;
+  if (entry.windowBox) entry.windowBox.disabled = off;
+  entry.el.classList.toggle('busy', busy);
+}
+
+// #request=ID: once the list is known, highlight that card (or say it is gone).
+function focusCard() {
+  if (!state.focusId || !state.haveList) return;
+  const entry = state.cards.get(state.focusId);
+  state.focusId = null;
+  clearHash();
+  if (!entry) return say('That request is no longer waiting.');
+  entry.el.classList.add('highlight');
+  entry.el.scrollIntoView({ behavior: 'smooth', block: 'center' });
+}
+
+function decided(entry) {
+  const id = String(entry.card.id);
+  state.done.add(id);
+  removeCard(id);
+}
+
+// Click handler: credentials.get is called with no await before it.
+function onApprove(entry) {
+  const card = entry.card;
+  const msLeft = card.expires_at_ms - serverNow();
+  if (entry.busy || msLeft <= 0) return;
+  if (!HAS_PASSKEYS) {
+    entry.error.textContent = NO_PASSKEYS;
+    return;
+  }
+  const useWindow = Boolean(card.window && entry.windowBox && entry.windowBox.checked);
+  setBusy(entry, true);
+  entry.error.textContent = '';
+  navigator.credentials.get({
+    publicKey: {
+      challenge: b64uToBuf(useWindow ? card.window.challenge : card.challenge),
+      rpId: state.rpId,
+      userVerification: 'required',
+      allowCredentials: allowCredentials(),
+      timeout: Math.round(msLeft),
+    },
+  })
+    .then((cred) => api(`/api/requests/${encodeURIComponent(card.id)}/approve`, { window: useWindow, ...assertionFields(cred) }))
+    .then(() => decided(entry))
+    .catch((err) => {
+      setBusy(entry, false);
+      entry.error.textContent = passkeyError(err);
+    });
+}
+
+function onDeny(entry) {
+  if (entry.busy) return;
+  setBusy(entry, true);
+  entry.error.textContent = '';
+  api(`/api/requests/${encodeURIComponent(entry.card.id)}/deny`, {})
+    .then(() => decided(entry))
+    .catch((err) => {
+      setBusy(entry, false);
+      entry.error.textContent = err.message;
+    });
+}
+
+// ---- status: agents, phones, recent decisions (at most one fetch a second) ----
+
+function refreshStatus() {
+  const wait = state.statusAt + 1000 - Date.now();
+  if (state.statusBusy || wait > 0) {
+    if (!state.statusTimer) {
+      state.statusTimer = setTimeout(() => { state.statusTimer = 0; refreshStatus(); }, Math.max(wait, 250));
+    }
+    return;
+  }
+  if (state.view !== 'view-main') return;
+  state.statusBusy = true;
+  state.statusAt = Date.now();
+  api('/api/status')
+    .then(renderStatus)
+    .catch((err) => { if (err.status !== 401) say(err.message); })
+    .finally(() => { state.statusBusy = false; });
+}
+
+function fillList(id, items, emptyText, row) {
+  const rows = (items || []).map((item) => {
+    const li = el('li');
+    li.append(...row(item));
+    return li;
+  });
+  $(id).replaceChildren(...(rows.length ? rows : [el('li', 'empty', emptyText)]));
+}
+
+function renderStatus(s) {
+  if (state.view !== 'view-main') return;
+  setSigner(s.signer);
+  fillList('agents', s.agents, 'No agents are paired.', (a) => [
+    el('span', 'name', a.name),
+    el('span', 'meta', `Paired ${fmtTime(a.paired_at)} · ${a.last_seen ? `last seen ${fmtTime(a.last_seen)}` : 'not seen yet'}`),
+    unpairButton(a),
+  ]);
+  fillList('phones', s.phones, 'No phones.', (p) => [
+    el('span', 'name', p.this ? `${p.name} (this phone)` : p.name),
+    el('span', p.online ? 'meta online' : 'meta', [p.online ? 'Online' : 'Offline', `added ${fmtTime(p.added_at)}`,
+      p.last_seen ? `last seen ${fmtTime(p.last_seen)}` : ''].filter(Boolean).join(' · ')),
+  ]);
+  const recent = [...(s.recent || [])].sort((a, b) => b.time - a.time);
+  fillList('recent', recent, 'No decisions yet.', (r) => {
+    const outcome = el('span', 'outcome', r.outcome);
+    outcome.dataset.outcome = r.outcome;
+    const meta = el('span', 'meta', [fmtTime(r.time), r.kind, r.phone].filter(Boolean).join(' · '));
+    return [el('span', 'name', r.summary), outcome, meta];
+  });
+}
+
+function unpairButton(agent) {
+  const button = el('button', 'small unpair', 'Unpair');
+  button.type = 'button';
+  button.addEventListener('click', () => {
+    if (!window.confirm(`Unpair ${agent.name}? It must pair again before it can use this signer.`)) return;
+    button.disabled = true;
+    api(`/api/agents/${encodeURIComponent(agent.id)}/unpair`, {})
+      .then(() => { say(`${agent.name} was unpaired.`); refreshStatus(); })
+      .catch((err) => { button.disabled = false; say(err.message); });
+  });
+  return button;
+}
+
+// ---- start ----
+
+function onVisible() {
+  if (document.visibilityState !== 'visible') return;
+  if (state.view === 'view-signin' && signinStale()) prefetchSignIn();
+  if (state.view === 'view-main') {
+    if (!state.events || state.events.readyState === EventSource.CLOSED) startEvents();
+    refreshStatus();
+    tick();
+  }
+}
+
+function start() {
+  if ('serviceWorker' in navigator) {
+    try { navigator.serviceWorker.register('/sw.js').catch(() => {}); } catch { /* ignored */ }
+  }
+  $('enrol-button').addEventListener('click', onCreatePasskey);
+  $('signin-button').addEventListener('click', onSignIn);
+  $('signout-button').addEventListener('click', onSignOut);
+  $('message').addEventListener('click', () => say(''));
+  window.addEventListener('hashchange', route);
+  document.addEventListener('visibilitychange', onVisible);
+  // Leaving the page (or its being frozen in the back-forward cache) ends
+  // the live stream, so the signer knows no page is open here.
+  window.addEventListener('pagehide', stopEvents);
+  window.addEventListener('pageshow', (ev) => { if (ev.persisted) onVisible(); });
+  setInterval(tick, 1000);
+  route();
+}
+
+start();

@@ -1,0 +1,289 @@
+//! The enrolled phones, persisted in `phones.json` (mode 0600, written
+//! atomically) by one writer at a time: the running signer, or a `vmux
+//! signer phone …` command while no signer runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use vmux_home::{HomeError, LockError, WriterLock};
+use vmux_webauthn::{Credential, VerifiedAssertion};
+
+/// One enrolled phone: its name and its passkey's public half.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneRecord {
+    /// The name given at `vmux signer phone add --name`.
+    pub name: String,
+    /// The passkey's credential id, base64url.
+    pub credential_id: String,
+    /// Its P-256 public key, SEC1 uncompressed, base64url.
+    pub public_key: String,
+    /// The last signature counter seen.
+    pub counter: u32,
+    /// When it was enrolled, Unix seconds.
+    pub added_at: u64,
+    /// When it last signed in or decided, Unix seconds.
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+}
+
+impl PhoneRecord {
+    /// The stored credential, for checking an assertion.
+    pub fn credential(&self) -> Option<Credential> {
+        let id = B64URL.decode(&self.credential_id).ok()?;
+        let key = B64URL.decode(&self.public_key).ok()?;
+        Credential::from_stored(&id, &key, self.counter).ok()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookFile {
+    #[serde(default)]
+    phones: Vec<PhoneRecord>,
+}
+
+/// Why the phone book refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    /// Another process writes the phone book.
+    #[error("another vmux process holds the phone book ({0} is locked); if `vmux signer run` is running here, ask it, or try again")]
+    Busy(PathBuf),
+    /// A phone of that name exists.
+    #[error("a phone named {0:?} is enrolled already; remove it first or choose another name")]
+    NameTaken(String),
+    /// No phone of that name.
+    #[error("no phone named {0:?} is enrolled")]
+    NoSuchPhone(String),
+    /// The file could not be read, parsed or written.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// The enrolled phones and their one writer.
+pub struct PhoneBook {
+    path: PathBuf,
+    state: RwLock<BookFile>,
+    _lock: WriterLock,
+}
+
+/// Seconds within which a repeated use does not rewrite `last_seen`.
+const LAST_SEEN_RESOLUTION: u64 = 60;
+
+impl PhoneBook {
+    /// Opens the phone book at `path` (empty if there is no file yet) as
+    /// its one writer, waiting at most `wait` for another writer.
+    pub fn open(path: PathBuf, wait: Duration) -> Result<PhoneBook, BookError> {
+        let lock = WriterLock::acquire(&path, wait).map_err(|e| match e {
+            LockError::Busy(p) => BookError::Busy(p),
+            LockError::Home(h) => BookError::Home(h),
+        })?;
+        vmux_home::remove_stale_temps(&path);
+        let state = read_file(&path)?;
+        Ok(PhoneBook {
+            path,
+            state: RwLock::new(state),
+            _lock: lock,
+        })
+    }
+
+    /// The phones, in enrolment order.
+    pub fn list(&self) -> Vec<PhoneRecord> {
+        vmux_home::sync::read(&self.state).phones.clone()
+    }
+
+    /// The phone whose passkey has this credential id.
+    pub fn by_credential(&self, credential_id: &[u8]) -> Option<PhoneRecord> {
+        let id = B64URL.encode(credential_id);
+        vmux_home::sync::read(&self.state)
+            .phones
+            .iter()
+            .find(|p| p.credential_id == id)
+            .cloned()
+    }
+
+    /// Whether a phone of this name is enrolled.
+    pub fn contains(&self, name: &str) -> bool {
+        vmux_home::sync::read(&self.state)
+            .phones
+            .iter()
+            .any(|p| p.name == name)
+    }
+
+    /// Enrols a phone with its verified passkey.
+    pub fn add(&self, name: &str, credential: &Credential, now: u64) -> Result<(), BookError> {
+        let record = PhoneRecord {
+            name: name.to_owned(),
+            credential_id: B64URL.encode(credential.id()),
+            public_key: B64URL.encode(credential.public_key_sec1()),
+            counter: credential.counter(),
+            added_at: now,
+            last_seen: Some(now),
+        };
+        self.update(|f| {
+            if f.phones.iter().any(|p| p.name == name) {
+                return Err(BookError::NameTaken(name.to_owned()));
+            }
+            f.phones.push(record);
+            Ok(())
+        })
+    }
+
+    /// Records a verified assertion of `name`'s passkey: its counter and
+    /// the time. The file holds the new counter before this returns, so a
+    /// replayed assertion is refused even after a restart.
+    pub fn record_use(
+        &self,
+        name: &str,
+        assertion: &VerifiedAssertion,
+        now: u64,
+    ) -> Result<(), BookError> {
+        self.update(|f| {
+            let p = f
+                .phones
+                .iter_mut()
+                .find(|p| p.name == name)
+                .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
+            p.counter = assertion.counter();
+            p.last_seen = Some(now);
+            Ok(())
+        })
+    }
+
+    /// Notes that `name` was seen (signed in), at most once a minute.
+    pub fn touch(&self, name: &str, now: u64) -> Result<(), BookError> {
+        let fresh = vmux_home::sync::read(&self.state)
+            .phones
+            .iter()
+            .filter(|p| p.name == name)
+            .all(|p| {
+                p.last_seen
+                    .is_some_and(|t| now.saturating_sub(t) < LAST_SEEN_RESOLUTION)
+            });
+        if fresh {
+            return Ok(());
+        }
+        self.update(|f| {
+            for p in f.phones.iter_mut().filter(|p| p.name == name) {
+                p.last_seen = Some(now);
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a phone; returns its record.
+    pub fn remove(&self, name: &str) -> Result<PhoneRecord, BookError> {
+        let mut removed = None;
+        self.update(|f| {
+            let i = f
+                .phones
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
+            removed = Some(f.phones.remove(i));
+            Ok(())
+        })?;
+        removed.ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))
+    }
+
+    /// Changes the book: in memory only once the file holds the change.
+    fn update(
+        &self,
+        f: impl FnOnce(&mut BookFile) -> Result<(), BookError>,
+    ) -> Result<(), BookError> {
+        let mut l = vmux_home::sync::write(&self.state);
+        let mut next = l.clone();
+        f(&mut next)?;
+        let json = serde_json::to_vec_pretty(&next)
+            .map_err(|e| HomeError::io(&self.path, std::io::Error::other(e)))?;
+        vmux_home::write_private(&self.path, &json)?;
+        *l = next;
+        Ok(())
+    }
+}
+
+/// Reads the phone book without becoming its writer (for listings while a
+/// signer runs).
+pub fn read_phones(path: &Path) -> Result<Vec<PhoneRecord>, HomeError> {
+    Ok(read_file(path)?.phones)
+}
+
+fn read_file(path: &Path) -> Result<BookFile, HomeError> {
+    match vmux_home::read_optional(path)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| HomeError::Config {
+            path: path.to_owned(),
+            message: format!("corrupt phone book: {e}"),
+        }),
+        None => Ok(BookFile::default()),
+    }
+}
+
+/// Whether `name` is acceptable as a phone's name: 1–64 characters, no
+/// control or invisible characters, no surrounding spaces.
+pub fn valid_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=64).contains(&n)
+        && name.trim() == name
+        && !name.is_empty()
+        && name == vmux_proto::sanitize(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmux_webauthn::testing::SoftAuthenticator;
+
+    #[test]
+    fn one_writer_names_unique_counter_kept_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        assert!(matches!(
+            PhoneBook::open(path.clone(), Duration::from_millis(30)),
+            Err(BookError::Busy(_))
+        ));
+        let origin = "https://signer.vmux.test";
+        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
+        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let reg = auth.create(b"challenge");
+        let cred = vmux_webauthn::verify_registration(
+            &rp,
+            b"challenge",
+            &reg.response(),
+            vmux_webauthn::UserVerification::Required,
+        )
+        .unwrap();
+        book.add("pixel", &cred, 100).unwrap();
+        assert!(matches!(
+            book.add("pixel", &cred, 101),
+            Err(BookError::NameTaken(_))
+        ));
+        let found = book.by_credential(cred.id()).unwrap();
+        assert_eq!(found.name, "pixel");
+        assert_eq!(found.credential().unwrap(), cred);
+        drop(book);
+        assert_eq!(vmux_home::mode_of(&path).unwrap(), 0o600);
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        assert_eq!(book.list().len(), 1);
+        assert_eq!(book.remove("pixel").unwrap().name, "pixel");
+        assert!(matches!(
+            book.remove("pixel"),
+            Err(BookError::NoSuchPhone(_))
+        ));
+        assert!(read_phones(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("Anna's iPhone"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(" x"));
+        assert!(!valid_name("a\u{202e}b"));
+        assert!(!valid_name("a\nb"));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,599 @@
+//! The desk: decisions waiting for a phone. The signer puts an [`Ask`] on
+//! it and waits; every signed-in page sees it as a card; it leaves the
+//! desk when a phone decides, when its time is up, or when the signer
+//! stops waiting (the agent gave up). Only a [`PhoneApproval`], which
+//! only [`check_approval`] makes, approves.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use vmux_home::sync::lock;
+use vmux_webauthn::{
+    verify_assertion, ApprovalRequest, AssertionResponse, RelyingParty, UserVerification,
+    VerifiedAssertion,
+};
+
+use crate::book::PhoneBook;
+
+/// Decisions waiting at once; more are refused (the signer's own bounds
+/// keep far fewer in flight).
+pub const MAX_PENDING: usize = 512;
+
+/// What kind of decision a card asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardKind {
+    /// A new agent wants to pair.
+    Pair,
+    /// A paired agent wants a signature.
+    Sign,
+    /// A paired agent wants a session certificate.
+    Certificate,
+}
+
+impl CardKind {
+    /// The kind's name, as bound into the approval challenge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardKind::Pair => "pair",
+            CardKind::Sign => "sign",
+            CardKind::Certificate => "certificate",
+        }
+    }
+}
+
+/// An approval window a phone may grant with its approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowOffer {
+    /// How long, seconds.
+    pub seconds: u64,
+    /// What the person reads next to the checkbox.
+    pub label: String,
+}
+
+impl WindowOffer {
+    /// The window's canonical text in the approval challenge.
+    fn canonical(&self) -> String {
+        format!(
+            "same-host-key,same-user,same-key,same-executable,{}",
+            self.seconds
+        )
+    }
+}
+
+/// A decision the signer asks the phones to take. Text is shown as text
+/// (the page never renders it as HTML); the signer strips control and
+/// invisible characters before it gets here.
+#[derive(Clone)]
+pub struct Ask {
+    /// Its kind.
+    pub kind: CardKind,
+    /// The asking agent's id.
+    pub agent_id: String,
+    /// The card's title.
+    pub title: String,
+    /// One line saying all of it.
+    pub summary: String,
+    /// Labelled facts, in order.
+    pub facts: Vec<(String, String)>,
+    /// The request came through a forwarded agent.
+    pub forwarded: bool,
+    /// The pairing code, for a pairing.
+    pub code: Option<String>,
+    /// The key's fingerprint (empty when none).
+    pub key_fingerprint: String,
+    /// The data to sign, or the certificate's or pairing's body: bound
+    /// into the approval challenge, never shown or logged.
+    pub body: Vec<u8>,
+    /// The approval window a phone may grant, if the signer offers one.
+    pub window: Option<WindowOffer>,
+}
+
+impl std::fmt::Debug for Ask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ask")
+            .field("kind", &self.kind)
+            .field("agent_id", &self.agent_id)
+            .field("summary", &self.summary)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a decision ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A phone approved with a passkey assertion over this request.
+    Approved {
+        /// The phone that approved.
+        phone: String,
+        /// The approval window it granted, seconds.
+        window: Option<u64>,
+    },
+    /// A signed-in phone denied.
+    Denied {
+        /// The phone that denied.
+        phone: String,
+    },
+    /// Nobody decided in time.
+    TimedOut,
+    /// The desk was full.
+    Refused,
+}
+
+/// A phone's approval of one pending request: made only by
+/// [`check_approval`], after the assertion verified.
+#[derive(Debug)]
+pub struct PhoneApproval {
+    request: String,
+    phone: String,
+    window: bool,
+}
+
+struct Pending {
+    id: String,
+    ask: Ask,
+    expires_at_ms: u64,
+    challenge: [u8; 32],
+    window_challenge: Option<[u8; 32]>,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// Decisions waiting for a phone.
+pub struct Desk {
+    pending: Mutex<Vec<Pending>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Desk {
+    fn default() -> Self {
+        Desk {
+            pending: Mutex::new(Vec::new()),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+/// Takes a decision off the desk when its asker stops waiting.
+struct Leave<'a> {
+    desk: &'a Desk,
+    id: String,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.desk.take(&self.id);
+    }
+}
+
+impl Desk {
+    /// Puts `ask` on the desk and waits at most `timeout` for a phone.
+    /// Dropping the future takes the card away.
+    pub async fn ask(&self, ask: Ask, timeout: Duration) -> Answer {
+        let id = B64URL.encode(rand::random::<[u8; 16]>());
+        let (tx, rx) = oneshot::channel();
+        let challenge = challenge(&ask, &id, None);
+        let window_challenge = ask
+            .window
+            .as_ref()
+            .map(|w| self::challenge(&ask, &id, Some(w)));
+        {
+            let mut p = lock(&self.pending);
+            if p.len() >= MAX_PENDING {
+                return Answer::Refused;
+            }
+            p.push(Pending {
+                id: id.clone(),
+                expires_at_ms: vmux_home::time::now_ms().saturating_add(timeout.as_millis() as u64),
+                ask,
+                challenge,
+                window_challenge,
+                answer: tx,
+            });
+        }
+        self.changed.send_modify(|v| *v += 1);
+        let _leave = Leave { desk: self, id };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            _ => Answer::TimedOut,
+        }
+    }
+
+    /// Removes a pending decision; returns its answer channel.
+    fn take(&self, id: &str) -> Option<Pending> {
+        let taken = {
+            let mut p = lock(&self.pending);
+            let i = p.iter().position(|x| x.id == id)?;
+            p.remove(i)
+        };
+        self.changed.send_modify(|v| *v += 1);
+        Some(taken)
+    }
+
+    /// Approves a pending decision. False when it is no longer pending.
+    pub fn approve(&self, approval: PhoneApproval) -> bool {
+        let Some(p) = self.take(&approval.request) else {
+            return false;
+        };
+        let window = if approval.window {
+            p.ask.window.as_ref().map(|w| w.seconds)
+        } else {
+            None
+        };
+        p.answer
+            .send(Answer::Approved {
+                phone: approval.phone,
+                window,
+            })
+            .is_ok()
+    }
+
+    /// Denies a pending decision on behalf of a signed-in `phone`. False
+    /// when it is no longer pending.
+    pub fn deny(&self, id: &str, phone: &str) -> bool {
+        match self.take(id) {
+            Some(p) => p
+                .answer
+                .send(Answer::Denied {
+                    phone: phone.to_owned(),
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Denies everything waiting (the signer was locked).
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *lock(&self.pending));
+        self.changed.send_modify(|v| *v += 1);
+        drop(all);
+    }
+
+    /// How many decisions wait.
+    pub fn len(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A receiver that changes whenever a card comes or goes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The cards as the page shows them, oldest first.
+    pub fn cards(&self) -> Vec<Card> {
+        lock(&self.pending)
+            .iter()
+            .map(|p| Card {
+                id: p.id.clone(),
+                kind: p.ask.kind,
+                title: p.ask.title.clone(),
+                summary: p.ask.summary.clone(),
+                facts: p
+                    .ask
+                    .facts
+                    .iter()
+                    .map(|(label, value)| Fact {
+                        label: label.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                forwarded: p.ask.forwarded,
+                code: p.ask.code.clone(),
+                expires_at_ms: p.expires_at_ms,
+                challenge: B64URL.encode(p.challenge),
+                window: match (&p.ask.window, &p.window_challenge) {
+                    (Some(w), Some(c)) => Some(CardWindow {
+                        label: w.label.clone(),
+                        seconds: w.seconds,
+                        challenge: B64URL.encode(c),
+                    }),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    fn challenge_of(&self, id: &str, window: bool) -> Result<[u8; 32], ApproveError> {
+        let p = lock(&self.pending);
+        let p = p
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(ApproveError::NotPending)?;
+        if window {
+            p.window_challenge.ok_or(ApproveError::NoWindowOffered)
+        } else {
+            Ok(p.challenge)
+        }
+    }
+}
+
+/// The challenge a phone signs to approve `ask` (request `id`), once or
+/// with the window offered: `vmux_webauthn::ApprovalRequest` over the
+/// card's kind, id, agent, key, body and the window's canonical text.
+fn challenge(ask: &Ask, id: &str, window: Option<&WindowOffer>) -> [u8; 32] {
+    ApprovalRequest {
+        kind: ask.kind.as_str(),
+        request_id: id,
+        agent_id: &ask.agent_id,
+        key_fingerprint: &ask.key_fingerprint,
+        body: &ask.body,
+        window: &window.map(WindowOffer::canonical).unwrap_or_default(),
+    }
+    .challenge()
+}
+
+/// A card as the page receives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Card {
+    /// The request's id on this signer.
+    pub id: String,
+    /// Its kind.
+    pub kind: CardKind,
+    /// Title.
+    pub title: String,
+    /// Summary line.
+    pub summary: String,
+    /// Labelled facts.
+    pub facts: Vec<Fact>,
+    /// Through a forwarded agent.
+    pub forwarded: bool,
+    /// Pairing code.
+    pub code: Option<String>,
+    /// When the signer stops waiting, Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// The challenge to approve this request once (base64url).
+    pub challenge: String,
+    /// The window offer, with its own challenge.
+    pub window: Option<CardWindow>,
+}
+
+/// A labelled fact on a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fact {
+    /// Label.
+    pub label: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A window offer on a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardWindow {
+    /// What the person reads.
+    pub label: String,
+    /// How long.
+    pub seconds: u64,
+    /// The challenge that approves with this window (base64url).
+    pub challenge: String,
+}
+
+/// Why an approval was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproveError {
+    /// The request is no longer pending (decided, expired, withdrawn).
+    #[error("this request is no longer waiting (decided elsewhere, expired, or withdrawn)")]
+    NotPending,
+    /// A window was asked for where none is offered.
+    #[error("no approval window is offered for this request")]
+    NoWindowOffered,
+    /// The credential is not an enrolled phone's, or not this session's.
+    #[error("that passkey is not this signed-in phone's")]
+    WrongPhone,
+    /// The assertion did not verify.
+    #[error("the passkey assertion was refused: {0}")]
+    Assertion(#[from] vmux_webauthn::Error),
+    /// The phone book could not record the counter.
+    #[error("the phone book could not be written")]
+    Book,
+}
+
+/// Checks a phone's assertion over the pending request `id` (with or
+/// without its window): the credential is the signed-in phone's, the
+/// challenge is that request's, the origin and relying party are ours,
+/// the user was verified, the counter moved on; the new counter is on disk
+/// before the approval exists. The only way to make a [`PhoneApproval`].
+pub fn check_approval(
+    rp: &RelyingParty,
+    book: &PhoneBook,
+    desk: &Desk,
+    session_phone: &str,
+    id: &str,
+    window: bool,
+    response: &AssertionResponse<'_>,
+) -> Result<PhoneApproval, ApproveError> {
+    let challenge = desk.challenge_of(id, window)?;
+    let assertion = verify_phone(rp, book, session_phone, &challenge, response)?;
+    drop(assertion);
+    Ok(PhoneApproval {
+        request: id.to_owned(),
+        phone: session_phone.to_owned(),
+        window,
+    })
+}
+
+/// Verifies an assertion by `phone`'s passkey over `challenge` (UV
+/// required) and records its counter.
+pub(crate) fn verify_phone(
+    rp: &RelyingParty,
+    book: &PhoneBook,
+    phone: &str,
+    challenge: &[u8],
+    response: &AssertionResponse<'_>,
+) -> Result<VerifiedAssertion, ApproveError> {
+    let record = book
+        .by_credential(response.credential_id)
+        .filter(|r| r.name == phone)
+        .ok_or(ApproveError::WrongPhone)?;
+    let credential = record.credential().ok_or(ApproveError::WrongPhone)?;
+    let assertion = verify_assertion(
+        rp,
+        &credential,
+        challenge,
+        response,
+        UserVerification::Required,
+    )?;
+    book.record_use(phone, &assertion, vmux_home::time::now_s())
+        .map_err(|_| ApproveError::Book)?;
+    Ok(assertion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn ask() -> Ask {
+        Ask {
+            kind: CardKind::Sign,
+            agent_id: "0123456789abcdef".into(),
+            title: String::new(),
+            summary: String::new(),
+            facts: Vec::new(),
+            forwarded: false,
+            code: None,
+            key_fingerprint: "SHA256:xyz".into(),
+            body: [&12u32.to_be_bytes()[..], b"data to sign"].concat(),
+            window: Some(WindowOffer {
+                seconds: 3600,
+                label: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn card_challenge_test_vectors() {
+        // docs/PROTOCOL.md section 12, computed independently (Python).
+        let a = ask();
+        let id = "AAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            hex(&challenge(&a, id, None)),
+            "fdf32da7c4b396f8d7c235a0a1fb8604bd9276864be7b1f6f3110a2332979a4a"
+        );
+        assert_eq!(
+            hex(&challenge(&a, id, a.window.as_ref())),
+            "02cbb80805c81123e98149a18842a9a5e1388834145f45c05179aec4ce8bd2e2"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_signed_in_phones_verified_assertion_over_this_request_approves() {
+        use vmux_webauthn::testing::SoftAuthenticator;
+        let origin = "https://signer.vmux.test";
+        let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
+        let mut phone = SoftAuthenticator::new("signer.vmux.test", origin);
+        let reg = phone.create(b"enrol");
+        let cred = vmux_webauthn::verify_registration(
+            &rp,
+            b"enrol",
+            &reg.response(),
+            UserVerification::Required,
+        )
+        .unwrap();
+        book.add("pixel", &cred, 1).unwrap();
+        let desk = std::sync::Arc::new(Desk::default());
+        let d = desk.clone();
+        let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
+        desk.subscribe()
+            .wait_for(|_| desk.len() == 1)
+            .await
+            .unwrap();
+        let card = desk.cards()[0].clone();
+        let challenge = B64URL.decode(&card.challenge).unwrap();
+        let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
+            check_approval(&rp, &book, &desk, session, &card.id, window, &a.response())
+        };
+        // Another phone's session, an unenrolled passkey, no UV, another
+        // challenge, a stranger's id: all refused.
+        assert_eq!(
+            check(&phone.get(&challenge), "iphone", false).unwrap_err(),
+            ApproveError::WrongPhone
+        );
+        let mut stranger = SoftAuthenticator::new("signer.vmux.test", origin);
+        assert_eq!(
+            check(&stranger.get(&challenge), "pixel", false).unwrap_err(),
+            ApproveError::WrongPhone
+        );
+        let mut no_uv = phone.clone();
+        no_uv.flags = vmux_webauthn::Flags::UP;
+        assert!(matches!(
+            check(&no_uv.get(&challenge), "pixel", false),
+            Err(ApproveError::Assertion(
+                vmux_webauthn::Error::UserNotVerified
+            ))
+        ));
+        assert!(matches!(
+            check(&phone.get(b"not this request"), "pixel", false),
+            Err(ApproveError::Assertion(_))
+        ));
+        // The window's challenge does not approve without the window.
+        let window_challenge = B64URL
+            .decode(&card.window.as_ref().unwrap().challenge)
+            .unwrap();
+        assert!(check(&phone.get(&window_challenge), "pixel", false).is_err());
+        // The right one approves, with the window it signed for.
+        let good = phone.get(&window_challenge);
+        let approval = check(&good, "pixel", true).unwrap();
+        // Replaying it (same counter) is refused even for the same card.
+        assert!(matches!(
+            check(&good, "pixel", true),
+            Err(ApproveError::Assertion(
+                vmux_webauthn::Error::CounterNotIncreasing { .. }
+            ))
+        ));
+        assert!(desk.approve(approval));
+        assert_eq!(
+            waiting.await.unwrap(),
+            Answer::Approved {
+                phone: "pixel".into(),
+                window: Some(3600)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_card_leaves_when_decided_when_its_asker_gives_up_and_on_timeout() {
+        let desk = std::sync::Arc::new(Desk::default());
+        // Denied by a phone.
+        let d = desk.clone();
+        let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
+        let mut changes = desk.subscribe();
+        changes.wait_for(|_| desk.len() == 1).await.unwrap();
+        let id = desk.cards()[0].id.clone();
+        assert!(desk.deny(&id, "pixel"));
+        assert!(!desk.deny(&id, "pixel"), "decided once");
+        assert_eq!(
+            waiting.await.unwrap(),
+            Answer::Denied {
+                phone: "pixel".into()
+            }
+        );
+        assert!(desk.is_empty());
+        // The asker gives up (the agent went away): the card goes.
+        let d = desk.clone();
+        let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
+        changes.wait_for(|_| desk.len() == 1).await.unwrap();
+        waiting.abort();
+        let _ = waiting.await;
+        assert!(desk.is_empty());
+        // Nobody answers.
+        assert_eq!(
+            desk.ask(ask(), Duration::from_millis(20)).await,
+            Answer::TimedOut
+        );
+        assert!(desk.is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! The phone page: the web app (PWA) a signer serves over HTTPS, where
+//! the user's phones enrol a passkey, sign in with it, and approve each
+//! decision with a passkey assertion (Face ID, fingerprint, PIN).
+//!
+//! # Brief overview
+//!
+//! - [`Phones`]: the phone side of a running signer: the [`PhoneBook`]
+//!   (enrolled phones in `phones.json`, one writer), the [`Desk`],
+//!   one-time enrolment links, sign-in challenges, sessions, and which
+//!   phones have a page open.
+//! - [`Desk`]: decisions waiting for a phone. The signer puts an [`Ask`]
+//!   on it and awaits an [`Answer`]; pages see each as a card. Only a
+//!   [`PhoneApproval`] approves, and only [`check_approval`] makes one:
+//!   after a signed-in phone's passkey assertion over that exact request
+//!   (the challenge of `vmux_webauthn::ApprovalRequest`) verified with
+//!   user verification. A session cookie alone can read and deny, never
+//!   approve.
+//! - [`serve`]: the HTTP side (axum on hyper, TLS by rustls with
+//!   certificate reload, [`TlsFiles`]): the embedded page, its JSON API
+//!   and its event stream; every state-changing request must carry the
+//!   page's `Origin`; the page is bound by a strict Content-Security-Policy.
+//! - [`SignerInfo`]: what the page may read of, and do to, its signer.
+//!
+//! This crate knows nothing of SSH or of the agent link: the signer
+//! (`vmux-signer`) turns its decisions into [`Ask`]s and answers into
+//! verdicts. The WebAuthn checks themselves are `vmux-webauthn`'s.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod assets;
+mod auth;
+pub mod book;
+mod desk;
+mod service;
+mod tls;
+mod web;
+
+pub use book::{PhoneBook, PhoneRecord};
+pub use desk::{
+    check_approval, Answer, ApproveError, Ask, Card, CardKind, Desk, PhoneApproval, WindowOffer,
+};
+pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};
+pub use tls::{TlsError, TlsFiles};
+pub use web::{serve, AgentView, RecentView, SignerInfo, CSP, SESSION_COOKIE};

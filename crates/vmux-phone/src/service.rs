@@ -1,0 +1,225 @@
+//! [`Phones`]: everything the signer keeps about phones while it runs (the
+//! phone book, the desk, links, challenges, sessions, who has a page
+//! open), and what the signer's commands ask of it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use vmux_home::sync::lock;
+use vmux_webauthn::RelyingParty;
+
+use crate::auth::{Challenges, Enrolments, Failures, Sessions};
+use crate::book::{valid_name, BookError, PhoneBook, PhoneRecord};
+use crate::desk::Desk;
+
+/// The phone side of a running signer.
+pub struct Phones {
+    pub(crate) rp: RelyingParty,
+    pub(crate) book: PhoneBook,
+    pub(crate) desk: Arc<Desk>,
+    pub(crate) enrolments: Enrolments,
+    pub(crate) challenges: Challenges,
+    pub(crate) sessions: Sessions,
+    pub(crate) failures: Failures,
+    online: Mutex<HashMap<String, usize>>,
+}
+
+/// A phone as `vmux signer phones` and the page list it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhoneView {
+    /// Its name.
+    pub name: String,
+    /// When it was enrolled, Unix seconds.
+    pub added_at: u64,
+    /// When it last signed in or decided.
+    pub last_seen: Option<u64>,
+    /// Whether it has a page open now.
+    pub online: bool,
+}
+
+/// Why the page's origin cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// Not `https://NAME[:PORT]`.
+    #[error("the phone page's origin must look like https://NAME or https://NAME:PORT (no path), got {0:?}")]
+    Shape(String),
+    /// An IP address.
+    #[error("the phone page's origin {0:?} names an IP address; WebAuthn needs a DNS name (e.g. a tailnet name, or a name mapped to this host)")]
+    IpAddress(String),
+    /// Not a lower-case DNS name.
+    #[error("the phone page's origin {0:?} does not name a lower-case DNS host")]
+    NotDns(String),
+}
+
+/// The relying party for `origin` (`https://NAME[:PORT]`): its id is NAME.
+pub fn relying_party(origin: &str) -> Result<RelyingParty, OriginError> {
+    let host_port = origin
+        .strip_prefix("https://")
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .ok_or_else(|| OriginError::Shape(origin.to_owned()))?;
+    let host = if host_port.starts_with('[') {
+        return Err(OriginError::IpAddress(origin.to_owned()));
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(OriginError::IpAddress(origin.to_owned()));
+    }
+    RelyingParty::new(host, origin).map_err(|_| OriginError::NotDns(origin.to_owned()))
+}
+
+/// Why a phone command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    /// The name is not acceptable.
+    #[error(
+        "a phone's name must be 1 to 64 printable characters without leading or trailing spaces"
+    )]
+    BadName,
+    /// The phone book refused.
+    #[error(transparent)]
+    Book(#[from] BookError),
+}
+
+impl Phones {
+    /// The phone side for the page at `rp`, with the phone book at
+    /// `book_path` (this process becomes its one writer).
+    pub fn open(rp: RelyingParty, book_path: PathBuf, wait: Duration) -> Result<Phones, BookError> {
+        Ok(Phones {
+            rp,
+            book: PhoneBook::open(book_path, wait)?,
+            desk: Arc::new(Desk::default()),
+            enrolments: Enrolments::default(),
+            challenges: Challenges::default(),
+            sessions: Sessions::default(),
+            failures: Failures::default(),
+            online: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The page's origin.
+    pub fn origin(&self) -> &str {
+        self.rp.origin()
+    }
+
+    /// The relying party.
+    pub fn relying_party(&self) -> &RelyingParty {
+        &self.rp
+    }
+
+    /// The decisions waiting for a phone.
+    pub fn desk(&self) -> &Arc<Desk> {
+        &self.desk
+    }
+
+    /// A one-time enrolment link for a new phone called `name`: the page's
+    /// origin with the secret in the fragment (never sent to a server).
+    pub fn enrol_link(&self, name: &str) -> Result<String, PhoneError> {
+        if !valid_name(name) {
+            return Err(PhoneError::BadName);
+        }
+        if self.book.contains(name) {
+            return Err(BookError::NameTaken(name.to_owned()).into());
+        }
+        let token = self.enrolments.issue(name);
+        Ok(format!("{}/#enrol={}", self.rp.origin(), token.as_str()))
+    }
+
+    /// The enrolled phones.
+    pub fn list(&self) -> Vec<PhoneView> {
+        let online = lock(&self.online);
+        self.book
+            .list()
+            .into_iter()
+            .map(|p| PhoneView {
+                online: online.get(&p.name).is_some_and(|n| *n > 0),
+                name: p.name,
+                added_at: p.added_at,
+                last_seen: p.last_seen,
+            })
+            .collect()
+    }
+
+    /// Revokes a phone: its passkey, its sessions, its links.
+    pub fn remove(&self, name: &str) -> Result<PhoneRecord, PhoneError> {
+        let removed = self.book.remove(name)?;
+        self.sessions.revoke(name);
+        self.enrolments.forget(name);
+        tracing::info!(phone = %name, "phone removed");
+        Ok(removed)
+    }
+
+    /// Whether any phone has a page open now.
+    pub fn any_online(&self) -> bool {
+        lock(&self.online).values().any(|n| *n > 0)
+    }
+
+    /// Counts an open page of `phone` for as long as the guard lives.
+    pub(crate) fn present(self: &Arc<Self>, phone: &str) -> Presence {
+        *lock(&self.online).entry(phone.to_owned()).or_default() += 1;
+        tracing::info!(%phone, "phone page open");
+        Presence {
+            phones: self.clone(),
+            phone: phone.to_owned(),
+        }
+    }
+}
+
+/// An open page of one phone (its event stream).
+pub(crate) struct Presence {
+    phones: Arc<Phones>,
+    phone: String,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        tracing::info!(phone = %self.phone, "phone page closed");
+        let mut online = lock(&self.phones.online);
+        if let Some(n) = online.get_mut(&self.phone) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                online.remove(&self.phone);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let rp = relying_party("https://signer.vmux.test:8443").unwrap();
+        assert_eq!(rp.id(), "signer.vmux.test");
+        assert!(relying_party("https://pi.tail1234.ts.net").is_ok());
+        for bad in [
+            "https://127.0.0.1:8443",
+            "https://[::1]:8443",
+            "https://10.0.0.2",
+        ] {
+            assert!(
+                matches!(relying_party(bad), Err(OriginError::IpAddress(_))),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "http://signer.test",
+            "https://signer.test/x",
+            "signer.test",
+            "https://",
+        ] {
+            assert!(
+                matches!(relying_party(bad), Err(OriginError::Shape(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            relying_party("https://Signer.Test"),
+            Err(OriginError::NotDns(_))
+        ));
+    }
+}

@@ -1,0 +1,672 @@
+//! The page's HTTP side: static files, the JSON API, the event stream,
+//! and the listener (HTTPS, or plain HTTP on loopback behind a proxy).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+use vmux_webauthn::{
+    verify_assertion, verify_registration, AssertionResponse, RegistrationResponse,
+    UserVerification,
+};
+
+use crate::assets;
+use crate::desk::check_approval;
+use crate::service::Phones;
+use crate::tls::TlsFiles;
+
+/// The session cookie's name (`__Host-`: Secure, no Domain, Path=/).
+pub const SESSION_COOKIE: &str = "__Host-vmux-session";
+/// The largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Time for a client to finish the TLS handshake and send its headers.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+/// How often an open event stream proves it is alive (and learns it is
+/// not): the signer knows within about this long that a page went away.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// The Content-Security-Policy of every response.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// A paired agent, as the page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it paired, Unix seconds.
+    pub paired_at: u64,
+    /// When it last connected.
+    pub last_seen: Option<u64>,
+}
+
+/// A recent decision from the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentView {
+    /// When, Unix seconds.
+    pub time: u64,
+    /// `pair`, `sign` or `certificate`.
+    pub kind: String,
+    /// `approved`, `refused`, …
+    pub outcome: String,
+    /// What it was, in a line.
+    pub summary: String,
+    /// The phone that decided, if one did.
+    pub phone: Option<String>,
+}
+
+/// What the page may learn of, and do to, the signer it belongs to.
+pub trait SignerInfo: Send + Sync + 'static {
+    /// The signer's name.
+    fn name(&self) -> String;
+    /// Whether it is locked.
+    fn locked(&self) -> bool;
+    /// Its paired agents.
+    fn agents(&self) -> Vec<AgentView>;
+    /// Its last `n` decisions, newest first.
+    fn recent(&self, n: usize) -> Vec<RecentView>;
+    /// Unpairs the agent `id`; false when there is none.
+    fn unpair(&self, id: &str) -> Result<bool, String>;
+}
+
+struct App {
+    phones: Arc<Phones>,
+    signer: Arc<dyn SignerInfo>,
+}
+
+type AppState = State<Arc<App>>;
+
+/// An API error: a status and one sentence.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(status, msg.into())
+    }
+    fn bad(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "sign in with this phone's passkey first",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad("the request is not the JSON this page sends"))
+}
+
+fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
+    B64URL
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| ApiError::bad(format!("{field} is not base64url")))
+}
+
+/// The session cookie's value in `headers`, if any.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The signed-in phone, or 401.
+fn signed_in(app: &App, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let token = session_token(headers).ok_or_else(ApiError::unauthorized)?;
+    let phone = app
+        .phones
+        .sessions
+        .phone(&token)
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok((phone, token))
+}
+
+fn session_cookie(token: &str) -> HeaderValue {
+    let lifetime = crate::auth::SESSION_LIFETIME.as_secs();
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={lifetime}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+/// A JSON answer that sets the session cookie.
+fn with_session(token: &str, body: serde_json::Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(token));
+    r
+}
+
+/// Every state-changing request must come from the page itself.
+async fn check_origin(State(app): AppState, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if origin != Some(app.phones.origin()) {
+            warn!(origin = ?origin.map(vmux_proto::sanitize), path = %req.uri().path(), "refused a request from another origin");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this request did not come from the phone page",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Headers on every response: no framing, no sniffing, no caching of the
+/// API, the strict policy.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "strict-transport-security",
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if api { "no-store" } else { "no-cache" }),
+    );
+    r
+}
+
+async fn asset(path: axum::http::Uri) -> Response {
+    match assets::get(path.path()) {
+        Some((mime, body)) => ([(header::CONTENT_TYPE, mime)], body).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "no such page").into_response(),
+    }
+}
+
+async fn session(State(app): AppState, headers: HeaderMap) -> ApiResult {
+    let rp_id = app.phones.rp.id().to_owned();
+    Ok(match signed_in(&app, &headers) {
+        Ok((phone, _)) => Json(json!({
+            "signed_in": true, "phone": phone, "signer": app.signer.name(), "rp_id": rp_id,
+        })),
+        Err(_) => Json(json!({ "signed_in": false, "rp_id": rp_id })),
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: String,
+}
+
+/// Refuses while too many attempts failed in the last minute.
+fn not_flooded(app: &App) -> Result<(), ApiError> {
+    if app.phones.failures.allowed() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed attempts; wait a minute",
+        ))
+    }
+}
+
+/// Counts a failed attempt and passes its error on.
+fn failed(app: &App, e: ApiError) -> ApiError {
+    app.phones.failures.record();
+    e
+}
+
+async fn enrol_begin(State(app): AppState, body: Bytes) -> ApiResult {
+    not_flooded(&app)?;
+    let t: Token = parse(&body)?;
+    let b = app.phones.enrolments.begin(&t.token).ok_or_else(|| {
+        failed(
+            &app,
+            ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"),
+        )
+    })?;
+    Ok(Json(json!({
+        "phone": b.name,
+        "options": {
+            "challenge": B64URL.encode(b.challenge),
+            "rp": { "id": app.phones.rp.id(), "name": app.signer.name() },
+            "user": { "id": B64URL.encode(b.user_id), "name": b.name, "displayName": b.name },
+            "timeout_ms": 120_000,
+        },
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct EnrolFinish {
+    token: String,
+    credential_id: String,
+    attestation_object: String,
+    client_data_json: String,
+}
+
+async fn enrol_finish(State(app): AppState, body: Bytes) -> ApiResult {
+    not_flooded(&app)?;
+    let f: EnrolFinish = parse(&body)?;
+    let (name, challenge) = app.phones.enrolments.pending(&f.token).ok_or_else(|| {
+        failed(&app, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"))
+    })?;
+    let (id, att, cdj) = (
+        b64("credential_id", &f.credential_id)?,
+        b64("attestation_object", &f.attestation_object)?,
+        b64("client_data_json", &f.client_data_json)?,
+    );
+    let credential = verify_registration(
+        &app.phones.rp,
+        &challenge,
+        &RegistrationResponse {
+            credential_id: &id,
+            attestation_object: &att,
+            client_data_json: &cdj,
+        },
+        UserVerification::Required,
+    )
+    .map_err(|e| {
+        failed(
+            &app,
+            ApiError::bad(format!("the new passkey was refused: {e}")),
+        )
+    })?;
+    if !app.phones.enrolments.consume(&f.token) {
+        return Err(failed(
+            &app,
+            ApiError::bad("this enrolment link was used already"),
+        ));
+    }
+    app.phones
+        .book
+        .add(&name, &credential, vmux_home::time::now_s())
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    app.phones.enrolments.forget(&name);
+    info!(phone = %name, "phone enrolled");
+    let token = app.phones.sessions.open(&name);
+    Ok(with_session(&token, json!({ "phone": name })))
+}
+
+async fn signin_begin(State(app): AppState) -> ApiResult {
+    not_flooded(&app)?;
+    let c = app.phones.challenges.issue();
+    Ok(Json(json!({
+        "challenge": B64URL.encode(c),
+        "rp_id": app.phones.rp.id(),
+        "timeout_ms": crate::auth::CHALLENGE_LIFETIME.as_millis() as u64,
+    }))
+    .into_response())
+}
+
+/// An assertion as the page posts it.
+#[derive(Deserialize)]
+struct AssertionBody {
+    #[serde(default)]
+    challenge: String,
+    #[serde(default)]
+    window: bool,
+    credential_id: String,
+    authenticator_data: String,
+    client_data_json: String,
+    signature: String,
+}
+
+struct OwnedAssertion {
+    id: Vec<u8>,
+    authenticator_data: Vec<u8>,
+    client_data_json: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl OwnedAssertion {
+    fn from(a: &AssertionBody) -> Result<OwnedAssertion, ApiError> {
+        Ok(OwnedAssertion {
+            id: b64("credential_id", &a.credential_id)?,
+            authenticator_data: b64("authenticator_data", &a.authenticator_data)?,
+            client_data_json: b64("client_data_json", &a.client_data_json)?,
+            signature: b64("signature", &a.signature)?,
+        })
+    }
+    fn response(&self) -> AssertionResponse<'_> {
+        AssertionResponse {
+            credential_id: &self.id,
+            authenticator_data: &self.authenticator_data,
+            client_data_json: &self.client_data_json,
+            signature: &self.signature,
+        }
+    }
+}
+
+async fn signin_finish(State(app): AppState, body: Bytes) -> ApiResult {
+    not_flooded(&app)?;
+    let a: AssertionBody = parse(&body)?;
+    let challenge = b64("challenge", &a.challenge)?;
+    let owned = OwnedAssertion::from(&a)?;
+    if !app.phones.challenges.redeem(&challenge) {
+        return Err(failed(
+            &app,
+            ApiError::bad("this sign-in took too long or was used already; try again"),
+        ));
+    }
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this passkey is not an enrolled phone's",
+        )
+    };
+    let record = app
+        .phones
+        .book
+        .by_credential(&owned.id)
+        .ok_or_else(|| failed(&app, refused()))?;
+    let credential = record.credential().ok_or_else(|| failed(&app, refused()))?;
+    let assertion = verify_assertion(
+        &app.phones.rp,
+        &credential,
+        &challenge,
+        &owned.response(),
+        UserVerification::Required,
+    )
+    .map_err(|e| {
+        failed(
+            &app,
+            ApiError::new(StatusCode::FORBIDDEN, format!("sign-in refused: {e}")),
+        )
+    })?;
+    app.phones
+        .book
+        .record_use(&record.name, &assertion, vmux_home::time::now_s())
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    info!(phone = %record.name, "phone signed in");
+    let token = app.phones.sessions.open(&record.name);
+    Ok(with_session(&token, json!({ "phone": record.name })))
+}
+
+async fn signout(State(app): AppState, headers: HeaderMap) -> ApiResult {
+    if let Some(t) = session_token(&headers) {
+        app.phones.sessions.close(&t);
+    }
+    let mut r = Json(json!({})).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "__Host-vmux-session=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        ),
+    );
+    Ok(r)
+}
+
+fn state_event(app: &App) -> Event {
+    let body = json!({
+        "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
+        "requests": app.phones.desk.cards(),
+    });
+    Event::default().event("state").data(body.to_string())
+}
+
+async fn events(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (phone, token) = signed_in(&app, &headers)?;
+    let presence = app.phones.present(&phone);
+    let changes = app.phones.desk.subscribe();
+    let first = state_event(&app);
+    // Each step: the next change of the desk, or a second passing (to
+    // notice a revoked session); the stream ends with the session.
+    let stream = futures_util::stream::unfold(
+        (app, token, changes, Some(first), presence),
+        |(app, token, mut changes, first, presence)| async move {
+            if let Some(e) = first {
+                return Some((
+                    Ok::<_, Infallible>(e),
+                    (app, token, changes, None, presence),
+                ));
+            }
+            loop {
+                let changed = tokio::time::timeout(KEEP_ALIVE, changes.changed()).await;
+                app.phones.sessions.phone(&token)?;
+                match changed {
+                    Ok(Ok(())) => {
+                        let e = state_event(&app);
+                        return Some((Ok(e), (app, token, changes, None, presence)));
+                    }
+                    Ok(Err(_)) => return None,
+                    Err(_) => continue,
+                }
+            }
+        },
+    );
+    let mut r = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    // The connection ends with the stream: a browser that closes the page
+    // then closes the socket (rather than keeping it to drain and reuse),
+    // so the next keep-alive fails and the signer knows the page is gone.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(r)
+}
+
+async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
+    let (me, _) = signed_in(&app, &headers)?;
+    let phones: Vec<_> = app
+        .phones
+        .list()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "name": p.name, "added_at": p.added_at, "last_seen": p.last_seen,
+                "online": p.online, "this": p.name == me,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
+        "agents": app.signer.agents(),
+        "phones": phones,
+        "recent": app.signer.recent(20),
+    }))
+    .into_response())
+}
+
+async fn approve(
+    State(app): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    let a: AssertionBody = parse(&body)?;
+    let owned = OwnedAssertion::from(&a)?;
+    let approval = check_approval(
+        &app.phones.rp,
+        &app.phones.book,
+        &app.phones.desk,
+        &phone,
+        &id,
+        a.window,
+        &owned.response(),
+    )
+    .map_err(|e| {
+        warn!(phone = %phone, error = %e, "approval refused");
+        let status = match e {
+            crate::desk::ApproveError::NotPending => StatusCode::GONE,
+            crate::desk::ApproveError::NoWindowOffered => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
+    if !app.phones.desk.approve(approval) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            crate::desk::ApproveError::NotPending.to_string(),
+        ));
+    }
+    info!(phone = %phone, "request approved on the phone");
+    Ok(Json(json!({ "approved": true })).into_response())
+}
+
+async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    if !app.phones.desk.deny(&id, &phone) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            crate::desk::ApproveError::NotPending.to_string(),
+        ));
+    }
+    info!(phone = %phone, "request denied on the phone");
+    Ok(Json(json!({ "denied": true })).into_response())
+}
+
+async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    match app.signer.unpair(&id) {
+        Ok(true) => {
+            info!(phone = %phone, agent = %vmux_proto::sanitize(&id), "agent unpaired from the phone page");
+            Ok(Json(json!({ "unpaired": true })).into_response())
+        }
+        Ok(false) => Err(ApiError::new(StatusCode::NOT_FOUND, "no such paired agent")),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// The page's routes.
+fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new();
+    for path in assets::PATHS {
+        r = r.route(path, get(asset));
+    }
+    r.route("/api/session", get(session))
+        .route("/api/enrol/begin", post(enrol_begin))
+        .route("/api/enrol/finish", post(enrol_finish))
+        .route("/api/signin/begin", post(signin_begin))
+        .route("/api/signin/finish", post(signin_finish))
+        .route("/api/signout", post(signout))
+        .route("/api/events", get(events))
+        .route("/api/status", get(status))
+        .route("/api/requests/{id}/approve", post(approve))
+        .route("/api/requests/{id}/deny", post(deny))
+        .route("/api/agents/{id}/unpair", post(unpair))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), check_origin))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+/// Serves the phone page on `listener` (HTTPS with `tls`, else plain HTTP,
+/// which the caller allows only on loopback) until the future is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<TlsFiles>>,
+    phones: Arc<Phones>,
+    signer: Arc<dyn SignerInfo>,
+) {
+    let router = router(Arc::new(App { phones, signer }));
+    let (acceptor, watch) = match &tls {
+        Some(files) => {
+            let (a, w) = files.acceptor();
+            (Some(a), Some(w))
+        }
+        None => (None, None),
+    };
+    let _watch = watch.map(tokio::spawn).map(AbortOnDrop);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(a) => match tokio::time::timeout(HANDSHAKE_TIME, a.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(tls, router, peer).await,
+                    _ => debug!(%peer, "TLS handshake failed or took too long"),
+                },
+                None => serve_connection(stream, router, peer).await,
+            }
+        });
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve_connection<S>(io: S, router: Router, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIME)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        debug!(%peer, error = %e, "page connection ended");
+    }
+}

@@ -1,0 +1,246 @@
+//! `--approve phone`: every decision becomes a card on the phone page,
+//! and only a phone's passkey assertion over that exact request approves
+//! it (`vmux-phone` checks it; this file turns decisions into cards and
+//! answers into verdicts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmux_phone::{Answer, Ask, CardKind, Desk, WindowOffer};
+
+use super::{sanitize, Approver, Decision, Verdict};
+use crate::purpose::Purpose;
+
+/// Asks the phones through the page's desk.
+pub struct PhoneApprover {
+    desk: Arc<Desk>,
+}
+
+impl PhoneApprover {
+    /// An approver that puts each decision on `desk`.
+    pub fn new(desk: Arc<Desk>) -> PhoneApprover {
+        PhoneApprover { desk }
+    }
+}
+
+impl Approver for PhoneApprover {
+    async fn decide(&self, decision: &Decision, timeout: Duration) -> Verdict {
+        self.decide_attributed(decision, timeout).await.0
+    }
+
+    async fn decide_attributed(
+        &self,
+        decision: &Decision,
+        timeout: Duration,
+    ) -> (Verdict, Option<String>) {
+        match self.desk.ask(ask_of(decision), timeout).await {
+            Answer::Approved { phone, window } => (
+                match window {
+                    Some(s) => Verdict::ApproveFor(Duration::from_secs(s)),
+                    None => Verdict::Approve,
+                },
+                Some(phone),
+            ),
+            Answer::Denied { phone } => (Verdict::Deny, Some(phone)),
+            Answer::TimedOut | Answer::Refused => (Verdict::TimedOut, None),
+        }
+    }
+}
+
+/// "1 h", "10 min", "45 s".
+fn duration_text(s: u64) -> String {
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// The card for a decision: the same facts every approver gets, as text.
+pub fn ask_of(d: &Decision) -> Ask {
+    let src = d.source();
+    let agent = format!("{} ({})", sanitize(&src.name), sanitize(&src.id));
+    let mut facts = vec![("Agent".to_owned(), agent)];
+    let (kind, title, key, code, window) = match d {
+        Decision::Pair(p) => {
+            facts.push(("Code".into(), sanitize(&p.code)));
+            (
+                CardKind::Pair,
+                "Pair a new agent?".to_owned(),
+                String::new(),
+                Some(sanitize(&p.code)),
+                None,
+            )
+        }
+        Decision::Certificate(c) => {
+            facts.push(("Valid for".into(), duration_text(c.validity_seconds)));
+            facts.push(("Principals".into(), sanitize(&c.principals.join(", "))));
+            (
+                CardKind::Certificate,
+                "Issue a session certificate?".to_owned(),
+                String::new(),
+                None,
+                None,
+            )
+        }
+        Decision::Sign(s) => {
+            facts.push((
+                "Key".into(),
+                format!(
+                    "{} {}",
+                    sanitize(&s.key_comment),
+                    sanitize(&s.key_fingerprint)
+                ),
+            ));
+            match &s.purpose {
+                Purpose::VerifiedLogin(v) => {
+                    facts.push(("Log in as".into(), sanitize(v.user())));
+                    facts.push((
+                        "Host key".into(),
+                        format!("{} [verified]", v.host_key_fingerprint()),
+                    ));
+                }
+                Purpose::Login { user } => {
+                    facts.push(("Log in as".into(), sanitize(user)));
+                    facts.push(("Host".into(), "not proven [claimed]".into()));
+                }
+                Purpose::Sshsig { namespace } => {
+                    facts.push(("Signature".into(), "ssh-keygen, not a login".into()));
+                    facts.push(("Namespace".into(), sanitize(namespace)));
+                }
+                Purpose::Unknown => facts.push((
+                    "Data".into(),
+                    "neither a login nor an ssh-keygen signature [unknown]".into(),
+                )),
+            }
+            if !s.claims.dest_host.is_empty() {
+                facts.push(("The agent names it".into(), sanitize(&s.claims.dest_host)));
+            }
+            if !s.claims.process.is_empty() {
+                facts.push(("Process".into(), sanitize(&s.claims.process)));
+            }
+            if !s.claims.executable.is_empty() {
+                facts.push(("Program".into(), sanitize(&s.claims.executable)));
+            }
+            if s.claims.forwarded {
+                facts.push(("Forwarded".into(), "yes: through a forwarded agent".into()));
+            } else if s.purpose.forwarding_unknown(false) {
+                facts.push((
+                    "Forwarded".into(),
+                    "unknown: the client did not bind its session".into(),
+                ));
+            }
+            let title = if s.claims.forwarded {
+                "Signature through a FORWARDED agent"
+            } else {
+                "SSH signature requested"
+            };
+            let window = (s.window_max_seconds > 0 && !s.claims.forwarded).then(|| WindowOffer {
+                seconds: s.window_max_seconds,
+                label: format!(
+                    "Also approve this host, this user and this program for {}",
+                    duration_text(s.window_max_seconds)
+                ),
+            });
+            (
+                CardKind::Sign,
+                title.to_owned(),
+                s.key_fingerprint.clone(),
+                None,
+                window,
+            )
+        }
+    };
+    Ask {
+        kind,
+        agent_id: src.id.clone(),
+        title,
+        summary: d.summary(),
+        facts,
+        forwarded: d.forwarded(),
+        code,
+        key_fingerprint: key,
+        body: d.approval_body(),
+        window,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approver::{Claims, SignDecision, SignedData, Source};
+
+    fn sign(forwarded: bool, window: u64) -> Decision {
+        Decision::Sign(SignDecision {
+            source: Source {
+                name: "laptop\u{202e}".into(),
+                id: "abcd".into(),
+            },
+            key_fingerprint: "SHA256:xyz".into(),
+            key_comment: "work".into(),
+            purpose: Purpose::Sshsig {
+                namespace: "git".into(),
+            },
+            claims: Claims {
+                forwarded,
+                ..Default::default()
+            },
+            window_max_seconds: window,
+            data: SignedData(b"data".to_vec()),
+        })
+    }
+
+    #[test]
+    fn approval_bodies_test_vectors() {
+        // docs/PROTOCOL.md section 12.
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let src = Source {
+            name: "laptop".into(),
+            id: "0123456789abcdef".into(),
+        };
+        let pair = Decision::Pair(crate::approver::PairDecision {
+            source: src.clone(),
+            code: "123456".into(),
+        });
+        assert_eq!(hex(ask_of(&pair).body), "00000006313233343536");
+        let mut blob = hex::decode_for_test("0000000b7373682d6564323535313900000020");
+        blob.extend([0x11; 32]);
+        let cert = Decision::Certificate(crate::approver::CertDecision {
+            source: src,
+            validity_seconds: 28800,
+            principals: vec!["root".into(), "git".into()],
+            public_key_blob: blob,
+        });
+        assert_eq!(
+            hex(ask_of(&cert).body),
+            "000000330000000b7373682d6564323535313900000020111111111111111111111111111111111111111111111111111111111111111100000008000000000000708000000004726f6f7400000003676974"
+        );
+    }
+
+    mod hex {
+        pub fn decode_for_test(s: &str) -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn cards_say_what_the_approvers_say_and_forwarded_gets_no_window() {
+        let a = ask_of(&sign(false, 3600));
+        assert_eq!(a.kind, CardKind::Sign);
+        assert_eq!(
+            a.facts[0],
+            ("Agent".to_owned(), "laptop? (abcd)".to_owned())
+        );
+        assert!(a.window.as_ref().unwrap().label.ends_with("for 1 h"));
+        assert_eq!(a.body, sign(false, 3600).approval_body());
+        let f = ask_of(&sign(true, 3600));
+        assert!(f.forwarded);
+        assert!(f.window.is_none());
+        assert!(f.title.contains("FORWARDED"));
+    }
+}

@@ -1,0 +1,110 @@
+//! `vmux signer phone add | remove` and `vmux signer phones`. The running
+//! signer is the one writer of the phone book; without one, `phones`
+//! reads the file and `phone remove` edits it under its lock.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vmux_phone::PhoneBook;
+use vmux_signer::control::{self, ControlError, Request};
+use vmux_signer::SignerHome;
+
+use crate::cli::{PhoneCommand, SignerCommand};
+use crate::Failure;
+
+pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+    let socket = signer.control_path();
+    match command {
+        SignerCommand::Phone {
+            command: PhoneCommand::Add { name },
+        } => {
+            let v = control::query(&socket, &Request::PhoneAdd { name })?;
+            if let Some(e) = v["error"].as_str() {
+                return Err(Failure(format!("cannot add the phone: {e}")));
+            }
+            let link = v["link"]
+                .as_str()
+                .ok_or_else(|| Failure("the signer gave no enrolment link".into()))?;
+            println!("{link}");
+            if std::io::stderr().is_terminal() {
+                if let Ok(code) = qrcode::QrCode::new(link.as_bytes()) {
+                    let qr = code
+                        .render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build();
+                    eprintln!("{qr}");
+                }
+                eprintln!("Open the link on the phone within 10 minutes and tap Create passkey. It works once.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Phone {
+            command: PhoneCommand::Remove { name },
+        } => {
+            match control::query(&socket, &Request::PhoneRemove { name: name.clone() }) {
+                Ok(v) => {
+                    if let Some(e) = v["error"].as_str() {
+                        return Err(Failure(format!("cannot remove the phone: {e}")));
+                    }
+                }
+                Err(ControlError::NotRunning(_)) => {
+                    PhoneBook::open(signer.phones_path(), Duration::from_secs(5))
+                        .and_then(|b| b.remove(&name))
+                        .map_err(|e| Failure(e.to_string()))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            println!(
+                "Removed phone {}: its passkey no longer signs in or approves.",
+                vmux_proto::sanitize(&name)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Phones => {
+            let (phones, running) = match control::query(&socket, &Request::Phones) {
+                Ok(v) => match (v["error"].as_str(), v["phones"].as_array()) {
+                    (Some(e), _) => return Err(Failure(e.to_owned())),
+                    (None, Some(list)) => (list.clone(), true),
+                    (None, None) => return Err(Failure("the signer gave no phone list".into())),
+                },
+                Err(ControlError::NotRunning(_)) => {
+                    let list = vmux_phone::book::read_phones(&signer.phones_path())?;
+                    let list = list
+                        .into_iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "name": p.name, "added_at": p.added_at,
+                                "last_seen": p.last_seen, "online": false,
+                            })
+                        })
+                        .collect();
+                    (list, false)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if phones.is_empty() {
+                println!("No phones enrolled; add one with `vmux signer phone add --name NAME`.");
+            }
+            for p in &phones {
+                let seen = p["last_seen"]
+                    .as_u64()
+                    .map_or("never".to_owned(), vmux_home::time::utc);
+                let page = match (running, p["online"].as_bool()) {
+                    (false, _) => "signer not running",
+                    (true, Some(true)) => "page open",
+                    (true, _) => "no page open",
+                };
+                println!(
+                    "{}  added {}  last seen {}  {}",
+                    vmux_proto::sanitize(p["name"].as_str().unwrap_or("")),
+                    vmux_home::time::utc(p["added_at"].as_u64().unwrap_or(0)),
+                    seen,
+                    page
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(super::misrouted(&other)),
+    }
+}

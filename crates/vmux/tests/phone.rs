@@ -1,0 +1,383 @@
+//! The phone page in a real browser (headless Chromium with a virtual
+//! authenticator, trusting the test's CA, on a DNS name mapped to
+//! loopback), clicking what a person clicks, with real ssh and sshd.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde_json::{json, Value};
+use support::phone::*;
+use support::*;
+
+const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
+
+/// Starts an agent for `world`'s signer and approves its pairing on
+/// `phone`, checking that the card shows the code the agent printed.
+fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str]) -> Agent {
+    let mut agent = Agent::new(dir, "laptop");
+    let mut all = vec!["--signer", world.signer.addr.as_str()];
+    all.extend_from_slice(args);
+    agent.start(&all);
+    let line = agent
+        .daemon()
+        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+    let code = pairing_code_of(&line).expect("a code in the agent's line");
+    let card = phone.card_text("pair");
+    assert!(
+        card.contains(&code),
+        "the card shows the agent's code {code}: {card}"
+    );
+    assert!(card.contains("laptop"), "the card names the agent: {card}");
+    phone.tap("pair", "Approve");
+    agent.wait_connected(1);
+    phone.wait_cards(0);
+    agent
+}
+
+/// The first request's id and challenge as the page received them.
+fn first_card(phone: &Phone) -> (String, Vec<u8>) {
+    let v = phone.page.eval(
+        "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
+    );
+    let text = v.as_str().expect("event text");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .expect("a data line");
+    let state: Value = serde_json::from_str(data.trim()).expect("state JSON");
+    let card = &state["requests"][0];
+    (
+        card["id"].as_str().expect("id").to_owned(),
+        B64URL
+            .decode(card["challenge"].as_str().expect("challenge"))
+            .expect("base64url"),
+    )
+}
+
+#[test]
+fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+
+    // Enrolment: the link opens a page with Create passkey; once.
+    let phone = world.phone("pixel");
+    let link = world.enrol_link("pixel");
+    phone.page.goto(&link);
+    phone.page.click_button("Create passkey");
+    phone.page.wait_for(
+        "document.getElementById('enrolled')?.textContent.includes('This phone was added')",
+        WAIT,
+    );
+    assert_eq!(world.browser_credentials(&phone), 1);
+    let again = world.phone("thief");
+    again.page.goto(&link);
+    again.page.wait_for(
+        "document.getElementById('message')?.textContent.includes('used already or has expired')",
+        WAIT,
+    );
+    assert!(
+        !again
+            .page
+            .eval("[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Create passkey' && b.offsetParent !== null)")
+            .as_bool()
+            .unwrap_or(true),
+        "a used link offers no Create passkey"
+    );
+    phone.wait_signed_in();
+    let phones = world.phones();
+    assert!(
+        phones.contains("pixel") && phones.contains("page open"),
+        "{phones}"
+    );
+
+    // Pairing: the card shows the code the agent printed.
+    let agent = pair(&world, &phone, dir.path(), &[]);
+
+    // A login: one card naming the destination, Approve, ssh finishes.
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let ssh = ssh_spawn(&sshd, &agent, 60);
+    let card = phone.card_text("sign");
+    assert!(card.contains("[verified]"), "{card}");
+    assert!(card.contains(&login_user()), "{card}");
+    assert!(card.contains("ssh"), "the card names the process: {card}");
+    std::fs::create_dir_all(dir.path().join("shots")).unwrap();
+    let shot = match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
+        Some(_) => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/phone-page.png")
+        }
+        None => dir.path().join("shots/phone-page.png"),
+    };
+    phone.page.screenshot(&shot);
+    phone.tap("sign", "Approve");
+    let out = finish(ssh, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "the login approved on the phone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    phone.wait_cards(0);
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
+
+    // The audit log says which phone decided.
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("sign") && l.contains("approved") && l.contains("on phone pixel")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("pair") && l.contains("on phone pixel")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "8"]);
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+
+    let ssh = ssh_spawn(&sshd, &agent, 60);
+    phone.card_text("sign");
+    phone.tap("sign", "Deny");
+    let out = finish(ssh, Duration::from_secs(60));
+    assert!(!out.status.success(), "a denied login fails");
+    assert_eq!(sshd.accepted(), 0);
+    assert!(
+        agent.daemon().output().contains("userDenied"),
+        "the agent logs the signer's answer"
+    );
+
+    // The page goes away: the signer knows within a second or two, and a
+    // login waits only the agent's bounded time.
+    phone.page.goto("about:blank");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.phones().contains("no page open") {
+        assert!(
+            Instant::now() < deadline,
+            "the signer still thinks a page is open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let out = finish(ssh_spawn(&sshd, &agent, 60), Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the client fails within the agent's bounded wait, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sshd.accepted(), 0);
+}
+
+#[test]
+fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(
+        dir.path(),
+        &format!("max_approval_window_seconds = 3600\n{NO_AUTO_CERT}"),
+        &[],
+    );
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &[]);
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+
+    let ssh = ssh_spawn(&sshd, &agent, 60);
+    let card = phone.card_text("sign");
+    assert!(card.contains("for 1 h"), "the window is offered: {card}");
+    phone
+        .page
+        .check("article.card[data-kind=\"sign\"] input[name=window]");
+    phone.tap("sign", "Approve");
+    assert!(finish(ssh, Duration::from_secs(60)).status.success());
+    phone.wait_cards(0);
+
+    // The same login again: no card, it just works.
+    sshd.assert_login(&agent, "a login inside the window");
+    assert_eq!(phone.cards(), 0);
+
+    // Another host (another host key): asked again.
+    let other = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let ssh = ssh_spawn(&other, &agent, 60);
+    phone.card_text("sign");
+    phone.tap("sign", "Deny");
+    assert!(!finish(ssh, Duration::from_secs(60)).status.success());
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("approved-by-window"))
+            .count(),
+        1,
+        "{audit}"
+    );
+}
+
+#[test]
+fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_sign_in() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), "", &[]);
+    let a = world.enrolled_phone("pixel");
+    let b = world.enrolled_phone("iphone");
+    a.wait_signed_in();
+    b.wait_signed_in();
+    // Pairing, then the agent's automatic certificate: both on both phones.
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start(&["--signer", &world.signer.addr]);
+    b.card_text("pair");
+    a.tap("pair", "Approve");
+    agent.wait_connected(1);
+    let card = b.card_text("certificate");
+    assert!(card.contains("certificate"), "{card}");
+    a.card_text("certificate");
+    b.tap("certificate", "Approve");
+    a.wait_cards(0);
+    b.wait_cards(0);
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("certificate") && l.contains("on phone iphone")),
+        "{audit}"
+    );
+
+    // Removing a phone ends its session at once and its passkey no longer
+    // signs in.
+    ok(&mut world.signer.cmd(&["phone", "remove", "iphone"]));
+    b.page.wait_for(
+        "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Sign in' && b.offsetParent !== null)",
+        WAIT,
+    );
+    b.page.click_button("Sign in");
+    b.page.wait_for(
+        "document.getElementById('message')?.textContent.length > 0",
+        WAIT,
+    );
+    assert_eq!(b.fetch("GET", "/api/status", &json!({}))["status"], 401);
+    let phones = world.phones();
+    assert!(
+        phones.contains("pixel") && !phones.contains("iphone"),
+        "{phones}"
+    );
+    assert_eq!(a.fetch("GET", "/api/status", &json!({}))["status"], 200);
+}
+
+#[test]
+fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_phones_over_this_request(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &[]);
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let first = ssh_spawn(&sshd, &agent, 90);
+    phone.card_text("sign");
+    let (id, challenge) = first_card(&phone);
+
+    // No session: nothing to read, nothing to decide.
+    let stranger = world.phone("stranger");
+    stranger.page.goto(&world.origin);
+    for (method, path) in [
+        ("GET", "/api/events".to_owned()),
+        ("GET", "/api/status".to_owned()),
+        ("POST", format!("/api/requests/{id}/deny")),
+    ] {
+        let r = stranger.fetch(method, &path, &json!({}));
+        assert_eq!(r["status"], 401, "{method} {path}: {r}");
+    }
+
+    // A stolen cookie sent from elsewhere (another Origin): refused.
+    let cookie = world.session_cookie(&phone);
+    let r = world.post_with(
+        &format!("/api/requests/{id}/deny"),
+        "https://evil.vmux.test",
+        &cookie,
+        "{}",
+    );
+    assert_eq!(r.0, 403, "{}", r.1);
+    let r = world.post_with(&format!("/api/requests/{id}/deny"), "", &cookie, "{}");
+    assert_eq!(r.0, 403, "no Origin at all: {}", r.1);
+    assert_eq!(phone.cards(), 1, "the card is still waiting");
+
+    // Assertions the signer must refuse, from the signed-in page.
+    let real = world.authenticator_of(&phone);
+    let post = |a: &vmux_webauthn::testing::Assertion, window: bool| {
+        phone.fetch(
+            "POST",
+            &format!("/api/requests/{id}/approve"),
+            &json!({
+                "window": window,
+                "credential_id": B64URL.encode(&a.credential_id),
+                "authenticator_data": B64URL.encode(&a.authenticator_data),
+                "client_data_json": B64URL.encode(&a.client_data_json),
+                "signature": B64URL.encode(&a.signature),
+            }),
+        )
+    };
+    // An unenrolled passkey (right challenge, right origin).
+    let mut unenrolled = vmux_webauthn::testing::SoftAuthenticator::new(RP_HOST, &world.origin);
+    let r = post(&unenrolled.get(&challenge), false);
+    assert_eq!(r["status"], 403, "unenrolled: {r}");
+    // The enrolled passkey without user verification.
+    let mut no_uv = real.clone();
+    no_uv.flags = vmux_webauthn::Flags::UP;
+    let r = post(&no_uv.get(&challenge), false);
+    assert_eq!(r["status"], 403, "no UV: {r}");
+    assert!(r["body"].as_str().unwrap_or("").contains("verif"), "{r}");
+    // The enrolled passkey over another request's challenge.
+    let mut other = real.clone();
+    let r = post(&other.get(b"another request's challenge, 32 b"), false);
+    assert_eq!(r["status"], 403, "another challenge: {r}");
+    // An assertion over the once-only challenge does not grant a window.
+    let r = post(&real.clone().get(&challenge), true);
+    assert_eq!(r["status"], 403, "a window the phone did not sign for: {r}");
+    assert_eq!(phone.cards(), 1, "nothing above approved it");
+    assert_eq!(sshd.accepted(), 0);
+
+    // The same passkey, verified, over this request: approved. (So the
+    // refusals above were about what they changed, not the harness.)
+    let mut good = real.clone();
+    good.counter = 1000;
+    let approval = good.get(&challenge);
+    let r = post(&approval, false);
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(finish(first, Duration::from_secs(60)).status.success());
+    assert_eq!(sshd.accepted(), 1);
+    // Replaying that assertion for the next request: refused.
+    let second = ssh_spawn(&sshd, &agent, 90);
+    phone.card_text("sign");
+    let (id2, _) = first_card(&phone);
+    assert_ne!(id2, id);
+    let r = phone.fetch(
+        "POST",
+        &format!("/api/requests/{id2}/approve"),
+        &json!({
+            "window": false,
+            "credential_id": B64URL.encode(&approval.credential_id),
+            "authenticator_data": B64URL.encode(&approval.authenticator_data),
+            "client_data_json": B64URL.encode(&approval.client_data_json),
+            "signature": B64URL.encode(&approval.signature),
+        }),
+    );
+    assert_eq!(r["status"], 403, "a replayed approval: {r}");
+    phone.tap("sign", "Deny");
+    assert!(!finish(second, Duration::from_secs(60)).status.success());
+}
