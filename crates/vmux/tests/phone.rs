@@ -381,3 +381,111 @@ fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_
     phone.tap("sign", "Deny");
     assert!(!finish(second, Duration::from_secs(60)).status.success());
 }
+
+#[test]
+fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_enrolments() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "homeserver");
+    let refused = |args: &[&str], says: &str| {
+        let out = run(signer
+            .cmd(&[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--approve",
+                "phone",
+                "--no-advertise",
+            ])
+            .args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    };
+    refused(
+        &[
+            "--web-listen",
+            "127.0.0.1:0",
+            "--web-origin",
+            "https://127.0.0.1:8443",
+        ],
+        "names an IP address",
+    );
+    refused(
+        &[
+            "--web-listen",
+            "0.0.0.0:0",
+            "--web-origin",
+            "https://signer.vmux.test",
+        ],
+        "only on a loopback address",
+    );
+    refused(&[], "--approve phone needs the phone page");
+
+    // Behind a proxy: plain HTTP on loopback. The page is served with its
+    // policy; failed enrolments are limited.
+    let port = free_port();
+    let origin = "https://signer.vmux.test";
+    signer.start_approving(
+        "127.0.0.1:0",
+        "phone",
+        &[
+            "--web-listen",
+            &format!("127.0.0.1:{port}"),
+            "--web-origin",
+            origin,
+        ],
+    );
+    signer
+        .daemon()
+        .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let page = c.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(page.text().await.unwrap().contains("app.js"));
+        let post = |path: &'static str, body: &'static str| {
+            c.post(format!("{base}{path}"))
+                .header("Origin", origin)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+        };
+        for _ in 0..10 {
+            let r = post("/api/enrol/begin", r#"{"token":"guessed"}"#)
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400);
+        }
+        let r = post("/api/enrol/begin", r#"{"token":"guessed"}"#)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "the eleventh failure in a minute");
+        let r = post("/api/signin/begin", "{}").await.unwrap();
+        assert_eq!(r.status(), 429, "sign-in waits too");
+        let big = "x".repeat(100 * 1024);
+        let r = c
+            .post(format!("{base}/api/signin/finish"))
+            .header("Origin", origin)
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "bodies are bounded");
+    });
+    // The signer still runs and answers its own commands.
+    assert!(ok(&mut signer.cmd(&["phones"])).contains("No phones enrolled"));
+}
