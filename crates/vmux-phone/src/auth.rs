@@ -2,6 +2,7 @@
 //! sessions, and the rate of failed attempts.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// Open sign-in challenges, sessions and enrolment links, at most (the
 /// oldest goes first).
 const MAX_OPEN: usize = 64;
-/// Failed sign-ins and enrolments allowed per minute, from everyone.
+/// Failed sign-ins and enrolments allowed per minute from one source.
 pub const MAX_FAILURES_PER_MINUTE: usize = 10;
 
 /// The SHA-256 of a secret: what is kept, so a memory dump holds no
@@ -194,32 +195,51 @@ impl Sessions {
     }
 }
 
-/// Failed sign-in and enrolment attempts in the last minute, from
-/// everyone: past [`MAX_FAILURES_PER_MINUTE`] such requests are refused
-/// before any work.
+/// Failed sign-in and enrolment attempts in the last minute: past
+/// [`MAX_FAILURES_PER_MINUTE`] from one source (an IPv6 source counts as
+/// its /64), or [`MAX_FAILURES_PER_MINUTE_TOTAL`] from everyone, such
+/// requests are refused before any work. Per source, so that a stranger's
+/// guesses do not lock the owner's phone out of signing in.
 #[derive(Default)]
 pub struct Failures {
-    recent: Mutex<Vec<Instant>>,
+    recent: Mutex<Vec<(IpAddr, Instant)>>,
+}
+
+/// Failed attempts from everyone allowed per minute.
+pub const MAX_FAILURES_PER_MINUTE_TOTAL: usize = 100;
+
+/// The unit a failure is counted against.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
 }
 
 impl Failures {
-    fn prune(recent: &mut Vec<Instant>) {
+    fn prune(recent: &mut Vec<(IpAddr, Instant)>) {
         let now = Instant::now();
-        recent.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        recent.retain(|(_, t)| now.duration_since(*t) < Duration::from_secs(60));
     }
 
-    /// Whether another attempt may be tried now.
-    pub fn allowed(&self) -> bool {
+    /// Whether another attempt from `ip` may be tried now.
+    pub fn allowed(&self, ip: IpAddr) -> bool {
         let mut r = lock(&self.recent);
         Self::prune(&mut r);
-        r.len() < MAX_FAILURES_PER_MINUTE
+        let src = source_of(ip);
+        r.len() < MAX_FAILURES_PER_MINUTE_TOTAL
+            && r.iter().filter(|(s, _)| *s == src).count() < MAX_FAILURES_PER_MINUTE
     }
 
-    /// Counts a failed attempt.
-    pub fn record(&self) {
+    /// Counts a failed attempt from `ip`.
+    pub fn record(&self, ip: IpAddr) {
         let mut r = lock(&self.recent);
         Self::prune(&mut r);
-        r.push(Instant::now());
+        r.push((source_of(ip), Instant::now()));
     }
 }
 
@@ -255,11 +275,23 @@ mod tests {
         assert_eq!(s.phone(&b).as_deref(), Some("iphone"));
 
         let f = Failures::default();
+        let (stranger, owner): (IpAddr, IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
         for _ in 0..MAX_FAILURES_PER_MINUTE {
-            assert!(f.allowed());
-            f.record();
+            assert!(f.allowed(stranger));
+            f.record(stranger);
         }
-        assert!(!f.allowed());
+        assert!(!f.allowed(stranger));
+        assert!(
+            f.allowed(owner),
+            "a stranger's failures do not lock the owner out"
+        );
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        for _ in 0..MAX_FAILURES_PER_MINUTE {
+            f.record(v6a);
+        }
+        assert!(!f.allowed(v6b), "one /64 is one source");
     }
 
     #[test]

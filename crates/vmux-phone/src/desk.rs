@@ -246,13 +246,6 @@ impl Desk {
         }
     }
 
-    /// Denies everything waiting (the signer was locked).
-    pub fn clear(&self) {
-        let all = std::mem::take(&mut *lock(&self.pending));
-        self.changed.send_modify(|v| *v += 1);
-        drop(all);
-    }
-
     /// How many decisions wait.
     pub fn len(&self) -> usize {
         lock(&self.pending).len()

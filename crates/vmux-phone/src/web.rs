@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde::de::DeserializeOwned;
@@ -89,6 +89,11 @@ pub trait SignerInfo: Send + Sync + 'static {
     /// Unpairs the agent `id`; false when there is none.
     fn unpair(&self, id: &str) -> Result<bool, String>;
 }
+
+/// The address a request came from (set for every request by the
+/// listener).
+#[derive(Debug, Clone, Copy)]
+struct PeerIp(std::net::IpAddr);
 
 struct App {
     phones: Arc<Phones>,
@@ -244,8 +249,8 @@ struct Token {
 }
 
 /// Refuses while too many attempts failed in the last minute.
-fn not_flooded(app: &App) -> Result<(), ApiError> {
-    if app.phones.failures.allowed() {
+fn not_flooded(app: &App, peer: PeerIp) -> Result<(), ApiError> {
+    if app.phones.failures.allowed(peer.0) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -256,17 +261,22 @@ fn not_flooded(app: &App) -> Result<(), ApiError> {
 }
 
 /// Counts a failed attempt and passes its error on.
-fn failed(app: &App, e: ApiError) -> ApiError {
-    app.phones.failures.record();
+fn failed(app: &App, peer: PeerIp, e: ApiError) -> ApiError {
+    app.phones.failures.record(peer.0);
     e
 }
 
-async fn enrol_begin(State(app): AppState, body: Bytes) -> ApiResult {
-    not_flooded(&app)?;
+async fn enrol_begin(
+    State(app): AppState,
+    Extension(peer): Extension<PeerIp>,
+    body: Bytes,
+) -> ApiResult {
+    not_flooded(&app, peer)?;
     let t: Token = parse(&body)?;
     let b = app.phones.enrolments.begin(&t.token).ok_or_else(|| {
         failed(
             &app,
+            peer,
             ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"),
         )
     })?;
@@ -290,11 +300,15 @@ struct EnrolFinish {
     client_data_json: String,
 }
 
-async fn enrol_finish(State(app): AppState, body: Bytes) -> ApiResult {
-    not_flooded(&app)?;
+async fn enrol_finish(
+    State(app): AppState,
+    Extension(peer): Extension<PeerIp>,
+    body: Bytes,
+) -> ApiResult {
+    not_flooded(&app, peer)?;
     let f: EnrolFinish = parse(&body)?;
     let (name, challenge) = app.phones.enrolments.pending(&f.token).ok_or_else(|| {
-        failed(&app, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"))
+        failed(&app, peer, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"))
     })?;
     let (id, att, cdj) = (
         b64("credential_id", &f.credential_id)?,
@@ -314,12 +328,14 @@ async fn enrol_finish(State(app): AppState, body: Bytes) -> ApiResult {
     .map_err(|e| {
         failed(
             &app,
+            peer,
             ApiError::bad(format!("the new passkey was refused: {e}")),
         )
     })?;
     if !app.phones.enrolments.consume(&f.token) {
         return Err(failed(
             &app,
+            peer,
             ApiError::bad("this enrolment link was used already"),
         ));
     }
@@ -333,8 +349,8 @@ async fn enrol_finish(State(app): AppState, body: Bytes) -> ApiResult {
     Ok(with_session(&token, json!({ "phone": name })))
 }
 
-async fn signin_begin(State(app): AppState) -> ApiResult {
-    not_flooded(&app)?;
+async fn signin_begin(State(app): AppState, Extension(peer): Extension<PeerIp>) -> ApiResult {
+    not_flooded(&app, peer)?;
     let c = app.phones.challenges.issue();
     Ok(Json(json!({
         "challenge": B64URL.encode(c),
@@ -383,14 +399,19 @@ impl OwnedAssertion {
     }
 }
 
-async fn signin_finish(State(app): AppState, body: Bytes) -> ApiResult {
-    not_flooded(&app)?;
+async fn signin_finish(
+    State(app): AppState,
+    Extension(peer): Extension<PeerIp>,
+    body: Bytes,
+) -> ApiResult {
+    not_flooded(&app, peer)?;
     let a: AssertionBody = parse(&body)?;
     let challenge = b64("challenge", &a.challenge)?;
     let owned = OwnedAssertion::from(&a)?;
     if !app.phones.challenges.redeem(&challenge) {
         return Err(failed(
             &app,
+            peer,
             ApiError::bad("this sign-in took too long or was used already; try again"),
         ));
     }
@@ -404,8 +425,10 @@ async fn signin_finish(State(app): AppState, body: Bytes) -> ApiResult {
         .phones
         .book
         .by_credential(&owned.id)
-        .ok_or_else(|| failed(&app, refused()))?;
-    let credential = record.credential().ok_or_else(|| failed(&app, refused()))?;
+        .ok_or_else(|| failed(&app, peer, refused()))?;
+    let credential = record
+        .credential()
+        .ok_or_else(|| failed(&app, peer, refused()))?;
     let assertion = verify_assertion(
         &app.phones.rp,
         &credential,
@@ -416,6 +439,7 @@ async fn signin_finish(State(app): AppState, body: Bytes) -> ApiResult {
     .map_err(|e| {
         failed(
             &app,
+            peer,
             ApiError::new(StatusCode::FORBIDDEN, format!("sign-in refused: {e}")),
         )
     })?;
@@ -504,11 +528,16 @@ async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
             })
         })
         .collect();
+    // The audit log is a file: read it off the runtime.
+    let signer = app.signer.clone();
+    let recent = tokio::task::spawn_blocking(move || signer.recent(20))
+        .await
+        .unwrap_or_default();
     Ok(Json(json!({
         "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
         "agents": app.signer.agents(),
         "phones": phones,
-        "recent": app.signer.recent(20),
+        "recent": recent,
     }))
     .into_response())
 }
@@ -660,7 +689,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        router.clone().oneshot(req.map(axum::body::Body::new))
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(PeerIp(peer.ip()));
+        router.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
