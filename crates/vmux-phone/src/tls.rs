@@ -131,3 +131,47 @@ impl ResolvesServerCert for Resolver {
         Some(vmux_home::sync::read(&self.0.current).0.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &Path, name: &str) -> Vec<u8> {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+        c.cert.der().to_vec()
+    }
+
+    fn served(files: &TlsFiles) -> Vec<u8> {
+        vmux_home::sync::read(&files.current).0.cert[0].to_vec()
+    }
+
+    #[test]
+    fn a_rotated_certificate_is_served_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_cert(dir.path(), "signer.vmux.test");
+        let files =
+            TlsFiles::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
+        assert_eq!(served(&files), first);
+        files.reload_if_changed();
+        assert_eq!(served(&files), first);
+        let second = write_cert(dir.path(), "signer.vmux.test");
+        files.reload_if_changed();
+        assert_eq!(served(&files), second, "the rotated certificate");
+        // Half-written: the key does not match, keep the one that works.
+        let other = rcgen::generate_simple_self_signed(vec!["x.test".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("key.pem"), other.key_pair.serialize_pem()).unwrap();
+        files.reload_if_changed();
+        assert_eq!(served(&files), second);
+        assert!(matches!(
+            TlsFiles::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")),
+            Err(TlsError::Mismatch(_))
+        ));
+        std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+        assert!(matches!(
+            TlsFiles::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")),
+            Err(TlsError::NoCertificate(_))
+        ));
+    }
+}
