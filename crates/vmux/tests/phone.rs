@@ -258,6 +258,26 @@ fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_
         "{audit}"
     );
 
+    // The status: the paired agent, both phones, the decisions and who
+    // took them; Unpair on the page unpairs.
+    a.page.wait_for(
+        "document.getElementById('agents').textContent.includes('laptop') && document.getElementById('recent').textContent.includes('iphone') && document.getElementById('phones').textContent.includes('iphone')",
+        WAIT,
+    );
+    a.page.click_button_in("#agents", "Unpair");
+    a.page.wait_for(
+        "!document.getElementById('agents').textContent.includes('laptop')",
+        WAIT,
+    );
+    let agents = ok(&mut world.signer.cmd(&["agents"]));
+    assert!(!agents.contains("laptop"), "unpaired on the page: {agents}");
+    // Its next request is refused without asking anyone.
+    let pubkey = dir.path().join("work.pub");
+    std::fs::write(&pubkey, world.signer.public_lines()).unwrap();
+    let out = agent.ssh_add(&["-T", &pubkey.display().to_string()]);
+    assert!(!out.status.success());
+    assert_eq!(a.cards() + b.cards(), 0);
+
     // Removing a phone ends its session at once and its passkey no longer
     // signs in.
     ok(&mut world.signer.cmd(&["phone", "remove", "iphone"]));
