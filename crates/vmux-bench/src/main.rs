@@ -2,9 +2,12 @@
 //! loopback, approving at once) through their sockets with the same
 //! client code, and prints figures side by side with ratios.
 //!
-//! Run it with `./scripts/bench [identities] [sign] [cert] [memory]` (it
-//! builds the release binaries first); with no arguments, everything.
-//! Every figure is the median of several runs.
+//! Run it with `./scripts/bench [identities] [sign] [cert] [phone]
+//! [memory]` (it builds the release binaries first); with no arguments,
+//! everything. Every figure is the median of several runs, except the
+//! phone's, which are percentiles over one run of sign requests approved
+//! on the phone page in headless Chromium (see `phone.rs`; skipped when
+//! Chromium is not installed).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -12,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod phone;
 
 const RUNS: usize = 3;
 const RUN_TIME: Duration = Duration::from_millis(1500);
@@ -305,6 +310,19 @@ struct Table {
 
 impl Table {
     fn row(&mut self, what: &str, ours: f64, theirs: Option<f64>, unit: &str, target: &str) {
+        self.row_prec(what, ours, theirs, unit, target, 0);
+    }
+
+    /// A row whose figures have `decimals` digits after the point.
+    fn row_prec(
+        &mut self,
+        what: &str,
+        ours: f64,
+        theirs: Option<f64>,
+        unit: &str,
+        target: &str,
+        decimals: usize,
+    ) {
         let ratio = theirs
             .filter(|t| *t > 0.0)
             .map(|t| format!("{:.2}", ours / t))
@@ -312,9 +330,9 @@ impl Table {
         self.rows.push((
             what.to_owned(),
             theirs
-                .map(|t| format!("{t:.0} {unit}"))
+                .map(|t| format!("{t:.decimals$} {unit}"))
                 .unwrap_or_else(|| "-".into()),
-            format!("{ours:.0} {unit}"),
+            format!("{ours:.decimals$} {unit}"),
             format!("{ratio:>6}  {target}"),
         ));
     }
@@ -598,6 +616,9 @@ fn bench() -> Res<()> {
             println!("(no session certificate was issued; certificate figures skipped)")
         }
         None => {}
+    }
+    if want("phone") {
+        phone::bench(&vmux, d, &mut t)?;
     }
 
     if !want("memory") {

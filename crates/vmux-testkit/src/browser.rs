@@ -46,25 +46,45 @@ pub const PHONE: (u32, u32, f64) = (412, 915, 2.0);
 /// Events kept per page for waits (the oldest are dropped past this).
 const EVENT_BUFFER: usize = 2000;
 
+/// The names Chromium goes by on `PATH`.
+const CHROMIUM_NAMES: [&str; 4] = [
+    "chromium",
+    "chromium-browser",
+    "google-chrome-stable",
+    "google-chrome",
+];
+
 /// The Chromium executable: `$VMUX_CHROMIUM`, else the first of the usual
 /// names on `PATH`. Panics with the install command if there is none.
 pub fn chromium_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("VMUX_CHROMIUM") {
         return PathBuf::from(p);
     }
-    let names = [
-        "chromium",
-        "chromium-browser",
-        "google-chrome-stable",
-        "google-chrome",
-    ];
-    find_on_path(&names).unwrap_or_else(|| {
+    find_on_path(&CHROMIUM_NAMES).unwrap_or_else(|| {
         panic!(
-            "Chromium is not installed (looked for {names:?} on PATH, and $VMUX_CHROMIUM is \
-             unset): the phone page's browser tests need it; install it with \
-             `apt-get install -y chromium libnss3-tools` (CI must install it too)"
+            "Chromium is not installed (looked for {CHROMIUM_NAMES:?} on PATH, and \
+             $VMUX_CHROMIUM is unset): the phone page's browser tests need it; install it \
+             with `apt-get install -y chromium libnss3-tools` (CI must install it too)"
         )
     })
+}
+
+/// `Err` with a sentence naming what to install when Chromium or
+/// `certutil` (which [`Browser::launch`] needs) is missing: for callers
+/// that would rather skip than panic.
+pub fn check_installed() -> Result<(), String> {
+    let chromium =
+        std::env::var_os("VMUX_CHROMIUM").is_some() || find_on_path(&CHROMIUM_NAMES).is_some();
+    let certutil = find_on_path(&["certutil"]).is_some();
+    match (chromium, certutil) {
+        (true, true) => Ok(()),
+        (false, true) => Err("Chromium is not installed (apt-get install chromium)".into()),
+        (true, false) => Err("certutil is not installed (apt-get install libnss3-tools)".into()),
+        (false, false) => Err(
+            "Chromium and certutil are not installed (apt-get install chromium libnss3-tools)"
+                .into(),
+        ),
+    }
 }
 
 fn find_on_path(names: &[&str]) -> Option<PathBuf> {
@@ -282,6 +302,12 @@ impl Browser {
     /// `HeadlessChrome/156.0.8078.114`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The process id of Chromium's browser process, which leads the
+    /// process group of all its processes.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Chromium's log file (its stdout and stderr).
@@ -530,7 +556,10 @@ impl Conn {
                 Ok(Message::Close(_)) => self.broken("Chromium closed the websocket"),
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
                 {
                     continue
                 }

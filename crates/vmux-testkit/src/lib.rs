@@ -1,17 +1,22 @@
 //! The test and demo kit of vmux: a real headless Chromium driven over
 //! the Chrome DevTools Protocol, with virtual WebAuthn authenticators
 //! standing in for a phone's platform authenticator ([`browser`]), and a
-//! throwaway PKI whose CA that browser trusts ([`pki`]).
+//! throwaway PKI whose CA that browser trusts ([`pki`]); and with them
+//! the phone in the headless browser standing in for the phone
+//! ([`standin`], also the binary `vmux-phone-standin`), which enrols
+//! through a link and approves every card.
 //!
 //! The end-to-end tests, `./scripts/demo --phone` and the benchmark use
 //! it; the vmux binary never does.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod pki;
+pub mod standin;
 
 /// Default bound for every wait (a page to load, a button to appear).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -27,17 +32,8 @@ pub fn ok(cmd: &mut Command) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
     let deadline = Instant::now() + WAIT;
     let status = loop {
         match child.try_wait() {
@@ -51,7 +47,7 @@ pub fn ok(cmd: &mut Command) -> String {
             Err(e) => panic!("cannot wait for {shown}: {e}"),
         }
     };
-    let text = |h: std::thread::JoinHandle<Vec<u8>>| {
+    let text = |h: JoinHandle<Vec<u8>>| {
         String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
     };
     let (out, err) = (text(stdout), text(stderr));
@@ -60,4 +56,15 @@ pub fn ok(cmd: &mut Command) -> String {
         "{shown} failed ({status}):\nstdout: {out}\nstderr: {err}"
     );
     out
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }

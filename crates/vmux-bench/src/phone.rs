@@ -1,0 +1,305 @@
+//! The phone section: a signer with `--approve phone`, its page open in
+//! headless Chromium with an auto-approving virtual authenticator (the
+//! stand-in of `vmux-testkit`, tapping Approve on every card), and an
+//! agent paired through that page. [`REQUESTS`] sign requests go to the
+//! agent's socket one at a time; for each, two spans on one clock (this
+//! machine's wall clock, read here and in the page, there to the
+//! millisecond):
+//!
+//! - shown: from the request being written to the socket to the card
+//!   element being added to the page (a `MutationObserver` installed in
+//!   the page records it);
+//! - answered: from the page starting the approve POST (`window.fetch`
+//!   wrapped in the page records it) to the agent's answer arriving here.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use vmux_testkit::browser::check_installed;
+use vmux_testkit::pki::TestPki;
+use vmux_testkit::standin::{Event, Standin};
+
+use super::{err, run, Client, Daemon, Res, Table};
+
+/// Sign requests measured.
+const REQUESTS: usize = 200;
+
+/// The relying party's name, mapped to loopback in the browser only.
+const RP: &str = "signer.vmux.test";
+
+/// Installed in the page once it is signed in: records when each card
+/// element is added and when each approve POST starts, in Unix
+/// milliseconds by `Date.now()` (the wall clock, as `SystemTime` here;
+/// not `performance.timeOrigin`, which can drift from it by
+/// milliseconds), plus half a millisecond to centre its truncation.
+const RECORDER: &str = r#"(() => {
+  const now = () => Date.now() + 0.5;
+  const rec = window.__vmuxBench = { cards: [], approves: {} };
+  const seen = new Set();
+  new MutationObserver((muts) => {
+    const t = now();
+    for (const m of muts) for (const n of m.addedNodes) {
+      if (n instanceof Element && n.matches('article.card') && !seen.has(n.dataset.id)) {
+        seen.add(n.dataset.id);
+        rec.cards.push({ id: n.dataset.id, kind: n.dataset.kind, shown: t });
+      }
+    }
+  }).observe(document.getElementById('cards'), { childList: true });
+  const fetch0 = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === 'string' ? input : (input && input.url) || String(input);
+    const m = /\/api\/requests\/([^/?#]+)\/approve$/.exec(url);
+    if (m) rec.approves[decodeURIComponent(m[1])] = now();
+    return fetch0.apply(this, arguments);
+  };
+  return true;
+})()"#;
+
+/// Wall-clock now in Unix milliseconds.
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The p-th percentile (0..1) of sorted `v`.
+fn pct(v: &[f64], p: f64) -> f64 {
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Runs the phone section and adds its rows to `t`; skips (saying why)
+/// when Chromium or certutil is not installed.
+pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
+    if let Err(why) = check_installed() {
+        println!("(phone figures skipped: {why})");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let home = d.join("phone-signer");
+    let agent_home = d.join("phone-agent");
+    let v = |args: &[&str]| -> Res<String> {
+        run(Command::new(vmux).arg("--home").arg(&home).args(args))
+    };
+    v(&["signer", "init", "--name", "bench-phone", "--no-passphrase"])?;
+    v(&[
+        "signer",
+        "keygen",
+        "--comment",
+        "ed25519",
+        "--type",
+        "ed25519",
+    ])?;
+    // No session certificate: every card is one of the measured requests
+    // (or the pairing).
+    std::fs::write(
+        home.join("signer.toml"),
+        "[certificates]\nauto_issue = false\n",
+    )
+    .map_err(err("signer.toml"))?;
+    let pki = TestPki::new(&d.join("phone-pki"), &[RP]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(err("probe a port"))?
+        .port();
+    let origin = format!("https://{RP}:{port}");
+    let signer = Daemon::spawn(
+        Command::new(vmux)
+            .arg("--home")
+            .arg(&home)
+            .args([
+                "signer",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--approve",
+                "phone",
+                "--no-advertise",
+                "--web-listen",
+                &format!("127.0.0.1:{port}"),
+                "--web-origin",
+                &origin,
+                "--tls-cert",
+            ])
+            .arg(pki.cert_pem())
+            .arg("--tls-key")
+            .arg(pki.key_pem())
+            .env("RUST_LOG", "warn"),
+    )?;
+    signer.wait_for("phone page at ")?;
+    let addr = signer
+        .wait_for("listening on ")?
+        .replace("listening on ", "");
+    let link = v(&["signer", "phone", "add", "--name", "bench-phone"])?
+        .trim()
+        .to_owned();
+
+    // The phone: enrolled through the link, then serving on a thread.
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let p = Standin::launch(
+            &d.join("phone-browser"),
+            pki.ca_pem(),
+            &[&format!("MAP {RP} 127.0.0.1")],
+        );
+        p.enrol(&link);
+        p
+    }))
+    .map_err(|_| "the phone stand-in did not enrol (see above)".to_owned())?;
+    phone
+        .page()
+        .try_eval(RECORDER)
+        .map_err(err("install the recorder"))?;
+    let ready = started.elapsed();
+
+    let stop = AtomicBool::new(false);
+    let (spans, failed) = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut failed = Vec::new();
+            phone.serve(&stop, None, |e| {
+                if let Event::Failed(..) = e {
+                    failed.push(e.to_string());
+                }
+            });
+            failed
+        });
+        let spans = requests(vmux, &agent_home, &addr);
+        stop.store(true, Ordering::SeqCst);
+        let failed = server.join().unwrap_or_else(|_| vec!["it panicked".into()]);
+        (spans, failed)
+    });
+    if !failed.is_empty() {
+        return Err(format!("the phone failed: {}", failed.join("; ")));
+    }
+    let (sent, answered) = spans?;
+    let rec = phone
+        .page()
+        .try_eval("window.__vmuxBench")
+        .map_err(err("read the recorder"))?;
+    let took = started.elapsed();
+
+    let cards: Vec<&Value> = rec["cards"]
+        .as_array()
+        .map(|a| a.iter().filter(|c| c["kind"] == "sign").collect())
+        .unwrap_or_default();
+    if cards.len() != sent.len() {
+        return Err(format!(
+            "{} sign requests but {} sign cards on the page",
+            sent.len(),
+            cards.len()
+        ));
+    }
+    let mut shown = Vec::new();
+    let mut answer = Vec::new();
+    let mut total = Vec::new();
+    for (i, card) in cards.iter().enumerate() {
+        let id = card["id"].as_str().unwrap_or_default();
+        let at = card["shown"].as_f64().ok_or("a card without its time")?;
+        let approve = rec["approves"][id]
+            .as_f64()
+            .ok_or_else(|| format!("no approve POST for card {id}"))?;
+        shown.push(at - sent[i]);
+        answer.push(answered[i] - approve);
+        total.push(answered[i] - sent[i]);
+    }
+    for v in [&mut shown, &mut answer, &mut total] {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    println!(
+        "vmux-bench: phone: {} sign requests approved on the page; the section took {:.1} s \
+         ({:.1} s to start Chromium and enrol; {})",
+        sent.len(),
+        took.as_secs_f64(),
+        ready.as_secs_f64(),
+        phone.browser().version(),
+    );
+    let n = sent.len();
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(
+            &format!("phone: request sent → card shown {name}, {n} reqs"),
+            pct(&shown, p),
+            None,
+            "ms",
+            "< 200 ms",
+            1,
+        );
+    }
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(
+            &format!("phone: approve POST → agent's answer {name}"),
+            pct(&answer, p),
+            None,
+            "ms",
+            "< 20 ms",
+            1,
+        );
+    }
+    t.row_prec(
+        "  whole request, tapped at once, p50",
+        pct(&total, 0.5),
+        None,
+        "ms",
+        "",
+        1,
+    );
+    Ok(())
+}
+
+/// Starts an agent, pairs it through the page (the stand-in approves the
+/// card; the code is confirmed here as its user would), then sends
+/// [`REQUESTS`] sign requests one at a time: (sent, answered) times.
+fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<(Vec<f64>, Vec<f64>)> {
+    let agent = Daemon::spawn(
+        Command::new(vmux)
+            .arg("--home")
+            .arg(agent_home)
+            .args([
+                "agent",
+                "run",
+                "--no-discovery",
+                "--name",
+                "bench-phone",
+                "--signer",
+                addr,
+            ])
+            .env("RUST_LOG", "warn"),
+    )?;
+    let line = agent.wait_for("pairing code ")?;
+    let code = line
+        .split("pairing code ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .ok_or("no pairing code in the agent's notice")?
+        .to_owned();
+    run(Command::new(vmux).arg("--home").arg(agent_home).args([
+        "agent",
+        "pair",
+        "--confirm",
+        &code,
+    ]))?;
+    agent.wait_for("connected to signer")?;
+    let sock = agent_home.join("vmux-agent.sock");
+    let mut c = Client::connect(&sock)?;
+    c.0.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(err("socket timeout"))?;
+    let blob = c
+        .identities()?
+        .into_iter()
+        .map(|(b, _)| b)
+        .find(|b| b.get(4..15) == Some(b"ssh-ed25519".as_slice()))
+        .ok_or("no Ed25519 key through the agent")?;
+    let mut sent = Vec::with_capacity(REQUESTS);
+    let mut answered = Vec::with_capacity(REQUESTS);
+    for n in 0..REQUESTS {
+        let data = format!("vmux-bench phone challenge {n}");
+        sent.push(now_ms());
+        c.sign(&blob, data.as_bytes())
+            .map_err(|e| format!("sign request {n}: {e}"))?;
+        answered.push(now_ms());
+    }
+    Ok((sent, answered))
+}
