@@ -133,7 +133,6 @@ impl Status {
         cert: CertStatus,
         pending_requests: usize,
         last_wake: Option<(u64, String)>,
-        passkeys: PasskeyStatus,
     ) -> Status {
         let signers = links
             .iter()
@@ -195,7 +194,7 @@ impl Status {
             keys,
             pending_requests,
             last_wake,
-            passkeys,
+            passkeys: PasskeyStatus::default(),
         }
     }
 }
@@ -205,7 +204,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
     let now = now_s();
     let links = lock(&shared.links).clone();
     let state = shared.state();
-    Status::new(
+    let mut s = Status::new(
         &shared.config.name,
         &shared.identity.id(),
         &links,
@@ -213,11 +212,12 @@ pub(crate) fn status(shared: &Shared) -> Status {
         shared.cert.status(now),
         shared.pending.load(Ordering::Relaxed),
         shared.last_wake(),
-        PasskeyStatus {
-            clients: shared.clients.seen(),
-            counter_alarms: shared.counters.alarms(),
-        },
-    )
+    );
+    s.passkeys = PasskeyStatus {
+        clients: shared.clients.seen(),
+        counter_alarms: shared.counters.alarms(),
+    };
+    s
 }
 
 /// One control command.

@@ -163,7 +163,7 @@ pub enum Answer {
 /// [`Answer::Approved`]). Made only by [`check_approval`]; its `Debug`
 /// shows no bytes.
 #[derive(Debug, Clone)]
-pub struct DataAssertion(VerifiedAssertion);
+pub struct DataAssertion(Box<VerifiedAssertion>);
 
 impl DataAssertion {
     /// The assertion: its challenge is the card's data.
@@ -526,7 +526,7 @@ pub fn check_approval(
         request: id.to_owned(),
         phone: session_phone.to_owned(),
         window,
-        signature: data.then_some(DataAssertion(assertion)),
+        signature: data.then(|| DataAssertion(Box::new(assertion))),
     })
 }
 
