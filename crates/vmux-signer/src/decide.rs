@@ -260,6 +260,12 @@ impl<A: Approver + 'static> Server<A> {
             warn!(key = %d.key_fingerprint, "a passkey key signs only on its phone, and this signer does not serve the phone page");
             return Err(ErrorCode::KeyNotFound);
         };
+        if matches!(d.purpose, Purpose::Unknown) {
+            // Only a login or an ssh-keygen signature: never data that
+            // could stand for a sign-in or approval challenge of the page.
+            warn!(key = %d.key_fingerprint, "a passkey key signs only SSH logins and ssh-keygen signatures; refused data that is neither, without asking the phone");
+            return Err(ErrorCode::PolicyDenied);
+        }
         let Some(phone) = phones.phone_of_key(&req.key_blob) else {
             info!(key = %d.key_fingerprint, "no enrolled phone holds this passkey key (removed?)");
             return Err(ErrorCode::KeyNotFound);

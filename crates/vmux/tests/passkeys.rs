@@ -358,7 +358,8 @@ asyncio.run(main(*sys.argv[1:]))
 }
 
 #[test]
-fn a_passkey_request_is_that_phones_alone_and_denied_there_it_fails() {
+fn a_passkey_request_is_that_phones_alone_denied_there_it_fails_and_other_data_is_refused_unasked()
+{
     let dir = test_dir();
     let (world, pixel, agent) = world_with_phone(dir.path());
     let other = world.enrolled_phone("iphone");
@@ -398,4 +399,31 @@ fn a_passkey_request_is_that_phones_alone_and_denied_there_it_fails() {
             .any(|l| l.contains("sign") && l.contains("refused") && l.contains("on phone pixel")),
         "{audit}"
     );
+
+    // Data that is neither a login nor an ssh-keygen signature (here 32
+    // bytes, the size of the page's own challenges) is refused without a
+    // card.
+    let script = r#"
+import asyncio, sys, asyncssh
+async def main(sock):
+    agent = await asyncssh.connect_agent(sock)
+    keys = [k for k in await agent.get_keys() if k.algorithm.startswith(b'sk-')]
+    assert keys, 'the agent offers no passkey key'
+    try:
+        await keys[0].sign_async(bytes(32))
+        print('signed')
+    except Exception as e:
+        print('refused')
+    agent.close()
+asyncio.run(main(sys.argv[1]))
+"#;
+    let raw = run(Command::new("/usr/bin/python3")
+        .args(["-W", "ignore", "-c", script])
+        .arg(&agent.sock));
+    assert_success(&raw, "asyncssh asking the agent directly");
+    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), "refused");
+    assert_eq!(pixel.cards(), 0);
+    world.signer.daemon().wait_line(WAIT, |l| {
+        l.contains("a passkey key signs only SSH logins and ssh-keygen signatures")
+    });
 }
