@@ -78,7 +78,7 @@ fn assert_success(out: &std::process::Output, what: &str) {
 #[test]
 fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_takes_it_away() {
     let dir = test_dir();
-    let (world, _phone, agent) = world_with_phone(dir.path());
+    let (world, phone, agent) = world_with_phone(dir.path());
 
     let line = passkey_line(&world).expect("vmux signer keys -L lists the passkey");
     assert!(
@@ -126,11 +126,44 @@ fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_take
     // and out of the agent's on its next key-list refresh.
     ok(&mut world.signer.cmd(&["phone", "remove", "pixel"]));
     assert_eq!(passkey_line(&world), None);
+    // Before the agent refreshes, it still lists the key, and the signer
+    // refuses it at once (no card, no phone).
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("passkey.pub"), format!("{line}\n")).unwrap();
+    std::fs::write(work.join("message"), "x\n").unwrap();
+    let started = std::time::Instant::now();
+    let sign = spawn_bounded(
+        &[
+            "ssh-keygen",
+            "-Y",
+            "sign",
+            "-n",
+            "file",
+            "-f",
+            "passkey.pub",
+            "message",
+        ],
+        &agent,
+        &work,
+        &[],
+    );
+    let out = finish(sign, Duration::from_secs(90));
+    assert!(!out.status.success(), "a removed phone's key signs nothing");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    agent.daemon().wait_line(WAIT, |l| {
+        l.contains("sign failed") && l.contains("keyNotFound")
+    });
     let refreshed = agent.daemon().count(|l| l.contains("key list refreshed"));
     ok(&mut agent.cmd(&["refresh"]));
     agent
         .daemon()
         .wait_nth(refreshed + 1, WAIT, |l| l.contains("key list refreshed"));
+    assert_eq!(phone.cards(), 0);
     let after = agent_lines(&agent);
     assert!(
         !after.contains(SK),
@@ -294,6 +327,14 @@ fn openssh_9_2_ssh_never_asks_the_phone_while_asyncssh_logs_in_with_the_passkey(
             .lines()
             .any(|l| l.contains("/ssh (OpenSSH_9.") && l.contains("passkey keys not offered")),
         "{status}"
+    );
+    let doctor = run(agent.cmd(&["doctor"]).env("SSH_AUTH_SOCK", &agent.sock));
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        doctor.contains("not to OpenSSH ssh before 10.3")
+            && doctor.contains("`ssh -V` here: OpenSSH_9.")
+            && doctor.contains("which cannot"),
+        "{doctor}"
     );
     // Even asked by name (ssh -i with the public key, IdentitiesOnly), ssh
     // gets no passkey signature and the phone no card.
