@@ -317,6 +317,44 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_rp_id_reads_and_gets_the_signers_and_its_ssh_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let origin = "https://signer.vmux.test";
+        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
+        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let cred = vmux_webauthn::verify_registration(
+            &rp,
+            b"c",
+            &auth.create(b"c").response(),
+            vmux_webauthn::UserVerification::Required,
+        )
+        .unwrap();
+        // A phone book written before the rp id was stored.
+        let old = serde_json::json!({"phones": [{
+            "name": "pixel",
+            "credential_id": B64URL.encode(cred.id()),
+            "public_key": B64URL.encode(cred.public_key_sec1()),
+            "counter": 0, "added_at": 1, "last_seen": null,
+        }]});
+        std::fs::write(&path, old.to_string()).unwrap();
+        let old = read_phones(&path).unwrap();
+        assert_eq!(old[0].rp_id, "");
+        assert!(old[0].ssh_key(&old[0].rp_id).is_none());
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        book.fill_rp_id("signer.vmux.test").unwrap();
+        drop(book);
+        let filled = read_phones(&path).unwrap();
+        let key = filled[0].ssh_key(&filled[0].rp_id).unwrap();
+        assert_eq!(key.comment(), "pixel");
+        assert_eq!(
+            key.to_openssh().unwrap(),
+            vmux_webauthn::openssh::authorized_keys_line(&cred, "signer.vmux.test", "pixel")
+                .unwrap()
+        );
+    }
+
+    #[test]
     fn names() {
         assert!(valid_name("Anna's iPhone"));
         assert!(!valid_name(""));
