@@ -66,9 +66,19 @@ pub(crate) async fn remote(
         expires_at_ms: issued + remaining.min(REQUEST_LIFETIME).as_millis() as u64,
         context,
     };
-    let sig = tokio::time::timeout_at(deadline, conn.sign(request))
+    let answer = tokio::time::timeout_at(deadline, conn.sign(request))
         .await
-        .map_err(|_| SignFailure::TimedOut)??;
+        .map_err(|_| SignFailure::TimedOut)?;
+    if let Err(SignFailure::Signer(vmux_proto::ErrorCode::KeyNotFound)) = answer {
+        // The signer no longer has a key this agent lists (a phone was
+        // removed, a key deleted): ask for its list again, so clients
+        // stop seeing it. A KeyList is only ever an answer (PROTOCOL 6.1).
+        info!(signer = %signer_id, "the signer no longer has this key; refreshing its key list");
+        tokio::spawn(async move {
+            let _ = conn.refresh().await;
+        });
+    }
+    let sig = answer?;
     let fingerprint = || {
         ssh_key::PublicKey::from_bytes(key_blob)
             .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())

@@ -126,8 +126,11 @@ fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_take
     // and out of the agent's on its next key-list refresh.
     ok(&mut world.signer.cmd(&["phone", "remove", "pixel"]));
     assert_eq!(passkey_line(&world), None);
-    // Before the agent refreshes, it still lists the key, and the signer
-    // refuses it at once (no card, no phone).
+    // The agent still lists the key until its next key-list refresh; the
+    // signer refuses it at once (no card, no phone), and that refusal
+    // makes the agent refresh the list.
+    let refreshed = agent.daemon().count(|l| l.contains("key list refreshed"));
+    assert!(agent_lines(&agent).contains(SK));
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("passkey.pub"), format!("{line}\n")).unwrap();
@@ -158,8 +161,6 @@ fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_take
     agent.daemon().wait_line(WAIT, |l| {
         l.contains("sign failed") && l.contains("keyNotFound")
     });
-    let refreshed = agent.daemon().count(|l| l.contains("key list refreshed"));
-    ok(&mut agent.cmd(&["refresh"]));
     agent
         .daemon()
         .wait_nth(refreshed + 1, WAIT, |l| l.contains("key list refreshed"));
