@@ -351,6 +351,47 @@ fn openssh_9_2_ssh_never_asks_the_phone_while_asyncssh_logs_in_with_the_passkey(
     assert_eq!(phone.cards(), 0);
     assert_eq!(only.accepted(), 0);
 
+    // A client whose executable is named ssh but whose -V is not a
+    // recent OpenSSH (here a copy of Python called `ssh`, speaking the
+    // agent protocol itself) is not listed the passkey key, and a sign
+    // request naming it is refused at once, with no card.
+    let fake_ssh = dir.path().join("fake-ssh");
+    std::fs::create_dir_all(&fake_ssh).unwrap();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    std::fs::copy(&python, fake_ssh.join("ssh")).unwrap();
+    let raw_agent = r#"
+import base64, socket, struct, sys
+def msg(s, body):
+    s.sendall(struct.pack('>I', len(body)) + body)
+    n = struct.unpack('>I', s.recv(4, socket.MSG_WAITALL))[0]
+    return s.recv(n, socket.MSG_WAITALL)
+def string(b):
+    return struct.pack('>I', len(b)) + b
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+ids = msg(s, bytes([11]))
+blob = base64.b64decode(sys.argv[2])
+print('listed' if blob in ids else 'not-listed')
+data = string(b'\0' * 32) + bytes([50]) + string(b'me') + string(b'ssh-connection') + string(b'publickey')
+r = msg(s, bytes([13]) + string(blob) + string(data) + struct.pack('>I', 0))
+print('signed' if r[0] == 14 else 'refused')
+"#;
+    let blob_b64 = line.split_whitespace().nth(1).unwrap();
+    let raw = run(Command::new(fake_ssh.join("ssh"))
+        .args(["-c", raw_agent])
+        .arg(&agent.sock)
+        .arg(blob_b64));
+    assert_success(&raw, "the raw agent client named ssh");
+    assert_eq!(
+        String::from_utf8_lossy(&raw.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["not-listed", "refused"]
+    );
+    agent.daemon().wait_line(WAIT, |l| {
+        l.contains("sign failed") && l.contains("refused by OpenSSH ssh before 10.3")
+    });
+    assert_eq!(phone.cards(), 0);
+
     // asyncssh accepts WebAuthn signatures: it logs in with the passkey,
     // approved on the phone, into an sshd that trusts only that line.
     let script = r#"
