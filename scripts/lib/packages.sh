@@ -27,3 +27,16 @@ ensure_commands() {
     exit 1
   fi
 }
+
+# ensure_python_modules MODULE=PACKAGE ...: the same for modules of the
+# system's Python (/usr/bin/python3, which the tests run), e.g.
+# asyncssh=python3-asyncssh.
+ensure_python_modules() {
+  local pair mod pkg missing=()
+  for pair in "$@"; do
+    mod=${pair%%=*} pkg=${pair#*=}
+    /usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing+=("/nonexistent/$mod=$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  ensure_commands "${missing[@]}"
+}

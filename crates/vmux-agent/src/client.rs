@@ -126,8 +126,12 @@ async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> 
                 .cert
                 .current(now_s())
                 .filter(|_| Reach::of(&conn.bindings).sees_certificate());
+            let passkeys_ok = passkeys_ok(shared, conn).await;
             let state = shared.state();
-            let keys = state.keys();
+            let mut keys = state.keys();
+            if !passkeys_ok {
+                keys.retain(|k| !k.is_passkey());
+            }
             debug!(count = keys.len(), "listing identities");
             let cert_entry = cert.as_ref().map(|c| (c.blob(), CERT_COMMENT));
             let ids = cert_entry
@@ -218,8 +222,31 @@ async fn sign(
             None => Err(SignFailure::CertificateNotHere(Reach::of(&conn.bindings))),
         };
     }
+    let passkey = shared
+        .state()
+        .keys()
+        .iter()
+        .any(|k| k.blob == key_blob && k.is_passkey());
+    if passkey && !passkeys_ok(shared, conn).await {
+        return Err(SignFailure::ClientCannotUsePasskey);
+    }
     let context = conn.context(data.to_vec()).await;
     crate::sign::remote(shared, key_blob, data, flags, context).await
+}
+
+/// Whether this connection's client may be offered passkey keys: only
+/// asked when some signer lists one. An OpenSSH `ssh` older than 10.3
+/// may not (see [`origin::client`]).
+async fn passkeys_ok(shared: &Shared, conn: &Connection) -> bool {
+    if !shared.state().keys().iter().any(|k| k.is_passkey()) {
+        return true;
+    }
+    let exe = conn.executable().await;
+    let kind = shared.clients.classify(exe.as_deref()).await;
+    if !kind.takes_passkeys() {
+        debug!(?kind, "passkey keys not offered to this client");
+    }
+    kind.takes_passkeys()
 }
 
 /// Says once, as a warning, that keys were left out of the identities

@@ -91,7 +91,23 @@ pub struct Status {
     /// The last wake push: time and outcome.
     #[serde(default)]
     pub last_wake: Option<(u64, String)>,
+    /// Passkey keys: which clients can use them, and counters that went
+    /// backwards.
+    #[serde(default)]
+    pub passkeys: PasskeyStatus,
 }
+
+/// What `vmux agent status` says of passkey keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PasskeyStatus {
+    /// The client executables classified so far.
+    pub clients: Vec<crate::origin::client::SeenClient>,
+    /// Signature counters that did not move on (a cloned authenticator?).
+    pub counter_alarms: Vec<crate::verify::CounterAlarm>,
+}
+
+/// Which clients can use a passkey key, in a sentence.
+pub const PASSKEY_CLIENTS: &str = "passkey keys are offered to ssh-keygen (any version), OpenSSH ssh 10.3 and later, and other clients (e.g. asyncssh); not to OpenSSH ssh before 10.3, which refuses their signatures (it logs in with another key or the session certificate)";
 
 /// [`CertStatus`] in a form that deserializes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +194,7 @@ impl Status {
             keys,
             pending_requests,
             last_wake,
+            passkeys: PasskeyStatus::default(),
         }
     }
 }
@@ -187,7 +204,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
     let now = now_s();
     let links = lock(&shared.links).clone();
     let state = shared.state();
-    Status::new(
+    let mut s = Status::new(
         &shared.config.name,
         &shared.identity.id(),
         &links,
@@ -195,7 +212,12 @@ pub(crate) fn status(shared: &Shared) -> Status {
         shared.cert.status(now),
         shared.pending.load(Ordering::Relaxed),
         shared.last_wake(),
-    )
+    );
+    s.passkeys = PasskeyStatus {
+        clients: shared.clients.seen(),
+        counter_alarms: shared.counters.alarms(),
+    };
+    s
 }
 
 /// One control command.

@@ -18,6 +18,9 @@ pub enum SignFailure {
     UnknownKey,
     /// The signer's answer did not verify against the key.
     BadSignature,
+    /// A passkey key asked for by an OpenSSH `ssh` older than 10.3, which
+    /// refuses its signature: refused without asking the phone.
+    ClientCannotUsePasskey,
     /// No signer is connected (certificate requests do not wait).
     NoSigner,
     /// The certificate was signed by another CA key than the one pinned
@@ -38,6 +41,9 @@ impl std::fmt::Display for SignFailure {
             SignFailure::BadSignature => {
                 f.write_str("the signer's signature did not verify; discarded")
             }
+            SignFailure::ClientCannotUsePasskey => f.write_str(
+                "a passkey key's signature is refused by OpenSSH ssh before 10.3; not asking the phone (ssh-keygen, ssh 10.3 or later and other clients can use it; ssh logs in with another key or the session certificate)",
+            ),
             SignFailure::NoSigner => f.write_str("no signer is connected"),
             SignFailure::CaNotPinned => f.write_str(
                 "the certificate is signed by another CA key than the one pinned for this signer; discarded",

@@ -76,7 +76,7 @@ pub use state::{
     state_path, AgentState, CachedKey, PinnedSigner, StoredWake, MAX_KEYS_PER_SIGNER,
     MAX_KEY_COMMENT,
 };
-pub use verify::signature_is_valid;
+pub use verify::{check_signature, signature_is_valid, Checked, CounterAlarm, Counters, Refusal};
 
 /// Prints one stable, user-facing line on stderr (`vmux agent: …`),
 /// whatever the log level, and logs it.

@@ -92,6 +92,11 @@ pub(crate) struct Shared {
     pub(crate) pairings: crate::pairing::Pairings,
     /// Addresses kept connected (each by one task).
     pub(crate) maintained: Mutex<std::collections::HashSet<String>>,
+    /// Security keys' signature counters, and those that went backwards.
+    pub(crate) counters: crate::verify::Counters,
+    /// Which clients' executables are OpenSSH `ssh` too old for passkey
+    /// signatures (by path and mtime).
+    pub(crate) clients: crate::origin::client::ClientKinds,
     /// This value's own `Arc`, for tasks it spawns.
     pub(crate) me: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
@@ -143,6 +148,8 @@ impl Shared {
             waker,
             pairings: crate::pairing::Pairings::default(),
             maintained: Mutex::default(),
+            counters: crate::verify::Counters::default(),
+            clients: crate::origin::client::ClientKinds::default(),
             me: std::sync::OnceLock::new(),
         })
     }

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use rand::RngCore;
-use tracing::info;
+use tracing::{info, warn};
 use vmux_proto::{SignContext, SignRequest};
 
 use crate::failure::SignFailure;
 use crate::shared::{PendingGuard, Shared};
-use crate::verify::signature_is_valid;
+use crate::verify::check_signature;
 use vmux_home::time::now_ms;
 
 /// Longest validity a sign request is given (the signer refuses longer).
@@ -66,12 +66,37 @@ pub(crate) async fn remote(
         expires_at_ms: issued + remaining.min(REQUEST_LIFETIME).as_millis() as u64,
         context,
     };
-    let sig = tokio::time::timeout_at(deadline, conn.sign(request))
+    let answer = tokio::time::timeout_at(deadline, conn.sign(request))
         .await
-        .map_err(|_| SignFailure::TimedOut)??;
-    if signature_is_valid(key_blob, data, flags, &sig) {
-        Ok(sig)
-    } else {
-        Err(SignFailure::BadSignature)
+        .map_err(|_| SignFailure::TimedOut)?;
+    if let Err(SignFailure::Signer(vmux_proto::ErrorCode::KeyNotFound)) = answer {
+        // The signer no longer has a key this agent lists (a phone was
+        // removed, a key deleted): ask for its list again, so clients
+        // stop seeing it. A KeyList is only ever an answer (PROTOCOL 6.1).
+        info!(signer = %signer_id, "the signer no longer has this key; refreshing its key list");
+        tokio::spawn(async move {
+            let _ = conn.refresh().await;
+        });
+    }
+    let sig = answer?;
+    let fingerprint = || {
+        ssh_key::PublicKey::from_bytes(key_blob)
+            .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+            .unwrap_or_default()
+    };
+    match check_signature(key_blob, data, flags, &sig) {
+        Ok(checked) => {
+            if let Some(counter) = checked.sk_counter {
+                if let Err(e) = shared.counters.record(key_blob, &fingerprint(), counter) {
+                    warn!(key = %fingerprint(), check = %e, "passkey signature refused: its counter did not move on (a cloned authenticator?); discarded");
+                    return Err(SignFailure::BadSignature);
+                }
+            }
+            Ok(sig)
+        }
+        Err(e) => {
+            warn!(key = %fingerprint(), check = %e, "the signer's signature was refused; discarded");
+            Err(SignFailure::BadSignature)
+        }
     }
 }

@@ -41,6 +41,12 @@ impl From<&KeyRecord> for CachedKey {
 }
 
 impl CachedKey {
+    /// Whether it is a phone's passkey (signed on that phone, in the
+    /// WebAuthn format).
+    pub fn is_passkey(&self) -> bool {
+        self.provider_kind == "passkey"
+    }
+
     /// The provider kind as an enum.
     pub fn provider(&self) -> ProviderKind {
         ProviderKind::parse(&self.provider_kind)

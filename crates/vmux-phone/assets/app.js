@@ -510,7 +510,10 @@ function onApprove(entry) {
       challenge: b64uToBuf(useWindow ? card.window.challenge : card.challenge),
       rpId: state.rpId,
       userVerification: 'required',
-      allowCredentials: allowCredentials(),
+      // A request for this phone's own key names the passkey that signs it.
+      allowCredentials: card.credential
+        ? [{ type: 'public-key', id: b64uToBuf(card.credential) }]
+        : allowCredentials(),
       timeout: Math.round(msLeft),
     },
   })

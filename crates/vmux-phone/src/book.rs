@@ -29,6 +29,10 @@ pub struct PhoneRecord {
     /// When it last signed in or decided, Unix seconds.
     #[serde(default)]
     pub last_seen: Option<u64>,
+    /// The relying-party id the passkey was made for: the *application*
+    /// of its SSH key (empty in files written before it was stored).
+    #[serde(default)]
+    pub rp_id: String,
 }
 
 impl PhoneRecord {
@@ -37,6 +41,18 @@ impl PhoneRecord {
         let id = B64URL.decode(&self.credential_id).ok()?;
         let key = B64URL.decode(&self.public_key).ok()?;
         Credential::from_stored(&id, &key, self.counter).ok()
+    }
+
+    /// The passkey as an OpenSSH `sk-ecdsa-sha2-nistp256@openssh.com`
+    /// key (application = `rp_id`, comment = the phone's name), or `None`
+    /// if the record is unreadable or has no relying-party id.
+    pub fn ssh_key(&self, rp_id: &str) -> Option<ssh_key::PublicKey> {
+        if rp_id.is_empty() {
+            return None;
+        }
+        let mut key = vmux_webauthn::openssh::public_key(&self.credential()?, rp_id);
+        key.set_comment(&self.name);
+        Some(key)
     }
 }
 
@@ -114,9 +130,17 @@ impl PhoneBook {
             .any(|p| p.name == name)
     }
 
-    /// Enrols a phone with its verified passkey.
-    pub fn add(&self, name: &str, credential: &Credential, now: u64) -> Result<(), BookError> {
+    /// Enrols a phone with its verified passkey, made for the relying
+    /// party `rp_id`.
+    pub fn add(
+        &self,
+        name: &str,
+        credential: &Credential,
+        rp_id: &str,
+        now: u64,
+    ) -> Result<(), BookError> {
         let record = PhoneRecord {
+            rp_id: rp_id.to_owned(),
             name: name.to_owned(),
             credential_id: B64URL.encode(credential.id()),
             public_key: B64URL.encode(credential.public_key_sec1()),
@@ -170,6 +194,21 @@ impl PhoneBook {
         self.update(|f| {
             for p in f.phones.iter_mut().filter(|p| p.name == name) {
                 p.last_seen = Some(now);
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores `rp_id` in the records written before the relying-party id
+    /// was stored (so `vmux signer keys` can list their keys while no
+    /// signer runs).
+    pub fn fill_rp_id(&self, rp_id: &str) -> Result<(), BookError> {
+        if self.list().iter().all(|p| !p.rp_id.is_empty()) {
+            return Ok(());
+        }
+        self.update(|f| {
+            for p in f.phones.iter_mut().filter(|p| p.rp_id.is_empty()) {
+                p.rp_id = rp_id.to_owned();
             }
             Ok(())
         })
@@ -257,9 +296,9 @@ mod tests {
             vmux_webauthn::UserVerification::Required,
         )
         .unwrap();
-        book.add("pixel", &cred, 100).unwrap();
+        book.add("pixel", &cred, "signer.vmux.test", 100).unwrap();
         assert!(matches!(
-            book.add("pixel", &cred, 101),
+            book.add("pixel", &cred, "signer.vmux.test", 101),
             Err(BookError::NameTaken(_))
         ));
         let found = book.by_credential(cred.id()).unwrap();
@@ -275,6 +314,44 @@ mod tests {
             Err(BookError::NoSuchPhone(_))
         ));
         assert!(read_phones(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_without_rp_id_reads_and_gets_the_signers_and_its_ssh_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let origin = "https://signer.vmux.test";
+        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
+        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let cred = vmux_webauthn::verify_registration(
+            &rp,
+            b"c",
+            &auth.create(b"c").response(),
+            vmux_webauthn::UserVerification::Required,
+        )
+        .unwrap();
+        // A phone book written before the rp id was stored.
+        let old = serde_json::json!({"phones": [{
+            "name": "pixel",
+            "credential_id": B64URL.encode(cred.id()),
+            "public_key": B64URL.encode(cred.public_key_sec1()),
+            "counter": 0, "added_at": 1, "last_seen": null,
+        }]});
+        std::fs::write(&path, old.to_string()).unwrap();
+        let old = read_phones(&path).unwrap();
+        assert_eq!(old[0].rp_id, "");
+        assert!(old[0].ssh_key(&old[0].rp_id).is_none());
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        book.fill_rp_id("signer.vmux.test").unwrap();
+        drop(book);
+        let filled = read_phones(&path).unwrap();
+        let key = filled[0].ssh_key(&filled[0].rp_id).unwrap();
+        assert_eq!(key.comment(), "pixel");
+        assert_eq!(
+            key.to_openssh().unwrap(),
+            vmux_webauthn::openssh::authorized_keys_line(&cred, "signer.vmux.test", "pixel")
+                .unwrap()
+        );
     }
 
     #[test]

@@ -65,6 +65,27 @@ impl WindowOffer {
     }
 }
 
+/// What a phone's passkey signs to approve a card.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// The approval challenge (`vmux_webauthn::ApprovalRequest`) of the
+    /// card: 32 bytes under a fixed label, which approve the decision.
+    Approval,
+    /// Exactly these bytes (the data an SSH signature is asked for, by
+    /// the phone's own passkey key): the assertion *is* the signature, so
+    /// no window is ever offered with it. Never shown or logged.
+    Data(Vec<u8>),
+}
+
+impl std::fmt::Debug for ChallengeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChallengeKind::Approval => f.write_str("Approval"),
+            ChallengeKind::Data(d) => write!(f, "Data({} bytes)", d.len()),
+        }
+    }
+}
+
 /// A decision the signer asks the phones to take. Text is shown as text
 /// (the page never renders it as HTML); the signer strips control and
 /// invisible characters before it gets here.
@@ -89,8 +110,14 @@ pub struct Ask {
     /// The data to sign, or the certificate's or pairing's body: bound
     /// into the approval challenge, never shown or logged.
     pub body: Vec<u8>,
-    /// The approval window a phone may grant, if the signer offers one.
+    /// The approval window a phone may grant, if the signer offers one
+    /// (never with [`ChallengeKind::Data`]).
     pub window: Option<WindowOffer>,
+    /// What the passkey signs to approve.
+    pub challenge: ChallengeKind,
+    /// Only this phone sees, approves or denies the card (a request for
+    /// its own passkey key); `None`: every signed-in phone.
+    pub only_phone: Option<String>,
 }
 
 impl std::fmt::Debug for Ask {
@@ -100,6 +127,8 @@ impl std::fmt::Debug for Ask {
             .field("agent_id", &self.agent_id)
             .field("summary", &self.summary)
             .field("body_len", &self.body.len())
+            .field("challenge", &self.challenge)
+            .field("only_phone", &self.only_phone)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +142,10 @@ pub enum Answer {
         phone: String,
         /// The approval window it granted, seconds.
         window: Option<u64>,
+        /// For a [`ChallengeKind::Data`] card: the verified assertion over
+        /// exactly that data, which the signer turns into the SSH
+        /// signature.
+        signature: Option<DataAssertion>,
     },
     /// A signed-in phone denied.
     Denied {
@@ -125,6 +158,32 @@ pub enum Answer {
     Refused,
 }
 
+/// A phone's verified assertion over exactly the data of a
+/// [`ChallengeKind::Data`] card (the phone that made it is in
+/// [`Answer::Approved`]). Made only by [`check_approval`]; its `Debug`
+/// shows no bytes.
+#[derive(Debug, Clone)]
+pub struct DataAssertion(Box<VerifiedAssertion>);
+
+impl DataAssertion {
+    /// The assertion: its challenge is the card's data.
+    pub fn assertion(&self) -> &VerifiedAssertion {
+        &self.0
+    }
+}
+
+impl PartialEq for DataAssertion {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.credential_id() == b.credential_id()
+            && a.authenticator_data() == b.authenticator_data()
+            && a.client_data_json() == b.client_data_json()
+            && a.signature() == b.signature()
+    }
+}
+
+impl Eq for DataAssertion {}
+
 /// A phone's approval of one pending request: made only by
 /// [`check_approval`], after the assertion verified.
 #[derive(Debug)]
@@ -132,15 +191,23 @@ pub struct PhoneApproval {
     request: String,
     phone: String,
     window: bool,
+    signature: Option<DataAssertion>,
 }
 
 struct Pending {
     id: String,
     ask: Ask,
     expires_at_ms: u64,
-    challenge: [u8; 32],
+    challenge: Vec<u8>,
     window_challenge: Option<[u8; 32]>,
     answer: oneshot::Sender<Answer>,
+}
+
+impl Pending {
+    /// Whether `phone` may see and decide it.
+    fn for_phone(&self, phone: &str) -> bool {
+        self.ask.only_phone.as_deref().is_none_or(|p| p == phone)
+    }
 }
 
 /// Decisions waiting for a phone.
@@ -176,11 +243,15 @@ impl Desk {
     pub async fn ask(&self, ask: Ask, timeout: Duration) -> Answer {
         let id = B64URL.encode(rand::random::<[u8; 16]>());
         let (tx, rx) = oneshot::channel();
-        let challenge = challenge(&ask, &id, None);
-        let window_challenge = ask
-            .window
-            .as_ref()
-            .map(|w| self::challenge(&ask, &id, Some(w)));
+        let (challenge, window_challenge) = match &ask.challenge {
+            ChallengeKind::Approval => (
+                challenge(&ask, &id, None).to_vec(),
+                ask.window
+                    .as_ref()
+                    .map(|w| self::challenge(&ask, &id, Some(w))),
+            ),
+            ChallengeKind::Data(data) => (data.clone(), None),
+        };
         {
             let mut p = lock(&self.pending);
             if p.len() >= MAX_PENDING {
@@ -228,13 +299,20 @@ impl Desk {
             .send(Answer::Approved {
                 phone: approval.phone,
                 window,
+                signature: approval.signature,
             })
             .is_ok()
     }
 
     /// Denies a pending decision on behalf of a signed-in `phone`. False
-    /// when it is no longer pending.
+    /// when it is no longer pending, or not this phone's to decide.
     pub fn deny(&self, id: &str, phone: &str) -> bool {
+        let mine = lock(&self.pending)
+            .iter()
+            .any(|p| p.id == id && p.for_phone(phone));
+        if !mine {
+            return false;
+        }
         match self.take(id) {
             Some(p) => p
                 .answer
@@ -261,10 +339,13 @@ impl Desk {
         self.changed.subscribe()
     }
 
-    /// The cards as the page shows them, oldest first.
-    pub fn cards(&self) -> Vec<Card> {
+    /// The cards `phone`'s page shows, oldest first: those for every
+    /// phone and those for it alone. `credential` (base64url) is the
+    /// phone's passkey, named on cards only its passkey can approve.
+    pub fn cards(&self, phone: &str, credential: Option<&str>) -> Vec<Card> {
         lock(&self.pending)
             .iter()
+            .filter(|p| p.for_phone(phone))
             .map(|p| Card {
                 id: p.id.clone(),
                 kind: p.ask.kind,
@@ -282,7 +363,11 @@ impl Desk {
                 forwarded: p.ask.forwarded,
                 code: p.ask.code.clone(),
                 expires_at_ms: p.expires_at_ms,
-                challenge: B64URL.encode(p.challenge),
+                challenge: B64URL.encode(&p.challenge),
+                credential: match p.ask.challenge {
+                    ChallengeKind::Data(_) => credential.map(str::to_owned),
+                    ChallengeKind::Approval => None,
+                },
                 window: match (&p.ask.window, &p.window_challenge) {
                     (Some(w), Some(c)) => Some(CardWindow {
                         label: w.label.clone(),
@@ -295,16 +380,29 @@ impl Desk {
             .collect()
     }
 
-    fn challenge_of(&self, id: &str, window: bool) -> Result<[u8; 32], ApproveError> {
+    /// The challenge `phone` must sign to approve `id` (with its window
+    /// or not), and whether it is a data card.
+    fn challenge_of(
+        &self,
+        id: &str,
+        phone: &str,
+        window: bool,
+    ) -> Result<(Vec<u8>, bool), ApproveError> {
         let p = lock(&self.pending);
         let p = p
             .iter()
             .find(|p| p.id == id)
             .ok_or(ApproveError::NotPending)?;
+        if !p.for_phone(phone) {
+            return Err(ApproveError::NotThisPhones);
+        }
+        let data = matches!(p.ask.challenge, ChallengeKind::Data(_));
         if window {
-            p.window_challenge.ok_or(ApproveError::NoWindowOffered)
+            p.window_challenge
+                .map(|c| (c.to_vec(), data))
+                .ok_or(ApproveError::NoWindowOffered)
         } else {
-            Ok(p.challenge)
+            Ok((p.challenge.clone(), data))
         }
     }
 }
@@ -343,8 +441,13 @@ pub struct Card {
     pub code: Option<String>,
     /// When the signer stops waiting, Unix milliseconds.
     pub expires_at_ms: u64,
-    /// The challenge to approve this request once (base64url).
+    /// The challenge to approve this request once (base64url): the
+    /// approval challenge, or for a request for the phone's own passkey
+    /// key the exact data to sign.
     pub challenge: String,
+    /// The passkey that must sign (base64url credential id), on a card
+    /// only one phone's passkey can approve; else `None`.
+    pub credential: Option<String>,
     /// The window offer, with its own challenge.
     pub window: Option<CardWindow>,
 }
@@ -381,6 +484,10 @@ pub enum ApproveError {
     /// The credential is not an enrolled phone's, or not this session's.
     #[error("that passkey is not this signed-in phone's")]
     WrongPhone,
+    /// The request is for another phone's passkey key: only that phone
+    /// decides it.
+    #[error("this request is another phone's to decide")]
+    NotThisPhones,
     /// The assertion did not verify.
     #[error("the passkey assertion was refused: {0}")]
     Assertion(#[from] vmux_webauthn::Error),
@@ -390,10 +497,13 @@ pub enum ApproveError {
 }
 
 /// Checks a phone's assertion over the pending request `id` (with or
-/// without its window): the credential is the signed-in phone's, the
-/// challenge is that request's, the origin and relying party are ours,
-/// the user was verified, the counter moved on; the new counter is on disk
-/// before the approval exists. The only way to make a [`PhoneApproval`].
+/// without its window): the request is one this phone may decide (a card
+/// for one phone only is that phone's), the credential is the signed-in
+/// phone's, the challenge is that request's (for a data card: exactly the
+/// data), the origin and relying party are ours, the user was verified,
+/// the counter moved on; the new counter is on disk before the approval
+/// exists. The only way to make a [`PhoneApproval`]; for a data card it
+/// carries the verified assertion ([`DataAssertion`]).
 pub fn check_approval(
     rp: &RelyingParty,
     book: &PhoneBook,
@@ -403,13 +513,13 @@ pub fn check_approval(
     window: bool,
     response: &AssertionResponse<'_>,
 ) -> Result<PhoneApproval, ApproveError> {
-    let challenge = desk.challenge_of(id, window)?;
+    let (challenge, data) = desk.challenge_of(id, session_phone, window)?;
     let assertion = verify_phone(rp, book, session_phone, &challenge, response)?;
-    drop(assertion);
     Ok(PhoneApproval {
         request: id.to_owned(),
         phone: session_phone.to_owned(),
         window,
+        signature: data.then(|| DataAssertion(Box::new(assertion))),
     })
 }
 
@@ -462,6 +572,8 @@ mod tests {
                 seconds: 3600,
                 label: String::new(),
             }),
+            challenge: ChallengeKind::Approval,
+            only_phone: None,
         }
     }
 
@@ -496,7 +608,7 @@ mod tests {
             UserVerification::Required,
         )
         .unwrap();
-        book.add("pixel", &cred, 1).unwrap();
+        book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
         let desk = std::sync::Arc::new(Desk::default());
         let d = desk.clone();
         let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
@@ -504,7 +616,7 @@ mod tests {
             .wait_for(|_| desk.len() == 1)
             .await
             .unwrap();
-        let card = desk.cards()[0].clone();
+        let card = desk.cards("pixel", None)[0].clone();
         let challenge = B64URL.decode(&card.challenge).unwrap();
         let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
             check_approval(&rp, &book, &desk, session, &card.id, window, &a.response())
@@ -552,9 +664,86 @@ mod tests {
             waiting.await.unwrap(),
             Answer::Approved {
                 phone: "pixel".into(),
-                window: Some(3600)
+                window: Some(3600),
+                signature: None,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_data_card_is_one_phones_and_its_approval_carries_the_assertion_over_the_data() {
+        use vmux_webauthn::testing::SoftAuthenticator;
+        let origin = "https://signer.vmux.test";
+        let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
+        let enrol = |name: &str| {
+            let phone = SoftAuthenticator::new("signer.vmux.test", origin);
+            let reg = phone.create(b"enrol");
+            let cred = vmux_webauthn::verify_registration(
+                &rp,
+                b"enrol",
+                &reg.response(),
+                UserVerification::Required,
+            )
+            .unwrap();
+            book.add(name, &cred, "signer.vmux.test", 1).unwrap();
+            phone
+        };
+        let mut pixel = enrol("pixel");
+        let mut iphone = enrol("iphone");
+        let data = b"\0\0\0\x20session id and a userauth request".to_vec();
+        let desk = std::sync::Arc::new(Desk::default());
+        let d = desk.clone();
+        let a = Ask {
+            challenge: ChallengeKind::Data(data.clone()),
+            only_phone: Some("pixel".into()),
+            window: None,
+            ..ask()
+        };
+        let waiting = tokio::spawn(async move { d.ask(a, Duration::from_secs(30)).await });
+        desk.subscribe()
+            .wait_for(|_| desk.len() == 1)
+            .await
+            .unwrap();
+        // The other phone does not see it, cannot deny it, cannot approve it.
+        assert!(desk.cards("iphone", None).is_empty());
+        let card = desk.cards("pixel", Some("cred")).remove(0);
+        assert_eq!(card.credential.as_deref(), Some("cred"));
+        assert!(card.window.is_none());
+        assert_eq!(B64URL.decode(&card.challenge).unwrap(), data);
+        assert!(!desk.deny(&card.id, "iphone"));
+        let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
+            check_approval(&rp, &book, &desk, session, &card.id, window, &a.response())
+        };
+        assert_eq!(
+            check(&iphone.get(&data), "iphone", false).unwrap_err(),
+            ApproveError::NotThisPhones
+        );
+        // Its approval challenge is no approval here: only the data is.
+        let approval_challenge = challenge(&ask(), &card.id, None);
+        assert!(matches!(
+            check(&pixel.get(&approval_challenge), "pixel", false),
+            Err(ApproveError::Assertion(_))
+        ));
+        assert_eq!(
+            check(&pixel.get(&data), "pixel", true).unwrap_err(),
+            ApproveError::NoWindowOffered
+        );
+        let approval = check(&pixel.get(&data), "pixel", false).unwrap();
+        assert!(desk.approve(approval));
+        let Answer::Approved {
+            phone,
+            window: None,
+            signature: Some(sig),
+        } = waiting.await.unwrap()
+        else {
+            panic!("not approved with an assertion");
+        };
+        assert_eq!(phone, "pixel");
+        assert_eq!(sig.assertion().challenge(), &data[..]);
+        let ssh = vmux_webauthn::openssh::webauthn_signature(sig.assertion(), &data).unwrap();
+        assert!(ssh.starts_with(b"\0\0\0\x2bwebauthn-sk-ecdsa"));
     }
 
     #[tokio::test]
@@ -565,7 +754,7 @@ mod tests {
         let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
         let mut changes = desk.subscribe();
         changes.wait_for(|_| desk.len() == 1).await.unwrap();
-        let id = desk.cards()[0].id.clone();
+        let id = desk.cards("pixel", None)[0].id.clone();
         assert!(desk.deny(&id, "pixel"));
         assert!(!desk.deny(&id, "pixel"), "decided once");
         assert_eq!(

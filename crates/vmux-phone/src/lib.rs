@@ -37,7 +37,8 @@ mod web;
 
 pub use book::{PhoneBook, PhoneRecord};
 pub use desk::{
-    check_approval, Answer, ApproveError, Ask, Card, CardKind, Desk, PhoneApproval, WindowOffer,
+    check_approval, Answer, ApproveError, Ask, Card, CardKind, ChallengeKind, DataAssertion, Desk,
+    PhoneApproval, WindowOffer,
 };
 pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};
 pub use tls::{TlsError, TlsFiles};

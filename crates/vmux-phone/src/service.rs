@@ -88,9 +88,11 @@ impl Phones {
     /// The phone side for the page at `rp`, with the phone book at
     /// `book_path` (this process becomes its one writer).
     pub fn open(rp: RelyingParty, book_path: PathBuf, wait: Duration) -> Result<Phones, BookError> {
+        let book = PhoneBook::open(book_path, wait)?;
+        book.fill_rp_id(rp.id())?;
         Ok(Phones {
             rp,
-            book: PhoneBook::open(book_path, wait)?,
+            book,
             desk: Arc::new(Desk::default()),
             enrolments: Enrolments::default(),
             challenges: Challenges::default(),
@@ -150,6 +152,31 @@ impl Phones {
         self.enrolments.forget(name);
         tracing::info!(phone = %name, "phone removed");
         Ok(removed)
+    }
+
+    /// The phones' passkeys as SSH keys (`sk-ecdsa-sha2-nistp256@openssh.com`,
+    /// application = this page's relying-party id, comment = the phone's
+    /// name), in enrolment order. A phone enrolled for another relying
+    /// party (the page's origin changed since) has no key here: its
+    /// passkey cannot sign at this origin.
+    pub fn passkey_keys(&self) -> Vec<(PhoneRecord, ssh_key::PublicKey)> {
+        self.book
+            .list()
+            .into_iter()
+            .filter(|p| p.rp_id.is_empty() || p.rp_id == self.rp.id())
+            .filter_map(|p| {
+                let key = p.ssh_key(self.rp.id())?;
+                Some((p, key))
+            })
+            .collect()
+    }
+
+    /// The enrolled phone whose passkey is the SSH key `blob`.
+    pub fn phone_of_key(&self, blob: &[u8]) -> Option<PhoneRecord> {
+        self.passkey_keys()
+            .into_iter()
+            .find(|(_, k)| k.to_bytes().is_ok_and(|b| b == blob))
+            .map(|(p, _)| p)
     }
 
     /// Whether any phone has a page open now.

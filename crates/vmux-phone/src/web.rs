@@ -341,7 +341,12 @@ async fn enrol_finish(
     }
     app.phones
         .book
-        .add(&name, &credential, vmux_home::time::now_s())
+        .add(
+            &name,
+            &credential,
+            app.phones.rp.id(),
+            vmux_home::time::now_s(),
+        )
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     app.phones.enrolments.forget(&name);
     info!(phone = %name, "phone enrolled");
@@ -466,10 +471,19 @@ async fn signout(State(app): AppState, headers: HeaderMap) -> ApiResult {
     Ok(r)
 }
 
-fn state_event(app: &App) -> Event {
+/// The state `phone`'s page sees: the cards it may decide, and no other
+/// phone's.
+fn state_event(app: &App, phone: &str) -> Event {
+    let credential = app
+        .phones
+        .book
+        .list()
+        .into_iter()
+        .find(|p| p.name == phone)
+        .map(|p| p.credential_id);
     let body = json!({
         "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
-        "requests": app.phones.desk.cards(),
+        "requests": app.phones.desk.cards(phone, credential.as_deref()),
     });
     Event::default().event("state").data(body.to_string())
 }
@@ -478,16 +492,16 @@ async fn events(State(app): AppState, headers: HeaderMap) -> Result<Response, Ap
     let (phone, token) = signed_in(&app, &headers)?;
     let presence = app.phones.present(&phone);
     let changes = app.phones.desk.subscribe();
-    let first = state_event(&app);
+    let first = state_event(&app, &phone);
     // Each step: the next change of the desk, or a second passing (to
     // notice a revoked session); the stream ends with the session.
     let stream = futures_util::stream::unfold(
-        (app, token, changes, Some(first), presence),
-        |(app, token, mut changes, first, presence)| async move {
+        (app, token, changes, Some(first), presence, phone),
+        |(app, token, mut changes, first, presence, phone)| async move {
             if let Some(e) = first {
                 return Some((
                     Ok::<_, Infallible>(e),
-                    (app, token, changes, None, presence),
+                    (app, token, changes, None, presence, phone),
                 ));
             }
             loop {
@@ -495,8 +509,8 @@ async fn events(State(app): AppState, headers: HeaderMap) -> Result<Response, Ap
                 app.phones.sessions.phone(&token)?;
                 match changed {
                     Ok(Ok(())) => {
-                        let e = state_event(&app);
-                        return Some((Ok(e), (app, token, changes, None, presence)));
+                        let e = state_event(&app, &phone);
+                        return Some((Ok(e), (app, token, changes, None, presence, phone)));
                     }
                     Ok(Err(_)) => return None,
                     Err(_) => continue,

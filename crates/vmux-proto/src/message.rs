@@ -76,6 +76,8 @@ pub enum ProviderKind {
     HardwareToken,
     /// A software key file on the signer.
     Software,
+    /// A phone's passkey (WebAuthn), decided and signed on that phone.
+    Passkey,
 }
 
 impl ProviderKind {
@@ -86,6 +88,7 @@ impl ProviderKind {
             ProviderKind::SecureEnclave => "secureEnclave",
             ProviderKind::HardwareToken => "hardwareToken",
             ProviderKind::Software => "software",
+            ProviderKind::Passkey => "passkey",
         }
     }
 
@@ -95,6 +98,7 @@ impl ProviderKind {
             "secureEnclave" => ProviderKind::SecureEnclave,
             "hardwareToken" => ProviderKind::HardwareToken,
             "software" => ProviderKind::Software,
+            "passkey" => ProviderKind::Passkey,
             _ => ProviderKind::Unknown,
         }
     }

@@ -53,6 +53,20 @@ impl SignerHome {
         for t in self.open_tokens(passphrase)? {
             providers.push(Box::new(t));
         }
+        match &phones {
+            Some(p) => providers.push(Box::new(crate::provider::PasskeyKeys::new(p.clone()))),
+            None => {
+                let enrolled = vmux_phone::book::read_phones(&self.phones_path())
+                    .map(|p| p.len())
+                    .unwrap_or(0);
+                if enrolled > 0 {
+                    tracing::warn!(
+                        phones = enrolled,
+                        "the enrolled phones' passkey keys are not offered: this signer does not serve the phone page (--web-listen), and a passkey signs only there"
+                    );
+                }
+            }
+        }
         Ok(Server::new(ServerParts {
             name: state.name,
             identity,

@@ -207,6 +207,13 @@ impl<A: Approver + 'static> Server<A> {
             .ok_or(ErrorCode::KeyNotFound)?;
         d.key_fingerprint = key.fingerprint();
         d.key_comment = key.public.comment().to_owned();
+        if key.kind == vmux_proto::ProviderKind::Passkey {
+            // Decided and signed on that phone, whatever `--approve` says.
+            return self
+                .sign_on_phone(req, d, by)
+                .await
+                .map(|s| (s, Approval::Asked));
+        }
         if key.public.algorithm().is_rsa()
             && req.flags & (vmux_proto::SSH_AGENT_RSA_SHA2_256 | vmux_proto::SSH_AGENT_RSA_SHA2_512)
                 == 0
@@ -235,6 +242,88 @@ impl<A: Approver + 'static> Server<A> {
             }
         }
         Err(ErrorCode::KeyNotFound)
+    }
+
+    /// A request for a phone's passkey key: a card for that phone alone
+    /// whose Approve is a passkey assertion over exactly `req.data` (user
+    /// verification required); the verified assertion becomes the
+    /// `webauthn-sk-ecdsa-sha2-nistp256@openssh.com` signature, checked
+    /// again against the key asked for before it leaves. No approval window
+    /// ever covers it: the assertion is the signature.
+    async fn sign_on_phone(
+        &self,
+        req: &SignRequest,
+        d: &mut SignDecision,
+        by: &mut Option<String>,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let Some(phones) = self.parts.phones.as_ref() else {
+            warn!(key = %d.key_fingerprint, "a passkey key signs only on its phone, and this signer does not serve the phone page");
+            return Err(ErrorCode::KeyNotFound);
+        };
+        if matches!(d.purpose, Purpose::Unknown) {
+            // Only a login or an ssh-keygen signature: never data that
+            // could stand for a sign-in or approval challenge of the page.
+            warn!(key = %d.key_fingerprint, "a passkey key signs only SSH logins and ssh-keygen signatures; refused data that is neither, without asking the phone");
+            return Err(ErrorCode::PolicyDenied);
+        }
+        let Some(phone) = phones.phone_of_key(&req.key_blob) else {
+            info!(key = %d.key_fingerprint, "no enrolled phone holds this passkey key (removed?)");
+            return Err(ErrorCode::KeyNotFound);
+        };
+        let now = now_ms();
+        let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
+        let mut ask = crate::approver::phone::ask_of(&Decision::Sign(d.clone()));
+        ask.title = format!("Sign with this phone's passkey ({})", ask.title);
+        ask.facts.push((
+            "Signs with".into(),
+            "this phone's passkey: approving makes the signature".into(),
+        ));
+        ask.window = None;
+        ask.challenge = vmux_phone::ChallengeKind::Data(req.data.clone());
+        ask.only_phone = Some(phone.name.clone());
+        info!(key = %d.key_fingerprint, phone = %phone.name, "asking the phone to sign with its passkey");
+        let mut locked = self.locked.subscribe();
+        let answer = tokio::select! {
+            biased;
+            _ = locked.wait_for(|l| *l) => return Err(ErrorCode::SignerLocked),
+            a = phones.desk().ask(ask, self.parts.approval_timeout.min(remaining)) => a,
+        };
+        let assertion = match answer {
+            vmux_phone::Answer::Approved {
+                phone: who,
+                signature,
+                ..
+            } => {
+                *by = Some(who);
+                signature.ok_or(ErrorCode::Internal)?
+            }
+            vmux_phone::Answer::Denied { phone: who } => {
+                *by = Some(who);
+                return Err(ErrorCode::UserDenied);
+            }
+            vmux_phone::Answer::TimedOut | vmux_phone::Answer::Refused => {
+                return Err(ErrorCode::ApprovalTimeout)
+            }
+        };
+        if now_ms() > req.expires_at_ms {
+            return Err(ErrorCode::RequestExpired);
+        }
+        self.check_unlocked()?;
+        let sig = vmux_webauthn::openssh::webauthn_signature(assertion.assertion(), &req.data)
+            .and_then(|sig| {
+                vmux_webauthn::openssh::verify_signature(
+                    &req.key_blob,
+                    &req.data,
+                    &sig,
+                    vmux_webauthn::UserVerification::Required,
+                )
+                .map(|_| sig)
+            })
+            .map_err(|e| {
+                warn!(key = %d.key_fingerprint, error = %e, "the phone's assertion did not make a valid signature by this key");
+                ErrorCode::Internal
+            })?;
+        Ok(sig)
     }
 
     /// Checks policy, asks, issues a session certificate, and records the

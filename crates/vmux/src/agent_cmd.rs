@@ -422,6 +422,30 @@ fn print_status(s: &Status) {
             println!("  {}", k.line);
         }
     }
+    if s.keys.iter().any(|k| k.provider_kind == "passkey") {
+        println!("Passkey keys: {}", vmux_agent::control::PASSKEY_CLIENTS);
+        for c in &s.passkeys.clients {
+            match &c.kind {
+                vmux_agent::origin::client::ClientKind::OldOpenSsh { version } => println!(
+                    "  {} ({version}): passkey keys not offered",
+                    vmux_proto::sanitize(&c.executable)
+                ),
+                vmux_agent::origin::client::ClientKind::Capable => println!(
+                    "  {}: passkey keys offered",
+                    vmux_proto::sanitize(&c.executable)
+                ),
+            }
+        }
+    }
+    for a in &s.passkeys.counter_alarms {
+        println!(
+            "WARNING: the signature counter of key {} went from {} to {} at {}: a cloned authenticator? The signature was refused.",
+            a.key,
+            a.stored,
+            a.received,
+            vmux_home::time::utc(a.at)
+        );
+    }
 }
 
 fn host_name() -> String {

@@ -126,8 +126,56 @@ pub fn check(socket: &Path, auth_sock: Option<&str>) -> Vec<Finding> {
     if status.keys.is_empty() {
         out.push(fail("no keys are cached: create one on the signer (`vmux signer keygen`) and run `vmux agent refresh`"));
     }
+    if status.keys.iter().any(|k| k.provider_kind == "passkey") {
+        out.push(ok(format!(
+            "{} (`ssh -V` here: {})",
+            vmux_agent::control::PASSKEY_CLIENTS,
+            local_ssh_version()
+        )));
+    }
+    for a in &status.passkeys.counter_alarms {
+        out.push(fail(format!(
+            "the signature counter of passkey key {} went backwards ({} after {}): a cloned authenticator? Its signature was refused; check the phone, and remove it (`vmux signer phone remove`) if in doubt",
+            a.key, a.received, a.stored
+        )));
+    }
     out.push(ok(
         "hint: if `ssh -A` hops fail with \"agent refused operation\" or \"Agent admitted failure to sign\", the bastion may have AllowAgentForwarding no in its sshd_config",
     ));
     out
+}
+
+/// `ssh -V` of the `ssh` on PATH, bounded, or why not.
+fn local_ssh_version() -> String {
+    let mut child = match std::process::Command::new("ssh")
+        .arg("-V")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return "no ssh on PATH".into(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.by_ref().take(4096).read_to_string(&mut text);
+        }
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    match vmux_agent::origin::client::kind_of_version(&text) {
+        vmux_agent::origin::client::ClientKind::Capable => {
+            format!("{}, which can use them", text.trim())
+        }
+        vmux_agent::origin::client::ClientKind::OldOpenSsh { version } => {
+            format!("{version}, which cannot")
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! signer; known_hosts lookup is [`known_hosts`]; reading `/proc` and
 //! files is kept to [`process`] and [`Connection::context`].
 
+pub mod client;
 pub mod known_hosts;
 pub mod process;
 pub mod trust;
@@ -116,6 +117,18 @@ impl Connection {
         })
         .await
         .unwrap_or(process::PeerProgram::Unknown)
+    }
+
+    /// The executable the peer runs (`/proc/PID/exe`), if it is still
+    /// the process that connected. Off the runtime, bounded.
+    pub async fn executable(&self) -> Option<String> {
+        let (pid, start_time) = self.pid.zip(self.start_time)?;
+        off_runtime(IDENTIFY_TIMEOUT, move || {
+            let exe = process::executable(pid)?;
+            (process::start_time(pid) == Some(start_time)).then_some(exe)
+        })
+        .await
+        .flatten()
     }
 
     /// The peer's pid at connect.

@@ -34,7 +34,7 @@ impl Approver for PhoneApprover {
         timeout: Duration,
     ) -> (Verdict, Option<String>) {
         match self.desk.ask(ask_of(decision), timeout).await {
-            Answer::Approved { phone, window } => (
+            Answer::Approved { phone, window, .. } => (
                 match window {
                     Some(s) => Verdict::ApproveFor(Duration::from_secs(s)),
                     None => Verdict::Approve,
@@ -164,6 +164,8 @@ pub fn ask_of(d: &Decision) -> Ask {
         key_fingerprint: key,
         body: d.approval_body(),
         window,
+        challenge: vmux_phone::ChallengeKind::Approval,
+        only_phone: None,
     }
 }
 

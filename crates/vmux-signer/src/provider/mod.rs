@@ -6,8 +6,11 @@
 //! signer's home, encrypted at rest) and [`pkcs11::Pkcs11Keys`] (hardware
 //! tokens).
 
+mod passkey;
 pub mod pkcs11;
 mod software;
+
+pub use passkey::{passkey_keys_in, PasskeyKeys};
 
 pub use software::{pem_is_encrypted, KeyType, SoftwareKeys, StoreError};
 
@@ -55,6 +58,7 @@ impl KeyInfo {
                     .unwrap_or(0),
                 "RSA",
             ),
+            KeyData::SkEcdsaSha2NistP256(_) => (256, "ECDSA-SK"),
             _ => (0, "UNKNOWN"),
         };
         format!(

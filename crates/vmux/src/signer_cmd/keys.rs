@@ -205,6 +205,14 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 }
                 keys.extend(t.keys());
             }
+            let (passkeys, unknown) =
+                vmux_signer::provider::passkey_keys_in(&signer.phones_path())?;
+            keys.extend(passkeys);
+            for name in unknown {
+                eprintln!(
+                    "phone {name:?}: its passkey key is listed once the signer has served the phone page with it (enrolled before its relying-party id was stored)"
+                );
+            }
             if keys.is_empty() {
                 println!("The signer has no identities.");
                 return Ok(ExitCode::FAILURE);

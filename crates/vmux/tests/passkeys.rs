@@ -1,0 +1,512 @@
+//! Keys that live in the phone: each enrolled phone's passkey is an
+//! `sk-ecdsa-sha2-nistp256@openssh.com` key, signed on that phone (a card
+//! whose Approve is the passkey assertion over the exact data), in a real
+//! browser (headless Chromium with a virtual authenticator) with real
+//! OpenSSH 9.2 (`ssh-add`, `ssh-keygen -Y`, `git`, `ssh`, `sshd`) and
+//! asyncssh as the client that accepts WebAuthn signatures.
+//!
+//! The signer approves everything else on its own (`--approve
+//! allow-all`), so every card on the phone is a passkey request: a request
+//! for a phone's key is decided on that phone whatever `--approve` says.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::phone::*;
+use support::*;
+
+const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
+const SK: &str = "sk-ecdsa-sha2-nistp256@openssh.com";
+
+/// A signer serving the phone page that approves all but passkey
+/// requests by itself, one enrolled phone, and an agent paired with it
+/// (started after the enrolment, so its key list has the passkey).
+fn world_with_phone(dir: &Path) -> (PhoneWorld, Phone, Agent) {
+    let world = PhoneWorld::start_approving(dir, "allow-all", NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    let mut agent = Agent::new(dir, "laptop");
+    agent.start_with(&world.signer, &[]);
+    (world, phone, agent)
+}
+
+/// The passkey's line in `vmux signer keys -L`, if listed.
+fn passkey_line(world: &PhoneWorld) -> Option<String> {
+    world
+        .signer
+        .public_lines()
+        .lines()
+        .find(|l| l.starts_with(SK))
+        .map(|l| l.trim().to_owned())
+}
+
+/// `ssh-add -L` through the agent.
+fn agent_lines(agent: &Agent) -> String {
+    String::from_utf8_lossy(&agent.ssh_add(&["-L"]).stdout).into_owned()
+}
+
+/// Starts `cmd` with the agent's socket, bounded by `timeout`.
+fn spawn_bounded(
+    cmd: &[&str],
+    agent: &Agent,
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut c = Command::new("timeout");
+    c.arg("90")
+        .args(cmd)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    client_env(&mut c, agent);
+    c.envs(env.iter().copied());
+    c.spawn().expect("spawn")
+}
+
+fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_takes_it_away() {
+    let dir = test_dir();
+    let (world, phone, agent) = world_with_phone(dir.path());
+
+    let line = passkey_line(&world).expect("vmux signer keys -L lists the passkey");
+    assert!(
+        line.ends_with(" pixel"),
+        "comment = the phone's name: {line}"
+    );
+    let listed = ok(&mut world.signer.cmd(&["keys"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("pixel") && l.contains("(ECDSA-SK)") && l.contains("[passkey]")),
+        "{listed}"
+    );
+    // Its application is the page's relying-party id.
+    let key = ssh_key::PublicKey::from_openssh(&line).expect("an OpenSSH key line");
+    match key.key_data() {
+        ssh_key::public::KeyData::SkEcdsaSha2NistP256(sk) => {
+            assert_eq!(sk.application(), RP_HOST)
+        }
+        other => panic!("not sk-ecdsa: {other:?}"),
+    }
+
+    // Through the agent: ssh-add -L and the status.
+    let through = agent_lines(&agent);
+    assert!(
+        through.lines().any(|l| l.trim() == line),
+        "ssh-add -L lists the passkey line {line}:\n{through}"
+    );
+    let status = agent.status();
+    assert!(
+        status["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .any(|k| k["provider_kind"] == "passkey" && k["comment"] == "pixel"),
+        "{status}"
+    );
+    let text = ok(&mut agent.cmd(&["status"]));
+    assert!(
+        text.contains("Passkey keys: passkey keys are offered to ssh-keygen"),
+        "{text}"
+    );
+
+    // Removing the phone takes its key out of the signer's list at once,
+    // and out of the agent's on its next key-list refresh.
+    ok(&mut world.signer.cmd(&["phone", "remove", "pixel"]));
+    assert_eq!(passkey_line(&world), None);
+    // The agent still lists the key until its next key-list refresh; the
+    // signer refuses it at once (no card, no phone), and that refusal
+    // makes the agent refresh the list.
+    let refreshed = agent.daemon().count(|l| l.contains("key list refreshed"));
+    assert!(agent_lines(&agent).contains(SK));
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("passkey.pub"), format!("{line}\n")).unwrap();
+    std::fs::write(work.join("message"), "x\n").unwrap();
+    let started = std::time::Instant::now();
+    let sign = spawn_bounded(
+        &[
+            "ssh-keygen",
+            "-Y",
+            "sign",
+            "-n",
+            "file",
+            "-f",
+            "passkey.pub",
+            "message",
+        ],
+        &agent,
+        &work,
+        &[],
+    );
+    let out = finish(sign, Duration::from_secs(90));
+    assert!(!out.status.success(), "a removed phone's key signs nothing");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    agent.daemon().wait_line(WAIT, |l| {
+        l.contains("sign failed") && l.contains("keyNotFound")
+    });
+    agent
+        .daemon()
+        .wait_nth(refreshed + 1, WAIT, |l| l.contains("key list refreshed"));
+    assert_eq!(phone.cards(), 0);
+    let after = agent_lines(&agent);
+    assert!(
+        !after.contains(SK),
+        "the removed phone's key is gone: {after}"
+    );
+    assert!(
+        after.contains("ssh-ed25519"),
+        "the other key stays: {after}"
+    );
+}
+
+#[test]
+fn ssh_keygen_signs_through_the_agent_on_the_phone_and_git_verifies_a_commit_signed_so() {
+    let dir = test_dir();
+    let (world, phone, agent) = world_with_phone(dir.path());
+    let line = passkey_line(&world).expect("passkey line");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let pubfile = work.join("passkey.pub");
+    std::fs::write(&pubfile, format!("{line}\n")).unwrap();
+    let allowed = work.join("allowed_signers");
+    std::fs::write(&allowed, format!("me@example.com {line}\n")).unwrap();
+    std::fs::write(work.join("message"), "signed by the phone\n").unwrap();
+
+    // ssh-keygen -Y sign: one card on the phone, naming the namespace and
+    // the passkey; Approve makes the signature.
+    let sign = spawn_bounded(
+        &[
+            "ssh-keygen",
+            "-Y",
+            "sign",
+            "-n",
+            "git",
+            "-f",
+            pubfile.to_str().unwrap(),
+            "message",
+        ],
+        &agent,
+        &work,
+        &[],
+    );
+    let card = phone.card_text("sign");
+    assert!(card.contains("passkey"), "{card}");
+    assert!(card.contains("git"), "the card names the namespace: {card}");
+    phone.tap("sign", "Approve");
+    let out = finish(sign, Duration::from_secs(90));
+    assert_success(&out, "ssh-keygen -Y sign through the agent");
+    phone.wait_cards(0);
+    // The message on stdin (the harness gives commands none).
+    let verify = run(Command::new("sh")
+        .arg("-c")
+        .arg("ssh-keygen -Y verify -n git -I me@example.com -f allowed_signers -s message.sig < message")
+        .current_dir(&work));
+    assert_success(&verify, "ssh-keygen -Y verify");
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("Good \"git\" signature"));
+
+    // A git commit signed the same way verifies with git verify-commit.
+    let repo = work.join("repo");
+    let git_home = work.join("git-home");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&git_home).unwrap();
+    let git_env = [
+        ("HOME", git_home.to_str().unwrap()),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+    ];
+    let git = |args: &[&str]| {
+        let mut c = Command::new("git");
+        c.args(args).current_dir(&repo);
+        client_env(&mut c, &agent);
+        c.envs(git_env);
+        ok(&mut c)
+    };
+    git(&["init", "-q"]);
+    git(&["config", "user.name", "Me"]);
+    git(&["config", "user.email", "me@example.com"]);
+    git(&["config", "gpg.format", "ssh"]);
+    git(&["config", "user.signingkey", &format!("key::{line}")]);
+    git(&[
+        "config",
+        "gpg.ssh.allowedSignersFile",
+        allowed.to_str().unwrap(),
+    ]);
+    std::fs::write(repo.join("file"), "x\n").unwrap();
+    git(&["add", "file"]);
+    let commit = spawn_bounded(
+        &["git", "commit", "-q", "-S", "-m", "signed on the phone"],
+        &agent,
+        &repo,
+        &git_env,
+    );
+    phone.tap("sign", "Approve");
+    let out = finish(commit, Duration::from_secs(90));
+    assert_success(&out, "git commit -S with the passkey");
+    let mut c = Command::new("git");
+    c.args(["verify-commit", "HEAD"])
+        .current_dir(&repo)
+        .envs(git_env);
+    let verified = run(&mut c);
+    assert_success(&verified, "git verify-commit");
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).contains("Good \"git\" signature"),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // The audit log says the phone decided, and the agent refused no
+    // signature.
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("sign")
+                && l.contains("approved")
+                && l.contains("on phone pixel"))
+            .count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        agent.daemon().count(
+            |l| l.contains("signature was refused") || l.contains("passkey signature refused")
+        ),
+        0,
+        "{}",
+        agent.daemon().output()
+    );
+}
+
+#[test]
+fn openssh_9_2_ssh_never_asks_the_phone_while_asyncssh_logs_in_with_the_passkey() {
+    let dir = test_dir();
+    let (world, phone, agent) = world_with_phone(dir.path());
+    let line = passkey_line(&world).expect("passkey line");
+
+    // OpenSSH 9.2's ssh: not offered the passkey key, so it logs in with
+    // the signer's other key and the phone never shows a card.
+    let version = run(Command::new("ssh").arg("-V"));
+    let version = String::from_utf8_lossy(&version.stderr).into_owned();
+    assert!(
+        version.starts_with("OpenSSH_9."),
+        "this test expects OpenSSH 9.x: {version}"
+    );
+    let both = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    for _ in 0..2 {
+        both.assert_login(&agent, "ssh 9.2 with the software key");
+    }
+    assert_eq!(phone.cards(), 0);
+    assert_eq!(
+        both.daemon
+            .count(|l| l.contains("Accepted publickey") && l.contains("ED25519")),
+        2,
+        "{}",
+        both.daemon.output()
+    );
+    assert_eq!(both.daemon.count(|l| l.contains("ECDSA-SK")), 0);
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert!(!audit.contains("on phone"), "{audit}");
+    let status = ok(&mut agent.cmd(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("/ssh (OpenSSH_9.") && l.contains("passkey keys not offered")),
+        "{status}"
+    );
+    let doctor = run(agent.cmd(&["doctor"]).env("SSH_AUTH_SOCK", &agent.sock));
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        doctor.contains("not to OpenSSH ssh before 10.3")
+            && doctor.contains("`ssh -V` here: OpenSSH_9.")
+            && doctor.contains("which cannot"),
+        "{doctor}"
+    );
+    // Even asked by name (ssh -i with the public key, IdentitiesOnly), ssh
+    // gets no passkey signature and the phone no card.
+    let pubfile = dir.path().join("passkey.pub");
+    std::fs::write(&pubfile, format!("{line}\n")).unwrap();
+    let only = Sshd::start(dir.path(), &format!("{line}\n"), &[]);
+    let out = only.ssh(
+        &agent,
+        &["-o", "IdentitiesOnly=yes", "-i", pubfile.to_str().unwrap()],
+        "true",
+    );
+    assert!(!out.status.success());
+    assert_eq!(phone.cards(), 0);
+    assert_eq!(only.accepted(), 0);
+
+    // A client whose executable is named ssh but whose -V is not a
+    // recent OpenSSH (here a copy of Python called `ssh`, speaking the
+    // agent protocol itself) is not listed the passkey key, and a sign
+    // request naming it is refused at once, with no card.
+    let fake_ssh = dir.path().join("fake-ssh");
+    std::fs::create_dir_all(&fake_ssh).unwrap();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    std::fs::copy(&python, fake_ssh.join("ssh")).unwrap();
+    let raw_agent = r#"
+import base64, socket, struct, sys
+def msg(s, body):
+    s.sendall(struct.pack('>I', len(body)) + body)
+    n = struct.unpack('>I', s.recv(4, socket.MSG_WAITALL))[0]
+    return s.recv(n, socket.MSG_WAITALL)
+def string(b):
+    return struct.pack('>I', len(b)) + b
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+ids = msg(s, bytes([11]))
+blob = base64.b64decode(sys.argv[2])
+print('listed' if blob in ids else 'not-listed')
+data = string(b'\0' * 32) + bytes([50]) + string(b'me') + string(b'ssh-connection') + string(b'publickey')
+r = msg(s, bytes([13]) + string(blob) + string(data) + struct.pack('>I', 0))
+print('signed' if r[0] == 14 else 'refused')
+"#;
+    let blob_b64 = line.split_whitespace().nth(1).unwrap();
+    let raw = run(Command::new(fake_ssh.join("ssh"))
+        .args(["-c", raw_agent])
+        .arg(&agent.sock)
+        .arg(blob_b64));
+    assert_success(&raw, "the raw agent client named ssh");
+    assert_eq!(
+        String::from_utf8_lossy(&raw.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["not-listed", "refused"]
+    );
+    agent.daemon().wait_line(WAIT, |l| {
+        l.contains("sign failed") && l.contains("refused by OpenSSH ssh before 10.3")
+    });
+    assert_eq!(phone.cards(), 0);
+
+    // asyncssh accepts WebAuthn signatures: it logs in with the passkey,
+    // approved on the phone, into an sshd that trusts only that line.
+    let script = r#"
+import asyncio, sys, asyncssh
+async def main(port, user, known_hosts, sock):
+    agent = await asyncssh.connect_agent(sock)
+    keys = [k for k in await agent.get_keys() if k.algorithm.startswith(b'sk-')]
+    assert keys, 'the agent offers no passkey key'
+    async with asyncssh.connect('127.0.0.1', port=int(port), username=user,
+                                known_hosts=known_hosts, client_keys=keys,
+                                agent_path=None, preferred_auth='publickey') as c:
+        r = await c.run('echo logged-in-with-the-passkey', check=True)
+        print(r.stdout.strip())
+    agent.close()
+asyncio.run(main(*sys.argv[1:]))
+"#;
+    let login = spawn_bounded(
+        &[
+            "/usr/bin/python3",
+            "-W",
+            "ignore",
+            "-c",
+            script,
+            &only.port.to_string(),
+            &login_user(),
+            only.known_hosts.to_str().unwrap(),
+            agent.sock.to_str().unwrap(),
+        ],
+        &agent,
+        dir.path(),
+        &[],
+    );
+    let card = phone.card_text("sign");
+    assert!(card.contains("passkey"), "{card}");
+    assert!(card.contains(&login_user()), "{card}");
+    phone.tap("sign", "Approve");
+    let out = finish(login, Duration::from_secs(90));
+    assert_success(&out, "asyncssh login with the passkey");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged-in-with-the-passkey"));
+    assert_eq!(
+        only.daemon
+            .count(|l| l.contains("Accepted publickey") && l.contains("ECDSA-SK")),
+        1,
+        "{}",
+        only.daemon.output()
+    );
+}
+
+#[test]
+fn a_passkey_request_is_that_phones_alone_denied_there_it_fails_and_other_data_is_refused_unasked()
+{
+    let dir = test_dir();
+    let (world, pixel, agent) = world_with_phone(dir.path());
+    let other = world.enrolled_phone("iphone");
+    let line = passkey_line(&world).expect("passkey line");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let pubfile = work.join("passkey.pub");
+    std::fs::write(&pubfile, format!("{line}\n")).unwrap();
+    std::fs::write(work.join("message"), "x\n").unwrap();
+    let sign = spawn_bounded(
+        &[
+            "ssh-keygen",
+            "-Y",
+            "sign",
+            "-n",
+            "file",
+            "-f",
+            pubfile.to_str().unwrap(),
+            "message",
+        ],
+        &agent,
+        &work,
+        &[],
+    );
+    pixel.card_text("sign");
+    // The other phone's page is signed in and open, and shows nothing.
+    other.wait_signed_in();
+    assert_eq!(other.cards(), 0);
+    pixel.tap("sign", "Deny");
+    let out = finish(sign, Duration::from_secs(90));
+    assert!(!out.status.success(), "denied on the phone, no signature");
+    assert!(!work.join("message.sig").exists());
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("sign") && l.contains("refused") && l.contains("on phone pixel")),
+        "{audit}"
+    );
+
+    // Data that is neither a login nor an ssh-keygen signature (here 32
+    // bytes, the size of the page's own challenges) is refused without a
+    // card.
+    let script = r#"
+import asyncio, sys, asyncssh
+async def main(sock):
+    agent = await asyncssh.connect_agent(sock)
+    keys = [k for k in await agent.get_keys() if k.algorithm.startswith(b'sk-')]
+    assert keys, 'the agent offers no passkey key'
+    try:
+        await keys[0].sign_async(bytes(32))
+        print('signed')
+    except Exception as e:
+        print('refused')
+    agent.close()
+asyncio.run(main(sys.argv[1]))
+"#;
+    let raw = run(Command::new("/usr/bin/python3")
+        .args(["-W", "ignore", "-c", script])
+        .arg(&agent.sock));
+    assert_success(&raw, "asyncssh asking the agent directly");
+    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), "refused");
+    assert_eq!(pixel.cards(), 0);
+    world.signer.daemon().wait_line(WAIT, |l| {
+        l.contains("a passkey key signs only SSH logins and ssh-keygen signatures")
+    });
+}
