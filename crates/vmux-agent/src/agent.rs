@@ -18,10 +18,38 @@ use crate::socket::AgentSocket;
 /// promise: RSS under 20 MB with 1,000 clients, whatever they send).
 pub(crate) const MAX_CLIENTS: usize = 1280;
 
+/// How long a stopping agent waits for its state file to take the last
+/// change.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(5);
+
 /// Runs the agent on `socket` until the process is told to stop.
 pub async fn run(config: AgentConfig, socket: &AgentSocket) -> Result<(), vmux_home::HomeError> {
+    run_until(config, socket, std::future::pending()).await
+}
+
+/// Runs the agent on `socket` until `stop` resolves; then waits (bounded)
+/// until every change to its state is on disk, so that cached keys and
+/// pins learnt just before a stop are there at the next start.
+pub async fn run_until(
+    config: AgentConfig,
+    socket: &AgentSocket,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), vmux_home::HomeError> {
     let identity = config.identity.load_or_create().await?;
     let shared = Arc::new(Shared::open(config, identity)?);
+    tokio::select! {
+        r = serve(&shared, socket) => r,
+        () = stop => {
+            if tokio::time::timeout(FLUSH_ON_STOP, shared.state_flushed()).await.is_err() {
+                warn!("stopping before the state file took the last change");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(shared: &Arc<Shared>, socket: &AgentSocket) -> Result<(), vmux_home::HomeError> {
+    let shared = shared.clone();
     let _ = shared.me.set(Arc::downgrade(&shared));
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         shared.pairings.set_terminal();

@@ -62,7 +62,7 @@ mod verify;
 pub mod wake;
 pub mod wire;
 
-pub use agent::run;
+pub use agent::{run, run_until};
 pub use cert::CERT_COMMENT;
 pub use config::{
     AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,

@@ -28,6 +28,8 @@ struct Inner {
     wake: Condvar,
     /// The generation last written (or given up on after an error).
     written: watch::Sender<u64>,
+    /// The newest generation handed to the writer.
+    submitted: std::sync::atomic::AtomicU64,
 }
 
 /// The agent's one state-file writer.
@@ -60,6 +62,7 @@ impl StateWriter {
             pending: Mutex::default(),
             wake: Condvar::new(),
             written: watch::Sender::new(0),
+            submitted: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = inner.clone();
         std::thread::Builder::new()
@@ -73,11 +76,26 @@ impl StateWriter {
     /// superseded.
     pub(crate) fn submit(&self, generation: u64, snapshot: AgentState) -> Saved {
         lock(&self.inner.pending).next = Some((generation, snapshot));
+        self.inner
+            .submitted
+            .fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
         self.inner.wake.notify_one();
         Saved {
             generation: Some(generation),
             written: self.inner.written.subscribe(),
         }
+    }
+
+    /// Resolves once everything handed to the writer so far is on disk
+    /// (or failed, which is logged): what the agent waits for before it
+    /// exits, so a stop never loses a change it made.
+    pub(crate) async fn flushed(&self) {
+        let g = self
+            .inner
+            .submitted
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut written = self.inner.written.subscribe();
+        let _ = written.wait_for(|w| *w >= g).await;
     }
 
     /// Nothing changed: nothing to write or wait for.

@@ -191,6 +191,12 @@ impl Shared {
         self.writer.submit(generation, state.clone())
     }
 
+    /// Resolves once every change handed to the state file's writer is on
+    /// disk.
+    pub(crate) async fn state_flushed(&self) {
+        self.writer.flushed().await
+    }
+
     pub(crate) fn set_connected(&self, signer_id: &str, conn: Option<SignerConn>) {
         let opened = conn.is_some();
         self.connected.send_modify(|m| {

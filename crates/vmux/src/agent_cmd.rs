@@ -79,10 +79,9 @@ pub fn run(
                     Some(s) => s,
                     None => AgentSocket::bind(&socket_path)?,
                 };
-                let result = tokio::select! {
-                    r = vmux_agent::run(config, &socket) => r.map_err(Failure::from),
-                    _ = crate::shutdown_signal() => Ok(()),
-                };
+                let result = vmux_agent::run_until(config, &socket, crate::shutdown_signal())
+                    .await
+                    .map_err(Failure::from);
                 socket.remove();
                 result
             })?;
