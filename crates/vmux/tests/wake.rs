@@ -377,6 +377,8 @@ fn apns_answers_are_handled_gone_token_stale_jwt_and_server_errors() {
         .wait_line(WAIT, |l| l.contains("dropping it"));
     let status = w.agent.status();
     assert!(status["signers"][0]["wake"].is_null(), "{status}");
+    // A stopped agent has written every change it made.
+    w.agent.stop();
     let state = std::fs::read_to_string(w.agent.home.join("agent-state.json")).unwrap();
     assert!(!state.contains(TOKEN), "dropped from the state file too");
 
