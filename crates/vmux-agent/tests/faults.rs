@@ -5,15 +5,16 @@
 //! waiting client gets an answer within the bounded wait, and the agent
 //! keeps serving.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ssh_key::{Algorithm, PrivateKey};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use vmux_agent::{control, AgentConfig, AgentSocket};
+mod common;
+
+use common::{ask, pair_until_listed, sign_request, start_agent};
+use vmux_agent::control;
 use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 
@@ -234,29 +235,6 @@ async fn serve(
     }
 }
 
-fn sign_request(blob: &[u8]) -> Vec<u8> {
-    let mut b = vec![13];
-    for s in [blob, b"challenge"] {
-        b.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        b.extend_from_slice(s);
-    }
-    b.extend_from_slice(&0u32.to_be_bytes());
-    let mut m = (b.len() as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&b);
-    m
-}
-
-fn ask(sock: &Path, msg: &[u8]) -> Vec<u8> {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(msg).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut a).unwrap();
-    a
-}
-
 /// The identities the agent lists: `(blob, comment)`, and the answer's
 /// size.
 fn identities(sock: &Path) -> (Vec<(Vec<u8>, String)>, usize) {
@@ -302,50 +280,13 @@ impl Running {
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, events) = mpsc::unbounded_channel();
         let signer = tokio::spawn(fake_signer(listener, key, fault, tx));
-        let config = AgentConfig {
-            name: "test".into(),
-            signers: vec![addr],
-            sign_timeout: Duration::from_secs(3),
-            cert_validity: Duration::from_secs(60),
-            cert_renew_before: Duration::from_secs(10),
-            state_path: dir.path().join("agent-state.json"),
-            identity: vmux_agent::IdentityStore::File(dir.path().join("agent-identity")),
-            discovery: false,
-            wake: Default::default(),
-            apns_key_files: Vec::new(),
-        };
-        let sock_path = dir.path().join("agent.sock");
-        let socket = AgentSocket::bind(&sock_path).unwrap();
-        let agent = tokio::spawn(async move {
-            let _ = vmux_agent::run(config, &socket).await;
-        });
+        let (sock_path, agent) = start_agent(dir.path(), addr, Duration::from_secs(3));
         // Wait until the fake's key is listed (the agent connected),
         // confirming the pairing code on the agent as its user would.
         let sock = sock_path.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            let t = Instant::now();
-            loop {
-                if let Ok(status) = control::query(&sock, "status", Duration::from_secs(5)) {
-                    if let Some(code) = status["signers"][0]["pairing_code"].as_str() {
-                        let _ = control::query(
-                            &sock,
-                            &format!("pair-confirm {code}"),
-                            Duration::from_secs(5),
-                        );
-                    }
-                }
-                let a = ask(&sock, &[0, 0, 0, 1, 11]);
-                if a.len() > 5 && a[1..5] != [0, 0, 0, 0] {
-                    return true;
-                }
-                if t.elapsed() > Duration::from_secs(20) {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-        .await
-        .unwrap();
+        let listed = tokio::task::spawn_blocking(move || pair_until_listed(&sock))
+            .await
+            .unwrap();
         assert!(listed, "{fault:?}: the agent never listed the key");
         Running {
             _dir: dir,
@@ -393,7 +334,7 @@ async fn every_fault_ends_in_a_bounded_failure_and_the_agent_serves_on() {
         let (answer, took) = r
             .client(move |sock| {
                 let t = Instant::now();
-                (ask(sock, &sign_request(&blob)), t.elapsed())
+                (ask(sock, &sign_request_for(&blob)), t.elapsed())
             })
             .await;
         assert_eq!(answer, [5], "{fault:?}: SSH_AGENT_FAILURE");
@@ -448,7 +389,9 @@ async fn a_signer_flooding_pings_and_never_reading_loses_its_link_not_the_agent(
     );
     // The new session works: a signature goes through.
     let blob = r.blob.clone();
-    let answer = r.client(move |sock| ask(sock, &sign_request(&blob))).await;
+    let answer = r
+        .client(move |sock| ask(sock, &sign_request_for(&blob)))
+        .await;
     assert_eq!(answer[0], 14, "signed after reconnecting: {answer:?}");
     let (ids, _) = r.client(identities).await;
     assert_eq!(ids.len(), 1);
@@ -495,7 +438,9 @@ async fn a_one_mebibyte_key_list_does_not_break_ssh_add() {
         "{stdout}"
     );
     let blob = r.blob.clone();
-    let answer = r.client(move |sock| ask(sock, &sign_request(&blob))).await;
+    let answer = r
+        .client(move |sock| ask(sock, &sign_request_for(&blob)))
+        .await;
     assert_eq!(answer[0], 14, "the listed key still signs");
 }
 
@@ -527,4 +472,8 @@ async fn an_unasked_key_list_is_ignored() {
     let (ids, _) = r.client(identities).await;
     let comments: Vec<&str> = ids.iter().map(|(_, c)| c.as_str()).collect();
     assert_eq!(comments, ["other"], "the asked-for list was not taken");
+}
+
+fn sign_request_for(blob: &[u8]) -> Vec<u8> {
+    sign_request(blob, b"challenge")
 }

@@ -3,15 +3,15 @@
 //! the good ones, and a counter that goes backwards is refused and shown
 //! in the agent's status (a cloned authenticator).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::Digest;
 use tokio::net::TcpListener;
-use vmux_agent::{control, AgentConfig, AgentSocket};
+mod common;
+
+use common::{ask, pair_until_listed, sign_request, start_agent};
+use vmux_agent::control;
 use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 use vmux_webauthn::testing::{put_string, SoftAuthenticator};
@@ -123,27 +123,8 @@ async fn fake_signer(
     }
 }
 
-fn ask(sock: &Path, msg: &[u8]) -> Vec<u8> {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(msg).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut a).unwrap();
-    a
-}
-
-fn sign_request(blob: &[u8]) -> Vec<u8> {
-    let mut b = vec![13];
-    for s in [blob, b"\0\0\0\x20 a userauth request, say"] {
-        b.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        b.extend_from_slice(s);
-    }
-    b.extend_from_slice(&0u32.to_be_bytes());
-    let mut m = (b.len() as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&b);
-    m
+fn login_request(blob: &[u8]) -> Vec<u8> {
+    sign_request(blob, b"\0\0\0\x20 a userauth request, say")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,44 +146,13 @@ async fn tampered_passkey_signatures_and_a_counter_going_backwards_never_reach_t
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let signer = tokio::spawn(fake_signer(listener, phone, key_blob.clone(), next.clone()));
-    let config = AgentConfig {
-        name: "test".into(),
-        signers: vec![addr],
-        sign_timeout: Duration::from_secs(5),
-        cert_validity: Duration::from_secs(60),
-        cert_renew_before: Duration::from_secs(10),
-        state_path: dir.path().join("agent-state.json"),
-        identity: vmux_agent::IdentityStore::File(dir.path().join("agent-identity")),
-        discovery: false,
-        wake: Default::default(),
-        apns_key_files: Vec::new(),
-    };
-    let sock = dir.path().join("agent.sock");
-    let socket = AgentSocket::bind(&sock).unwrap();
-    let agent = tokio::spawn(async move {
-        let _ = vmux_agent::run(config, &socket).await;
-    });
+    let (sock, agent) = start_agent(dir.path(), addr, Duration::from_secs(5));
 
     let s = sock.clone();
     let result = tokio::task::spawn_blocking(move || {
         // Pair (confirming the code as the user would) until the passkey
         // key is listed: the test binary is no OpenSSH ssh, so it is.
-        let t = Instant::now();
-        loop {
-            if let Ok(status) = control::query(&s, "status", Duration::from_secs(5)) {
-                if let Some(code) = status["signers"][0]["pairing_code"].as_str() {
-                    let _ =
-                        control::query(&s, &format!("pair-confirm {code}"), Duration::from_secs(5));
-                }
-            }
-            let a = ask(&s, &[0, 0, 0, 1, 11]);
-            if a.len() > 5 && a[1..5] != [0, 0, 0, 0] {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "never listed");
-            // Pairing has no signal on this socket but the status.
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(pair_until_listed(&s), "never listed");
         let mut seen = Vec::new();
         for answer in [
             Answer::Good(5),
@@ -216,7 +166,7 @@ async fn tampered_passkey_signatures_and_a_counter_going_backwards_never_reach_t
             Answer::Good(11),
         ] {
             *next.lock().unwrap() = answer;
-            let reply = ask(&s, &sign_request(&key_blob));
+            let reply = ask(&s, &login_request(&key_blob));
             seen.push((answer, reply[0]));
         }
         let status = control::query(&s, "status", Duration::from_secs(5)).unwrap();
