@@ -63,6 +63,10 @@ pub enum Error {
     /// 1023 bytes.
     #[error("the credential id is empty or longer than 1023 bytes")]
     BadCredentialId,
+    /// An OpenSSH certificate that is truncated, has trailing bytes or a
+    /// type other than the ones read.
+    #[error("the OpenSSH certificate is malformed")]
+    CertificateMalformed,
     /// Encoding an OpenSSH key failed (never expected for a valid key).
     #[error("the OpenSSH key could not be encoded")]
     SshEncoding,

@@ -238,6 +238,110 @@ pub fn verify_signature(
     })
 }
 
+/// An OpenSSH certificate (PROTOCOL.certkeys) cut into what its CA signs
+/// and the CA's signature: made by [`certificate_parts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateParts<'a> {
+    /// The to-be-signed bytes: the certificate from its type string up to
+    /// and including the signature key.
+    pub tbs: &'a [u8],
+    /// The CA's public-key blob (the last field of `tbs`).
+    pub signature_key: &'a [u8],
+    /// The CA's signature blob (the certificate's last field).
+    pub signature: &'a [u8],
+}
+
+/// The certificate types [`certificate_parts`] reads, with the number of
+/// `string` fields of the subject key after the nonce.
+const CERT_TYPES: [(&str, usize); 2] = [
+    ("ecdsa-sha2-nistp256-cert-v01@openssh.com", 2),
+    ("ssh-ed25519-cert-v01@openssh.com", 1),
+];
+
+/// Cuts a certificate blob whose subject is an `ecdsa-sha2-nistp256` key
+/// (what vmux certifies) or an `ssh-ed25519` key into its parts; refuses
+/// any other type, a truncated blob or trailing bytes.
+pub fn certificate_parts(blob: &[u8]) -> Result<CertificateParts<'_>, Error> {
+    let bad = || Error::CertificateMalformed;
+    let mut f = Fields(blob);
+    let ty = f.string().ok_or_else(bad)?;
+    let key_fields = CERT_TYPES
+        .iter()
+        .find(|(t, _)| t.as_bytes() == ty)
+        .map(|(_, n)| *n)
+        .ok_or_else(bad)?;
+    // nonce, then the subject key's fields.
+    for _ in 0..1 + key_fields {
+        f.string().ok_or_else(bad)?;
+    }
+    // serial (uint64), type (uint32)
+    for _ in 0..3 {
+        f.u32().ok_or_else(bad)?;
+    }
+    // key id, valid principals
+    for _ in 0..2 {
+        f.string().ok_or_else(bad)?;
+    }
+    // valid after, valid before (uint64 each)
+    for _ in 0..4 {
+        f.u32().ok_or_else(bad)?;
+    }
+    // critical options, extensions, reserved
+    for _ in 0..3 {
+        f.string().ok_or_else(bad)?;
+    }
+    let signature_key = f.string().ok_or_else(bad)?;
+    let tbs = &blob[..blob.len() - f.rest().len()];
+    let signature = f.string().ok_or_else(bad)?;
+    if !f.is_empty() {
+        return Err(bad());
+    }
+    Ok(CertificateParts {
+        tbs,
+        signature_key,
+        signature,
+    })
+}
+
+/// Checks a certificate whose CA key is an sk-ecdsa key (a phone's
+/// passkey) as sshd does ([`verify_signature`] of its signature over its
+/// to-be-signed bytes by its own signature key), requiring `uv`.
+pub fn verify_sk_certificate(
+    blob: &[u8],
+    uv: UserVerification,
+) -> Result<(CertificateParts<'_>, VerifiedSkSignature), Error> {
+    let parts = certificate_parts(blob)?;
+    let verified = verify_signature(parts.signature_key, parts.tbs, parts.signature, uv)?;
+    Ok((parts, verified))
+}
+
+/// The certificate's fields as `ssh_key` reads them, whatever its
+/// signature format: `ssh_key` does not read a
+/// `webauthn-sk-ecdsa-sha2-nistp256@openssh.com` signature, so the
+/// signature is replaced by a placeholder one. The result's own
+/// `verify_signature` therefore fails: check the signature with
+/// [`verify_sk_certificate`] first.
+pub fn certificate_fields(parts: &CertificateParts<'_>) -> Result<ssh_key::Certificate, Error> {
+    let mut ecdsa = Vec::new();
+    put_string(&mut ecdsa, &[1]);
+    put_string(&mut ecdsa, &[1]);
+    let mut placeholder = Vec::new();
+    put_string(&mut placeholder, SK_ECDSA.as_bytes());
+    put_string(&mut placeholder, &ecdsa);
+    placeholder.extend_from_slice(&[0; 5]);
+    let mut blob = parts.tbs.to_vec();
+    put_string(&mut blob, &placeholder);
+    ssh_key::Certificate::from_bytes(&blob).map_err(|_| Error::CertificateMalformed)
+}
+
+/// The certificate made of its to-be-signed bytes and the CA's signature.
+pub fn certificate_with_signature(tbs: &[u8], signature: &[u8]) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(tbs.len() + 4 + signature.len());
+    blob.extend_from_slice(tbs);
+    put_string(&mut blob, signature);
+    blob
+}
+
 fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     // Every field here is far below 4 GiB (bounded by the signer's limits).
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());
@@ -294,5 +398,51 @@ mod tests {
         assert_eq!(mpint32(&[1; 33]), None);
         assert_eq!(mpint32(&[0, 0, 7]), Some(low));
         assert_eq!(mpint32(&[]), Some([0; 32]));
+    }
+
+    #[test]
+    fn certificates_are_cut_into_tbs_signature_key_and_signature() {
+        use ssh_key::{Algorithm, EcdsaCurve, PrivateKey};
+        let p256 = || {
+            PrivateKey::random(
+                &mut rand_core::OsRng,
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP256,
+                },
+            )
+            .unwrap()
+        };
+        let (subject, ca) = (p256(), p256());
+        let mut b = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand_core::OsRng,
+            subject.public_key().key_data().clone(),
+            1_000_000,
+            2_000_000_000,
+        )
+        .unwrap();
+        b.valid_principal("alice").unwrap();
+        let cert = b.sign(&ca).unwrap();
+        let blob = cert.to_bytes().unwrap();
+        let parts = certificate_parts(&blob).unwrap();
+        assert_eq!(parts.signature_key, ca.public_key().to_bytes().unwrap());
+        assert!(parts.tbs.ends_with(parts.signature_key));
+        assert_eq!(certificate_with_signature(parts.tbs, parts.signature), blob);
+        assert_eq!(
+            parts.signature,
+            Vec::<u8>::try_from(cert.signature().clone()).unwrap()
+        );
+        let fields = certificate_fields(&parts).unwrap();
+        assert_eq!(fields.valid_principals(), ["alice".to_owned()]);
+        assert_eq!(fields.public_key(), subject.public_key().key_data());
+        // Truncated, trailing bytes, another type: refused.
+        for bad in [
+            &blob[..blob.len() - 1],
+            &[&blob[..], &[0]][..].concat()[..],
+            &blob[4..],
+        ] {
+            assert_eq!(certificate_parts(bad), Err(Error::CertificateMalformed));
+        }
+        // A software CA's certificate is no sk certificate.
+        assert!(verify_sk_certificate(&blob, UserVerification::Required).is_err());
     }
 }
