@@ -67,6 +67,22 @@ impl SignerHome {
                 }
             }
         }
+        let ca_choice = crate::ca::CaChoice::parse(config.ca.as_deref().unwrap_or_default())
+            .map_err(SignerError::Key)?;
+        let phone_ca = ca_choice.phones().to_vec();
+        if !phone_ca.is_empty() {
+            let Some(p) = &phones else {
+                return Err(SignerError::Key(
+                    "a phone CA (--ca phone:NAME) signs certificates on the phone page: serve it with --web-listen and --web-origin".into(),
+                ));
+            };
+            let enrolled = p.passkey_keys();
+            for name in &phone_ca {
+                if !enrolled.iter().any(|(r, _)| &r.name == name) {
+                    tracing::warn!(phone = %name, "the CA names a phone that is not enrolled: it signs no certificate until it is");
+                }
+            }
+        }
         Ok(Server::new(ServerParts {
             name: state.name,
             identity,
@@ -77,6 +93,7 @@ impl SignerHome {
             approval_timeout: Duration::from_secs(config.approval_timeout_seconds),
             ca: Some(Ca::load(&self.ca_path(), passphrase)?),
             cert_policy: config.certificates.clone(),
+            phone_ca,
             window_max_seconds: config.max_approval_window_seconds,
             audit: Some(audit),
             wake,

@@ -171,50 +171,209 @@ impl Ca {
         policy: &CertPolicy,
         now: u64,
     ) -> Result<IssuedCert, ErrorCode> {
-        let subject =
-            PublicKey::from_bytes(subject_blob).map_err(|_| ErrorCode::MalformedRequest)?;
-        if subject.algorithm()
-            != (Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            })
-        {
-            return Err(ErrorCode::PolicyDenied);
-        }
-        if policy.principals.is_empty() {
-            return Err(ErrorCode::PolicyDenied);
-        }
-        let valid_after = now.saturating_sub(BACKDATE_SECONDS);
-        let valid_before = now.saturating_add(validity);
-        let serial = rand::rngs::OsRng.next_u64();
-        let internal = |e: ssh_key::Error| {
-            tracing::warn!(error = %e, "certificate issue failed");
-            ErrorCode::Internal
-        };
-        let mut b = Builder::new_with_random_nonce(
-            &mut rand_core::OsRng,
-            subject.key_data().clone(),
+        let Draft {
+            builder,
             valid_after,
             valid_before,
-        )
-        .map_err(internal)?;
-        b.serial(serial)
-            .and_then(|b| b.key_id(format!("{key_id} serial {serial}")))
-            .and_then(|b| b.cert_type(CertType::User))
-            .map_err(internal)?;
-        for p in &policy.principals {
-            b.valid_principal(p.clone()).map_err(internal)?;
-        }
-        for e in &policy.extensions {
-            b.extension(e.clone(), "").map_err(internal)?;
-        }
+        } = draft(subject_blob, key_id, validity, policy, now)?;
         let key = vmux_home::sync::read(&self.key);
         let key = key.as_ref().ok_or(ErrorCode::SignerLocked)?;
-        let cert = b.sign(key).map_err(internal)?;
+        let cert = builder.sign(key).map_err(internal)?;
         Ok(IssuedCert {
             certificate: cert.to_bytes().map_err(internal)?,
             ca_public_key: self.public().to_bytes().map_err(internal)?,
             valid_after,
             valid_before,
+        })
+    }
+}
+
+/// Where the session certificates' CA key lives (`--ca`, `ca` in
+/// `signer.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaChoice {
+    /// The signer's own CA key file (the default, `software`).
+    Software,
+    /// These phones' passkeys (`phone:NAME[,phone:NAME…]`): each
+    /// certificate is signed on one of them, whichever approves first.
+    Phones(Vec<String>),
+}
+
+impl CaChoice {
+    /// Reads `software` or `phone:NAME[,phone:NAME…]`.
+    pub fn parse(s: &str) -> Result<CaChoice, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "software" {
+            return Ok(CaChoice::Software);
+        }
+        let mut names: Vec<String> = Vec::new();
+        for part in s.split(',') {
+            let name = part
+                .trim()
+                .strip_prefix("phone:")
+                .filter(|n| vmux_phone::book::valid_name(n))
+                .ok_or_else(|| {
+                    format!("CA {s:?}: expected `software` or phone:NAME[,phone:NAME…] with enrolled phones' names")
+                })?;
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(CaChoice::Phones(names))
+    }
+
+    /// The phones whose passkeys are the CA (none for the software CA).
+    pub fn phones(&self) -> &[String] {
+        match self {
+            CaChoice::Software => &[],
+            CaChoice::Phones(p) => p,
+        }
+    }
+}
+
+/// The sshd line a server before OpenSSH 10.3 needs to accept
+/// certificates signed by a phone's passkey (the WebAuthn signature
+/// format is not in its default `CASignatureAlgorithms`).
+pub const PHONE_CA_SSHD_LINE: &str =
+    "CASignatureAlgorithms +webauthn-sk-ecdsa-sha2-nistp256@openssh.com";
+
+/// A user certificate being issued, before the CA signs it.
+struct Draft {
+    builder: Builder,
+    valid_after: u64,
+    valid_before: u64,
+}
+
+/// The certificate the policy allows for `subject_blob` (which must be an
+/// ECDSA P-256 public key, as agents make), valid from a little before
+/// `now` for `validity` seconds, `key_id` naming the agent.
+fn draft(
+    subject_blob: &[u8],
+    key_id: &str,
+    validity: u64,
+    policy: &CertPolicy,
+    now: u64,
+) -> Result<Draft, ErrorCode> {
+    let subject = PublicKey::from_bytes(subject_blob).map_err(|_| ErrorCode::MalformedRequest)?;
+    if subject.algorithm()
+        != (Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        })
+    {
+        return Err(ErrorCode::PolicyDenied);
+    }
+    if policy.principals.is_empty() {
+        return Err(ErrorCode::PolicyDenied);
+    }
+    let valid_after = now.saturating_sub(BACKDATE_SECONDS);
+    let valid_before = now.saturating_add(validity);
+    let serial = rand::rngs::OsRng.next_u64();
+    let mut b = Builder::new_with_random_nonce(
+        &mut rand_core::OsRng,
+        subject.key_data().clone(),
+        valid_after,
+        valid_before,
+    )
+    .map_err(internal)?;
+    b.serial(serial)
+        .and_then(|b| b.key_id(format!("{key_id} serial {serial}")))
+        .and_then(|b| b.cert_type(CertType::User))
+        .map_err(internal)?;
+    for p in &policy.principals {
+        b.valid_principal(p.clone()).map_err(internal)?;
+    }
+    for e in &policy.extensions {
+        b.extension(e.clone(), "").map_err(internal)?;
+    }
+    Ok(Draft {
+        builder: b,
+        valid_after,
+        valid_before,
+    })
+}
+
+fn internal(e: ssh_key::Error) -> ErrorCode {
+    tracing::warn!(error = %e, "certificate issue failed");
+    ErrorCode::Internal
+}
+
+/// A certificate whose CA key is a phone's passkey, before the phone
+/// signs it: its to-be-signed bytes are the challenge of the phone's
+/// card, and [`PhoneDraft::finish`] appends the signature.
+pub struct PhoneDraft {
+    /// The to-be-signed bytes (PROTOCOL.certkeys): the whole certificate
+    /// up to and including the signature key, the passkey's blob.
+    pub tbs: Vec<u8>,
+    /// The passkey's public-key blob.
+    pub ca_key: Vec<u8>,
+    /// Start of validity.
+    pub valid_after: u64,
+    /// End of validity.
+    pub valid_before: u64,
+}
+
+impl PhoneDraft {
+    /// The certificate the policy allows, to be signed by the passkey
+    /// `ca_key` (an `sk-ecdsa-sha2-nistp256@openssh.com` key). The fields
+    /// are laid out by `ssh_key`'s builder (signed with a throwaway key),
+    /// whose signature key and signature are then cut off and the
+    /// passkey's key put in their place.
+    pub fn new(
+        subject_blob: &[u8],
+        key_id: &str,
+        validity: u64,
+        policy: &CertPolicy,
+        now: u64,
+        ca_key: &PublicKey,
+    ) -> Result<PhoneDraft, ErrorCode> {
+        let d = draft(subject_blob, key_id, validity, policy, now)?;
+        let throwaway = PrivateKey::random(
+            &mut rand_core::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .map_err(internal)?;
+        let laid_out = d
+            .builder
+            .sign(&throwaway)
+            .and_then(|c| c.to_bytes())
+            .map_err(internal)?;
+        let parts = vmux_webauthn::openssh::certificate_parts(&laid_out).map_err(|e| {
+            tracing::warn!(error = %e, "certificate layout failed");
+            ErrorCode::Internal
+        })?;
+        // The to-be-signed bytes end with the signature key's string.
+        let head = parts.tbs.len() - 4 - parts.signature_key.len();
+        let ca_blob = ca_key.to_bytes().map_err(internal)?;
+        let mut tbs = parts.tbs[..head].to_vec();
+        tbs.extend_from_slice(&(ca_blob.len() as u32).to_be_bytes());
+        tbs.extend_from_slice(&ca_blob);
+        Ok(PhoneDraft {
+            tbs,
+            ca_key: ca_blob,
+            valid_after: d.valid_after,
+            valid_before: d.valid_before,
+        })
+    }
+
+    /// The certificate with the phone's `webauthn-sk` signature, checked
+    /// as sshd checks it (by the passkey, user verification required)
+    /// before it is returned.
+    pub fn finish(self, signature: &[u8]) -> Result<IssuedCert, vmux_webauthn::Error> {
+        let certificate = vmux_webauthn::openssh::certificate_with_signature(&self.tbs, signature);
+        let (parts, _) = vmux_webauthn::openssh::verify_sk_certificate(
+            &certificate,
+            vmux_webauthn::UserVerification::Required,
+        )?;
+        if parts.tbs != self.tbs.as_slice() || parts.signature_key != self.ca_key.as_slice() {
+            return Err(vmux_webauthn::Error::CertificateMalformed);
+        }
+        Ok(IssuedCert {
+            certificate,
+            ca_public_key: self.ca_key,
+            valid_after: self.valid_after,
+            valid_before: self.valid_before,
         })
     }
 }

@@ -32,6 +32,11 @@ pub struct SignerConfig {
     pub apns_topic: Option<String>,
     /// Use the APNs sandbox environment (`--apns-sandbox`). Default false.
     pub apns_sandbox: bool,
+    /// Where the session certificates' CA key lives (`--ca`): `software`
+    /// (the signer's `ca.key`, the default) or `phone:NAME[,phone:NAME…]`
+    /// (those enrolled phones' passkeys; each certificate is signed on
+    /// one of them).
+    pub ca: Option<String>,
     /// Session-certificate policy.
     pub certificates: CertPolicy,
 }
@@ -47,6 +52,7 @@ impl Default for SignerConfig {
             apns_token: None,
             apns_topic: None,
             apns_sandbox: false,
+            ca: None,
             certificates: CertPolicy::default(),
         }
     }

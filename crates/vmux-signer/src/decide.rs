@@ -331,25 +331,42 @@ impl<A: Approver + 'static> Server<A> {
     pub async fn certify(&self, agent: &Peer, req: &CertRequest) -> Result<IssuedCert, ErrorCode> {
         let p = &self.parts;
         let validity = p.cert_policy.validity_for(req.validity_seconds);
-        let d = Decision::Certificate(CertDecision {
+        let cert = CertDecision {
             source: source(agent),
             validity_seconds: validity,
             principals: p.cert_policy.principals.clone(),
             public_key_blob: req.public_key_blob.clone(),
-        });
+        };
+        let d = Decision::Certificate(cert.clone());
         let mut by = None;
         let outcome = async {
             if !p.paired.contains(&agent.static_key) {
                 return Err(ErrorCode::PairingInvalid);
             }
-            let ca = p.ca.as_ref().ok_or(ErrorCode::PolicyDenied)?;
+            let on_phones = !p.phone_ca.is_empty();
+            let ca = if on_phones {
+                None
+            } else {
+                Some(p.ca.as_ref().ok_or(ErrorCode::PolicyDenied)?)
+            };
             if req.automatic && !p.cert_policy.auto_issue {
                 return Err(ErrorCode::PolicyDenied);
             }
-            if ca.is_locked() {
+            if ca.is_some_and(|ca| ca.is_locked()) {
                 return Err(ErrorCode::SignerLocked);
             }
             self.check_unlocked()?;
+            let key_id = format!(
+                "vmux agent {} ({})",
+                vmux_proto::sanitize(&agent.name),
+                agent.id
+            );
+            let Some(ca) = ca else {
+                // The phone's assertion is the approval and the signature.
+                return self
+                    .certify_on_phones(&cert, req, &key_id, validity, &mut by)
+                    .await;
+            };
             let (verdict, who) = self.ask(&d, p.approval_timeout).await?;
             by = who;
             match verdict {
@@ -359,11 +376,6 @@ impl<A: Approver + 'static> Server<A> {
             }
             // Locked while the person was deciding: nothing is issued.
             self.check_unlocked()?;
-            let key_id = format!(
-                "vmux agent {} ({})",
-                vmux_proto::sanitize(&agent.name),
-                agent.id
-            );
             ca.issue(
                 &req.public_key_blob,
                 &key_id,
@@ -383,6 +395,119 @@ impl<A: Approver + 'static> Server<A> {
             Err(code) => info!(agent = %agent.id, %code, "certificate refused"),
         }
         outcome
+    }
+
+    /// A certificate whose CA is a phone's passkey (`--ca phone:NAME,…`):
+    /// for each such phone still enrolled, the certificate's to-be-signed
+    /// bytes (signature key = that phone's passkey) become the challenge
+    /// of a card on that phone alone. The first phone to answer decides;
+    /// the other cards are withdrawn. Its assertion *is* the approval and
+    /// the CA signature: it becomes the `webauthn-sk` signature appended
+    /// to the certificate, which is checked before it leaves.
+    async fn certify_on_phones(
+        &self,
+        cert: &CertDecision,
+        req: &CertRequest,
+        key_id: &str,
+        validity: u64,
+        by: &mut Option<String>,
+    ) -> Result<IssuedCert, ErrorCode> {
+        let p = &self.parts;
+        let Some(phones) = p.phones.as_ref() else {
+            warn!("the CA is a phone's passkey, and this signer does not serve the phone page (--web-listen)");
+            return Err(ErrorCode::PolicyDenied);
+        };
+        let now = now_ms() / 1000;
+        let enrolled = phones.passkey_keys();
+        let mut drafts = Vec::new();
+        let mut set = tokio::task::JoinSet::new();
+        for name in &p.phone_ca {
+            let Some((_, key)) = enrolled.iter().find(|(r, _)| &r.name == name) else {
+                info!(phone = %name, "not enrolled (removed?), so not a CA");
+                continue;
+            };
+            let draft = crate::ca::PhoneDraft::new(
+                &req.public_key_blob,
+                key_id,
+                validity,
+                &p.cert_policy,
+                now,
+                key,
+            )?;
+            let mut ask = crate::approver::phone::ask_of(&Decision::Certificate(cert.clone()));
+            ask.title = format!(
+                "Certificate for {}, valid {}, principals {}: sign it with this phone's passkey",
+                crate::approver::sanitize(&cert.source.name),
+                crate::approver::phone::duration_text(cert.validity_seconds),
+                crate::approver::sanitize(&cert.principals.join(", "))
+            );
+            ask.facts.push((
+                "Signed by".into(),
+                "this phone's passkey, the CA: approving makes the certificate".into(),
+            ));
+            ask.window = None;
+            ask.challenge = vmux_phone::ChallengeKind::Data(draft.tbs.clone());
+            ask.only_phone = Some(name.clone());
+            let desk = phones.desk().clone();
+            let timeout = p.approval_timeout;
+            let i = drafts.len();
+            set.spawn(async move { (i, desk.ask(ask, timeout).await) });
+            drafts.push((name.clone(), draft));
+        }
+        if drafts.is_empty() {
+            warn!("none of the CA's phones is enrolled; no certificate");
+            return Err(ErrorCode::PolicyDenied);
+        }
+        info!(
+            phones = drafts.len(),
+            "asking the CA's phones to sign a certificate"
+        );
+        let mut locked = self.locked.subscribe();
+        let answer = loop {
+            let next = tokio::select! {
+                biased;
+                _ = locked.wait_for(|l| *l) => return Err(ErrorCode::SignerLocked),
+                n = set.join_next() => n,
+            };
+            match next {
+                None => break None,
+                Some(Ok((_, vmux_phone::Answer::TimedOut | vmux_phone::Answer::Refused))) => {}
+                Some(Ok(a)) => break Some(a),
+                Some(Err(e)) => warn!(error = %e, "a phone's card ended abnormally"),
+            }
+        };
+        // The other phones' cards go away.
+        set.abort_all();
+        let Some((i, answer)) = answer else {
+            return Err(ErrorCode::ApprovalTimeout);
+        };
+        let (assertion, phone) = match answer {
+            vmux_phone::Answer::Approved {
+                phone, signature, ..
+            } => (signature.ok_or(ErrorCode::Internal)?, phone),
+            vmux_phone::Answer::Denied { phone } => {
+                *by = Some(phone);
+                return Err(ErrorCode::UserDenied);
+            }
+            vmux_phone::Answer::TimedOut | vmux_phone::Answer::Refused => {
+                return Err(ErrorCode::ApprovalTimeout)
+            }
+        };
+        *by = Some(phone);
+        let (name, draft) = drafts.swap_remove(i);
+        self.check_unlocked()?;
+        // Removed while it was deciding: no longer a CA.
+        if !phones.passkey_keys().iter().any(|(r, _)| r.name == name) {
+            info!(phone = %name, "removed while deciding; no certificate");
+            return Err(ErrorCode::PolicyDenied);
+        }
+        let tbs = draft.tbs.clone();
+        vmux_webauthn::openssh::webauthn_signature(assertion.assertion(), &tbs)
+            .and_then(|sig| draft.finish(&sig))
+            .map_err(|e| {
+                warn!(phone = %name, error = %e, "the phone's assertion did not make a valid certificate signature by its passkey");
+                ErrorCode::Internal
+            })
     }
 }
 

@@ -61,6 +61,9 @@ pub struct ServerParts<A> {
     pub ca: Option<Ca>,
     /// Certificate policy.
     pub cert_policy: CertPolicy,
+    /// The phones whose passkeys are the CA (`--ca phone:NAME,…`), in
+    /// order; empty: the software CA above.
+    pub phone_ca: Vec<String>,
     /// Longest approval window a person may grant, seconds (0: none).
     pub window_max_seconds: u64,
     /// Where decisions are recorded.

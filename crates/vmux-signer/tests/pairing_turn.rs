@@ -59,6 +59,7 @@ async fn a_paired_agents_request_withdraws_a_strangers_pairing_prompt() {
         approval_timeout: Duration::from_secs(120),
         ca: None,
         cert_policy: Default::default(),
+        phone_ca: Vec::new(),
         window_max_seconds: 0,
         audit: None,
         wake: vmux_proto::WakeEndpoint::None,

@@ -96,6 +96,7 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
         approval_timeout: Duration::from_secs(5),
         ca: None,
         cert_policy: Default::default(),
+        phone_ca: Vec::new(),
         window_max_seconds,
         audit: None,
         wake: vmux_proto::WakeEndpoint::None,

@@ -175,8 +175,16 @@ pub enum SignerCommand {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
-    /// Print the CA public-key line for sshd's TrustedUserCAKeys.
-    Ca,
+    /// Print the CA public-key line(s) for sshd's TrustedUserCAKeys: the
+    /// software CA's, or with a phone CA each enrolled CA phone's passkey
+    /// line (and, on stderr, the sshd line servers before OpenSSH 10.3
+    /// need).
+    Ca {
+        /// The CA to print, as `vmux signer run --ca` takes it (default:
+        /// `ca` in signer.toml, else `software`).
+        #[arg(long, value_name = "CA")]
+        ca: Option<String>,
+    },
     /// List paired agents.
     Agents,
     /// Revoke a paired agent: its next connection is refused.
@@ -202,6 +210,12 @@ pub enum SignerCommand {
         /// unattended labs only).
         #[arg(long, value_name = "MODE")]
         approve: Option<String>,
+        /// Who signs session certificates: `software` (the signer's CA
+        /// key, the default) or `phone:NAME[,phone:NAME…]` (those enrolled
+        /// phones' passkeys, one approval on a phone per certificate;
+        /// needs --web-listen).
+        #[arg(long, value_name = "CA")]
+        ca: Option<String>,
         /// Do not advertise on the local network (mDNS/DNS-SD
         /// `_vmuxsigner._tcp`).
         #[arg(long)]

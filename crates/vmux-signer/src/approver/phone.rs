@@ -48,7 +48,7 @@ impl Approver for PhoneApprover {
 }
 
 /// "1 h", "10 min", "45 s".
-fn duration_text(s: u64) -> String {
+pub(crate) fn duration_text(s: u64) -> String {
     if s >= 3600 && s.is_multiple_of(3600) {
         format!("{} h", s / 3600)
     } else if s >= 60 && s.is_multiple_of(60) {

@@ -228,8 +228,35 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Ca => {
-            println!("{}", signer.ca_public()?.to_openssh()?);
+        SignerCommand::Ca { ca } => {
+            let config: vmux_signer::config::SignerConfig =
+                vmux_home::load_toml(&signer.config_path())?;
+            let spec = ca.or(config.ca).unwrap_or_default();
+            match vmux_signer::ca::CaChoice::parse(&spec).map_err(Failure)? {
+                vmux_signer::ca::CaChoice::Software => {
+                    println!("{}", signer.ca_public()?.to_openssh()?);
+                }
+                vmux_signer::ca::CaChoice::Phones(names) => {
+                    let (keys, _) = vmux_signer::provider::passkey_keys_in(&signer.phones_path())?;
+                    let mut printed = 0;
+                    for name in &names {
+                        match keys.iter().find(|k| k.public.comment() == name) {
+                            Some(k) => {
+                                println!("{}", k.public.to_openssh()?);
+                                printed += 1;
+                            }
+                            None => {
+                                eprintln!("phone {name} is not enrolled (removed?): it is not a CA")
+                            }
+                        }
+                    }
+                    if printed == 0 {
+                        return Err(Failure("no phone of the CA is enrolled".into()));
+                    }
+                    eprintln!("# sshd before OpenSSH 10.3 also needs, in sshd_config:");
+                    eprintln!("{}", vmux_signer::ca::PHONE_CA_SSHD_LINE);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         other => Err(super::misrouted(&other)),

@@ -61,7 +61,7 @@ pub fn run(
         | C::Delete { .. }
         | C::Rename { .. }
         | C::Keys { .. }
-        | C::Ca) => keys::run(&signer, c),
+        | C::Ca { .. }) => keys::run(&signer, c),
         c @ (C::Agents | C::Unpair { .. }) => agents::run(&signer, c),
         c @ C::Audit { .. } => audit::run(&signer, c),
         c @ (C::Install { .. } | C::Uninstall) => service::run(home, home_flag, c),

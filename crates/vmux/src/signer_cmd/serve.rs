@@ -24,6 +24,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
         SignerCommand::Run {
             listen,
             approve,
+            ca,
             no_advertise,
             passphrase_file,
             wake_url,
@@ -35,7 +36,10 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             tls_cert,
             tls_key,
         } => {
-            let config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
+            let mut config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
+            if ca.is_some() {
+                config.ca = ca;
+            }
             let wake = wake_endpoint(
                 wake_url.or(config.wake_url.clone()),
                 apns_token.or(config.apns_token.clone()),
