@@ -48,7 +48,15 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
         .await
         .map_err(|_| SignFailure::TimedOut)??;
     let cert = check(&key, &issued)?;
-    pin_ca(shared, &signer_id, &issued.ca_public_key).await?;
+    let phone_ca = matches!(
+        PublicKey::from_bytes(&issued.ca_public_key).map(|k| k.algorithm()),
+        Ok(Algorithm::SkEcdsaSha2NistP256)
+    );
+    if phone_ca {
+        accept_phone_ca(shared, &conn, &signer_id, &issued.ca_public_key).await?;
+    } else {
+        pin_ca(shared, &signer_id, &issued.ca_public_key).await?;
+    }
     let now = now_s();
     let valid_before = cert.valid_before();
     let serial = cert.serial();
@@ -82,24 +90,83 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
 }
 
 /// A certificate is accepted only if it certifies our key, is signed by
-/// the CA key it names, and is valid now.
+/// the CA key it names, and is valid now. A CA key that is a phone's
+/// passkey (`sk-ecdsa`) signs in the WebAuthn format: that signature is
+/// checked as sshd checks it, with user verification required.
 fn check(key: &PrivateKey, issued: &IssuedCert) -> Result<Certificate, SignFailure> {
-    let cert =
-        Certificate::from_bytes(&issued.certificate).map_err(|_| SignFailure::BadSignature)?;
     let ca = PublicKey::from_bytes(&issued.ca_public_key).map_err(|_| SignFailure::BadSignature)?;
-    let now = now_s();
-    let ok = cert.public_key() == key.public_key().key_data()
-        && cert.signature_key() == ca.key_data()
-        && cert.verify_signature().is_ok()
-        && cert.valid_after() <= now
-        && now < cert.valid_before()
-        && !cert.valid_principals().is_empty();
-    if ok {
-        Ok(cert)
+    let cert = if matches!(
+        ca.key_data(),
+        ssh_key::public::KeyData::SkEcdsaSha2NistP256(_)
+    ) {
+        use vmux_webauthn::openssh;
+        match openssh::verify_sk_certificate(
+            &issued.certificate,
+            vmux_webauthn::UserVerification::Required,
+        ) {
+            Ok((parts, _)) => openssh::certificate_fields(&parts).ok(),
+            Err(e) => {
+                warn!(error = %e, "the certificate's passkey (phone CA) signature does not verify");
+                None
+            }
+        }
     } else {
-        warn!("the signer returned a certificate that does not check out; discarded");
-        Err(SignFailure::BadSignature)
+        Certificate::from_bytes(&issued.certificate)
+            .ok()
+            .filter(|c| c.verify_signature().is_ok())
+    };
+    let now = now_s();
+    let ok = cert.as_ref().is_some_and(|cert| {
+        cert.public_key() == key.public_key().key_data()
+            && cert.signature_key() == ca.key_data()
+            && cert.valid_after() <= now
+            && now < cert.valid_before()
+            && !cert.valid_principals().is_empty()
+    });
+    match cert {
+        Some(cert) if ok => Ok(cert),
+        _ => {
+            warn!("the signer returned a certificate that does not check out; discarded");
+            Err(SignFailure::BadSignature)
+        }
     }
+}
+
+/// Whether `signer_id`'s key list, as last fetched, has `ca` as a phone's
+/// passkey key.
+fn lists_passkey(shared: &Shared, signer_id: &str, ca: &[u8]) -> bool {
+    shared
+        .state()
+        .signers
+        .iter()
+        .find(|p| p.id == signer_id)
+        .is_some_and(|p| p.keys.iter().any(|k| k.is_passkey() && k.blob == ca))
+}
+
+/// A certificate signed by a phone's passkey (`vmux signer run --ca
+/// phone:NAME`) is accepted while its signer lists that passkey as a key
+/// of an enrolled phone: every enrolled CA phone is a valid pin, and a
+/// removed phone's key leaves the signer's list (fetched again here when
+/// it is missing), and its CA with it. Nothing is written: the pin of a
+/// software CA key stays as it is.
+async fn accept_phone_ca(
+    shared: &Shared,
+    conn: &crate::signer_conn::SignerConn,
+    signer_id: &str,
+    ca: &[u8],
+) -> Result<(), SignFailure> {
+    if lists_passkey(shared, signer_id, ca) {
+        return Ok(());
+    }
+    let _ = conn.refresh().await;
+    if lists_passkey(shared, signer_id, ca) {
+        return Ok(());
+    }
+    let fp = PublicKey::from_bytes(ca)
+        .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+        .unwrap_or_else(|_| "an unreadable key".into());
+    warn!(signer = %signer_id, ca = %fp, "certificate signed by a passkey the signer does not list (a removed phone?); discarded");
+    Err(SignFailure::CaNotPinned)
 }
 
 /// The first certificate from a pinned signer pins the CA key it was
@@ -188,5 +255,106 @@ pub async fn maintain(shared: Arc<Shared>) {
             _ = tokio::time::sleep(sleep) => {}
             r = sessions.changed() => if r.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmux_webauthn::testing::{put_string, SoftAuthenticator};
+    use vmux_webauthn::{openssh, verify_assertion, verify_registration, RelyingParty};
+
+    const RP: &str = "signer.vmux.test";
+    const ORIGIN: &str = "https://signer.vmux.test:8443";
+    const UV: vmux_webauthn::UserVerification = vmux_webauthn::UserVerification::Required;
+
+    fn p256() -> PrivateKey {
+        PrivateKey::random(
+            &mut rand_core::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A certificate for `subject` as a signer with `--ca phone:…` makes
+    /// it: laid out by ssh-key, its signature key the passkey's, signed by
+    /// the phone (the assertion over the to-be-signed bytes).
+    fn phone_signed(subject: &PrivateKey) -> IssuedCert {
+        let rp = RelyingParty::new(RP, ORIGIN).unwrap();
+        let mut phone = SoftAuthenticator::new(RP, ORIGIN);
+        let cred =
+            verify_registration(&rp, b"enrol", &phone.create(b"enrol").response(), UV).unwrap();
+        let ca = openssh::public_key(&cred, RP).to_bytes().unwrap();
+        let now = now_s();
+        let mut b = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand_core::OsRng,
+            subject.public_key().key_data().clone(),
+            now - 60,
+            now + 3600,
+        )
+        .unwrap();
+        b.valid_principal("alice").unwrap();
+        let laid_out = b.sign(&p256()).unwrap().to_bytes().unwrap();
+        let parts = openssh::certificate_parts(&laid_out).unwrap();
+        let mut tbs = parts.tbs[..parts.tbs.len() - 4 - parts.signature_key.len()].to_vec();
+        put_string(&mut tbs, &ca);
+        let got = phone.get(&tbs);
+        let v = verify_assertion(&rp, &cred, &tbs, &got.response(), UV).unwrap();
+        let sig = openssh::webauthn_signature(&v, &tbs).unwrap();
+        IssuedCert {
+            certificate: openssh::certificate_with_signature(&tbs, &sig),
+            ca_public_key: ca,
+            valid_after: now - 60,
+            valid_before: now + 3600,
+        }
+    }
+
+    #[test]
+    fn a_phone_signed_certificate_is_used_only_if_its_passkey_signature_verifies() {
+        let subject = p256();
+        let good = phone_signed(&subject);
+        let cert = check(&subject, &good).expect("the phone-signed certificate checks out");
+        assert_eq!(cert.valid_principals(), ["alice".to_owned()]);
+
+        // Any byte of the signature changed: refused (the tail holds the
+        // clientDataJSON, the middle the ECDSA signature).
+        let n = good.certificate.len();
+        let sig_at = n - openssh::certificate_parts(&good.certificate)
+            .unwrap()
+            .signature
+            .len();
+        for at in [sig_at + 60, sig_at + 100, n - 10] {
+            let mut bad = good.clone();
+            bad.certificate[at] ^= 1;
+            assert!(
+                check(&subject, &bad).is_err(),
+                "signature byte {at} changed"
+            );
+        }
+        // A changed principal (to-be-signed bytes): refused.
+        let mut bad = good.clone();
+        let at = bad
+            .certificate
+            .windows(5)
+            .position(|w| w == b"alice")
+            .unwrap();
+        bad.certificate[at] = b'm';
+        assert!(check(&subject, &bad).is_err());
+        // Another phone's signature over the same body: refused.
+        let other = phone_signed(&subject);
+        let mut swapped = good.clone();
+        let good_parts = openssh::certificate_parts(&good.certificate).unwrap();
+        let other_parts = openssh::certificate_parts(&other.certificate).unwrap();
+        swapped.certificate =
+            openssh::certificate_with_signature(good_parts.tbs, other_parts.signature);
+        assert!(check(&subject, &swapped).is_err());
+        // Named CA not the one that signed: refused.
+        let mut renamed = good.clone();
+        renamed.ca_public_key = other.ca_public_key.clone();
+        assert!(check(&subject, &renamed).is_err());
+        // Not our key: refused.
+        assert!(check(&p256(), &good).is_err());
     }
 }
