@@ -510,3 +510,115 @@ asyncio.run(main(sys.argv[1]))
         l.contains("a passkey key signs only SSH logins and ssh-keygen signatures")
     });
 }
+
+/// The phone as CA: `ca = "phone:pixel"` makes the session certificate a
+/// card on that phone whose Approve is the passkey's signature over the
+/// certificate; one approval, then twenty `ssh` 9.2 logins into an sshd
+/// that trusts only that CA line (with the `CASignatureAlgorithms` line
+/// `vmux signer ca` prints) and no further card; removing the phone takes
+/// its CA line out and no certificate is issued with it.
+#[test]
+fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phone_no_longer() {
+    let dir = test_dir();
+    let world = PhoneWorld::start_approving(dir.path(), "allow-all", "ca = \"phone:pixel\"\n", &[]);
+    let phone = world.enrolled_phone("pixel");
+    let passkey = passkey_line(&world).expect("passkey line");
+
+    // `vmux signer ca`: the passkey's line on stdout, the sshd line on stderr.
+    let ca = run(&mut world.signer.cmd(&["ca"]));
+    assert_success(&ca, "vmux signer ca");
+    let ca_stdout = String::from_utf8_lossy(&ca.stdout).into_owned();
+    let ca_stderr = String::from_utf8_lossy(&ca.stderr).into_owned();
+    let fields = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(ca_stdout.lines().count(), 1, "{ca_stdout}");
+    assert_eq!(fields(&ca_stdout), fields(&passkey));
+    let sshd_line = ca_stderr
+        .lines()
+        .find(|l| l.starts_with("CASignatureAlgorithms "))
+        .unwrap_or_else(|| panic!("no sshd line: {ca_stderr}"))
+        .to_owned();
+    assert_eq!(
+        sshd_line,
+        "CASignatureAlgorithms +webauthn-sk-ecdsa-sha2-nistp256@openssh.com"
+    );
+
+    // The agent asks for its certificate on connecting: a card on the
+    // phone, approved once.
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&world.signer, &[]);
+    let card = phone.card_text("certificate");
+    assert!(card.contains("passkey"), "{card}");
+    assert!(card.contains("valid 8 h"), "{card}");
+    assert!(card.contains(&login_user()), "{card}");
+    phone.tap("certificate", "Approve");
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    phone.wait_cards(0);
+
+    let cert = agent_lines(&agent)
+        .lines()
+        .find(|l| l.ends_with(" vmux-session-cert"))
+        .map(str::to_owned)
+        .expect("the session certificate is listed");
+    let cert_file = dir.path().join("session-cert.pub");
+    std::fs::write(&cert_file, format!("{cert}\n")).unwrap();
+    let shown = run(Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert_file));
+    assert_success(&shown, "ssh-keygen -L");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains("Signing CA: ECDSA-SK ")
+            && shown.contains("webauthn-sk-ecdsa-sha2-nistp256@openssh.com"),
+        "{shown}"
+    );
+    assert!(shown.contains(&login_user()), "{shown}");
+
+    let ca_file = dir.path().join("phone-ca.pub");
+    std::fs::write(&ca_file, &ca_stdout).unwrap();
+    let trust = format!("TrustedUserCAKeys {}", ca_file.display());
+    let sshd = Sshd::start(dir.path(), "", &[&trust, &sshd_line]);
+    for i in 0..20 {
+        sshd.assert_login(
+            &agent,
+            &format!("login {i} with the phone-signed certificate"),
+        );
+    }
+    assert_eq!(
+        sshd.daemon
+            .count(|l| l.contains("Accepted publickey") && l.contains("ECDSA-CERT")),
+        20,
+        "{}",
+        sshd.daemon.output()
+    );
+    assert_eq!(phone.cards(), 0, "no card after the one approval");
+    // Without the CASignatureAlgorithms line, OpenSSH 9.2's sshd refuses
+    // the certificate: the line is needed.
+    let strict = Sshd::start(dir.path(), "", &[&trust]);
+    assert!(!strict.ssh(&agent, &[], "true").status.success());
+    assert_eq!(strict.accepted(), 0);
+
+    // Lost phone: removed, its CA line is no longer printed and no
+    // certificate is issued with it (no card either).
+    ok(&mut world.signer.cmd(&["phone", "remove", "pixel"]));
+    let ca = run(&mut world.signer.cmd(&["ca"]));
+    assert!(!ca.status.success());
+    assert!(
+        ca.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ca.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&ca.stderr).contains("pixel is not enrolled"),
+        "{}",
+        String::from_utf8_lossy(&ca.stderr)
+    );
+    let again = run(&mut agent.cmd(&["cert"]));
+    assert!(!again.status.success());
+    world
+        .signer
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("not enrolled (removed?), so not a CA"));
+}
