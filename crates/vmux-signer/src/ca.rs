@@ -443,4 +443,17 @@ mod tests {
             Err(ErrorCode::PolicyDenied)
         );
     }
+
+    #[test]
+    fn the_ca_choice_reads_software_or_phone_names() {
+        assert_eq!(CaChoice::parse(""), Ok(CaChoice::Software));
+        assert_eq!(CaChoice::parse("software"), Ok(CaChoice::Software));
+        assert_eq!(
+            CaChoice::parse("phone:pixel, phone:ipad,phone:pixel"),
+            Ok(CaChoice::Phones(vec!["pixel".into(), "ipad".into()]))
+        );
+        for bad in ["pixel", "phone:", "phone:a,b", "file:/x", "phone:\u{202e}x"] {
+            assert!(CaChoice::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

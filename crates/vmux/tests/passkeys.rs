@@ -622,3 +622,102 @@ fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phon
         .daemon()
         .wait_line(WAIT, |l| l.contains("not enrolled (removed?), so not a CA"));
 }
+
+/// The fingerprint (`SHA256:…`) of the key on an OpenSSH public-key line.
+fn fingerprint(dir: &Path, line: &str) -> String {
+    let file = dir.join(format!("fp-{}.pub", unique()));
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let out = ok(Command::new("ssh-keygen").arg("-l").arg("-f").arg(&file));
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("ssh-keygen -l: {out}"))
+        .to_owned()
+}
+
+/// The signing CA line of the agent's session certificate, as
+/// `ssh-keygen -L` shows it.
+fn signing_ca(dir: &Path, agent: &Agent) -> String {
+    let cert = agent_lines(agent)
+        .lines()
+        .find(|l| l.ends_with(" vmux-session-cert"))
+        .map(str::to_owned)
+        .expect("the session certificate is listed");
+    let file = dir.join(format!("cert-{}.pub", unique()));
+    std::fs::write(&file, format!("{cert}\n")).unwrap();
+    let shown = ok(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&file));
+    shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("Signing CA:"))
+        .unwrap_or_else(|| panic!("ssh-keygen -L: {shown}"))
+        .to_owned()
+}
+
+/// Two CA phones: the certificate card shows on both, the first to
+/// approve signs it and the other's card goes away; `vmux signer ca`
+/// prints both lines; once one is removed, the other alone is the CA.
+#[test]
+fn with_two_ca_phones_the_first_to_approve_signs_and_a_removed_one_leaves_the_other() {
+    let dir = test_dir();
+    let world = PhoneWorld::start_approving(
+        dir.path(),
+        "allow-all",
+        "ca = \"phone:pixel,phone:iphone\"\n",
+        &[],
+    );
+    let pixel = world.enrolled_phone("pixel");
+    let iphone = world.enrolled_phone("iphone");
+    pixel.wait_signed_in();
+    iphone.wait_signed_in();
+    let lines = ok(&mut world.signer.cmd(&["ca"]));
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with(SK) && lines[0].ends_with(" pixel"));
+    assert!(lines[1].starts_with(SK) && lines[1].ends_with(" iphone"));
+    let (pixel_fp, iphone_fp) = (
+        fingerprint(dir.path(), lines[0]),
+        fingerprint(dir.path(), lines[1]),
+    );
+
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&world.signer, &[]);
+    pixel.card_text("certificate");
+    iphone.card_text("certificate");
+    iphone.tap("certificate", "Approve");
+    pixel.wait_cards(0);
+    iphone.wait_cards(0);
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    let ca = signing_ca(dir.path(), &agent);
+    assert!(
+        ca.contains("ECDSA-SK") && ca.contains(&iphone_fp),
+        "signed by the iphone: {ca}"
+    );
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("certificate") && l.contains("on phone iphone")),
+        "{audit}"
+    );
+
+    // The iphone is lost: removed, its line is no longer printed, and the
+    // next certificate is a card on the pixel alone, signed by it.
+    ok(&mut world.signer.cmd(&["phone", "remove", "iphone"]));
+    let lines = ok(&mut world.signer.cmd(&["ca"]));
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    assert!(lines.trim_end().ends_with(" pixel"), "{lines}");
+    let cert = agent
+        .cmd(&["cert"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vmux agent cert");
+    pixel.tap("certificate", "Approve");
+    let out = finish(cert, Duration::from_secs(90));
+    assert_success(&out, "vmux agent cert");
+    pixel.wait_cards(0);
+    let ca = signing_ca(dir.path(), &agent);
+    assert!(ca.contains(&pixel_fp), "signed by the pixel: {ca}");
+}
