@@ -11,6 +11,12 @@
 //!   the page records it);
 //! - answered: from the page starting the approve POST (`window.fetch`
 //!   wrapped in the page records it) to the agent's answer arriving here.
+//!
+//! Then [`PASSKEY_REQUESTS`] sign requests with the phone's passkey key,
+//! each after one with the software key (the added latency of a passkey
+//! signature = the difference of their percentiles), and [`CERTS`]
+//! `vmux agent cert` with the phone as CA (the time to issue a
+//! phone-signed certificate).
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +32,10 @@ use super::{err, run, Client, Daemon, Res, Table};
 
 /// Sign requests measured.
 const REQUESTS: usize = 200;
+/// Sign requests with the phone's passkey key measured.
+const PASSKEY_REQUESTS: usize = 100;
+/// Phone-signed certificates measured.
+const CERTS: usize = 20;
 
 /// The relying party's name, mapped to loopback in the browser only.
 const RP: &str = "signer.vmux.test";
@@ -95,11 +105,12 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         "--type",
         "ed25519",
     ])?;
-    // No session certificate: every card is one of the measured requests
-    // (or the pairing).
+    // No automatic session certificate: every card is one of the
+    // measured requests (or the pairing). The CA is the phone's passkey,
+    // for the phone-signed certificates measured last.
     std::fs::write(
         home.join("signer.toml"),
-        "[certificates]\nauto_issue = false\n",
+        "ca = \"phone:bench-phone\"\n[certificates]\nauto_issue = false\n",
     )
     .map_err(err("signer.toml"))?;
     let pki = TestPki::new(&d.join("phone-pki"), &[RP]);
@@ -175,7 +186,13 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     if !failed.is_empty() {
         return Err(format!("the phone failed: {}", failed.join("; ")));
     }
-    let (sent, answered) = spans?;
+    let Spans {
+        sent,
+        answered,
+        software,
+        passkey,
+        certs,
+    } = spans?;
     let rec = phone
         .page()
         .try_eval("window.__vmuxBench")
@@ -186,17 +203,18 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         .as_array()
         .map(|a| a.iter().filter(|c| c["kind"] == "sign").collect())
         .unwrap_or_default();
-    if cards.len() != sent.len() {
+    // The software key's cards come first, then the passkey's.
+    if cards.len() != sent.len() + software.len() + passkey.len() {
         return Err(format!(
             "{} sign requests but {} sign cards on the page",
-            sent.len(),
+            sent.len() + software.len() + passkey.len(),
             cards.len()
         ));
     }
     let mut shown = Vec::new();
     let mut answer = Vec::new();
     let mut total = Vec::new();
-    for (i, card) in cards.iter().enumerate() {
+    for (i, card) in cards.iter().take(sent.len()).enumerate() {
         let id = card["id"].as_str().unwrap_or_default();
         let at = card["shown"].as_f64().ok_or("a card without its time")?;
         let approve = rec["approves"][id]
@@ -246,13 +264,85 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         "",
         1,
     );
+    // The passkey key: the same card and tap, then the assertion over the
+    // data itself, its conversion to a webauthn-sk signature and the
+    // checks by the signer and the agent. Added latency = its percentile
+    // minus the software key's, over requests sent alternately (whole
+    // requests, tapped at once).
+    let (mut software, mut passkey, mut certs) = (software, passkey, certs);
+    for v in [&mut software, &mut passkey, &mut certs] {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    let pn = passkey.len();
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(
+            &format!("phone: passkey sig, added {name}, {pn}+{pn} alt."),
+            pct(&passkey, p) - pct(&software, p),
+            None,
+            "ms",
+            "",
+            1,
+        );
+    }
+    t.row_prec(
+        "  passkey sig, whole request, p50",
+        pct(&passkey, 0.5),
+        None,
+        "ms",
+        "",
+        1,
+    );
+    let cn = certs.len();
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(
+            &format!("phone: phone-signed cert issued {name}, {cn}"),
+            pct(&certs, p),
+            None,
+            "ms",
+            "",
+            1,
+        );
+    }
     Ok(())
+}
+
+/// What the agent's side measured: the software key's requests (sent,
+/// answered times), then alternately a software key's and the passkey
+/// key's whole requests, and the
+/// phone-signed certificates' issue times, in milliseconds.
+struct Spans {
+    sent: Vec<f64>,
+    answered: Vec<f64>,
+    software: Vec<f64>,
+    passkey: Vec<f64>,
+    certs: Vec<f64>,
+}
+
+/// Userauth data as `ssh` sends it (the passkey key signs only logins
+/// and SSHSIG): a random session id, user `bench`, the key.
+fn userauth(n: usize, blob: &[u8]) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+    let mut out = Vec::new();
+    let mut sid = [0u8; 32];
+    sid[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    put(&mut out, &sid);
+    out.push(50);
+    for s in [&b"bench"[..], b"ssh-connection", b"publickey"] {
+        put(&mut out, s);
+    }
+    out.push(1);
+    put(&mut out, b"sk-ecdsa-sha2-nistp256@openssh.com");
+    put(&mut out, blob);
+    out
 }
 
 /// Starts an agent, pairs it through the page (the stand-in approves the
 /// card; the code is confirmed here as its user would), then sends
 /// [`REQUESTS`] sign requests one at a time: (sent, answered) times.
-fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<(Vec<f64>, Vec<f64>)> {
+fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<Spans> {
     let agent = Daemon::spawn(
         Command::new(vmux)
             .arg("--home")
@@ -301,5 +391,43 @@ fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<(Vec<f64>, Vec<f6
             .map_err(|e| format!("sign request {n}: {e}"))?;
         answered.push(now_ms());
     }
-    Ok((sent, answered))
+    let ids = c.identities()?;
+    let passkey_blob = ids
+        .iter()
+        .map(|(b, _)| b)
+        .find(|b| b.get(4..38) == Some(b"sk-ecdsa-sha2-nistp256@openssh.com".as_slice()))
+        .ok_or("no passkey key through the agent")?;
+    // Alternately, so that both see the same conditions: a software-key
+    // request and a passkey one, each whole (sent to answered).
+    let mut passkey = Vec::with_capacity(PASSKEY_REQUESTS);
+    let mut software = Vec::with_capacity(PASSKEY_REQUESTS);
+    for n in 0..PASSKEY_REQUESTS {
+        let data = format!("vmux-bench phone challenge, paired {n}");
+        let t0 = now_ms();
+        c.sign(&blob, data.as_bytes())
+            .map_err(|e| format!("paired sign request {n}: {e}"))?;
+        software.push(now_ms() - t0);
+        let data = userauth(n, passkey_blob);
+        let t0 = now_ms();
+        c.sign(passkey_blob, &data)
+            .map_err(|e| format!("passkey sign request {n}: {e}"))?;
+        passkey.push(now_ms() - t0);
+    }
+    let mut certs = Vec::with_capacity(CERTS);
+    for n in 0..CERTS {
+        let t0 = now_ms();
+        run(Command::new(vmux)
+            .arg("--home")
+            .arg(agent_home)
+            .args(["agent", "cert"]))
+        .map_err(|e| format!("phone-signed certificate {n}: {e}"))?;
+        certs.push(now_ms() - t0);
+    }
+    Ok(Spans {
+        sent,
+        answered,
+        software,
+        passkey,
+        certs,
+    })
 }
