@@ -333,3 +333,104 @@ fn conversion_test_vector_verifies_with_ssh_keygen() {
         "64bda2bb35216a3d403b60131e22b3c867ce1970ae3d127c035f3ecc73c5fc6a"
     );
 }
+
+/// The to-be-signed bytes of the certificate test vector
+/// (docs/PROTOCOL.md §12.6): subject key scalar = SHA-256("vmux cert
+/// vector subject"), nonce 32 × 0x11, serial 1, a user certificate, key
+/// id `vmux test vector`, principal `alice`, valid from 1000000 to
+/// 2000000000, extension `permit-pty`, signature key `ca_blob`.
+fn certificate_vector_tbs(ca_blob: &[u8]) -> Vec<u8> {
+    let subject =
+        p256::ecdsa::SigningKey::from_bytes(&Sha256::digest(b"vmux cert vector subject")).unwrap();
+    let point = subject.verifying_key().to_encoded_point(false);
+    let mut t = Vec::new();
+    put_string(&mut t, b"ecdsa-sha2-nistp256-cert-v01@openssh.com");
+    put_string(&mut t, &[0x11; 32]);
+    put_string(&mut t, b"nistp256");
+    put_string(&mut t, point.as_bytes());
+    t.extend_from_slice(&1u64.to_be_bytes());
+    t.extend_from_slice(&1u32.to_be_bytes());
+    put_string(&mut t, b"vmux test vector");
+    let mut principals = Vec::new();
+    put_string(&mut principals, b"alice");
+    put_string(&mut t, &principals);
+    t.extend_from_slice(&1_000_000u64.to_be_bytes());
+    t.extend_from_slice(&2_000_000_000u64.to_be_bytes());
+    put_string(&mut t, b"");
+    let mut extensions = Vec::new();
+    put_string(&mut extensions, b"permit-pty");
+    put_string(&mut extensions, b"");
+    put_string(&mut t, &extensions);
+    put_string(&mut t, b"");
+    put_string(&mut t, ca_blob);
+    t
+}
+
+/// The phone-as-CA test vector (docs/PROTOCOL.md §12.6): the key of the
+/// conversion vector signs a certificate (assertion over its to-be-signed
+/// bytes, converted as for any data); `ssh-keygen -L`, which verifies a
+/// certificate's CA signature when it reads it, shows it signed by an
+/// ECDSA-SK CA in the WebAuthn format, and refuses it with one signature
+/// byte changed; ours verifies it too.
+#[test]
+fn certificate_test_vector_reads_with_ssh_keygen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = SoftAuthenticator::new(RP, ORIGIN);
+    let d = Sha256::digest(b"vmux-webauthn test vector key");
+    a.key = p256::ecdsa::SigningKey::from_bytes(&d).unwrap();
+    a.credential_id = b"vmux test credential".to_vec();
+    let reg = a.create(b"enrolment challenge");
+    let c = verify_registration(&rp(), b"enrolment challenge", &reg.response(), UV).unwrap();
+    let ca_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
+    let tbs = certificate_vector_tbs(&ca_blob);
+    let x = a.get(&tbs);
+    let v = verify_assertion(&rp(), &c, &tbs, &x.response(), UV).unwrap();
+    let sig = openssh::webauthn_signature(&v, &tbs).unwrap();
+    let cert = openssh::certificate_with_signature(&tbs, &sig);
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    println!("tbs: {}", hex(&tbs));
+    println!("certificate: {}", hex(&cert));
+    let (parts, verified) = openssh::verify_sk_certificate(&cert, UV).unwrap();
+    assert_eq!(parts.tbs, tbs.as_slice());
+    assert_eq!(verified.counter(), 1);
+
+    let keygen_l = |blob: &[u8]| {
+        let file = dir.path().join("cert.pub");
+        std::fs::write(
+            &file,
+            format!(
+                "ecdsa-sha2-nistp256-cert-v01@openssh.com {}\n",
+                STANDARD.encode(blob)
+            ),
+        )
+        .unwrap();
+        Command::new("ssh-keygen")
+            .arg("-L")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let shown = keygen_l(&cert);
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains("Signing CA: ECDSA-SK ")
+            && text.contains("(using webauthn-sk-ecdsa-sha2-nistp256@openssh.com)")
+            && text.contains("alice"),
+        "{text}"
+    );
+    let mut bad = cert.clone();
+    let at = bad.len() - parts.signature.len() + 60;
+    bad[at] ^= 1;
+    assert!(!keygen_l(&bad).status.success());
+    assert!(openssh::verify_sk_certificate(&bad, UV).is_err());
+    assert_eq!(
+        hex(&Sha256::digest(&cert)),
+        "711af0d9bf98a76b3791213a88eb57ccd9977a2394d5ebf026147c15fbbf4ee0"
+    );
+}
