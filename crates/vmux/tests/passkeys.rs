@@ -721,3 +721,40 @@ fn with_two_ca_phones_the_first_to_approve_signs_and_a_removed_one_leaves_the_ot
     let ca = signing_ca(dir.path(), &agent);
     assert!(ca.contains(&pixel_fp), "signed by the pixel: {ca}");
 }
+
+/// Renewal with the phone as CA is a new card on the phone, never a
+/// silent signature: the agent (validity 8 s, renewing with 5 s left)
+/// installs the renewed certificate only after the second tap.
+#[test]
+fn renewal_with_the_phone_as_ca_is_a_new_card() {
+    let dir = test_dir();
+    let world = PhoneWorld::start_approving(dir.path(), "allow-all", "ca = \"phone:pixel\"\n", &[]);
+    let phone = world.enrolled_phone("pixel");
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(
+        &world.signer,
+        &["--cert-validity", "8", "--cert-renew-before", "5"],
+    );
+    let installed = |n| {
+        agent
+            .daemon()
+            .wait_nth(n, WAIT, |l| l.contains("session certificate installed"));
+    };
+    phone.tap("certificate", "Approve");
+    installed(1);
+    let first = agent.status()["certificate"]["serial"].as_u64().unwrap();
+    phone.wait_cards(0);
+    // The renewal: a card again, and nothing installed until it is tapped.
+    let card = phone.card_text("certificate");
+    assert!(card.contains("passkey"), "{card}");
+    assert_eq!(
+        agent
+            .daemon()
+            .count(|l| l.contains("session certificate installed")),
+        1
+    );
+    phone.tap("certificate", "Approve");
+    installed(2);
+    let second = agent.status()["certificate"]["serial"].as_u64().unwrap();
+    assert_ne!(first, second, "renewal makes a new certificate");
+}
