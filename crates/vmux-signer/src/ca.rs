@@ -360,7 +360,7 @@ impl PhoneDraft {
     /// The certificate with the phone's `webauthn-sk` signature, checked
     /// as sshd checks it (by the passkey, user verification required)
     /// before it is returned.
-    pub fn finish(self, signature: &[u8]) -> Result<IssuedCert, vmux_webauthn::Error> {
+    pub fn finish(&self, signature: &[u8]) -> Result<IssuedCert, vmux_webauthn::Error> {
         let certificate = vmux_webauthn::openssh::certificate_with_signature(&self.tbs, signature);
         let (parts, _) = vmux_webauthn::openssh::verify_sk_certificate(
             &certificate,
@@ -371,7 +371,7 @@ impl PhoneDraft {
         }
         Ok(IssuedCert {
             certificate,
-            ca_public_key: self.ca_key,
+            ca_public_key: self.ca_key.clone(),
             valid_after: self.valid_after,
             valid_before: self.valid_before,
         })
@@ -455,5 +455,66 @@ mod tests {
         for bad in ["pixel", "phone:", "phone:a,b", "file:/x", "phone:\u{202e}x"] {
             assert!(CaChoice::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_phone_draft_is_finished_only_with_its_passkeys_signature_over_it() {
+        use vmux_webauthn::testing::SoftAuthenticator;
+        use vmux_webauthn::{openssh, verify_assertion, verify_registration, RelyingParty};
+        const RP: &str = "signer.vmux.test";
+        const ORIGIN: &str = "https://signer.vmux.test:8443";
+        const UV: vmux_webauthn::UserVerification = vmux_webauthn::UserVerification::Required;
+        let rp = RelyingParty::new(RP, ORIGIN).unwrap();
+        let mut phone = SoftAuthenticator::new(RP, ORIGIN);
+        let cred =
+            verify_registration(&rp, b"enrol", &phone.create(b"enrol").response(), UV).unwrap();
+        let ca = openssh::public_key(&cred, RP);
+        let eph = PrivateKey::random(
+            &mut rand_core::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .unwrap();
+        let blob = eph.public_key().to_bytes().unwrap();
+        let policy = CertPolicy {
+            principals: vec!["alice".into()],
+            ..CertPolicy::default()
+        };
+        let draft = |now| PhoneDraft::new(&blob, "vmux laptop", 3600, &policy, now, &ca).unwrap();
+        let d = draft(1_000_000);
+        assert!(d.tbs.ends_with(&ca.to_bytes().unwrap()));
+        assert_eq!((d.valid_after, d.valid_before), (999_700, 1_003_600));
+        let sign = |phone: &mut SoftAuthenticator, data: &[u8]| {
+            let got = phone.get(data);
+            let v = verify_assertion(&rp, &cred, data, &got.response(), UV).unwrap();
+            openssh::webauthn_signature(&v, data).unwrap()
+        };
+        // The passkey's signature over another draft (another nonce and
+        // serial) does not finish this one.
+        let other = draft(1_000_000);
+        let wrong = sign(&mut phone, &other.tbs);
+        assert!(d.finish(&wrong).is_err());
+        let good = sign(&mut phone, &d.tbs);
+        let issued = d.finish(&good).unwrap();
+        assert_eq!(issued.ca_public_key, ca.to_bytes().unwrap());
+        let (parts, _) = openssh::verify_sk_certificate(&issued.certificate, UV).unwrap();
+        let cert = openssh::certificate_fields(&parts).unwrap();
+        assert_eq!(cert.valid_principals(), ["alice".to_owned()]);
+        assert_eq!(cert.public_key(), eph.public_key().key_data());
+        assert!(cert.key_id().starts_with("vmux laptop serial "));
+        // Only P-256 session keys are certified, as by the software CA.
+        let ed = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
+        assert!(matches!(
+            PhoneDraft::new(
+                &ed.public_key().to_bytes().unwrap(),
+                "x",
+                60,
+                &policy,
+                0,
+                &ca
+            ),
+            Err(ErrorCode::PolicyDenied)
+        ));
     }
 }

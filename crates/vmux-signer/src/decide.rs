@@ -501,8 +501,7 @@ impl<A: Approver + 'static> Server<A> {
             info!(phone = %name, "removed while deciding; no certificate");
             return Err(ErrorCode::PolicyDenied);
         }
-        let tbs = draft.tbs.clone();
-        vmux_webauthn::openssh::webauthn_signature(assertion.assertion(), &tbs)
+        vmux_webauthn::openssh::webauthn_signature(assertion.assertion(), &draft.tbs)
             .and_then(|sig| draft.finish(&sig))
             .map_err(|e| {
                 warn!(phone = %name, error = %e, "the phone's assertion did not make a valid certificate signature by its passkey");
