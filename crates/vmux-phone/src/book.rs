@@ -33,6 +33,62 @@ pub struct PhoneRecord {
     /// of its SSH key (empty in files written before it was stored).
     #[serde(default)]
     pub rp_id: String,
+    /// Its pages' Web Push subscriptions (none in older files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push: Vec<PushSubscription>,
+}
+
+/// One Web Push subscription of a phone's page (RFC 8030/8291): where to
+/// post and the keys to encrypt for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PushSubscription {
+    /// The push service's URL for this subscription (https).
+    pub endpoint: String,
+    /// The page's P-256 public key, SEC1 uncompressed, base64url.
+    pub p256dh: String,
+    /// The 16-byte authentication secret, base64url.
+    pub auth: String,
+    /// When it was stored, Unix seconds.
+    pub added_at: u64,
+}
+
+/// The most subscriptions one phone keeps (the oldest go first).
+pub const MAX_PUSH_PER_PHONE: usize = 4;
+
+/// The longest endpoint URL accepted.
+const MAX_ENDPOINT_LEN: usize = 1024;
+
+impl PushSubscription {
+    /// A subscription as the page sends it, checked: an `https://` URL
+    /// without spaces or controls, a 65-byte uncompressed P-256 point and a
+    /// 16-byte secret. `None` if any part is malformed.
+    pub fn checked(endpoint: &str, p256dh: &str, auth: &str, now: u64) -> Option<PushSubscription> {
+        let host = endpoint.strip_prefix("https://")?;
+        if endpoint.len() > MAX_ENDPOINT_LEN
+            || host.is_empty()
+            || host.starts_with('/')
+            || endpoint
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return None;
+        }
+        let key = B64URL.decode(p256dh.trim_end_matches('=')).ok()?;
+        if key.len() != 65 || key[0] != 4 {
+            return None;
+        }
+        let secret = B64URL.decode(auth.trim_end_matches('=')).ok()?;
+        if secret.len() != 16 {
+            return None;
+        }
+        Some(PushSubscription {
+            endpoint: endpoint.to_owned(),
+            p256dh: B64URL.encode(key),
+            auth: B64URL.encode(secret),
+            added_at: now,
+        })
+    }
 }
 
 impl PhoneRecord {
@@ -147,6 +203,7 @@ impl PhoneBook {
             counter: credential.counter(),
             added_at: now,
             last_seen: Some(now),
+            push: Vec::new(),
         };
         self.update(|f| {
             if f.phones.iter().any(|p| p.name == name) {
@@ -212,6 +269,41 @@ impl PhoneBook {
             }
             Ok(())
         })
+    }
+
+    /// Stores a Web Push subscription for `name`'s page (replacing one
+    /// with the same endpoint; the oldest dropped beyond
+    /// [`MAX_PUSH_PER_PHONE`]).
+    pub fn subscribe(&self, name: &str, sub: PushSubscription) -> Result<(), BookError> {
+        self.update(|f| {
+            let p = f
+                .phones
+                .iter_mut()
+                .find(|p| p.name == name)
+                .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
+            p.push.retain(|s| s.endpoint != sub.endpoint);
+            p.push.push(sub);
+            let extra = p.push.len().saturating_sub(MAX_PUSH_PER_PHONE);
+            p.push.drain(..extra);
+            Ok(())
+        })
+    }
+
+    /// Removes the subscription with this endpoint from `name` (or from
+    /// every phone if `name` is `None`); whether one was removed.
+    pub fn unsubscribe(&self, name: Option<&str>, endpoint: &str) -> Result<bool, BookError> {
+        let mine = |p: &PhoneRecord| name.is_none_or(|n| p.name == n);
+        let has = |p: &PhoneRecord| mine(p) && p.push.iter().any(|s| s.endpoint == endpoint);
+        if !self.list().iter().any(has) {
+            return Ok(false);
+        }
+        self.update(|f| {
+            for p in f.phones.iter_mut().filter(|p| mine(p)) {
+                p.push.retain(|s| s.endpoint != endpoint);
+            }
+            Ok(())
+        })?;
+        Ok(true)
     }
 
     /// Removes a phone; returns its record.
@@ -352,6 +444,65 @@ mod tests {
             vmux_webauthn::openssh::authorized_keys_line(&cred, "signer.vmux.test", "pixel")
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn push_subscriptions_checked_stored_bounded_and_gone_with_the_phone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let origin = "https://signer.vmux.test";
+        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
+        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let cred = vmux_webauthn::verify_registration(
+            &rp,
+            b"c",
+            &auth.create(b"c").response(),
+            vmux_webauthn::UserVerification::Required,
+        )
+        .unwrap();
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
+        let mut point = vec![4u8];
+        point.extend([7u8; 64]);
+        let key = B64URL.encode(&point);
+        let secret = B64URL.encode([9u8; 16]);
+        let sub = |e: &str| PushSubscription::checked(e, &key, &secret, 2);
+        assert!(sub("http://push.test/x").is_none());
+        assert!(sub("https://").is_none());
+        assert!(sub("https://push.test/a b").is_none());
+        assert!(PushSubscription::checked("https://p.test/x", &secret, &secret, 2).is_none());
+        assert!(PushSubscription::checked("https://p.test/x", &key, &key, 2).is_none());
+        assert!(sub(&format!("https://p.test/{}", "x".repeat(1100))).is_none());
+        for i in 0..6 {
+            book.subscribe("pixel", sub(&format!("https://p.test/{i}")).unwrap())
+                .unwrap();
+        }
+        book.subscribe("pixel", sub("https://p.test/5").unwrap())
+            .unwrap();
+        assert!(matches!(
+            book.subscribe("nokia", sub("https://p.test/9").unwrap()),
+            Err(BookError::NoSuchPhone(_))
+        ));
+        drop(book);
+        let phones = read_phones(&path).unwrap();
+        let ends: Vec<_> = phones[0].push.iter().map(|s| s.endpoint.as_str()).collect();
+        assert_eq!(
+            ends,
+            [
+                "https://p.test/2",
+                "https://p.test/3",
+                "https://p.test/4",
+                "https://p.test/5"
+            ]
+        );
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        assert!(book.unsubscribe(Some("pixel"), "https://p.test/3").unwrap());
+        assert!(!book.unsubscribe(Some("pixel"), "https://p.test/3").unwrap());
+        assert!(!book.unsubscribe(Some("nokia"), "https://p.test/4").unwrap());
+        assert!(book.unsubscribe(None, "https://p.test/4").unwrap());
+        assert_eq!(book.list()[0].push.len(), 2);
+        book.remove("pixel").unwrap();
+        assert!(read_phones(&path).unwrap().is_empty());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct PhoneView {
     pub last_seen: Option<u64>,
     /// Whether it has a page open now.
     pub online: bool,
+    /// How many Web Push subscriptions it has (it can be woken if any).
+    pub push: usize,
 }
 
 /// Why the page's origin cannot be used.
@@ -141,6 +143,7 @@ impl Phones {
                 name: p.name,
                 added_at: p.added_at,
                 last_seen: p.last_seen,
+                push: p.push.len(),
             })
             .collect()
     }

@@ -617,6 +617,56 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
     }
 }
 
+/// A subscription as `PushSubscription.toJSON()` gives it.
+#[derive(Deserialize)]
+struct SubscribeBody {
+    endpoint: String,
+    keys: SubscribeKeys,
+}
+
+#[derive(Deserialize)]
+struct SubscribeKeys {
+    p256dh: String,
+    auth: String,
+}
+
+async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    let b: SubscribeBody = parse(&body)?;
+    let sub = crate::book::PushSubscription::checked(
+        &b.endpoint,
+        &b.keys.p256dh,
+        &b.keys.auth,
+        vmux_home::time::now_s(),
+    )
+    .ok_or_else(|| ApiError::bad("not a Web Push subscription this signer can use"))?;
+    app.phones
+        .book
+        .subscribe(&phone, sub)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    info!(phone = %phone, "the page subscribed to Web Push");
+    Ok(Json(json!({ "subscribed": true })).into_response())
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeBody {
+    endpoint: String,
+}
+
+async fn push_unsubscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    let b: UnsubscribeBody = parse(&body)?;
+    let removed = app
+        .phones
+        .book
+        .unsubscribe(Some(&phone), &b.endpoint)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if removed {
+        info!(phone = %phone, "the page unsubscribed from Web Push");
+    }
+    Ok(Json(json!({ "unsubscribed": removed })).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page")
 }
@@ -638,6 +688,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/requests/{id}/approve", post(approve))
         .route("/api/requests/{id}/deny", post(deny))
         .route("/api/agents/{id}/unpair", post(unpair))
+        .route("/api/push/subscribe", post(push_subscribe))
+        .route("/api/push/unsubscribe", post(push_unsubscribe))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), check_origin))
         .layer(DefaultBodyLimit::max(MAX_BODY))

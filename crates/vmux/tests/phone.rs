@@ -508,3 +508,76 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
     // The signer still runs and answers its own commands.
     assert!(ok(&mut signer.cmd(&["phones"])).contains("No phones enrolled"));
 }
+
+#[test]
+fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_removes_it() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    assert!(
+        !world.phones().contains("can be woken"),
+        "{}",
+        world.phones()
+    );
+
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let point = p256::SecretKey::from_slice(&[7u8; 32])
+        .expect("a scalar")
+        .public_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let sub = json!({
+        "endpoint": "https://push.vmux.test/send/abc",
+        "keys": { "p256dh": B64URL.encode(&point), "auth": B64URL.encode([5u8; 16]) },
+    });
+    // Malformed subscriptions are refused.
+    for bad in [
+        json!({"endpoint": "http://push.vmux.test/x", "keys": sub["keys"]}),
+        json!({"endpoint": "https://push.vmux.test/x", "keys": {"p256dh": "AAAA", "auth": sub["keys"]["auth"]}}),
+        json!({"endpoint": "https://push.vmux.test/x"}),
+    ] {
+        let r = phone.fetch("POST", "/api/push/subscribe", &bad);
+        assert_eq!(r["status"], 400, "{bad}: {r}");
+    }
+    // Without a session, or from another origin: refused.
+    let stranger = world.phone("stranger");
+    stranger.page.goto(&world.origin);
+    let r = stranger.fetch("POST", "/api/push/subscribe", &sub);
+    assert_eq!(r["status"], 401, "{r}");
+    let cookie = world.session_cookie(&phone);
+    let r = world.post_with(
+        "/api/push/subscribe",
+        "https://evil.vmux.test",
+        &cookie,
+        &sub.to_string(),
+    );
+    assert_eq!(r.0, 403, "{}", r.1);
+    assert!(!world.phones().contains("can be woken"));
+
+    let r = phone.fetch("POST", "/api/push/subscribe", &sub);
+    assert_eq!(r["status"], 200, "{r}");
+    let listing = world.phones();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("pixel") && l.ends_with("can be woken")),
+        "{listing}"
+    );
+    let r = phone.fetch(
+        "POST",
+        "/api/push/unsubscribe",
+        &json!({"endpoint": "https://push.vmux.test/send/abc"}),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(
+        serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")).ok(),
+        Some(json!({"unsubscribed": true}))
+    );
+    assert!(
+        !world.phones().contains("can be woken"),
+        "{}",
+        world.phones()
+    );
+}

@@ -76,6 +76,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                             serde_json::json!({
                                 "name": p.name, "added_at": p.added_at,
                                 "last_seen": p.last_seen, "online": false,
+                                "push": p.push.len(),
                             })
                         })
                         .collect();
@@ -95,12 +96,17 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                     (true, Some(true)) => "page open",
                     (true, _) => "no page open",
                 };
+                let wake = match p["push"].as_u64() {
+                    Some(n) if n > 0 => "  can be woken",
+                    _ => "",
+                };
                 println!(
-                    "{}  added {}  last seen {}  {}",
+                    "{}  added {}  last seen {}  {}{}",
                     vmux_proto::sanitize(p["name"].as_str().unwrap_or("")),
                     vmux_home::time::utc(p["added_at"].as_u64().unwrap_or(0)),
                     seen,
-                    page
+                    page,
+                    wake
                 );
             }
             Ok(ExitCode::SUCCESS)
