@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const CRED_KEY = 'vmux.credential';
 const HAS_PASSKEYS = Boolean(window.PublicKeyCredential && navigator.credentials);
+const HAS_PUSH = 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
 const NO_PASSKEYS = 'This browser cannot use passkeys. Open this page in Safari on iOS 17 or later, or in Chrome on Android.';
 
 const state = {
@@ -325,6 +326,7 @@ function showMain(session) {
   if (!window.EventSource) return say('This browser cannot receive live requests (no EventSource).');
   startEvents();
   refreshStatus();
+  refreshNotifications();
 }
 
 function startEvents() {
@@ -600,6 +602,70 @@ function unpairButton(agent) {
   return button;
 }
 
+// ---- notifications (Web Push) ----
+
+// The subscription as the signer stores it: {endpoint, keys: {p256dh, auth}}.
+function subscriptionJson(sub) {
+  const j = typeof sub.toJSON === 'function' ? sub.toJSON() : sub;
+  return { endpoint: j.endpoint, keys: { p256dh: j.keys && j.keys.p256dh, auth: j.keys && j.keys.auth } };
+}
+
+async function currentSubscription() {
+  const reg = await navigator.serviceWorker.getRegistration();
+  return reg ? reg.pushManager.getSubscription() : null;
+}
+
+async function refreshNotifications() {
+  if (!HAS_PUSH) { $('notifications').hidden = true; return; }
+  $('notifications').hidden = false;
+  let sub = null;
+  try { sub = await currentSubscription(); } catch { sub = null; }
+  const on = Boolean(sub) && Notification.permission === 'granted';
+  $('notifications-on').hidden = on;
+  $('notifications-off').hidden = !on;
+  $('notifications-text').textContent = on
+    ? 'This phone is notified when a request waits and no page is open.'
+    : Notification.permission === 'denied'
+      ? 'Notifications are blocked for this page in the browser\'s settings.'
+      : 'Turn on notifications to be told when a request waits while this page is closed.';
+}
+
+async function onNotificationsOn() {
+  $('notifications-on').disabled = true;
+  try {
+    const permission = await Notification.requestPermission();
+    if (permission !== 'granted') {
+      say('Notifications were not allowed.');
+    } else {
+      const { key } = await api('/api/push/key');
+      const reg = await navigator.serviceWorker.ready;
+      const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uToBuf(key) });
+      await api('/api/push/subscribe', subscriptionJson(sub));
+      say('Notifications are on.');
+    }
+  } catch (err) {
+    say(err instanceof ApiError ? err.message : 'Notifications could not be turned on in this browser.');
+  }
+  $('notifications-on').disabled = false;
+  refreshNotifications();
+}
+
+async function onNotificationsOff() {
+  $('notifications-off').disabled = true;
+  try {
+    const sub = await currentSubscription();
+    if (sub) {
+      await api('/api/push/unsubscribe', { endpoint: sub.endpoint });
+      try { await sub.unsubscribe(); } catch { /* the signer forgot it already */ }
+    }
+    say('Notifications are off.');
+  } catch (err) {
+    say(err instanceof ApiError ? err.message : 'Notifications could not be turned off.');
+  }
+  $('notifications-off').disabled = false;
+  refreshNotifications();
+}
+
 // ---- start ----
 
 function onVisible() {
@@ -620,6 +686,8 @@ function start() {
   $('signin-button').addEventListener('click', onSignIn);
   $('signout-button').addEventListener('click', onSignOut);
   $('message').addEventListener('click', () => say(''));
+  $('notifications-on').addEventListener('click', onNotificationsOn);
+  $('notifications-off').addEventListener('click', onNotificationsOff);
   window.addEventListener('hashchange', route);
   document.addEventListener('visibilitychange', onVisible);
   // Leaving the page (or its being frozen in the back-forward cache) ends

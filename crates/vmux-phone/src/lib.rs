@@ -31,6 +31,7 @@ mod assets;
 mod auth;
 pub mod book;
 mod desk;
+pub mod push;
 mod service;
 mod tls;
 mod web;

@@ -25,6 +25,7 @@ pub struct Phones {
     pub(crate) sessions: Sessions,
     pub(crate) failures: Failures,
     online: Mutex<HashMap<String, usize>>,
+    pub(crate) vapid: crate::push::VapidKey,
 }
 
 /// A phone as `vmux signer phones` and the page list it.
@@ -90,6 +91,7 @@ impl Phones {
     /// The phone side for the page at `rp`, with the phone book at
     /// `book_path` (this process becomes its one writer).
     pub fn open(rp: RelyingParty, book_path: PathBuf, wait: Duration) -> Result<Phones, BookError> {
+        let vapid = crate::push::VapidKey::at(book_path.with_file_name("push-vapid.pem"));
         let book = PhoneBook::open(book_path, wait)?;
         book.fill_rp_id(rp.id())?;
         Ok(Phones {
@@ -101,6 +103,7 @@ impl Phones {
             sessions: Sessions::default(),
             failures: Failures::default(),
             online: Mutex::new(HashMap::new()),
+            vapid,
         })
     }
 

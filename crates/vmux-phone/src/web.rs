@@ -617,6 +617,20 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
     }
 }
 
+async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
+    signed_in(&app, &headers)?;
+    // Made (a file written) at first use: off the runtime.
+    let a = app.clone();
+    let key = tokio::task::spawn_blocking(move || a.phones.vapid.public_b64())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no push key"))?
+        .map_err(|e| {
+            warn!(error = %e, "the Web Push key could not be read or made");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no push key")
+        })?;
+    Ok(Json(json!({ "key": key })).into_response())
+}
+
 /// A subscription as `PushSubscription.toJSON()` gives it.
 #[derive(Deserialize)]
 struct SubscribeBody {
@@ -688,6 +702,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/requests/{id}/approve", post(approve))
         .route("/api/requests/{id}/deny", post(deny))
         .route("/api/agents/{id}/unpair", post(unpair))
+        .route("/api/push/key", get(push_key))
         .route("/api/push/subscribe", post(push_subscribe))
         .route("/api/push/unsubscribe", post(push_unsubscribe))
         .fallback(not_found)

@@ -556,8 +556,53 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
     assert_eq!(r.0, 403, "{}", r.1);
     assert!(!world.phones().contains("can be woken"));
 
-    let r = phone.fetch("POST", "/api/push/subscribe", &sub);
-    assert_eq!(r["status"], 200, "{r}");
+    // The page's own path: its button asks for permission, subscribes with
+    // the signer's key and posts the subscription. The push service is
+    // stood in for by a subscription the test made.
+    phone.page.grant_notifications(&world.origin);
+    phone.page.eval(&format!(
+        r#"(() => {{
+  const fake = {{
+    endpoint: 'https://push.vmux.test/send/abc',
+    toJSON() {{ return {{ endpoint: this.endpoint, expirationTime: null, keys: {keys} }}; }},
+    unsubscribe: async () => true,
+  }};
+  let current = null;
+  PushManager.prototype.subscribe = async function (opts) {{
+    window.testServerKey = Array.from(new Uint8Array(opts.applicationServerKey));
+    window.testUserVisible = opts.userVisibleOnly;
+    current = fake;
+    return fake;
+  }};
+  PushManager.prototype.getSubscription = async function () {{ return current; }};
+  return true;
+}})()"#,
+        keys = sub["keys"]
+    ));
+    phone.page.wait_for(
+        "!document.getElementById('notifications').hidden && !document.getElementById('notifications-on').hidden",
+        WAIT,
+    );
+    phone.page.click_button("Turn on notifications");
+    phone.page.wait_for(
+        "document.getElementById('message').textContent === 'Notifications are on.'",
+        WAIT,
+    );
+    let key = phone.fetch("GET", "/api/push/key", &json!({}));
+    assert_eq!(key["status"], 200, "{key}");
+    let key: Value = serde_json::from_str(key["body"].as_str().unwrap_or("")).expect("JSON");
+    let key = B64URL
+        .decode(key["key"].as_str().unwrap_or(""))
+        .expect("base64url");
+    assert_eq!(key.len(), 65);
+    assert_eq!(
+        phone.page.eval("window.testServerKey"),
+        json!(key),
+        "the page subscribed with the signer's VAPID key"
+    );
+    assert_eq!(phone.page.eval("window.testUserVisible"), json!(true));
+    let r = stranger.fetch("GET", "/api/push/key", &json!({}));
+    assert_eq!(r["status"], 401, "{r}");
     let listing = world.phones();
     assert!(
         listing
@@ -565,6 +610,24 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
             .any(|l| l.starts_with("pixel") && l.ends_with("can be woken")),
         "{listing}"
     );
+    phone
+        .page
+        .wait_for("!document.getElementById('notifications-off').hidden", WAIT);
+    phone.page.click_button("Turn off notifications");
+    phone.page.wait_for(
+        "document.getElementById('message').textContent === 'Notifications are off.'",
+        WAIT,
+    );
+    assert!(
+        !world.phones().contains("can be woken"),
+        "{}",
+        world.phones()
+    );
+
+    // The API directly: subscribe, then unsubscribe says whether it removed one.
+    let r = phone.fetch("POST", "/api/push/subscribe", &sub);
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(world.phones().contains("can be woken"));
     let r = phone.fetch(
         "POST",
         "/api/push/unsubscribe",
