@@ -13,25 +13,14 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 mod common;
 
-use common::{ask, pair_until_listed, sign_request, start_agent};
+use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
 use vmux_agent::control;
-use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
+use vmux_link::{open_as_signer, Channel, Identity};
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 
 /// OpenSSH's limit on an agent's answer (`MAX_AGENT_REPLY_LEN`): a longer
 /// identities answer makes `ssh-add -l` (and every `ssh`) fail.
 const OPENSSH_MAX_REPLY: usize = 256 * 1024;
-
-struct Yes;
-
-impl PairingGate for Yes {
-    fn is_paired(&self, _: &StaticKey) -> bool {
-        true
-    }
-    async fn approve(&self, _: PairingRequest) -> Result<(), ErrorCode> {
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {

@@ -10,25 +10,14 @@ use sha2::Digest;
 use tokio::net::TcpListener;
 mod common;
 
-use common::{ask, pair_until_listed, sign_request, start_agent};
+use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
 use vmux_agent::control;
-use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
-use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
+use vmux_link::{open_as_signer, Channel, Identity};
+use vmux_proto::{KeyRecord, Message, ProviderKind, SignResponse};
 use vmux_webauthn::testing::{put_string, SoftAuthenticator};
 
 const RP: &str = "signer.vmux.test";
 const ORIGIN: &str = "https://signer.vmux.test:8443";
-
-struct Yes;
-
-impl PairingGate for Yes {
-    fn is_paired(&self, _: &StaticKey) -> bool {
-        true
-    }
-    async fn approve(&self, _: PairingRequest) -> Result<(), ErrorCode> {
-        Ok(())
-    }
-}
 
 /// How the fake phone answers the next sign request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -408,20 +408,25 @@ mod tests {
         assert!(read_phones(&path).unwrap().is_empty());
     }
 
-    #[test]
-    fn a_record_without_rp_id_reads_and_gets_the_signers_and_its_ssh_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("phones.json");
+    /// A passkey enrolled for signer.vmux.test, as the page would.
+    fn enrolled() -> Credential {
         let origin = "https://signer.vmux.test";
         let auth = SoftAuthenticator::new("signer.vmux.test", origin);
         let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let cred = vmux_webauthn::verify_registration(
+        vmux_webauthn::verify_registration(
             &rp,
             b"c",
             &auth.create(b"c").response(),
             vmux_webauthn::UserVerification::Required,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_without_rp_id_reads_and_gets_the_signers_and_its_ssh_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let cred = enrolled();
         // A phone book written before the rp id was stored.
         let old = serde_json::json!({"phones": [{
             "name": "pixel",
@@ -450,16 +455,7 @@ mod tests {
     fn push_subscriptions_checked_stored_bounded_and_gone_with_the_phone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("phones.json");
-        let origin = "https://signer.vmux.test";
-        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
-        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let cred = vmux_webauthn::verify_registration(
-            &rp,
-            b"c",
-            &auth.create(b"c").response(),
-            vmux_webauthn::UserVerification::Required,
-        )
-        .unwrap();
+        let cred = enrolled();
         let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
         book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
         let mut point = vec![4u8];

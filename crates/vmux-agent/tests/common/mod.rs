@@ -10,6 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vmux_agent::{control, AgentConfig, AgentSocket};
+use vmux_link::{PairingGate, PairingRequest, StaticKey};
+use vmux_proto::ErrorCode;
+
+/// A fake signer's pairing gate that pairs anyone.
+pub struct Yes;
+
+impl PairingGate for Yes {
+    fn is_paired(&self, _: &StaticKey) -> bool {
+        true
+    }
+    async fn approve(&self, _: PairingRequest) -> Result<(), ErrorCode> {
+        Ok(())
+    }
+}
 
 /// Sends one agent-protocol message and reads one answer.
 pub fn ask(sock: &Path, msg: &[u8]) -> Vec<u8> {
