@@ -387,6 +387,7 @@ function renderCards(list) {
     prev = entry.el;
   }
   for (const id of [...state.cards.keys()]) if (!listed.has(id)) removeCard(id);
+  closeStaleNotifications(listed);
   tick();
   state.haveList = true;
   focusCard();
@@ -604,6 +605,19 @@ function unpairButton(agent) {
 
 // ---- notifications (Web Push) ----
 
+// A request decided anywhere (or expired) takes its notification away.
+async function closeStaleNotifications(listed) {
+  if (!('serviceWorker' in navigator)) return;
+  try {
+    const reg = await navigator.serviceWorker.getRegistration();
+    if (!reg || typeof reg.getNotifications !== 'function') return;
+    for (const n of await reg.getNotifications()) {
+      const id = n.data && n.data.id;
+      if (!id || !listed.has(String(id))) n.close();
+    }
+  } catch { /* no notifications to close */ }
+}
+
 // The subscription as the signer stores it: {endpoint, keys: {p256dh, auth}}.
 function subscriptionJson(sub) {
   const j = typeof sub.toJSON === 'function' ? sub.toJSON() : sub;
@@ -669,7 +683,12 @@ async function onNotificationsOff() {
 // ---- start ----
 
 function onVisible() {
-  if (document.visibilityState !== 'visible') return;
+  if (document.visibilityState !== 'visible') {
+    // Hidden (screen off, another app in front): end the live stream, so
+    // the signer knows nobody looks here and wakes this phone with a push.
+    if (state.view === 'view-main') stopEvents();
+    return;
+  }
   if (state.view === 'view-signin' && signinStale()) prefetchSignIn();
   if (state.view === 'view-main') {
     if (!state.events || state.events.readyState === EventSource.CLOSED) startEvents();

@@ -20,7 +20,9 @@ function pageUrl(url) {
   return new URL('/', self.location.origin).href;
 }
 
-// Push payload (JSON): {"title", "body", "tag", "url"}.
+// Push payload (JSON): {"title", "body", "tag", "id", "url", "waiting"}.
+// One tag for every push: a burst is one notification, and a newer push
+// replaces an older one (and alerts again).
 self.addEventListener('push', (event) => {
   let data = {};
   try {
@@ -30,9 +32,11 @@ self.addEventListener('push', (event) => {
   }
   event.waitUntil(
     self.registration.showNotification(data.title || 'vmux signer', {
-      body: data.body || '',
-      tag: data.tag || 'vmux',
-      data: { url: data.url || '/' },
+      body: data.body || 'A request waits for your approval.',
+      tag: data.tag || 'vmux-request',
+      renotify: true,
+      requireInteraction: true,
+      data: { url: data.url || '/', id: data.id || null },
       icon: '/icon-192.png',
     }),
   );
@@ -57,16 +61,6 @@ self.addEventListener('notificationclick', (event) => {
     }
     await self.clients.openWindow(url);
   })());
-});
-
-// {type: 'close', tag}: the page decided a request, so close its notifications.
-self.addEventListener('message', (event) => {
-  const msg = event.data;
-  if (!msg || msg.type !== 'close') return;
-  event.waitUntil(
-    self.registration.getNotifications({ tag: msg.tag })
-      .then((list) => list.forEach((n) => n.close())),
-  );
 });
 
 function b64uToBytes(text) {

@@ -339,6 +339,21 @@ impl Desk {
         self.changed.subscribe()
     }
 
+    /// What waits, oldest first, as Web Push sees it: no challenge, no
+    /// body, no facts.
+    pub(crate) fn waiting(&self) -> Vec<Waiting> {
+        lock(&self.pending)
+            .iter()
+            .map(|p| Waiting {
+                id: p.id.clone(),
+                title: p.ask.title.clone(),
+                summary: p.ask.summary.clone(),
+                expires_at_ms: p.expires_at_ms,
+                only_phone: p.ask.only_phone.clone(),
+            })
+            .collect()
+    }
+
     /// The cards `phone`'s page shows, oldest first: those for every
     /// phone and those for it alone. `credential` (base64url) is the
     /// phone's passkey, named on cards only its passkey can approve.
@@ -420,6 +435,23 @@ fn challenge(ask: &Ask, id: &str, window: Option<&WindowOffer>) -> [u8; 32] {
         window: &window.map(WindowOffer::canonical).unwrap_or_default(),
     }
     .challenge()
+}
+
+/// A waiting decision as a push announces it.
+#[derive(Debug, Clone)]
+pub(crate) struct Waiting {
+    pub id: String,
+    pub title: String,
+    pub summary: String,
+    pub expires_at_ms: u64,
+    pub only_phone: Option<String>,
+}
+
+impl Waiting {
+    /// Whether `phone` may see and decide it.
+    pub fn for_phone(&self, phone: &str) -> bool {
+        self.only_phone.as_deref().is_none_or(|p| p == phone)
+    }
 }
 
 /// A card as the page receives it.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use serde::Serialize;
 use vmux_home::sync::lock;
 use vmux_webauthn::RelyingParty;
@@ -14,6 +16,7 @@ use vmux_webauthn::RelyingParty;
 use crate::auth::{Challenges, Enrolments, Failures, Sessions};
 use crate::book::{valid_name, BookError, PhoneBook, PhoneRecord};
 use crate::desk::Desk;
+use crate::push::{PushSettings, PushSetupError, PushStatus};
 
 /// The phone side of a running signer.
 pub struct Phones {
@@ -25,7 +28,9 @@ pub struct Phones {
     pub(crate) sessions: Sessions,
     pub(crate) failures: Failures,
     online: Mutex<HashMap<String, usize>>,
+    online_changed: watch::Sender<u64>,
     pub(crate) vapid: crate::push::VapidKey,
+    pub(crate) push: crate::push::Sender,
 }
 
 /// A phone as `vmux signer phones` and the page list it.
@@ -41,6 +46,8 @@ pub struct PhoneView {
     pub online: bool,
     /// How many Web Push subscriptions it has (it can be woken if any).
     pub push: usize,
+    /// What became of its last push since the signer started.
+    pub last_push: Option<PushStatus>,
 }
 
 /// Why the page's origin cannot be used.
@@ -85,13 +92,23 @@ pub enum PhoneError {
     /// The phone book refused.
     #[error(transparent)]
     Book(#[from] BookError),
+    /// Web Push cannot be set up.
+    #[error(transparent)]
+    Push(#[from] PushSetupError),
 }
 
 impl Phones {
     /// The phone side for the page at `rp`, with the phone book at
-    /// `book_path` (this process becomes its one writer).
-    pub fn open(rp: RelyingParty, book_path: PathBuf, wait: Duration) -> Result<Phones, BookError> {
+    /// `book_path` (this process becomes its one writer), pushing as
+    /// `push` says.
+    pub fn open(
+        rp: RelyingParty,
+        book_path: PathBuf,
+        wait: Duration,
+        push: &PushSettings,
+    ) -> Result<Phones, PhoneError> {
         let vapid = crate::push::VapidKey::at(book_path.with_file_name("push-vapid.pem"));
+        let sender = crate::push::Sender::new(push, rp.origin())?;
         let book = PhoneBook::open(book_path, wait)?;
         book.fill_rp_id(rp.id())?;
         Ok(Phones {
@@ -103,7 +120,9 @@ impl Phones {
             sessions: Sessions::default(),
             failures: Failures::default(),
             online: Mutex::new(HashMap::new()),
+            online_changed: watch::Sender::new(0),
             vapid,
+            push: sender,
         })
     }
 
@@ -143,6 +162,7 @@ impl Phones {
             .into_iter()
             .map(|p| PhoneView {
                 online: online.get(&p.name).is_some_and(|n| *n > 0),
+                last_push: self.push.status(&p.name),
                 name: p.name,
                 added_at: p.added_at,
                 last_seen: p.last_seen,
@@ -156,6 +176,7 @@ impl Phones {
         let removed = self.book.remove(name)?;
         self.sessions.revoke(name);
         self.enrolments.forget(name);
+        self.push.forget(name);
         tracing::info!(phone = %name, "phone removed");
         Ok(removed)
     }
@@ -190,9 +211,21 @@ impl Phones {
         lock(&self.online).values().any(|n| *n > 0)
     }
 
+    /// Whether `phone` has a page open now.
+    pub(crate) fn is_online(&self, phone: &str) -> bool {
+        lock(&self.online).get(phone).is_some_and(|n| *n > 0)
+    }
+
+    /// A receiver that changes whenever a page opens or closes.
+    pub(crate) fn online_changes(&self) -> watch::Receiver<u64> {
+        self.online_changed.subscribe()
+    }
+
     /// Counts an open page of `phone` for as long as the guard lives.
     pub(crate) fn present(self: &Arc<Self>, phone: &str) -> Presence {
         *lock(&self.online).entry(phone.to_owned()).or_default() += 1;
+        self.online_changed.send_modify(|v| *v += 1);
+        self.push.answered(phone);
         tracing::info!(%phone, "phone page open");
         Presence {
             phones: self.clone(),
@@ -217,6 +250,8 @@ impl Drop for Presence {
                 online.remove(&self.phone);
             }
         }
+        drop(online);
+        self.phones.online_changed.send_modify(|v| *v += 1);
     }
 }
 

@@ -720,6 +720,8 @@ pub async fn serve(
     phones: Arc<Phones>,
     signer: Arc<dyn SignerInfo>,
 ) {
+    // Web Push runs beside the page, for as long as it is served.
+    let _push = AbortOnDrop(tokio::spawn(crate::push::run(phones.clone())));
     let router = router(Arc::new(App { phones, signer }));
     let (acceptor, watch) = match &tls {
         Some(files) => {

@@ -39,6 +39,20 @@ pub struct SignerConfig {
     pub ca: Option<String>,
     /// Session-certificate policy.
     pub certificates: CertPolicy,
+    /// Web Push to the phones' pages (`[web_push]`).
+    pub web_push: WebPushConfig,
+}
+
+/// `[web_push]`: how the signer wakes phones with no page open.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebPushConfig {
+    /// The contact push services see in each request's VAPID claim:
+    /// `mailto:ADDRESS` or an `https://` URL. Default: the page's origin.
+    pub subject: Option<String>,
+    /// A CA certificate (PEM) to trust for push services besides the web
+    /// PKI's roots (a self-hosted push service, tests).
+    pub extra_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SignerConfig {
@@ -54,6 +68,7 @@ impl Default for SignerConfig {
             apns_sandbox: false,
             ca: None,
             certificates: CertPolicy::default(),
+            web_push: WebPushConfig::default(),
         }
     }
 }

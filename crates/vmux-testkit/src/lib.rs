@@ -4,7 +4,8 @@
 //! throwaway PKI whose CA that browser trusts ([`pki`]); and with them
 //! the phone in the headless browser standing in for the phone
 //! ([`standin`], also the binary `vmux-phone-standin`), which enrols
-//! through a link and approves every card.
+//! through a link and approves every card; and a push service of the
+//! tests' own with a subscriber's side of Web Push ([`push_service`]).
 //!
 //! The end-to-end tests, `./scripts/demo --phone` and the benchmark use
 //! it; the vmux binary never does.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod pki;
+pub mod push_service;
 pub mod standin;
 
 /// Default bound for every wait (a page to load, a button to appear).

@@ -3,164 +3,14 @@
 
 mod support;
 
-use std::collections::VecDeque;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use signature::Verifier;
 use support::*;
-
-/// One request the push server received.
-#[derive(Debug, Clone)]
-struct Seen {
-    version: hyper::Version,
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// An HTTP/2-over-TLS server that records requests and answers with the
-/// scripted statuses (then 200).
-struct PushServer {
-    port: u16,
-    ca_file: std::path::PathBuf,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    arrivals: mpsc::Receiver<()>,
-    script: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
-}
-
-impl PushServer {
-    fn start(dir: &std::path::Path) -> PushServer {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let ca_file = dir.join("push-ca.pem");
-        std::fs::write(&ca_file, cert.cert.pem()).unwrap();
-        let certs = vec![cert.cert.der().clone()];
-        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
-            cert.key_pair.serialize_der().into(),
-        );
-        let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let script: Arc<Mutex<VecDeque<(u16, &'static str)>>> = Arc::default();
-        let (tx, arrivals) = mpsc::channel();
-        let (port_tx, port_rx) = mpsc::channel();
-        let (seen2, script2) = (seen.clone(), script.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let (tcp, _) = listener.accept().await.unwrap();
-                    let (acceptor, seen, script, tx) =
-                        (acceptor.clone(), seen2.clone(), script2.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let service = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (seen, script, tx) = (seen.clone(), script.clone(), tx.clone());
-                                async move {
-                                    let version = req.version();
-                                    let method = req.method().to_string();
-                                    let path = req.uri().path().to_owned();
-                                    let headers = req
-                                        .headers()
-                                        .iter()
-                                        .map(|(k, v)| {
-                                            (k.to_string(), v.to_str().unwrap_or("").to_owned())
-                                        })
-                                        .collect();
-                                    let body = req
-                                        .into_body()
-                                        .collect()
-                                        .await
-                                        .map(|b| b.to_bytes())
-                                        .unwrap_or_default();
-                                    seen.lock().unwrap().push(Seen {
-                                        version,
-                                        method,
-                                        path,
-                                        headers,
-                                        body: String::from_utf8_lossy(&body).into_owned(),
-                                    });
-                                    let (status, reason) =
-                                        script.lock().unwrap().pop_front().unwrap_or((200, ""));
-                                    let _ = tx.send(());
-                                    let body = if reason.is_empty() {
-                                        String::new()
-                                    } else {
-                                        format!("{{\"reason\":\"{reason}\"}}")
-                                    };
-                                    Ok::<_, std::convert::Infallible>(
-                                        hyper::Response::builder()
-                                            .status(status)
-                                            .body(Full::new(Bytes::from(body)))
-                                            .unwrap(),
-                                    )
-                                }
-                            },
-                        );
-                        let _ = hyper::server::conn::http2::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                    });
-                }
-            });
-        });
-        PushServer {
-            port: port_rx.recv_timeout(WAIT).unwrap(),
-            ca_file,
-            seen,
-            arrivals,
-            script,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// Waits for the next request.
-    fn wait(&self) {
-        self.arrivals.recv_timeout(WAIT).expect("a push arrives");
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
+use vmux_testkit::push_service::{PushService as PushServer, Reply, Seen};
 
 const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
@@ -188,7 +38,7 @@ fn wake_world(
     agent_toml: impl Fn(&PushServer, &std::path::Path) -> String,
 ) -> WakeWorld {
     let dir = test_dir();
-    let server = PushServer::start(dir.path());
+    let server = PushServer::start(dir.path(), 200);
     let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let p8 = dir.path().join("AuthKey.p8");
     std::fs::write(&p8, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
@@ -223,7 +73,7 @@ fn apns_world() -> WakeWorld {
                 "[wake.apns]\nteam_id = \"ABCDE12345\"\nkey_id = \"KEY1234567\"\nkey_file = \"{}\"\nendpoint = \"{}\"\nextra_ca_file = \"{}\"\n",
                 p8.display(),
                 s.url(),
-                s.ca_file.display()
+                s.ca_file().display()
             )
         },
     )
@@ -296,7 +146,7 @@ fn thirty_logins_with_the_signer_asleep_send_one_push_and_all_complete() {
     assert_eq!(p.header("apns-collapse-id"), Some("vmux-wake"));
     assert!(p.header("apns-expiration").unwrap().parse::<u64>().is_ok());
     let first = check_jwt(p, &w.key);
-    let body: serde_json::Value = serde_json::from_str(&p.body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
     assert!(
         body["aps"]["alert"]["body"]
             .as_str()
@@ -366,11 +216,7 @@ fn one_push(w: &mut WakeWorld) -> std::process::Output {
 fn apns_answers_are_handled_gone_token_stale_jwt_and_server_errors() {
     // 410: the token is dropped.
     let mut w = apns_world();
-    w.server
-        .script
-        .lock()
-        .unwrap()
-        .push_back((410, "Unregistered"));
+    w.server.script(&[Reply::Status(410, "Unregistered")]);
     one_push(&mut w);
     w.agent
         .daemon()
@@ -385,10 +231,7 @@ fn apns_answers_are_handled_gone_token_stale_jwt_and_server_errors() {
     // 403: one retry with a new provider token, which succeeds.
     let mut w = apns_world();
     w.server
-        .script
-        .lock()
-        .unwrap()
-        .push_back((403, "ExpiredProviderToken"));
+        .script(&[Reply::Status(403, "ExpiredProviderToken")]);
     one_push(&mut w);
     w.server.wait();
     w.server.wait();
@@ -403,10 +246,7 @@ fn apns_answers_are_handled_gone_token_stale_jwt_and_server_errors() {
     // 500: back off, and the status says so.
     let mut w = apns_world();
     w.server
-        .script
-        .lock()
-        .unwrap()
-        .push_back((500, "InternalServerError"));
+        .script(&[Reply::Status(500, "InternalServerError")]);
     one_push(&mut w);
     w.agent.daemon().wait_line(WAIT, |l| {
         l.contains("wake push") && l.contains("backing off")
@@ -423,7 +263,7 @@ fn a_webhook_signer_is_woken_over_https() {
         |s, _| {
             format!(
                 "[wake.webhook]\nextra_ca_file = \"{}\"\n",
-                s.ca_file.display()
+                s.ca_file().display()
             )
         },
     );
@@ -435,7 +275,7 @@ fn a_webhook_signer_is_woken_over_https() {
         (seen[0].method.as_str(), seen[0].path.as_str()),
         ("POST", "/wake/vmux")
     );
-    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(body["event"], "wake");
     assert_eq!(body["agent"], "laptop");
     assert!(body["waiting"].as_u64().unwrap() >= 1);

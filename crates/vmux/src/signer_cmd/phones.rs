@@ -96,10 +96,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                     (true, Some(true)) => "page open",
                     (true, _) => "no page open",
                 };
-                let wake = match p["push"].as_u64() {
-                    Some(n) if n > 0 => "  can be woken",
-                    _ => "",
-                };
+                let wake = wake_line(p);
                 println!(
                     "{}  added {}  last seen {}  {}{}",
                     vmux_proto::sanitize(p["name"].as_str().unwrap_or("")),
@@ -113,4 +110,28 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
         }
         other => Err(super::misrouted(&other)),
     }
+}
+
+/// Whether a phone can be woken by a push, and what became of its last
+/// push since the signer started.
+fn wake_line(p: &serde_json::Value) -> String {
+    let mut line = match p["push"].as_u64() {
+        Some(1) => "  can be woken (1 subscription)".to_owned(),
+        Some(n) if n > 0 => format!("  can be woken ({n} subscriptions)"),
+        _ => "  cannot be woken (notifications off)".to_owned(),
+    };
+    let last = &p["last_push"];
+    if let Some(sent) = last["sent_at"].as_u64() {
+        line.push_str(&format!("; last push {}", vmux_home::time::utc(sent)));
+        if let Some(r) = last["result"].as_str() {
+            line.push_str(&format!(": {}", vmux_proto::sanitize(r)));
+        }
+        match last["answered_at"].as_u64() {
+            Some(a) => line.push_str(&format!("; answered {}", vmux_home::time::utc(a))),
+            None => line.push_str("; not answered yet"),
+        }
+    } else if let Some(r) = last["result"].as_str() {
+        line.push_str(&format!("; {}", vmux_proto::sanitize(r)));
+    }
+    line
 }

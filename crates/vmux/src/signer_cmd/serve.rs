@@ -118,6 +118,7 @@ struct PageFlags {
 /// the phone book (this process becomes its writer) and the TLS files.
 fn open_page(
     signer: &SignerHome,
+    config: &SignerConfig,
     flags: &PageFlags,
 ) -> Result<(Arc<Phones>, Option<Arc<TlsFiles>>), Failure> {
     let rp = vmux_phone::relying_party(&flags.origin)?;
@@ -133,7 +134,11 @@ fn open_page(
             None
         }
     };
-    let phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5))
+    let push = vmux_phone::push::PushSettings {
+        subject: config.web_push.subject.clone(),
+        extra_ca_file: config.web_push.extra_ca_file.clone(),
+    };
+    let phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5), &push)
         .map_err(|e| Failure(e.to_string()))?;
     Ok((Arc::new(phones), tls))
 }
@@ -159,7 +164,10 @@ fn serve(
     advertise: bool,
     page: Option<PageFlags>,
 ) -> Result<ExitCode, Failure> {
-    let web = page.as_ref().map(|f| open_page(signer, f)).transpose()?;
+    let web = page
+        .as_ref()
+        .map(|f| open_page(signer, &config, f))
+        .transpose()?;
     let approver = AnyApprover::parse(
         approve.as_deref().unwrap_or(&config.approve),
         web.as_ref().map(|(p, _)| p.desk().clone()),

@@ -1,7 +1,7 @@
-//! Web Push: the signer's VAPID key (RFC 8292), made at first use and kept
-//! in the signer's home (`push-vapid.pem`, PKCS#8, mode 0600, not
-//! encrypted: see SECURITY.md); the message encryption (RFC 8291,
-//! `aes128gcm`) and the VAPID `Authorization` header. Nothing sends yet.
+//! The message encryption (RFC 8291, `aes128gcm`), the VAPID key (RFC
+//! 8292: made at first use, kept in the signer's home as `push-vapid.pem`,
+//! PKCS#8, mode 0600, not encrypted: see SECURITY.md) and the VAPID
+//! `Authorization` header.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
