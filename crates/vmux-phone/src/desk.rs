@@ -252,7 +252,8 @@ impl Desk {
             ),
             ChallengeKind::Data(data) => (data.clone(), None),
         };
-        {
+        let kind = ask.kind.as_str();
+        let waiting = {
             let mut p = lock(&self.pending);
             if p.len() >= MAX_PENDING {
                 return Answer::Refused;
@@ -265,7 +266,9 @@ impl Desk {
                 window_challenge,
                 answer: tx,
             });
-        }
+            p.len()
+        };
+        tracing::info!(kind, waiting, "a request waits for a phone");
         self.changed.send_modify(|v| *v += 1);
         let _leave = Leave { desk: self, id };
         match tokio::time::timeout(timeout, rx).await {

@@ -279,6 +279,47 @@ impl Phone {
         );
     }
 
+    /// Stands in for the browser's push service: `PushManager.subscribe`
+    /// in this page returns a subscription to `endpoint` with `keys`
+    /// (`{p256dh, auth}`), and records the server key and
+    /// `userVisibleOnly` it was asked with (`window.testServerKey`,
+    /// `window.testUserVisible`). The page's own code does the rest.
+    pub fn stand_in_push_manager(&self, endpoint: &str, keys: &Value) {
+        self.page.eval(&format!(
+            r#"(() => {{
+  const fake = {{
+    endpoint: {endpoint:?},
+    toJSON() {{ return {{ endpoint: this.endpoint, expirationTime: null, keys: {keys} }}; }},
+    unsubscribe: async () => true,
+  }};
+  let current = null;
+  PushManager.prototype.subscribe = async function (opts) {{
+    window.testServerKey = Array.from(new Uint8Array(opts.applicationServerKey));
+    window.testUserVisible = opts.userVisibleOnly;
+    current = fake;
+    return fake;
+  }};
+  PushManager.prototype.getSubscription = async function () {{ return current; }};
+  return true;
+}})()"#
+        ));
+    }
+
+    /// Taps **Turn on notifications** (permission granted) and waits for
+    /// the page to say they are on.
+    pub fn turn_on_notifications(&self, origin: &str) {
+        self.page.grant_notifications(origin);
+        self.page.wait_for(
+            "!document.getElementById('notifications').hidden && !document.getElementById('notifications-on').hidden",
+            WAIT,
+        );
+        self.page.click_button("Turn on notifications");
+        self.page.wait_for(
+            "document.getElementById('message').textContent === 'Notifications are on.'",
+            WAIT,
+        );
+    }
+
     /// Runs `fetch` in the page (same origin, its cookie) and returns
     /// `{status, body}`.
     pub fn fetch(&self, method: &str, path: &str, body: &Value) -> Value {
