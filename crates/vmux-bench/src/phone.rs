@@ -17,6 +17,14 @@
 //! signature = the difference of their percentiles), and [`CERTS`]
 //! `vmux agent cert` with the phone as CA (the time to issue a
 //! phone-signed certificate).
+//!
+//! Last, Web Push: the page subscribes to a push service of the bench's
+//! own (HTTP/2 over TLS on loopback, `vmux-testkit`) and is left for a
+//! page of the same origin without the live stream (so no page is
+//! open); [`PUSHES`] times a sign request goes to the agent, the span
+//! from its being written to the socket to the push request's headers
+//! arriving at the push service is measured, and the request is denied
+//! through the API by the id the decrypted push names (ending its burst).
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use vmux_testkit::browser::check_installed;
 use vmux_testkit::pki::TestPki;
+use vmux_testkit::push_service::{PushService, Subscriber};
 use vmux_testkit::standin::{Event, Standin};
 
 use super::{err, run, Client, Daemon, Res, Table};
@@ -36,6 +45,8 @@ const REQUESTS: usize = 200;
 const PASSKEY_REQUESTS: usize = 100;
 /// Phone-signed certificates measured.
 const CERTS: usize = 20;
+/// Bursts measured from a sign request to its push.
+const PUSHES: usize = 100;
 
 /// The relying party's name, mapped to loopback in the browser only.
 const RP: &str = "signer.vmux.test";
@@ -108,9 +119,14 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     // No automatic session certificate: every card is one of the
     // measured requests (or the pairing). The CA is the phone's passkey,
     // for the phone-signed certificates measured last.
+    let push = PushService::start(&d.join("push-service"), 201);
     std::fs::write(
         home.join("signer.toml"),
-        "ca = \"phone:bench-phone\"\n[certificates]\nauto_issue = false\n",
+        format!(
+            "ca = \"phone:bench-phone\"\n[certificates]\nauto_issue = false\n\
+             [web_push]\nextra_ca_file = \"{}\"\n",
+            push.ca_file().display()
+        ),
     )
     .map_err(err("signer.toml"))?;
     let pki = TestPki::new(&d.join("phone-pki"), &[RP]);
@@ -178,25 +194,41 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
             });
             failed
         });
-        let spans = requests(vmux, &agent_home, &addr);
-        stop.store(true, Ordering::SeqCst);
-        let failed = server.join().unwrap_or_else(|_| vec!["it panicked".into()]);
-        (spans, failed)
+        let mut failed = Vec::new();
+        let mut rec = Err("the recorder was not read".to_owned());
+        let spans = requests(vmux, &agent_home, &addr, || {
+            stop.store(true, Ordering::SeqCst);
+            failed = server.join().unwrap_or_else(|_| vec!["it panicked".into()]);
+            // Before the push part leaves the page.
+            rec = phone
+                .page()
+                .try_eval("window.__vmuxBench")
+                .map_err(|e| format!("read the recorder: {e}"));
+            let mut status = Command::new(vmux);
+            status.arg("--home").arg(&home).args(["signer", "phones"]);
+            Pusher {
+                phone: &phone,
+                service: &push,
+                origin: &origin,
+                status,
+            }
+        });
+        (spans.and_then(|s| Ok((s, rec?))), failed)
     });
     if !failed.is_empty() {
         return Err(format!("the phone failed: {}", failed.join("; ")));
     }
-    let Spans {
-        sent,
-        answered,
-        software,
-        passkey,
-        certs,
-    } = spans?;
-    let rec = phone
-        .page()
-        .try_eval("window.__vmuxBench")
-        .map_err(err("read the recorder"))?;
+    let (
+        Spans {
+            sent,
+            answered,
+            software,
+            passkey,
+            certs,
+            pushes,
+        },
+        rec,
+    ) = spans?;
     let took = started.elapsed();
 
     let cards: Vec<&Value> = rec["cards"]
@@ -292,6 +324,19 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         "",
         1,
     );
+    let mut pushes = pushes;
+    pushes.sort_by(|a, b| a.total_cmp(b));
+    let wn = pushes.len();
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(
+            &format!("phone: sign request → push sent {name}, {wn}"),
+            pct(&pushes, p),
+            None,
+            "ms",
+            "< 50 ms",
+            1,
+        );
+    }
     let cn = certs.len();
     for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
         t.row_prec(
@@ -316,6 +361,7 @@ struct Spans {
     software: Vec<f64>,
     passkey: Vec<f64>,
     certs: Vec<f64>,
+    pushes: Vec<f64>,
 }
 
 /// Userauth data as `ssh` sends it (the passkey key signs only logins
@@ -342,7 +388,12 @@ fn userauth(n: usize, blob: &[u8]) -> Vec<u8> {
 /// Starts an agent, pairs it through the page (the stand-in approves the
 /// card; the code is confirmed here as its user would), then sends
 /// [`REQUESTS`] sign requests one at a time: (sent, answered) times.
-fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<Spans> {
+fn requests<'a>(
+    vmux: &Path,
+    agent_home: &Path,
+    addr: &str,
+    stop_phone: impl FnOnce() -> Pusher<'a>,
+) -> Res<Spans> {
     let agent = Daemon::spawn(
         Command::new(vmux)
             .arg("--home")
@@ -423,11 +474,92 @@ fn requests(vmux: &Path, agent_home: &Path, addr: &str) -> Res<Spans> {
         .map_err(|e| format!("phone-signed certificate {n}: {e}"))?;
         certs.push(now_ms() - t0);
     }
+    let mut pusher = stop_phone();
+    let pushes = pusher.measure(&sock, &blob)?;
     Ok(Spans {
         sent,
         answered,
         software,
         passkey,
         certs,
+        pushes,
     })
+}
+
+/// The Web Push part: the stand-in phone (no longer approving), the
+/// push service, the page's origin and `vmux signer phones`.
+struct Pusher<'a> {
+    phone: &'a Standin,
+    service: &'a PushService,
+    origin: &'a str,
+    status: Command,
+}
+
+impl Pusher<'_> {
+    /// Subscribes the page, leaves it, then [`PUSHES`] bursts: the span
+    /// from a sign request written to the agent to its push arriving.
+    fn measure(&mut self, sock: &Path, blob: &[u8]) -> Res<Vec<f64>> {
+        let page = self.phone.page();
+        let sub = Subscriber::new();
+        let body = serde_json::json!({
+            "endpoint": format!("{}/bench", self.service.url()),
+            "keys": { "p256dh": sub.p256dh(), "auth": sub.auth() },
+        });
+        let post = |path: &str, body: &Value| -> Res<()> {
+            let js = format!(
+                "fetch({path:?}, {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, credentials: 'same-origin', body: JSON.stringify({body})}}).then(r => r.status)"
+            );
+            match page.try_eval(&js).map_err(err("fetch in the page"))? {
+                Value::Number(n) if n.as_u64() == Some(200) => Ok(()),
+                other => Err(format!("POST {path} answered {other}")),
+            }
+        };
+        post("/api/push/subscribe", &body)?;
+        // A page of the same origin with no live stream: the signer sees
+        // no page open, and the API still takes the session's requests.
+        page.goto(&format!("{}/icon.svg", self.origin));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let phones = run(&mut self.status)?;
+            if phones.contains("no page open") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the signer still sees a page open: {phones}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut spans = Vec::with_capacity(PUSHES);
+        for n in 0..PUSHES {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let data = format!("vmux-bench push {n}");
+            let blob = blob.to_vec();
+            let sock = sock.to_owned();
+            let client = std::thread::spawn(move || -> Res<()> {
+                let mut c = Client::connect(&sock)?;
+                let _ = tx.send(Instant::now());
+                // Denied below: only that it ends matters.
+                let _ = c.sign(&blob, data.as_bytes());
+                Ok(())
+            });
+            let sent = rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| "the sign request was not sent".to_owned())?;
+            let seen = self.service.wait();
+            spans.push(seen.at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+            let payload: Value = sub
+                .decrypt(&seen.body)
+                .ok()
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .ok_or("a push that does not decrypt to JSON")?;
+            let id = payload["id"]
+                .as_str()
+                .ok_or("a push without its request id")?;
+            post(&format!("/api/requests/{id}/deny"), &serde_json::json!({}))?;
+            client
+                .join()
+                .map_err(|_| "the sign request's thread panicked".to_owned())??;
+        }
+        Ok(spans)
+    }
 }
