@@ -20,6 +20,8 @@
 //!   and its event stream; every state-changing request must carry the
 //!   page's `Origin`; the page is bound by a strict Content-Security-Policy.
 //! - [`SignerInfo`]: what the page may read of, and do to, its signer.
+//! - [`push`]: Web Push (RFC 8030/8291/8292) to phones with no page open,
+//!   one push per burst of waiting decisions, beside the page.
 //!
 //! This crate knows nothing of SSH or of the agent link: the signer
 //! (`vmux-signer`) turns its decisions into [`Ask`]s and answers into
