@@ -888,6 +888,56 @@ impl Page {
         }
     }
 
+    /// Delivers a push message (`data`, the decrypted payload) to the
+    /// service worker registered for `origin` (its scope `origin/`), as
+    /// the browser does when its push service hands one over: the
+    /// worker's own `push` handler runs.
+    pub fn deliver_push(&self, origin: &str, data: &str) {
+        let deadline = Instant::now() + self.wait();
+        let mut conn = lock(&self.conn);
+        if let Err(e) = conn.call(
+            Some(&self.session_id),
+            "ServiceWorker.enable",
+            json!({}),
+            CDP_TIMEOUT,
+        ) {
+            panic!("ServiceWorker.enable failed: {e}");
+        }
+        let scope = format!("{origin}/");
+        let mut registration = None;
+        while registration.is_none() {
+            let update = conn
+                .wait_event(
+                    &self.session_id,
+                    "ServiceWorker.workerRegistrationUpdated",
+                    deadline,
+                    |_| true,
+                )
+                .unwrap_or_else(|| panic!("no service worker registered for {scope}"));
+            registration = update["registrations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["scopeURL"] == json!(scope) && r["isDeleted"] != json!(true))
+                .and_then(|r| r["registrationId"].as_str().map(str::to_owned));
+        }
+        let registration = registration.unwrap_or_default();
+        if let Err(e) = conn.call(
+            Some(&self.session_id),
+            "ServiceWorker.deliverPushMessage",
+            json!({ "origin": origin, "registrationId": registration, "data": data }),
+            CDP_TIMEOUT,
+        ) {
+            panic!("ServiceWorker.deliverPushMessage failed: {e}");
+        }
+        let _ = conn.call(
+            Some(&self.session_id),
+            "ServiceWorker.disable",
+            json!({}),
+            CDP_TIMEOUT,
+        );
+    }
+
     /// Reloads and waits (at most [`Page::wait`]) for the load event.
     pub fn reload(&self) {
         let wait = self.wait();

@@ -117,6 +117,24 @@ impl PushWorld {
         }
     }
 
+    /// Waits until the page's service worker shows `n` notifications;
+    /// returns them (title, body, tag, data).
+    fn notifications(&self, n: usize) -> Value {
+        let js = "navigator.serviceWorker.getRegistration().then(r => r ? r.getNotifications() : []).then(ns => ns.map(n => ({title: n.title, body: n.body, tag: n.tag, data: n.data})))";
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let v = self.phone.page.eval(js);
+            if v.as_array().map(Vec::len) == Some(n) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {n} notifications, the page shows {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Checks a push as a push service and the phone would: the RFC 8030
     /// headers, the VAPID JWT, the body decrypting for this subscription.
     /// Returns the payload.
@@ -186,6 +204,18 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
     assert_eq!(payload["url"], format!("/#request={id}"));
     assert_eq!(payload["tag"], "vmux-request");
 
+    // The phone's browser hands it to the page's service worker, which
+    // shows one notification for the burst.
+    let plain = String::from_utf8(w.subscriber.decrypt(&push.body).unwrap()).unwrap();
+    w.phone.page.goto(&format!("{}/icon.svg", w.world.origin));
+    w.phone.page.deliver_push(&w.world.origin, &plain);
+    let shown = w.notifications(1);
+    assert_eq!(
+        shown,
+        json!([{"title": "SSH signature requested", "body": body, "tag": "vmux-request",
+                "data": {"url": format!("/#request={id}"), "id": id}}]),
+    );
+
     // The tap opens the page on that request: every waiting card is there.
     w.phone.page.goto(&format!(
         "{}{}",
@@ -205,6 +235,8 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
         );
     }
     assert_eq!(w.sshd.accepted(), 10);
+    // The page closed the notification of the requests it no longer lists.
+    assert_eq!(w.notifications(0), json!([]));
     assert_eq!(w.service.seen().len(), 1, "exactly one push for the burst");
     let phones = w.world.phones();
     let line = phones
