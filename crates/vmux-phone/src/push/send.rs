@@ -38,6 +38,10 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// The longest summary a push carries (characters).
 const MAX_SUMMARY: usize = 400;
+/// Push services remembered (JWTs, back-offs): more than the phones'
+/// subscriptions can name at once; beyond it the oldest state is dropped,
+/// so a phone cycling through endpoints cannot grow the signer's memory.
+const MAX_SERVICES: usize = 64;
 
 /// `[web_push]` in `signer.toml`.
 #[derive(Debug, Clone, Default)]
@@ -185,7 +189,11 @@ impl Sender {
         };
         let exp = now + JWT_LIFETIME;
         let h = crate::push::vapid_authorization(&key, aud, exp, &self.subject);
-        lock(&self.jwts).insert(aud.to_owned(), (h.clone(), exp));
+        let mut jwts = lock(&self.jwts);
+        if jwts.len() >= MAX_SERVICES {
+            jwts.clear();
+        }
+        jwts.insert(aud.to_owned(), (h.clone(), exp));
         Some(h)
     }
 
@@ -199,6 +207,10 @@ impl Sender {
 
     fn back_off(&self, aud: &str, retry_after: Option<Duration>) -> Instant {
         let mut all = lock(&self.backoff);
+        if all.len() >= MAX_SERVICES && !all.contains_key(aud) {
+            let now = Instant::now();
+            all.retain(|_, b| b.until.is_some_and(|t| t > now));
+        }
         let b = all.entry(aud.to_owned()).or_default();
         b.step = (b.step * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
         let wait = retry_after
