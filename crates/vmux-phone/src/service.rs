@@ -107,7 +107,7 @@ impl Phones {
         wait: Duration,
         push: &PushSettings,
     ) -> Result<Phones, PhoneError> {
-        let vapid = crate::push::VapidKey::at(book_path.with_file_name("push-vapid.pem"));
+        let vapid = crate::push::VapidKey::at(book_path.with_file_name("push-vapid.key"));
         let sender = crate::push::Sender::new(push, rp.origin())?;
         let book = PhoneBook::open(book_path, wait)?;
         book.fill_rp_id(rp.id())?;
@@ -209,6 +209,17 @@ impl Phones {
     /// Whether any phone has a page open now.
     pub fn any_online(&self) -> bool {
         lock(&self.online).values().any(|n| *n > 0)
+    }
+
+    /// Reads (or makes, at first) the Web Push key, decrypting (or
+    /// encrypting) it with the signer's `passphrase` when it has one.
+    pub fn unlock_push(&self, passphrase: Option<&str>) -> Result<(), vmux_home::HomeError> {
+        self.vapid.unlock(passphrase)
+    }
+
+    /// Forgets the Web Push key when it is encrypted (the signer locks).
+    pub fn lock_push(&self) {
+        self.vapid.lock();
     }
 
     /// Whether `phone` has a page open now.

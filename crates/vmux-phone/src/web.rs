@@ -619,15 +619,10 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
 
 async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
     signed_in(&app, &headers)?;
-    // Made (a file written) at first use: off the runtime.
-    let a = app.clone();
-    let key = tokio::task::spawn_blocking(move || a.phones.vapid.public_b64())
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no push key"))?
-        .map_err(|e| {
-            warn!(error = %e, "the Web Push key could not be read or made");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no push key")
-        })?;
+    let key = app.phones.vapid.public_b64().map_err(|e| {
+        warn!(error = %e, "no Web Push key");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    })?;
     Ok(Json(json!({ "key": key })).into_response())
 }
 

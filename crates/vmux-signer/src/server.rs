@@ -114,6 +114,9 @@ impl<A: Approver + 'static> Server<A> {
         if let Some(ca) = &self.parts.ca {
             ca.lock();
         }
+        if let Some(phones) = &self.parts.phones {
+            phones.lock_push();
+        }
         self.windows.clear();
         info!("signer locked; pending decisions cancelled, approval windows closed");
     }
@@ -128,6 +131,11 @@ impl<A: Approver + 'static> Server<A> {
         }
         for p in &self.parts.providers {
             p.unlock(passphrase).map_err(|e| e.to_string())?;
+        }
+        if let Some(phones) = &self.parts.phones {
+            phones
+                .unlock_push(Some(passphrase))
+                .map_err(|e| e.to_string())?;
         }
         self.locked.send_replace(false);
         info!("signer unlocked");

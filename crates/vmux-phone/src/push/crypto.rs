@@ -1,7 +1,7 @@
 //! The message encryption (RFC 8291, `aes128gcm`), the VAPID key (RFC
-//! 8292: made at first use, kept in the signer's home as `push-vapid.pem`,
-//! PKCS#8, mode 0600, not encrypted: see SECURITY.md) and the VAPID
-//! `Authorization` header.
+//! 8292: made when the page is first served, kept in the signer's home as
+//! `push-vapid.key`, encrypted with the signer's passphrase like its other
+//! keys) and the VAPID `Authorization` header.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,40 +9,128 @@ use std::sync::Mutex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use p256::SecretKey;
+use ssh_key::private::{EcdsaKeypair, KeypairData};
+use ssh_key::{LineEnding, PrivateKey};
 use vmux_home::sync::lock;
 use vmux_home::HomeError;
 
-/// The VAPID key's file, made when first needed.
+/// The signer's VAPID key: an OpenSSH private key file (ECDSA P-256,
+/// mode 0600) encrypted with the signer's passphrase when the signer's
+/// keys are, made when the page is first served. In memory only while
+/// the signer is unlocked.
 pub struct VapidKey {
     path: PathBuf,
     key: Mutex<Option<SecretKey>>,
+    encrypted: Mutex<bool>,
+}
+
+/// Why the VAPID key is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum VapidError {
+    /// The signer is locked (or the key was never unlocked).
+    #[error("the signer is locked")]
+    Locked,
+    /// The file cannot be read, written or decrypted.
+    #[error(transparent)]
+    Home(#[from] HomeError),
 }
 
 impl VapidKey {
-    /// The key kept at `path` (read or made at first use).
+    /// The key kept at `path`, not read yet ([`VapidKey::unlock`]).
     pub fn at(path: PathBuf) -> VapidKey {
         VapidKey {
             path,
             key: Mutex::new(None),
+            encrypted: Mutex::new(false),
         }
     }
 
-    /// The key, read from its file or made and written there (0600).
-    pub fn key(&self) -> Result<SecretKey, HomeError> {
-        let mut k = lock(&self.key);
-        if let Some(key) = k.as_ref() {
-            return Ok(key.clone());
+    /// Reads the key (decrypting it with `passphrase`), or makes it and
+    /// writes it (encrypted with `passphrase` if one is given). A key in
+    /// the older unencrypted PKCS#8 file beside it (`push-vapid.pem`) is
+    /// moved into the new file and the old file removed, so that the
+    /// phones' subscriptions stay valid.
+    pub fn unlock(&self, passphrase: Option<&str>) -> Result<(), HomeError> {
+        let key = match vmux_home::read_optional(&self.path)? {
+            Some(pem) => {
+                let pem = zeroize::Zeroizing::new(pem);
+                let file = PrivateKey::from_openssh(&*pem)
+                    .map_err(|_| corrupt(&self.path, "not an OpenSSH private key"))?;
+                *lock(&self.encrypted) = file.is_encrypted();
+                let file = if file.is_encrypted() {
+                    let pass = passphrase.ok_or_else(|| {
+                        corrupt(
+                            &self.path,
+                            "the key is encrypted and no passphrase was given",
+                        )
+                    })?;
+                    file.decrypt(pass)
+                        .map_err(|_| corrupt(&self.path, "the passphrase does not decrypt it"))?
+                } else {
+                    file
+                };
+                match file.key_data() {
+                    KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => {
+                        SecretKey::from_slice(private.as_ref())
+                            .map_err(|_| corrupt(&self.path, "not a P-256 private key"))?
+                    }
+                    _ => return Err(corrupt(&self.path, "not an ECDSA P-256 key")),
+                }
+            }
+            None => {
+                let old = self.path.with_file_name("push-vapid.pem");
+                let key = match read_old(&old)? {
+                    Some(k) => k,
+                    None => loop {
+                        let bytes: [u8; 32] = rand::random();
+                        if let Ok(k) = SecretKey::from_slice(&bytes) {
+                            break k;
+                        }
+                    },
+                };
+                self.write(&key, passphrase)?;
+                if old.exists() {
+                    std::fs::remove_file(&old).map_err(|e| HomeError::io(&old, e))?;
+                }
+                key
+            }
+        };
+        *lock(&self.key) = Some(key);
+        Ok(())
+    }
+
+    fn write(&self, key: &SecretKey, passphrase: Option<&str>) -> Result<(), HomeError> {
+        let bad = |_| corrupt(&self.path, "could not encode the new key");
+        let keypair = EcdsaKeypair::NistP256 {
+            public: key.public_key().to_encoded_point(false),
+            private: key.clone().into(),
+        };
+        let mut file =
+            PrivateKey::new(KeypairData::Ecdsa(keypair), "vmux Web Push (VAPID)").map_err(bad)?;
+        if let Some(p) = passphrase {
+            file = file.encrypt(&mut rand_core::OsRng, p).map_err(bad)?;
         }
-        let key = load_or_make(&self.path)?;
-        *k = Some(key.clone());
-        Ok(key)
+        *lock(&self.encrypted) = passphrase.is_some();
+        let pem = file.to_openssh(LineEnding::LF).map_err(bad)?;
+        vmux_home::write_private(&self.path, pem.as_bytes())
+    }
+
+    /// Forgets the key if its file is encrypted (the signer locked).
+    pub fn lock(&self) {
+        if *lock(&self.encrypted) {
+            *lock(&self.key) = None;
+        }
+    }
+
+    /// The key, while unlocked.
+    pub fn key(&self) -> Result<SecretKey, VapidError> {
+        lock(&self.key).clone().ok_or(VapidError::Locked)
     }
 
     /// The public key as the page's `applicationServerKey`: the
     /// uncompressed P-256 point, base64url.
-    pub fn public_b64(&self) -> Result<String, HomeError> {
+    pub fn public_b64(&self) -> Result<String, VapidError> {
         let key = self.key()?;
         Ok(B64URL.encode(key.public_key().to_encoded_point(false).as_bytes()))
     }
@@ -55,23 +143,17 @@ fn corrupt(path: &Path, message: &str) -> HomeError {
     }
 }
 
-fn load_or_make(path: &Path) -> Result<SecretKey, HomeError> {
-    if let Some(bytes) = vmux_home::read_optional(path)? {
-        let pem = std::str::from_utf8(&bytes).map_err(|_| corrupt(path, "not a PEM file"))?;
-        return SecretKey::from_pkcs8_pem(pem)
-            .map_err(|_| corrupt(path, "not a PKCS#8 P-256 private key"));
-    }
-    let key = loop {
-        let bytes: [u8; 32] = rand::random();
-        if let Ok(k) = SecretKey::from_slice(&bytes) {
-            break k;
-        }
+/// The key of an older signer's unencrypted PKCS#8 file, if there is one.
+fn read_old(path: &Path) -> Result<Option<SecretKey>, HomeError> {
+    use p256::pkcs8::DecodePrivateKey;
+    let Some(bytes) = vmux_home::read_optional(path)? else {
+        return Ok(None);
     };
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| corrupt(path, "could not encode the new key"))?;
-    vmux_home::write_private(path, pem.as_bytes())?;
-    Ok(key)
+    let bytes = zeroize::Zeroizing::new(bytes);
+    let pem = std::str::from_utf8(&bytes).map_err(|_| corrupt(path, "not a PEM file"))?;
+    SecretKey::from_pkcs8_pem(pem)
+        .map(Some)
+        .map_err(|_| corrupt(path, "not a PKCS#8 P-256 private key"))
 }
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -244,18 +326,49 @@ mod tests {
     }
 
     #[test]
-    fn made_once_0600_and_the_same_after_reopening() {
+    fn made_once_0600_encrypted_with_the_passphrase_and_the_same_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("push-vapid.pem");
+        let path = dir.path().join("push-vapid.key");
         let a = VapidKey::at(path.clone());
-        assert!(!path.exists(), "not made before first use");
+        assert!(matches!(a.public_b64(), Err(VapidError::Locked)));
+        assert!(!path.exists(), "not made before it is unlocked");
+        a.unlock(Some("correct horse")).unwrap();
         let public = a.public_b64().unwrap();
         assert_eq!(B64URL.decode(&public).unwrap().len(), 65);
         assert_eq!(vmux_home::mode_of(&path).unwrap(), 0o600);
-        assert_eq!(a.public_b64().unwrap(), public);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(PrivateKey::from_openssh(&text).unwrap().is_encrypted());
+        a.lock();
+        assert!(
+            matches!(a.key(), Err(VapidError::Locked)),
+            "forgotten when locked"
+        );
         let b = VapidKey::at(path.clone());
+        assert!(b.unlock(None).is_err(), "needs the passphrase");
+        assert!(b.unlock(Some("wrong")).is_err());
+        b.unlock(Some("correct horse")).unwrap();
         assert_eq!(b.public_b64().unwrap(), public);
-        std::fs::write(&path, "junk").unwrap();
-        assert!(VapidKey::at(path).key().is_err());
+
+        // Unencrypted signer: a plain key file, kept while locked.
+        let plain = VapidKey::at(dir.path().join("plain.key"));
+        plain.unlock(None).unwrap();
+        plain.lock();
+        assert!(plain.key().is_ok());
+
+        // An older signer's unencrypted push-vapid.pem moves into the new
+        // file (encrypted now) and is removed: subscriptions stay valid.
+        let d2 = tempfile::tempdir().unwrap();
+        let old_key = SecretKey::from_slice(&[9u8; 32]).unwrap();
+        use p256::pkcs8::EncodePrivateKey;
+        let old_pem = old_key.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap();
+        std::fs::write(d2.path().join("push-vapid.pem"), old_pem.as_bytes()).unwrap();
+        let moved = VapidKey::at(d2.path().join("push-vapid.key"));
+        moved.unlock(Some("pw")).unwrap();
+        assert_eq!(moved.key().unwrap(), old_key);
+        assert!(!d2.path().join("push-vapid.pem").exists());
+        std::fs::write(d2.path().join("push-vapid.key"), "junk").unwrap();
+        assert!(VapidKey::at(d2.path().join("push-vapid.key"))
+            .unlock(Some("pw"))
+            .is_err());
     }
 }

@@ -5,6 +5,8 @@
 mod crypto;
 mod send;
 
-pub use crypto::{encrypt, encrypt_with, vapid_authorization, EncryptError, VapidKey, MAX_PAYLOAD};
+pub use crypto::{
+    encrypt, encrypt_with, vapid_authorization, EncryptError, VapidError, VapidKey, MAX_PAYLOAD,
+};
 pub(crate) use send::{run, Sender};
 pub use send::{PushSettings, PushSetupError, PushStatus, TOPIC};

@@ -271,11 +271,6 @@ fn message(mine: &[&Waiting]) -> Vec<u8> {
 pub(crate) async fn run(phones: Arc<Phones>) {
     let mut desk = phones.desk.subscribe();
     let mut online = phones.online_changes();
-    // Read the key once, off the runtime, if anything will be pushed.
-    if phones.book.list().iter().any(|p| !p.push.is_empty()) {
-        let p = phones.clone();
-        let _ = tokio::task::spawn_blocking(move || p.vapid.key()).await;
-    }
     let mut bursts: HashMap<String, Burst> = HashMap::new();
     loop {
         let next = step(&phones, &mut bursts);

@@ -176,6 +176,10 @@ fn serve(
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let pass = unlock_passphrase(signer, passphrase_file)?;
     let phones = web.as_ref().map(|(p, _)| p.clone());
+    if let Some(p) = &phones {
+        p.unlock_push(pass.as_deref().map(String::as_str))
+            .map_err(|e| Failure(format!("the Web Push key: {e}")))?;
+    }
     let server = Arc::new(signer.assemble(
         &config,
         pass.as_deref().map(String::as_str),
