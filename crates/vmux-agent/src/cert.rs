@@ -25,6 +25,36 @@ const CERT_TIMEOUT: Duration = Duration::from_secs(120);
 /// checks the answer and installs it.
 pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailure> {
     let (signer_id, conn) = shared.any_connected().ok_or(SignFailure::NoSigner)?;
+    let signer = shared
+        .state()
+        .signers
+        .iter()
+        .find(|p| p.id == signer_id)
+        .map_or_else(|| signer_id.clone(), |p| p.name.clone());
+    // Listed for the tray while the signer's person is asked.
+    let entry = shared.board.begin(crate::board::WaitingRequest {
+        id: 0,
+        kind: "certificate".into(),
+        signer,
+        key: "session certificate".into(),
+        host: String::new(),
+        user: String::new(),
+        process: String::new(),
+        namespace: String::new(),
+        since_ms: 0,
+    });
+    let result = obtain(shared, automatic, signer_id, conn).await;
+    entry.finish(&result);
+    result
+}
+
+/// Asks `conn`'s CA, checks the answer, installs the certificate.
+async fn obtain(
+    shared: &Shared,
+    automatic: bool,
+    signer_id: String,
+    conn: crate::signer_conn::SignerConn,
+) -> Result<u64, SignFailure> {
     let key = PrivateKey::random(
         &mut rand_core::OsRng,
         Algorithm::Ecdsa {
@@ -222,6 +252,7 @@ pub async fn maintain(shared: Arc<Shared>) {
     loop {
         let now = now_s();
         if shared.cert.expire_if_due(now) {
+            shared.board.touch();
             crate::notice("session certificate expired; signing falls back to the signer");
         }
         let generation = *sessions.borrow_and_update();

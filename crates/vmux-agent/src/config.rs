@@ -29,7 +29,45 @@ pub struct AgentFileConfig {
     /// Wake providers (`[wake.apns]`, `[wake.webhook]`, `interval_seconds`).
     #[serde(default)]
     pub wake: crate::wake::WakeFileConfig,
+    /// The tray and workstation notifications (`[tray]`), read by `vmux
+    /// agent tray`.
+    #[serde(default)]
+    pub tray: TrayFileConfig,
 }
+
+/// `[tray]` in agent.toml: what `vmux agent tray` does besides the icon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrayFileConfig {
+    /// Workstation notifications ("Approve on NAME: …", the pairing
+    /// code). Default true.
+    #[serde(default = "yes")]
+    pub notifications: bool,
+    /// How long a request waits on a signer before the notification
+    /// shows, milliseconds. Default 1000.
+    #[serde(default = "default_notify_after")]
+    pub notify_after_ms: u64,
+}
+
+impl Default for TrayFileConfig {
+    fn default() -> Self {
+        TrayFileConfig {
+            notifications: true,
+            notify_after_ms: DEFAULT_NOTIFY_AFTER_MS,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_notify_after() -> u64 {
+    DEFAULT_NOTIFY_AFTER_MS
+}
+
+/// Default wait before a notification says a request waits on a signer.
+pub const DEFAULT_NOTIFY_AFTER_MS: u64 = 1000;
 
 /// Default bounded wait for a signature.
 pub const DEFAULT_SIGN_TIMEOUT_SECONDS: u64 = 60;

@@ -1,6 +1,7 @@
 //! Control of a running agent through its own socket: the agent-protocol
-//! extension `control@vmux` carries one command (`status`, `refresh`,
-//! `cert`, `pair-confirm CODE`, `pair-deny`, `pair-signer HOST:PORT`) and
+//! extension `control@vmux` carries one command (`status`, `watch N`,
+//! `refresh`, `cert`, `pair-confirm CODE`, `pair-deny`, `pair-signer
+//! HOST:PORT`) and
 //! is answered with `SSH_AGENT_SUCCESS` followed by a string
 //! holding JSON. The socket's owner-only checks apply to it as to
 //! everything else; no forwarded connection gets here
@@ -95,6 +96,17 @@ pub struct Status {
     /// backwards.
     #[serde(default)]
     pub passkeys: PasskeyStatus,
+    /// The first requests waiting for a signer now (at most
+    /// [`crate::board::MAX_LISTED_WAITING`]), oldest first.
+    #[serde(default)]
+    pub waiting: Vec<crate::board::WaitingRequest>,
+    /// How the last requests ended.
+    #[serde(default)]
+    pub finished: Vec<crate::board::Finished>,
+    /// The agent's change counter when this status was taken: `watch N`
+    /// answers once it is no longer N.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// What `vmux agent status` says of passkey keys.
@@ -195,12 +207,18 @@ impl Status {
             pending_requests,
             last_wake,
             passkeys: PasskeyStatus::default(),
+            waiting: Vec::new(),
+            finished: Vec::new(),
+            generation: 0,
         }
     }
 }
 
 /// What `vmux agent status` shows.
 pub(crate) fn status(shared: &Shared) -> Status {
+    // Read first: a change while the status is taken makes the next
+    // `watch` answer at once.
+    let generation = *shared.board.subscribe().borrow();
     let now = now_s();
     let links = lock(&shared.links).clone();
     let state = shared.state();
@@ -217,13 +235,21 @@ pub(crate) fn status(shared: &Shared) -> Status {
         clients: shared.clients.seen(),
         counter_alarms: shared.counters.alarms(),
     };
+    (s.waiting, s.finished) = shared.board.snapshot();
+    s.generation = generation;
     s
 }
+
+/// Longest a `watch` waits for a change before it answers anyway.
+pub const WATCH_WAIT: Duration = Duration::from_secs(25);
 
 /// One control command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command<'a> {
     Status,
+    /// The status once the change counter is no longer this (at once if
+    /// it is not), or after [`WATCH_WAIT`].
+    Watch(u64),
     Refresh,
     Cert,
     PairDeny,
@@ -244,6 +270,7 @@ impl<'a> Command<'a> {
             _ => match command.split_once(' ')? {
                 ("pair-confirm", code) => Command::PairConfirm(code),
                 ("pair-signer", address) => Command::PairSigner(address),
+                ("watch", seen) => Command::Watch(seen.parse().ok()?),
                 _ => return None,
             },
         })
@@ -252,7 +279,7 @@ impl<'a> Command<'a> {
     /// Whether only the vmux program itself may send it: it starts,
     /// confirms or refuses a pairing, or has a certificate issued.
     pub(crate) fn needs_own_program(self) -> bool {
-        !matches!(self, Command::Status | Command::Refresh)
+        !matches!(self, Command::Status | Command::Watch(_) | Command::Refresh)
     }
 }
 
@@ -285,6 +312,15 @@ pub(crate) async fn handle(
             Ok(v) => reply(v),
             Err(_) => wire::status(FAILURE),
         },
+        (Command::Watch(seen), _) => {
+            // Bounded: the client's connection waits here, nothing else.
+            let mut changes = shared.board.subscribe();
+            let _ = tokio::time::timeout(WATCH_WAIT, changes.wait_for(|g| *g != seen)).await;
+            match serde_json::to_value(status(shared)) {
+                Ok(v) => reply(v),
+                Err(_) => wire::status(FAILURE),
+            }
+        }
         (Command::Refresh, _) => {
             let n = shared.refresh().await;
             reply(json!({ "refreshed": n }))
@@ -397,4 +433,48 @@ pub fn query(
     f.string()
         .and_then(|j| serde_json::from_slice(j).ok())
         .ok_or(ControlError::NotVmux(shown))
+}
+
+/// The keys the agent on `socket` lists, as OpenSSH public-key lines
+/// (what `ssh-add -L` prints), asked with the agent protocol's own
+/// request-identities.
+pub fn public_keys(socket: &Path, timeout: Duration) -> Result<Vec<String>, ControlError> {
+    let shown = socket.display().to_string();
+    let mut s = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(shown.clone()))?;
+    let io = |e| ControlError::Io(shown.clone(), e);
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.write_all(&[0, 0, 0, 1, 11]).map_err(io)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > wire::MAX_AGENT_MESSAGE {
+        return Err(ControlError::NotVmux(shown));
+    }
+    let mut answer = vec![0u8; len];
+    s.read_exact(&mut answer).map_err(io)?;
+    let mut f = Fields(&answer);
+    let (Some(12), Some(n)) = (f.u8(), f.u32()) else {
+        return Err(ControlError::NotVmux(shown));
+    };
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let (Some(blob), Some(comment)) = (f.string(), f.string()) else {
+            return Err(ControlError::NotVmux(shown));
+        };
+        let comment = String::from_utf8_lossy(comment);
+        let line = ssh_key::PublicKey::from_bytes(blob)
+            .ok()
+            .and_then(|mut k| {
+                k.set_comment(comment.as_ref());
+                k.to_openssh().ok()
+            })
+            .or_else(|| {
+                ssh_key::Certificate::from_bytes(blob)
+                    .ok()
+                    .and_then(|c| c.to_openssh().ok())
+                    .map(|l| format!("{l} {comment}"))
+            });
+        lines.extend(line);
+    }
+    Ok(lines)
 }

@@ -36,11 +36,16 @@
 //!   through its own socket (`cert` and `pair` only for the vmux program
 //!   itself).
 //!
+//! - [`board`]: the requests waiting for a signer's person now, how the
+//!   last ones ended, and the change counter the `watch` control request
+//!   waits on (for the tray, `vmux agent tray`).
+//!
 //! The state all of these share (`shared`) is a leaf: it imports only
 //! leaf modules, never one of those that act on it.
 #![deny(missing_docs)]
 
 mod agent;
+pub mod board;
 mod cert;
 mod cert_slot;
 mod client;
@@ -65,8 +70,8 @@ pub mod wire;
 pub use agent::{run, run_until};
 pub use cert::CERT_COMMENT;
 pub use config::{
-    AgentFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS,
-    DEFAULT_SIGN_TIMEOUT_SECONDS,
+    AgentFileConfig, TrayFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS,
+    DEFAULT_CERT_VALIDITY_SECONDS, DEFAULT_NOTIFY_AFTER_MS, DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
 pub use failure::SignFailure;
 pub use identity_store::{IdentityStore, IdentityStoreKind};

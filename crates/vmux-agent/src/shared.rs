@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     pub(crate) clients: crate::origin::client::ClientKinds,
     /// This value's own `Arc`, for tasks it spawns.
     pub(crate) me: std::sync::OnceLock<std::sync::Weak<Shared>>,
+    /// Requests waiting now, how the last ones ended, and the counter of
+    /// changes a `watch` control request waits on.
+    pub(crate) board: crate::board::Board,
 }
 
 /// Counts a request as pending for as long as it lives.
@@ -151,6 +154,7 @@ impl Shared {
             counters: crate::verify::Counters::default(),
             clients: crate::origin::client::ClientKinds::default(),
             me: std::sync::OnceLock::new(),
+            board: crate::board::Board::default(),
         })
     }
 
@@ -188,7 +192,10 @@ impl Shared {
         // Counted and handed over under the lock, so snapshots reach the
         // writer in the order of the changes.
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.writer.submit(generation, state.clone())
+        let saved = self.writer.submit(generation, state.clone());
+        drop(state);
+        self.board.touch();
+        saved
     }
 
     /// Resolves once every change handed to the state file's writer is on
@@ -208,6 +215,7 @@ impl Shared {
         if opened {
             self.sessions.send_modify(|n| *n += 1);
         }
+        self.board.touch();
     }
 
     pub(crate) fn set_link(&self, address: &str, f: impl FnOnce(&mut LinkStatus)) {
@@ -219,6 +227,8 @@ impl Shared {
                 ..LinkStatus::default()
             });
         f(l);
+        drop(links);
+        self.board.touch();
     }
 
     /// Every connected signer.
@@ -263,6 +273,7 @@ impl Shared {
                 .push(&signer, &endpoint, &me.config.name, waiting)
                 .await;
             info!(%signer, %outcome, "wake push");
+            me.board.touch();
             if let crate::wake::Outcome::DropEndpoint(reason) = &outcome {
                 warn!(%signer, %reason, "the signer's device token is unregistered; dropping it");
                 me.update_state(|s| {

@@ -8,6 +8,7 @@ use rand::RngCore;
 use tracing::{info, warn};
 use vmux_proto::{SignContext, SignRequest};
 
+use crate::board::WaitingRequest;
 use crate::failure::SignFailure;
 use crate::shared::{PendingGuard, Shared};
 use crate::verify::check_signature;
@@ -27,19 +28,60 @@ pub(crate) async fn remote(
 ) -> Result<Vec<u8>, SignFailure> {
     let _pending = PendingGuard::new(&shared.pending);
     let deadline = tokio::time::Instant::now() + shared.config.sign_timeout;
-    let signer_id = shared
-        .state()
-        .signer_of(key_blob)
-        .map(str::to_owned)
-        .ok_or(SignFailure::UnknownKey)?;
+    let (signer_id, waiting) = {
+        let state = shared.state();
+        let signer_id = state
+            .signer_of(key_blob)
+            .map(str::to_owned)
+            .ok_or(SignFailure::UnknownKey)?;
+        let waiting = WaitingRequest {
+            id: 0,
+            kind: "sign".into(),
+            signer: state
+                .signers
+                .iter()
+                .find(|p| p.id == signer_id)
+                .map_or_else(|| signer_id.clone(), |p| p.name.clone()),
+            key: state
+                .keys()
+                .iter()
+                .find(|k| k.blob == key_blob)
+                .map(|k| k.comment.clone())
+                .unwrap_or_default(),
+            host: context.dest_host.clone(),
+            user: context.dest_user.clone(),
+            process: context.process.clone(),
+            namespace: context.namespace.clone(),
+            since_ms: 0,
+        };
+        (signer_id, waiting)
+    };
+    // Listed for the tray while it waits, with how it ended.
+    let entry = shared.board.begin(waiting);
+    let result = through(shared, &signer_id, deadline, key_blob, data, flags, context).await;
+    entry.finish(&result);
+    result
+}
+
+/// Waits for the signer `signer_id` (waking it), asks it, and checks its
+/// answer.
+async fn through(
+    shared: &Shared,
+    signer_id: &str,
+    deadline: tokio::time::Instant,
+    key_blob: &[u8],
+    data: &[u8],
+    flags: u32,
+    context: SignContext,
+) -> Result<Vec<u8>, SignFailure> {
     let mut rx = shared.connected.subscribe();
-    if !rx.borrow().contains_key(&signer_id) {
+    if !rx.borrow().contains_key(signer_id) {
         info!(signer = %signer_id, timeout = ?shared.config.sign_timeout, "waiting for signer to connect");
-        shared.wake(&signer_id);
+        shared.wake(signer_id);
     }
     let conn = tokio::time::timeout_at(deadline, async {
         loop {
-            if let Some(c) = rx.borrow_and_update().get(&signer_id).cloned() {
+            if let Some(c) = rx.borrow_and_update().get(signer_id).cloned() {
                 return Some(c);
             }
             if rx.changed().await.is_err() {
