@@ -184,6 +184,10 @@ pub fn run(
                     service::environment_d_path()?,
                     service::environment_d(&spec),
                 ),
+                (
+                    crate::tray_cmd::autostart_path(&dir),
+                    crate::tray_cmd::autostart_entry(&spec.exe, spec.home.as_deref()),
+                ),
             ];
             if print {
                 for (path, contents) in &files {
@@ -202,10 +206,15 @@ pub fn run(
                     dir.join("vmux-agent.socket"),
                     dir.join("vmux-agent.service"),
                     service::environment_d_path()?,
+                    crate::tray_cmd::autostart_path(&dir),
                 ],
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::Tray {
+            socket,
+            no_notifications,
+        } => crate::tray_cmd::run(home, &file, socket_of(socket), no_notifications),
         AgentCommand::Signers => {
             let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
             if state.signers.is_empty() {

@@ -368,6 +368,17 @@ pub enum AgentCommand {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Show the agent in the desktop's tray (StatusNotifierItem) with its
+    /// menu, and notify while a signature waits on a signer.
+    Tray {
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// No notifications, only the icon (`[tray] notifications` in
+        /// agent.toml).
+        #[arg(long)]
+        no_notifications: bool,
+    },
     /// List pinned signers.
     Signers,
     /// Print the lines that point a shell at the agent.

@@ -8,6 +8,7 @@ mod doctor;
 mod passphrase;
 mod service;
 mod signer_cmd;
+mod tray_cmd;
 
 use std::process::ExitCode;
 
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     let daemon = matches!(
         args.command,
         cli::Command::Agent {
-            command: cli::AgentCommand::Run { .. }
+            command: cli::AgentCommand::Run { .. } | cli::AgentCommand::Tray { .. }
         } | cli::Command::Signer {
             command: cli::SignerCommand::Run { .. }
         }
