@@ -472,7 +472,11 @@ pub fn public_keys(socket: &Path, timeout: Duration) -> Result<Vec<String>, Cont
                 ssh_key::Certificate::from_bytes(blob)
                     .ok()
                     .and_then(|c| c.to_openssh().ok())
-                    .map(|l| format!("{l} {comment}"))
+                    .map(|l| {
+                        let mut parts = l.split_whitespace();
+                        let (kind, body) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                        format!("{kind} {body} {comment}")
+                    })
             });
         lines.extend(line);
     }
