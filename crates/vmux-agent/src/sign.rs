@@ -43,8 +43,9 @@ pub(crate) async fn remote(
                 .find(|p| p.id == signer_id)
                 .map_or_else(|| signer_id.clone(), |p| p.name.clone()),
             key: state
-                .keys()
+                .signers
                 .iter()
+                .flat_map(|p| &p.keys)
                 .find(|k| k.blob == key_blob)
                 .map(|k| k.comment.clone())
                 .unwrap_or_default(),

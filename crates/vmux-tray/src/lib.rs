@@ -52,6 +52,8 @@ use crate::notify::{Notifier, SHORT_LIVED_MS};
 
 const WATCHER: &str = "org.kde.StatusNotifierWatcher";
 const WATCHER_PATH: &str = "/StatusNotifierWatcher";
+/// The shortest time between two status answers the tray asks for.
+const COALESCE: Duration = Duration::from_millis(100);
 /// How often to look for an agent that is not running.
 const AGENT_RETRY: Duration = Duration::from_secs(1);
 
@@ -337,6 +339,10 @@ async fn watch_agent(socket: PathBuf, tx: mpsc::Sender<Option<Status>>) {
                 if tx.send(Some(status)).await.is_err() {
                     return;
                 }
+                // Changes that come faster than this (a burst of
+                // signatures) are shown together: the tray never costs
+                // the agent more than a few status answers a second.
+                tokio::time::sleep(COALESCE).await;
             }
             None => {
                 seen = None;
