@@ -512,6 +512,7 @@ fn the_menu_says_what_status_says_and_its_entries_work() {
     );
 
     // The signer stops: disconnected, hollow key, still the status's lines.
+    let stopped = Instant::now();
     signer.kill();
     desktop.wait_menu(&item, |l| {
         l.first()
@@ -519,6 +520,17 @@ fn the_menu_says_what_status_says_and_its_entries_work() {
             && l == lines_of(&agent.status())
     });
     assert_eq!(desktop.text_property(&item, "IconName"), "security-low");
+    // Figures for the record (not asserted: the machine may be busy).
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", tray.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: ?")
+        .to_owned();
+    eprintln!(
+        "tray: signer stopped -> menu says so in {:?}; tray {rss}",
+        stopped.elapsed()
+    );
     let refresh = desktop
         .menu(&item)
         .into_iter()
@@ -663,4 +675,51 @@ fn the_tray_needs_a_session_bus_and_says_so() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no session bus"), "{err}");
+}
+
+#[test]
+fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    let desktop = Desktop::start(&address, false);
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "work");
+    signer.start();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.confirm_pairings = false;
+    agent.start(&["--signer", &signer.addr]);
+    let printed = agent
+        .daemon()
+        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+    let code = pairing_code_of(&printed).unwrap();
+    let _tray = start_tray(&agent, &address);
+    let notes = desktop.wait_notes(|n| !n.is_empty());
+    let Note::Notify {
+        id, summary, body, ..
+    } = notes[0].clone()
+    else {
+        panic!("{notes:?}")
+    };
+    assert_eq!(summary, format!("Pairing code {code}"));
+    assert!(body.contains(&signer.addr), "{body}");
+    assert_eq!(agent.status()["signers"][0]["connected"], false);
+    // The person compared the codes and clicks the notification's
+    // confirm button.
+    desktop.rt.block_on(async {
+        desktop
+            .conn
+            .emit_signal(
+                None::<&str>,
+                "/org/freedesktop/Notifications",
+                "org.freedesktop.Notifications",
+                "ActionInvoked",
+                &(id, "confirm"),
+            )
+            .await
+            .unwrap();
+    });
+    agent.wait_connected(1);
+    assert_eq!(agent.status()["signers"][0]["connected"], true);
+    // The pairing is over: its notification is closed.
+    desktop.wait_notes(|n| n.contains(&Note::Close { id }));
 }
