@@ -27,7 +27,12 @@ fn install_print_gives_units_systemd_accepts() {
     }
     assert_eq!(
         names,
-        ["vmux-agent.socket", "vmux-agent.service", "60-vmux.conf"]
+        [
+            "vmux-agent.socket",
+            "vmux-agent.service",
+            "60-vmux.conf",
+            "vmux-tray.desktop"
+        ]
     );
     let socket_unit = std::fs::read_to_string(units.join("vmux-agent.socket")).unwrap();
     assert!(socket_unit.contains(&format!(

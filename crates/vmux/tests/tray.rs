@@ -723,3 +723,43 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
     // The pairing is over: its notification is closed.
     desktop.wait_notes(|n| n.contains(&Note::Close { id }));
 }
+
+#[test]
+fn install_starts_the_tray_with_graphical_sessions() {
+    let dir = test_dir();
+    let home = dir.path().join("my home");
+    let out = ok(vmux()
+        .arg("--home")
+        .arg(&home)
+        .args(["agent", "install", "--print"]));
+    let block = out
+        .split("# ")
+        .find(|b| {
+            b.starts_with('/')
+                && b.lines()
+                    .next()
+                    .unwrap()
+                    .ends_with("/autostart/vmux-tray.desktop")
+        })
+        .unwrap_or_else(|| panic!("no autostart entry in {out}"));
+    let (_, body) = block.split_once('\n').unwrap();
+    let entry = dir.path().join("vmux-tray.desktop");
+    std::fs::write(&entry, body).unwrap();
+    let Ok(check) = Command::new("desktop-file-validate").arg(&entry).output() else {
+        panic!("desktop-file-validate is missing: ./scripts/test installs desktop-file-utils");
+    };
+    assert!(
+        check.status.success() && check.stdout.is_empty(),
+        "desktop-file-validate: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        body.contains(&format!(
+            "Exec={} --home \"{}\" agent tray\n",
+            env!("CARGO_BIN_EXE_vmux"),
+            home.display()
+        )),
+        "{body}"
+    );
+}
