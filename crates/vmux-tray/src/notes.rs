@@ -114,7 +114,11 @@ impl Notes {
             let Some(b) = self.bursts.remove(&signer) else {
                 continue;
             };
-            let Some(id) = b.shown else { continue };
+            // Not shown (or the server never answered with an id):
+            // nothing to close or replace.
+            let Some(id) = b.shown.filter(|id| *id != 0) else {
+                continue;
+            };
             let outcomes: Vec<(Outcome, &str)> = status
                 .map(|s| {
                     s.finished
