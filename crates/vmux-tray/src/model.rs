@@ -1,5 +1,5 @@
 //! What the tray shows, computed from the agent's status: the icon's
-//! state and the menu's lines. No I/O; the D-Bus side ([`crate::item`],
+//! state and the menu's lines. No I/O; the D-Bus side (`item`,
 //! `crate::menu`) only serves what this says.
 
 use vmux_agent::board::WaitingRequest;

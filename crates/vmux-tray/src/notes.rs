@@ -1,5 +1,5 @@
 //! Which workstation notifications to show, replace and close, decided
-//! from the agent's status and the clock. No I/O: [`crate::notify`]
+//! from the agent's status and the clock. No I/O: `notify`
 //! carries the [`Effect`]s out.
 //!
 //! - A **burst** is a stretch of time during which at least one request
