@@ -1163,18 +1163,22 @@ impl Page {
         let prepare = CLICK_PREPARE.replace("__VMUX_LOCATE__", find);
         let wait = self.wait();
         let deadline = Instant::now() + wait;
+        // The element must be where it was a moment ago: a page still
+        // scrolling (a smooth `scrollIntoView`) or laying out would take
+        // the click somewhere else.
+        let mut last: Option<(f64, f64)> = None;
         let (x, y) = loop {
             let r = self.try_eval(&prepare);
-            match &r {
-                Ok(v) if v["ok"] == json!(true) => {
-                    let x = v["x"].as_f64();
-                    let y = v["y"].as_f64();
-                    if let (Some(x), Some(y)) = (x, y) {
-                        break (x, y);
-                    }
+            let here = match &r {
+                Ok(v) if v["ok"] == json!(true) => v["x"].as_f64().zip(v["y"].as_f64()),
+                _ => None,
+            };
+            if let (Some((x, y)), Some((lx, ly))) = (here, last) {
+                if (lx - x).abs() < 0.5 && (ly - y).abs() < 0.5 {
+                    break (x, y);
                 }
-                _ => {}
             }
+            last = here;
             if Instant::now() >= deadline {
                 let why = match r {
                     Ok(v) => v["why"]
