@@ -7,6 +7,7 @@ mod cli;
 mod doctor;
 mod passphrase;
 mod service;
+mod setup;
 mod signer_cmd;
 mod tray_cmd;
 
