@@ -62,7 +62,7 @@ fn print_plan(setup: &Setup) {
         setup.command("doctor")
     );
     println!(
-        "  2. offer to install the systemd user units, so that the agent starts at login (`{}`)",
+        "  2. offer to install the systemd user units and the tray's autostart entry, so that the agent starts at login (`{}`)",
         setup.command("install")
     );
     match &setup.signer {
@@ -96,7 +96,7 @@ fn walk(setup: &Setup) -> Result<ExitCode, Failure> {
     heading("2. The agent");
     if status(sock).is_none() {
         let installed = ask_yes(&format!(
-            "Install the systemd user units, so that the agent starts at login and desktop apps get SSH_AUTH_SOCK (`{}`)?",
+            "Install the systemd user units, so that the agent starts at login, desktop apps get SSH_AUTH_SOCK and the tray starts with your desktop (`{}`)?",
             setup.command("install")
         ))?;
         if installed {
