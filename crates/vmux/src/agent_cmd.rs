@@ -127,25 +127,14 @@ pub fn run(
         } => pair(&socket_of(socket), signer, confirm, deny),
         AgentCommand::Env { shell, socket } => {
             let path = socket_of(socket);
-            let shell = shell.unwrap_or_else(|| {
-                match std::env::var("SHELL")
-                    .unwrap_or_default()
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("")
-                {
-                    "fish" => ShellKind::Fish,
-                    "zsh" => ShellKind::Zsh,
-                    _ => ShellKind::Bash,
-                }
-            });
-            let quoted = format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
-            match shell {
-                ShellKind::Bash | ShellKind::Zsh => println!("export SSH_AUTH_SOCK={quoted}"),
-                ShellKind::Fish => println!("set -gx SSH_AUTH_SOCK {quoted}"),
-            }
+            println!("{}", env_line(shell.unwrap_or_else(shell_from_env), &path));
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::Setup { signer, socket } => crate::setup::run(&crate::setup::Setup {
+            home_flag,
+            socket: socket_of(socket),
+            signer,
+        }),
         AgentCommand::Doctor { socket } => {
             let findings = crate::doctor::check(
                 &socket_of(socket),
@@ -161,41 +150,14 @@ pub fn run(
             })
         }
         AgentCommand::Install { print, launchd } => {
-            let spec = ServiceSpec {
-                exe: crate::current_exe()?,
-                home: home_flag.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
-                socket: std::path::absolute(socket_of(None)).map_err(Failure::from)?,
-            };
             if launchd {
-                print!("{}", service::launchd_plist(&spec));
+                print!(
+                    "{}",
+                    service::launchd_plist(&service_spec(home_flag, &socket_of(None))?)
+                );
                 return Ok(ExitCode::SUCCESS);
             }
-            let dir = service::user_unit_dir()?;
-            let files = vec![
-                (
-                    dir.join("vmux-agent.socket"),
-                    service::agent_socket_unit(&spec),
-                ),
-                (
-                    dir.join("vmux-agent.service"),
-                    service::agent_service_unit(&spec),
-                ),
-                (
-                    service::environment_d_path()?,
-                    service::environment_d(&spec),
-                ),
-                (
-                    crate::tray_cmd::autostart_path(&dir),
-                    crate::tray_cmd::autostart_entry(&spec.exe, spec.home.as_deref()),
-                ),
-            ];
-            if print {
-                for (path, contents) in &files {
-                    println!("# {}\n{contents}", path.display());
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            service::install(&files, "vmux-agent.socket")?;
+            install_units(home_flag, &socket_of(None), print)?;
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Uninstall => {
@@ -285,7 +247,7 @@ fn answer_error(value: &serde_json::Value) -> Option<Failure> {
     value["error"].as_str().map(|e| Failure(e.to_owned()))
 }
 
-fn confirm_code(socket: &std::path::Path, code: &str) -> Result<ExitCode, Failure> {
+pub(crate) fn confirm_code(socket: &std::path::Path, code: &str) -> Result<ExitCode, Failure> {
     let code = code.trim();
     if code.is_empty() || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Failure("a pairing code is six digits".into()));
@@ -469,4 +431,85 @@ fn host_name() -> String {
 /// Where this home's agent identity lives (`identity_store` in agent.toml).
 fn identity_store(home: &vmux_home::Home, file: &AgentFileConfig) -> vmux_agent::IdentityStore {
     vmux_agent::IdentityStore::new(file.identity_store, home.state_file("agent-identity"))
+}
+
+/// The `ServiceSpec` for this binary, home and socket.
+fn service_spec(
+    home_flag: Option<&std::path::Path>,
+    socket: &std::path::Path,
+) -> Result<ServiceSpec, Failure> {
+    Ok(ServiceSpec {
+        exe: crate::current_exe()?,
+        home: home_flag.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
+        socket: std::path::absolute(socket).map_err(Failure::from)?,
+    })
+}
+
+/// `vmux agent install [--print]`: the user units, the environment.d file
+/// and the tray's autostart entry,
+/// written, reloaded and enabled (or only printed).
+pub(crate) fn install_units(
+    home_flag: Option<&std::path::Path>,
+    socket: &std::path::Path,
+    print: bool,
+) -> Result<(), Failure> {
+    let spec = service_spec(home_flag, socket)?;
+    let dir = service::user_unit_dir()?;
+    let files = vec![
+        (
+            dir.join("vmux-agent.socket"),
+            service::agent_socket_unit(&spec),
+        ),
+        (
+            dir.join("vmux-agent.service"),
+            service::agent_service_unit(&spec),
+        ),
+        (
+            service::environment_d_path()?,
+            service::environment_d(&spec),
+        ),
+        (
+            crate::tray_cmd::autostart_path(&dir),
+            crate::tray_cmd::autostart_entry(&spec.exe, spec.home.as_deref()),
+        ),
+    ];
+    if print {
+        for (path, contents) in &files {
+            println!("# {}\n{contents}", path.display());
+        }
+        return Ok(());
+    }
+    service::install(&files, "vmux-agent.socket")
+}
+
+/// The user's shell, from `$SHELL` (bash when unknown).
+pub(crate) fn shell_from_env() -> ShellKind {
+    match std::env::var("SHELL")
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+    {
+        "fish" => ShellKind::Fish,
+        "zsh" => ShellKind::Zsh,
+        _ => ShellKind::Bash,
+    }
+}
+
+/// The line that points `shell` at the agent's socket `path`.
+pub(crate) fn env_line(shell: ShellKind, path: &std::path::Path) -> String {
+    let quoted = format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
+    match shell {
+        ShellKind::Bash | ShellKind::Zsh => format!("export SSH_AUTH_SOCK={quoted}"),
+        ShellKind::Fish => format!("set -gx SSH_AUTH_SOCK {quoted}"),
+    }
+}
+
+/// Where `shell` reads that line from.
+pub(crate) fn startup_file(shell: ShellKind) -> &'static str {
+    match shell {
+        ShellKind::Bash => "~/.bashrc (and ~/.bash_profile for login shells)",
+        ShellKind::Zsh => "~/.zshrc",
+        ShellKind::Fish => "~/.config/fish/config.fish",
+    }
 }

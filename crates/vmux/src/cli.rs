@@ -390,6 +390,19 @@ pub enum AgentCommand {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Set this machine up, guided (on a terminal): the checks of
+    /// `doctor`, the user units (`install`), pairing with a signer (compare
+    /// the code), and the line for your shell. Without a terminal it says
+    /// what it would do and fails.
+    Setup {
+        /// The signer's address (default: asked, or found on the local
+        /// network).
+        #[arg(long, value_name = "HOST:PORT")]
+        signer: Option<String>,
+        /// The agent's socket (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Check the setup and say how to fix what is wrong.
     Doctor {
         /// The agent's socket (default as for `run`).

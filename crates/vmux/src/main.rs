@@ -7,6 +7,7 @@ mod cli;
 mod doctor;
 mod passphrase;
 mod service;
+mod setup;
 mod signer_cmd;
 mod tray_cmd;
 
@@ -23,19 +24,34 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG`: a level (`info`, the default;
+/// `debug`, `trace`) and/or `crate=level` pairs, comma-separated. A value
+/// that does not parse is reported and `info` used.
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Colour only for a person at a terminal: not in journald, log
-        // files or pipes.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("vmux: RUST_LOG={v:?} is not a log filter ({e}); logging at info");
+            default()
+        }),
+        _ => default(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                // Colour only for a person at a terminal: not in journald,
+                // log files or pipes.
+                .with_ansi(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr())
+                        && std::env::var_os("NO_COLOR").is_none(),
+                ),
         )
+        .with(filter)
         .init();
 }
 
