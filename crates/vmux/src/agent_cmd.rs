@@ -171,12 +171,19 @@ pub fn run(
                     crate::tray_cmd::autostart_path(&dir),
                 ],
             )?;
+            crate::tray_cmd::hide_system_entry(&crate::tray_cmd::autostart_path(&dir))?;
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Tray {
             socket,
             no_notifications,
-        } => crate::tray_cmd::run(home, &file, socket_of(socket), no_notifications),
+            if_set_up,
+        } => {
+            if if_set_up && !vmux_agent::state_path(home).exists() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            crate::tray_cmd::run(home, &file, socket_of(socket), no_notifications)
+        }
         AgentCommand::Signers => {
             let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
             if state.signers.is_empty() {

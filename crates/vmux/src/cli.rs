@@ -378,6 +378,12 @@ pub enum AgentCommand {
         /// agent.toml).
         #[arg(long)]
         no_notifications: bool,
+        /// Exit at once, quietly, unless this user has run the vmux agent
+        /// (its state file exists): for the package's system-wide
+        /// autostart entry, so that users who never set vmux up get no
+        /// tray.
+        #[arg(long)]
+        if_set_up: bool,
     },
     /// List pinned signers.
     Signers,

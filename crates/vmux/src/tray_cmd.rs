@@ -39,6 +39,47 @@ pub fn autostart_path(unit_dir: &Path) -> PathBuf {
         .join("autostart/vmux-tray.desktop")
 }
 
+/// The system-wide autostart entries' directories (`$XDG_CONFIG_DIRS`,
+/// default `/etc/xdg`), each with `autostart/vmux-tray.desktop`.
+fn system_entries() -> Vec<PathBuf> {
+    let dirs = std::env::var("XDG_CONFIG_DIRS")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/etc/xdg".to_owned());
+    dirs.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join("autostart/vmux-tray.desktop"))
+        .collect()
+}
+
+/// After `vmux agent uninstall` removed the user's entry: if a package
+/// installed the tray's entry system-wide, a user entry with `Hidden=true`
+/// at `user_entry` keeps it from starting the tray for this user.
+pub fn hide_system_entry(user_entry: &Path) -> Result<(), Failure> {
+    let Some(system) = system_entries().into_iter().find(|p| p.exists()) else {
+        return Ok(());
+    };
+    if let Some(dir) = user_entry.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    vmux_home::write_private(
+        user_entry,
+        b"[Desktop Entry]
+Type=Application
+Name=vmux tray
+Hidden=true
+",
+    )
+    .map_err(|e| Failure(e.to_string()))?;
+    println!(
+        "{} hides {} for this user.",
+        user_entry.display(),
+        system.display()
+    );
+    Ok(())
+}
+
 /// One argument of a desktop entry's `Exec` key: quoted when it needs it
 /// (Desktop Entry Specification, "The Exec key"), `%` doubled, and the
 /// string-level escaping of backslashes applied on top.

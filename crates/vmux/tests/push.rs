@@ -120,17 +120,23 @@ impl PushWorld {
     /// Waits until the page's service worker shows `n` notifications;
     /// returns them (title, body, tag, data).
     fn notifications(&self, n: usize) -> Value {
+        self.try_notifications(n, WAIT)
+            .unwrap_or_else(|| panic!("expected {n} notifications within {WAIT:?}"))
+    }
+
+    /// The same, `None` if they do not show within `bound`.
+    fn try_notifications(&self, n: usize, bound: Duration) -> Option<Value> {
         let js = "navigator.serviceWorker.getRegistration().then(r => r ? r.getNotifications() : []).then(ns => ns.map(n => ({title: n.title, body: n.body, tag: n.tag, data: n.data})))";
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + bound;
         loop {
             let v = self.phone.page.eval(js);
             if v.as_array().map(Vec::len) == Some(n) {
-                return v;
+                return Some(v);
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "expected {n} notifications, the page shows {v}"
-            );
+            if std::time::Instant::now() >= deadline {
+                eprintln!("expected {n} notifications, the page shows {v}");
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -208,8 +214,15 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
     // shows one notification for the burst.
     let plain = String::from_utf8(w.subscriber.decrypt(&push.body).unwrap()).unwrap();
     w.phone.page.goto(&format!("{}/icon.svg", w.world.origin));
-    w.phone.page.deliver_push(&w.world.origin, &plain);
-    let shown = w.notifications(1);
+    // (Delivered again if the worker showed nothing within 10 s: a
+    // message CDP hands to a worker still starting can be lost; the tag
+    // makes a second delivery replace, not add.)
+    let shown = (0..6)
+        .find_map(|_| {
+            w.phone.page.deliver_push(&w.world.origin, &plain);
+            w.try_notifications(1, Duration::from_secs(10))
+        })
+        .expect("the service worker shows the push");
     assert_eq!(
         shown,
         json!([{"title": "SSH signature requested", "body": body, "tag": "vmux-request",

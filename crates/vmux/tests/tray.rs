@@ -763,3 +763,47 @@ fn install_starts_the_tray_with_graphical_sessions() {
         "{body}"
     );
 }
+
+/// The package's system-wide autostart entry runs `vmux agent tray
+/// --if-set-up`: a user who never ran the agent gets no tray (and no
+/// error, with no session bus either); `vmux agent uninstall` hides that
+/// entry for its user instead of letting it come back.
+#[test]
+fn the_system_wide_entry_starts_no_tray_for_a_user_who_never_ran_the_agent_and_uninstall_hides_it()
+{
+    let dir = test_dir();
+    let out = vmux()
+        .arg("--home")
+        .arg(dir.path().join("fresh"))
+        .args(["agent", "tray", "--if-set-up"])
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+
+    let uninstall = |with_system_entry: bool| {
+        let d = dir
+            .path()
+            .join(if with_system_entry { "with" } else { "without" });
+        let system = d.join("xdg/autostart");
+        std::fs::create_dir_all(&system).unwrap();
+        if with_system_entry {
+            std::fs::write(
+                system.join("vmux-tray.desktop"),
+                "[Desktop Entry]\nType=Application\nName=vmux tray\nExec=/usr/bin/vmux agent tray --if-set-up\n",
+            )
+            .unwrap();
+        }
+        ok(vmux()
+            .args(["agent", "uninstall"])
+            .env("HOME", &d)
+            .env("XDG_CONFIG_HOME", d.join("config"))
+            .env("XDG_CONFIG_DIRS", d.join("xdg")));
+        std::fs::read_to_string(d.join("config/autostart/vmux-tray.desktop")).ok()
+    };
+    let hidden = uninstall(true).expect("a user entry hiding the system one");
+    assert!(hidden.contains("\nHidden=true\n"), "{hidden}");
+    assert_eq!(uninstall(false), None, "nothing to hide, nothing written");
+}
