@@ -40,6 +40,10 @@ pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `wait_for` and friends look again.
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// How long an element must stay in place before it is clicked (about a
+/// frame: a smooth scroll moves it in that time).
+const STEADY: Duration = Duration::from_millis(20);
+
 /// The phone viewport every page gets: CSS pixels and device scale factor.
 pub const PHONE: (u32, u32, f64) = (412, 915, 2.0);
 
@@ -1193,7 +1197,8 @@ impl Page {
                     self.console().join("\n")
                 );
             }
-            std::thread::sleep(POLL);
+            // A second look one frame later; else the usual poll.
+            std::thread::sleep(if here.is_some() { STEADY } else { POLL });
         };
         for (kind, buttons) in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)] {
             let mut ev = json!({ "type": kind, "x": x, "y": y, "buttons": buttons });
