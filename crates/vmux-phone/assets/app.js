@@ -629,19 +629,68 @@ async function currentSubscription() {
   return reg ? reg.pushManager.getSubscription() : null;
 }
 
-async function refreshNotifications() {
+// Whether `sub` was made with the signer's VAPID key `key` (base64url);
+// true where the browser does not say.
+function madeWithKey(sub, key) {
+  const made = sub.options && sub.options.applicationServerKey;
+  if (!made) return true;
+  return bufToB64u(made).replace(/=+$/, '') === String(key).replace(/=+$/, '');
+}
+
+// Subscribes this page with `key` and tells the signer; the subscription.
+async function subscribeWith(reg, key) {
+  const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uToBuf(key) });
+  await api('/api/push/subscribe', subscriptionJson(sub));
+  return sub;
+}
+
+// The browser has a subscription the signer cannot use: dropped there
+// (its push service said it is gone), never received (the browser rotated
+// it), or made for another key. Drop it and subscribe anew; whether that
+// worked (a browser may want a tap for it).
+async function renewSubscription(old, key) {
+  try { await old.unsubscribe(); } catch { /* gone already */ }
+  try {
+    await subscribeWith(await navigator.serviceWorker.ready, key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// One look at a time (the main view and the buttons both ask).
+let notificationsLook = null;
+function refreshNotifications() {
+  if (!notificationsLook) {
+    notificationsLook = lookAtNotifications().finally(() => { notificationsLook = null; });
+  }
+  return notificationsLook;
+}
+
+async function lookAtNotifications() {
   if (!HAS_PUSH) { $('notifications').hidden = true; return; }
   $('notifications').hidden = false;
   let sub = null;
   try { sub = await currentSubscription(); } catch { sub = null; }
-  const on = Boolean(sub) && Notification.permission === 'granted';
+  let on = Boolean(sub) && Notification.permission === 'granted';
+  let lost = false;
+  if (on) {
+    let signer = null;
+    try { signer = await api('/api/push/key'); } catch { signer = null; /* keep the browser's word */ }
+    if (signer && (!(signer.subscribed || []).includes(sub.endpoint) || !madeWithKey(sub, signer.key))) {
+      on = await renewSubscription(sub, signer.key);
+      lost = !on;
+    }
+  }
   $('notifications-on').hidden = on;
   $('notifications-off').hidden = !on;
   $('notifications-text').textContent = on
     ? 'This phone is notified when a request waits and no page is open.'
-    : Notification.permission === 'denied'
-      ? 'Notifications are blocked for this page in the browser\'s settings.'
-      : 'Turn on notifications to be told when a request waits while this page is closed.';
+    : lost
+      ? 'Notifications stopped reaching this phone; turn them on again.'
+      : Notification.permission === 'denied'
+        ? 'Notifications are blocked for this page in the browser\'s settings.'
+        : 'Turn on notifications to be told when a request waits while this page is closed.';
 }
 
 async function onNotificationsOn() {
@@ -653,8 +702,9 @@ async function onNotificationsOn() {
     } else {
       const { key } = await api('/api/push/key');
       const reg = await navigator.serviceWorker.ready;
-      const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uToBuf(key) });
-      await api('/api/push/subscribe', subscriptionJson(sub));
+      const old = await reg.pushManager.getSubscription();
+      if (old && !madeWithKey(old, key)) await old.unsubscribe();
+      await subscribeWith(reg, key);
       say('Notifications are on.');
     }
   } catch (err) {
@@ -693,6 +743,7 @@ function onVisible() {
   if (state.view === 'view-main') {
     if (!state.events || state.events.readyState === EventSource.CLOSED) startEvents();
     refreshStatus();
+    refreshNotifications();
     tick();
   }
 }

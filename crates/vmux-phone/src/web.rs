@@ -617,13 +617,26 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
     }
 }
 
+/// The signer's VAPID public key, and the endpoints this phone's pages
+/// are subscribed with as the signer knows them, so that a page whose
+/// subscription the signer dropped (gone at its push service), never
+/// received (a rotation) or cannot use (another key) subscribes anew
+/// instead of saying notifications are on.
 async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
-    signed_in(&app, &headers)?;
+    let (phone, _) = signed_in(&app, &headers)?;
     let key = app.phones.vapid.public_b64().map_err(|e| {
         warn!(error = %e, "no Web Push key");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
-    Ok(Json(json!({ "key": key })).into_response())
+    let subscribed: Vec<String> = app
+        .phones
+        .book
+        .list()
+        .into_iter()
+        .filter(|p| p.name == phone)
+        .flat_map(|p| p.push.into_iter().map(|s| s.endpoint))
+        .collect();
+    Ok(Json(json!({ "key": key, "subscribed": subscribed })).into_response())
 }
 
 /// A subscription as `PushSubscription.toJSON()` gives it.

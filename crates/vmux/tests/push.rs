@@ -145,11 +145,13 @@ impl PushWorld {
     /// headers, the VAPID JWT, the body decrypting for this subscription.
     /// Returns the payload.
     fn check_push(&self, seen: &Seen) -> Value {
+        self.check_push_to(seen, "/wpush/pixel-1")
+    }
+
+    /// [`Self::check_push`] for a push to the subscription at `path`.
+    fn check_push_to(&self, seen: &Seen, path: &str) -> Value {
         assert_eq!(seen.version, hyper::Version::HTTP_2);
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            ("POST", "/wpush/pixel-1")
-        );
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", path));
         assert_eq!(seen.header("content-encoding"), Some("aes128gcm"));
         assert_eq!(seen.header("urgency"), Some("high"));
         assert_eq!(seen.header("topic"), Some("vmux-request"));
@@ -277,7 +279,7 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
 }
 
 #[test]
-fn a_push_service_answering_410_loses_the_subscription() {
+fn a_push_service_answering_410_drops_the_subscription_and_the_reopened_page_subscribes_anew() {
     let w = push_world(
         "[certificates]\nauto_issue = false\n",
         "phone",
@@ -310,6 +312,25 @@ fn a_push_service_answering_410_loses_the_subscription() {
         1,
         "nothing sent to a gone subscription"
     );
+    // The reopened page did not go on saying notifications are on: the
+    // signer no longer had its subscription, so it subscribed anew (the
+    // browser gives a new endpoint) and the phone can be woken again.
+    w.phone.page.wait_for(
+        "!document.getElementById('notifications-off').hidden && document.getElementById('notifications-text').textContent.startsWith('This phone is notified')",
+        WAIT,
+    );
+    let phones = w.world.phones();
+    assert!(phones.contains("can be woken (1 subscription)"), "{phones}");
+    let book = std::fs::read_to_string(w.world.signer.home.join("phones.json")).unwrap();
+    assert!(book.contains("/wpush/pixel-1-2"), "{book}");
+    w.close_page();
+    let ssh = ssh_spawn(&w.sshd, &w.agent, 150);
+    let seen = w.service.wait();
+    let payload = w.check_push_to(&seen, "/wpush/pixel-1-2");
+    assert_eq!(payload["waiting"], 1, "{payload}");
+    w.reopen_page();
+    w.phone.tap("sign", "Approve");
+    assert!(finish(ssh, Duration::from_secs(120)).status.success());
     let _ = &w.dir;
 }
 

@@ -471,7 +471,7 @@ async fn settle(
         tracing::info!(%phone, service = %aud, status = code, "the push subscription is gone: dropped");
         s.set_result(
             phone,
-            format!("subscription gone (HTTP {code}) and dropped; turn notifications on again on the phone"),
+            format!("subscription gone (HTTP {code}) and dropped; opening the page on the phone subscribes again"),
         );
         let p = phones.clone();
         let endpoint = endpoint.to_owned();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::browser::{Authenticator, AuthenticatorId, Browser, Page};
 use super::pki::TestPki;
@@ -279,30 +279,63 @@ impl Phone {
         );
     }
 
-    /// Stands in for the browser's push service: `PushManager.subscribe`
-    /// in this page returns a subscription to `endpoint` with `keys`
-    /// (`{p256dh, auth}`), and records the server key and
-    /// `userVisibleOnly` it was asked with (`window.testServerKey`,
-    /// `window.testUserVisible`). The page's own code does the rest.
+    /// Stands in for the browser's push service, in this page and every
+    /// page it loads later (the browser's subscription outlives the page):
+    /// `PushManager.subscribe` returns a subscription with `keys`
+    /// (`{p256dh, auth}`) to `endpoint` the first time and to
+    /// `endpoint-N` for the N-th, kept until it is unsubscribed; it
+    /// records the server key and `userVisibleOnly` it was asked with
+    /// (`window.testServerKey`, `window.testUserVisible`). The page's own
+    /// code does the rest.
     pub fn stand_in_push_manager(&self, endpoint: &str, keys: &Value) {
-        self.page.eval(&format!(
+        let js = format!(
             r#"(() => {{
-  const fake = {{
-    endpoint: {endpoint:?},
-    toJSON() {{ return {{ endpoint: this.endpoint, expirationTime: null, keys: {keys} }}; }},
-    unsubscribe: async () => true,
+  if (typeof PushManager === 'undefined') return false;
+  const base = {endpoint:?};
+  const keys = {keys};
+  const load = () => {{
+    try {{ return JSON.parse(localStorage.getItem('vmux-test-push')) || {{ n: 0, current: null }}; }}
+    catch {{ return {{ n: 0, current: null }}; }}
   }};
-  let current = null;
+  const save = (s) => localStorage.setItem('vmux-test-push', JSON.stringify(s));
+  const make = ({{ endpoint, key }}) => ({{
+    endpoint,
+    options: {{ userVisibleOnly: true, applicationServerKey: new Uint8Array(key).buffer }},
+    toJSON() {{ return {{ endpoint, expirationTime: null, keys }}; }},
+    async unsubscribe() {{
+      const s = load();
+      if (s.current && s.current.endpoint === endpoint) {{ s.current = null; save(s); }}
+      return true;
+    }},
+  }});
   PushManager.prototype.subscribe = async function (opts) {{
-    window.testServerKey = Array.from(new Uint8Array(opts.applicationServerKey));
+    const key = Array.from(new Uint8Array(opts.applicationServerKey));
+    window.testServerKey = key;
     window.testUserVisible = opts.userVisibleOnly;
-    current = fake;
-    return fake;
+    const s = load();
+    if (s.current) {{
+      if (JSON.stringify(s.current.key) !== JSON.stringify(key)) {{
+        throw new DOMException('subscribed with another key', 'InvalidStateError');
+      }}
+      return make(s.current);
+    }}
+    s.n += 1;
+    s.current = {{ endpoint: s.n === 1 ? base : `${{base}}-${{s.n}}`, key }};
+    save(s);
+    return make(s.current);
   }};
-  PushManager.prototype.getSubscription = async function () {{ return current; }};
+  PushManager.prototype.getSubscription = async function () {{
+    const s = load();
+    return s.current ? make(s.current) : null;
+  }};
   return true;
 }})()"#
-        ));
+        );
+        self.page.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": js }),
+        );
+        self.page.eval(&js);
     }
 
     /// Taps **Turn on notifications** (permission granted) and waits for
