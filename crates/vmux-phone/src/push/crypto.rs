@@ -2,6 +2,12 @@
 //! 8292: made when the page is first served, kept in the signer's home as
 //! `push-vapid.key`, encrypted with the signer's passphrase like its other
 //! keys) and the VAPID `Authorization` header.
+//!
+//! The encryption is RFC 8291's few steps (ECDH, two HKDFs, one AES-GCM
+//! record) on the RustCrypto crates the signer already has (`p256`,
+//! `hmac`, `sha2`, `aes-gcm`), checked byte for byte against the RFC's
+//! example: the `ece` crate's only backend is OpenSSL, a second crypto
+//! stack the binary otherwise does without.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
