@@ -406,17 +406,32 @@ pub fn query(
     command: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, ControlError> {
-    let shown = socket.display().to_string();
-    let mut s = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(shown.clone()))?;
-    let io = |e| ControlError::Io(shown.clone(), e);
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut body = vec![27u8];
     for part in [EXTENSION.as_bytes(), command.as_bytes()] {
         body.extend_from_slice(&(part.len() as u32).to_be_bytes());
         body.extend_from_slice(part);
     }
+    let not_vmux = || ControlError::NotVmux(socket.display().to_string());
+    let answer = exchange(socket, &body, timeout)?;
+    let mut f = Fields(&answer);
+    if f.u8() != Some(SUCCESS) {
+        return Err(not_vmux());
+    }
+    f.string()
+        .and_then(|j| serde_json::from_slice(j).ok())
+        .ok_or_else(not_vmux)
+}
+
+/// One agent-protocol exchange on a new connection to `socket`: sends
+/// `body` as a message, returns the answer's body (at most
+/// [`wire::MAX_AGENT_MESSAGE`] bytes).
+fn exchange(socket: &Path, body: &[u8], timeout: Duration) -> Result<Vec<u8>, ControlError> {
+    let shown = socket.display().to_string();
+    let mut s = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(shown.clone()))?;
+    let io = |e| ControlError::Io(shown.clone(), e);
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut msg = (body.len() as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
+    msg.extend_from_slice(body);
     s.write_all(&msg).map_err(io)?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(io)?;
@@ -426,13 +441,7 @@ pub fn query(
     }
     let mut answer = vec![0u8; len];
     s.read_exact(&mut answer).map_err(io)?;
-    let mut f = Fields(&answer);
-    if f.u8() != Some(SUCCESS) {
-        return Err(ControlError::NotVmux(shown));
-    }
-    f.string()
-        .and_then(|j| serde_json::from_slice(j).ok())
-        .ok_or(ControlError::NotVmux(shown))
+    Ok(answer)
 }
 
 /// The keys the agent on `socket` lists, as OpenSSH public-key lines
@@ -440,18 +449,7 @@ pub fn query(
 /// request-identities.
 pub fn public_keys(socket: &Path, timeout: Duration) -> Result<Vec<String>, ControlError> {
     let shown = socket.display().to_string();
-    let mut s = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(shown.clone()))?;
-    let io = |e| ControlError::Io(shown.clone(), e);
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.write_all(&[0, 0, 0, 1, 11]).map_err(io)?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(io)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > wire::MAX_AGENT_MESSAGE {
-        return Err(ControlError::NotVmux(shown));
-    }
-    let mut answer = vec![0u8; len];
-    s.read_exact(&mut answer).map_err(io)?;
+    let answer = exchange(socket, &[11], timeout)?;
     let mut f = Fields(&answer);
     let (Some(12), Some(n)) = (f.u8(), f.u32()) else {
         return Err(ControlError::NotVmux(shown));

@@ -94,6 +94,14 @@ fn pct(v: &[f64], p: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Adds the p50 and p99 rows of the sorted `v` (milliseconds) to `t`,
+/// named by `what` given "p50" or "p99".
+fn percentile_rows(t: &mut Table, v: &[f64], target: &str, what: impl Fn(&str) -> String) {
+    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+        t.row_prec(&what(name), pct(v, p), None, "ms", target, 1);
+    }
+}
+
 /// Runs the phone section and adds its rows to `t`; skips (saying why)
 /// when Chromium or certutil is not installed.
 pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
@@ -268,26 +276,12 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         phone.browser().version(),
     );
     let n = sent.len();
-    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
-        t.row_prec(
-            &format!("phone: request sent → card shown {name}, {n} reqs"),
-            pct(&shown, p),
-            None,
-            "ms",
-            "< 200 ms",
-            1,
-        );
-    }
-    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
-        t.row_prec(
-            &format!("phone: approve POST → agent's answer {name}"),
-            pct(&answer, p),
-            None,
-            "ms",
-            "< 20 ms",
-            1,
-        );
-    }
+    percentile_rows(t, &shown, "< 200 ms", |name| {
+        format!("phone: request sent → card shown {name}, {n} reqs")
+    });
+    percentile_rows(t, &answer, "< 20 ms", |name| {
+        format!("phone: approve POST → agent's answer {name}")
+    });
     t.row_prec(
         "  whole request, tapped at once, p50",
         pct(&total, 0.5),
@@ -327,27 +321,13 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     let mut pushes = pushes;
     pushes.sort_by(|a, b| a.total_cmp(b));
     let wn = pushes.len();
-    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
-        t.row_prec(
-            &format!("phone: sign request → push sent {name}, {wn}"),
-            pct(&pushes, p),
-            None,
-            "ms",
-            "< 50 ms",
-            1,
-        );
-    }
+    percentile_rows(t, &pushes, "< 50 ms", |name| {
+        format!("phone: sign request → push sent {name}, {wn}")
+    });
     let cn = certs.len();
-    for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
-        t.row_prec(
-            &format!("phone: phone-signed cert issued {name}, {cn}"),
-            pct(&certs, p),
-            None,
-            "ms",
-            "",
-            1,
-        );
-    }
+    percentile_rows(t, &certs, "", |name| {
+        format!("phone: phone-signed cert issued {name}, {cn}")
+    });
     Ok(())
 }
 
