@@ -658,12 +658,22 @@ async function renewSubscription(old, key) {
   }
 }
 
-// One look at a time (the main view and the buttons both ask).
+// One look at a time (the main view, visibility and the buttons all ask);
+// asked during a look, one more look follows it, so a change made
+// meanwhile (a tap on Turn on) is never shown as before.
 let notificationsLook = null;
+let lookAgain = false;
 function refreshNotifications() {
-  if (!notificationsLook) {
-    notificationsLook = lookAtNotifications().finally(() => { notificationsLook = null; });
+  if (notificationsLook) {
+    lookAgain = true;
+    return notificationsLook;
   }
+  notificationsLook = (async () => {
+    do {
+      lookAgain = false;
+      await lookAtNotifications();
+    } while (lookAgain);
+  })().finally(() => { notificationsLook = null; });
   return notificationsLook;
 }
 
