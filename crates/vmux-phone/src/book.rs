@@ -61,7 +61,7 @@ const MAX_ENDPOINT_LEN: usize = 1024;
 
 impl PushSubscription {
     /// A subscription as the page sends it, checked: an `https://` URL
-    /// without spaces or controls, a 65-byte uncompressed P-256 point and a
+    /// without spaces or controls, a 65-byte uncompressed point on P-256 and a
     /// 16-byte secret. `None` if any part is malformed.
     pub fn checked(endpoint: &str, p256dh: &str, auth: &str, now: u64) -> Option<PushSubscription> {
         let host = endpoint.strip_prefix("https://")?;
@@ -78,6 +78,8 @@ impl PushSubscription {
         if key.len() != 65 || key[0] != 4 {
             return None;
         }
+        // On the curve, or no push could ever be encrypted for it.
+        p256::PublicKey::from_sec1_bytes(&key).ok()?;
         let secret = B64URL.decode(auth.trim_end_matches('=')).ok()?;
         if secret.len() != 16 {
             return None;
@@ -458,9 +460,14 @@ mod tests {
         let cred = enrolled();
         let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
         book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
-        let mut point = vec![4u8];
-        point.extend([7u8; 64]);
-        let key = B64URL.encode(&point);
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let point = p256::SecretKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false);
+        let key = B64URL.encode(point.as_bytes());
+        let mut off_curve = point.as_bytes().to_vec();
+        off_curve[64] ^= 1;
         let secret = B64URL.encode([9u8; 16]);
         let sub = |e: &str| PushSubscription::checked(e, &key, &secret, 2);
         assert!(sub("http://push.test/x").is_none());
@@ -468,6 +475,8 @@ mod tests {
         assert!(sub("https://push.test/a b").is_none());
         assert!(PushSubscription::checked("https://p.test/x", &secret, &secret, 2).is_none());
         assert!(PushSubscription::checked("https://p.test/x", &key, &key, 2).is_none());
+        let off_curve = B64URL.encode(&off_curve);
+        assert!(PushSubscription::checked("https://p.test/x", &off_curve, &secret, 2).is_none());
         assert!(sub(&format!("https://p.test/{}", "x".repeat(1100))).is_none());
         for i in 0..6 {
             book.subscribe("pixel", sub(&format!("https://p.test/{i}")).unwrap())

@@ -244,26 +244,35 @@ struct Burst {
 }
 
 /// The push payload: the newest request's title, summary and id; never a
-/// challenge, body, key or signature.
+/// challenge, body, key or signature. Its text is shortened until it fits
+/// one record ([`crate::push::MAX_PAYLOAD`]), however it escapes.
 fn message(mine: &[&Waiting]) -> Vec<u8> {
     let Some(newest) = mine.last() else {
         return Vec::new();
     };
-    let mut body: String = newest.summary.chars().take(MAX_SUMMARY).collect();
-    if mine.len() > 1 {
-        body.push_str(&format!(" (and {} more waiting)", mine.len() - 1));
+    let more = match mine.len() {
+        1 => String::new(),
+        n => format!(" (and {} more waiting)", n - 1),
+    };
+    let mut room = MAX_SUMMARY;
+    loop {
+        let body: String = newest.summary.chars().take(room).collect();
+        let title: String = newest.title.chars().take(room.min(120)).collect();
+        let out = serde_json::json!({
+            "title": title,
+            "body": body + &more,
+            "tag": TAG,
+            "id": newest.id,
+            "url": format!("/#request={}", newest.id),
+            "waiting": mine.len(),
+        })
+        .to_string()
+        .into_bytes();
+        if out.len() <= crate::push::MAX_PAYLOAD || room == 0 {
+            return out;
+        }
+        room /= 2;
     }
-    let title: String = newest.title.chars().take(120).collect();
-    serde_json::json!({
-        "title": title,
-        "body": body,
-        "tag": TAG,
-        "id": newest.id,
-        "url": format!("/#request={}", newest.id),
-        "waiting": mine.len(),
-    })
-    .to_string()
-    .into_bytes()
 }
 
 /// Sends pushes as decisions come and go and pages open and close, until
@@ -552,6 +561,13 @@ mod tests {
         assert_eq!(m["tag"], TAG);
         let long = w("c", &"x".repeat(5000));
         assert!(message(&[&long]).len() < crate::push::MAX_PAYLOAD);
+        // Text that escapes to six bytes a character still fits.
+        let mut escaping = w("d", &"\u{1}".repeat(400));
+        escaping.title = "\u{2}".repeat(120);
+        let m = message(&[&escaping]);
+        assert!(m.len() <= crate::push::MAX_PAYLOAD, "{}", m.len());
+        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        assert_eq!(m["id"], "d");
     }
 
     #[tokio::test]
