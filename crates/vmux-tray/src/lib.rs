@@ -189,7 +189,7 @@ pub async fn run(
                     notice("a tray host appeared; tray icon shown");
                 }
             }
-            msg = next_action(&mut invoked) => {
+            msg = next_action(&mut invoked, &notifier) => {
                 if let Some((id, key)) = msg {
                     if let Some(Key::Pairing(_, code)) = notes.pairing_of(id).cloned() {
                         tokio::spawn(answer_pairing(key, code, config.socket.clone(), notifier.clone()));
@@ -205,15 +205,22 @@ async fn futures_next<S: zbus::export::futures_core::Stream + Unpin>(s: &mut S) 
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
 
-/// The next `ActionInvoked` (id, action key); pending forever without a
-/// stream.
-async fn next_action(s: &mut Option<zbus::MessageStream>) -> Option<(u32, String)> {
+/// The next `ActionInvoked` (id, action key) from the notification
+/// server; pending forever without a stream.
+async fn next_action(
+    s: &mut Option<zbus::MessageStream>,
+    notifier: &Notifier,
+) -> Option<(u32, String)> {
     let Some(s) = s else {
         return std::future::pending().await;
     };
     loop {
         match futures_next(s).await {
             Some(Ok(msg)) => {
+                if !notifier.sent_by_server(&msg) {
+                    warn!("ignored a notification action not sent by the notification server");
+                    continue;
+                }
                 if let Ok(v) = msg.body().deserialize::<(u32, String)>() {
                     return Some(v);
                 }

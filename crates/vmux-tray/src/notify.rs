@@ -4,8 +4,10 @@
 //! in time; a missing notification server makes calls fail, never wait.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use vmux_home::sync::lock;
 use zbus::message::Type as MessageType;
 use zbus::zvariant::Value;
 use zbus::{Connection, MatchRule, MessageStream};
@@ -21,6 +23,10 @@ pub const SHORT_LIVED_MS: i32 = 8000;
 #[derive(Clone)]
 pub struct Notifier {
     conn: Connection,
+    /// The unique bus name of the server that showed our notifications:
+    /// only its `ActionInvoked` signals are answers (any client of the
+    /// bus can emit one, and ids are small counters).
+    server: Arc<Mutex<Option<String>>>,
 }
 
 async fn bounded<T>(f: impl std::future::Future<Output = zbus::Result<T>>) -> zbus::Result<T> {
@@ -39,7 +45,10 @@ fn escape(s: &str) -> String {
 impl Notifier {
     /// Notifications on `conn`'s bus.
     pub fn new(conn: &Connection) -> Notifier {
-        Notifier { conn: conn.clone() }
+        Notifier {
+            conn: conn.clone(),
+            server: Arc::default(),
+        }
     }
 
     /// Shows a notification (replacing `replaces` when not 0) and returns
@@ -74,7 +83,16 @@ impl Notifier {
             ),
         ))
         .await?;
+        if let Some(sender) = reply.header().sender() {
+            *lock(&self.server) = Some(sender.to_string());
+        }
         reply.body().deserialize()
+    }
+
+    /// Whether `msg` comes from the server that showed our notifications.
+    pub fn sent_by_server(&self, msg: &zbus::Message) -> bool {
+        let sender = msg.header().sender().map(|s| s.to_string());
+        sender.is_some() && *lock(&self.server) == sender
     }
 
     /// Closes notification `id`.

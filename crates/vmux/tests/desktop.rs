@@ -42,7 +42,8 @@ type NotifyArgs = (
 type Shown = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
 
 /// Serves org.freedesktop.Notifications on `address`: records each
-/// notification and answers `pair` ones with Approve, others with `answer`.
+/// notification and answers `pair` ones with Approve, others with `answer`
+/// (`""`: leaves them unanswered).
 fn notification_server(address: String, answer: &'static str) -> Shown {
     let shown: Shown = Arc::default();
     let record = shown.clone();
@@ -79,9 +80,11 @@ fn notification_server(address: String, answer: &'static str) -> Shown {
                         };
                         record.lock().unwrap().push((summary, body, actions));
                         conn.reply(&header, &(id,)).await.unwrap();
-                        conn.emit_signal(None::<&str>, PATH, SERVICE, "ActionInvoked", &(id, key))
-                            .await
-                            .unwrap();
+                        if !key.is_empty() {
+                            conn.emit_signal(None::<&str>, PATH, SERVICE, "ActionInvoked", &(id, key))
+                                .await
+                                .unwrap();
+                        }
                     }
                     Some("CloseNotification") => conn.reply(&header, &()).await.unwrap(),
                     _ => {}
@@ -96,9 +99,18 @@ fn notification_server(address: String, answer: &'static str) -> Shown {
 }
 
 fn world_with_desktop(address: &str, dir: &tempfile::TempDir) -> (Signer, Agent, Sshd) {
+    world_with_desktop_config(address, dir, "")
+}
+
+/// The same, with `top` (top-level keys) at the head of `signer.toml`.
+fn world_with_desktop_config(
+    address: &str,
+    dir: &tempfile::TempDir,
+    top: &str,
+) -> (Signer, Agent, Sshd) {
     let mut signer = Signer::init(dir.path(), "pi");
     let line = signer.keygen("ed25519", "desk-key");
-    signer.config("[certificates]\nauto_issue = false\n");
+    signer.config(&format!("{top}[certificates]\nauto_issue = false\n"));
     signer
         .env
         .push(("DBUS_SESSION_BUS_ADDRESS".into(), address.into()));
@@ -152,4 +164,58 @@ fn without_a_notification_server_it_falls_back_to_the_terminal() {
         l.contains("no notification server answered; asking on the terminal")
     });
     agent.daemon().wait_line(WAIT, |l| l.contains("refused"));
+}
+
+#[test]
+fn another_client_of_the_session_bus_cannot_answer_the_prompt() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    // The person does not answer the signature's prompt.
+    let shown = notification_server(address.clone(), "");
+    let (signer, agent, sshd) =
+        world_with_desktop_config(&address, &dir, "approval_timeout_seconds = 5\n");
+    agent.wait_connected(1);
+    // A process of the same user on the bus waits for the prompt, then
+    // "clicks" Approve for every likely notification id.
+    let intruder = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + WAIT;
+        while shown.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no prompt shown");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            for id in 1u32..=4 {
+                conn.emit_signal(
+                    None::<&str>,
+                    PATH,
+                    SERVICE,
+                    "ActionInvoked",
+                    &(id, "approve"),
+                )
+                .await
+                .unwrap();
+            }
+        });
+    });
+    let out = sshd.ssh(&agent, &[], "true");
+    intruder.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "a signal from another bus client approved the login"
+    );
+    signer.daemon().wait_line(WAIT, |l| {
+        l.contains("ignored a notification signal not sent by the notification server")
+    });
+    signer
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("approvalTimeout"));
 }

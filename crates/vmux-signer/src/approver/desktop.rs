@@ -108,9 +108,17 @@ async fn ask(d: &Decision, timeout: Duration) -> zbus::Result<Verdict> {
         )
         .await?;
     let id: u32 = reply.body().deserialize()?;
+    // Only the notification server that showed the prompt answers it: any
+    // client of the session bus can emit an ActionInvoked signal, and
+    // notification ids are small counters.
+    let server = reply.header().sender().map(|s| s.to_string());
     let answer = async {
         while let Some(Ok(msg)) = signals.next().await {
             let header = msg.header();
+            if header.sender().map(|s| s.to_string()) != server {
+                tracing::warn!("ignored a notification signal not sent by the notification server");
+                continue;
+            }
             match header.member().map(|m| m.as_str()) {
                 Some("ActionInvoked") => {
                     if let Ok((nid, key)) = msg.body().deserialize::<(u32, String)>() {
