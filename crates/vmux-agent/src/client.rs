@@ -182,18 +182,15 @@ async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> 
                 debug!("unknown control command");
                 return wire::status(FAILURE);
             };
-            let own = if command.needs_own_program() {
-                let proof = trust::own_program(&local, conn.program().await);
-                if proof.is_none() {
-                    warn!(
-                        pid = ?conn.pid(),
-                        "a client that is not the vmux program asked to pair or for a certificate; refused"
-                    );
-                }
-                proof
-            } else {
-                None
-            };
+            // Asked of every command: the status, too, says more to the
+            // vmux program than to another client.
+            let own = trust::own_program(&local, conn.program().await);
+            if own.is_none() && command.needs_own_program() {
+                warn!(
+                    pid = ?conn.pid(),
+                    "a client that is not the vmux program asked to pair or for a certificate; refused"
+                );
+            }
             control::handle(shared, command, &local, own.as_ref()).await
         }
         Request::Extension { name, .. } => {

@@ -297,6 +297,22 @@ fn reply(value: serde_json::Value) -> Vec<u8> {
     out
 }
 
+/// The status as an answer. Which hosts are being logged into, as whom
+/// and by which process (the waiting and ended requests) only for the
+/// vmux program: a connection the agent cannot tell is forwarded (an
+/// `ssh -A` older than OpenSSH 8.9 binds no session) sees the rest.
+fn status_reply(shared: &Shared, own: Option<&OwnProgram>) -> Vec<u8> {
+    let mut s = status(shared);
+    if own.is_none() {
+        s.waiting.clear();
+        s.finished.clear();
+    }
+    match serde_json::to_value(s) {
+        Ok(v) => reply(v),
+        Err(_) => wire::status(FAILURE),
+    }
+}
+
 /// Answers one control command; only connections that are not forwarded
 /// get here (the proof says so), and the commands that
 /// [need the vmux program](Command::needs_own_program) are answered only
@@ -308,18 +324,12 @@ pub(crate) async fn handle(
     own: Option<&OwnProgram>,
 ) -> Vec<u8> {
     match (command, own) {
-        (Command::Status, _) => match serde_json::to_value(status(shared)) {
-            Ok(v) => reply(v),
-            Err(_) => wire::status(FAILURE),
-        },
+        (Command::Status, _) => status_reply(shared, own),
         (Command::Watch(seen), _) => {
             // Bounded: the client's connection waits here, nothing else.
             let mut changes = shared.board.subscribe();
             let _ = tokio::time::timeout(WATCH_WAIT, changes.wait_for(|g| *g != seen)).await;
-            match serde_json::to_value(status(shared)) {
-                Ok(v) => reply(v),
-                Err(_) => wire::status(FAILURE),
-            }
+            status_reply(shared, own)
         }
         (Command::Refresh, _) => {
             let n = shared.refresh().await;

@@ -625,6 +625,15 @@ fn a_waiting_login_notifies_once_and_closes_when_answered_and_a_denial_says_so()
         l.iter().any(|l| l.starts_with("Waiting on pi: login to"))
     });
     assert_eq!(desktop.text_property(&item, "Status"), "NeedsAttention");
+    // The vmux program sees where the login goes; another program on the
+    // socket (this test, as a forwarded agent the agent cannot tell from a
+    // local client would) sees that one waits, not where.
+    let own = agent.status();
+    assert_eq!(own["waiting"].as_array().map(Vec::len), Some(1), "{own}");
+    let other = vmux_agent::control::query(&agent.sock, "status", Duration::from_secs(10)).unwrap();
+    assert_eq!(other["pending_requests"], 1, "{other}");
+    assert_eq!(other["waiting"], serde_json::json!([]), "{other}");
+    assert_eq!(other["finished"], serde_json::json!([]), "{other}");
     // The person takes 2 s in all (the scenario, not a wait for
     // anything): still one notification.
     std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
@@ -692,7 +701,7 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
         .daemon()
         .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
     let code = pairing_code_of(&printed).unwrap();
-    let _tray = start_tray(&agent, &address);
+    let tray = start_tray(&agent, &address);
     let notes = desktop.wait_notes(|n| !n.is_empty());
     let Note::Notify {
         id, summary, body, ..
@@ -703,6 +712,34 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
     assert_eq!(summary, format!("Pairing code {code}"));
     assert!(body.contains(&signer.addr), "{body}");
     assert_eq!(agent.status()["signers"][0]["connected"], false);
+    // Another client of the session bus clicks "confirm" for it (any
+    // client can emit the signal; the id is a small counter): ignored.
+    desktop.rt.block_on(async {
+        let intruder = zbus::connection::Builder::address(address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        intruder
+            .emit_signal(
+                None::<&str>,
+                "/org/freedesktop/Notifications",
+                "org.freedesktop.Notifications",
+                "ActionInvoked",
+                &(id, "confirm"),
+            )
+            .await
+            .unwrap();
+    });
+    tray.wait_line(WAIT, |l| {
+        l.contains("ignored a notification action not sent by the notification server")
+    });
+    assert_eq!(agent.status()["signers"][0]["connected"], false);
+    assert_eq!(
+        agent.status()["signers"][0]["pairing_code"],
+        code.as_str(),
+        "the pairing still waits for the person"
+    );
     // The person compared the codes and clicks the notification's
     // confirm button.
     desktop.rt.block_on(async {
