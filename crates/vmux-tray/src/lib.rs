@@ -32,6 +32,7 @@ pub mod model;
 pub mod notes;
 mod notify;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,6 +144,7 @@ pub async fn run(
     let mut notes = Notes::new(config.notify_after);
     let mut due_at: Option<u64> = None;
     let mut last: Option<Status> = None;
+    let mut running: HashMap<Action, tokio::task::JoinHandle<()>> = HashMap::new();
     tokio::pin!(stop);
     loop {
         let sleep = due_at.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
@@ -180,7 +182,14 @@ pub async fn run(
                     pair(&notifier, &mut notes, last.as_ref()).await;
                     continue;
                 }
-                tokio::spawn(act(action, config.clone(), notifier.clone()));
+                // One run of each action at a time: any client of the bus
+                // can send clicks, and a certificate request waits for a
+                // person at the signer.
+                if running.get(&action).is_some_and(|h| !h.is_finished()) {
+                    info!(?action, "already under way; click ignored");
+                    continue;
+                }
+                running.insert(action, tokio::spawn(act(action, config.clone(), notifier.clone())));
             }
             changed = futures_next(&mut hosts) => {
                 let Some(changed) = changed else { continue };

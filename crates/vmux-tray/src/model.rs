@@ -32,7 +32,7 @@ pub const ATTENTION_ICON: &str = "dialog-password";
 pub const CERTIFICATE_BADGE: &str = "emblem-default";
 
 /// The menu's entries that do something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Pull the key lists again.
     RefreshKeys,

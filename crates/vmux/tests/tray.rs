@@ -550,6 +550,12 @@ fn the_menu_says_what_status_says_and_its_entries_work() {
 /// An approver that waits for the test's answer on a FIFO (the person at
 /// the signer), for sign requests only.
 fn held_approver(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    held_approver_for(dir, "sign")
+}
+
+/// The same for requests of `kind` (`VMUX_REQUEST_KIND`); it approves
+/// others at once.
+fn held_approver_for(dir: &std::path::Path, kind: &str) -> (String, std::path::PathBuf) {
     let fifo = dir.join("answer");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
@@ -557,7 +563,7 @@ fn held_approver(dir: &std::path::Path) -> (String, std::path::PathBuf) {
     std::fs::write(
         &prog,
         format!(
-            "#!/bin/sh\n[ \"$VMUX_REQUEST_KIND\" = sign ] || exit 0\nread answer < '{}'\n[ \"$answer\" = yes ]\n",
+            "#!/bin/sh\necho \"asked: $VMUX_REQUEST_KIND\" >&2\n[ \"$VMUX_REQUEST_KIND\" = {kind} ] || exit 0\nread answer < '{}'\n[ \"$answer\" = yes ]\n",
             fifo.display()
         ),
     )
@@ -843,4 +849,41 @@ fn the_system_wide_entry_starts_no_tray_for_a_user_who_never_ran_the_agent_and_u
     let hidden = uninstall(true).expect("a user entry hiding the system one");
     assert!(hidden.contains("\nHidden=true\n"), "{hidden}");
     assert_eq!(uninstall(false), None, "nothing to hide, nothing written");
+}
+
+#[test]
+fn clicks_while_a_certificate_request_waits_ask_the_signer_once() {
+    let dir = test_dir();
+    let (_bus, address) = session_bus(dir.path());
+    let desktop = Desktop::start(&address, true);
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "work");
+    signer.config("[certificates]\nauto_issue = false\n");
+    let (approve, fifo) = held_approver_for(dir.path(), "certificate");
+    signer.start_approving("127.0.0.1:0", &approve, &[]);
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&signer, &[]);
+    let tray = start_tray(&agent, &address);
+    let item = desktop.wait_registered();
+    desktop.wait_menu(&item, |l| l.first().is_some_and(|l| l == "Connected to pi"));
+    // Any client of the session bus can click the menu: a burst of
+    // Request Certificate clicks while the person at the signer has not
+    // answered the first is one request, not a flood of prompts.
+    desktop.click(&item, "Request Certificate");
+    signer
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("asked: certificate"));
+    for _ in 0..5 {
+        desktop.click(&item, "Request Certificate");
+    }
+    tray.wait_nth(5, WAIT, |l| l.contains("already under way; click ignored"));
+    std::fs::write(&fifo, "yes\n").unwrap();
+    desktop.wait_menu(&item, |l| {
+        l.iter().any(|l| l.starts_with("Certificate valid"))
+    });
+    assert_eq!(
+        signer.daemon().count(|l| l.contains("asked: certificate")),
+        1,
+        "the signer was asked more than once"
+    );
 }
