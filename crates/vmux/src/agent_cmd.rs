@@ -132,7 +132,8 @@ pub fn run(
         }
         AgentCommand::Setup { signer, socket } => crate::setup::run(&crate::setup::Setup {
             home_flag,
-            socket: socket_of(socket),
+            socket_flag: socket.as_deref(),
+            socket: socket_of(socket.clone()),
             signer,
         }),
         AgentCommand::Doctor { socket } => {

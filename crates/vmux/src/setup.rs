@@ -26,20 +26,28 @@ pub struct Setup<'a> {
     pub home_flag: Option<&'a Path>,
     /// The agent's socket.
     pub socket: PathBuf,
+    /// `--socket PATH`, as given.
+    pub socket_flag: Option<&'a Path>,
     /// `--signer HOST:PORT`, if given (else asked).
     pub signer: Option<String>,
 }
 
 impl Setup<'_> {
-    /// `vmux [--home DIR] agent …` as the user would type it.
+    /// `vmux [--home DIR] agent … [--socket PATH]` as the user would type
+    /// it (`install` takes no socket: its units use the default one).
     fn command(&self, rest: &str) -> String {
-        match self.home_flag {
+        let mut line = match self.home_flag {
             Some(h) => format!(
                 "vmux --home {} agent {rest}",
                 shell_quote(&h.display().to_string())
             ),
             None => format!("vmux agent {rest}"),
+        };
+        if let Some(sock) = self.socket_flag.filter(|_| rest != "install") {
+            line.push_str(" --socket ");
+            line.push_str(&shell_quote(&sock.display().to_string()));
         }
+        line
     }
 }
 
@@ -220,13 +228,28 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
     let deadline = Instant::now() + APPROVAL_WAIT;
     loop {
         let st = status(sock).ok_or_else(|| Failure("the agent stopped answering".into()))?;
-        if let Some(g) = st.signers.iter().find(|g| g.address == at && g.connected) {
+        let link = st.signers.iter().find(|g| g.address == at);
+        if let Some(g) = link.filter(|g| g.connected) {
+            // The link is up before its key list arrives: ask for the
+            // list and wait for it before counting.
+            let _ = control::query(sock, "refresh", Duration::from_secs(30));
+            let keys = status(sock).map_or(st.keys.len(), |s| s.keys.len());
             println!(
-                "Paired with the signer {}: {} key(s) cached.",
-                signer_name(g),
-                st.keys.len()
+                "Paired with the signer {}: {keys} key(s) cached.",
+                signer_name(g)
             );
             return Ok(());
+        }
+        // The attempt ended without a link: the signer refused, or the
+        // codes differed.
+        if let Some(why) = link
+            .filter(|g| g.pairing_code.is_none())
+            .and_then(|g| g.last_error.as_deref())
+        {
+            return Err(Failure(format!(
+                "the signer at {at} did not pair: {}",
+                vmux_proto::sanitize(why)
+            )));
         }
         if Instant::now() >= deadline {
             return Err(Failure(format!(

@@ -221,3 +221,49 @@ fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
     // Nothing was installed: the person said no.
     assert!(!dir.path().join("config/systemd").exists());
 }
+
+#[test]
+fn setup_with_a_code_other_than_the_agents_pins_nothing() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "work");
+    signer.start();
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.confirm_pairings = false;
+    agent.start(&[]);
+
+    let mut cmd = vmux();
+    cmd.arg("--home")
+        .arg(&agent.home)
+        .args(["agent", "setup", "--signer", &signer.addr])
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env_remove("SSH_AUTH_SOCK");
+    let mut term = OnTerminal::spawn(cmd);
+    let screen = term.wait_for("Type the code the signer shows");
+    let code = screen
+        .split("Pairing code ")
+        .nth(1)
+        .and_then(|r| r.get(..6))
+        .expect("a pairing code on the screen")
+        .to_owned();
+    // The person (or someone in the middle) types another code.
+    let other: String = code
+        .bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect();
+    term.type_line(&other);
+    let (status, screen) = term.finish();
+    assert!(!status.success(), "{screen}");
+    assert!(screen.contains("nothing pinned"), "{screen}");
+    assert_eq!(
+        agent.status()["signers"][0]["connected"],
+        false,
+        "{}",
+        agent.status()
+    );
+    assert_eq!(
+        ok(&mut agent.cmd(&["signers"])).trim(),
+        "No pinned signers.",
+        "the signer was pinned"
+    );
+}
