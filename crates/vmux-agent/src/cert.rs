@@ -25,12 +25,7 @@ const CERT_TIMEOUT: Duration = Duration::from_secs(120);
 /// checks the answer and installs it.
 pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailure> {
     let (signer_id, conn) = shared.any_connected().ok_or(SignFailure::NoSigner)?;
-    let signer = shared
-        .state()
-        .signers
-        .iter()
-        .find(|p| p.id == signer_id)
-        .map_or_else(|| signer_id.clone(), |p| p.name.clone());
+    let signer = shared.state().name_of(&signer_id);
     // Listed for the tray while the signer's person is asked.
     let entry = shared.board.begin(crate::board::WaitingRequest {
         id: 0,

@@ -30,25 +30,13 @@ pub(crate) async fn remote(
     let deadline = tokio::time::Instant::now() + shared.config.sign_timeout;
     let (signer_id, waiting) = {
         let state = shared.state();
-        let signer_id = state
-            .signer_of(key_blob)
-            .map(str::to_owned)
-            .ok_or(SignFailure::UnknownKey)?;
+        let (signer, key) = state.holder_of(key_blob).ok_or(SignFailure::UnknownKey)?;
+        let signer_id = signer.id.clone();
         let waiting = WaitingRequest {
             id: 0,
             kind: "sign".into(),
-            signer: state
-                .signers
-                .iter()
-                .find(|p| p.id == signer_id)
-                .map_or_else(|| signer_id.clone(), |p| p.name.clone()),
-            key: state
-                .signers
-                .iter()
-                .flat_map(|p| &p.keys)
-                .find(|k| k.blob == key_blob)
-                .map(|k| k.comment.clone())
-                .unwrap_or_default(),
+            signer: signer.name.clone(),
+            key: key.comment.clone(),
             host: context.dest_host.clone(),
             user: context.dest_user.clone(),
             process: context.process.clone(),

@@ -261,10 +261,23 @@ impl AgentState {
     /// The id of the first signer, in the user's (pairing) order, whose
     /// own key list offered the key `blob`.
     pub fn signer_of(&self, blob: &[u8]) -> Option<&str> {
+        self.holder_of(blob).map(|(s, _)| s.id.as_str())
+    }
+
+    /// The signer that [`signer_of`](Self::signer_of) names for `blob`,
+    /// with that key as it listed it.
+    pub fn holder_of(&self, blob: &[u8]) -> Option<(&PinnedSigner, &CachedKey)> {
         self.signers
             .iter()
-            .find(|s| s.keys.iter().any(|k| k.blob == blob))
-            .map(|s| s.id.as_str())
+            .find_map(|s| s.keys.iter().find(|k| k.blob == blob).map(|k| (s, k)))
+    }
+
+    /// How the user knows signer `id`: its name, else its id.
+    pub fn name_of(&self, id: &str) -> String {
+        self.signers
+            .iter()
+            .find(|p| p.id == id)
+            .map_or_else(|| id.to_owned(), |p| p.name.clone())
     }
 
     /// Every cached key, each once, in signer order.

@@ -498,14 +498,7 @@ async fn pair(notifier: &Notifier, notes: &mut Notes, status: Option<&Status>) {
     });
     match waiting {
         Some((address, code)) => {
-            let key = Key::Pairing(address.clone(), code.clone());
-            let effect = Effect::Show {
-                title: format!("Pairing code {code}"),
-                body: format!("The signer at {address} wants to pair. Confirm only if the signer shows the same code, and approve it there too."),
-                key,
-                actions: vec![("confirm", "Same code: confirm"), ("deny", "Deny")],
-            };
-            carry_out(notifier, notes, vec![effect]).await;
+            carry_out(notifier, notes, vec![Effect::pairing(&address, &code)]).await;
         }
         None => {
             let _ = notifier

@@ -60,6 +60,19 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The notification of a pairing waiting with `code` for the signer at
+    /// `address`, with its Confirm and Deny buttons.
+    pub fn pairing(address: &str, code: &str) -> Effect {
+        Effect::Show {
+            title: format!("Pairing code {code}"),
+            body: format!("The signer at {address} wants to pair. Confirm only if the signer shows the same code, and approve it there too."),
+            key: Key::Pairing(address.to_owned(), code.to_owned()),
+            actions: vec![("confirm", "Same code: confirm"), ("deny", "Deny")],
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Burst {
     since_ms: u64,
@@ -182,12 +195,7 @@ impl Notes {
             }
             self.pairings.insert(k.clone(), None);
             if let Key::Pairing(address, code) = &k {
-                effects.push(Effect::Show {
-                    title: format!("Pairing code {code}"),
-                    body: format!("The signer at {address} wants to pair. Confirm only if the signer shows the same code, and approve it there too."),
-                    key: k.clone(),
-                    actions: vec![("confirm", "Same code: confirm"), ("deny", "Deny")],
-                });
+                effects.push(Effect::pairing(address, code));
             }
         }
         effects
