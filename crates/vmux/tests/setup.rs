@@ -122,6 +122,16 @@ impl OnTerminal {
     }
 }
 
+/// The pairing code setup shows on `screen`.
+fn code_on(screen: &str) -> String {
+    screen
+        .split("Pairing code ")
+        .nth(1)
+        .and_then(|r| r.get(..6))
+        .expect("a pairing code on the screen")
+        .to_owned()
+}
+
 #[test]
 fn setup_without_a_terminal_says_what_it_would_do_and_fails() {
     let dir = test_dir();
@@ -179,12 +189,7 @@ fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
     term.wait_for("Address of the signer");
     term.type_line(&signer.addr);
     let screen = term.wait_for("Type the code the signer shows");
-    let code = screen
-        .split("Pairing code ")
-        .nth(1)
-        .and_then(|r| r.get(..6))
-        .expect("a pairing code on the screen")
-        .to_owned();
+    let code = code_on(&screen);
     assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
     term.type_line(&code);
     term.wait_for("Paired with the signer pi: 1 key(s) cached.");
@@ -240,12 +245,7 @@ fn setup_with_a_code_other_than_the_agents_pins_nothing() {
         .env_remove("SSH_AUTH_SOCK");
     let mut term = OnTerminal::spawn(cmd);
     let screen = term.wait_for("Type the code the signer shows");
-    let code = screen
-        .split("Pairing code ")
-        .nth(1)
-        .and_then(|r| r.get(..6))
-        .expect("a pairing code on the screen")
-        .to_owned();
+    let code = code_on(&screen);
     // The person (or someone in the middle) types another code.
     let other: String = code
         .bytes()

@@ -692,6 +692,20 @@ fn the_tray_needs_a_session_bus_and_says_so() {
     assert!(err.contains("no session bus"), "{err}");
 }
 
+/// Sends the notification server's `ActionInvoked` signal for
+/// notification `id` and action `key` from `conn`, as a click does.
+async fn click_notification(conn: &zbus::Connection, id: u32, key: &str) {
+    conn.emit_signal(
+        None::<&str>,
+        "/org/freedesktop/Notifications",
+        "org.freedesktop.Notifications",
+        "ActionInvoked",
+        &(id, key),
+    )
+    .await
+    .unwrap();
+}
+
 #[test]
 fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
     let dir = test_dir();
@@ -726,16 +740,7 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
             .build()
             .await
             .unwrap();
-        intruder
-            .emit_signal(
-                None::<&str>,
-                "/org/freedesktop/Notifications",
-                "org.freedesktop.Notifications",
-                "ActionInvoked",
-                &(id, "confirm"),
-            )
-            .await
-            .unwrap();
+        click_notification(&intruder, id, "confirm").await;
     });
     tray.wait_line(WAIT, |l| {
         l.contains("ignored a notification action not sent by the notification server")
@@ -748,19 +753,9 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
     );
     // The person compared the codes and clicks the notification's
     // confirm button.
-    desktop.rt.block_on(async {
-        desktop
-            .conn
-            .emit_signal(
-                None::<&str>,
-                "/org/freedesktop/Notifications",
-                "org.freedesktop.Notifications",
-                "ActionInvoked",
-                &(id, "confirm"),
-            )
-            .await
-            .unwrap();
-    });
+    desktop
+        .rt
+        .block_on(click_notification(&desktop.conn, id, "confirm"));
     agent.wait_connected(1);
     assert_eq!(agent.status()["signers"][0]["connected"], true);
     // The pairing is over: its notification is closed.
