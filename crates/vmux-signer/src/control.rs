@@ -1,7 +1,9 @@
 //! Control of a running signer through an owner-only Unix socket
-//! (`signer.sock` beside its state): `status`, `lock`, `unlock`, and
-//! `unpair` (the running signer is the one writer of its state). One JSON
-//! request line, one JSON answer line.
+//! (`signer.sock` beside its state): `status`, `lock`, `unlock`,
+//! `unpair`, the phones, and the open pairing prompt (`pairpending`,
+//! `pairconfirm`: the owner confirms a pairing here, as `vmux setup` does
+//! for an agent on the same machine). The running signer is the one
+//! writer of its state. One JSON request line, one JSON answer line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -49,6 +51,16 @@ pub enum Request {
     PhoneRemove {
         /// The phone's name.
         name: String,
+    },
+    /// The open pairing prompt: answers `{"pairing": {"agent", "id",
+    /// "code"}}`, or `{"pairing": null}` when none is open.
+    PairPending,
+    /// Approves the open pairing prompt if its code is `code`: answers
+    /// `{"confirmed": {"agent", "id"}}`, or an error when no prompt with
+    /// that code is open.
+    PairConfirm {
+        /// The 6-digit code the agent shows.
+        code: String,
     },
 }
 
@@ -124,6 +136,21 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                     },
                     None => json!({ "error": NO_PAGE }),
                 },
+                Ok(Request::PairPending) => match server.pairing.pending() {
+                    Some(p) => {
+                        json!({ "pairing": { "agent": p.agent_name, "id": p.agent_id, "code": p.code } })
+                    }
+                    None => json!({ "pairing": null }),
+                },
+                Ok(Request::PairConfirm { code }) => {
+                    let open = server.pairing.pending();
+                    match open.filter(|_| server.pairing.confirm(&code)) {
+                        Some(p) => {
+                            json!({ "confirmed": { "agent": p.agent_name, "id": p.agent_id } })
+                        }
+                        None => json!({ "error": "no pairing with that code waits for approval" }),
+                    }
+                }
                 Err(_) => json!({ "error": "malformed control request" }),
             };
             debug!("control request answered");

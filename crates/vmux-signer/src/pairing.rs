@@ -8,6 +8,12 @@
 //! open pairing prompt ([`PairingSlot::withdraw`]), so an unpaired
 //! stranger can never make the owner's own requests wait for the
 //! approver's turn. A prompt's deadline starts when its request arrives.
+//!
+//! The owner may also confirm the open prompt through the signer's
+//! owner-only control socket ([`PairingSlot::confirm`], what `vmux setup`
+//! does when agent and signer run on the same machine): only with the
+//! code the prompt shows, so a confirmation meant for one agent never
+//! pins another that asked meanwhile.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,6 +33,10 @@ pub(crate) const MAX_PAIRING_PROMPTS: usize = 5;
 /// The period over which started pairing prompts are counted.
 pub(crate) const PAIRING_PERIOD: Duration = Duration::from_secs(60);
 
+/// Who decided a pairing the owner confirmed at the control socket, as
+/// the audit log names it.
+pub const CONFIRMED_BY: &str = "owner at the control socket";
+
 /// Why a pairing is refused before anyone is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Busy {
@@ -36,10 +46,30 @@ enum Busy {
     RateExceeded,
 }
 
+/// The pairing prompt that is open, as the control socket shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPairing {
+    /// The agent's display name (its claim).
+    pub agent_name: String,
+    /// The agent's id, from its static key.
+    pub agent_id: String,
+    /// The 6-digit code both sides show.
+    pub code: String,
+}
+
+/// One open prompt: what it asks, and its two signals.
+struct OpenPrompt {
+    /// A paired agent's request withdraws it.
+    withdrawn: Arc<Notify>,
+    /// The owner confirmed it at the control socket.
+    confirmed: Arc<Notify>,
+    pending: PendingPairing,
+}
+
 #[derive(Default)]
 struct SlotState {
-    /// The open prompt's withdrawal signal, if a prompt is open.
-    open: Option<Arc<Notify>>,
+    /// The open prompt, if one is open.
+    open: Option<OpenPrompt>,
     /// When recent prompts started.
     started: VecDeque<Instant>,
 }
@@ -55,6 +85,7 @@ pub(crate) struct PairingSlot {
 pub(crate) struct PromptTurn<'a> {
     slot: &'a PairingSlot,
     withdrawn: Arc<Notify>,
+    confirmed: Arc<Notify>,
 }
 
 impl Drop for PromptTurn<'_> {
@@ -62,7 +93,7 @@ impl Drop for PromptTurn<'_> {
         let mut s = self.slot.lock();
         if s.open
             .as_ref()
-            .is_some_and(|n| Arc::ptr_eq(n, &self.withdrawn))
+            .is_some_and(|o| Arc::ptr_eq(&o.withdrawn, &self.withdrawn))
         {
             s.open = None;
         }
@@ -76,7 +107,7 @@ impl PairingSlot {
 
     /// Takes the prompt slot now, counting the prompt as started, or says
     /// why not.
-    fn take(&self, now: Instant) -> Result<PromptTurn<'_>, Busy> {
+    fn take(&self, now: Instant, pending: PendingPairing) -> Result<PromptTurn<'_>, Busy> {
         let mut s = self.lock();
         if s.open.is_some() {
             return Err(Busy::PromptOpen);
@@ -93,20 +124,45 @@ impl PairingSlot {
         }
         s.started.push_back(now);
         let withdrawn = Arc::new(Notify::new());
-        s.open = Some(withdrawn.clone());
+        let confirmed = Arc::new(Notify::new());
+        s.open = Some(OpenPrompt {
+            withdrawn: withdrawn.clone(),
+            confirmed: confirmed.clone(),
+            pending,
+        });
         Ok(PromptTurn {
             slot: self,
             withdrawn,
+            confirmed,
         })
+    }
+
+    /// The open pairing prompt, if any.
+    pub fn pending(&self) -> Option<PendingPairing> {
+        self.lock().open.as_ref().map(|o| o.pending.clone())
+    }
+
+    /// The owner confirms the open prompt whose code is `code` (what the
+    /// agent shows too): it is approved as if the person had approved it
+    /// at the approver. False when no prompt is open or its code differs.
+    pub fn confirm(&self, code: &str) -> bool {
+        match &self.lock().open {
+            Some(o) if o.pending.code == code => {
+                // A permit, so a prompt not yet waiting sees it too.
+                o.confirmed.notify_one();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Withdraws the open pairing prompt, if any: a paired agent's request
     /// goes first.
     pub(crate) fn withdraw(&self) {
-        if let Some(n) = &self.lock().open {
+        if let Some(o) = &self.lock().open {
             // `notify_one` keeps a permit, so a prompt that has not yet
             // started waiting is withdrawn too.
-            n.notify_one();
+            o.withdrawn.notify_one();
         }
     }
 }
@@ -146,7 +202,12 @@ impl<A: Approver + 'static> PairingGate for Gate<'_, A> {
             self.record(&d, Err(ErrorCode::PairingInvalid), None);
             return Err(ErrorCode::PairingInvalid);
         }
-        let turn = match self.slot.take(arrived) {
+        let pending = PendingPairing {
+            agent_name: request.agent.name.clone(),
+            agent_id: request.agent.id.clone(),
+            code: request.code.clone(),
+        };
+        let turn = match self.slot.take(arrived, pending) {
             Ok(t) => t,
             Err(Busy::PromptOpen) => {
                 warn!(agent = %request.agent.id, "another pairing prompt is open; refused without asking");
@@ -186,6 +247,10 @@ impl<A: Approver + 'static> Gate<'_, A> {
         let timeout = self.approval_timeout.saturating_sub(arrived.elapsed());
         let (verdict, by) = tokio::select! {
             v = self.approver.decide_attributed(d, timeout) => v,
+            _ = turn.confirmed.notified() => {
+                info!(agent = %request.agent.id, "pairing confirmed by the owner at the control socket");
+                (Verdict::Approve, Some(CONFIRMED_BY.to_owned()))
+            }
             _ = turn.withdrawn.notified() => {
                 info!(agent = %request.agent.id, "pairing prompt withdrawn: a paired agent's request goes first");
                 return (Err(ErrorCode::ApprovalTimeout), None);
@@ -224,24 +289,49 @@ impl<A: Approver + 'static> Gate<'_, A> {
 mod tests {
     use super::*;
 
+    fn pending(code: &str) -> PendingPairing {
+        PendingPairing {
+            agent_name: "laptop".into(),
+            agent_id: "id".into(),
+            code: code.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_open_prompts_code_confirms_it() {
+        let slot = PairingSlot::default();
+        assert!(!slot.confirm("123456"), "no prompt is open");
+        let turn = slot.take(Instant::now(), pending("123456")).unwrap();
+        assert_eq!(slot.pending().map(|p| p.code), Some("123456".into()));
+        assert!(!slot.confirm("654321"));
+        assert!(!slot.confirm(""));
+        assert!(slot.confirm("123456"));
+        tokio::time::timeout(Duration::from_secs(5), turn.confirmed.notified())
+            .await
+            .expect("confirmed");
+        drop(turn);
+        assert_eq!(slot.pending(), None);
+        assert!(!slot.confirm("123456"), "the prompt is closed");
+    }
+
     #[test]
     fn one_prompt_at_a_time_counted_when_it_starts() {
         let slot = PairingSlot::default();
         let t0 = Instant::now();
-        let first = slot.take(t0).expect("first prompt");
-        assert_eq!(slot.take(t0).err(), Some(Busy::PromptOpen));
+        let first = slot.take(t0, pending("111111")).expect("first prompt");
+        assert_eq!(slot.take(t0, pending("2")).err(), Some(Busy::PromptOpen));
         drop(first);
         for _ in 1..MAX_PAIRING_PROMPTS {
-            drop(slot.take(t0).expect("within the rate"));
+            drop(slot.take(t0, pending("3")).expect("within the rate"));
         }
-        assert_eq!(slot.take(t0).err(), Some(Busy::RateExceeded));
-        assert!(slot.take(t0 + PAIRING_PERIOD).is_ok());
+        assert_eq!(slot.take(t0, pending("4")).err(), Some(Busy::RateExceeded));
+        assert!(slot.take(t0 + PAIRING_PERIOD, pending("5")).is_ok());
     }
 
     #[tokio::test]
     async fn withdrawing_reaches_a_prompt_that_has_not_started_waiting() {
         let slot = PairingSlot::default();
-        let turn = slot.take(Instant::now()).unwrap();
+        let turn = slot.take(Instant::now(), pending("123456")).unwrap();
         slot.withdraw();
         tokio::time::timeout(Duration::from_secs(5), turn.withdrawn.notified())
             .await
