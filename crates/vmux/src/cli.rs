@@ -29,6 +29,45 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Set up this machine and your phone, guided (on a terminal): the
+    /// signer here (if there is none) with one key, the signer and the
+    /// agent as user services, pairing them, enrolling the phone (scan
+    /// the QR codes), the phone as approver and CA, the lines for your
+    /// servers, and a check login into a throwaway sshd on loopback.
+    /// Without a terminal it says what it would do and fails.
+    Setup {
+        /// Your phone's name (default: asked, `phone` with --yes).
+        #[arg(long, value_name = "NAME")]
+        phone: Option<String>,
+        /// Take every default without asking (the pairing code is still
+        /// compared, by setup itself).
+        #[arg(long)]
+        yes: bool,
+        /// Where the signer listens for agents.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7326")]
+        listen: String,
+        /// Where the phone page listens.
+        #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8443")]
+        web_listen: String,
+        /// The phone page's DNS name with the signer's own CA (default:
+        /// this machine's HOSTNAME.local).
+        #[arg(long, value_name = "NAME")]
+        web_name: Option<String>,
+        /// Use the tailnet name and `tailscale cert` without asking.
+        #[arg(long, conflicts_with = "no_tailnet")]
+        tailnet: bool,
+        /// Do not offer the tailnet.
+        #[arg(long)]
+        no_tailnet: bool,
+        /// The signer does not advertise itself on the local network.
+        #[arg(long)]
+        no_advertise: bool,
+        /// Encrypt a new signer's keys with the passphrase in FILE (mode
+        /// 0600), which its service reads (default: unencrypted, so that it
+        /// starts at login).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.

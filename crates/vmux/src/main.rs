@@ -4,11 +4,14 @@
 
 mod agent_cmd;
 mod cli;
+mod detached;
 mod doctor;
+mod first_run;
 mod passphrase;
 mod service;
 mod setup;
 mod signer_cmd;
+mod tailnet;
 mod tray_cmd;
 
 use std::process::ExitCode;
@@ -95,6 +98,32 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Signer { command } => signer_cmd::run(&home, command, args.home.as_deref()),
         cli::Command::Agent { command } => agent_cmd::run(&home, command, args.home.as_deref()),
+        cli::Command::Setup {
+            phone,
+            yes,
+            listen,
+            web_listen,
+            web_name,
+            tailnet,
+            no_tailnet,
+            no_advertise,
+            passphrase_file,
+        } => first_run::run(&first_run::Options {
+            home_flag: args.home.clone(),
+            home: home.clone(),
+            phone,
+            yes,
+            listen,
+            web_listen,
+            web_name,
+            tailnet: match (tailnet, no_tailnet) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            no_advertise,
+            passphrase_file,
+        }),
         cli::Command::Completions { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "vmux", &mut std::io::stdout());

@@ -83,14 +83,19 @@ pub fn agent_service_unit(spec: &ServiceSpec) -> String {
 /// `vmux-signer.service` for a headless signer (unattended: it reads its
 /// passphrase from a file).
 pub fn signer_service_unit(spec: &ServiceSpec, passphrase_file: Option<&Path>) -> String {
-    let pass = passphrase_file
-        .map(|p| {
-            format!(
-                " --passphrase-file {}",
-                systemd_quote(&p.display().to_string())
-            )
-        })
+    let args: Vec<String> = passphrase_file
+        .map(|p| vec!["--passphrase-file".into(), p.display().to_string()])
         .unwrap_or_default();
+    signer_service_unit_with(spec, &args)
+}
+
+/// `vmux-signer.service` running `signer run ARGS…` (what `vmux setup`
+/// chose: the page's address and name, the passphrase file).
+pub fn signer_service_unit_with(spec: &ServiceSpec, args: &[String]) -> String {
+    let args: String = args
+        .iter()
+        .map(|a| format!(" {}", systemd_quote(a)))
+        .collect();
     format!(
         "[Unit]\n\
          Description=vmux signer (holds SSH keys, signs after approval)\n\
@@ -100,7 +105,7 @@ pub fn signer_service_unit(spec: &ServiceSpec, passphrase_file: Option<&Path>) -
          \n\
          [Service]\n\
          Type=simple\n\
-         ExecStart={}{} signer run{pass}\n\
+         ExecStart={}{} signer run{args}\n\
          Restart=on-failure\n\
          \n\
          [Install]\n\
@@ -108,6 +113,54 @@ pub fn signer_service_unit(spec: &ServiceSpec, passphrase_file: Option<&Path>) -
         systemd_quote(&spec.exe.display().to_string()),
         home_arg(spec)
     )
+}
+
+/// `vmux-tailscale-cert.service` and `.timer`: `tailscale ARGS…` daily
+/// (it renews the certificate near its end; the signer reloads it).
+pub fn tailscale_cert_units(tailscale: &Path, args: &[String]) -> (String, String) {
+    let args: String = args
+        .iter()
+        .map(|a| format!(" {}", systemd_quote(a)))
+        .collect();
+    let service = format!(
+        "[Unit]\n\
+         Description=Renew the vmux phone page's tailscale certificate\n\
+         Documentation=man:vmux(1)\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         ExecStart={}{args}\n",
+        systemd_quote(&tailscale.display().to_string())
+    );
+    let timer = "[Unit]\n\
+         Description=Renew the vmux phone page's tailscale certificate daily\n\
+         \n\
+         [Timer]\n\
+         OnCalendar=daily\n\
+         Persistent=true\n\
+         RandomizedDelaySec=1h\n\
+         \n\
+         [Install]\n\
+         WantedBy=timers.target\n"
+        .to_owned();
+    (service, timer)
+}
+
+/// Whether this user has a systemd user manager to talk to (none in
+/// containers, CI jobs and sessions without `systemd --user`).
+pub fn user_manager_available() -> bool {
+    Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `systemctl --user restart UNIT`, reported.
+pub fn restart(unit: &str) -> bool {
+    systemctl(&["restart", unit])
 }
 
 /// `~/.config/environment.d/60-vmux.conf`: `SSH_AUTH_SOCK` for GUI apps.
@@ -174,7 +227,7 @@ pub fn environment_d_path() -> Result<PathBuf, Failure> {
     config_home().map(|c| c.join("environment.d/60-vmux.conf"))
 }
 
-fn write_file(path: &Path, contents: &str) -> Result<(), Failure> {
+pub fn write_file(path: &Path, contents: &str) -> Result<(), Failure> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;

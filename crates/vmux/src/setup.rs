@@ -181,41 +181,10 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
             (!a.is_empty()).then_some(a)
         }
     };
-    if let Some(a) = &address {
-        let value = control::query(sock, &format!("pair-signer {a}"), Duration::from_secs(10))?;
-        if let Some(e) = value["error"].as_str() {
-            return Err(Failure(e.to_owned()));
-        }
-    } else if waiting.is_none() {
+    if address.is_none() && waiting.is_none() {
         println!("Looking for a signer on the local network…");
     }
-    let deadline = Instant::now() + CODE_WAIT;
-    let (code, at) = loop {
-        let st = status(sock).ok_or_else(|| Failure("the agent stopped answering".into()))?;
-        let link = st
-            .signers
-            .iter()
-            .find(|g| at_address(g, address.as_deref()) && g.pairing_code.is_some());
-        if let Some(g) = link {
-            break (
-                g.pairing_code.clone().unwrap_or_default(),
-                g.address.clone(),
-            );
-        }
-        if Instant::now() >= deadline {
-            let why = st
-                .signers
-                .iter()
-                .find(|g| at_address(g, address.as_deref()))
-                .and_then(|g| g.last_error.clone())
-                .unwrap_or_else(|| "no signer answered".into());
-            return Err(Failure(format!(
-                "no pairing code within {} s ({why}); check that `vmux signer run` runs there and is reachable, then run setup again",
-                CODE_WAIT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (code, at) = request_code(sock, address.as_deref())?;
     println!("\nPairing code {code} (signer at {at}).");
     println!("Check that the signer shows the same code, and approve it there only if it does.");
     let typed = ask("Type the code the signer shows to confirm (empty to refuse):")?;
@@ -225,6 +194,65 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
     }
     crate::agent_cmd::confirm_code(sock, &typed)?;
     println!("Waiting for the approval on the signer…");
+    let g = wait_pinned(sock, &at, &setup.command("status"))?;
+    let keys = status(sock).map_or(0, |s| s.keys.len());
+    println!(
+        "Paired with the signer {}: {keys} key(s) cached.",
+        signer_name(&g)
+    );
+    Ok(())
+}
+
+/// Asks the agent to pair with the signer at `address` (or with the one
+/// it found or waits for when `None`) and waits for the code it shows:
+/// the code and the signer's address.
+pub(crate) fn request_code(
+    sock: &Path,
+    address: Option<&str>,
+) -> Result<(String, String), Failure> {
+    if let Some(a) = address {
+        let value = control::query(sock, &format!("pair-signer {a}"), Duration::from_secs(10))?;
+        if let Some(e) = value["error"].as_str() {
+            return Err(Failure(e.to_owned()));
+        }
+    }
+    let deadline = Instant::now() + CODE_WAIT;
+    loop {
+        let st = status(sock).ok_or_else(|| Failure("the agent stopped answering".into()))?;
+        let link = st
+            .signers
+            .iter()
+            .find(|g| at_address(g, address) && g.pairing_code.is_some());
+        if let Some(g) = link {
+            return Ok((
+                g.pairing_code.clone().unwrap_or_default(),
+                g.address.clone(),
+            ));
+        }
+        if Instant::now() >= deadline {
+            let why = st
+                .signers
+                .iter()
+                .find(|g| at_address(g, address))
+                .and_then(|g| g.last_error.clone())
+                .unwrap_or_else(|| "no signer answered".into());
+            return Err(Failure(format!(
+                "no pairing code within {} s ({why}); check that `vmux signer run` runs there and is reachable, then run setup again",
+                CODE_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Once the code was confirmed here: waits until the signer at `at`
+/// approved too and its key list arrived; `status_command` is what the
+/// person may run to see why not.
+pub(crate) fn wait_pinned(
+    sock: &Path,
+    at: &str,
+    status_command: &str,
+) -> Result<SignerStatus, Failure> {
     let deadline = Instant::now() + APPROVAL_WAIT;
     loop {
         let st = status(sock).ok_or_else(|| Failure("the agent stopped answering".into()))?;
@@ -233,12 +261,7 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
             // The link is up before its key list arrives: ask for the
             // list and wait for it before counting.
             let _ = control::query(sock, "refresh", Duration::from_secs(30));
-            let keys = status(sock).map_or(st.keys.len(), |s| s.keys.len());
-            println!(
-                "Paired with the signer {}: {keys} key(s) cached.",
-                signer_name(g)
-            );
-            return Ok(());
+            return Ok(g.clone());
         }
         // The attempt ended without a link: the signer refused, or the
         // codes differed.
@@ -253,9 +276,8 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
         }
         if Instant::now() >= deadline {
             return Err(Failure(format!(
-                "the signer at {at} did not approve within {} minutes; see `{}`",
+                "the signer at {at} did not approve within {} minutes; see `{status_command}`",
                 APPROVAL_WAIT.as_secs() / 60,
-                setup.command("status")
             )));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -270,11 +292,11 @@ fn at_address(g: &SignerStatus, address: Option<&str>) -> bool {
     }
 }
 
-fn signer_name(g: &SignerStatus) -> String {
+pub(crate) fn signer_name(g: &SignerStatus) -> String {
     vmux_proto::sanitize(g.name.as_deref().unwrap_or(&g.address)).to_string()
 }
 
-fn status(sock: &Path) -> Option<Status> {
+pub(crate) fn status(sock: &Path) -> Option<Status> {
     control::query(sock, "status", Duration::from_secs(5))
         .ok()
         .and_then(|v| serde_json::from_value(v).ok())
@@ -282,7 +304,7 @@ fn status(sock: &Path) -> Option<Status> {
 
 /// Polls (a person is starting it, or systemd on the first connection)
 /// until the agent answers, at most `limit`.
-fn wait_for_agent(sock: &Path, limit: Duration) -> Option<Status> {
+pub(crate) fn wait_for_agent(sock: &Path, limit: Duration) -> Option<Status> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = status(sock) {
@@ -295,12 +317,12 @@ fn wait_for_agent(sock: &Path, limit: Duration) -> Option<Status> {
     }
 }
 
-fn heading(text: &str) {
+pub(crate) fn heading(text: &str) {
     println!("\n== {text}");
 }
 
 /// One line from the person; stdin closing is an error.
-fn ask(prompt: &str) -> Result<String, Failure> {
+pub(crate) fn ask(prompt: &str) -> Result<String, Failure> {
     print!("{prompt} ");
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -311,7 +333,7 @@ fn ask(prompt: &str) -> Result<String, Failure> {
 }
 
 /// A yes/no question; yes is the default.
-fn ask_yes(prompt: &str) -> Result<bool, Failure> {
+pub(crate) fn ask_yes(prompt: &str) -> Result<bool, Failure> {
     loop {
         match ask(&format!("{prompt} [Y/n]"))?
             .to_ascii_lowercase()
@@ -325,7 +347,7 @@ fn ask_yes(prompt: &str) -> Result<bool, Failure> {
 }
 
 /// Quotes for a POSIX shell when needed.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b))

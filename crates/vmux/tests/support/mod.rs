@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod phone;
+pub mod pty;
 pub use vmux_testkit::{browser, pki};
 
 use std::io::{BufRead, BufReader, Read};

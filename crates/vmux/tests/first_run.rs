@@ -1,0 +1,300 @@
+//! `vmux setup`, the whole laptop-and-phone setup, run on a real
+//! pseudo-terminal as a person runs it, with the Chromium phone clicking
+//! what a person taps: the signer and the agent as services (here, with
+//! no systemd user manager, in the background), the pairing, the phone's
+//! enrolment, the phone as approver and CA, and the check login. Without
+//! a terminal it prints its plan and fails; on a set-up machine it changes
+//! nothing; on a tailnet it takes the tailnet name and `tailscale cert`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::browser::{Authenticator, Browser};
+use support::phone::{Phone, RP_HOST};
+use support::pki::TestPki;
+use support::pty::OnTerminal;
+use support::*;
+
+/// Stops the signer and the agent `vmux setup` started in the background
+/// (their pid files in the home), however the test ends.
+struct Background(PathBuf);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for name in ["signer", "agent"] {
+            let Ok(text) = std::fs::read_to_string(self.0.join(format!("{name}.pid"))) else {
+                continue;
+            };
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                // SAFETY: kill(2) on the pid setup recorded for its own
+                // child; no memory is involved.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+    }
+}
+
+/// `vmux --home HOME setup ARGS…` on a pty, with PATH starting at `bin`
+/// when given and its own XDG_CONFIG_HOME.
+fn setup_command(dir: &Path, home: &Path, bin: Option<&Path>, args: &[&str]) -> Command {
+    let mut cmd = vmux();
+    cmd.arg("--home")
+        .arg(home)
+        .arg("setup")
+        .args(args)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("SHELL", "/bin/bash")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("VMUX_HOME");
+    if let Some(b) = bin {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", b.display()));
+    }
+    cmd
+}
+
+/// The rest of the line after `label` on `screen`.
+fn line_after(screen: &str, label: &str) -> String {
+    screen
+        .split(label)
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("no {label:?} on the screen:\n{screen}"))
+        .trim()
+        .to_owned()
+}
+
+/// Every file under `dir` with its contents, but for what the running
+/// daemons write themselves (logs, state, phones, audit) and sockets:
+/// what a second run of setup must leave as it was.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(p);
+            } else if ft.is_file()
+                && ![".log", ".json", ".jsonl"]
+                    .iter()
+                    .any(|x| p.to_string_lossy().ends_with(x))
+            {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A stand-in `tailscale` in `bin`: `status --json` prints a tailnet with
+/// MagicDNS and HTTPS certificates for `name`; `cert --cert-file F
+/// --key-file K NAME` writes `pki`'s certificate and key there.
+fn stand_in_tailscale(bin: &Path, name: &str, pki: &TestPki) {
+    std::fs::create_dir_all(bin).unwrap();
+    let status = serde_json::json!({
+        "Version": "1.80.0",
+        "BackendState": "Running",
+        "TUN": true,
+        "Self": {
+            "ID": "n1", "HostName": "laptop", "DNSName": format!("{name}."),
+            "OS": "linux", "TailscaleIPs": ["100.101.102.103", "fd7a:115c:a1e0::1"],
+            "Online": true,
+        },
+        "MagicDNSSuffix": "tail1234.ts.net",
+        "CurrentTailnet": { "Name": "anna@example.com", "MagicDNSSuffix": "tail1234.ts.net", "MagicDNSEnabled": true },
+        "CertDomains": [name],
+    });
+    let json = bin.join("status.json");
+    std::fs::write(&json, status.to_string()).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  status) cat '{}' ;;\n  cert)\n    [ \"$2\" = --cert-file ] && [ \"$4\" = --key-file ] && [ \"$6\" = '{name}' ] || {{ echo \"usage: $*\" >&2; exit 2; }}\n    cp '{}' \"$3\" && cp '{}' \"$5\" && echo \"Wrote public cert to $3\" >&2 ;;\n  *) echo \"unknown $1\" >&2; exit 2 ;;\nesac\n",
+        json.display(),
+        pki.cert_pem().display(),
+        pki.key_pem().display()
+    );
+    let path = bin.join("tailscale");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A phone: an isolated page of `browser` with its own authenticator.
+fn new_phone(browser: &Browser, name: &str) -> Phone {
+    let page = browser.new_isolated_page();
+    let auth = page.add_authenticator(Authenticator::default());
+    Phone {
+        name: name.to_owned(),
+        page,
+        auth,
+    }
+}
+
+/// Opens the enrolment link and taps Create passkey, as a person does.
+fn create_passkey(phone: &Phone, link: &str) {
+    phone.page.goto(link);
+    phone.page.click_button("Create passkey");
+    phone.page.wait_for(
+        "document.getElementById('enrolled') && !document.getElementById('enrolled').hidden && document.getElementById('enrolled').textContent.includes('This phone was added')",
+        WAIT,
+    );
+    phone.wait_signed_in();
+}
+
+/// The phone page's certificate chain as a client sees it at `addr`,
+/// trusting `ca` only: whether the handshake for `name` succeeds.
+fn page_trusted(ca: &Path, name: &str, addr: &str) -> Result<u16, String> {
+    let ca = std::fs::read(ca).unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .resolve(name, addr)
+            .timeout(WAIT)
+            .build()
+            .unwrap();
+        client
+            .get(format!("https://{name}:{}/", addr.port()))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+#[test]
+fn setup_without_a_terminal_prints_its_plan_and_fails_writing_nothing() {
+    let dir = test_dir();
+    let home = dir.path().join("home");
+    let out = run(&mut setup_command(
+        dir.path(),
+        &home,
+        None,
+        &["--phone", "pixel"],
+    ));
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "vmux: setup asks questions and needs a terminal: run it in one, or do the steps above yourself"
+    );
+    for step in [
+        "create the signer in",
+        "tailscale status --json",
+        "systemd user services",
+        "pair the agent with the signer",
+        "enrol your phone",
+        "approve = \"phone\" and ca = \"phone:NAME\"",
+        "authorized_keys line",
+        "throwaway sshd on 127.0.0.1",
+    ] {
+        assert!(stdout.contains(step), "{step:?} not in:\n{stdout}");
+    }
+    assert!(!home.exists(), "setup wrote its home");
+    assert!(!dir.path().join("config").exists(), "setup wrote units");
+}
+
+#[test]
+fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_run_changes_nothing()
+{
+    let dir = test_dir();
+    // The tailnet's certificate is publicly trusted; here the test CA
+    // stands in for the web PKI, and the phone trusts it from the start:
+    // there is no trust step.
+    let pki = TestPki::new(dir.path(), &[RP_HOST]);
+    let bin = dir.path().join("bin");
+    stand_in_tailscale(&bin, RP_HOST, &pki);
+    let home = dir.path().join("home");
+    let _background = Background(home.clone());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--phone",
+        "pixel",
+        "--yes",
+        "--no-advertise",
+        "--listen",
+        &listen,
+        "--web-listen",
+        &web,
+    ];
+    let term = OnTerminal::spawn(setup_command(dir.path(), &home, Some(&bin), &args));
+    let screen = term.wait_for("Waiting for the phone");
+    assert!(
+        screen.contains(&format!(
+            "on a tailnet as {RP_HOST} with HTTPS certificates on"
+        )),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("Trust link: none (the page's certificate is publicly trusted)"),
+        "{screen}"
+    );
+    let link = line_after(&screen, "Enrolment link: ");
+    let port = web.rsplit_once(':').unwrap().1;
+    assert!(
+        link.starts_with(&format!("https://{RP_HOST}:{port}/#enrol=")),
+        "{link}"
+    );
+    // The page serves tailscale's certificate.
+    assert!(page_trusted(pki.ca_pem(), RP_HOST, &web).is_ok());
+
+    let browser = Browser::launch(
+        dir.path(),
+        pki.ca_pem(),
+        &[&format!("MAP {RP_HOST} 127.0.0.1")],
+    );
+    let phone = new_phone(&browser, "pixel");
+    create_passkey(&phone, &link);
+    term.wait_for("Approve the certificate on your phone");
+    let card = phone.card_text("certificate");
+    assert!(card.contains("certificate"), "{card}");
+    phone.tap("certificate", "Approve");
+    let (status, screen) = term.finish();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("ok: logged in to a throwaway sshd on 127.0.0.1:"),
+        "{screen}"
+    );
+    assert!(screen.contains("vmux setup's own time: "), "{screen}");
+    // What it wrote: the tailnet's files in the signer's flags, the
+    // phone as approver and CA.
+    let config = std::fs::read_to_string(home.join("signer.toml")).unwrap();
+    assert!(config.contains("approve = \"phone\""), "{config}");
+    assert!(config.contains("ca = \"phone:pixel\""), "{config}");
+    let key = home.join(format!("tailscale-{RP_HOST}.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        screen.contains("0 4 * * * tailscale cert --cert-file"),
+        "{screen}"
+    );
+
+    // A second run on the set-up machine: nothing changes, nobody is
+    // asked, no card comes.
+    let before = snapshot(&home);
+    let term = OnTerminal::spawn(setup_command(dir.path(), &home, Some(&bin), &args[..2]));
+    let (status, screen) = term.finish();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("This machine is set up"), "{screen}");
+    assert!(screen.contains("Nothing changed."), "{screen}");
+    assert_eq!(snapshot(&home), before, "the second run changed files");
+    assert_eq!(phone.cards(), 0);
+}
