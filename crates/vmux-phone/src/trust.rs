@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
@@ -33,6 +33,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, info};
 use vmux_home::sync::lock;
 
@@ -89,6 +90,8 @@ pub(crate) struct TrustDesk {
     host: IpAddr,
     state: Mutex<State>,
     changed: Notify,
+    /// How long a link lives ([`TRUST_LIFETIME`]).
+    lifetime: Duration,
 }
 
 impl TrustDesk {
@@ -98,6 +101,7 @@ impl TrustDesk {
             host,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            lifetime: TRUST_LIFETIME,
         })
     }
 
@@ -146,7 +150,7 @@ impl TrustDesk {
             }
         };
         let token = B64URL.encode(rand::random::<[u8; 32]>());
-        state.pending.insert(token.clone(), now + TRUST_LIFETIME);
+        state.pending.insert(token.clone(), now + self.lifetime);
         drop(state);
         self.changed.notify_waiters();
         Ok(TrustLink {
@@ -207,7 +211,7 @@ impl TrustDesk {
                         let _ = tokio::time::timeout(CONNECTION_TIME, me.serve(stream, peer)).await;
                     });
                 }
-                _ = tokio::time::sleep_until(next_expiry.into()) => {}
+                _ = tokio::time::sleep_until(next_expiry) => {}
                 _ = changed => {}
             }
         }
@@ -452,6 +456,135 @@ pub(crate) fn lan_address() -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn desk_for(lifetime: Duration) -> (tempfile::TempDir, Arc<TrustDesk>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = PageCa::open(dir.path(), "signer.vmux.test", 600).unwrap();
+        ca.unlock(None).unwrap();
+        let desk = TrustDesk {
+            ca,
+            host: "127.0.0.1".parse().unwrap(),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            lifetime,
+        };
+        (dir, Arc::new(desk))
+    }
+
+    fn desk() -> (tempfile::TempDir, Arc<TrustDesk>) {
+        desk_for(TRUST_LIFETIME)
+    }
+
+    fn port_of(url: &str) -> u16 {
+        let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Whether connecting to `port` is refused within a second.
+    async fn refused(port: u16) -> bool {
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_link_expires_and_then_the_port_is_closed() {
+        // TRUST_LIFETIME (10 minutes) shortened to 300 ms.
+        let (_dir, desk) = desk_for(Duration::from_millis(300));
+        let started = Instant::now();
+        let link = desk.issue().unwrap();
+        let token = link.url.rsplit('/').next().unwrap().to_owned();
+        let port = port_of(&link.url);
+        assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok());
+        assert_eq!(
+            desk.answer(&Method::GET, &format!("/{token}")).status(),
+            StatusCode::OK
+        );
+        tokio::time::sleep_until(started + Duration::from_millis(300)).await;
+        // Closed on its own: no connection comes to make it look.
+        let until = Instant::now() + Duration::from_secs(1);
+        while lock(&desk.state).running.is_some() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(lock(&desk.state).running.is_none(), "closed at expiry");
+        assert!(refused(port).await, "the trust port is closed");
+        assert_eq!(
+            desk.answer(&Method::GET, &format!("/{token}")).status(),
+            StatusCode::NOT_FOUND
+        );
+        // A new link opens it again (on a new port), and works.
+        let again = desk.issue().unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port_of(&again.url)))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_is_spent_by_one_download_and_serves_nothing_else() {
+        let (_dir, desk) = desk();
+        let link = desk.issue().unwrap();
+        let other = desk.issue().unwrap();
+        let token = link.url.rsplit('/').next().unwrap().to_owned();
+        let get = |p: &str| desk.answer(&Method::GET, p).status();
+        for p in [
+            "/",
+            "/api/session",
+            "/api/events",
+            "/app.js",
+            "/index.html",
+            "/manifest.webmanifest",
+            "/sw.js",
+            &format!("/{token}/"),
+            &format!("/{token}/api/session"),
+            &format!("/{token}/app.js"),
+            &format!("/{token}x"),
+            "/x/vmux-ca.crt",
+        ] {
+            assert_eq!(get(p), StatusCode::NOT_FOUND, "{p}");
+        }
+        assert_eq!(
+            desk.answer(&Method::POST, &format!("/{token}")).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            desk.answer(&Method::HEAD, &format!("/{token}/vmux-ca.crt"))
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get(&format!("/{token}")), StatusCode::OK);
+        assert_eq!(
+            get(&format!("/{token}")),
+            StatusCode::OK,
+            "the page reloads"
+        );
+        assert_eq!(get(&format!("/{token}/vmux-ca.crt")), StatusCode::OK);
+        for p in [
+            format!("/{token}"),
+            format!("/{token}/vmux-ca.crt"),
+            format!("/{token}/vmux-ca.mobileconfig"),
+        ] {
+            assert_eq!(get(&p), StatusCode::NOT_FOUND, "spent: {p}");
+        }
+        // The other pending link still works, so the port stays open.
+        let other = other.url.rsplit('/').next().unwrap().to_owned();
+        assert_eq!(
+            get(&format!("/{other}/vmux-ca.mobileconfig")),
+            StatusCode::OK
+        );
+        assert!(refused(port_of(&link.url)).await, "no link pending: closed");
+    }
 
     #[test]
     fn uuids_are_shaped_and_stable() {
