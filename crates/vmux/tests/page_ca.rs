@@ -166,6 +166,10 @@ fn the_trust_link_hands_over_the_ca_once_and_nothing_of_the_page() {
     let fp = openssl_fingerprint(&ca_pem);
     let der = ca_der(&ca_pem);
 
+    // The page itself is HTTPS only: plain HTTP gets no answer.
+    let page_addr = format!("127.0.0.1:{}", origin.rsplit(':').next().unwrap());
+    assert!(!matches!(http(&page_addr, "GET", "/"), Ok((200, _, _))));
+
     let added = phone_add(&signer, "pixel");
     assert!(
         added.enrol.starts_with(&format!("{origin}/#enrol=")),

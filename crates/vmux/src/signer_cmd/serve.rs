@@ -120,9 +120,9 @@ struct PageFlags {
 ///
 /// Which certificate: `--tls-cert/--tls-key` when given; none (plain HTTP
 /// behind a reverse proxy) on a loopback address with `--web-origin` and
-/// no `--web-name`; otherwise the signer's own CA for `--web-name`
-/// (default `HOSTNAME.local`), and the origin follows from the name and
-/// the port.
+/// no `--web-name`; otherwise the signer's own CA for the page's name:
+/// `--web-name`, else the host of `--web-origin`, else `HOSTNAME.local`.
+/// The origin, unless given, follows from the name and the port.
 fn open_page(
     signer: &SignerHome,
     config: &SignerConfig,
@@ -133,10 +133,17 @@ fn open_page(
         && flags.origin.is_some()
         && is_loopback(&flags.listen);
     let own_ca = flags.tls.is_none() && !proxy;
-    let name = match &flags.name {
-        Some(n) => Some(n.to_owned()),
-        None if own_ca => Some(format!("{}.local", host_name())),
-        None => None,
+    // The origin as given, checked before anything is bound or written.
+    let given = flags
+        .origin
+        .as_deref()
+        .map(vmux_phone::relying_party)
+        .transpose()?;
+    let name = match (&flags.name, &given) {
+        (Some(n), _) => Some(n.to_owned()),
+        (None, Some(rp)) => Some(rp.id().to_owned()),
+        (None, None) if own_ca => Some(format!("{}.local", host_name())),
+        (None, None) => None,
     };
     if let Some(n) = &name {
         if !vmux_phone::valid_page_name(n) {
@@ -144,12 +151,19 @@ fn open_page(
                 vmux_phone::PageCaError::BadName(n.clone()).to_string(),
             ));
         }
+        if let (Some(o), Some(rp)) = (&flags.origin, &given) {
+            if rp.id() != n {
+                return Err(Failure(format!(
+                    "--web-origin {o} does not name --web-name {n}; give one of them, or the same name in both"
+                )));
+            }
+        }
     }
-    if flags.tls.is_some() && name.is_none() && flags.origin.is_none() {
+    let Some(name) = name else {
         return Err(Failure(
             "with --tls-cert, give the page's name as --web-name NAME or its origin as --web-origin https://NAME[:PORT]".into(),
         ));
-    }
+    };
     let listener = std::net::TcpListener::bind(&flags.listen).map_err(|e| {
         Failure(format!(
             "cannot serve the phone page on {}: {e}",
@@ -157,35 +171,20 @@ fn open_page(
         ))
     })?;
     let local = listener.local_addr()?;
-    let origin = match (&flags.origin, &name) {
-        (Some(o), Some(n)) => {
-            let rp = vmux_phone::relying_party(o)?;
-            if rp.id() != n {
-                return Err(Failure(format!(
-                    "--web-origin {o} does not name --web-name {n}; give one of them, or the same name in both"
-                )));
-            }
-            o.clone()
-        }
-        (Some(o), None) => o.clone(),
-        (None, Some(n)) if local.port() == 443 => format!("https://{n}"),
-        (None, Some(n)) => format!("https://{n}:{}", local.port()),
-        (None, None) => {
-            return Err(Failure(
-                "give the phone page's name as --web-name NAME or its origin as --web-origin https://NAME[:PORT]".into(),
-            ))
-        }
+    let origin = match &flags.origin {
+        Some(o) => o.clone(),
+        None if local.port() == 443 => format!("https://{name}"),
+        None => format!("https://{name}:{}", local.port()),
     };
     let rp = vmux_phone::relying_party(&origin)?;
     let (tls, ca) = match &flags.tls {
         Some((cert, key)) => (Some(PageTls::Files(TlsFiles::load(cert, key)?)), None),
         None if proxy => (None, None),
         None => {
-            let name = name.as_deref().unwrap_or(rp.id());
             let book = signer.phones_path();
             let ca = vmux_phone::PageCa::open(
                 book.parent().unwrap_or(Path::new(".")),
-                name,
+                &name,
                 config.page_certificate_seconds,
             )
             .map_err(|e| Failure(e.to_string()))?;
