@@ -16,9 +16,14 @@
 //!   user verification. A session cookie alone can read and deny, never
 //!   approve.
 //! - [`serve`]: the HTTP side (axum on hyper, TLS by rustls with
-//!   certificate reload, [`TlsFiles`]): the embedded page, its JSON API
+//!   certificate reload, [`TlsFiles`], or the signer's own CA,
+//!   [`PageCa`]): the embedded page, its JSON API
 //!   and its event stream; every state-changing request must carry the
 //!   page's `Origin`; the page is bound by a strict Content-Security-Policy.
+//! - [`PageCa`]: the signer's own CA for the page (critical name
+//!   constraints permitting only the page's name) and its leaf; the
+//!   trust step's plain-HTTP page ([`TrustLink`]) hands its certificate
+//!   to a phone.
 //! - [`SignerInfo`]: what the page may read of, and do to, its signer.
 //! - [`push`]: Web Push (RFC 8030/8291/8292) to phones with no page open,
 //!   one push per burst of waiting decisions, beside the page.
@@ -33,9 +38,11 @@ mod assets;
 mod auth;
 pub mod book;
 mod desk;
+mod page_ca;
 pub mod push;
 mod service;
 mod tls;
+mod trust;
 mod web;
 
 pub use book::{PhoneBook, PhoneRecord};
@@ -43,6 +50,8 @@ pub use desk::{
     check_approval, Answer, ApproveError, Ask, Card, CardKind, ChallengeKind, DataAssertion, Desk,
     PhoneApproval, WindowOffer,
 };
+pub use page_ca::{fingerprint, valid_page_name, PageCa, PageCaError, DEFAULT_LEAF_SECONDS};
 pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};
-pub use tls::{TlsError, TlsFiles};
+pub use tls::{PageTls, TlsError, TlsFiles};
+pub use trust::{TrustError, TrustLink};
 pub use web::{serve, AgentView, RecentView, SignerInfo, CSP, SESSION_COOKIE};

@@ -31,6 +31,8 @@ pub struct Phones {
     online_changed: watch::Sender<u64>,
     pub(crate) vapid: crate::push::VapidKey,
     pub(crate) push: crate::push::Sender,
+    /// The trust step, when the page's certificate is the signer's own.
+    trust: Option<Arc<crate::trust::TrustDesk>>,
 }
 
 /// A phone as `vmux signer phones` and the page list it.
@@ -123,7 +125,30 @@ impl Phones {
             online_changed: watch::Sender::new(0),
             vapid,
             push: sender,
+            trust: None,
         })
+    }
+
+    /// The page's certificate is `ca`'s, and the page listens on `host`:
+    /// [`Phones::trust_link`] hands the CA to phones over plain HTTP on
+    /// that address (this machine's LAN address when `host` is 0.0.0.0
+    /// or ::).
+    pub fn with_own_ca(mut self, ca: Arc<crate::PageCa>, host: std::net::IpAddr) -> Phones {
+        self.trust = Some(crate::trust::TrustDesk::new(ca, host));
+        self
+    }
+
+    /// The signer's own CA for the page, if the page's certificate is its.
+    pub fn own_ca(&self) -> Option<&Arc<crate::PageCa>> {
+        self.trust.as_ref().map(|t| t.ca())
+    }
+
+    /// A one-time trust link (10 minutes; spent by one download) when the
+    /// page's certificate is the signer's own, else `None`. Opens the
+    /// plain-HTTP trust listener if it is not open. Call it inside the
+    /// Tokio runtime.
+    pub fn trust_link(&self) -> Result<Option<crate::TrustLink>, crate::TrustError> {
+        self.trust.as_ref().map(|t| t.issue()).transpose()
     }
 
     /// The page's origin.
@@ -211,15 +236,26 @@ impl Phones {
         lock(&self.online).values().any(|n| *n > 0)
     }
 
-    /// Reads (or makes, at first) the Web Push key, decrypting (or
-    /// encrypting) it with the signer's `passphrase` when it has one.
-    pub fn unlock_push(&self, passphrase: Option<&str>) -> Result<(), vmux_home::HomeError> {
-        self.vapid.unlock(passphrase)
+    /// Reads (or makes, at first) the Web Push key and the page's own CA
+    /// key, decrypting (or encrypting) them with the signer's
+    /// `passphrase` when it has one.
+    pub fn unlock_keys(&self, passphrase: Option<&str>) -> Result<(), String> {
+        self.vapid
+            .unlock(passphrase)
+            .map_err(|e| format!("the Web Push key: {e}"))?;
+        if let Some(ca) = self.own_ca() {
+            ca.unlock(passphrase).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
-    /// Forgets the Web Push key when it is encrypted (the signer locks).
-    pub fn lock_push(&self) {
+    /// Forgets the Web Push key and the page CA's key when they are
+    /// encrypted (the signer locks).
+    pub fn lock_keys(&self) {
         self.vapid.lock();
+        if let Some(ca) = self.own_ca() {
+            ca.lock();
+        }
     }
 
     /// Whether `phone` has a page open now.

@@ -1,5 +1,6 @@
 //! TLS for the phone page: the certificate and key from PEM files,
-//! reloaded when the files change (tailnet and ACME certificates rotate).
+//! reloaded when the files change (tailnet and ACME certificates rotate),
+//! or a leaf of the signer's own CA ([`PageCa`]), renewed in place.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,59 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
+
+use crate::page_ca::PageCa;
+
+/// Where the page's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum PageTls {
+    /// `--tls-cert` and `--tls-key`, reloaded when they change.
+    Files(Arc<TlsFiles>),
+    /// The signer's own CA: a leaf for the page's name, renewed before
+    /// it expires.
+    Own(Arc<PageCa>),
+}
+
+impl PageTls {
+    /// A TLS acceptor that always presents the latest certificate, and a
+    /// task (to spawn) that keeps it current.
+    pub fn acceptor(
+        &self,
+    ) -> (
+        TlsAcceptor,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) {
+        match self {
+            PageTls::Files(f) => {
+                let (a, w) = f.acceptor();
+                (a, Box::pin(w))
+            }
+            PageTls::Own(ca) => (
+                acceptor(Arc::new(OwnResolver(ca.clone()))),
+                Box::pin(ca.clone().keep_renewed()),
+            ),
+        }
+    }
+}
+
+fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> TlsAcceptor {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_no_client_auth())
+        .expect("ring supports the default TLS versions")
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct OwnResolver(Arc<PageCa>);
+
+impl ResolvesServerCert for OwnResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.current()
+    }
+}
 
 /// How often the files are looked at for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -103,13 +157,10 @@ impl TlsFiles {
 
     /// A TLS acceptor that always presents the latest certificate, and a
     /// task (to spawn) that watches the files.
-    pub fn acceptor(self: &Arc<Self>) -> (TlsAcceptor, impl std::future::Future<Output = ()>) {
-        let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_no_client_auth())
-            .expect("ring supports the default TLS versions")
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    pub fn acceptor(
+        self: &Arc<Self>,
+    ) -> (TlsAcceptor, impl std::future::Future<Output = ()> + Send) {
+        let acceptor = acceptor(Arc::new(Resolver(self.clone())));
         let me = self.clone();
         let watch = async move {
             let mut tick = tokio::time::interval(RELOAD_EVERY);
@@ -119,7 +170,7 @@ impl TlsFiles {
                 let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
             }
         };
-        (TlsAcceptor::from(Arc::new(config)), watch)
+        (acceptor, watch)
     }
 }
 

@@ -31,7 +31,7 @@ use vmux_webauthn::{
 use crate::assets;
 use crate::desk::check_approval;
 use crate::service::Phones;
-use crate::tls::TlsFiles;
+use crate::tls::PageTls;
 
 /// The session cookie's name (`__Host-`: Secure, no Domain, Path=/).
 pub const SESSION_COOKIE: &str = "__Host-vmux-session";
@@ -724,7 +724,7 @@ fn router(app: Arc<App>) -> Router {
 /// which the caller allows only on loopback) until the future is dropped.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<TlsFiles>>,
+    tls: Option<PageTls>,
     phones: Arc<Phones>,
     signer: Arc<dyn SignerInfo>,
 ) {
@@ -732,8 +732,8 @@ pub async fn serve(
     let _push = AbortOnDrop(tokio::spawn(crate::push::run(phones.clone())));
     let router = router(Arc::new(App { phones, signer }));
     let (acceptor, watch) = match &tls {
-        Some(files) => {
-            let (a, w) = files.acceptor();
+        Some(t) => {
+            let (a, w) = t.acceptor();
             (Some(a), Some(w))
         }
         None => (None, None),

@@ -106,8 +106,9 @@ impl SignerHome {
 pub struct WebListener {
     /// Where the page is served.
     pub listener: TcpListener,
-    /// The certificate and key, reloaded when they change.
-    pub tls: Option<Arc<vmux_phone::TlsFiles>>,
+    /// The certificate: files reloaded when they change, or the signer's
+    /// own CA's leaf, renewed in place.
+    pub tls: Option<vmux_phone::PageTls>,
 }
 
 /// Serves agents on `listener` and control requests on `control`, and the

@@ -41,6 +41,10 @@ pub struct SignerConfig {
     pub certificates: CertPolicy,
     /// Web Push to the phones' pages (`[web_push]`).
     pub web_push: WebPushConfig,
+    /// How long each certificate the signer's own CA makes for the phone
+    /// page lasts, in seconds; it is renewed when a third is left.
+    /// Default 2592000 (30 days).
+    pub page_certificate_seconds: u64,
 }
 
 /// `[web_push]`: how the signer wakes phones with no page open.
@@ -69,6 +73,7 @@ impl Default for SignerConfig {
             ca: None,
             certificates: CertPolicy::default(),
             web_push: WebPushConfig::default(),
+            page_certificate_seconds: 30 * 24 * 3600,
         }
     }
 }

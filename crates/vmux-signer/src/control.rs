@@ -40,7 +40,10 @@ pub enum Request {
         /// The agent's id or an unambiguous prefix of it.
         id: String,
     },
-    /// A one-time enrolment link for a new phone: answers `{"link"}`.
+    /// A one-time enrolment link for a new phone: answers `{"link"}`, and
+    /// when the page's certificate is the signer's own also `{"trust",
+    /// "fingerprint"}` (a one-time plain-HTTP trust link and the CA's
+    /// SHA-256 fingerprint).
     PhoneAdd {
         /// The phone's name.
         name: String,
@@ -67,7 +70,7 @@ pub enum Request {
 const MAX_LINE: usize = 64 * 1024;
 
 /// The answer to a phone request when the signer serves no phone page.
-pub const NO_PAGE: &str = "this signer serves no phone page; start it with --web-listen HOST:PORT --web-origin https://NAME[:PORT]";
+pub const NO_PAGE: &str = "this signer serves no phone page; start it with --web-listen HOST:PORT (and --web-name NAME, or --web-origin https://NAME[:PORT] behind a proxy)";
 
 /// Serves control requests on `socket` until the task is dropped.
 pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &PrivateSocket) {
@@ -120,7 +123,15 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                 },
                 Ok(Request::PhoneAdd { name }) => match server.phones() {
                     Some(p) => match p.enrol_link(&name) {
-                        Ok(link) => json!({ "link": link }),
+                        Ok(link) => match p.trust_link() {
+                            Ok(None) => json!({ "link": link }),
+                            Ok(Some(t)) => json!({
+                                "link": link,
+                                "trust": t.url,
+                                "fingerprint": t.fingerprint,
+                            }),
+                            Err(e) => json!({ "error": e.to_string() }),
+                        },
                         Err(e) => json!({ "error": e.to_string() }),
                     },
                     None => json!({ "error": NO_PAGE }),

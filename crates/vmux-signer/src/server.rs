@@ -115,7 +115,7 @@ impl<A: Approver + 'static> Server<A> {
             ca.lock();
         }
         if let Some(phones) = &self.parts.phones {
-            phones.lock_push();
+            phones.lock_keys();
         }
         self.windows.clear();
         info!("signer locked; pending decisions cancelled, approval windows closed");
@@ -133,9 +133,7 @@ impl<A: Approver + 'static> Server<A> {
             p.unlock(passphrase).map_err(|e| e.to_string())?;
         }
         if let Some(phones) = &self.parts.phones {
-            phones
-                .unlock_push(Some(passphrase))
-                .map_err(|e| e.to_string())?;
+            phones.unlock_keys(Some(passphrase))?;
         }
         self.locked.send_replace(false);
         info!("signer unlocked");

@@ -169,6 +169,13 @@ impl Browser {
     /// its own (e.g. `MAP signer.vmux.test 127.0.0.2`). Waits (bounded)
     /// for its DevTools endpoint and connects.
     pub fn launch(dir: &Path, ca_pem: &Path, host_map: &[&str]) -> Browser {
+        Browser::launch_trusting(dir, &[ca_pem], host_map)
+    }
+
+    /// Like [`Browser::launch`], trusting exactly the CA certificates in
+    /// `roots` (PEM or DER files; none: a browser that trusts no TLS
+    /// server at all, as NSS holds no built-in roots here).
+    pub fn launch_trusting(dir: &Path, roots: &[&Path], host_map: &[&str]) -> Browser {
         let binary = chromium_binary();
         let certutil = find_on_path(&["certutil"]).unwrap_or_else(|| {
             panic!(
@@ -197,9 +204,20 @@ impl Browser {
         }
         let db = format!("sql:{}", nssdb.display());
         ok(Command::new(&certutil).args(["-d", &db, "-N", "--empty-password"]));
-        ok(Command::new(&certutil)
-            .args(["-d", &db, "-A", "-t", "C,,", "-n", "vmux-test", "-i"])
-            .arg(ca_pem));
+        for (i, ca) in roots.iter().enumerate() {
+            ok(Command::new(&certutil)
+                .args([
+                    "-d",
+                    &db,
+                    "-A",
+                    "-t",
+                    "C,,",
+                    "-n",
+                    &format!("vmux-test-{i}"),
+                    "-i",
+                ])
+                .arg(ca));
+        }
 
         let mut rules: Vec<String> = host_map
             .iter()
@@ -786,7 +804,7 @@ const FIND_BUTTON: &str = r#"(() => {
   if (roots.length === 0) return 'nothing matches ' + JSON.stringify(__VMUX_SCOPE__);
   const seen = [], hits = [];
   for (const root of roots) {
-    for (const b of root.querySelectorAll('button, input[type=button], input[type=submit], [role=button]')) {
+    for (const b of root.querySelectorAll(__VMUX_KINDS__)) {
       const r = b.getBoundingClientRect(), st = getComputedStyle(b);
       if (r.width === 0 || r.height === 0 || st.visibility !== 'visible' || b.closest('[hidden], [inert]')) continue;
       const label = norm(b.tagName === 'INPUT' ? b.value : b.innerText);
@@ -797,8 +815,8 @@ const FIND_BUTTON: &str = r#"(() => {
   }
   if (hits.length === 1) return hits[0];
   const where = __VMUX_SCOPE__ === null ? '' : ' within ' + JSON.stringify(__VMUX_SCOPE__);
-  if (hits.length > 1) return hits.length + ' visible buttons' + where + ' say ' + JSON.stringify(__VMUX_WANT__) + ' (use click_button_in with a narrower scope)';
-  return 'no visible enabled button' + where + ' says ' + JSON.stringify(__VMUX_WANT__) + '; visible buttons: [' + seen.join(', ') + ']';
+  if (hits.length > 1) return hits.length + ' visible ' + __VMUX_NOUN__ + 's' + where + ' say ' + JSON.stringify(__VMUX_WANT__) + ' (use click_button_in with a narrower scope)';
+  return 'no visible enabled ' + __VMUX_NOUN__ + where + ' says ' + JSON.stringify(__VMUX_WANT__) + '; visible ' + __VMUX_NOUN__ + 's: [' + seen.join(', ') + ']';
 })()"#;
 
 /// Finds the checkbox `__VMUX_SEL__`, or the visible label to click for it.
@@ -1123,8 +1141,24 @@ impl Page {
         self.click_button_scoped(Some(selector), text);
     }
 
+    /// Clicks, as a person taps it, the one visible link (`a[href]`)
+    /// whose text is exactly `text`; waits (at most [`Page::wait`]) for it.
+    pub fn click_link(&self, text: &str) {
+        let find = FIND_BUTTON
+            .replace("__VMUX_KINDS__", &js_str("a[href]"))
+            .replace("__VMUX_NOUN__", &js_str("link"))
+            .replace("__VMUX_SCOPE__", "null")
+            .replace("__VMUX_WANT__", &js_str(text));
+        self.click_located(&format!("the link {text:?}"), &find);
+    }
+
     fn click_button_scoped(&self, scope: Option<&str>, text: &str) {
         let find = FIND_BUTTON
+            .replace(
+                "__VMUX_KINDS__",
+                &js_str("button, input[type=button], input[type=submit], [role=button]"),
+            )
+            .replace("__VMUX_NOUN__", &js_str("button"))
             .replace(
                 "__VMUX_SCOPE__",
                 &scope.map(js_str).unwrap_or_else(|| "null".into()),

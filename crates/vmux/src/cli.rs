@@ -274,13 +274,22 @@ pub enum SignerCommand {
         /// Use the APNs sandbox environment.
         #[arg(long)]
         apns_sandbox: bool,
-        /// Serve the phone page on this address (HTTPS with --tls-cert and
-        /// --tls-key; without them, only a loopback address, behind a
-        /// reverse proxy that terminates TLS).
-        #[arg(long, value_name = "HOST:PORT", requires = "web_origin")]
+        /// Serve the phone page on this address. With --tls-cert and
+        /// --tls-key: HTTPS with those files. Without them, on a loopback
+        /// address with --web-origin and no --web-name: plain HTTP behind
+        /// a reverse proxy that terminates TLS. Otherwise: HTTPS with a
+        /// certificate of the signer's own CA (name constraints: only
+        /// --web-name), which `vmux signer phone add` hands to the phone.
+        #[arg(long, value_name = "HOST:PORT")]
         web_listen: Option<String>,
+        /// The page's DNS name (never an IP address); default this
+        /// machine's HOSTNAME.local. The origin is then
+        /// https://NAME:PORT (PORT: the port the page listens on).
+        #[arg(long, value_name = "NAME", requires = "web_listen")]
+        web_name: Option<String>,
         /// The phone page's origin as the phone reaches it:
-        /// https://NAME[:PORT], a DNS name (never an IP address).
+        /// https://NAME[:PORT], a DNS name (never an IP address); with
+        /// --web-name, NAME must be that name.
         #[arg(long, value_name = "URL", requires = "web_listen")]
         web_origin: Option<String>,
         /// The page's TLS certificate chain (PEM); reloaded when it changes.

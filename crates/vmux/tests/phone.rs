@@ -430,14 +430,18 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
         ],
         "names an IP address",
     );
+    // Off loopback without --tls-cert the page is never plain HTTP: it
+    // is the signer's own CA's (tests/page_ca.rs), for the origin's name.
     refused(
         &[
             "--web-listen",
             "0.0.0.0:0",
             "--web-origin",
             "https://signer.vmux.test",
+            "--web-name",
+            "other.vmux.test",
         ],
-        "only on a loopback address",
+        "does not name --web-name other.vmux.test",
     );
     refused(&[], "--approve phone needs the phone page");
 

@@ -26,15 +26,22 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             let link = v["link"]
                 .as_str()
                 .ok_or_else(|| Failure("the signer gave no enrolment link".into()))?;
+            let trust = v["trust"].as_str();
+            let fingerprint = v["fingerprint"].as_str();
             println!("{link}");
-            if std::io::stderr().is_terminal() {
-                if let Ok(code) = qrcode::QrCode::new(link.as_bytes()) {
-                    let qr = code
-                        .render::<qrcode::render::unicode::Dense1x2>()
-                        .quiet_zone(true)
-                        .build();
-                    eprintln!("{qr}");
+            if let Some(t) = trust {
+                println!("trust: {t}");
+            }
+            let terminal = std::io::stderr().is_terminal();
+            if let (Some(t), Some(fp)) = (trust, fingerprint) {
+                if terminal {
+                    print_qr(t);
+                    eprintln!("First, on the phone, open the trust link above within 10 minutes (it works once) and install the signer's certificate authority.");
                 }
+                eprintln!("The CA's SHA-256 fingerprint, to compare with the one the trust page shows:\n  {}", vmux_proto::sanitize(fp));
+            }
+            if terminal {
+                print_qr(link);
                 eprintln!("Open the link on the phone within 10 minutes and tap Create passkey. It works once.");
             }
             Ok(ExitCode::SUCCESS)
@@ -109,6 +116,17 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         other => Err(super::misrouted(&other)),
+    }
+}
+
+/// `text` as a QR code on stderr.
+fn print_qr(text: &str) {
+    if let Ok(code) = qrcode::QrCode::new(text.as_bytes()) {
+        let qr = code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build();
+        eprintln!("{qr}");
     }
 }
 

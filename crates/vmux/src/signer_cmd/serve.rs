@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vmux_home::PrivateSocket;
-use vmux_phone::{Phones, TlsFiles};
+use vmux_phone::{PageTls, Phones, TlsFiles};
 use vmux_proto::WakeEndpoint;
 use vmux_signer::approver::AnyApprover;
 use vmux_signer::config::SignerConfig;
@@ -32,6 +32,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             apns_topic,
             apns_sandbox,
             web_listen,
+            web_name,
             web_origin,
             tls_cert,
             tls_key,
@@ -46,14 +47,12 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 apns_topic.or(config.apns_topic.clone()),
                 apns_sandbox || config.apns_sandbox,
             )?;
-            let page = match (web_listen, web_origin) {
-                (Some(listen), Some(origin)) => Some(PageFlags {
-                    listen,
-                    origin,
-                    tls: tls_cert.zip(tls_key),
-                }),
-                _ => None,
-            };
+            let page = web_listen.map(|listen| PageFlags {
+                listen,
+                name: web_name,
+                origin: web_origin,
+                tls: tls_cert.zip(tls_key),
+            });
             serve(
                 signer,
                 config,
@@ -107,40 +106,111 @@ fn wake_endpoint(
     }
 }
 
-/// `--web-listen`, `--web-origin`, `--tls-cert`, `--tls-key`.
+/// `--web-listen`, `--web-name`, `--web-origin`, `--tls-cert`, `--tls-key`.
 struct PageFlags {
     listen: String,
-    origin: String,
+    name: Option<String>,
+    origin: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// The phone page's parts, checked before anything starts: its origin,
-/// the phone book (this process becomes its writer) and the TLS files.
+/// The phone page's parts, checked before anything starts: its listener
+/// (bound here, so that a port in use fails first), its origin, the phone
+/// book (this process becomes its writer) and its certificate.
+///
+/// Which certificate: `--tls-cert/--tls-key` when given; none (plain HTTP
+/// behind a reverse proxy) on a loopback address with `--web-origin` and
+/// no `--web-name`; otherwise the signer's own CA for the page's name:
+/// `--web-name`, else the host of `--web-origin`, else `HOSTNAME.local`.
+/// The origin, unless given, follows from the name and the port.
 fn open_page(
     signer: &SignerHome,
     config: &SignerConfig,
     flags: &PageFlags,
-) -> Result<(Arc<Phones>, Option<Arc<TlsFiles>>), Failure> {
-    let rp = vmux_phone::relying_party(&flags.origin)?;
-    let tls = match &flags.tls {
-        Some((cert, key)) => Some(TlsFiles::load(cert, key)?),
-        None => {
-            if !is_loopback(&flags.listen) {
+) -> Result<(Arc<Phones>, Option<PageTls>, std::net::TcpListener), Failure> {
+    let proxy = flags.tls.is_none()
+        && flags.name.is_none()
+        && flags.origin.is_some()
+        && is_loopback(&flags.listen);
+    let own_ca = flags.tls.is_none() && !proxy;
+    // The origin as given, checked before anything is bound or written.
+    let given = flags
+        .origin
+        .as_deref()
+        .map(vmux_phone::relying_party)
+        .transpose()?;
+    let name = match (&flags.name, &given) {
+        (Some(n), _) => Some(n.to_owned()),
+        (None, Some(rp)) => Some(rp.id().to_owned()),
+        (None, None) if own_ca => Some(format!("{}.local", host_name())),
+        (None, None) => None,
+    };
+    if let Some(n) = &name {
+        if !vmux_phone::valid_page_name(n) {
+            return Err(Failure(
+                vmux_phone::PageCaError::BadName(n.clone()).to_string(),
+            ));
+        }
+        if let (Some(o), Some(rp)) = (&flags.origin, &given) {
+            if rp.id() != n {
                 return Err(Failure(format!(
-                    "without --tls-cert and --tls-key the phone page listens only on a loopback address (behind a reverse proxy that terminates TLS), not {}",
-                    flags.listen
+                    "--web-origin {o} does not name --web-name {n}; give one of them, or the same name in both"
                 )));
             }
-            None
+        }
+    }
+    let Some(name) = name else {
+        return Err(Failure(
+            "with --tls-cert, give the page's name as --web-name NAME or its origin as --web-origin https://NAME[:PORT]".into(),
+        ));
+    };
+    let listener = std::net::TcpListener::bind(&flags.listen).map_err(|e| {
+        Failure(format!(
+            "cannot serve the phone page on {}: {e}",
+            flags.listen
+        ))
+    })?;
+    let local = listener.local_addr()?;
+    let origin = match &flags.origin {
+        Some(o) => o.clone(),
+        None if local.port() == 443 => format!("https://{name}"),
+        None => format!("https://{name}:{}", local.port()),
+    };
+    let rp = vmux_phone::relying_party(&origin)?;
+    let (tls, ca) = match &flags.tls {
+        Some((cert, key)) => (Some(PageTls::Files(TlsFiles::load(cert, key)?)), None),
+        None if proxy => (None, None),
+        None => {
+            let book = signer.phones_path();
+            let ca = vmux_phone::PageCa::open(
+                book.parent().unwrap_or(Path::new(".")),
+                &name,
+                config.page_certificate_seconds,
+            )
+            .map_err(|e| Failure(e.to_string()))?;
+            (Some(PageTls::Own(ca.clone())), Some(ca))
         }
     };
     let push = vmux_phone::push::PushSettings {
         subject: config.web_push.subject.clone(),
         extra_ca_file: config.web_push.extra_ca_file.clone(),
     };
-    let phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5), &push)
+    let mut phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5), &push)
         .map_err(|e| Failure(e.to_string()))?;
-    Ok((Arc::new(phones), tls))
+    if let Some(ca) = ca {
+        phones = phones.with_own_ca(ca, local.ip());
+    }
+    Ok((Arc::new(phones), tls, listener))
+}
+
+/// This machine's host name, for the page's default name: lower case.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Whether HOST:PORT names a loopback host.
@@ -164,21 +234,18 @@ fn serve(
     advertise: bool,
     page: Option<PageFlags>,
 ) -> Result<ExitCode, Failure> {
-    let web = page
-        .as_ref()
-        .map(|f| open_page(signer, &config, f))
-        .transpose()?;
+    let web = page.map(|f| open_page(signer, &config, &f)).transpose()?;
     let approver = AnyApprover::parse(
         approve.as_deref().unwrap_or(&config.approve),
-        web.as_ref().map(|(p, _)| p.desk().clone()),
+        web.as_ref().map(|(p, _, _)| p.desk().clone()),
     )
     .map_err(Failure)?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let pass = unlock_passphrase(signer, passphrase_file)?;
-    let phones = web.as_ref().map(|(p, _)| p.clone());
+    let phones = web.as_ref().map(|(p, _, _)| p.clone());
     if let Some(p) = &phones {
-        p.unlock_push(pass.as_deref().map(String::as_str))
-            .map_err(|e| Failure(format!("the Web Push key: {e}")))?;
+        p.unlock_keys(pass.as_deref().map(String::as_str))
+            .map_err(Failure)?;
     }
     let server = Arc::new(signer.assemble(
         &config,
@@ -195,15 +262,14 @@ fn serve(
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
         let control_socket = PrivateSocket::bind(&signer.control_path())?;
         let addr = listener.local_addr()?;
-        let web_listener = match (&page, web) {
-            (Some(flags), Some((phones, tls))) => {
-                let l = tokio::net::TcpListener::bind(&flags.listen)
-                    .await
-                    .map_err(|e| Failure(format!("cannot serve the phone page on {}: {e}", flags.listen)))?;
+        let web_listener = match web {
+            Some((phones, tls, l)) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::TcpListener::from_std(l)?;
                 tracing::info!(address = %l.local_addr()?, origin = %phones.origin(), "serving the phone page");
                 Some((WebListener { listener: l, tls }, phones.origin().to_owned()))
             }
-            _ => None,
+            None => None,
         };
         let mut out = std::io::stdout().lock();
         if let Some((_, origin)) = &web_listener {
