@@ -33,10 +33,6 @@ pub(crate) const MAX_PAIRING_PROMPTS: usize = 5;
 /// The period over which started pairing prompts are counted.
 pub(crate) const PAIRING_PERIOD: Duration = Duration::from_secs(60);
 
-/// Who decided a pairing the owner confirmed at the control socket, as
-/// the audit log names it.
-pub const CONFIRMED_BY: &str = "owner at the control socket";
-
 /// Why a pairing is refused before anyone is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Busy {
@@ -249,7 +245,9 @@ impl<A: Approver + 'static> Gate<'_, A> {
             v = self.approver.decide_attributed(d, timeout) => v,
             _ = turn.confirmed.notified() => {
                 info!(agent = %request.agent.id, "pairing confirmed by the owner at the control socket");
-                (Verdict::Approve, Some(CONFIRMED_BY.to_owned()))
+                // No phone decided it: the audit log names none, as for
+                // the terminal approver.
+                (Verdict::Approve, None)
             }
             _ = turn.withdrawn.notified() => {
                 info!(agent = %request.agent.id, "pairing prompt withdrawn: a paired agent's request goes first");

@@ -298,3 +298,146 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
     assert_eq!(snapshot(&home), before, "the second run changed files");
     assert_eq!(phone.cards(), 0);
 }
+
+#[test]
+fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_phones_certificate()
+{
+    if let Err(e) = support::browser::check_installed() {
+        panic!("{e}");
+    }
+    let dir = test_dir();
+    let home = dir.path().join("home");
+    let _background = Background(home.clone());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--phone",
+        "pixel",
+        "--yes",
+        "--no-advertise",
+        "--no-tailnet",
+        "--listen",
+        &listen,
+        "--web-listen",
+        &web,
+        "--web-name",
+        RP_HOST,
+    ];
+    let term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
+    let screen = term.wait_for("Waiting for the phone");
+    assert!(screen.contains("Paired with the signer"), "{screen}");
+    let trust = line_after(&screen, "Trust link: ");
+    assert!(trust.starts_with("http://127.0.0.1:"), "{trust}");
+    let link = line_after(&screen, "Enrolment link: ");
+    assert!(link.starts_with(&format!("https://{RP_HOST}:")), "{link}");
+    let rules = [&format!("MAP {RP_HOST} 127.0.0.1")[..], "EXCLUDE 127.0.0.1"];
+
+    // The phone trusts nothing yet: it opens the trust link and taps
+    // Install on Android, as its person does.
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let crt = {
+        let browser = Browser::launch_trusting(dir.path(), &[], &rules);
+        browser.call(
+            "Browser.setDownloadBehavior",
+            serde_json::json!({ "behavior": "allow", "downloadPath": downloads }),
+        );
+        let page = browser.new_page();
+        let e = page.try_goto(&link).unwrap_err();
+        assert!(e.contains("ERR_CERT_AUTHORITY_INVALID"), "{e}");
+        page.goto(&trust);
+        page.click_link("Install on Android");
+        let file = downloads.join("vmux-ca.crt");
+        let deadline = std::time::Instant::now() + WAIT;
+        while !file.exists() {
+            assert!(std::time::Instant::now() < deadline, "nothing downloaded");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        file
+    };
+
+    // Installed: its NSS database holds that file and nothing else.
+    let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
+    let phone = new_phone(&browser, "pixel");
+    create_passkey(&phone, &link);
+    term.wait_for("Approve the certificate on your phone");
+    phone.tap("certificate", "Approve");
+    let (status, screen) = term.finish();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("ok: logged in to a throwaway sshd on 127.0.0.1:"),
+        "{screen}"
+    );
+    let machine: f64 = line_after(&screen, "vmux setup's own time: ")
+        .split(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("the machine time");
+    eprintln!("vmux setup's own time: {machine} s");
+    phone.wait_cards(0);
+
+    let agent = Agent {
+        sock: home.join("vmux-agent.sock"),
+        home: home.clone(),
+        ..Agent::new(dir.path(), "laptop")
+    };
+    // A login with the signer's key: a card on the phone, approved.
+    let key_line = line_after(
+        &screen,
+        "the authorized_keys line (each login is one Approve on the phone):\r\n",
+    );
+    assert!(key_line.starts_with("ecdsa-sha2-nistp256 "), "{key_line}");
+    let by_key = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
+    let ssh = support::phone::ssh_spawn(&by_key, &agent, 60);
+    let card = phone.card_text("sign");
+    assert!(card.contains("127.0.0.1"), "{card}");
+    phone.tap("sign", "Approve");
+    let out = support::phone::finish(ssh, std::time::Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    phone.wait_cards(0);
+
+    // A server that trusts the phone as CA, as setup printed: five
+    // logins with the certificate the phone signed, no card.
+    let ca_line = ok(vmux().arg("--home").arg(&home).args(["signer", "ca"]));
+    assert!(ca_line.trim().ends_with(" pixel"), "{ca_line}");
+    assert!(screen.contains(ca_line.trim()), "setup printed the CA line");
+    let ca_file = dir.path().join("phone-ca.pub");
+    std::fs::write(&ca_file, &ca_line).unwrap();
+    let by_ca = Sshd::start(
+        dir.path(),
+        "",
+        &[
+            &format!("TrustedUserCAKeys {}", ca_file.display()),
+            "CASignatureAlgorithms +webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
+        ],
+    );
+    for i in 0..5 {
+        by_ca.assert_login(&agent, &format!("login {i} with the phone's certificate"));
+        assert_eq!(phone.cards(), 0, "login {i} asked the phone");
+    }
+    assert_eq!(by_ca.accepted(), 5);
+    assert!(
+        by_ca.daemon.output().contains("ECDSA-CERT"),
+        "{}",
+        by_ca.daemon.output()
+    );
+    let audit = ok(vmux().arg("--home").arg(&home).args(["signer", "audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("certificate approved") && l.ends_with("on phone pixel"))
+            .count(),
+        1,
+        "one certificate, signed by the phone: {audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(" pair ") && l.contains("approved")),
+        "{audit}"
+    );
+}
