@@ -441,3 +441,99 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
         "{audit}"
     );
 }
+
+/// Sends one control line to the signer's socket as uid/gid 65534
+/// (nobody), through python3: what another local user can send. Returns
+/// `connected` and what came back.
+fn control_as_nobody(socket: &Path, line: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect(sys.argv[1])\nprint('connected')\ntry:\n  s.sendall(sys.argv[2].encode()+b'\\n')\n  print(s.recv(4096).decode(), end='')\nexcept (ConnectionResetError, BrokenPipeError):\n  pass",
+        ])
+        .arg(socket)
+        .arg(line)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "nobody could not even connect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn only_the_owner_with_the_open_prompts_code_confirms_a_pairing_at_the_control_socket() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "laptop");
+    signer.keygen("ecdsa", "work");
+    // An approver that never says yes: only the control socket can.
+    let hold = dir.path().join("hold");
+    std::fs::write(&hold, "#!/bin/sh\nsleep 50\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(0o755)).unwrap();
+    signer.start_approving("127.0.0.1:0", &format!("command:{}", hold.display()), &[]);
+    let mut agent = Agent::new(dir.path(), "desk");
+    agent.confirm_pairings = false;
+    agent.start(&["--signer", &signer.addr]);
+    let code = {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(c) = agent.status()["signers"][0]["pairing_code"].as_str() {
+                break c.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "no pairing code");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    agent.confirm(&code);
+    let socket = signer.home.join("signer.sock");
+    let ask = |line: &str| -> serde_json::Value {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        use std::io::{BufRead, Write};
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(s).read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    let pending = ask(r#"{"cmd":"pairpending"}"#);
+    assert_eq!(pending["pairing"]["code"], code.as_str(), "{pending}");
+    assert_eq!(pending["pairing"]["agent"], "desk", "{pending}");
+
+    // Another user, with the socket opened wide so that only the peer
+    // check stands in the way, and the right code: refused, no answer.
+    std::fs::set_permissions(&signer.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let answer = control_as_nobody(
+        &socket,
+        &format!(r#"{{"cmd":"pairconfirm","code":"{code}"}}"#),
+    );
+    assert_eq!(answer, "connected\n", "another user was answered");
+    signer.daemon().wait_line(WAIT, |l| {
+        l.contains("refused a control connection from another user")
+    });
+    // The owner with another code: refused, the prompt stays open.
+    let other: String = code
+        .bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect();
+    let wrong = ask(&format!(r#"{{"cmd":"pairconfirm","code":"{other}"}}"#));
+    assert!(wrong["error"].is_string(), "{wrong}");
+    assert!(
+        !ok(&mut signer.cmd(&["agents"])).contains("desk"),
+        "paired without the owner's confirmation"
+    );
+    // The owner with the prompt's own code: paired.
+    let right = ask(&format!(r#"{{"cmd":"pairconfirm","code":"{code}"}}"#));
+    assert_eq!(right["confirmed"]["agent"], "desk", "{right}");
+    agent.wait_connected(1);
+    assert!(ok(&mut signer.cmd(&["agents"])).contains("desk"));
+    assert_eq!(
+        ask(r#"{"cmd":"pairpending"}"#)["pairing"],
+        serde_json::Value::Null
+    );
+}
