@@ -36,7 +36,8 @@ pub enum Command {
     /// servers, and a check login into a throwaway sshd on loopback.
     /// Without a terminal it says what it would do and fails.
     Setup {
-        /// Your phone's name (default: asked, `phone` with --yes).
+        /// Your phone's name, shown on cards and as its key's comment
+        /// (default: the enrolled one, else `phone`).
         #[arg(long, value_name = "NAME")]
         phone: Option<String>,
         /// Take every default without asking (the pairing code is still
@@ -59,7 +60,8 @@ pub enum Command {
         /// Do not offer the tailnet.
         #[arg(long)]
         no_tailnet: bool,
-        /// The signer does not advertise itself on the local network.
+        /// The signer does not advertise itself on the local network (it
+        /// never does while it listens on loopback only, the default).
         #[arg(long)]
         no_advertise: bool,
         /// Encrypt a new signer's keys with the passphrase in FILE (mode

@@ -29,7 +29,7 @@ use vmux_signer::control::{self as signer_control, Request};
 use vmux_signer::SignerHome;
 
 use crate::detached::Detached;
-use crate::setup::{ask, ask_yes, heading, shell_quote, status};
+use crate::setup::{ask_yes, heading, shell_quote, status};
 use crate::Failure;
 
 /// How long a service may take to answer once started.
@@ -282,7 +282,7 @@ fn walk(opts: &Options, clock: &mut Clock) -> Result<ExitCode, Failure> {
     let page = choose_page(opts, clock)?;
 
     heading("3. The signer and the agent as services");
-    let phone = phone_name(opts, &survey, clock)?;
+    let phone = phone_name(opts, &survey)?;
     // The phone approves and is the CA from the start: the CA's phone
     // signs nothing until it is enrolled, and no restart after the
     // enrolment signs the page out.
@@ -453,7 +453,16 @@ impl Services {
             let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
             args.extend(["--passphrase-file".into(), p.display().to_string()]);
         }
-        if opts.no_advertise {
+        // A signer that listens on loopback only has nothing to offer
+        // the network: agents elsewhere could not reach it.
+        let host = opts.listen.rsplit_once(':').map_or("", |(h, _)| h);
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if opts.no_advertise || loopback {
             args.push("--no-advertise".into());
         }
         Services {
@@ -689,26 +698,16 @@ fn phone_names(signer: &SignerHome) -> Result<Vec<String>, Failure> {
         .collect())
 }
 
-/// The phone's name: `--phone`, else the one enrolled, else asked
-/// (`phone` with `--yes`).
-fn phone_name(opts: &Options, survey: &Survey, clock: &mut Clock) -> Result<String, Failure> {
+/// The phone's name: `--phone`, else the CA's or the first enrolled,
+/// else `phone`.
+fn phone_name(opts: &Options, survey: &Survey) -> Result<String, Failure> {
     let default = survey
         .ca_phone()
         .map(str::to_owned)
         .or_else(|| survey.phones.first().cloned())
         .unwrap_or_else(|| "phone".into());
-    let name = match &opts.phone {
-        Some(n) => n.clone(),
-        None if opts.yes => default,
-        None => {
-            let typed = clock.person(|| ask(&format!("Your phone's name [{default}]:")))?;
-            if typed.is_empty() {
-                default
-            } else {
-                typed
-            }
-        }
-    };
+    // Not asked: one question fewer, and `--phone` names it.
+    let name = opts.phone.clone().unwrap_or(default);
     if name.trim().is_empty() || name.contains(',') || name.chars().any(char::is_control) {
         return Err(Failure(format!(
             "{:?} is not a phone name: no commas, no control characters",
