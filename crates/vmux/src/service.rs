@@ -311,6 +311,35 @@ mod tests {
     }
 
     #[test]
+    fn setup_units_quote_their_arguments() {
+        let svc = signer_service_unit_with(
+            &spec(),
+            &[
+                "--web-name".into(),
+                "signer.local".into(),
+                "--tls-cert".into(),
+                "/home/a b/100%.crt".into(),
+            ],
+        );
+        assert!(svc.contains(
+            "ExecStart=/usr/bin/vmux --home \"/home/a b/vmux\" signer run --web-name signer.local --tls-cert \"/home/a b/100%%.crt\"\n"
+        ));
+        let (svc, timer) = tailscale_cert_units(
+            Path::new("/usr/bin/tailscale"),
+            &[
+                "cert".into(),
+                "--cert-file".into(),
+                "/s/a.crt".into(),
+                "laptop.ts.net".into(),
+            ],
+        );
+        assert!(svc.contains(
+            "Type=oneshot\nExecStart=/usr/bin/tailscale cert --cert-file /s/a.crt laptop.ts.net\n"
+        ));
+        assert!(timer.contains("OnCalendar=daily\n") && timer.contains("Persistent=true\n"));
+    }
+
+    #[test]
     fn launchd_plist_is_well_formed() {
         let p = launchd_plist(&ServiceSpec {
             exe: "/opt/vmux & co/vmux".into(),

@@ -537,3 +537,63 @@ fn only_the_owner_with_the_open_prompts_code_confirms_a_pairing_at_the_control_s
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn setup_stopped_half_way_goes_on_only_when_asked_and_its_services_outlive_ctrl_c() {
+    let dir = test_dir();
+    let home = dir.path().join("home");
+    let _background = Background(home.clone());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--no-tailnet",
+        "--listen",
+        &listen,
+        "--web-listen",
+        &web,
+        "--web-name",
+        RP_HOST,
+    ];
+    // The person presses Enter at the pairing code, then Ctrl-C while
+    // setup waits for the phone.
+    let mut term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
+    let screen = term.wait_for("Pair them? [Y/n]");
+    assert!(screen.contains("show the same code"), "{screen}");
+    term.type_line("");
+    term.wait_for("Waiting for the phone");
+    term.ctrl_c();
+    let (status, _) = term.finish();
+    assert!(!status.success());
+    // The signer and the agent run on: they are not the terminal's.
+    let agent = Agent {
+        sock: home.join("vmux-agent.sock"),
+        home: home.clone(),
+        ..Agent::new(dir.path(), "laptop")
+    };
+    assert_eq!(
+        agent.status()["signers"][0]["connected"],
+        true,
+        "{}",
+        agent.status()
+    );
+
+    // Run again: it says what it found and asks; no, and nothing changed.
+    let before = snapshot(&home);
+    let config = snapshot(&dir.path().join("config"));
+    let mut term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
+    let screen = term.wait_for("Go on? [Y/n]");
+    assert!(
+        screen.contains("Found an earlier setup") && screen.contains("agent paired: yes"),
+        "{screen}"
+    );
+    term.type_line("n");
+    let (status, screen) = term.finish();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("Nothing changed."), "{screen}");
+    assert_eq!(snapshot(&home), before, "files changed after a no");
+    assert_eq!(snapshot(&dir.path().join("config")), config);
+    assert!(
+        ok(vmux().arg("--home").arg(&home).args(["signer", "phones"])).contains("No phones"),
+        "a phone was enrolled"
+    );
+}

@@ -49,6 +49,20 @@ impl OnTerminal {
         cmd.stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(slave);
+        // As a terminal emulator does: the program leads a session of its
+        // own whose controlling terminal is the pty, so /dev/tty is the
+        // pty and Ctrl-C reaches it.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only async-signal-safe calls:
+        // setsid(2) and ioctl(2) on stdin, which is the pty's slave here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().expect("spawn on the pty");
         // The parent's copies of the slave go with `cmd`, so that reading
         // the master ends when the program exits.
@@ -93,6 +107,12 @@ impl OnTerminal {
             s = cv.wait_timeout(s, deadline - now).unwrap().0;
         }
         s.0.clone()
+    }
+
+    /// Presses Ctrl-C: the terminal sends SIGINT to its foreground
+    /// process group.
+    pub fn ctrl_c(&mut self) {
+        self.keyboard.write_all(b"\x03").unwrap();
     }
 
     pub fn type_line(&mut self, line: &str) {
