@@ -230,6 +230,14 @@ fn walk(opts: &Options, clock: &mut Clock) -> Result<ExitCode, Failure> {
         Runner::Detached
     };
     let running = signer_status(&signer).is_some() && status(&sock).is_some();
+    // A service has no terminal to ask for a passphrase on: say so before
+    // anything changes.
+    if signer.state().is_ok_and(|s| s.encrypted) && opts.passphrase_file.is_none() && !running {
+        return Err(Failure(format!(
+            "the signer in {} has a passphrase, and its service cannot ask for it: run setup with --passphrase-file FILE (mode 0600)",
+            opts.home.state_dir().display()
+        )));
+    }
 
     if survey.done() {
         let phone = survey.ca_phone().unwrap_or_default().to_owned();

@@ -597,3 +597,94 @@ fn setup_stopped_half_way_goes_on_only_when_asked_and_its_services_outlive_ctrl_
         "a phone was enrolled"
     );
 }
+
+#[test]
+fn setup_with_an_encrypted_signer_and_no_passphrase_file_says_so_and_changes_nothing() {
+    let dir = test_dir();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let signer = Signer::init_with(
+        dir.path(),
+        "laptop",
+        &["--passphrase-file", &pass.display().to_string()],
+    );
+    let before = snapshot(&signer.home);
+    let term = OnTerminal::spawn(setup_command(dir.path(), &signer.home, None, &["--yes"]));
+    let (status, screen) = term.finish();
+    assert!(!status.success(), "{screen}");
+    assert!(
+        screen.contains("has a passphrase, and its service cannot ask for it: run setup with --passphrase-file FILE"),
+        "{screen}"
+    );
+    assert_eq!(snapshot(&signer.home), before);
+    assert!(!signer.home.join("signer.toml").exists());
+    assert!(!dir.path().join("config").exists(), "units were written");
+}
+
+#[test]
+fn setup_with_a_passphrase_file_encrypts_the_new_signer_and_its_service_reads_the_file() {
+    let dir = test_dir();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home = dir.path().join("home");
+    let _background = Background(home.clone());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let pass_arg = pass.display().to_string();
+    let args = [
+        "--yes",
+        "--no-tailnet",
+        "--passphrase-file",
+        &pass_arg,
+        "--listen",
+        &listen,
+        "--web-listen",
+        &web,
+        "--web-name",
+        RP_HOST,
+    ];
+    let mut term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
+    let screen = term.wait_for("Waiting for the phone");
+    assert!(!screen.contains("stored unencrypted"), "{screen}");
+    term.ctrl_c();
+    let _ = term.finish();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("signer-state.json")).unwrap()).unwrap();
+    assert_eq!(state["encrypted"], true, "{state}");
+    let key = std::fs::read_dir(home.join("keys"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("one key")
+        .path();
+    // OpenSSH cannot read the key without the passphrase, and can with it.
+    let without = run(Command::new("ssh-keygen")
+        .args(["-y", "-P", ""])
+        .arg("-f")
+        .arg(&key));
+    assert!(!without.status.success(), "the key is not encrypted");
+    let with = run(Command::new("ssh-keygen")
+        .args(["-y", "-P", "correct horse"])
+        .arg("-f")
+        .arg(&key));
+    assert!(with.status.success(), "{with:?}");
+    let keys = ok(vmux().arg("--home").arg(&home).args(["signer", "keys"]));
+    assert!(!keys.contains("UNENCRYPTED"), "{keys}");
+    // The running signer was unlocked from the file.
+    let cmdline = std::fs::read(format!(
+        "/proc/{}/cmdline",
+        std::fs::read_to_string(home.join("signer.pid"))
+            .unwrap()
+            .trim()
+    ))
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&format!("--passphrase-file\0{pass_arg}")),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+}
