@@ -485,7 +485,7 @@ fn the_ca_is_name_constrained_kept_across_restarts_and_renews_the_leaf_under_its
 }
 
 #[test]
-fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
+fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_signed_by_the_ca() {
     if let Err(e) = support::browser::check_installed() {
         panic!("{e}");
     }
@@ -497,6 +497,7 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
     let rules = [
         &format!("MAP {RP_HOST} 127.0.0.1")[..],
         "MAP other.vmux.test 127.0.0.1",
+        "MAP evil.vmux.test 127.0.0.1",
         "EXCLUDE 127.0.0.1",
     ];
 
@@ -544,6 +545,113 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
         .try_goto(&format!("https://other.vmux.test:{port}/"))
         .unwrap_err();
     assert!(e.contains("ERR_CERT_COMMON_NAME_INVALID"), "{e}");
+
+    // The CA's own key signs a leaf for another name (what a thief of
+    // page-ca.key could do): the name constraints make this browser
+    // refuse it. The same forgery for the page's own name loads, so the
+    // chain is otherwise sound.
+    let ca_key = std::fs::read_to_string(signer.home.join("page-ca.key")).expect("page-ca.key");
+    let own = forged_server(&ca_key, RP_HOST);
+    let page = browser.new_page();
+    page.goto(&format!("https://{RP_HOST}:{own}/"));
+    assert_eq!(page.text("body"), "forged");
+    let evil = forged_server(&ca_key, "evil.vmux.test");
+    let e = page
+        .try_goto(&format!("https://evil.vmux.test:{evil}/"))
+        .unwrap_err();
+    assert!(e.contains("ERR_CERT"), "{e}");
+}
+
+/// A TLS server on 127.0.0.1 with a leaf for `name` signed by the page
+/// CA's key (the OpenSSH file of an unencrypted signer), answering every
+/// request with `forged`; returns its port.
+fn forged_server(ca_key_openssh: &str, name: &str) -> u16 {
+    use p256::pkcs8::EncodePrivateKey;
+    use tokio_rustls::rustls;
+    let file = ssh_key::PrivateKey::from_openssh(ca_key_openssh).expect("OpenSSH key");
+    let ssh_key::private::KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP256 {
+        private,
+        ..
+    }) = file.key_data()
+    else {
+        panic!("a P-256 CA key");
+    };
+    let secret = p256::SecretKey::from_slice(private.as_ref()).expect("scalar");
+    let der = secret.to_pkcs8_der().expect("PKCS#8");
+    let ca_kp = rcgen::KeyPair::try_from(der.as_bytes()).expect("rcgen key");
+    // The issuer as the CA names itself.
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "vmux");
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("vmux phone page CA for {RP_HOST}"),
+    );
+    ca.distinguished_name = dn;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let issuer = ca.self_signed(&ca_kp).expect("issuer");
+    let leaf_kp = rcgen::KeyPair::generate().expect("leaf key");
+    let mut leaf = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("leaf");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time_now();
+    leaf.not_before = now - std::time::Duration::from_secs(3600);
+    leaf.not_after = now + std::time::Duration::from_secs(3600);
+    let leaf = leaf
+        .signed_by(&leaf_kp, &issuer, &ca_kp)
+        .expect("the forged leaf");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_kp.serialize_der().into()),
+    )
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nforged")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// Now, as rcgen takes it.
+fn time_now() -> time::OffsetDateTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("a time")
 }
 
 /// Two namespaces joined by a veth pair (10.77.1.1 and 10.77.1.2), removed
