@@ -43,10 +43,14 @@ pub fn instance_name(name: &str) -> String {
     }
 }
 
+/// The DNS-SD type the phone page is announced as.
+pub const PAGE_SERVICE_TYPE: &str = "_https._tcp.local.";
+
 /// A signer advertising itself; stops when dropped.
 pub struct Advertiser {
     daemon: ServiceDaemon,
     fullname: String,
+    page: Option<String>,
 }
 
 impl Advertiser {
@@ -68,12 +72,45 @@ impl Advertiser {
         .enable_addr_auto();
         let fullname = info.get_fullname().to_owned();
         daemon.register(info).map_err(err)?;
-        Ok(Advertiser { daemon, fullname })
+        Ok(Advertiser {
+            daemon,
+            fullname,
+            page: None,
+        })
+    }
+
+    /// Also announces the phone page as `_https._tcp` on `port` with the
+    /// host name `host` (a `.local` name such as `HOSTNAME.local`), so
+    /// that this responder answers `host`'s address queries: with `ip`,
+    /// or every interface's addresses when `ip` is unspecified.
+    pub fn announce_page(
+        &mut self,
+        name: &str,
+        host: &str,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<(), DiscoveryError> {
+        let host = format!("{}.", host.trim_end_matches('.'));
+        let instance = instance_name(&format!("vmux phone page {name}"));
+        let info = if ip.is_unspecified() {
+            ServiceInfo::new(PAGE_SERVICE_TYPE, &instance, &host, "", port, None)
+                .map_err(err)?
+                .enable_addr_auto()
+        } else {
+            ServiceInfo::new(PAGE_SERVICE_TYPE, &instance, &host, ip, port, None).map_err(err)?
+        };
+        let fullname = info.get_fullname().to_owned();
+        self.daemon.register(info).map_err(err)?;
+        self.page = Some(fullname);
+        Ok(())
     }
 }
 
 impl Drop for Advertiser {
     fn drop(&mut self) {
+        if let Some(page) = &self.page {
+            let _ = self.daemon.unregister(page);
+        }
         let _ = self.daemon.unregister(&self.fullname);
         let _ = self.daemon.shutdown();
     }

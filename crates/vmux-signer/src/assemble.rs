@@ -109,6 +109,10 @@ pub struct WebListener {
     /// The certificate: files reloaded when they change, or the signer's
     /// own CA's leaf, renewed in place.
     pub tls: Option<vmux_phone::PageTls>,
+    /// A `.local` name the signer answers over mDNS (with the page's
+    /// address) while it advertises, when nothing else on this machine
+    /// answers it.
+    pub announce: Option<String>,
 }
 
 /// Serves agents on `listener` and control requests on `control`, and the
@@ -124,9 +128,24 @@ pub async fn serve<A: Approver + 'static>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let page_addr = web
+        .as_ref()
+        .and_then(|w| Some((w.announce.clone()?, w.listener.local_addr().ok()?)));
     let _advertiser = if advertise {
         match vmux_link::mdns::Advertiser::start(server.name(), &server.id(), port) {
-            Ok(a) => Some(a),
+            Ok(mut a) => {
+                if let Some((host, addr)) = page_addr {
+                    match a.announce_page(server.name(), &host, addr.ip(), addr.port()) {
+                        Ok(()) => {
+                            tracing::info!(name = %host, "answering the phone page's name over mDNS")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, name = %host, "not answering the phone page's name over mDNS")
+                        }
+                    }
+                }
+                Some(a)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "not advertising on the local network");
                 None

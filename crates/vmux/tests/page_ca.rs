@@ -44,6 +44,11 @@ struct Added {
 }
 
 fn phone_add(signer: &Signer, name: &str) -> Added {
+    phone_add_at(signer, name, "http://127.0.0.1:")
+}
+
+/// The same, the trust link starting with `trust_prefix`.
+fn phone_add_at(signer: &Signer, name: &str, trust_prefix: &str) -> Added {
     let out = run(&mut signer.cmd(&["phone", "add", "--name", name]));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -55,7 +60,7 @@ fn phone_add(signer: &Signer, name: &str) -> Added {
         .unwrap_or_else(|| panic!("line 2 is the trust link: {stdout}"))
         .to_owned();
     assert!(
-        trust.starts_with("http://127.0.0.1:"),
+        trust.starts_with(trust_prefix),
         "an IP address, as the page listens there: {trust}"
     );
     Added {
@@ -480,7 +485,7 @@ fn the_ca_is_name_constrained_kept_across_restarts_and_renews_the_leaf_under_its
 }
 
 #[test]
-fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
+fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_signed_by_the_ca() {
     if let Err(e) = support::browser::check_installed() {
         panic!("{e}");
     }
@@ -492,6 +497,7 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
     let rules = [
         &format!("MAP {RP_HOST} 127.0.0.1")[..],
         "MAP other.vmux.test 127.0.0.1",
+        "MAP evil.vmux.test 127.0.0.1",
         "EXCLUDE 127.0.0.1",
     ];
 
@@ -539,4 +545,258 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_another_name() {
         .try_goto(&format!("https://other.vmux.test:{port}/"))
         .unwrap_err();
     assert!(e.contains("ERR_CERT_COMMON_NAME_INVALID"), "{e}");
+
+    // The CA's own key signs a leaf for another name (what a thief of
+    // page-ca.key could do): the name constraints make this browser
+    // refuse it. The same forgery for the page's own name loads, so the
+    // chain is otherwise sound.
+    let ca_key = std::fs::read_to_string(signer.home.join("page-ca.key")).expect("page-ca.key");
+    let own = forged_server(&ca_key, RP_HOST);
+    let page = browser.new_page();
+    page.goto(&format!("https://{RP_HOST}:{own}/"));
+    assert_eq!(page.text("body"), "forged");
+    let evil = forged_server(&ca_key, "evil.vmux.test");
+    let e = page
+        .try_goto(&format!("https://evil.vmux.test:{evil}/"))
+        .unwrap_err();
+    assert!(e.contains("ERR_CERT"), "{e}");
+}
+
+/// A TLS server on 127.0.0.1 with a leaf for `name` signed by the page
+/// CA's key (the OpenSSH file of an unencrypted signer), answering every
+/// request with `forged`; returns its port.
+fn forged_server(ca_key_openssh: &str, name: &str) -> u16 {
+    use p256::pkcs8::EncodePrivateKey;
+    use tokio_rustls::rustls;
+    let file = ssh_key::PrivateKey::from_openssh(ca_key_openssh).expect("OpenSSH key");
+    let ssh_key::private::KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP256 {
+        private,
+        ..
+    }) = file.key_data()
+    else {
+        panic!("a P-256 CA key");
+    };
+    let secret = p256::SecretKey::from_slice(private.as_ref()).expect("scalar");
+    let der = secret.to_pkcs8_der().expect("PKCS#8");
+    let ca_kp = rcgen::KeyPair::try_from(der.as_bytes()).expect("rcgen key");
+    // The issuer as the CA names itself.
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "vmux");
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("vmux phone page CA for {RP_HOST}"),
+    );
+    ca.distinguished_name = dn;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let issuer = ca.self_signed(&ca_kp).expect("issuer");
+    let leaf_kp = rcgen::KeyPair::generate().expect("leaf key");
+    let mut leaf = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("leaf");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time_now();
+    leaf.not_before = now - std::time::Duration::from_secs(3600);
+    leaf.not_after = now + std::time::Duration::from_secs(3600);
+    let leaf = leaf
+        .signed_by(&leaf_kp, &issuer, &ca_kp)
+        .expect("the forged leaf");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_kp.serialize_der().into()),
+    )
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nforged")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// Now, as rcgen takes it.
+fn time_now() -> time::OffsetDateTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("a time")
+}
+
+/// Two namespaces joined by a veth pair (10.77.1.1 and 10.77.1.2), removed
+/// on drop: mDNS only there, never on a real interface.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let ok_ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {} (this test needs root and iproute2's ip netns; CI runs as root)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let tag = std::process::id() % 100_000;
+        let (a, b) = (format!("vmuxp{tag}a"), format!("vmuxp{tag}b"));
+        let (va, vb) = (format!("vpa{tag}"), format!("vpb{tag}"));
+        let n = Netns {
+            a: a.clone(),
+            b: b.clone(),
+        };
+        ok_ip(&["netns", "add", &a]);
+        ok_ip(&["netns", "add", &b]);
+        ok_ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ok_ip(&["link", "set", &va, "netns", &a]);
+        ok_ip(&["link", "set", &vb, "netns", &b]);
+        for (ns, dev, addr) in [(&a, &va, "10.77.1.1/24"), (&b, &vb, "10.77.1.2/24")] {
+            ok_ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ok_ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"]);
+            ok_ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ok_ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
+        }
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// An mDNS query for NAME's IPv4 address, as a phone's resolver sends
+/// one (a one-shot query from its own port): prints the addresses of the
+/// first answer for NAME, or exits 1 after 30 s.
+const MDNS_RESOLVE: &str = r#"
+import socket, struct, sys, time
+name = sys.argv[1].lower()
+q = struct.pack('>HHHHHH', 0x4a11, 0, 1, 0, 0, 0)
+for label in name.split('.'):
+    q += bytes([len(label)]) + label.encode()
+q += b'\x00' + struct.pack('>HH', 1, 1)
+
+def read_name(d, i):
+    labels, jumped, end = [], False, i
+    while True:
+        n = d[i]
+        if n & 0xc0 == 0xc0:
+            if not jumped:
+                end = i + 2
+            i, jumped = ((n & 0x3f) << 8) | d[i + 1], True
+            continue
+        if n == 0:
+            return '.'.join(labels).lower(), (end if jumped else i + 1)
+        labels.append(d[i + 1:i + 1 + n].decode())
+        i += 1 + n
+
+def answers(d):
+    qd, an, ns, ar = struct.unpack('>HHHH', d[4:12])
+    i = 12
+    for _ in range(qd):
+        _, i = read_name(d, i)
+        i += 4
+    out = []
+    for _ in range(an + ns + ar):
+        n, i = read_name(d, i)
+        t, c, ttl, l = struct.unpack('>HHIH', d[i:i + 10])
+        i += 10
+        if n == name and t == 1 and l == 4:
+            out.append(socket.inet_ntoa(d[i:i + 4]))
+        i += l
+    return out
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+deadline = time.time() + 30
+while time.time() < deadline:
+    s.sendto(q, ('224.0.0.251', 5353))
+    try:
+        while True:
+            d, _ = s.recvfrom(9000)
+            ips = answers(d)
+            if ips:
+                print(' '.join(sorted(set(ips))))
+                sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+"#;
+
+#[test]
+fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
+    let net = Netns::new();
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "homeserver");
+    signer.netns = Some(net.b.clone());
+    signer.start_approving(
+        "10.77.1.2:0",
+        "phone",
+        &[
+            "--web-listen",
+            "10.77.1.2:0",
+            "--web-name",
+            "vmux-page-test.local",
+        ],
+    );
+    signer.daemon().wait_line(WAIT, |l| {
+        l.contains("answering the phone page's name over mDNS")
+    });
+    // The phone, on the other side of the link, asks for the name.
+    let out = run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            "/usr/bin/python3",
+            "-c",
+            MDNS_RESOLVE,
+        ])
+        .arg("vmux-page-test.local"));
+    assert!(
+        out.status.success(),
+        "no mDNS answer for vmux-page-test.local: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.1.2");
+    // The trust link names the page's address too.
+    let added = phone_add_at(&signer, "pixel", "http://10.77.1.2:");
+    assert!(added.enrol.starts_with("https://vmux-page-test.local:"));
 }

@@ -203,6 +203,14 @@ fn open_page(
     Ok((Arc::new(phones), tls, listener))
 }
 
+/// Whether something else on this machine answers `name` over mDNS:
+/// avahi-daemon (running: its socket is there) answers `HOSTNAME.local`.
+/// The signer then does not announce the name itself, which avahi would
+/// take as a conflict if the two gave different addresses.
+fn answered_here(name: &str) -> bool {
+    name == format!("{}.local", host_name()) && Path::new("/run/avahi-daemon/socket").exists()
+}
+
 /// This machine's host name, for the page's default name: lower case.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -267,7 +275,18 @@ fn serve(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::TcpListener::from_std(l)?;
                 tracing::info!(address = %l.local_addr()?, origin = %phones.origin(), "serving the phone page");
-                Some((WebListener { listener: l, tls }, phones.origin().to_owned()))
+                let announce = phones
+                    .own_ca()
+                    .map(|ca| ca.name().to_owned())
+                    .filter(|n| n.ends_with(".local") && !answered_here(n));
+                Some((
+                    WebListener {
+                        listener: l,
+                        tls,
+                        announce,
+                    },
+                    phones.origin().to_owned(),
+                ))
             }
             None => None,
         };
