@@ -60,8 +60,9 @@ pub enum Command {
         /// Do not offer the tailnet.
         #[arg(long)]
         no_tailnet: bool,
-        /// The signer does not advertise itself on the local network (it
-        /// never does while it listens on loopback only, the default).
+        /// The signer does not advertise itself on the local network
+        /// (without it, a signer on loopback advertises only while the
+        /// page's name is a .local name, which its mDNS answers).
         #[arg(long)]
         no_advertise: bool,
         /// Encrypt a new signer's keys with the passphrase in FILE (mode

@@ -462,7 +462,9 @@ impl Services {
             args.extend(["--passphrase-file".into(), p.display().to_string()]);
         }
         // A signer that listens on loopback only has nothing to offer
-        // the network: agents elsewhere could not reach it.
+        // agents elsewhere; it still advertises while its page has a
+        // .local name, as its mDNS responder answers that name for the
+        // phone (unless avahi-daemon does).
         let host = opts.listen.rsplit_once(':').map_or("", |(h, _)| h);
         let loopback = host == "localhost"
             || host
@@ -470,7 +472,15 @@ impl Services {
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if opts.no_advertise || loopback {
+        let local_name = match page {
+            Page::OwnCa => opts.web_name.as_deref().is_none_or(|n| {
+                n.to_ascii_lowercase()
+                    .trim_end_matches('.')
+                    .ends_with(".local")
+            }),
+            Page::Tailnet { .. } => false,
+        };
+        if opts.no_advertise || (loopback && !local_name) {
             args.push("--no-advertise".into());
         }
         Services {

@@ -658,9 +658,9 @@ fn setup_with_a_passphrase_file_encrypts_the_new_signer_and_its_service_reads_th
     let key = std::fs::read_dir(home.join("keys"))
         .unwrap()
         .flatten()
-        .next()
-        .expect("one key")
-        .path();
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .expect("one key");
     // OpenSSH cannot read the key without the passphrase, and can with it.
     let without = run(Command::new("ssh-keygen")
         .args(["-y", "-P", ""])
