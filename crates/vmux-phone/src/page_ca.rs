@@ -60,7 +60,7 @@ const NAME_LINE: &str = "vmux phone page CA for ";
 #[derive(Debug, thiserror::Error)]
 pub enum PageCaError {
     /// Not a DNS name the CA can be constrained to.
-    #[error("--web-name {0:?} is not a DNS name (letters, digits and hyphens in dot-separated labels, such as signer.example or myhost.local); an IP address cannot carry a passkey")]
+    #[error("--web-name {0:?} is not a DNS name (lower-case letters, digits and hyphens in dot-separated labels, such as signer.example or myhost.local); an IP address cannot carry a passkey")]
     BadName(String),
     /// The stored CA was made for another name.
     #[error("the phone page's CA ({path}) vouches only for {made_for}, not for {name}; run the signer with --web-name {made_for}, or remove {path} and {key} to start over with a new CA (each phone must then trust the new one)")]

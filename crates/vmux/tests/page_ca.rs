@@ -800,3 +800,50 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
     let added = phone_add_at(&signer, "pixel", "http://10.77.1.2:");
     assert!(added.enrol.starts_with("https://vmux-page-test.local:"));
 }
+
+#[test]
+fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_address() {
+    let net = Netns::new();
+    // The phone's side reaches the signer's through a default route, as
+    // on a home network.
+    ok(Command::new("ip").args(["-n", &net.b, "route", "add", "default", "via", "10.77.1.1"]));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_ascii_lowercase();
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "homeserver");
+    signer.netns = Some(net.b.clone());
+    signer.start_approving("10.77.1.2:0", "phone", &["--web-listen", "0.0.0.0:0"]);
+    let line = signer
+        .daemon()
+        .wait_line(WAIT, |l| l.starts_with("phone page at "));
+    assert!(
+        line.starts_with(&format!("phone page at https://{host}.local:")),
+        "{line}"
+    );
+    let added = phone_add_at(&signer, "pixel", "http://10.77.1.2:");
+    // The phone opens the trust page at that address.
+    let fetch = r#"
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())
+"#;
+    let page = ok(Command::new("ip")
+        .args(["netns", "exec", &net.a, "/usr/bin/python3", "-c", fetch])
+        .arg(&added.trust));
+    assert!(page.contains("Install on Android"), "{page}");
+    if !std::path::Path::new("/run/avahi-daemon/socket").exists() {
+        let out = run(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.a,
+                "/usr/bin/python3",
+                "-c",
+                MDNS_RESOLVE,
+            ])
+            .arg(format!("{host}.local")));
+        assert!(out.status.success(), "no mDNS answer for {host}.local");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.1.2");
+    }
+}

@@ -146,7 +146,10 @@ fn open_page(
         (None, None) => None,
     };
     if let Some(n) = &name {
-        if !vmux_phone::valid_page_name(n) {
+        // The CA's constraint and --web-name need a DNS name of two labels
+        // or more; an origin given for TLS files or a proxy keeps the
+        // relying party's own check, as before.
+        if (own_ca || flags.name.is_some()) && !vmux_phone::valid_page_name(n) {
             return Err(Failure(
                 vmux_phone::PageCaError::BadName(n.clone()).to_string(),
             ));
