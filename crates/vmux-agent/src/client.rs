@@ -239,7 +239,7 @@ async fn passkeys_ok(shared: &Shared, conn: &Connection) -> bool {
         return true;
     }
     let exe = conn.executable().await;
-    let kind = shared.clients.classify(exe.as_deref()).await;
+    let kind = shared.clients.classify(exe).await;
     if !kind.takes_passkeys() {
         debug!(?kind, "passkey keys not offered to this client");
     }
