@@ -1,7 +1,8 @@
 //! Control of a running signer through an owner-only Unix socket
-//! (`signer.sock` beside its state): `status`, `lock`, `unlock`, and
-//! `unpair` (the running signer is the one writer of its state). One JSON
-//! request line, one JSON answer line.
+//! (`signer.sock` beside its state): `status`, `lock`, `unlock`,
+//! `unpair` (the running signer is the one writer of its state), the
+//! phones, and the CA it uses. One JSON request line, one JSON answer
+//! line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -50,6 +51,9 @@ pub enum Request {
         /// The phone's name.
         name: String,
     },
+    /// The CA it issues session certificates with: answers `{"ca":
+    /// CaLines}` ([`crate::ca::CaLines`]).
+    Ca,
 }
 
 const MAX_LINE: usize = 64 * 1024;
@@ -123,6 +127,10 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                         Err(e) => json!({ "error": e.to_string() }),
                     },
                     None => json!({ "error": NO_PAGE }),
+                },
+                Ok(Request::Ca) => match server.ca_lines() {
+                    Some(ca) => json!({ "ca": ca }),
+                    None => json!({ "error": "this signer issues no certificates" }),
                 },
                 Err(_) => json!({ "error": "malformed control request" }),
             };

@@ -782,6 +782,48 @@ fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phon
         .wait_line(WAIT, |l| l.contains("not enrolled (removed?), so not a CA"));
 }
 
+/// `vmux signer run --ca phone:pixel` with no CA in signer.toml: `vmux
+/// signer ca` prints the passkey line the running signer signs
+/// certificates with (and the sshd line), not the software CA's, and says
+/// it asked the running signer; once it stops, signer.toml's CA (the
+/// software one), and says that.
+#[test]
+fn signer_ca_prints_the_phone_ca_a_signer_runs_with_by_its_flag() {
+    let dir = test_dir();
+    let mut world = PhoneWorld::start_approving(
+        dir.path(),
+        "allow-all",
+        NO_AUTO_CERT,
+        &["--ca", "phone:pixel"],
+    );
+    let _pixel = world.enrolled_phone("pixel");
+    let passkey = passkey_line(&world).expect("passkey line");
+    let fields = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+
+    let out = run(&mut world.signer.cmd(&["ca"]));
+    assert_success(&out, "vmux signer ca");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(fields(&stdout), fields(&passkey));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "# the CA the running signer uses (phone:pixel)\n\
+         # sshd before OpenSSH 10.3 also needs, in sshd_config:\n\
+         CASignatureAlgorithms +webauthn-sk-ecdsa-sha2-nistp256@openssh.com\n"
+    );
+
+    world.signer.kill();
+    let out = run(&mut world.signer.cmd(&["ca"]));
+    assert_success(&out, "vmux signer ca with no signer running");
+    let software = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(software.lines().count(), 1, "{software}");
+    assert!(!software.starts_with(SK), "{software}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "# no signer runs here: the CA signer.toml names (software)\n"
+    );
+}
+
 /// The fingerprint (`SHA256:…`) of the key on an OpenSSH public-key line.
 fn fingerprint(dir: &Path, line: &str) -> String {
     let file = dir.join(format!("fp-{}.pub", unique()));
