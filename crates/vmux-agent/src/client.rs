@@ -65,18 +65,44 @@ pub(crate) async fn serve(
         if r.fill_buf().await?.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(
-            PARTIAL_MESSAGE_TIMEOUT,
-            read_message(&mut r, large, &mut body),
-        )
-        .await
-        .map_err(|_| ClientError::Stalled)??;
+        // A small message already whole in the buffer (the usual case: a
+        // request arrives in one read) cannot stall: taken as it is,
+        // without arming a timer.
+        if !take_buffered(&mut r, &mut body) {
+            tokio::time::timeout(
+                PARTIAL_MESSAGE_TIMEOUT,
+                read_message(&mut r, large, &mut body),
+            )
+            .await
+            .map_err(|_| ClientError::Stalled)??;
+        }
         let answer = handle(shared, &mut conn, &body).await;
         if body.capacity() > KEEP_BUFFER {
             body = Vec::new();
         }
         w.write_all(&answer).await?;
     }
+}
+
+/// Takes one length-prefixed message of at most [`SMALL_MESSAGE`] bytes
+/// into `body` if the buffer holds all of it; else leaves both as they
+/// are and says so.
+fn take_buffered<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    body: &mut Vec<u8>,
+) -> bool {
+    let buffered = r.buffer();
+    let Some(&[a, b, c, d]) = buffered.get(..4) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    let Some(message) = buffered.get(4..4 + len).filter(|_| len <= SMALL_MESSAGE) else {
+        return false;
+    };
+    body.clear();
+    body.extend_from_slice(message);
+    r.consume(4 + len);
+    true
 }
 
 /// Reads one length-prefixed message into `body`, growing it only as the
@@ -235,11 +261,11 @@ async fn sign(
 /// asked when some signer lists one. An OpenSSH `ssh` older than 10.3
 /// may not (see [`origin::client`]).
 async fn passkeys_ok(shared: &Shared, conn: &Connection) -> bool {
-    if !shared.state().keys().iter().any(|k| k.is_passkey()) {
+    if !shared.state().has_passkey() {
         return true;
     }
     let exe = conn.executable().await;
-    let kind = shared.clients.classify(exe.as_deref()).await;
+    let kind = shared.clients.classify(exe).await;
     if !kind.takes_passkeys() {
         debug!(?kind, "passkey keys not offered to this client");
     }

@@ -280,6 +280,15 @@ impl AgentState {
             .map_or_else(|| id.to_owned(), |p| p.name.clone())
     }
 
+    /// Whether some signer lists a passkey key (as [`AgentState::keys`]
+    /// would show, without listing them).
+    pub fn has_passkey(&self) -> bool {
+        self.signers
+            .iter()
+            .flat_map(|s| s.keys.iter())
+            .any(|k| k.is_passkey())
+    }
+
     /// Every cached key, each once, in signer order.
     pub fn keys(&self) -> Vec<&CachedKey> {
         let mut out: Vec<&CachedKey> = Vec::new();

@@ -90,23 +90,44 @@ pub fn status(code: u8) -> Vec<u8> {
 /// order, as OpenSSH's clients accept: at most [`MAX_IDENTITIES`], in at
 /// most [`MAX_AGENT_MESSAGE`] bytes (a longer answer would make them fail
 /// to list any key). Returns it with how many identities were left out.
-pub fn identities_answer<'a>(
-    ids: impl IntoIterator<Item = (&'a [u8], &'a str)>,
-) -> (Vec<u8>, usize) {
-    let mut body = vec![IDENTITIES_ANSWER, 0, 0, 0, 0];
-    let (mut listed, mut left_out) = (0u32, 0);
-    for (blob, comment) in ids {
-        let entry = 8 + blob.len() + comment.len();
-        if (listed as usize) < MAX_IDENTITIES && body.len() + entry <= MAX_AGENT_MESSAGE {
-            put_string(&mut body, blob);
-            put_string(&mut body, comment.as_bytes());
+pub fn identities_answer<'a, I>(ids: I) -> (Vec<u8>, usize)
+where
+    I: IntoIterator<Item = (&'a [u8], &'a str)>,
+    I::IntoIter: Clone,
+{
+    let ids = ids.into_iter();
+    // Which fit, and in how many bytes: the answer is then written into
+    // one buffer of its size (it is asked for on every connection).
+    let fits = |ids: I::IntoIter| {
+        let (mut len, mut listed) = (5usize, 0usize);
+        ids.map(move |(blob, comment)| {
+            let entry = 8 + blob.len() + comment.len();
+            let fit = listed < MAX_IDENTITIES && len + entry <= MAX_AGENT_MESSAGE;
+            if fit {
+                len += entry;
+                listed += 1;
+            }
+            (fit, len, blob, comment)
+        })
+    };
+    let (mut len, mut listed, mut left_out) = (5usize, 0u32, 0);
+    for (fit, upto, _, _) in fits(ids.clone()) {
+        if fit {
+            len = upto;
             listed += 1;
         } else {
             left_out += 1;
         }
     }
-    body[1..5].copy_from_slice(&listed.to_be_bytes());
-    (frame(body), left_out)
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(IDENTITIES_ANSWER);
+    out.extend_from_slice(&listed.to_be_bytes());
+    for (_, _, blob, comment) in fits(ids).filter(|(fit, ..)| *fit) {
+        put_string(&mut out, blob);
+        put_string(&mut out, comment.as_bytes());
+    }
+    (out, left_out)
 }
 
 /// A framed `SSH_AGENT_SIGN_RESPONSE`.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::{Algorithm, EcdsaCurve, PrivateKey, PublicKey};
 use vmux_home::HomeError;
@@ -227,6 +227,67 @@ impl CaChoice {
         match self {
             CaChoice::Software => &[],
             CaChoice::Phones(p) => p,
+        }
+    }
+
+    /// As `--ca` takes it: `software` or `phone:NAME,phone:NAME`.
+    pub fn spec(&self) -> String {
+        match self {
+            CaChoice::Software => "software".into(),
+            CaChoice::Phones(p) => p
+                .iter()
+                .map(|n| format!("phone:{n}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// A CA as `vmux signer ca` prints it: what sshd is to trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaLines {
+    /// The CA, as `--ca` takes it ([`CaChoice::spec`]).
+    pub ca: String,
+    /// The public-key lines for sshd's `TrustedUserCAKeys`: the software
+    /// CA's, or each enrolled CA phone's passkey line.
+    pub lines: Vec<String>,
+    /// The CA phones not enrolled (removed?), which sign nothing.
+    pub missing: Vec<String>,
+    /// The `sshd_config` lines a server before OpenSSH 10.3 also needs.
+    pub sshd: Vec<String>,
+}
+
+impl CaLines {
+    /// The lines of `choice`, the software CA's key being `software` and
+    /// a phone's passkey `phone(NAME)` (`None`: not enrolled).
+    pub fn of(
+        choice: &CaChoice,
+        software: &PublicKey,
+        phone: impl Fn(&str) -> Option<PublicKey>,
+    ) -> CaLines {
+        let line = |k: &PublicKey| k.to_openssh().ok();
+        match choice {
+            CaChoice::Software => CaLines {
+                ca: choice.spec(),
+                lines: line(software).into_iter().collect(),
+                missing: Vec::new(),
+                sshd: Vec::new(),
+            },
+            CaChoice::Phones(names) => {
+                let (mut lines, mut missing) = (Vec::new(), Vec::new());
+                for name in names {
+                    match phone(name).as_ref().and_then(line) {
+                        Some(l) => lines.push(l),
+                        None => missing.push(name.clone()),
+                    }
+                }
+                CaLines {
+                    ca: choice.spec(),
+                    lines,
+                    missing,
+                    sshd: vec![PHONE_CA_SSHD_LINE.to_owned()],
+                }
+            }
         }
     }
 }
@@ -455,6 +516,36 @@ mod tests {
         for bad in ["pixel", "phone:", "phone:a,b", "file:/x", "phone:\u{202e}x"] {
             assert!(CaChoice::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ca_lines_name_the_ca_as_ca_takes_it_and_the_phones_not_enrolled() {
+        for spec in ["software", "phone:pixel", "phone:pixel,phone:ipad"] {
+            let choice = CaChoice::parse(spec).unwrap();
+            assert_eq!(choice.spec(), spec);
+            assert_eq!(CaChoice::parse(&choice.spec()), Ok(choice));
+        }
+        let key = |c: &str| {
+            let mut k = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
+                .unwrap()
+                .public_key()
+                .clone();
+            k.set_comment(c);
+            k
+        };
+        let software = key("ca");
+        let pixel = key("pixel");
+        let lines = CaLines::of(&CaChoice::Software, &software, |_| Some(pixel.clone()));
+        assert_eq!(lines.lines, vec![software.to_openssh().unwrap()]);
+        assert!(lines.missing.is_empty() && lines.sshd.is_empty());
+        let phones = CaChoice::parse("phone:pixel,phone:ipad").unwrap();
+        let lines = CaLines::of(&phones, &software, |n| {
+            (n == "pixel").then(|| pixel.clone())
+        });
+        assert_eq!(lines.ca, "phone:pixel,phone:ipad");
+        assert_eq!(lines.lines, vec![pixel.to_openssh().unwrap()]);
+        assert_eq!(lines.missing, vec!["ipad".to_owned()]);
+        assert_eq!(lines.sshd, vec![PHONE_CA_SSHD_LINE.to_owned()]);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Control of a running signer through an owner-only Unix socket
 //! (`signer.sock` beside its state): `status`, `lock`, `unlock`,
-//! `unpair`, the phones, and the open pairing prompt (`pairpending`,
-//! `pairconfirm`: the owner confirms a pairing here, as `vmux setup` does
-//! for an agent on the same machine). The running signer is the one
-//! writer of its state. One JSON request line, one JSON answer line.
+//! `unpair`, the phones, the CA it uses, and the open pairing prompt
+//! (`pairpending`, `pairconfirm`: the owner confirms a pairing here, as
+//! `vmux setup` does for an agent on the same machine). The running
+//! signer is the one writer of its state. One JSON request line, one JSON
+//! answer line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -65,6 +66,9 @@ pub enum Request {
         /// The 6-digit code the agent shows.
         code: String,
     },
+    /// The CA it issues session certificates with: answers `{"ca":
+    /// CaLines}` ([`crate::ca::CaLines`]).
+    Ca,
 }
 
 const MAX_LINE: usize = 64 * 1024;
@@ -162,6 +166,10 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
                         None => json!({ "error": "no pairing with that code waits for approval" }),
                     }
                 }
+                Ok(Request::Ca) => match server.ca_lines() {
+                    Some(ca) => json!({ "ca": ca }),
+                    None => json!({ "error": "this signer issues no certificates" }),
+                },
                 Err(_) => json!({ "error": "malformed control request" }),
             };
             debug!("control request answered");

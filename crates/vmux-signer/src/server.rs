@@ -140,6 +140,30 @@ impl<A: Approver + 'static> Server<A> {
         Ok(())
     }
 
+    /// The CA this signer issues session certificates with, as `vmux
+    /// signer ca` prints it: the software CA's line, or each CA phone
+    /// enrolled now.
+    pub fn ca_lines(&self) -> Option<crate::ca::CaLines> {
+        let p = &self.parts;
+        let ca = p.ca.as_ref()?;
+        let choice = if p.phone_ca.is_empty() {
+            crate::ca::CaChoice::Software
+        } else {
+            crate::ca::CaChoice::Phones(p.phone_ca.clone())
+        };
+        let enrolled = p
+            .phones
+            .as_ref()
+            .map(|ph| ph.passkey_keys())
+            .unwrap_or_default();
+        Some(crate::ca::CaLines::of(&choice, ca.public(), |name| {
+            enrolled
+                .iter()
+                .find(|(r, _)| r.name == name)
+                .map(|(_, k)| k.clone())
+        }))
+    }
+
     /// Whether some key or the CA is locked.
     pub fn is_locked(&self) -> bool {
         *self.locked.borrow()

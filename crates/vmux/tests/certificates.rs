@@ -260,3 +260,75 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `vmux signer ca` prints the CA the running signer issues certificates
+/// with, not the one signer.toml names: with `ca = "phone:pixel"` there
+/// and `--ca software` on `vmux signer run`'s command line, it prints the
+/// software CA's line, and an sshd trusting that line lets the agent's
+/// certificate in. With no signer running it reads signer.toml; stderr
+/// says which, and flags a `--ca` other than the running signer's.
+#[test]
+fn signer_ca_prints_the_ca_of_the_running_signer_not_of_its_config() {
+    let dir = test_dir();
+    let mut signer = Signer::init(dir.path(), "pi");
+    signer.keygen("ed25519", "plain");
+    signer.config("ca = \"phone:pixel\"\n");
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    signer.start_on("127.0.0.1:0", &["--ca", "software"]);
+    let asked = run(&mut signer.cmd(&["ca"]));
+    assert!(asked.status.success(), "{}", stderr(&asked));
+    assert_eq!(
+        stderr(&asked),
+        "# the CA the running signer uses (software)\n"
+    );
+    let line = String::from_utf8_lossy(&asked.stdout).into_owned();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let named = run(&mut signer.cmd(&["ca", "--ca", "software"]));
+    assert_eq!(String::from_utf8_lossy(&named.stdout), line);
+    assert_eq!(
+        stderr(&named),
+        "# the CA --ca names (software), the one the running signer uses\n"
+    );
+    let other = run(&mut signer.cmd(&["ca", "--ca", "phone:pixel"]));
+    assert!(!other.status.success());
+    assert!(
+        stderr(&other).starts_with(
+            "# the CA --ca names (phone:pixel), NOT the one the running signer uses (software)"
+        ),
+        "{}",
+        stderr(&other)
+    );
+
+    // The line is the one that matters: sshd trusting it admits the
+    // certificate the running signer issued.
+    let ca_file = dir.path().join("ca.pub");
+    std::fs::write(&ca_file, &line).unwrap();
+    let sshd = Sshd::start(
+        dir.path(),
+        "",
+        &[&format!("TrustedUserCAKeys {}", ca_file.display())],
+    );
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start_with(&signer, &[]);
+    wait_cert(&agent, 1);
+    sshd.assert_login(&agent, "login with the running signer's certificate");
+    assert_eq!(
+        sshd.daemon
+            .count(|l| l.contains("Accepted publickey") && l.contains("ECDSA-CERT")),
+        1
+    );
+
+    // Stopped: signer.toml's CA again, a phone that is not enrolled.
+    signer.kill();
+    let after = run(&mut signer.cmd(&["ca"]));
+    assert!(!after.status.success());
+    assert!(after.stdout.is_empty());
+    assert!(
+        stderr(&after)
+            .starts_with("# no signer runs here: the CA signer.toml names (phone:pixel)\n")
+            && stderr(&after).contains("phone pixel is not enrolled"),
+        "{}",
+        stderr(&after)
+    );
+}

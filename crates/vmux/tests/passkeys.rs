@@ -351,8 +351,8 @@ fn openssh_9_2_ssh_never_asks_the_phone_while_asyncssh_logs_in_with_the_passkey(
     assert_eq!(phone.cards(), 0);
     assert_eq!(only.accepted(), 0);
 
-    // A client whose executable is named ssh but whose -V is not a
-    // recent OpenSSH (here a copy of Python called `ssh`, speaking the
+    // A client whose executable is named ssh but whose file names no
+    // OpenSSH version (here a copy of Python called `ssh`, speaking the
     // agent protocol itself) is not listed the passkey key, and a sign
     // request naming it is refused at once, with no card.
     let fake_ssh = dir.path().join("fake-ssh");
@@ -438,6 +438,165 @@ asyncio.run(main(*sys.argv[1:]))
         "{}",
         only.daemon.output()
     );
+}
+
+/// A client of the agent, in C: `ssh SOCKET` asks for identities and
+/// writes the answer's body to stdout; `ssh SOCKET REPLACEMENT` first
+/// renames REPLACEMENT over its own executable's path. Run as `ssh -V` it
+/// leaves a mark (the attack: code the client chose, run by whoever runs
+/// it) and says it is 10.5, a string its file does not hold as such.
+const C_CLIENT: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+static int all(int fd, unsigned char *b, size_t n, int rd) {
+    while (n) {
+        ssize_t k = rd ? read(fd, b, n) : write(fd, b, n);
+        if (k <= 0) return -1;
+        b += k; n -= (size_t)k;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "-V") == 0) {
+        FILE *f = fopen(MARKER, "a");
+        if (f) { fputs("run\n", f); fclose(f); }
+        fprintf(stderr, "OpenSSH_%d.%dp1, OpenSSL 3.0\n", 10, 5);
+        return 0;
+    }
+    if (argc < 2) return 2;
+    if (argc > 2) {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) return 3;
+        self[n] = 0;
+        if (rename(argv[2], self) != 0) return 4;
+    }
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) return 5;
+    unsigned char req[5] = {0, 0, 0, 1, 11};
+    if (all(s, req, 5, 0)) return 6;
+    unsigned char len[4];
+    if (all(s, len, 4, 1)) return 7;
+    size_t n = ((size_t)len[0] << 24) | ((size_t)len[1] << 16) | ((size_t)len[2] << 8) | len[3];
+    unsigned char *body = malloc(n ? n : 1);
+    if (!body || all(s, body, n, 1)) return 8;
+    fwrite(body, 1, n, stdout);
+    return 0;
+}
+"#;
+
+/// The agent never runs a client's executable to learn its version (a
+/// program in a sandbox that reaches the socket would have its own `ssh`
+/// run outside it): it reads the version string from the file the
+/// process runs. A client named `ssh` whose `-V` would leave a mark asks
+/// for identities; no mark, and since its file names no version it is
+/// not offered the passkey. Copies carrying `OpenSSH_10.5p1` are offered
+/// it, `OpenSSH_10.2p1` not, one past 16 MiB is not read; and a client
+/// that renames a 10.5 file over its own path after starting is judged
+/// by the file it runs.
+#[test]
+fn a_client_named_ssh_is_never_run_its_version_is_read_from_the_file_it_runs() {
+    use base64::Engine;
+    use std::io::Write;
+    let dir = test_dir();
+    let (world, phone, agent) = world_with_phone(dir.path());
+    let line = passkey_line(&world).expect("passkey line");
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(line.split_whitespace().nth(1).unwrap())
+        .unwrap();
+
+    let marker = dir.path().join("ran");
+    let source = dir.path().join("client.c");
+    std::fs::write(&source, C_CLIENT).unwrap();
+    let built = dir.path().join("client");
+    ok(Command::new("cc")
+        .arg("-O1")
+        .arg(format!("-DMARKER={:?}", marker.display().to_string()))
+        .arg("-o")
+        .arg(&built)
+        .arg(&source));
+    // `name/ssh`: a copy of the client with `extra` appended (past
+    // `at` bytes when given: a sparse file).
+    let copy = |name: &str, extra: &[u8], at: Option<u64>| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let ssh = d.join("ssh");
+        std::fs::copy(&built, &ssh).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&ssh).unwrap();
+        if let Some(at) = at {
+            f.set_len(at).unwrap();
+        }
+        f.write_all(extra).unwrap();
+        ssh
+    };
+    let listed = |ssh: &Path, extra: &[&Path]| -> bool {
+        let out = run(Command::new(ssh).arg(&agent.sock).args(extra));
+        assert_success(&out, &format!("{}", ssh.display()));
+        assert_eq!(out.stdout.first(), Some(&12), "an identities answer");
+        out.stdout.windows(blob.len()).any(|w| w == blob)
+    };
+
+    let plain = copy("plain", b"", None);
+    let offered = listed(&plain, &[]);
+    assert!(
+        !marker.exists(),
+        "the agent ran the client's executable ({})",
+        plain.display()
+    );
+    assert!(!offered, "no version in its file: no passkey");
+    let planted = copy("planted", b"\0OpenSSH_10.5p1\0", None);
+    assert!(
+        listed(&planted, &[]),
+        "OpenSSH_10.5p1 in its file: the passkey"
+    );
+    let old = copy("old", b"\0OpenSSH_10.2p1\0", None);
+    assert!(!listed(&old, &[]), "OpenSSH_10.2p1: no passkey");
+    let huge = copy("huge", b"\0OpenSSH_10.5p1\0", Some(17 << 20));
+    assert!(!listed(&huge, &[]), "past 16 MiB: not read, no passkey");
+    // It starts as the plain client, then puts a 10.5 file in its place.
+    let swapped = copy("swapped", b"", None);
+    let replacement = dir.path().join("swapped").join("replacement");
+    std::fs::copy(&planted, &replacement).unwrap();
+    assert!(
+        !listed(&swapped, &[&replacement]),
+        "judged by the file it runs"
+    );
+    assert!(!marker.exists(), "the agent ran a client's executable");
+
+    let status = ok(&mut agent.cmd(&["status"]));
+    let shown = |name: &str, says: &str| {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(&format!("/{name}/ssh")) && l.contains(says)),
+            "{name}: {says}\n{status}"
+        );
+    };
+    shown(
+        "plain",
+        "(unknown (no OpenSSH version in the file)): passkey keys not offered",
+    );
+    shown("planted", "ssh: passkey keys offered");
+    shown("old", "ssh (OpenSSH_10.2p1): passkey keys not offered");
+    shown(
+        "huge",
+        "(unknown (the file is larger than 16 MiB; not read)): passkey keys not offered",
+    );
+    shown(
+        "swapped",
+        "(unknown (no OpenSSH version in the file)): passkey keys not offered",
+    );
+    assert_eq!(phone.cards(), 0);
 }
 
 #[test]
@@ -621,6 +780,48 @@ fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phon
         .signer
         .daemon()
         .wait_line(WAIT, |l| l.contains("not enrolled (removed?), so not a CA"));
+}
+
+/// `vmux signer run --ca phone:pixel` with no CA in signer.toml: `vmux
+/// signer ca` prints the passkey line the running signer signs
+/// certificates with (and the sshd line), not the software CA's, and says
+/// it asked the running signer; once it stops, signer.toml's CA (the
+/// software one), and says that.
+#[test]
+fn signer_ca_prints_the_phone_ca_a_signer_runs_with_by_its_flag() {
+    let dir = test_dir();
+    let mut world = PhoneWorld::start_approving(
+        dir.path(),
+        "allow-all",
+        NO_AUTO_CERT,
+        &["--ca", "phone:pixel"],
+    );
+    let _pixel = world.enrolled_phone("pixel");
+    let passkey = passkey_line(&world).expect("passkey line");
+    let fields = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+
+    let out = run(&mut world.signer.cmd(&["ca"]));
+    assert_success(&out, "vmux signer ca");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(fields(&stdout), fields(&passkey));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "# the CA the running signer uses (phone:pixel)\n\
+         # sshd before OpenSSH 10.3 also needs, in sshd_config:\n\
+         CASignatureAlgorithms +webauthn-sk-ecdsa-sha2-nistp256@openssh.com\n"
+    );
+
+    world.signer.kill();
+    let out = run(&mut world.signer.cmd(&["ca"]));
+    assert_success(&out, "vmux signer ca with no signer running");
+    let software = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(software.lines().count(), 1, "{software}");
+    assert!(!software.starts_with(SK), "{software}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "# no signer runs here: the CA signer.toml names (software)\n"
+    );
 }
 
 /// The fingerprint (`SHA256:…`) of the key on an OpenSSH public-key line.

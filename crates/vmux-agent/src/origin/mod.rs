@@ -119,12 +119,13 @@ impl Connection {
         .unwrap_or(process::PeerProgram::Unknown)
     }
 
-    /// The executable the peer runs (`/proc/PID/exe`), if it is still
-    /// the process that connected. Off the runtime, bounded.
-    pub async fn executable(&self) -> Option<String> {
+    /// The executable the peer runs (`/proc/PID/exe`), opened, if it is
+    /// still the process that connected (checked after the opening). Off
+    /// the runtime, bounded.
+    pub async fn executable(&self) -> Option<client::Executable> {
         let (pid, start_time) = self.pid.zip(self.start_time)?;
         off_runtime(IDENTIFY_TIMEOUT, move || {
-            let exe = process::executable(pid)?;
+            let exe = client::Executable::of_process(pid)?;
             (process::start_time(pid) == Some(start_time)).then_some(exe)
         })
         .await

@@ -228,37 +228,85 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Ca { ca } => {
-            let config: vmux_signer::config::SignerConfig =
-                vmux_home::load_toml(&signer.config_path())?;
-            let spec = ca.or(config.ca).unwrap_or_default();
-            match vmux_signer::ca::CaChoice::parse(&spec).map_err(Failure)? {
-                vmux_signer::ca::CaChoice::Software => {
-                    println!("{}", signer.ca_public()?.to_openssh()?);
-                }
-                vmux_signer::ca::CaChoice::Phones(names) => {
-                    let (keys, _) = vmux_signer::provider::passkey_keys_in(&signer.phones_path())?;
-                    let mut printed = 0;
-                    for name in &names {
-                        match keys.iter().find(|k| k.public.comment() == name) {
-                            Some(k) => {
-                                println!("{}", k.public.to_openssh()?);
-                                printed += 1;
-                            }
-                            None => {
-                                eprintln!("phone {name} is not enrolled (removed?): it is not a CA")
-                            }
-                        }
-                    }
-                    if printed == 0 {
-                        return Err(Failure("no phone of the CA is enrolled".into()));
-                    }
-                    eprintln!("# sshd before OpenSSH 10.3 also needs, in sshd_config:");
-                    eprintln!("{}", vmux_signer::ca::PHONE_CA_SSHD_LINE);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        SignerCommand::Ca { ca } => print_ca(signer, ca),
         other => Err(super::misrouted(&other)),
     }
+}
+
+/// `vmux signer ca`: the CA the running signer issues certificates with
+/// (asked on its control socket); only when none runs (or `--ca` names
+/// one) the CA signer.toml or `--ca` names, from the files. One line on
+/// stderr says which.
+fn print_ca(signer: &SignerHome, flag: Option<String>) -> Result<ExitCode, Failure> {
+    use vmux_signer::ca::{CaChoice, CaLines};
+    use vmux_signer::control::{self, ControlError, Request};
+    let running: Result<CaLines, String> =
+        match control::query(&signer.control_path(), &Request::Ca) {
+            Ok(v) => serde_json::from_value(v["ca"].clone()).map_err(|_| {
+                "the running signer does not say which CA it uses (an older vmux? restart it)"
+                    .to_owned()
+            }),
+            Err(ControlError::NotRunning(_)) => Err("no signer runs here".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+    let ca = match (flag, running) {
+        (None, Ok(running)) => {
+            eprintln!("# the CA the running signer uses ({})", running.ca);
+            running
+        }
+        (None, Err(why)) => {
+            let config: vmux_signer::config::SignerConfig =
+                vmux_home::load_toml(&signer.config_path())?;
+            let choice =
+                CaChoice::parse(config.ca.as_deref().unwrap_or_default()).map_err(Failure)?;
+            eprintln!("# {why}: the CA signer.toml names ({})", choice.spec());
+            ca_from_files(signer, &choice)?
+        }
+        (Some(flag), running) => {
+            let choice = CaChoice::parse(&flag).map_err(Failure)?;
+            match running {
+                Ok(r) if r.ca != choice.spec() => eprintln!(
+                    "# the CA --ca names ({}), NOT the one the running signer uses ({}): sshd trusting these lines refuses its certificates",
+                    choice.spec(),
+                    r.ca
+                ),
+                Ok(_) => eprintln!(
+                    "# the CA --ca names ({}), the one the running signer uses",
+                    choice.spec()
+                ),
+                Err(why) => eprintln!("# the CA --ca names ({}); {why}", choice.spec()),
+            }
+            ca_from_files(signer, &choice)?
+        }
+    };
+    for name in &ca.missing {
+        eprintln!("phone {name} is not enrolled (removed?): it is not a CA");
+    }
+    if ca.lines.is_empty() {
+        return Err(Failure("no phone of the CA is enrolled".into()));
+    }
+    for line in &ca.lines {
+        println!("{line}");
+    }
+    if !ca.sshd.is_empty() {
+        eprintln!("# sshd before OpenSSH 10.3 also needs, in sshd_config:");
+        for line in &ca.sshd {
+            eprintln!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The CA `choice` as the signer's files hold it.
+fn ca_from_files(
+    signer: &SignerHome,
+    choice: &vmux_signer::ca::CaChoice,
+) -> Result<vmux_signer::ca::CaLines, Failure> {
+    let software = signer.ca_public()?;
+    let (keys, _) = vmux_signer::provider::passkey_keys_in(&signer.phones_path())?;
+    Ok(vmux_signer::ca::CaLines::of(choice, &software, |name| {
+        keys.iter()
+            .find(|k| k.public.comment() == name)
+            .map(|k| k.public.clone())
+    }))
 }
