@@ -33,6 +33,7 @@ mod assets;
 mod auth;
 pub mod book;
 mod desk;
+mod limits;
 pub mod push;
 mod service;
 mod tls;

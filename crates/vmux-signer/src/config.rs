@@ -41,6 +41,20 @@ pub struct SignerConfig {
     pub certificates: CertPolicy,
     /// Web Push to the phones' pages (`[web_push]`).
     pub web_push: WebPushConfig,
+    /// The reverse proxy in front of the phone page (`[web_proxy]`).
+    pub web_proxy: WebProxyConfig,
+}
+
+/// `[web_proxy]`: the reverse proxy that serves the phone page's origin
+/// (when the page listens on loopback without TLS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebProxyConfig {
+    /// Take each client's address from the last `X-Forwarded-For` entry
+    /// (the one the proxy appends), for the page's per-source limits.
+    /// Only for a proxy that sets it; without it every client is the
+    /// proxy. Default false.
+    pub trust_forwarded_for: bool,
 }
 
 /// `[web_push]`: how the signer wakes phones with no page open.
@@ -69,6 +83,7 @@ impl Default for SignerConfig {
             ca: None,
             certificates: CertPolicy::default(),
             web_push: WebPushConfig::default(),
+            web_proxy: WebProxyConfig::default(),
         }
     }
 }

@@ -122,6 +122,11 @@ fn open_page(
     flags: &PageFlags,
 ) -> Result<(Arc<Phones>, Option<Arc<TlsFiles>>), Failure> {
     let rp = vmux_phone::relying_party(&flags.origin)?;
+    if config.web_proxy.trust_forwarded_for && flags.tls.is_some() {
+        return Err(Failure(
+            "[web_proxy] trust_forwarded_for is for a phone page behind a reverse proxy (without --tls-cert and --tls-key); a page that serves TLS itself sees each client's address".into(),
+        ));
+    }
     let tls = match &flags.tls {
         Some((cert, key)) => Some(TlsFiles::load(cert, key)?),
         None => {
@@ -139,7 +144,8 @@ fn open_page(
         extra_ca_file: config.web_push.extra_ca_file.clone(),
     };
     let phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5), &push)
-        .map_err(|e| Failure(e.to_string()))?;
+        .map_err(|e| Failure(e.to_string()))?
+        .with_forwarded_for(config.web_proxy.trust_forwarded_for);
     Ok((Arc::new(phones), tls))
 }
 
