@@ -28,6 +28,9 @@ use vmux_webauthn::{
 };
 
 use crate::assets;
+use actions::{challenge_for, confirm, Confirmation, PUSH_REMOVE, PUSH_SUBSCRIBE, UNPAIR};
+
+mod actions;
 use crate::desk::check_approval;
 use crate::limits::{self, Purpose};
 use crate::service::Phones;
@@ -616,9 +619,21 @@ async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
     let recent = tokio::task::spawn_blocking(move || signer.recent(20))
         .await
         .unwrap_or_default();
+    // Each agent with the challenge that confirms unpairing it.
+    let agents: Vec<_> = app
+        .signer
+        .agents()
+        .into_iter()
+        .map(|a| {
+            let challenge = challenge_for(&app, &me, UNPAIR, &a.id);
+            let mut v = json!(a);
+            v["unpair_challenge"] = json!(challenge);
+            v
+        })
+        .collect();
     Ok(Json(json!({
         "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
-        "agents": app.signer.agents(),
+        "agents": agents,
         "phones": phones,
         "recent": recent,
     }))
@@ -674,8 +689,19 @@ async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) 
     Ok(Json(json!({ "denied": true })).into_response())
 }
 
-async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+/// Unpairs an agent: only with the phone's passkey confirming it (a
+/// stolen cookie alone unpairs nothing).
+async fn unpair(
+    State(app): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
+    let c: Confirmation = parse(&body)?;
+    confirm(&app, &phone, UNPAIR, &id, &c).inspect_err(|_| {
+        warn!(phone = %phone, "an unpair without a valid passkey confirmation was refused");
+    })?;
     match app.signer.unpair(&id) {
         Ok(true) => {
             info!(phone = %phone, agent = %vmux_proto::sanitize(&id), "agent unpaired from the phone page");
@@ -690,29 +716,51 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
 /// are subscribed with as the signer knows them, so that a page whose
 /// subscription the signer dropped (gone at its push service), never
 /// received (a rotation) or cannot use (another key) subscribes anew
-/// instead of saying notifications are on.
+/// instead of saying notifications are on; the subscriptions to list
+/// (each with the challenge that confirms removing it) and the challenge
+/// that confirms subscribing.
 async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
     let key = app.phones.vapid.public_b64().map_err(|e| {
         warn!(error = %e, "no Web Push key");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
-    let subscribed: Vec<String> = app
+    let subs: Vec<_> = app
         .phones
         .book
         .list()
         .into_iter()
         .filter(|p| p.name == phone)
-        .flat_map(|p| p.push.into_iter().map(|s| s.endpoint))
+        .flat_map(|p| p.push)
         .collect();
-    Ok(Json(json!({ "key": key, "subscribed": subscribed })).into_response())
+    let subscribed: Vec<&str> = subs.iter().map(|s| s.endpoint.as_str()).collect();
+    let subscriptions: Vec<_> = subs
+        .iter()
+        .map(|s| {
+            json!({
+                "endpoint": s.endpoint,
+                "added_at": s.added_at,
+                "remove_challenge": challenge_for(&app, &phone, PUSH_REMOVE, &s.endpoint),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "key": key,
+        "subscribed": subscribed,
+        "subscriptions": subscriptions,
+        "subscribe_challenge": challenge_for(&app, &phone, PUSH_SUBSCRIBE, ""),
+    }))
+    .into_response())
 }
 
-/// A subscription as `PushSubscription.toJSON()` gives it.
+/// A subscription as `PushSubscription.toJSON()` gives it, and the
+/// passkey's confirmation.
 #[derive(Deserialize)]
 struct SubscribeBody {
     endpoint: String,
     keys: SubscribeKeys,
+    #[serde(flatten)]
+    confirmation: Confirmation,
 }
 
 #[derive(Deserialize)]
@@ -731,6 +779,10 @@ async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -
         vmux_home::time::now_s(),
     )
     .ok_or_else(|| ApiError::bad("not a Web Push subscription this signer can use"))?;
+    // A stolen cookie alone cannot add a feed of the requests.
+    confirm(&app, &phone, PUSH_SUBSCRIBE, "", &b.confirmation).inspect_err(|_| {
+        warn!(phone = %phone, "a push subscription without a valid passkey confirmation was refused");
+    })?;
     app.phones
         .book
         .subscribe(&phone, sub)
@@ -742,11 +794,15 @@ async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -
 #[derive(Deserialize)]
 struct UnsubscribeBody {
     endpoint: String,
+    #[serde(flatten)]
+    confirmation: Confirmation,
 }
 
 async fn push_unsubscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
     let b: UnsubscribeBody = parse(&body)?;
+    // A stolen cookie alone cannot stop the phone being woken.
+    confirm(&app, &phone, PUSH_REMOVE, &b.endpoint, &b.confirmation)?;
     let removed = app
         .phones
         .book
@@ -892,8 +948,8 @@ where
         let conn = conn.clone();
         async move {
             if conn.reserved
-                && !session_token(req.headers())
-                    .is_some_and(|t| conn.phones.sessions.phone(&t).is_some())
+                && session_token(req.headers())
+                    .is_none_or(|t| conn.phones.sessions.phone(&t).is_none())
             {
                 return Ok::<_, Infallible>(busy());
             }
