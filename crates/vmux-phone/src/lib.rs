@@ -19,6 +19,11 @@
 //!   certificate reload, [`TlsFiles`]): the embedded page, its JSON API
 //!   and its event stream; every state-changing request must carry the
 //!   page's `Origin`; the page is bound by a strict Content-Security-Policy.
+//!   What keeps it available to its owner while strangers reach the port
+//!   (stateless sign-in challenges, per-source budgets, connection slots
+//!   with a reserve for signed-in phones, whole requests bounded in time)
+//!   is in one private module, `limits`; unpairing and push subscriptions
+//!   need the passkey's confirmation, not only the session cookie.
 //! - [`SignerInfo`]: what the page may read of, and do to, its signer.
 //! - [`push`]: Web Push (RFC 8030/8291/8292) to phones with no page open,
 //!   one push per burst of waiting decisions, beside the page.

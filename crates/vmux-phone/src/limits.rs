@@ -274,9 +274,11 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// Of those, kept for requests with a signed-in phone's session cookie:
 /// when strangers hold all the others, a signed-in phone still gets in.
 pub const RESERVED_CONNECTIONS: usize = 16;
-/// Connections from one source at once (its address; an IPv6 /64). Not
-/// applied behind a proxy (every connection comes from the proxy).
-pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+/// Connections from one source at once (its address; an IPv6 /64): room
+/// for a few phones behind one NAT (a browser opens up to 6 to a host),
+/// while one source cannot hold the general pool. Not applied behind a proxy (every connection
+/// comes from the proxy).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 
 /// The connection slots: a general pool, a reserve for signed-in phones,
 /// and a count per source.
