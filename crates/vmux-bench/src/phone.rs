@@ -494,7 +494,25 @@ impl Pusher<'_> {
                 other => Err(format!("POST {path} answered {other}")),
             }
         };
-        post("/api/push/subscribe", &body)?;
+        // Subscribing takes the passkey's confirmation (the auto-approving
+        // virtual authenticator gives it), as the page's button does.
+        let js = format!(
+            r#"(async () => {{
+  const k = await (await fetch('/api/push/key', {{ credentials: 'same-origin' }})).json();
+  const b = (t) => Uint8Array.from(atob(t.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (t.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  const u = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const cred = await navigator.credentials.get({{ publicKey: {{ challenge: b(k.subscribe_challenge), rpId: location.hostname, userVerification: 'required' }} }});
+  const body = {{ ...{body}, challenge: k.subscribe_challenge, credential_id: u(cred.rawId),
+    authenticator_data: u(cred.response.authenticatorData), client_data_json: u(cred.response.clientDataJSON),
+    signature: u(cred.response.signature) }};
+  const r = await fetch('/api/push/subscribe', {{ method: 'POST', headers: {{ 'Content-Type': 'application/json' }}, credentials: 'same-origin', body: JSON.stringify(body) }});
+  return r.status;
+}})()"#
+        );
+        match page.try_eval(&js).map_err(err("subscribe in the page"))? {
+            Value::Number(n) if n.as_u64() == Some(200) => {}
+            other => return Err(format!("POST /api/push/subscribe answered {other}")),
+        }
         // A page of the same origin with no live stream: the signer sees
         // no page open, and the API still takes the session's requests.
         page.goto(&format!("{}/icon.svg", self.origin));

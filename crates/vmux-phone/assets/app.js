@@ -24,7 +24,13 @@ const state = {
   statusAt: 0,
   statusBusy: false,
   statusTimer: 0,
+  freshTimer: 0,       // re-fetches the status and push lists before their challenges expire
+  push: null,          // the last /api/push/key answer
 };
+
+// Challenges that confirm a change (unpair, a push subscription) live
+// two minutes; the lists carrying them are fetched again before that.
+const CHALLENGE_REFRESH_MS = 90000;
 
 // ---- small helpers ----
 
@@ -570,6 +576,8 @@ function fillList(id, items, emptyText, row) {
 
 function renderStatus(s) {
   if (state.view !== 'view-main') return;
+  clearTimeout(state.freshTimer);
+  state.freshTimer = setTimeout(() => { refreshStatus(); refreshNotifications(); }, CHALLENGE_REFRESH_MS);
   setSigner(s.signer);
   fillList('agents', s.agents, 'No agents are paired.', (a) => [
     el('span', 'name', a.name),
@@ -590,15 +598,33 @@ function renderStatus(s) {
   });
 }
 
+// The passkey confirms a change: an assertion over `challenge` (from the
+// list the change is made on; it names the action and its target).
+// Called in the click handler with no await before it.
+function confirmWithPasskey(challenge) {
+  return navigator.credentials.get({
+    publicKey: {
+      challenge: b64uToBuf(challenge),
+      rpId: state.rpId,
+      userVerification: 'required',
+      allowCredentials: allowCredentials(),
+      timeout: 60000,
+    },
+  }).then((cred) => ({ challenge, ...assertionFields(cred) }));
+}
+
+// Unpairing takes the passkey: a stolen session cookie alone cannot.
 function unpairButton(agent) {
   const button = el('button', 'small unpair', 'Unpair');
   button.type = 'button';
   button.addEventListener('click', () => {
-    if (!window.confirm(`Unpair ${agent.name}? It must pair again before it can use this signer.`)) return;
+    if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
     button.disabled = true;
-    api(`/api/agents/${encodeURIComponent(agent.id)}/unpair`, {})
+    say(`Confirm with your passkey to unpair ${agent.name}; it must pair again before it can use this signer.`);
+    confirmWithPasskey(agent.unpair_challenge)
+      .then((confirmation) => api(`/api/agents/${encodeURIComponent(agent.id)}/unpair`, confirmation))
       .then(() => { say(`${agent.name} was unpaired.`); refreshStatus(); })
-      .catch((err) => { button.disabled = false; say(err.message); });
+      .catch((err) => { button.disabled = false; say(passkeyError(err)); refreshStatus(); });
   });
   return button;
 }
@@ -637,21 +663,57 @@ function madeWithKey(sub, key) {
   return bufToB64u(made).replace(/=+$/, '') === String(key).replace(/=+$/, '');
 }
 
-// Subscribes this page with `key` and tells the signer; the subscription.
-async function subscribeWith(reg, key) {
+// Subscribes this page with `key` and tells the signer, with the
+// passkey's `confirmation` (a stolen cookie alone cannot add a feed of
+// the requests); the subscription.
+async function subscribeWith(reg, key, confirmation) {
   const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uToBuf(key) });
-  await api('/api/push/subscribe', subscriptionJson(sub));
+  await api('/api/push/subscribe', { ...subscriptionJson(sub), ...confirmation });
   return sub;
+}
+
+// This phone's subscriptions as the signer holds them, each with Remove
+// (the passkey confirms it).
+function renderSubscriptions(signer, mine) {
+  const subs = (signer && signer.subscriptions) || [];
+  $('subscriptions').hidden = subs.length === 0;
+  fillList('subscriptions', subs, '', (s) => {
+    let host = s.endpoint;
+    try { host = new URL(s.endpoint).host; } catch { /* shown whole */ }
+    const button = el('button', 'small', 'Remove');
+    button.type = 'button';
+    button.addEventListener('click', () => {
+      if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
+      button.disabled = true;
+      confirmWithPasskey(s.remove_challenge)
+        .then((confirmation) => api('/api/push/unsubscribe', { endpoint: s.endpoint, ...confirmation }))
+        .then(async () => {
+          // This browser's own: end it here too, or the page would renew it.
+          if (s.endpoint === mine) {
+            try { const sub = await currentSubscription(); if (sub) await sub.unsubscribe(); } catch { /* gone already */ }
+          }
+          say('That subscription was removed.');
+        })
+        .catch((err) => say(passkeyError(err)))
+        .finally(() => refreshNotifications());
+    });
+    return [
+      el('span', 'name', s.endpoint === mine ? `${host} (this browser)` : host),
+      el('span', 'meta', `added ${fmtTime(s.added_at)}`),
+      button,
+    ];
+  });
 }
 
 // The browser has a subscription the signer cannot use: dropped there
 // (its push service said it is gone), never received (the browser rotated
 // it), or made for another key. Drop it and subscribe anew; whether that
 // worked (a browser may want a tap for it).
-async function renewSubscription(old, key) {
+async function renewSubscription(old, key, challenge) {
   try { await old.unsubscribe(); } catch { /* gone already */ }
   try {
-    await subscribeWith(await navigator.serviceWorker.ready, key);
+    const confirmation = await confirmWithPasskey(challenge);
+    await subscribeWith(await navigator.serviceWorker.ready, key, confirmation);
     return true;
   } catch {
     return false;
@@ -684,14 +746,17 @@ async function lookAtNotifications() {
   try { sub = await currentSubscription(); } catch { sub = null; }
   let on = Boolean(sub) && Notification.permission === 'granted';
   let lost = false;
-  if (on) {
-    let signer = null;
-    try { signer = await api('/api/push/key'); } catch { signer = null; /* keep the browser's word */ }
-    if (signer && (!(signer.subscribed || []).includes(sub.endpoint) || !madeWithKey(sub, signer.key))) {
-      on = await renewSubscription(sub, signer.key);
-      lost = !on;
-    }
+  let signer = null;
+  try { signer = await api('/api/push/key'); } catch { signer = null; /* keep the browser's word */ }
+  state.push = signer && { ...signer, fetchedAt: Date.now() };
+  if (on && signer && (!(signer.subscribed || []).includes(sub.endpoint) || !madeWithKey(sub, signer.key))) {
+    on = await renewSubscription(sub, signer.key, signer.subscribe_challenge);
+    lost = !on;
+    try { signer = await api('/api/push/key'); state.push = { ...signer, fetchedAt: Date.now() }; } catch { /* the list stays */ }
   }
+  try { sub = await currentSubscription(); } catch { sub = null; }
+  state.pushEndpoint = sub && sub.endpoint;
+  renderSubscriptions(state.push, state.pushEndpoint);
   $('notifications-on').hidden = on;
   $('notifications-off').hidden = !on;
   $('notifications-text').textContent = on
@@ -703,38 +768,54 @@ async function lookAtNotifications() {
         : 'Turn on notifications to be told when a request waits while this page is closed.';
 }
 
+// Click handler: the passkey first (credentials.get with no await
+// before it), then the browser's permission and subscription.
 async function onNotificationsOn() {
+  const push = state.push;
+  if (!push || Date.now() - push.fetchedAt > CHALLENGE_REFRESH_MS + 20000) {
+    say('Getting a fresh challenge. Tap Turn on notifications again in a moment.');
+    refreshNotifications();
+    return;
+  }
+  if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
   $('notifications-on').disabled = true;
+  const confirmed = confirmWithPasskey(push.subscribe_challenge);
   try {
+    const confirmation = await confirmed;
     const permission = await Notification.requestPermission();
     if (permission !== 'granted') {
       say('Notifications were not allowed.');
     } else {
-      const { key } = await api('/api/push/key');
       const reg = await navigator.serviceWorker.ready;
       const old = await reg.pushManager.getSubscription();
-      if (old && !madeWithKey(old, key)) await old.unsubscribe();
-      await subscribeWith(reg, key);
+      if (old && !madeWithKey(old, push.key)) await old.unsubscribe();
+      await subscribeWith(reg, push.key, confirmation);
       say('Notifications are on.');
     }
   } catch (err) {
-    say(err instanceof ApiError ? err.message : 'Notifications could not be turned on in this browser.');
+    say(err instanceof ApiError ? err.message : err && err.name ? passkeyError(err) : 'Notifications could not be turned on in this browser.');
   }
   $('notifications-on').disabled = false;
   refreshNotifications();
 }
 
+// Click handler: the passkey confirms removing this browser's
+// subscription (its challenge came with the list).
 async function onNotificationsOff() {
+  const mine = state.push && (state.push.subscriptions || []).find((s) => s.endpoint === state.pushEndpoint);
   $('notifications-off').disabled = true;
+  const confirmed = mine && HAS_PASSKEYS ? confirmWithPasskey(mine.remove_challenge) : null;
   try {
     const sub = await currentSubscription();
+    if (sub && confirmed) {
+      await api('/api/push/unsubscribe', { endpoint: sub.endpoint, ...(await confirmed) });
+    }
     if (sub) {
-      await api('/api/push/unsubscribe', { endpoint: sub.endpoint });
       try { await sub.unsubscribe(); } catch { /* the signer forgot it already */ }
     }
     say('Notifications are off.');
   } catch (err) {
-    say(err instanceof ApiError ? err.message : 'Notifications could not be turned off.');
+    say(err instanceof ApiError ? err.message : err && err.name ? passkeyError(err) : 'Notifications could not be turned off.');
   }
   $('notifications-off').disabled = false;
   refreshNotifications();

@@ -63,38 +63,9 @@ self.addEventListener('notificationclick', (event) => {
   })());
 });
 
-function b64uToBytes(text) {
-  const b64 = String(text).replace(/-/g, '+').replace(/_/g, '/');
-  const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return bytes;
-}
-
-async function post(path, body) {
-  return fetch(path, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-}
-
-// The push service replaced or dropped the subscription: subscribe again
-// with the signer's key and tell the signer (best effort: needs a session).
-self.addEventListener('pushsubscriptionchange', (event) => {
-  event.waitUntil((async () => {
-    let sub = event.newSubscription;
-    if (!sub) {
-      const res = await fetch('/api/push/key', { credentials: 'same-origin' });
-      if (!res.ok) return;
-      const { key } = await res.json();
-      sub = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uToBytes(key) });
-    }
-    const j = sub.toJSON();
-    await post('/api/push/subscribe', { endpoint: j.endpoint, keys: { p256dh: j.keys.p256dh, auth: j.keys.auth } });
-    if (event.oldSubscription && event.oldSubscription.endpoint !== j.endpoint) {
-      await post('/api/push/unsubscribe', { endpoint: event.oldSubscription.endpoint });
-    }
-  })().catch(() => {}));
-});
+// The push service replaced or dropped the subscription: nothing is
+// done here. Subscribing needs the phone's passkey, which a service
+// worker cannot ask for; the page, when next opened, sees that the
+// signer does not hold this browser's subscription and renews it with
+// the passkey (meanwhile a push to the old endpoint fails, and a 410
+// drops it).

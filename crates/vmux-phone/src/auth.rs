@@ -1,5 +1,5 @@
-//! Who is at the page: one-time enrolment links, sign-in challenges,
-//! sessions, and the rate of failed attempts.
+//! Who is at the page: one-time enrolment links, sessions, and the rate
+//! of failed attempts (sign-in challenges are `limits::Tickets`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,8 +18,7 @@ pub const ENROL_LIFETIME: Duration = Duration::from_secs(10 * 60);
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(2 * 60);
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-/// Open sign-in challenges, sessions and enrolment links, at most (the
-/// oldest goes first).
+/// Open sessions and enrolment links, at most (the oldest goes first).
 const MAX_OPEN: usize = 64;
 /// Failed sign-ins and enrolments allowed per minute from one source.
 pub const MAX_FAILURES_PER_MINUTE: usize = 10;
@@ -45,33 +44,6 @@ fn bound<V>(map: &mut HashMap<[u8; 32], V>, expiry: impl Fn(&V) -> Instant) {
             break;
         };
         map.remove(&oldest);
-    }
-}
-
-/// One-time sign-in challenges.
-#[derive(Default)]
-pub struct Challenges {
-    open: Mutex<HashMap<[u8; 32], Instant>>,
-}
-
-impl Challenges {
-    /// A new challenge (32 random bytes).
-    pub fn issue(&self) -> [u8; 32] {
-        let c: [u8; 32] = rand::random();
-        let mut open = lock(&self.open);
-        bound(&mut open, |t| *t);
-        open.insert(c, Instant::now() + CHALLENGE_LIFETIME);
-        c
-    }
-
-    /// Uses up a challenge: true if it was issued here and is still fresh.
-    pub fn redeem(&self, c: &[u8]) -> bool {
-        let Ok(c) = <[u8; 32]>::try_from(c) else {
-            return false;
-        };
-        lock(&self.open)
-            .remove(&c)
-            .is_some_and(|t| t > Instant::now())
     }
 }
 
@@ -197,49 +169,35 @@ impl Sessions {
 
 /// Failed sign-in and enrolment attempts in the last minute: past
 /// [`MAX_FAILURES_PER_MINUTE`] from one source (an IPv6 source counts as
-/// its /64), or [`MAX_FAILURES_PER_MINUTE_TOTAL`] from everyone, such
-/// requests are refused before any work. Per source, so that a stranger's
-/// guesses do not lock the owner's phone out of signing in.
-#[derive(Default)]
-pub struct Failures {
-    recent: Mutex<Vec<(IpAddr, Instant)>>,
+/// its /64), or [`MAX_FAILURES_PER_MINUTE_TOTAL`] from everyone, failing
+/// requests are refused before any work. A request that proves itself (a
+/// live enrolment link; a fresh challenge of this signer's and an
+/// enrolled credential, whose assertion is then checked) is never refused
+/// by these limits: others' failures cannot lock the owner out.
+pub struct Failures(crate::limits::PerMinute);
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures(crate::limits::PerMinute::new(
+            MAX_FAILURES_PER_MINUTE,
+            MAX_FAILURES_PER_MINUTE_TOTAL,
+        ))
+    }
 }
 
 /// Failed attempts from everyone allowed per minute.
 pub const MAX_FAILURES_PER_MINUTE_TOTAL: usize = 100;
 
-/// The unit a failure is counted against.
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::V6(o.into())
-        }
-        v4 => v4,
-    }
-}
-
 impl Failures {
-    fn prune(recent: &mut Vec<(IpAddr, Instant)>) {
-        let now = Instant::now();
-        recent.retain(|(_, t)| now.duration_since(*t) < Duration::from_secs(60));
-    }
-
-    /// Whether another attempt from `ip` may be tried now.
+    /// Whether another failing attempt from `ip` may be told why it
+    /// failed (else it gets 429).
     pub fn allowed(&self, ip: IpAddr) -> bool {
-        let mut r = lock(&self.recent);
-        Self::prune(&mut r);
-        let src = source_of(ip);
-        r.len() < MAX_FAILURES_PER_MINUTE_TOTAL
-            && r.iter().filter(|(s, _)| *s == src).count() < MAX_FAILURES_PER_MINUTE
+        self.0.allowed(ip)
     }
 
     /// Counts a failed attempt from `ip`.
     pub fn record(&self, ip: IpAddr) {
-        let mut r = lock(&self.recent);
-        Self::prune(&mut r);
-        r.push((source_of(ip), Instant::now()));
+        self.0.record(ip)
     }
 }
 
@@ -249,12 +207,6 @@ mod tests {
 
     #[test]
     fn challenges_and_links_are_single_use_and_sessions_revocable() {
-        let c = Challenges::default();
-        let x = c.issue();
-        assert!(c.redeem(&x));
-        assert!(!c.redeem(&x));
-        assert!(!c.redeem(b"short"));
-
         let e = Enrolments::default();
         let t = e.issue("pixel");
         assert!(e.pending(&t).is_none(), "not begun");

@@ -133,6 +133,14 @@ pub enum BookError {
     /// No phone of that name.
     #[error("no phone named {0:?} is enrolled")]
     NoSuchPhone(String),
+    /// The passkey's credential id is another phone's already (WebAuthn
+    /// L3 7.1 step 26).
+    #[error("this passkey is enrolled already; each phone enrols a passkey of its own")]
+    CredentialTaken(String),
+    /// The assertion's counter did not move on past the stored one (two
+    /// assertions raced, or a cloned authenticator).
+    #[error("this passkey's signature counter went backwards; the assertion was refused")]
+    CounterWentBack,
     /// The file could not be read, parsed or written.
     #[error(transparent)]
     Home(#[from] HomeError),
@@ -211,6 +219,13 @@ impl PhoneBook {
             if f.phones.iter().any(|p| p.name == name) {
                 return Err(BookError::NameTaken(name.to_owned()));
             }
+            if let Some(p) = f
+                .phones
+                .iter()
+                .find(|p| p.credential_id == record.credential_id)
+            {
+                return Err(BookError::CredentialTaken(p.name.clone()));
+            }
             f.phones.push(record);
             Ok(())
         })
@@ -218,7 +233,11 @@ impl PhoneBook {
 
     /// Records a verified assertion of `name`'s passkey: its counter and
     /// the time. The file holds the new counter before this returns, so a
-    /// replayed assertion is refused even after a restart.
+    /// replayed assertion is refused even after a restart. The counter is
+    /// checked again here, under the write lock: of two assertions
+    /// verified against the same stored counter, the one recorded second
+    /// is refused unless its counter is higher still (a passkey that
+    /// always says 0 keeps 0), so the stored counter never moves back.
     pub fn record_use(
         &self,
         name: &str,
@@ -231,7 +250,11 @@ impl PhoneBook {
                 .iter_mut()
                 .find(|p| p.name == name)
                 .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
-            p.counter = assertion.counter();
+            let next = assertion.counter();
+            if (next != 0 || p.counter != 0) && next <= p.counter {
+                return Err(BookError::CounterWentBack);
+            }
+            p.counter = next;
             p.last_seen = Some(now);
             Ok(())
         })
@@ -508,6 +531,63 @@ mod tests {
         assert_eq!(book.list()[0].push.len(), 2);
         book.remove("pixel").unwrap();
         assert!(read_phones(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_credential_id_enrols_once_and_racing_assertions_never_move_the_counter_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phones.json");
+        let origin = "https://signer.vmux.test";
+        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
+        let mut auth = SoftAuthenticator::new("signer.vmux.test", origin);
+        let reg = |a: &SoftAuthenticator| {
+            vmux_webauthn::verify_registration(
+                &rp,
+                b"c",
+                &a.create(b"c").response(),
+                vmux_webauthn::UserVerification::Required,
+            )
+            .unwrap()
+        };
+        let cred = reg(&auth);
+        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
+        // Another key under the same credential id.
+        let mut thief = SoftAuthenticator::new("signer.vmux.test", origin);
+        thief.credential_id = auth.credential_id.clone();
+        assert!(matches!(
+            book.add("thief", &reg(&thief), "signer.vmux.test", 2),
+            Err(BookError::CredentialTaken(n)) if n == "pixel"
+        ));
+        assert_eq!(book.list().len(), 1);
+
+        // Two assertions both verified against the stored counter 0 (as
+        // two requests at once do), then recorded in the other order.
+        let stored = book.by_credential(cred.id()).unwrap().credential().unwrap();
+        let verify = |a: &vmux_webauthn::testing::Assertion| {
+            vmux_webauthn::verify_assertion(
+                &rp,
+                &stored,
+                b"x",
+                &a.response(),
+                vmux_webauthn::UserVerification::Required,
+            )
+            .unwrap()
+        };
+        let low = verify(&auth.get(b"x"));
+        let high = verify(&auth.get(b"x"));
+        assert!(high.counter() > low.counter());
+        book.record_use("pixel", &high, 3).unwrap();
+        assert!(matches!(
+            book.record_use("pixel", &low, 4),
+            Err(BookError::CounterWentBack)
+        ));
+        assert!(matches!(
+            book.record_use("pixel", &high, 4),
+            Err(BookError::CounterWentBack)
+        ));
+        drop(book);
+        assert_eq!(read_phones(&path).unwrap()[0].counter, high.counter());
     }
 
     #[test]

@@ -529,6 +529,10 @@ pub enum ApproveError {
     /// The phone book could not record the counter.
     #[error("the phone book could not be written")]
     Book,
+    /// Another assertion of this passkey with a higher counter was
+    /// recorded meanwhile.
+    #[error("this passkey's signature counter went backwards; try again")]
+    CounterWentBack,
 }
 
 /// Checks a phone's assertion over the pending request `id` (with or
@@ -580,7 +584,10 @@ pub(crate) fn verify_phone(
         UserVerification::Required,
     )?;
     book.record_use(phone, &assertion, vmux_home::time::now_s())
-        .map_err(|_| ApproveError::Book)?;
+        .map_err(|e| match e {
+            crate::book::BookError::CounterWentBack => ApproveError::CounterWentBack,
+            _ => ApproveError::Book,
+        })?;
     Ok(assertion)
 }
 

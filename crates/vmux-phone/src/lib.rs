@@ -20,6 +20,11 @@
 //!   [`PageCa`]): the embedded page, its JSON API
 //!   and its event stream; every state-changing request must carry the
 //!   page's `Origin`; the page is bound by a strict Content-Security-Policy.
+//!   What keeps it available to its owner while strangers reach the port
+//!   (stateless sign-in challenges, per-source budgets, connection slots
+//!   with a reserve for signed-in phones, whole requests bounded in time)
+//!   is in one private module, `limits`; unpairing and push subscriptions
+//!   need the passkey's confirmation, not only the session cookie.
 //! - [`PageCa`]: the signer's own CA for the page (critical name
 //!   constraints permitting only the page's name) and its leaf; the
 //!   trust step's plain-HTTP page ([`TrustLink`]) hands its certificate
@@ -39,6 +44,7 @@ mod auth;
 pub mod book;
 mod desk;
 mod page_ca;
+mod limits;
 pub mod push;
 mod service;
 mod tls;

@@ -13,9 +13,10 @@ use serde::Serialize;
 use vmux_home::sync::lock;
 use vmux_webauthn::RelyingParty;
 
-use crate::auth::{Challenges, Enrolments, Failures, Sessions};
+use crate::auth::{Enrolments, Failures, Sessions};
 use crate::book::{valid_name, BookError, PhoneBook, PhoneRecord};
 use crate::desk::Desk;
+use crate::limits::{PerMinute, Slots, Tickets};
 use crate::push::{PushSettings, PushSetupError, PushStatus};
 
 /// The phone side of a running signer.
@@ -24,7 +25,15 @@ pub struct Phones {
     pub(crate) book: PhoneBook,
     pub(crate) desk: Arc<Desk>,
     pub(crate) enrolments: Enrolments,
-    pub(crate) challenges: Challenges,
+    /// Sign-in and page-action challenges.
+    pub(crate) tickets: Tickets,
+    /// Sign-in begins per source.
+    pub(crate) begins: PerMinute,
+    /// Connection slots.
+    pub(crate) slots: Slots,
+    /// Whether the client's address is taken from `X-Forwarded-For`
+    /// (behind a trusted reverse proxy).
+    pub(crate) trust_forwarded_for: bool,
     pub(crate) sessions: Sessions,
     pub(crate) failures: Failures,
     online: Mutex<HashMap<String, usize>>,
@@ -118,7 +127,13 @@ impl Phones {
             book,
             desk: Arc::new(Desk::default()),
             enrolments: Enrolments::default(),
-            challenges: Challenges::default(),
+            tickets: Tickets::default(),
+            begins: PerMinute::per_source(
+                crate::limits::MAX_BEGINS_PER_MINUTE,
+                crate::limits::MAX_BEGINS_RECORDED,
+            ),
+            slots: Slots::default(),
+            trust_forwarded_for: false,
             sessions: Sessions::default(),
             failures: Failures::default(),
             online: Mutex::new(HashMap::new()),
@@ -149,6 +164,14 @@ impl Phones {
     /// Tokio runtime.
     pub fn trust_link(&self) -> Result<Option<crate::TrustLink>, crate::TrustError> {
         self.trust.as_ref().map(|t| t.issue()).transpose()
+    }
+
+    /// Takes each client's address from the last `X-Forwarded-For` entry
+    /// (for the per-source limits): only for a page served on loopback
+    /// behind a reverse proxy that sets it (`[web_proxy] trust_forwarded_for`).
+    pub fn with_forwarded_for(mut self, trust: bool) -> Phones {
+        self.trust_forwarded_for = trust;
+        self
     }
 
     /// The page's origin.

@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 use vmux_webauthn::{
@@ -29,7 +28,11 @@ use vmux_webauthn::{
 };
 
 use crate::assets;
+use actions::{challenge_for, confirm, Confirmation, PUSH_REMOVE, PUSH_SUBSCRIBE, UNPAIR};
+
+mod actions;
 use crate::desk::check_approval;
+use crate::limits::{self, Purpose};
 use crate::service::Phones;
 use crate::tls::PageTls;
 
@@ -37,10 +40,13 @@ use crate::tls::PageTls;
 pub const SESSION_COOKIE: &str = "__Host-vmux-session";
 /// The largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 128;
-/// Time for a client to finish the TLS handshake and send its headers.
+/// Time for a client to finish the TLS handshake and send its headers
+/// (and for an idle connection to send its next request's).
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+/// Time for a request's body once its headers arrived: with
+/// [`HANDSHAKE_TIME`], a whole request arrives within 20 s or its
+/// connection is closed.
+const BODY_TIME: Duration = Duration::from_secs(10);
 /// How often an open event stream proves it is alive (and learns it is
 /// not): the signer knows within about this long that a page went away.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -91,9 +97,13 @@ pub trait SignerInfo: Send + Sync + 'static {
 }
 
 /// The address a request came from (set for every request by the
-/// listener).
+/// listener), and whether it is known to be the client's (not a proxy's
+/// whose header is not trusted).
 #[derive(Debug, Clone, Copy)]
-struct PeerIp(std::net::IpAddr);
+struct PeerIp {
+    ip: std::net::IpAddr,
+    known: bool,
+}
 
 struct App {
     phones: Arc<Phones>,
@@ -197,6 +207,46 @@ async fn check_origin(State(app): AppState, req: Request, next: Next) -> Respons
     next.run(req).await
 }
 
+/// Reads the whole body within [`BODY_TIME`] (and [`MAX_BODY`]) before
+/// the handler runs, so a body trickled a byte at a time cannot hold a
+/// connection; a late one is answered 408 and its connection closed.
+async fn bounded_body(req: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request is larger than this page sends",
+        )
+        .into_response()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_TIME, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => too_large(),
+        Err(_) => {
+            debug!(path = %parts.uri.path(), "a request body took too long");
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request took too long to arrive",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
 /// Headers on every response: no framing, no sniffing, no caching of the
 /// API, the strict policy.
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -250,7 +300,7 @@ struct Token {
 
 /// Refuses while too many attempts failed in the last minute.
 fn not_flooded(app: &App, peer: PeerIp) -> Result<(), ApiError> {
-    if app.phones.failures.allowed(peer.0) {
+    if app.phones.failures.allowed(peer.ip) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -262,7 +312,7 @@ fn not_flooded(app: &App, peer: PeerIp) -> Result<(), ApiError> {
 
 /// Counts a failed attempt and passes its error on.
 fn failed(app: &App, peer: PeerIp, e: ApiError) -> ApiError {
-    app.phones.failures.record(peer.0);
+    app.phones.failures.record(peer.ip);
     e
 }
 
@@ -271,15 +321,16 @@ async fn enrol_begin(
     Extension(peer): Extension<PeerIp>,
     body: Bytes,
 ) -> ApiResult {
-    not_flooded(&app, peer)?;
     let t: Token = parse(&body)?;
-    let b = app.phones.enrolments.begin(&t.token).ok_or_else(|| {
-        failed(
+    // A live link is served whatever others' failures filled.
+    let Some(b) = app.phones.enrolments.begin(&t.token) else {
+        not_flooded(&app, peer)?;
+        return Err(failed(
             &app,
             peer,
             ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"),
-        )
-    })?;
+        ));
+    };
     Ok(Json(json!({
         "phone": b.name,
         "options": {
@@ -305,11 +356,11 @@ async fn enrol_finish(
     Extension(peer): Extension<PeerIp>,
     body: Bytes,
 ) -> ApiResult {
-    not_flooded(&app, peer)?;
     let f: EnrolFinish = parse(&body)?;
-    let (name, challenge) = app.phones.enrolments.pending(&f.token).ok_or_else(|| {
-        failed(&app, peer, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again"))
-    })?;
+    let Some((name, challenge)) = app.phones.enrolments.pending(&f.token) else {
+        not_flooded(&app, peer)?;
+        return Err(failed(&app, peer, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again")));
+    };
     let (id, att, cdj) = (
         b64("credential_id", &f.credential_id)?,
         b64("attestation_object", &f.attestation_object)?,
@@ -354,9 +405,20 @@ async fn enrol_finish(
     Ok(with_session(&token, json!({ "phone": name })))
 }
 
+/// A sign-in challenge: stateless (MAC'd, see `limits::Tickets`), so
+/// nobody's begins displace the owner's. Limited per source where the
+/// source is known, only to bound the work.
 async fn signin_begin(State(app): AppState, Extension(peer): Extension<PeerIp>) -> ApiResult {
-    not_flooded(&app, peer)?;
-    let c = app.phones.challenges.issue();
+    if peer.known {
+        if !app.phones.begins.allowed(peer.ip) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sign-in attempts from this address; wait a minute",
+            ));
+        }
+        app.phones.begins.record(peer.ip);
+    }
+    let c = app.phones.tickets.issue(&Purpose::SignIn);
     Ok(Json(json!({
         "challenge": B64URL.encode(c),
         "rp_id": app.phones.rp.id(),
@@ -409,28 +471,35 @@ async fn signin_finish(
     Extension(peer): Extension<PeerIp>,
     body: Bytes,
 ) -> ApiResult {
-    not_flooded(&app, peer)?;
     let a: AssertionBody = parse(&body)?;
     let challenge = b64("challenge", &a.challenge)?;
     let owned = OwnedAssertion::from(&a)?;
-    if !app.phones.challenges.redeem(&challenge) {
-        return Err(failed(
-            &app,
-            peer,
-            ApiError::bad("this sign-in took too long or was used already; try again"),
-        ));
-    }
+    let stale = || ApiError::bad("this sign-in took too long or was used already; try again");
     let refused = || {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "this passkey is not an enrolled phone's",
         )
     };
-    let record = app
-        .phones
-        .book
-        .by_credential(&owned.id)
-        .ok_or_else(|| failed(&app, peer, refused()))?;
+    // The cheap checks first: a fresh challenge of this signer's and an
+    // enrolled credential. Only a request failing them can be refused by
+    // the failure limits; one passing them has its assertion checked
+    // whatever others' failures filled.
+    let ticket = app.phones.tickets.check(&Purpose::SignIn, &challenge);
+    let record = app.phones.book.by_credential(&owned.id);
+    let (Some(ticket), Some(record)) = (ticket, record) else {
+        not_flooded(&app, peer)?;
+        let stale_challenge = app
+            .phones
+            .tickets
+            .check(&Purpose::SignIn, &challenge)
+            .is_none();
+        return Err(failed(
+            &app,
+            peer,
+            if stale_challenge { stale() } else { refused() },
+        ));
+    };
     let credential = record
         .credential()
         .ok_or_else(|| failed(&app, peer, refused()))?;
@@ -448,6 +517,9 @@ async fn signin_finish(
             ApiError::new(StatusCode::FORBIDDEN, format!("sign-in refused: {e}")),
         )
     })?;
+    if !app.phones.tickets.spend(ticket) {
+        return Err(failed(&app, peer, stale()));
+    }
     app.phones
         .book
         .record_use(&record.name, &assertion, vmux_home::time::now_s())
@@ -547,9 +619,21 @@ async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
     let recent = tokio::task::spawn_blocking(move || signer.recent(20))
         .await
         .unwrap_or_default();
+    // Each agent with the challenge that confirms unpairing it.
+    let agents: Vec<_> = app
+        .signer
+        .agents()
+        .into_iter()
+        .map(|a| {
+            let challenge = challenge_for(&app, &me, UNPAIR, &a.id);
+            let mut v = json!(a);
+            v["unpair_challenge"] = json!(challenge);
+            v
+        })
+        .collect();
     Ok(Json(json!({
         "signer": { "name": app.signer.name(), "locked": app.signer.locked() },
-        "agents": app.signer.agents(),
+        "agents": agents,
         "phones": phones,
         "recent": recent,
     }))
@@ -605,8 +689,19 @@ async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) 
     Ok(Json(json!({ "denied": true })).into_response())
 }
 
-async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+/// Unpairs an agent: only with the phone's passkey confirming it (a
+/// stolen cookie alone unpairs nothing).
+async fn unpair(
+    State(app): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
+    let c: Confirmation = parse(&body)?;
+    confirm(&app, &phone, UNPAIR, &id, &c).inspect_err(|_| {
+        warn!(phone = %phone, "an unpair without a valid passkey confirmation was refused");
+    })?;
     match app.signer.unpair(&id) {
         Ok(true) => {
             info!(phone = %phone, agent = %vmux_proto::sanitize(&id), "agent unpaired from the phone page");
@@ -621,29 +716,51 @@ async fn unpair(State(app): AppState, Path(id): Path<String>, headers: HeaderMap
 /// are subscribed with as the signer knows them, so that a page whose
 /// subscription the signer dropped (gone at its push service), never
 /// received (a rotation) or cannot use (another key) subscribes anew
-/// instead of saying notifications are on.
+/// instead of saying notifications are on; the subscriptions to list
+/// (each with the challenge that confirms removing it) and the challenge
+/// that confirms subscribing.
 async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
     let key = app.phones.vapid.public_b64().map_err(|e| {
         warn!(error = %e, "no Web Push key");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
-    let subscribed: Vec<String> = app
+    let subs: Vec<_> = app
         .phones
         .book
         .list()
         .into_iter()
         .filter(|p| p.name == phone)
-        .flat_map(|p| p.push.into_iter().map(|s| s.endpoint))
+        .flat_map(|p| p.push)
         .collect();
-    Ok(Json(json!({ "key": key, "subscribed": subscribed })).into_response())
+    let subscribed: Vec<&str> = subs.iter().map(|s| s.endpoint.as_str()).collect();
+    let subscriptions: Vec<_> = subs
+        .iter()
+        .map(|s| {
+            json!({
+                "endpoint": s.endpoint,
+                "added_at": s.added_at,
+                "remove_challenge": challenge_for(&app, &phone, PUSH_REMOVE, &s.endpoint),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "key": key,
+        "subscribed": subscribed,
+        "subscriptions": subscriptions,
+        "subscribe_challenge": challenge_for(&app, &phone, PUSH_SUBSCRIBE, ""),
+    }))
+    .into_response())
 }
 
-/// A subscription as `PushSubscription.toJSON()` gives it.
+/// A subscription as `PushSubscription.toJSON()` gives it, and the
+/// passkey's confirmation.
 #[derive(Deserialize)]
 struct SubscribeBody {
     endpoint: String,
     keys: SubscribeKeys,
+    #[serde(flatten)]
+    confirmation: Confirmation,
 }
 
 #[derive(Deserialize)]
@@ -662,6 +779,10 @@ async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -
         vmux_home::time::now_s(),
     )
     .ok_or_else(|| ApiError::bad("not a Web Push subscription this signer can use"))?;
+    // A stolen cookie alone cannot add a feed of the requests.
+    confirm(&app, &phone, PUSH_SUBSCRIBE, "", &b.confirmation).inspect_err(|_| {
+        warn!(phone = %phone, "a push subscription without a valid passkey confirmation was refused");
+    })?;
     app.phones
         .book
         .subscribe(&phone, sub)
@@ -673,11 +794,15 @@ async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -
 #[derive(Deserialize)]
 struct UnsubscribeBody {
     endpoint: String,
+    #[serde(flatten)]
+    confirmation: Confirmation,
 }
 
 async fn push_unsubscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
     let b: UnsubscribeBody = parse(&body)?;
+    // A stolen cookie alone cannot stop the phone being woken.
+    confirm(&app, &phone, PUSH_REMOVE, &b.endpoint, &b.confirmation)?;
     let removed = app
         .phones
         .book
@@ -714,6 +839,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/push/subscribe", post(push_subscribe))
         .route("/api/push/unsubscribe", post(push_unsubscribe))
         .fallback(not_found)
+        .layer(middleware::from_fn(bounded_body))
         .layer(middleware::from_fn_with_state(app.clone(), check_origin))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(security_headers))
@@ -730,7 +856,10 @@ pub async fn serve(
 ) {
     // Web Push runs beside the page, for as long as it is served.
     let _push = AbortOnDrop(tokio::spawn(crate::push::run(phones.clone())));
-    let router = router(Arc::new(App { phones, signer }));
+    let router = router(Arc::new(App {
+        phones: phones.clone(),
+        signer,
+    }));
     let (acceptor, watch) = match &tls {
         Some(t) => {
             let (a, w) = t.acceptor();
@@ -739,11 +868,10 @@ pub async fn serve(
         None => (None, None),
     };
     let _watch = watch.map(tokio::spawn).map(AbortOnDrop);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Serving TLS itself, the page sees each client's address; behind a
+    // proxy every connection is the proxy's (its own limits apply there).
+    let direct = tls.is_some();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -752,16 +880,27 @@ pub async fn serve(
                 continue;
             }
         };
-        let router = router.clone();
+        let Some(admission) = phones.slots.admit(peer.ip(), direct) else {
+            debug!(%peer, "no connection slot for this source; closed");
+            drop(stream);
+            continue;
+        };
+        let conn = Conn {
+            router: router.clone(),
+            phones: phones.clone(),
+            peer,
+            direct,
+            reserved: admission.reserved,
+        };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _admission = admission;
             match acceptor {
                 Some(a) => match tokio::time::timeout(HANDSHAKE_TIME, a.accept(stream)).await {
-                    Ok(Ok(tls)) => serve_connection(tls, router, peer).await,
+                    Ok(Ok(tls)) => serve_connection(tls, conn).await,
                     _ => debug!(%peer, "TLS handshake failed or took too long"),
                 },
-                None => serve_connection(stream, router, peer).await,
+                None => serve_connection(stream, conn).await,
             }
         });
     }
@@ -775,14 +914,55 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn serve_connection<S>(io: S, router: Router, peer: SocketAddr)
+/// One connection's context.
+struct Conn {
+    router: Router,
+    phones: Arc<Phones>,
+    peer: SocketAddr,
+    direct: bool,
+    /// It holds a reserved slot: only signed-in requests are served.
+    reserved: bool,
+}
+
+/// The answer on a reserved slot to a request without a live session.
+fn busy() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the signer's page is busy; try again in a moment",
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+async fn serve_connection<S>(io: S, conn: Conn)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(PeerIp(peer.ip()));
-        router.clone().oneshot(req)
+        let conn = conn.clone();
+        async move {
+            if conn.reserved
+                && session_token(req.headers())
+                    .is_none_or(|t| conn.phones.sessions.phone(&t).is_none())
+            {
+                return Ok::<_, Infallible>(busy());
+            }
+            let (ip, known) = limits::client_addr(
+                conn.peer.ip(),
+                req.headers(),
+                conn.direct,
+                conn.phones.trust_forwarded_for,
+            );
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(PeerIp { ip, known });
+            conn.router.clone().oneshot(req).await
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

@@ -45,6 +45,20 @@ pub struct SignerConfig {
     /// page lasts, in seconds; it is renewed when a third is left.
     /// Default 2592000 (30 days).
     pub page_certificate_seconds: u64,
+    /// The reverse proxy in front of the phone page (`[web_proxy]`).
+    pub web_proxy: WebProxyConfig,
+}
+
+/// `[web_proxy]`: the reverse proxy that serves the phone page's origin
+/// (when the page listens on loopback without TLS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebProxyConfig {
+    /// Take each client's address from the last `X-Forwarded-For` entry
+    /// (the one the proxy appends), for the page's per-source limits.
+    /// Only for a proxy that sets it; without it every client is the
+    /// proxy. Default false.
+    pub trust_forwarded_for: bool,
 }
 
 /// `[web_push]`: how the signer wakes phones with no page open.
@@ -74,6 +88,7 @@ impl Default for SignerConfig {
             certificates: CertPolicy::default(),
             web_push: WebPushConfig::default(),
             page_certificate_seconds: 30 * 24 * 3600,
+            web_proxy: WebProxyConfig::default(),
         }
     }
 }

@@ -497,8 +497,10 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
             .await
             .unwrap();
         assert_eq!(r.status(), 429, "the eleventh failure in a minute");
+        // A begin keeps no state (a MAC'd challenge) and proves nothing:
+        // others' failures never refuse it.
         let r = post("/api/signin/begin", "{}").await.unwrap();
-        assert_eq!(r.status(), 429, "sign-in waits too");
+        assert_eq!(r.status(), 200, "a sign-in challenge is still given");
         let big = "x".repeat(100 * 1024);
         let r = c
             .post(format!("{base}/api/signin/finish"))
@@ -601,20 +603,10 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
         world.phones()
     );
 
-    // The API directly: subscribe, then unsubscribe says whether it removed one.
+    // The API directly, with the session but no passkey confirmation:
+    // refused (tests/attack_phone.rs has the whole attack).
     let r = phone.fetch("POST", "/api/push/subscribe", &sub);
-    assert_eq!(r["status"], 200, "{r}");
-    assert!(world.phones().contains("can be woken"));
-    let r = phone.fetch(
-        "POST",
-        "/api/push/unsubscribe",
-        &json!({"endpoint": "https://push.vmux.test/send/abc"}),
-    );
-    assert_eq!(r["status"], 200, "{r}");
-    assert_eq!(
-        serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")).ok(),
-        Some(json!({"unsubscribed": true}))
-    );
+    assert_eq!(r["status"], 403, "{r}");
     assert!(
         !world.phones().contains("can be woken"),
         "{}",

@@ -133,6 +133,11 @@ fn open_page(
         && flags.origin.is_some()
         && is_loopback(&flags.listen);
     let own_ca = flags.tls.is_none() && !proxy;
+    if config.web_proxy.trust_forwarded_for && !proxy {
+        return Err(Failure(
+            "[web_proxy] trust_forwarded_for is for a phone page behind a reverse proxy (on a loopback address, with --web-origin and without --tls-cert, --tls-key or --web-name); a page that serves TLS itself sees each client's address".into(),
+        ));
+    }
     // The origin as given, checked before anything is bound or written.
     let given = flags
         .origin
@@ -199,7 +204,8 @@ fn open_page(
         extra_ca_file: config.web_push.extra_ca_file.clone(),
     };
     let mut phones = Phones::open(rp, signer.phones_path(), Duration::from_secs(5), &push)
-        .map_err(|e| Failure(e.to_string()))?;
+        .map_err(|e| Failure(e.to_string()))?
+        .with_forwarded_for(config.web_proxy.trust_forwarded_for);
     if let Some(ca) = ca {
         phones = phones.with_own_ca(ca, local.ip());
     }
