@@ -184,6 +184,18 @@ async function beginEnrol(token) {
     const r = await api('/api/enrol/begin', { token });
     const o = r.options;
     state.rpId = o.rp.id;
+    // What the passkey must be (SECURITY.md, "The phone page"): user
+    // verification always (the signer refuses an assertion without UV),
+    // discoverable (sign-in works when the page's storage is gone, as in
+    // an installed app or after clearing site data; every phone's own
+    // authenticator makes them), and on this phone by preference:
+    // hints: ['client-device'] asks the browser to offer the phone's own
+    // authenticator first. Not authenticatorAttachment: 'platform': that
+    // is a hard filter some browsers fail outright (Firefox with a
+    // WebAuthn virtual authenticator, a phone whose passkey provider is
+    // an app), and the signer could not check it anyway (attestation
+    // 'none'); what approves is the enrolled key with UV, wherever the
+    // browser keeps it.
     state.enrolment = {
       token,
       publicKey: {
@@ -191,7 +203,8 @@ async function beginEnrol(token) {
         rp: { id: o.rp.id, name: o.rp.name },
         user: { id: b64uToBuf(o.user.id), name: o.user.name, displayName: o.user.displayName },
         pubKeyCredParams: [{ type: 'public-key', alg: -7 }],
-        authenticatorSelection: { userVerification: 'required', residentKey: 'preferred', requireResidentKey: false },
+        authenticatorSelection: { userVerification: 'required', residentKey: 'required', requireResidentKey: true },
+        hints: ['client-device'],
         attestation: 'none',
         timeout: o.timeout_ms,
       },
@@ -285,6 +298,7 @@ function onSignIn() {
       challenge: b64uToBuf(c.challenge),
       rpId: c.rp_id,
       userVerification: 'required',
+      hints: ['client-device'],
       allowCredentials: allowCredentials(),
       timeout: c.timeout_ms,
     },
@@ -513,6 +527,7 @@ function onApprove(entry) {
       challenge: b64uToBuf(useWindow ? card.window.challenge : card.challenge),
       rpId: state.rpId,
       userVerification: 'required',
+      hints: ['client-device'],
       // A request for this phone's own key names the passkey that signs it.
       allowCredentials: card.credential
         ? [{ type: 'public-key', id: b64uToBuf(card.credential) }]

@@ -1,6 +1,8 @@
 //! The phone page in a real browser (headless Chromium with a virtual
 //! authenticator, trusting the test's CA, on a DNS name mapped to
 //! loopback), clicking what a person clicks, with real ssh and sshd.
+//! Enrolment, sign-in, approval, denial and windows run in Firefox too
+//! (each such test a function of the engine, called from two tests).
 
 mod support;
 
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
+use support::browser::Browser;
 use support::phone::*;
 use support::*;
 
@@ -16,7 +19,12 @@ const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 
 /// Starts an agent for `world`'s signer and approves its pairing on
 /// `phone`, checking that the card shows the code the agent printed.
-fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str]) -> Agent {
+fn pair<E: BrowserEngine>(
+    world: &PhoneWorld<E>,
+    phone: &Phone<E::Page>,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Agent {
     let mut agent = Agent::new(dir, "laptop");
     let mut all = vec!["--signer", world.signer.addr.as_str()];
     all.extend_from_slice(args);
@@ -38,7 +46,7 @@ fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str])
 }
 
 /// The first request's id and challenge as the page received them.
-fn first_card(phone: &Phone) -> (String, Vec<u8>) {
+fn first_card<P: PhonePage>(phone: &Phone<P>) -> (String, Vec<u8>) {
     let v = phone.page.eval(
         "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
     );
@@ -57,21 +65,74 @@ fn first_card(phone: &Phone) -> (String, Vec<u8>) {
     )
 }
 
-#[test]
-fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
+/// Records the options of the page's `navigator.credentials` calls (the
+/// wrapper passes them on unchanged): `window.vmuxTestCalls`, one entry
+/// per call with what the page asked the authenticator for.
+const RECORD_CREDENTIAL_CALLS: &str = r#"(() => {
+  window.vmuxTestCalls = [];
+  const c = navigator.credentials;
+  for (const kind of ['create', 'get']) {
+    const real = c[kind].bind(c);
+    c[kind] = (o) => {
+      const p = o.publicKey, sel = p.authenticatorSelection || {};
+      window.vmuxTestCalls.push({
+        kind,
+        hints: p.hints === undefined ? null : p.hints,
+        attachment: sel.authenticatorAttachment === undefined ? null : sel.authenticatorAttachment,
+        residentKey: sel.residentKey === undefined ? null : sel.residentKey,
+        requireResidentKey: sel.requireResidentKey === undefined ? null : sel.requireResidentKey,
+        userVerification: (kind === 'create' ? sel.userVerification : p.userVerification) || null,
+      });
+      return real(o);
+    };
+  }
+  return true;
+})()"#;
+
+/// Enrolment through the link (once), the passkey the page asked for,
+/// sign-out and sign-in with it, pairing and an approved login, in
+/// engine `E`.
+fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
 
     // Enrolment: the link opens a page with Create passkey; once.
     let phone = world.phone("pixel");
     let link = world.enrol_link("pixel");
     phone.page.goto(&link);
+    phone
+        .page
+        .wait_for("!document.getElementById('enrol-button').hidden", WAIT);
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
     phone.page.click_button("Create passkey");
     phone.page.wait_for(
         "document.getElementById('enrolled')?.textContent.includes('This phone was added')",
         WAIT,
     );
-    assert_eq!(world.browser_credentials(&phone), 1);
+    // What the page asked for (SECURITY.md): user verification, a
+    // discoverable passkey, this phone's own authenticator by hint and
+    // not by the hard `platform` filter (which Firefox refuses).
+    assert_eq!(
+        phone.page.eval("window.vmuxTestCalls"),
+        json!([{
+            "kind": "create",
+            "hints": ["client-device"],
+            "attachment": null,
+            "residentKey": "required",
+            "requireResidentKey": true,
+            "userVerification": "required",
+        }]),
+        "in {}",
+        E::NAME
+    );
+    let creds: Vec<_> = phone
+        .page
+        .credentials(&phone.auth)
+        .into_iter()
+        .filter(|c| c.rp_id.as_deref() == Some(RP_HOST))
+        .collect();
+    assert_eq!(creds.len(), 1, "one passkey for the page in {}", E::NAME);
+    assert!(creds[0].resident, "a discoverable passkey in {}", E::NAME);
     let again = world.phone("thief");
     again.page.goto(&link);
     again.page.wait_for(
@@ -86,12 +147,22 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
             .unwrap_or(true),
         "a used link offers no Create passkey"
     );
+    drop(again);
     phone.wait_signed_in();
     let phones = world.phones();
     assert!(
         phones.contains("pixel") && phones.contains("page open"),
         "{phones}"
     );
+
+    // Sign out, and in again with the passkey (user verification asked).
+    phone.page.click_button("Sign out");
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
+    phone.sign_in();
+    let calls = phone.page.eval("window.vmuxTestCalls");
+    assert_eq!(calls[0]["kind"], "get", "{calls}");
+    assert_eq!(calls[0]["hints"], json!(["client-device"]), "{calls}");
+    assert_eq!(calls[0]["userVerification"], "required", "{calls}");
 
     // Pairing: the card shows the code the agent printed.
     let agent = pair(&world, &phone, dir.path(), &[]);
@@ -105,17 +176,18 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
     assert!(card.contains("ssh"), "the card names the process: {card}");
     std::fs::create_dir_all(dir.path().join("shots")).unwrap();
     let shot = match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
-        Some(_) => {
+        Some(_) if E::NAME == "chromium" => {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/phone-page.png")
         }
-        None => dir.path().join("shots/phone-page.png"),
+        _ => dir.path().join(format!("shots/phone-page-{}.png", E::NAME)),
     };
     phone.page.screenshot(&shot);
     phone.tap("sign", "Approve");
     let out = finish(ssh, Duration::from_secs(60));
     assert!(
         out.status.success(),
-        "the login approved on the phone: {}",
+        "the login approved on the phone in {}: {}",
+        E::NAME,
         String::from_utf8_lossy(&out.stderr)
     );
     phone.wait_cards(0);
@@ -139,6 +211,18 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
             .any(|l| l.contains("pair") && l.contains("on phone pixel")),
         "{audit}"
     );
+}
+
+#[test]
+fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
+    enrols_signs_in_pairs_and_approves_a_login::<Browser>();
+}
+
+#[test]
+fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login_in_firefox() {
+    if firefox_or_skip("the enrolment, sign-in and approval test") {
+        enrols_signs_in_pairs_and_approves_a_login::<Firefoxes>();
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 pub mod phone;
-pub use vmux_testkit::{browser, pki};
+pub use vmux_testkit::{browser, engine, pki};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

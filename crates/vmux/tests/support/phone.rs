@@ -2,6 +2,10 @@
 //! DNS name mapped to loopback (with the test's own CA, which the
 //! browser trusts through its NSS database), and phones that are browser
 //! pages with a virtual authenticator, driven by clicking their buttons.
+//! The world and its phones are generic over the browser engine
+//! ([`BrowserEngine`]: Chromium by default, or [`Firefoxes`]); what only
+//! Chromium's DevTools protocol can do is on `PhoneWorld<Browser>` and
+//! `Phone<Page>`.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,31 +15,32 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::browser::{Authenticator, AuthenticatorId, Browser, Page};
+pub use super::engine::{BrowserEngine, Firefoxes, PhonePage};
 use super::pki::TestPki;
 use super::*;
 
 /// The relying party's name in tests.
 pub const RP_HOST: &str = "signer.vmux.test";
 
-/// A signer serving the phone page, and a browser to open it.
-pub struct PhoneWorld {
+/// A signer serving the phone page, and a browser engine to open it.
+pub struct PhoneWorld<E: BrowserEngine = Browser> {
     pub pki: TestPki,
     pub signer: Signer,
     pub origin: String,
     /// `HOST:PORT` the page is served on.
     pub web_addr: String,
-    pub browser: Browser,
+    pub browser: E,
 }
 
 /// A phone: a page (in its own browser context, so its own cookies) with
 /// its own authenticator.
-pub struct Phone {
+pub struct Phone<P: PhonePage = Page> {
     pub name: String,
-    pub page: Page,
+    pub page: P,
     pub auth: AuthenticatorId,
 }
 
-impl PhoneWorld {
+impl PhoneWorld<Browser> {
     /// `vmux signer init`, an Ed25519 key, `signer.toml` = `config`, and
     /// `signer run --approve phone` with the page on
     /// `https://signer.vmux.test:PORT`; then Chromium.
@@ -45,6 +50,30 @@ impl PhoneWorld {
 
     /// The same with another approval mode.
     pub fn start_approving(dir: &Path, approve: &str, config: &str, extra: &[&str]) -> PhoneWorld {
+        PhoneWorld::<Browser>::start_in(dir, approve, config, extra)
+    }
+
+    /// The session cookie's value in `phone`'s browser context (HttpOnly:
+    /// the page cannot read it; a thief with the phone's storage could).
+    pub fn session_cookie(&self, phone: &Phone) -> String {
+        let v = phone.page.call(
+            "Network.getCookies",
+            serde_json::json!({ "urls": [self.origin] }),
+        );
+        v["cookies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "__Host-vmux-session")
+            .and_then(|c| c["value"].as_str())
+            .unwrap_or_else(|| panic!("no session cookie in {v}"))
+            .to_owned()
+    }
+}
+
+impl<E: BrowserEngine> PhoneWorld<E> {
+    /// [`PhoneWorld::start_approving`] with the phones in engine `E`.
+    pub fn start_in(dir: &Path, approve: &str, config: &str, extra: &[&str]) -> PhoneWorld<E> {
         let pki = TestPki::new(dir, &[RP_HOST]);
         let mut signer = Signer::init(dir, "homeserver");
         signer.keygen("ed25519", "work");
@@ -75,8 +104,7 @@ impl PhoneWorld {
                     signer
                         .daemon()
                         .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
-                    let browser =
-                        Browser::launch(dir, pki.ca_pem(), &[&format!("MAP {RP_HOST} 127.0.0.1")]);
+                    let browser = E::start(dir, pki.ca_pem(), RP_HOST);
                     return PhoneWorld {
                         pki,
                         signer,
@@ -110,11 +138,11 @@ impl PhoneWorld {
         link
     }
 
-    /// A new phone: a browser context of its own with a platform
-    /// authenticator (user verification on), not yet enrolled.
-    pub fn phone(&self, name: &str) -> Phone {
-        let page = self.browser.new_isolated_page();
-        let auth = page.add_authenticator(Authenticator::default());
+    /// A new phone: a browser context (or, in Firefox, a browser) of its
+    /// own with a platform authenticator (user verification on), not yet
+    /// enrolled.
+    pub fn phone(&self, name: &str) -> Phone<E::Page> {
+        let (page, auth) = self.browser.new_phone(Authenticator::default());
         Phone {
             name: name.to_owned(),
             page,
@@ -124,7 +152,7 @@ impl PhoneWorld {
 
     /// A phone enrolled the way a person does it: open the link, tap
     /// Create passkey, see that it was added.
-    pub fn enrolled_phone(&self, name: &str) -> Phone {
+    pub fn enrolled_phone(&self, name: &str) -> Phone<E::Page> {
         let phone = self.phone(name);
         let link = self.enrol_link(name);
         phone.page.goto(&link);
@@ -142,30 +170,13 @@ impl PhoneWorld {
     }
 
     /// How many passkeys `phone`'s authenticator holds for the page.
-    pub fn browser_credentials(&self, phone: &Phone) -> usize {
+    pub fn browser_credentials(&self, phone: &Phone<E::Page>) -> usize {
         phone
             .page
             .credentials(&phone.auth)
             .iter()
             .filter(|c| c.rp_id.as_deref() == Some(RP_HOST))
             .count()
-    }
-
-    /// The session cookie's value in `phone`'s browser context (HttpOnly:
-    /// the page cannot read it; a thief with the phone's storage could).
-    pub fn session_cookie(&self, phone: &Phone) -> String {
-        let v = phone.page.call(
-            "Network.getCookies",
-            serde_json::json!({ "urls": [self.origin] }),
-        );
-        v["cookies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == "__Host-vmux-session")
-            .and_then(|c| c["value"].as_str())
-            .unwrap_or_else(|| panic!("no session cookie in {v}"))
-            .to_owned()
     }
 
     /// POSTs `body` to the page's `path` from outside any browser, with
@@ -201,7 +212,10 @@ impl PhoneWorld {
     /// The passkey `phone` enrolled, as a software authenticator with the
     /// same private key (taken from the virtual authenticator): to forge
     /// assertions the page would never send.
-    pub fn authenticator_of(&self, phone: &Phone) -> vmux_webauthn::testing::SoftAuthenticator {
+    pub fn authenticator_of(
+        &self,
+        phone: &Phone<E::Page>,
+    ) -> vmux_webauthn::testing::SoftAuthenticator {
         use p256::pkcs8::DecodePrivateKey;
         let cred = phone
             .page
@@ -221,7 +235,7 @@ impl PhoneWorld {
     }
 }
 
-impl Phone {
+impl<P: PhonePage> Phone<P> {
     /// The cards on the page now.
     pub fn cards(&self) -> usize {
         self.page.count("article.card")
@@ -279,6 +293,22 @@ impl Phone {
         );
     }
 
+    /// Runs `fetch` in the page (same origin, its cookie) and returns
+    /// `{status, body}`.
+    pub fn fetch(&self, method: &str, path: &str, body: &Value) -> Value {
+        let js = format!(
+            "fetch({path:?}, {{method: {method:?}, headers: {{'Content-Type': 'application/json'}}, credentials: 'same-origin'{}}}).then(async r => ({{status: r.status, body: await r.text()}}))",
+            if method == "GET" {
+                String::new()
+            } else {
+                format!(", body: JSON.stringify({body})")
+            }
+        );
+        self.page.eval(&js)
+    }
+}
+
+impl Phone<Page> {
     /// Stands in for the browser's push service, in this page and every
     /// page it loads later (the browser's subscription outlives the page):
     /// `PushManager.subscribe` returns a subscription with `keys`
@@ -352,20 +382,6 @@ impl Phone {
             WAIT,
         );
     }
-
-    /// Runs `fetch` in the page (same origin, its cookie) and returns
-    /// `{status, body}`.
-    pub fn fetch(&self, method: &str, path: &str, body: &Value) -> Value {
-        let js = format!(
-            "fetch({path:?}, {{method: {method:?}, headers: {{'Content-Type': 'application/json'}}, credentials: 'same-origin'{}}}).then(async r => ({{status: r.status, body: await r.text()}}))",
-            if method == "GET" {
-                String::new()
-            } else {
-                format!(", body: JSON.stringify({body})")
-            }
-        );
-        self.page.eval(&js)
-    }
 }
 
 /// Starts `ssh … true` through `agent` into `sshd` in the background
@@ -397,5 +413,22 @@ pub fn finish(child: std::process::Child, bound: Duration) -> std::process::Outp
         Ok(Ok(out)) => out,
         Ok(Err(e)) => panic!("waiting for pid {id}: {e}"),
         Err(_) => panic!("pid {id} did not finish within {bound:?}"),
+    }
+}
+
+/// Whether a test's Firefox half can run: `false`, saying why on stderr,
+/// only when Firefox (or certutil) is not installed; with
+/// `$VMUX_REQUIRE_FIREFOX` set (`scripts/test` sets it) a missing Firefox
+/// fails the test instead.
+pub fn firefox_or_skip(test: &str) -> bool {
+    match Firefoxes::check_installed() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("VMUX_REQUIRE_FIREFOX").is_some() => {
+            panic!("{test} in Firefox: {why}, and $VMUX_REQUIRE_FIREFOX is set")
+        }
+        Err(why) => {
+            eprintln!("skipping {test} in Firefox: {why}");
+            false
+        }
     }
 }
