@@ -39,6 +39,18 @@ fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str])
 
 /// The first request's id and challenge as the page received them.
 fn first_card(phone: &Phone) -> (String, Vec<u8>) {
+    let state = page_state(phone);
+    let card = &state["requests"][0];
+    (
+        card["id"].as_str().expect("id").to_owned(),
+        B64URL
+            .decode(card["challenge"].as_str().expect("challenge"))
+            .expect("base64url"),
+    )
+}
+
+/// The `state` the page's event stream sends now (cards and all).
+fn page_state(phone: &Phone) -> Value {
     let v = phone.page.eval(
         "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
     );
@@ -47,14 +59,21 @@ fn first_card(phone: &Phone) -> (String, Vec<u8>) {
         .lines()
         .find_map(|l| l.strip_prefix("data:"))
         .expect("a data line");
-    let state: Value = serde_json::from_str(data.trim()).expect("state JSON");
-    let card = &state["requests"][0];
-    (
-        card["id"].as_str().expect("id").to_owned(),
-        B64URL
-            .decode(card["challenge"].as_str().expect("challenge"))
-            .expect("base64url"),
-    )
+    serde_json::from_str(data.trim()).expect("state JSON")
+}
+
+/// Where a test's screenshot goes: `docs/NAME` with
+/// `VMUX_UPDATE_SCREENSHOTS` set, else the test's directory.
+fn shot_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
+        Some(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name),
+        None => {
+            std::fs::create_dir_all(dir.join("shots")).unwrap();
+            dir.join("shots").join(name)
+        }
+    }
 }
 
 #[test]
@@ -616,4 +635,152 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
         "{}",
         world.phones()
     );
+}
+
+#[test]
+fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let logins: Vec<_> = (0..10).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(10);
+    // One card offers the ten; the others do not.
+    phone
+        .page
+        .wait_for("[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && b.innerText.trim().startsWith('Approve all')).map(b => b.innerText.trim()).join() === 'Approve all 10'", WAIT);
+    phone.page.set_viewport(375, 667, 2.0, true);
+    phone
+        .page
+        .screenshot(&shot_path(dir.path(), "phone-burst.png"));
+    assert_eq!(sshd.accepted(), 0);
+    phone.tap("sign", "Approve all 10");
+    for ssh in logins {
+        let out = finish(ssh, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "a login approved with the one tap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sshd.accepted(), 10);
+    phone.wait_cards(0);
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("sign")
+                && l.contains("approved")
+                && l.contains("on phone pixel"))
+            .count(),
+        10,
+        "{audit}"
+    );
+    // One passkey assertion for the ten: the counter moved once past the
+    // sign-in's and the pairing's.
+    let cred = phone
+        .page
+        .credentials(&phone.auth)
+        .into_iter()
+        .find(|c| c.rp_id.as_deref() == Some(RP_HOST))
+        .expect("the passkey");
+    assert_eq!(cred.sign_count, 3, "enrolment, pairing, one tap for ten");
+}
+
+#[test]
+fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swapped_or_stretched_is_refused(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let listed: Vec<_> = (0..3).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(3);
+    phone.page.wait_for("[...document.querySelectorAll('button')].some(b => b.offsetParent !== null && b.innerText.trim() === 'Approve all 3')", WAIT);
+    // The list as the page shows it, and an assertion over it by the
+    // phone's own passkey (as the page's tap would make).
+    let state = page_state(&phone);
+    let burst = &state["requests"][0]["burst"];
+    let ids: Vec<String> = serde_json::from_value(burst["ids"].clone()).expect("ids");
+    assert_eq!(ids.len(), 3, "{state}");
+    let challenge = B64URL
+        .decode(burst["challenge"].as_str().expect("challenge"))
+        .expect("base64url");
+    let mut real = world.authenticator_of(&phone);
+    real.counter = 1000;
+    let shown = real.get(&challenge);
+
+    // A fourth login joins after the list was shown.
+    let late = ssh_spawn(&sshd, &agent, 150);
+    phone.wait_cards(4);
+    let all: Vec<String> = phone.card_ids();
+    let fourth = all
+        .iter()
+        .find(|id| !ids.contains(id))
+        .expect("the late card")
+        .clone();
+    let post = |ids: &[&String], a: &vmux_webauthn::testing::Assertion| {
+        phone.fetch(
+            "POST",
+            "/api/requests/approve-all",
+            &json!({
+                "ids": ids,
+                "credential_id": B64URL.encode(&a.credential_id),
+                "authenticator_data": B64URL.encode(&a.authenticator_data),
+                "client_data_json": B64URL.encode(&a.client_data_json),
+                "signature": B64URL.encode(&a.signature),
+            }),
+        )
+    };
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    for (what, list) in [
+        ("replayed for N+1", vec![a, b, c, &fourth]),
+        ("reordered", vec![b, a, c]),
+        ("one swapped", vec![a, b, &fourth]),
+        ("one left out", vec![a, c]),
+    ] {
+        let r = post(&list, &shown);
+        assert_eq!(r["status"], 403, "{what}: {r}");
+    }
+    assert_eq!(phone.cards(), 4, "nothing above approved anything");
+    assert_eq!(sshd.accepted(), 0);
+
+    // The list it was made for: those three, not the one that joined.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body"], json!({"approved": 3}).to_string(), "{r}");
+    for ssh in listed {
+        assert!(finish(ssh, Duration::from_secs(120)).status.success());
+    }
+    assert_eq!(sshd.accepted(), 3);
+    phone.wait_cards(1);
+    assert_eq!(phone.card_ids(), vec![fourth.clone()]);
+    // Replayed: nothing of it is waiting any more.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 410, "{r}");
+    // The late one is asked on its own (no Approve all for one card).
+    assert!(
+        !phone.card_text("sign").contains("Approve all"),
+        "one card is no burst"
+    );
+    phone.tap("sign", "Deny");
+    assert!(!finish(late, Duration::from_secs(120)).status.success());
+    assert_eq!(sshd.accepted(), 3);
 }
