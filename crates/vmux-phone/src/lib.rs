@@ -40,8 +40,9 @@ mod web;
 
 pub use book::{PhoneBook, PhoneRecord};
 pub use desk::{
-    check_approval, Answer, ApproveError, Ask, Card, CardKind, ChallengeKind, DataAssertion, Desk,
-    PhoneApproval, WindowOffer,
+    check_approval, check_burst, Answer, ApproveError, Ask, BurstApproval, Card, CardBurst,
+    CardKind, ChallengeKind, DataAssertion, Desk, Headline, Mark, MarkLevel, PhoneApproval,
+    WindowOffer,
 };
 pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};
 pub use tls::{TlsError, TlsFiles};

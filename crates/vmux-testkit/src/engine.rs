@@ -50,6 +50,9 @@ pub trait PhonePage {
     fn uncheck(&self, selector: &str);
     /// Saves a PNG screenshot of the viewport.
     fn screenshot(&self, path: &Path);
+    /// Sizes the viewport as a phone's screen: `width`×`height` CSS
+    /// pixels at device scale 2 (Firefox goes no narrower than 500).
+    fn resize(&self, width: u32, height: u32);
     /// Console lines so far, as `level: text`.
     fn console(&self) -> Vec<String>;
     /// Console errors and uncaught exceptions so far.
@@ -179,6 +182,9 @@ macro_rules! delegate_phone_page {
             fn screenshot(&self, path: &Path) {
                 <$ty>::screenshot(self, path)
             }
+            fn resize(&self, width: u32, height: u32) {
+                resize(self, width, height)
+            }
             fn console(&self) -> Vec<String> {
                 <$ty>::console(self)
             }
@@ -197,3 +203,24 @@ macro_rules! delegate_phone_page {
 
 delegate_phone_page!(browser::Page);
 delegate_phone_page!(Firefox);
+
+fn resize<P: Resize>(page: &P, width: u32, height: u32) {
+    page.resize_to(width, height);
+}
+
+/// How each engine sizes its viewport.
+trait Resize {
+    fn resize_to(&self, width: u32, height: u32);
+}
+
+impl Resize for browser::Page {
+    fn resize_to(&self, width: u32, height: u32) {
+        self.set_viewport(width, height, 2.0, true);
+    }
+}
+
+impl Resize for Firefox {
+    fn resize_to(&self, width: u32, height: u32) {
+        self.set_viewport(width, height);
+    }
+}

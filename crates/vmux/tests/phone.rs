@@ -47,6 +47,18 @@ fn pair<E: BrowserEngine>(
 
 /// The first request's id and challenge as the page received them.
 fn first_card<P: PhonePage>(phone: &Phone<P>) -> (String, Vec<u8>) {
+    let state = page_state(phone);
+    let card = &state["requests"][0];
+    (
+        card["id"].as_str().expect("id").to_owned(),
+        B64URL
+            .decode(card["challenge"].as_str().expect("challenge"))
+            .expect("base64url"),
+    )
+}
+
+/// The `state` the page's event stream sends now (cards and all).
+fn page_state<P: PhonePage>(phone: &Phone<P>) -> Value {
     let v = phone.page.eval(
         "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
     );
@@ -55,14 +67,21 @@ fn first_card<P: PhonePage>(phone: &Phone<P>) -> (String, Vec<u8>) {
         .lines()
         .find_map(|l| l.strip_prefix("data:"))
         .expect("a data line");
-    let state: Value = serde_json::from_str(data.trim()).expect("state JSON");
-    let card = &state["requests"][0];
-    (
-        card["id"].as_str().expect("id").to_owned(),
-        B64URL
-            .decode(card["challenge"].as_str().expect("challenge"))
-            .expect("base64url"),
-    )
+    serde_json::from_str(data.trim()).expect("state JSON")
+}
+
+/// Where a test's screenshot goes: `docs/NAME` with
+/// `VMUX_UPDATE_SCREENSHOTS` set, else the test's directory.
+fn shot_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
+        Some(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name),
+        None => {
+            std::fs::create_dir_all(dir.join("shots")).unwrap();
+            dir.join("shots").join(name)
+        }
+    }
 }
 
 /// Records the options of the page's `navigator.credentials` calls (the
@@ -700,4 +719,191 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
         "{}",
         world.phones()
     );
+}
+
+/// Ten waiting logins approved with one tap on **Approve all 10**, in
+/// engine `E`.
+fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
+    let dir = test_dir();
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let logins: Vec<_> = (0..10).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(10);
+    // One card offers the ten; the others do not.
+    phone
+        .page
+        .wait_for("[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && b.innerText.trim().startsWith('Approve all')).map(b => b.innerText.trim()).join() === 'Approve all 10'", WAIT);
+    phone.page.resize(375, 667);
+    let shot = if E::NAME == "chromium" {
+        shot_path(dir.path(), "phone-burst.png")
+    } else {
+        std::fs::create_dir_all(dir.path().join("shots")).unwrap();
+        dir.path()
+            .join(format!("shots/phone-burst-{}.png", E::NAME))
+    };
+    phone.page.screenshot(&shot);
+    assert_eq!(sshd.accepted(), 0);
+    let count = || {
+        phone
+            .page
+            .credentials(&phone.auth)
+            .into_iter()
+            .find(|c| c.rp_id.as_deref() == Some(RP_HOST))
+            .expect("the passkey")
+            .sign_count
+    };
+    let before = count();
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
+    phone.tap("sign", "Approve all 10");
+    for ssh in logins {
+        let out = finish(ssh, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "a login approved with the one tap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sshd.accepted(), 10);
+    phone.wait_cards(0);
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("sign")
+                && l.contains("approved")
+                && l.contains("on phone pixel"))
+            .count(),
+        10,
+        "{audit}"
+    );
+    // One passkey assertion for the ten.
+    let calls = phone.page.eval("window.vmuxTestCalls");
+    assert_eq!(
+        calls.as_array().map(Vec::len),
+        Some(1),
+        "one credentials call for the ten in {}: {calls}",
+        E::NAME
+    );
+    assert_eq!(calls[0]["kind"], "get", "{calls}");
+    // Chromium's authenticator counts one per assertion; Firefox's two
+    // for one with an allow list (its silent look for the credential
+    // first counts too).
+    let per_assertion = if E::NAME == "firefox" { 2 } else { 1 };
+    assert_eq!(
+        count(),
+        before + per_assertion,
+        "one assertion for ten in {}",
+        E::NAME
+    );
+}
+
+#[test]
+fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all() {
+    ten_logins_approved_with_one_tap::<Browser>();
+}
+
+#[test]
+fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all_in_firefox() {
+    if firefox_or_skip("the Approve all test") {
+        ten_logins_approved_with_one_tap::<Firefoxes>();
+    }
+}
+
+#[test]
+fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swapped_or_stretched_is_refused(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let listed: Vec<_> = (0..3).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(3);
+    phone.page.wait_for("[...document.querySelectorAll('button')].some(b => b.offsetParent !== null && b.innerText.trim() === 'Approve all 3')", WAIT);
+    // The list as the page shows it, and an assertion over it by the
+    // phone's own passkey (as the page's tap would make).
+    let state = page_state(&phone);
+    let burst = &state["requests"][0]["burst"];
+    let ids: Vec<String> = serde_json::from_value(burst["ids"].clone()).expect("ids");
+    assert_eq!(ids.len(), 3, "{state}");
+    let challenge = B64URL
+        .decode(burst["challenge"].as_str().expect("challenge"))
+        .expect("base64url");
+    let mut real = world.authenticator_of(&phone);
+    real.counter = 1000;
+    let shown = real.get(&challenge);
+
+    // A fourth login joins after the list was shown.
+    let late = ssh_spawn(&sshd, &agent, 150);
+    phone.wait_cards(4);
+    let all: Vec<String> = phone.card_ids();
+    let fourth = all
+        .iter()
+        .find(|id| !ids.contains(id))
+        .expect("the late card")
+        .clone();
+    let post = |ids: &[&String], a: &vmux_webauthn::testing::Assertion| {
+        phone.fetch(
+            "POST",
+            "/api/requests/approve-all",
+            &json!({
+                "ids": ids,
+                "credential_id": B64URL.encode(&a.credential_id),
+                "authenticator_data": B64URL.encode(&a.authenticator_data),
+                "client_data_json": B64URL.encode(&a.client_data_json),
+                "signature": B64URL.encode(&a.signature),
+            }),
+        )
+    };
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    for (what, list) in [
+        ("replayed for N+1", vec![a, b, c, &fourth]),
+        ("reordered", vec![b, a, c]),
+        ("one swapped", vec![a, b, &fourth]),
+        ("one left out", vec![a, c]),
+    ] {
+        let r = post(&list, &shown);
+        assert_eq!(r["status"], 403, "{what}: {r}");
+    }
+    assert_eq!(phone.cards(), 4, "nothing above approved anything");
+    assert_eq!(sshd.accepted(), 0);
+
+    // The list it was made for: those three, not the one that joined.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body"], json!({"approved": 3}).to_string(), "{r}");
+    for ssh in listed {
+        assert!(finish(ssh, Duration::from_secs(120)).status.success());
+    }
+    assert_eq!(sshd.accepted(), 3);
+    phone.wait_cards(1);
+    assert_eq!(phone.card_ids(), vec![fourth.clone()]);
+    // Replayed: nothing of it is waiting any more.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 410, "{r}");
+    // The late one is asked on its own (no Approve all for one card).
+    assert!(
+        !phone.card_text("sign").contains("Approve all"),
+        "one card is no burst"
+    );
+    phone.tap("sign", "Deny");
+    assert!(!finish(late, Duration::from_secs(120)).status.success());
+    assert_eq!(sshd.accepted(), 3);
 }

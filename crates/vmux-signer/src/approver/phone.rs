@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmux_phone::{Answer, Ask, CardKind, Desk, WindowOffer};
+use vmux_phone::{Answer, Ask, CardKind, Desk, Headline, Mark, MarkLevel, WindowOffer};
 
 use super::{sanitize, Approver, Decision, Verdict};
 use crate::purpose::Purpose;
@@ -55,6 +55,108 @@ pub(crate) fn duration_text(s: u64) -> String {
         format!("{} min", s / 60)
     } else {
         format!("{s} s")
+    }
+}
+
+/// What a person reads first on the card and in the notification, from the
+/// decision's structured fields (never its summary); every peer-chosen
+/// part stripped of control and invisible characters.
+pub fn headline_of(d: &Decision) -> Headline {
+    let agent = sanitize(&d.source().name);
+    let mut marks = Vec::new();
+    let (action, key, program) = match d {
+        Decision::Pair(_) => (
+            "pair with this signer".to_owned(),
+            String::new(),
+            String::new(),
+        ),
+        Decision::Certificate(c) => (
+            format!(
+                "a certificate for {} as {}",
+                duration_text(c.validity_seconds),
+                sanitize(&c.principals.join(", "))
+            ),
+            String::new(),
+            String::new(),
+        ),
+        Decision::Sign(s) => {
+            let named = s
+                .claims
+                .dest_host
+                .split(',')
+                .map(str::trim)
+                .find(|h| !h.is_empty())
+                .map(sanitize);
+            let action = match &s.purpose {
+                Purpose::VerifiedLogin(v) => {
+                    marks.push(Mark::new(MarkLevel::Ok, "host key verified"));
+                    let host = named.unwrap_or_else(|| "a host".to_owned());
+                    format!("log in to {host} as {}", sanitize(v.user()))
+                }
+                Purpose::Login { user } => {
+                    marks.push(Mark::new(
+                        MarkLevel::Warn,
+                        "unverified host: the signer could not check which host this is",
+                    ));
+                    format!("log in to an unverified host as {}", sanitize(user))
+                }
+                Purpose::Sshsig { namespace } => match namespace.as_str() {
+                    "git" => "sign a git commit".to_owned(),
+                    "file" => "sign a file".to_owned(),
+                    other => format!("sign {}", sanitize(other)),
+                },
+                Purpose::Unknown => {
+                    marks.push(Mark::new(
+                        MarkLevel::Warn,
+                        "unknown data: neither a login nor an ssh-keygen signature",
+                    ));
+                    "sign unknown data".to_owned()
+                }
+            };
+            if s.claims.forwarded {
+                marks.insert(
+                    0,
+                    Mark::new(
+                        MarkLevel::Danger,
+                        "FORWARDED agent: a remote machine asks through your agent",
+                    ),
+                );
+            } else if s.purpose.forwarding_unknown(false) {
+                marks.push(Mark::new(
+                    MarkLevel::Warn,
+                    "forwarding unknown: the client did not bind its session",
+                ));
+            }
+            let action = match &s.purpose {
+                Purpose::Sshsig { .. } | Purpose::Unknown => {
+                    format!("{action} with {}", sanitize(&s.key_comment))
+                }
+                _ => action,
+            };
+            let exe = if s.claims.executable.is_empty() {
+                s.claims.process.split_whitespace().next().unwrap_or("")
+            } else {
+                s.claims.executable.as_str()
+            };
+            let program = exe.rsplit('/').next().unwrap_or("");
+            (action, sanitize(&s.key_comment), sanitize(program))
+        }
+    };
+    let wants = match d {
+        Decision::Certificate(_) => "wants",
+        _ => "wants to",
+    };
+    let mut question: String = action.clone();
+    if let Some(first) = question.get(..1) {
+        question = first.to_uppercase() + &question[1..];
+    }
+    Headline {
+        text: format!("{agent} {wants} {action}"),
+        question: format!("{question}?"),
+        agent,
+        key,
+        program,
+        marks,
     }
 }
 
@@ -157,6 +259,7 @@ pub fn ask_of(d: &Decision) -> Ask {
         kind,
         agent_id: src.id.clone(),
         title,
+        headline: headline_of(d),
         summary: d.summary(),
         facts,
         forwarded: d.forwarded(),

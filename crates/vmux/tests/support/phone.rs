@@ -249,12 +249,75 @@ impl<P: PhonePage> Phone<P> {
         );
     }
 
-    /// The text of the first card of `kind`, once it shows.
+    /// The text of the first card of `kind`, once it shows, as a person
+    /// reads it with its **Details** open (the page's own `<details>`,
+    /// opened as a tap on it does).
     pub fn card_text(&self, kind: &str) -> String {
         let sel = format!("article.card[data-kind=\"{kind}\"]");
         self.page
             .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        self.page.eval(&format!(
+            "document.querySelectorAll('{sel} details').forEach(d => {{ d.open = true; }})"
+        ));
         self.page.text(&sel)
+    }
+
+    /// The headline of the first card of `kind` (what it says first, the
+    /// sentence a person reads at once), once it shows.
+    pub fn card_headline(&self, kind: &str) -> String {
+        let sel = format!("article.card[data-kind=\"{kind}\"] .headline");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        self.page.text(&sel)
+    }
+
+    /// The text of what stands out on the first card of `kind` (its marks:
+    /// forwarded, unverified, verified), each with the colour level it is
+    /// shown in: `(level, text)`.
+    pub fn card_marks(&self, kind: &str) -> Vec<(String, String)> {
+        let sel = format!("article.card[data-kind=\"{kind}\"]");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        let v = self.page.eval(&format!(
+            "[...document.querySelector('{sel}').querySelectorAll('.mark')].map(m => [m.dataset.level, m.innerText.trim(), getComputedStyle(m).backgroundColor])"
+        ));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap_or_default().to_owned(),
+                    m[1].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the visible button `button` of the first card of `kind`
+    /// lies wholly inside the first screen (the page not scrolled).
+    pub fn button_in_first_screen(&self, kind: &str, button: &str) -> Result<(), String> {
+        let sel = format!("article.card[data-kind=\"{kind}\"]");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        let v = self.page.eval(&format!(
+            "(() => {{ window.scrollTo(0, 0); const b = [...document.querySelector('{sel}').querySelectorAll('button')].find(b => b.innerText.trim() === {button:?} && b.offsetParent !== null); if (!b) return {{ found: false }}; const r = b.getBoundingClientRect(); return {{ found: true, top: r.top, bottom: r.bottom, left: r.left, right: r.right, w: innerWidth, h: innerHeight, sy: scrollY }}; }})()"
+        ));
+        if v["found"] != true {
+            return Err(format!("no visible {button:?} on the {kind} card"));
+        }
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        if f("top") >= 0.0
+            && f("left") >= 0.0
+            && f("bottom") <= f("h")
+            && f("right") <= f("w")
+            && f("sy") == 0.0
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{button:?} on the {kind} card is not inside the first screen: {v}"
+            ))
+        }
     }
 
     /// Taps a button on the first card of `kind`.
