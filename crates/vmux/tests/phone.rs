@@ -244,10 +244,12 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login_in_firefox() {
     }
 }
 
-#[test]
-fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
+/// A tap on Approve whose passkey does not verify the user approves
+/// nothing; Deny fails the login; with no page open a login fails in
+/// bounded time; in engine `E`.
+fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
     let phone = world.enrolled_phone("pixel");
     phone.wait_signed_in();
     let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "8"]);
@@ -255,6 +257,22 @@ fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_b
 
     let ssh = ssh_spawn(&sshd, &agent, 60);
     phone.card_text("sign");
+    // The phone's owner is not recognised (a wrong fingerprint): the
+    // authenticator refuses, the page says so and the card stays.
+    phone.page.set_user_verified(&phone.auth, false);
+    phone.tap("sign", "Approve");
+    let said = phone.page.wait_for(
+        "document.querySelector('article.card[data-kind=\"sign\"] .card-error')?.textContent",
+        WAIT,
+    );
+    assert_eq!(
+        phone.cards(),
+        1,
+        "the card still waits in {}: {said}",
+        E::NAME
+    );
+    assert_eq!(sshd.accepted(), 0);
+    phone.page.set_user_verified(&phone.auth, true);
     phone.tap("sign", "Deny");
     let out = finish(ssh, Duration::from_secs(60));
     assert!(!out.status.success(), "a denied login fails");
@@ -286,10 +304,25 @@ fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_b
 }
 
 #[test]
-fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
+fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
+    unverified_and_denied_logins_fail::<Browser>();
+}
+
+#[test]
+fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time_in_firefox(
+) {
+    if firefox_or_skip("the denial test") {
+        unverified_and_denied_logins_fail::<Firefoxes>();
+    }
+}
+
+/// An approval window ticked on the card covers the same login to the
+/// same host only, in engine `E`.
+fn a_window_covers_that_host_only<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(
+    let world = PhoneWorld::<E>::start_in(
         dir.path(),
+        "phone",
         &format!("max_approval_window_seconds = 3600\n{NO_AUTO_CERT}"),
         &[],
     );
@@ -327,6 +360,18 @@ fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
         1,
         "{audit}"
     );
+}
+
+#[test]
+fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
+    a_window_covers_that_host_only::<Browser>();
+}
+
+#[test]
+fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only_in_firefox() {
+    if firefox_or_skip("the approval window test") {
+        a_window_covers_that_host_only::<Firefoxes>();
+    }
 }
 
 #[test]
