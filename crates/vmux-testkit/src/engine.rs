@@ -26,7 +26,9 @@ pub trait PhonePage {
     /// The page's URL.
     fn url(&self) -> String;
     /// Evaluates a JavaScript expression (a promise is awaited); panics
-    /// if it throws.
+    /// if it throws. It sees the page's window and DOM; Firefox runs it
+    /// in a sandbox on the window, where a classic script's top-level
+    /// `let` and `const` are not visible (Chromium sees them).
     fn eval(&self, js: &str) -> Value;
     /// Evaluates a JavaScript expression; `Err` if it throws or rejects.
     fn try_eval(&self, js: &str) -> Result<Value, String>;

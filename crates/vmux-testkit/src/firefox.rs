@@ -265,6 +265,12 @@ impl Firefox {
         format!("Firefox {}", self.version)
     }
 
+    /// The process id of Firefox's main process, which leads the process
+    /// group of all of Firefox's processes.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Time since the process was started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -375,7 +381,10 @@ impl Firefox {
 
     /// Evaluates the expression `js` in the page (awaiting a promise) and
     /// returns its value as JSON (`undefined` is `null`); panics if it
-    /// throws.
+    /// throws. Marionette runs it in a sandbox whose prototype is the
+    /// page's window: the window's properties and the DOM are there (and
+    /// what it sets on them the page sees), a classic script's top-level
+    /// `let` and `const` are not.
     pub fn eval(&self, js: &str) -> Value {
         self.try_eval(js)
             .unwrap_or_else(|e| panic!("evaluating {js} threw: {e}"))
@@ -708,18 +717,43 @@ impl Drop for Firefox {
     }
 }
 
-/// Kills Firefox's process group (it leads it) and reaps it.
+/// Kills Firefox's process group (it leads it), reaps it, and waits
+/// (bounded) until no process of the group is left: a content process
+/// dies a moment after its SIGKILL, and one orphaned to this process (a
+/// subreaper) is reaped here.
 fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) on the process group this harness created for
-        // the child (process_group(0) at spawn); the leader is not yet
-        // reaped (child.wait below), so the group id is not reused.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
+    let Ok(pid) = i32::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    // SAFETY: kill(2) on the process group this harness created for the
+    // child (process_group(0) at spawn); the leader is not yet reaped
+    // (child.wait below), so the group id is not reused meanwhile.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
     }
     let _ = child.kill();
     let _ = child.wait();
+    let deadline = Instant::now() + QUIT_TIMEOUT;
+    loop {
+        // SAFETY: waitpid(2) with WNOHANG on the group: reaps only
+        // children of this process in that group, never blocks.
+        unsafe { while libc::waitpid(-pid, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+        // SAFETY: signal 0 only asks whether any process of the group
+        // exists. The group id could only be reused by a new group
+        // leader with that pid, which cannot start while members live.
+        let alive = unsafe { libc::kill(-pid, 0) } == 0;
+        if !alive || Instant::now() >= deadline {
+            return;
+        }
+        // SAFETY: as above; a member that was stopped before it saw
+        // the first SIGKILL gets another.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The last lines of Firefox's log.
