@@ -46,6 +46,28 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an element must stay in place before it is clicked.
 const STEADY: Duration = Duration::from_millis(20);
 
+/// Collects the console service's messages from content (not the
+/// browser's own) in the browser window's `__vmuxConsole`: uncaught
+/// exceptions, unhandled rejections, CSP violations and failed loads.
+const LISTEN_FOR_ERRORS: &str = r#"
+const seen = [];
+window.__vmuxConsole = seen;
+Services.console.registerListener({ observe(m) {
+  try {
+    if (!(m instanceof Ci.nsIScriptError) || m.isFromChromeContext) return;
+    if (seen.length >= 2000) seen.shift();
+    seen.push({
+      level: (m.flags & Ci.nsIScriptError.warningFlag) ? 'warning' : 'error',
+      category: m.category,
+      text: m.errorMessage,
+      source: m.sourceName,
+      line: m.lineNumber,
+    });
+  } catch (e) { /* a message that cannot be read is no reason to stop */ }
+} });
+return true;
+"#;
+
 /// The names Firefox goes by on `PATH`.
 const FIREFOX_NAMES: [&str; 2] = ["firefox-esr", "firefox"];
 
@@ -179,7 +201,16 @@ impl Firefox {
             .unwrap_or_else(|e| panic!("cannot duplicate {}: {e}", log.display()));
         let started = Instant::now();
         let mut child = Command::new(&binary)
-            .args(["--marionette", "--headless", "--no-remote", "--profile"])
+            // System access: the harness listens to the console service
+            // (uncaught exceptions, CSP violations) from the browser's
+            // side; Marionette is on loopback and the profile throwaway.
+            .args([
+                "--marionette",
+                "--headless",
+                "-remote-allow-system-access",
+                "--no-remote",
+                "--profile",
+            ])
             .arg(&profile)
             .env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
@@ -256,8 +287,33 @@ impl Firefox {
             .as_str()
             .unwrap_or("?")
             .to_owned();
+        if let Err(e) = ff.chrome_eval(LISTEN_FOR_ERRORS) {
+            panic!("cannot listen to Firefox's console service: {e}");
+        }
         ff.set_viewport(PHONE.0, PHONE.1);
         ff
+    }
+
+    /// Runs `script` (a function body) in the browser's own (chrome)
+    /// context and returns its value, then goes back to the page.
+    fn chrome_eval(&self, script: &str) -> Result<Value, String> {
+        let mut conn = self.lock();
+        conn.call(
+            "Marionette:SetContext",
+            json!({ "value": "chrome" }),
+            COMMAND_TIMEOUT,
+        )?;
+        let r = conn.call(
+            "WebDriver:ExecuteScript",
+            json!({ "script": script, "args": [] }),
+            COMMAND_TIMEOUT,
+        );
+        conn.call(
+            "Marionette:SetContext",
+            json!({ "value": "content" }),
+            COMMAND_TIMEOUT,
+        )?;
+        Ok(r?.get("value").cloned().unwrap_or(Value::Null))
     }
 
     /// `Firefox 153.8.0`, as its session reported it.
@@ -349,12 +405,7 @@ impl Firefox {
     pub fn try_goto(&self, url: &str) -> Result<(), String> {
         let wait = self.wait();
         let mut conn = self.lock();
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        conn.call(
-            "WebDriver:SetTimeouts",
-            json!({ "pageLoad": ms }),
-            COMMAND_TIMEOUT,
-        )?;
+        conn.set_timeout("pageLoad", wait)?;
         conn.call("WebDriver:Navigate", json!({ "url": url }), wait + POLL)
             .map(|_| ())
             .map_err(|e| format!("navigating to {url} failed: {e}"))
@@ -397,9 +448,8 @@ impl Firefox {
     }
 
     fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.lock();
-        conn.call("WebDriver:SetTimeouts", json!({ "script": ms }), timeout)?;
+        conn.set_timeout("script", timeout)?;
         // A function body: the expression's value, a promise awaited.
         let script = format!("return ({js}\n);");
         let r = conn.call(
@@ -588,21 +638,43 @@ impl Firefox {
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
 
-    /// The page's console messages so far (Firefox prints them on its
-    /// stdout with `devtools.console.stdout.content`), one line each as
-    /// `level: text`.
+    /// The page's (and its workers') console messages so far, one line
+    /// each as `level: text`: the console API's calls (Firefox prints
+    /// them on its stdout with `devtools.console.stdout.content`), then
+    /// the console service's errors and warnings from content (uncaught
+    /// exceptions, unhandled rejections, CSP violations, failed loads).
     pub fn console(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut lines = Vec::new();
         for l in text.lines() {
-            for level in ["error", "warn", "log", "info", "debug"] {
-                if let Some(rest) = l.strip_prefix(&format!("console.{level}: ")) {
-                    lines.push(format!("{level}: {rest}"));
+            for (prefix, level) in [
+                ("error", "error"),
+                ("assert", "error"),
+                ("warn", "warning"),
+                ("log", "info"),
+                ("info", "info"),
+                ("debug", "info"),
+            ] {
+                if let Some(rest) = l.strip_prefix(&format!("console.{prefix}: ")) {
+                    lines.push(format!("{level}: console.{prefix}: {rest}"));
                 }
             }
-            if l.starts_with("JavaScript error: ") {
-                lines.push(format!("error: {l}"));
+        }
+        match self.chrome_eval("return window.__vmuxConsole || [];") {
+            Ok(Value::Array(seen)) => {
+                for m in seen {
+                    lines.push(format!(
+                        "{}: [{}] {} ({}:{})",
+                        m["level"].as_str().unwrap_or("error"),
+                        m["category"].as_str().unwrap_or(""),
+                        m["text"].as_str().unwrap_or(""),
+                        m["source"].as_str().unwrap_or(""),
+                        m["line"].as_u64().unwrap_or(0),
+                    ));
+                }
             }
+            Ok(other) => lines.push(format!("error: the console listener gave {other}")),
+            Err(e) => lines.push(format!("error: the console listener cannot be read: {e}")),
         }
         lines
     }
@@ -771,6 +843,8 @@ struct Marionette {
     stream: TcpStream,
     next_id: u64,
     log: PathBuf,
+    /// The session's `script` and `pageLoad` timeouts as last set (ms).
+    timeouts: [(&'static str, u64); 2],
 }
 
 impl Marionette {
@@ -786,6 +860,7 @@ impl Marionette {
             stream,
             next_id: 0,
             log,
+            timeouts: [("script", 0), ("pageLoad", 0)],
         };
         // The server speaks first: {"applicationType":"gecko","marionetteProtocol":3}.
         let hello = m
@@ -795,6 +870,30 @@ impl Marionette {
             return Err(format!("unexpected greeting {hello}"));
         }
         Ok(m)
+    }
+
+    /// Sets the session's `script` or `pageLoad` timeout to `bound`
+    /// rounded up to a whole second (so that a wait's shrinking bound
+    /// does not cost a command per look); the harness's own deadline on
+    /// the answer is exact.
+    fn set_timeout(&mut self, kind: &'static str, bound: Duration) -> Result<(), String> {
+        let ms = u64::try_from(bound.as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .div_ceil(1000)
+            .max(1)
+            * 1000;
+        let Some(slot) = self.timeouts.iter().position(|(k, _)| *k == kind) else {
+            return Err(format!("no timeout named {kind}"));
+        };
+        if self.timeouts[slot].1 != ms {
+            self.call(
+                "WebDriver:SetTimeouts",
+                json!({ kind: ms }),
+                COMMAND_TIMEOUT,
+            )?;
+            self.timeouts[slot].1 = ms;
+        }
+        Ok(())
     }
 
     fn broken(&self, what: &str) -> ! {

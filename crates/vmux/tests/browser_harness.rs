@@ -490,14 +490,16 @@ fn firefox_creates_and_uses_a_passkey_trusts_only_its_ca_and_leaves_no_process_b
     let (w, h) = png_size(&png);
     assert_eq!(h, PHONE.1 * 2, "{w}x{h}");
 
-    // The page's console errors reach the test.
+    // The page's console errors, its worker's, its uncaught exception
+    // and its refused inline script reach the test.
     page.goto(&format!("{}/broken.html", server.origin()));
     page.wait_for("document.getElementById('here') !== null", WAIT);
     let deadline = Instant::now() + WAIT;
-    while !page
-        .console_errors()
-        .iter()
-        .any(|l| l.contains("deliberate console error"))
+    let seen = |what: &str| page.console_errors().iter().any(|l| l.contains(what));
+    while !(seen("deliberate console error")
+        && seen("deliberate worker error")
+        && seen("deliberate exception")
+        && seen("Content-Security-Policy"))
     {
         assert!(Instant::now() < deadline, "{:?}", page.console());
         std::thread::sleep(Duration::from_millis(50));
