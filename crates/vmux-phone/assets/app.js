@@ -404,6 +404,9 @@ function renderCards(list) {
     prev = entry.el;
   }
   for (const id of [...state.cards.keys()]) if (!listed.has(id)) removeCard(id);
+  // "This phone was added" has been read once a request comes: it gives
+  // the request its room.
+  if (state.cards.size > 0) $('enrolled').hidden = true;
   closeStaleNotifications(listed);
   tick();
   state.haveList = true;
@@ -433,8 +436,10 @@ function buildCard(card) {
   }
   entry.countdown = el('span', 'countdown');
   const line = el('p', 'keyline');
-  if (head.key && card.kind === 'sign') line.append(el('span', 'key', `Key ${head.key}`));
-  if (head.program) line.append(el('span', 'program', head.program));
+  // The key's name under the headline, unless the headline names it.
+  const keyNamed = head.key && String(head.text || '').endsWith(` with ${head.key}`);
+  if (head.key && card.kind === 'sign' && !keyNamed) line.append(el('span', 'key', `Key ${head.key}`));
+  if (head.program) line.append(el('span', 'program', `from ${head.program}`));
   line.append(entry.countdown);
   art.append(line);
   if (card.code) {
@@ -469,7 +474,7 @@ function buildCard(card) {
   entry.buttons = [deny, approve, entry.allButton];
   art.append(entry.error, actions, entry.allBox);
   if (Array.isArray(card.facts) && card.facts.length) {
-    const more = el('details', 'details');
+    const more = el('details', 'details summary');
     const dl = el('dl', 'facts');
     for (const fact of card.facts) {
       const row = el('div');
@@ -496,7 +501,7 @@ function showBurst(entry) {
   if (n < 2) return;
   const agent = (entry.card.headline && entry.card.headline.agent) || 'this agent';
   entry.allButton.textContent = `Approve all ${n}`;
-  entry.allHelp.textContent = `One passkey tap approves the ${n} requests from ${agent} waiting now, this card's included; one that arrives later is asked again.`;
+  entry.allHelp.textContent = `One passkey tap approves the ${n} requests from ${agent} waiting now, each once (no approval window); one that arrives later is asked again.`;
 }
 
 function removeCard(id) {

@@ -193,14 +193,6 @@ fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
     assert!(card.contains("[verified]"), "{card}");
     assert!(card.contains(&login_user()), "{card}");
     assert!(card.contains("ssh"), "the card names the process: {card}");
-    std::fs::create_dir_all(dir.path().join("shots")).unwrap();
-    let shot = match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
-        Some(_) if E::NAME == "chromium" => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/phone-page.png")
-        }
-        _ => dir.path().join(format!("shots/phone-page-{}.png", E::NAME)),
-    };
-    phone.page.screenshot(&shot);
     phone.tap("sign", "Approve");
     let out = finish(ssh, Duration::from_secs(60));
     assert!(
@@ -793,7 +785,7 @@ fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
         dir.path()
             .join(format!("shots/phone-burst-{}.png", E::NAME))
     };
-    phone.page.screenshot(&shot);
+    phone.screenshot_top(&shot);
     assert_eq!(sshd.accepted(), 0);
     let count = || {
         phone
@@ -951,4 +943,134 @@ fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swappe
     phone.tap("sign", "Deny");
     assert!(!finish(late, Duration::from_secs(120)).status.success());
     assert_eq!(sshd.accepted(), 3);
+}
+
+/// Approve and Deny of `kind`'s single card lie inside the first screen of
+/// a 375×667 phone, at 100 % text and at 200 % (larger default text and
+/// page zoom both).
+fn assert_decidable_at_a_glance(phone: &Phone, kind: &str) {
+    phone.wait_cards(1);
+    for (percent, zoom) in [(100, false), (200, false), (200, true)] {
+        phone.small_screen(percent, zoom);
+        for button in ["Approve", "Deny"] {
+            if let Err(e) = phone.button_in_first_screen(kind, button) {
+                phone
+                    .page
+                    .screenshot(std::path::Path::new("/tmp/i25a-fail.png"));
+                panic!("{percent} % text (zoom: {zoom}): {e}");
+            }
+        }
+    }
+    phone.small_screen(100, false);
+}
+
+#[test]
+fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_percent_text() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), "", &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    phone.small_screen(100, false);
+
+    // Pairing: the code as large as ever, the buttons on screen.
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start(&["--signer", &world.signer.addr]);
+    let line = agent
+        .daemon()
+        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+    let code = pairing_code_of(&line).expect("a code");
+    assert_eq!(
+        phone.card_headline("pair"),
+        "laptop wants to pair with this signer"
+    );
+    assert!(phone.card_text("pair").contains(&code));
+    assert_decidable_at_a_glance(&phone, "pair");
+    phone.screenshot_top(&shot_path(dir.path(), "phone-pairing.png"));
+    phone.tap("pair", "Approve");
+    agent.wait_connected(1);
+
+    // The agent's session certificate.
+    let headline = phone.card_headline("certificate");
+    assert!(
+        headline.starts_with("laptop wants a certificate for ")
+            && headline.contains(&format!(" as {}", login_user())),
+        "{headline}"
+    );
+    assert_decidable_at_a_glance(&phone, "certificate");
+    phone.tap("certificate", "Approve");
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    phone.wait_cards(0);
+
+    // An ssh-keygen signature with the signer's key `work`.
+    let work = dir.path().join("sshsig");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = world
+        .signer
+        .public_lines()
+        .lines()
+        .find(|l| l.ends_with(" work") || l.contains(" work"))
+        .expect("the key work")
+        .to_owned();
+    std::fs::write(work.join("work.pub"), format!("{key}\n")).unwrap();
+    std::fs::write(work.join("message"), "a commit\n").unwrap();
+    let mut c = std::process::Command::new("timeout");
+    c.args([
+        "90",
+        "ssh-keygen",
+        "-Y",
+        "sign",
+        "-n",
+        "git",
+        "-f",
+        "work.pub",
+        "message",
+    ])
+    .current_dir(&work)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    client_env(&mut c, &agent);
+    let sign = c.spawn().expect("ssh-keygen");
+    assert_eq!(
+        phone.card_headline("sign"),
+        "laptop wants to sign a git commit with work"
+    );
+    assert_decidable_at_a_glance(&phone, "sign");
+    phone.tap("sign", "Approve");
+    let out = finish(sign, Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    phone.wait_cards(0);
+
+    // A login: the host as the agent names it, its key verified.
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let ssh = ssh_spawn(&sshd, &agent, 90);
+    let headline = phone.card_headline("sign");
+    assert!(
+        headline.starts_with("laptop wants to log in to ")
+            && headline.ends_with(&format!(" as {}", login_user()))
+            && !headline.contains("unverified"),
+        "{headline}"
+    );
+    let marks = phone.card_marks("sign");
+    assert!(
+        marks.contains(&("ok".to_owned(), "host key verified".to_owned())),
+        "{marks:?}"
+    );
+    let text = phone.card_text("sign");
+    assert!(text.contains("Key work"), "the key's name under it: {text}");
+    assert_decidable_at_a_glance(&phone, "sign");
+    phone.screenshot_top(&shot_path(dir.path(), "phone-card.png"));
+    phone.tap("sign", "Approve");
+    assert!(finish(ssh, Duration::from_secs(90)).status.success());
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
 }

@@ -94,10 +94,7 @@ pub fn headline_of(d: &Decision) -> Headline {
                     format!("log in to {host} as {}", sanitize(v.user()))
                 }
                 Purpose::Login { user } => {
-                    marks.push(Mark::new(
-                        MarkLevel::Warn,
-                        "unverified host: the signer could not check which host this is",
-                    ));
+                    marks.push(Mark::new(MarkLevel::Warn, "unverified host: not checked"));
                     format!("log in to an unverified host as {}", sanitize(user))
                 }
                 Purpose::Sshsig { namespace } => match namespace.as_str() {
@@ -106,26 +103,17 @@ pub fn headline_of(d: &Decision) -> Headline {
                     other => format!("sign {}", sanitize(other)),
                 },
                 Purpose::Unknown => {
-                    marks.push(Mark::new(
-                        MarkLevel::Warn,
-                        "unknown data: neither a login nor an ssh-keygen signature",
-                    ));
+                    marks.push(Mark::new(MarkLevel::Warn, "unknown data"));
                     "sign unknown data".to_owned()
                 }
             };
             if s.claims.forwarded {
                 marks.insert(
                     0,
-                    Mark::new(
-                        MarkLevel::Danger,
-                        "FORWARDED agent: a remote machine asks through your agent",
-                    ),
+                    Mark::new(MarkLevel::Danger, "FORWARDED: a remote machine asks"),
                 );
             } else if s.purpose.forwarding_unknown(false) {
-                marks.push(Mark::new(
-                    MarkLevel::Warn,
-                    "forwarding unknown: the client did not bind its session",
-                ));
+                marks.push(Mark::new(MarkLevel::Warn, "forwarding unknown"));
             }
             let action = match &s.purpose {
                 Purpose::Sshsig { .. } | Purpose::Unknown => {
@@ -242,7 +230,7 @@ pub fn ask_of(d: &Decision) -> Ask {
             let window = (s.window_max_seconds > 0 && !s.claims.forwarded).then(|| WindowOffer {
                 seconds: s.window_max_seconds,
                 label: format!(
-                    "Also approve this host, this user and this program for {}",
+                    "Also allow this host, user and program for {}",
                     duration_text(s.window_max_seconds)
                 ),
             });
@@ -347,5 +335,97 @@ mod tests {
         assert!(f.forwarded);
         assert!(f.window.is_none());
         assert!(f.title.contains("FORWARDED"));
+    }
+
+    #[test]
+    fn headlines_say_who_wants_what_from_the_decisions_fields() {
+        let with = |purpose: Purpose, forwarded: bool| {
+            let Decision::Sign(mut d) = sign(forwarded, 0) else {
+                unreachable!()
+            };
+            d.purpose = purpose;
+            d.claims.dest_host = "devbox,10.0.0.7".into();
+            d.claims.executable = "/usr/bin/ssh\u{7}".into();
+            d.claims.process = "ssh -F /dev/null -o X devbox".into();
+            headline_of(&Decision::Sign(d))
+        };
+        // Not proven: the agent's name for the host is not the headline's.
+        let h = with(
+            Purpose::Login {
+                user: "root".into(),
+            },
+            false,
+        );
+        assert_eq!(
+            h.text,
+            "laptop? wants to log in to an unverified host as root"
+        );
+        assert_eq!(h.question, "Log in to an unverified host as root?");
+        assert_eq!((h.agent.as_str(), h.key.as_str()), ("laptop?", "work"));
+        assert_eq!(h.program, "ssh?", "the program's name, controls stripped");
+        assert_eq!(h.marks[0].level, MarkLevel::Warn);
+        assert!(h.marks[0].text.starts_with("unverified host"));
+        // Forwarded stands out first, in words.
+        let h = with(
+            Purpose::Login {
+                user: "root".into(),
+            },
+            true,
+        );
+        assert_eq!(h.marks[0].level, MarkLevel::Danger);
+        assert!(h.marks[0].text.contains("FORWARDED"));
+        // ssh-keygen: the namespace in words, the key in the sentence.
+        let ns = |n: &str| {
+            with(
+                Purpose::Sshsig {
+                    namespace: n.into(),
+                },
+                false,
+            )
+        };
+        assert_eq!(
+            ns("git").text,
+            "laptop? wants to sign a git commit with work"
+        );
+        assert_eq!(ns("git").question, "Sign a git commit with work?");
+        assert_eq!(ns("file").text, "laptop? wants to sign a file with work");
+        assert_eq!(
+            ns("backup@example.com\u{202e}").text,
+            "laptop? wants to sign backup@example.com? with work"
+        );
+        let h = with(Purpose::Unknown, false);
+        assert_eq!(h.text, "laptop? wants to sign unknown data with work");
+        assert!(h.marks.iter().any(|m| m.text == "unknown data"));
+        // No fingerprint, no command line anywhere in it.
+        for h in [with(Purpose::Unknown, true), ns("git")] {
+            let all = format!(
+                "{} {} {} {} {}",
+                h.text, h.question, h.agent, h.key, h.program
+            );
+            assert!(!all.contains("SHA256") && !all.contains("-F"), "{all}");
+        }
+        // Certificates and pairings.
+        let src = Source {
+            name: "laptop".into(),
+            id: "abcd".into(),
+        };
+        let cert = Decision::Certificate(crate::approver::CertDecision {
+            source: src.clone(),
+            validity_seconds: 8 * 3600,
+            principals: vec!["anna".into()],
+            public_key_blob: Vec::new(),
+        });
+        let h = headline_of(&cert);
+        assert_eq!(h.text, "laptop wants a certificate for 8 h as anna");
+        assert_eq!(h.question, "A certificate for 8 h as anna?");
+        let pair = Decision::Pair(crate::approver::PairDecision {
+            source: src,
+            code: "123456".into(),
+        });
+        assert_eq!(
+            headline_of(&pair).text,
+            "laptop wants to pair with this signer"
+        );
+        assert_eq!(ask_of(&pair).headline, headline_of(&pair));
     }
 }

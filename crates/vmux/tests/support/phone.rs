@@ -294,13 +294,14 @@ impl<P: PhonePage> Phone<P> {
     }
 
     /// Whether the visible button `button` of the first card of `kind`
-    /// lies wholly inside the first screen (the page not scrolled).
+    /// lies wholly inside the first screen (the page not scrolled, and
+    /// nothing wider than the screen, which would zoom the page out).
     pub fn button_in_first_screen(&self, kind: &str, button: &str) -> Result<(), String> {
         let sel = format!("article.card[data-kind=\"{kind}\"]");
         self.page
             .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
         let v = self.page.eval(&format!(
-            "(() => {{ window.scrollTo(0, 0); const b = [...document.querySelector('{sel}').querySelectorAll('button')].find(b => b.innerText.trim() === {button:?} && b.offsetParent !== null); if (!b) return {{ found: false }}; const r = b.getBoundingClientRect(); return {{ found: true, top: r.top, bottom: r.bottom, left: r.left, right: r.right, w: innerWidth, h: innerHeight, sy: scrollY }}; }})()"
+            "(() => {{ window.scrollTo(0, 0); const b = [...document.querySelector('{sel}').querySelectorAll('button')].find(b => b.innerText.trim() === {button:?} && b.offsetParent !== null); if (!b) return {{ found: false }}; const r = b.getBoundingClientRect(); return {{ found: true, top: r.top, bottom: r.bottom, left: r.left, right: r.right, w: screen.width, h: screen.height, sw: document.documentElement.scrollWidth, sy: scrollY }}; }})()"
         ));
         if v["found"] != true {
             return Err(format!("no visible {button:?} on the {kind} card"));
@@ -310,6 +311,7 @@ impl<P: PhonePage> Phone<P> {
             && f("left") >= 0.0
             && f("bottom") <= f("h")
             && f("right") <= f("w")
+            && f("sw") <= f("w")
             && f("sy") == 0.0
         {
             Ok(())
@@ -326,6 +328,19 @@ impl<P: PhonePage> Phone<P> {
         self.page
             .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
         self.page.click_button_in(&sel, button);
+    }
+
+    /// A screenshot of the first screen as a person sees it arrive: the
+    /// page at its top, every card's Details folded.
+    pub fn screenshot_top(&self, path: &Path) {
+        self.page.eval(
+            "document.querySelectorAll('article.card details').forEach(d => { d.open = false; }); window.scrollTo(0, 0)",
+        );
+        self.page.wait_for(
+            "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(scrollY === 0))))",
+            WAIT,
+        );
+        self.page.screenshot(path);
     }
 
     /// The ids of the cards showing.
@@ -372,6 +387,36 @@ impl<P: PhonePage> Phone<P> {
 }
 
 impl Phone<Page> {
+    /// Makes the page a 375×667 phone (an iPhone SE; device scale 2) with
+    /// its text at `percent` % in both ways browsers do it: the default
+    /// font size (Android's and Firefox's text size) and, above 100 %,
+    /// page zoom (Safari's and Chrome's: the same screen, fewer CSS
+    /// pixels). `zoom` picks the latter.
+    pub fn small_screen(&self, percent: u32, zoom: bool) {
+        let f = f64::from(percent) / 100.0;
+        if zoom {
+            let (w, h) = ((375.0 / f).round() as u32, (667.0 / f).round() as u32);
+            self.page.set_viewport(w, h, 2.0 * f, true);
+            self.page.call(
+                "Page.setFontSizes",
+                json!({ "fontSizes": { "standard": 16, "fixed": 13 } }),
+            );
+        } else {
+            self.page.set_viewport(375, 667, 2.0, true);
+            self.page.call(
+                "Page.setFontSizes",
+                json!({ "fontSizes": { "standard": (16.0 * f).round() as u32, "fixed": (13.0 * f).round() as u32 } }),
+            );
+        }
+        let width = if zoom {
+            (375.0 / f).round() as u32
+        } else {
+            375
+        };
+        self.page
+            .wait_for(&format!("screen.width === {width}"), WAIT);
+    }
+
     /// Stands in for the browser's push service, in this page and every
     /// page it loads later (the browser's subscription outlives the page):
     /// `PushManager.subscribe` returns a subscription with `keys`
