@@ -450,11 +450,12 @@ impl Firefox {
     fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
         let mut conn = self.lock();
         conn.set_timeout("script", timeout)?;
-        // A function body: the expression's value, a promise awaited.
-        let script = format!("return ({js}\n);");
+        // A function body returning the value of the last statement, as
+        // DevTools' Runtime.evaluate does (a promise is awaited): `eval`
+        // in Marionette's sandbox, which the page's CSP does not govern.
         let r = conn.call(
             "WebDriver:ExecuteScript",
-            json!({ "script": script, "args": [] }),
+            json!({ "script": "return eval(arguments[0]);", "args": [js] }),
             timeout + POLL,
         )?;
         Ok(r.get("value").cloned().unwrap_or(Value::Null))

@@ -440,6 +440,10 @@ fn firefox_creates_and_uses_a_passkey_trusts_only_its_ca_and_leaves_no_process_b
     page.goto(&format!("{}/", server.origin()));
     assert_eq!(page.eval("window.isSecureContext"), json!(true));
     assert_eq!(page.text("h1"), "Harness");
+    // Statements too, as in Chromium: the last one's value (the page's
+    // CSP, which refuses eval, governs the page, not the harness).
+    assert_eq!(page.eval("const a = 1; a + 1"), json!(2));
+    assert_eq!(page.eval("Promise.resolve(3)"), json!(3));
     // A phone's height at scale 2; as narrow as Firefox's window goes.
     let size = page.eval("[innerWidth, innerHeight, devicePixelRatio]");
     assert_eq!(size[1], json!(PHONE.1), "{size}");
