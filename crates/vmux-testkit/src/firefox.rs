@@ -126,7 +126,7 @@ pub fn firefox_binary() -> Option<PathBuf> {
 /// `Err` with a sentence naming what to install when Firefox or
 /// `certutil` is missing: for tests that skip rather than fail then.
 pub fn check_installed() -> Result<(), String> {
-    let firefox = firefox_binary().is_some();
+    let firefox = firefox_binary().is_some_and(|p| p.is_file());
     let certutil = crate::browser::find_on_path(&["certutil"]).is_some();
     match (firefox, certutil) {
         (true, true) => Ok(()),
