@@ -101,6 +101,7 @@ const RECORD_CREDENTIAL_CALLS: &str = r#"(() => {
         residentKey: sel.residentKey === undefined ? null : sel.residentKey,
         requireResidentKey: sel.requireResidentKey === undefined ? null : sel.requireResidentKey,
         userVerification: (kind === 'create' ? sel.userVerification : p.userVerification) || null,
+        allow: (p.allowCredentials || []).length,
       });
       return real(o);
     };
@@ -140,6 +141,7 @@ fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
             "residentKey": "required",
             "requireResidentKey": true,
             "userVerification": "required",
+            "allow": 0,
         }]),
         "in {}",
         E::NAME
@@ -174,14 +176,20 @@ fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
         "{phones}"
     );
 
-    // Sign out, and in again with the passkey (user verification asked).
+    // Sign out, and in again with the passkey (user verification asked),
+    // with the page's storage gone (an installed app's own storage, site
+    // data cleared): the page names no credential and the discoverable
+    // passkey is found.
     phone.page.click_button("Sign out");
+    phone.page.eval("localStorage.clear()");
+    phone.page.reload();
     phone.page.eval(RECORD_CREDENTIAL_CALLS);
     phone.sign_in();
     let calls = phone.page.eval("window.vmuxTestCalls");
     assert_eq!(calls[0]["kind"], "get", "{calls}");
     assert_eq!(calls[0]["hints"], json!(["client-device"]), "{calls}");
     assert_eq!(calls[0]["userVerification"], "required", "{calls}");
+    assert_eq!(calls[0]["allow"], 0, "no credential named: {calls}");
 
     // Pairing: the card shows the code the agent printed.
     let agent = pair(&world, &phone, dir.path(), &[]);
