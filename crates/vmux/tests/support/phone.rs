@@ -302,8 +302,11 @@ impl Phone {
         {
             Ok(())
         } else {
+            let wide = self.page.eval(
+                "[...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > screen.width).map(e => e.tagName + '.' + e.className)",
+            );
             Err(format!(
-                "{button:?} on the {kind} card is not inside the first screen: {v}"
+                "{button:?} on the {kind} card is not inside the first screen: {v}; wider than the screen: {wide}"
             ))
         }
     }
