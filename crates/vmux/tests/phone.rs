@@ -962,9 +962,6 @@ fn assert_decidable_at_a_glance(phone: &Phone, kind: &str) {
         phone.small_screen(percent, zoom);
         for button in ["Approve", "Deny"] {
             if let Err(e) = phone.button_in_first_screen(kind, button) {
-                phone
-                    .page
-                    .screenshot(std::path::Path::new("/tmp/i25a-fail.png"));
                 panic!("{percent} % text (zoom: {zoom}): {e}");
             }
         }
@@ -1081,4 +1078,73 @@ fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_per
         "{:?}",
         phone.page.console_errors()
     );
+}
+
+#[test]
+fn a_login_through_a_forwarded_agent_stands_out_in_colour_and_words_and_is_decided_on_the_first_screen(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &[]);
+    let keys = world.signer.public_lines();
+    let first = Sshd::start(dir.path(), &keys, &[]);
+    let second = Sshd::start(dir.path(), &keys, &[]);
+    // ssh -A to the first server, and from there to the second.
+    let inner = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={} -p {} {}@127.0.0.1 echo second-hop-ok",
+        second.known_hosts.display(),
+        second.port,
+        login_user()
+    );
+    std::thread::scope(|s| {
+        let hop = s.spawn(|| first.ssh(&agent, &["-A"], &inner));
+        // The first hop: a login from this machine, its host key verified.
+        let marks = phone.card_marks("sign");
+        assert_eq!(marks[0].0, "ok", "{marks:?}");
+        phone.tap("sign", "Approve");
+        phone.wait_cards(0);
+        // The second: through the forwarded agent (the remote client
+        // bound its session, so the host key is verified; the agent's
+        // known_hosts does not name it); said in words, in its colour.
+        let headline = phone.card_headline("sign");
+        assert_eq!(
+            headline,
+            format!(
+                "laptop wants to log in to a host not in known_hosts as {}",
+                login_user()
+            )
+        );
+        let marks = phone.card_marks("sign");
+        assert_eq!(marks[0].0, "danger", "forwarded comes first: {marks:?}");
+        assert!(marks[0].1.contains("FORWARDED"), "{marks:?}");
+        assert!(
+            marks.contains(&("ok".to_owned(), "host key verified".to_owned())),
+            "{marks:?}"
+        );
+        let colours = phone.page.eval(
+            "[...document.querySelectorAll('article.card .mark')].map(m => getComputedStyle(m).backgroundColor)",
+        );
+        let colours: Vec<String> = serde_json::from_value(colours).expect("colours");
+        assert!(
+            colours.len() >= 2
+                && colours[0] != colours[1]
+                && colours.iter().all(|c| c != "rgba(0, 0, 0, 0)"),
+            "each mark has its own colour: {colours:?}"
+        );
+        assert!(
+            !phone.card_text("sign").contains("Also allow"),
+            "no window for a forwarded request"
+        );
+        assert_decidable_at_a_glance(&phone, "sign");
+        phone.tap("sign", "Approve");
+        let out = hop.join().expect("the ssh thread");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("second-hop-ok"));
+    });
 }

@@ -86,7 +86,11 @@ pub fn headline_of(d: &Decision) -> Headline {
                 .split(',')
                 .map(str::trim)
                 .find(|h| !h.is_empty())
-                .map(sanitize);
+                // The agent's word for a host its known_hosts does not name.
+                .map(|h| match h {
+                    "unknown host" => "a host not in known_hosts".to_owned(),
+                    h => sanitize(h),
+                });
             let action = match &s.purpose {
                 Purpose::VerifiedLogin(v) => {
                     marks.push(Mark::new(MarkLevel::Ok, "host key verified"));

@@ -316,8 +316,11 @@ impl<P: PhonePage> Phone<P> {
         {
             Ok(())
         } else {
+            let wide = self.page.eval(
+                "[...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > screen.width).map(e => e.tagName + '.' + e.className)",
+            );
             Err(format!(
-                "{button:?} on the {kind} card is not inside the first screen: {v}"
+                "{button:?} on the {kind} card is not inside the first screen: {v}; wider than the screen: {wide}"
             ))
         }
     }
