@@ -88,7 +88,8 @@ function fmtTime(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
 }
 
-const fmtLeft = (s) => (s < 60 ? `${s} s` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
+// One format for time left everywhere: minutes:seconds.
+const fmtLeft = (s) => `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 
 const PASSKEY_ERRORS = {
   NotAllowedError: 'The passkey request was cancelled or timed out.',
@@ -190,6 +191,18 @@ async function beginEnrol(token) {
     const r = await api('/api/enrol/begin', { token });
     const o = r.options;
     state.rpId = o.rp.id;
+    // What the passkey must be (SECURITY.md, "The phone page"): user
+    // verification always (the signer refuses an assertion without UV),
+    // discoverable (sign-in works when the page's storage is gone, as in
+    // an installed app or after clearing site data; every phone's own
+    // authenticator makes them), and on this phone by preference:
+    // hints: ['client-device'] asks the browser to offer the phone's own
+    // authenticator first. Not authenticatorAttachment: 'platform': that
+    // is a hard filter some browsers fail outright (Firefox with a
+    // WebAuthn virtual authenticator, a phone whose passkey provider is
+    // an app), and the signer could not check it anyway (attestation
+    // 'none'); what approves is the enrolled key with UV, wherever the
+    // browser keeps it.
     state.enrolment = {
       token,
       publicKey: {
@@ -197,7 +210,8 @@ async function beginEnrol(token) {
         rp: { id: o.rp.id, name: o.rp.name },
         user: { id: b64uToBuf(o.user.id), name: o.user.name, displayName: o.user.displayName },
         pubKeyCredParams: [{ type: 'public-key', alg: -7 }],
-        authenticatorSelection: { userVerification: 'required', residentKey: 'preferred', requireResidentKey: false },
+        authenticatorSelection: { userVerification: 'required', residentKey: 'required', requireResidentKey: true },
+        hints: ['client-device'],
         attestation: 'none',
         timeout: o.timeout_ms,
       },
@@ -291,6 +305,7 @@ function onSignIn() {
       challenge: b64uToBuf(c.challenge),
       rpId: c.rp_id,
       userVerification: 'required',
+      hints: ['client-device'],
       allowCredentials: allowCredentials(),
       timeout: c.timeout_ms,
     },
@@ -386,51 +401,57 @@ function renderCards(list) {
     const id = String(card.id);
     if (state.done.has(id)) continue;
     let entry = state.cards.get(id);
-    if (entry) entry.card = card;
-    else state.cards.set(id, (entry = buildCard(card)));
+    if (entry) {
+      entry.card = card;
+      if (!entry.busy) showBurst(entry);
+    } else state.cards.set(id, (entry = buildCard(card)));
     const want = prev ? prev.nextSibling : box.firstChild;
     if (entry.el !== want) box.insertBefore(entry.el, want);
     prev = entry.el;
   }
   for (const id of [...state.cards.keys()]) if (!listed.has(id)) removeCard(id);
+  // "This phone was added" has been read once a request comes: it gives
+  // the request its room.
+  if (state.cards.size > 0) $('enrolled').hidden = true;
   closeStaleNotifications(listed);
   tick();
   state.haveList = true;
   focusCard();
 }
 
+// A card: the headline a person reads at once, what must stand out (by
+// colour and in words), the key, the pairing code, Approve and Deny; the
+// rest (fingerprints, host key, process, program) folded under Details.
 function buildCard(card) {
   const entry = { card, busy: false, windowBox: null };
+  const head = card.headline || {};
   const art = el('article', 'card');
   art.dataset.kind = card.kind;
   art.dataset.id = card.id;
-  art.append(el('h2', null, card.title));
-  if (card.forwarded) {
-    art.append(el('p', 'forwarded', 'Through a FORWARDED agent'));
-    art.append(el('p', 'forwarded-help', 'This came from a remote machine using your forwarded agent. Approve only if you expect it.'));
+  art.classList.toggle('forwarded', Boolean(card.forwarded));
+  art.append(el('h2', 'headline', head.text || card.title));
+  const marks = Array.isArray(head.marks) ? head.marks : [];
+  if (marks.length) {
+    const ul = el('ul', 'marks');
+    for (const m of marks) {
+      const li = el('li', 'mark', m.text);
+      li.dataset.level = m.level;
+      ul.append(li);
+    }
+    art.append(ul);
   }
+  entry.countdown = el('span', 'countdown');
+  const line = el('p', 'keyline');
+  // The key's name under the headline, unless the headline names it.
+  const keyNamed = head.key && String(head.text || '').endsWith(` with ${head.key}`);
+  if (head.key && card.kind === 'sign' && !keyNamed) line.append(el('span', 'key', `Key ${head.key}`));
+  if (head.program) line.append(el('span', 'program', `from ${head.program}`));
+  line.append(entry.countdown);
+  art.append(line);
   if (card.code) {
     art.append(el('p', 'code-help', 'Check that the computer shows the same code:'));
     art.append(el('p', 'code', card.code));
   }
-  if (Array.isArray(card.facts) && card.facts.length) {
-    const dl = el('dl', 'facts');
-    for (const fact of card.facts) {
-      const row = el('div');
-      row.append(el('dt', null, fact.label), el('dd', null, fact.value));
-      dl.append(row);
-    }
-    art.append(dl);
-  }
-  // The one-line summary the other approvers show, folded: the facts
-  // above say the same, readable at arm's length.
-  if (card.summary) {
-    const more = el('details', 'summary');
-    more.append(el('summary', null, 'The whole request in one line'), el('p', null, card.summary));
-    art.append(more);
-  }
-  entry.countdown = el('p', 'countdown');
-  art.append(entry.countdown);
   if (card.window) {
     const label = el('label', 'window');
     entry.windowBox = el('input');
@@ -446,12 +467,47 @@ function buildCard(card) {
   deny.type = approve.type = 'button';
   deny.addEventListener('click', () => onDeny(entry));
   approve.addEventListener('click', () => onApprove(entry));
-  entry.buttons = [deny, approve];
   const actions = el('div', 'actions');
   actions.append(deny, approve);
-  art.append(entry.error, actions);
+  // Approve all N: the list and its challenge come with the card, so the
+  // click handler calls credentials.get at once (Safari's user gesture).
+  entry.allBox = el('div', 'burst');
+  entry.allButton = el('button', 'approve-all');
+  entry.allButton.type = 'button';
+  entry.allButton.addEventListener('click', () => onApproveAll(entry));
+  entry.allHelp = el('p', 'burst-help');
+  entry.allBox.append(entry.allButton, entry.allHelp);
+  entry.buttons = [deny, approve, entry.allButton];
+  art.append(entry.error, actions, entry.allBox);
+  if (Array.isArray(card.facts) && card.facts.length) {
+    const more = el('details', 'details summary');
+    const dl = el('dl', 'facts');
+    for (const fact of card.facts) {
+      const row = el('div');
+      row.append(el('dt', null, fact.label), el('dd', null, fact.value));
+      dl.append(row);
+    }
+    more.append(el('summary', null, 'Details'), dl);
+    if (card.summary) {
+      more.append(el('p', 'summary-line', `As the signer's audit log records it: ${card.summary}`));
+    }
+    art.append(more);
+  }
   entry.el = art;
+  showBurst(entry);
   return entry;
+}
+
+// The burst offer as the latest list has it: a request that joined makes
+// a new list (and a new challenge), shown before the next tap.
+function showBurst(entry) {
+  const burst = entry.card.burst;
+  const n = burst && Array.isArray(burst.ids) ? burst.ids.length : 0;
+  entry.allBox.hidden = n < 2;
+  if (n < 2) return;
+  const agent = (entry.card.headline && entry.card.headline.agent) || 'this agent';
+  entry.allButton.textContent = `Approve all ${n}`;
+  entry.allHelp.textContent = `One passkey tap approves the ${n} requests from ${agent} waiting now, each once (no approval window); one that arrives later is asked again.`;
 }
 
 function removeCard(id) {
@@ -469,7 +525,7 @@ function secondsLeft(card) {
 function tick() {
   for (const entry of state.cards.values()) {
     const left = secondsLeft(entry.card);
-    entry.countdown.textContent = left > 0 ? `Expires in ${fmtLeft(left)}` : 'Expired';
+    entry.countdown.textContent = left > 0 ? `expires in ${fmtLeft(left)}` : 'expired';
     entry.el.classList.toggle('expired', left === 0);
     entry.el.classList.toggle('urgent', left > 0 && left <= 15);
     if (!entry.busy) setBusy(entry, false);
@@ -519,6 +575,7 @@ function onApprove(entry) {
       challenge: b64uToBuf(useWindow ? card.window.challenge : card.challenge),
       rpId: state.rpId,
       userVerification: 'required',
+      hints: ['client-device'],
       // A request for this phone's own key names the passkey that signs it.
       allowCredentials: card.credential
         ? [{ type: 'public-key', id: b64uToBuf(card.credential) }]
@@ -530,6 +587,40 @@ function onApprove(entry) {
     .then(() => decided(entry))
     .catch((err) => {
       setBusy(entry, false);
+      entry.error.textContent = passkeyError(err);
+    });
+}
+
+// Click handler: credentials.get is called with no await before it; the
+// list and its challenge were in the card when the button was shown.
+function onApproveAll(entry) {
+  const card = entry.card;
+  const burst = card.burst;
+  if (entry.busy || !burst || !Array.isArray(burst.ids) || burst.ids.length < 2) return;
+  const ids = burst.ids.map(String);
+  const entries = ids.map((id) => state.cards.get(id)).filter(Boolean);
+  const msLeft = Math.min(...entries.map((e) => e.card.expires_at_ms)) - serverNow();
+  if (msLeft <= 0) return;
+  if (!HAS_PASSKEYS) {
+    entry.error.textContent = NO_PASSKEYS;
+    return;
+  }
+  for (const e of entries) setBusy(e, true);
+  entry.error.textContent = '';
+  navigator.credentials.get({
+    publicKey: {
+      challenge: b64uToBuf(burst.challenge),
+      rpId: state.rpId,
+      userVerification: 'required',
+      allowCredentials: allowCredentials(),
+      timeout: Math.round(msLeft),
+    },
+  })
+    .then((cred) => api('/api/requests/approve-all', { ids, ...assertionFields(cred) }))
+    .then(() => { for (const e of entries) decided(e); })
+    .catch((err) => {
+      for (const e of entries) setBusy(e, false);
+      showBurst(entry);
       entry.error.textContent = passkeyError(err);
     });
 }

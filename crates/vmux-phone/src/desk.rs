@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use vmux_home::sync::lock;
 use vmux_webauthn::{
-    verify_assertion, ApprovalRequest, AssertionResponse, RelyingParty, UserVerification,
-    VerifiedAssertion,
+    burst_challenge, verify_assertion, ApprovalRequest, AssertionResponse, RelyingParty,
+    UserVerification, VerifiedAssertion,
 };
 
 use crate::book::PhoneBook;
@@ -65,6 +65,62 @@ impl WindowOffer {
     }
 }
 
+/// The first lines of a card, built by the signer from the decision's
+/// structured fields (never by parsing its summary), every peer-chosen
+/// part stripped of control characters: what a person reads at a glance,
+/// and what a notification says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Headline {
+    /// The sentence: "laptop wants to log in to devbox as root".
+    pub text: String,
+    /// The same as a question, a notification's title: "Log in to devbox
+    /// as root?".
+    pub question: String,
+    /// The asking agent's name ("laptop").
+    pub agent: String,
+    /// The key's name ("work"); empty when none.
+    pub key: String,
+    /// The requesting program's name ("ssh"), never its command line;
+    /// empty when unknown.
+    pub program: String,
+    /// What must stand out (a forwarded agent, an unverified host, a
+    /// verified one), each shown in its colour and in its words.
+    pub marks: Vec<Mark>,
+}
+
+/// A word on a card that stands out, by colour and by what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// How it is shown.
+    pub level: MarkLevel,
+    /// What it says.
+    pub text: String,
+}
+
+/// How a [`Mark`] is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkLevel {
+    /// A fact that reassures (a verified host key).
+    Ok,
+    /// Something to look at twice (an unverified host).
+    Warn,
+    /// Something to approve only if expected (a forwarded agent).
+    Danger,
+    /// What approving does (signs with this phone's passkey).
+    Info,
+}
+
+impl Mark {
+    /// A mark of `level` saying `text`.
+    pub fn new(level: MarkLevel, text: impl Into<String>) -> Mark {
+        Mark {
+            level,
+            text: text.into(),
+        }
+    }
+}
+
 /// What a phone's passkey signs to approve a card.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ChallengeKind {
@@ -97,6 +153,8 @@ pub struct Ask {
     pub agent_id: String,
     /// The card's title.
     pub title: String,
+    /// What the card says first, and the notification says.
+    pub headline: Headline,
     /// One line saying all of it.
     pub summary: String,
     /// Labelled facts, in order.
@@ -184,6 +242,16 @@ impl PartialEq for DataAssertion {
 
 impl Eq for DataAssertion {}
 
+/// A phone's approval of several pending requests of one agent with one
+/// assertion ("Approve all N"): made only by [`check_burst`], after the
+/// assertion over [`vmux_webauthn::burst_challenge`] of exactly these
+/// requests, in this order, verified.
+#[derive(Debug)]
+pub struct BurstApproval {
+    requests: Vec<String>,
+    phone: String,
+}
+
 /// A phone's approval of one pending request: made only by
 /// [`check_approval`], after the assertion verified.
 #[derive(Debug)]
@@ -207,6 +275,21 @@ impl Pending {
     /// Whether `phone` may see and decide it.
     fn for_phone(&self, phone: &str) -> bool {
         self.ask.only_phone.as_deref().is_none_or(|p| p == phone)
+    }
+
+    /// Its once-only approval challenge, for a card approved by one
+    /// (not a passkey's own signature).
+    fn approval(&self) -> Option<[u8; 32]> {
+        match self.ask.challenge {
+            ChallengeKind::Approval => self.challenge.as_slice().try_into().ok(),
+            ChallengeKind::Data(_) => None,
+        }
+    }
+
+    /// Whether a burst may hold it: a sign or certificate request, approved
+    /// by an approval challenge, not expired.
+    fn burstable(&self, now_ms: u64) -> bool {
+        self.ask.kind != CardKind::Pair && self.approval().is_some() && self.expires_at_ms > now_ms
     }
 }
 
@@ -307,6 +390,21 @@ impl Desk {
             .is_ok()
     }
 
+    /// Approves every request of a burst that is still pending; how many.
+    pub fn approve_burst(&self, approval: BurstApproval) -> usize {
+        let mut n = 0;
+        for id in &approval.requests {
+            let Some(p) = self.take(id) else { continue };
+            let sent = p.answer.send(Answer::Approved {
+                phone: approval.phone.clone(),
+                window: None,
+                signature: None,
+            });
+            n += usize::from(sent.is_ok());
+        }
+        n
+    }
+
     /// Denies a pending decision on behalf of a signed-in `phone`. False
     /// when it is no longer pending, or not this phone's to decide.
     pub fn deny(&self, id: &str, phone: &str) -> bool {
@@ -343,14 +441,15 @@ impl Desk {
     }
 
     /// What waits, oldest first, as Web Push sees it: no challenge, no
-    /// body, no facts.
+    /// body, no facts, no summary.
     pub(crate) fn waiting(&self) -> Vec<Waiting> {
         lock(&self.pending)
             .iter()
             .map(|p| Waiting {
                 id: p.id.clone(),
+                agent_id: p.ask.agent_id.clone(),
+                headline: p.ask.headline.clone(),
                 title: p.ask.title.clone(),
-                summary: p.ask.summary.clone(),
                 expires_at_ms: p.expires_at_ms,
                 only_phone: p.ask.only_phone.clone(),
             })
@@ -360,14 +459,22 @@ impl Desk {
     /// The cards `phone`'s page shows, oldest first: those for every
     /// phone and those for it alone. `credential` (base64url) is the
     /// phone's passkey, named on cards only its passkey can approve.
+    ///
+    /// The oldest card of each agent that has two or more requests a
+    /// burst may hold ([`Pending::burstable`]) carries that list and its
+    /// challenge ([`CardBurst`]), so the page has both before it shows
+    /// **Approve all N**; a request that joins later makes a new list.
     pub fn cards(&self, phone: &str, credential: Option<&str>) -> Vec<Card> {
-        lock(&self.pending)
+        let now = vmux_home::time::now_ms();
+        let pending = lock(&self.pending);
+        let mine: Vec<&Pending> = pending.iter().filter(|p| p.for_phone(phone)).collect();
+        let mut cards: Vec<Card> = mine
             .iter()
-            .filter(|p| p.for_phone(phone))
             .map(|p| Card {
                 id: p.id.clone(),
                 kind: p.ask.kind,
                 title: p.ask.title.clone(),
+                headline: p.ask.headline.clone(),
                 summary: p.ask.summary.clone(),
                 facts: p
                     .ask
@@ -394,8 +501,68 @@ impl Desk {
                     }),
                     _ => None,
                 },
+                burst: None,
             })
-            .collect()
+            .collect();
+        let mut agents: Vec<&str> = Vec::new();
+        for (i, p) in mine.iter().enumerate() {
+            if !p.burstable(now) || agents.contains(&p.ask.agent_id.as_str()) {
+                continue;
+            }
+            agents.push(&p.ask.agent_id);
+            let group: Vec<&&Pending> = mine[i..]
+                .iter()
+                .filter(|q| q.burstable(now) && q.ask.agent_id == p.ask.agent_id)
+                .collect();
+            if group.len() < 2 {
+                continue;
+            }
+            let challenges: Vec<[u8; 32]> = group.iter().filter_map(|q| q.approval()).collect();
+            cards[i].burst = Some(CardBurst {
+                ids: group.iter().map(|q| q.id.clone()).collect(),
+                challenge: B64URL.encode(burst_challenge(&challenges)),
+            });
+        }
+        cards
+    }
+
+    /// The challenge `phone` must sign to approve the requests `ids`
+    /// together, in this order: each still pending and not expired, one
+    /// this phone may decide, a sign or certificate request whose
+    /// approval is an approval challenge (never a pairing, whose code the
+    /// person compares, nor a passkey's own signature), all from one
+    /// agent, each once, at least two.
+    fn burst_challenge_of(&self, ids: &[String], phone: &str) -> Result<[u8; 32], ApproveError> {
+        if ids.len() < 2 {
+            return Err(ApproveError::NotABurst);
+        }
+        let now = vmux_home::time::now_ms();
+        let pending = lock(&self.pending);
+        let mut agent: Option<&str> = None;
+        let mut challenges = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Err(ApproveError::NotABurst);
+            }
+            let p = pending
+                .iter()
+                .find(|p| &p.id == id)
+                .filter(|p| p.expires_at_ms > now)
+                .ok_or(ApproveError::NotPending)?;
+            if !p.for_phone(phone) {
+                return Err(ApproveError::NotThisPhones);
+            }
+            let c = p
+                .burstable(now)
+                .then(|| p.approval())
+                .flatten()
+                .ok_or(ApproveError::NotABurst)?;
+            if *agent.get_or_insert(&p.ask.agent_id) != p.ask.agent_id {
+                return Err(ApproveError::NotABurst);
+            }
+            challenges.push(c);
+        }
+        Ok(burst_challenge(&challenges))
     }
 
     /// The challenge `phone` must sign to approve `id` (with its window
@@ -444,8 +611,9 @@ fn challenge(ask: &Ask, id: &str, window: Option<&WindowOffer>) -> [u8; 32] {
 #[derive(Debug, Clone)]
 pub(crate) struct Waiting {
     pub id: String,
+    pub agent_id: String,
+    pub headline: Headline,
     pub title: String,
-    pub summary: String,
     pub expires_at_ms: u64,
     pub only_phone: Option<String>,
 }
@@ -466,6 +634,8 @@ pub struct Card {
     pub kind: CardKind,
     /// Title.
     pub title: String,
+    /// What the card says first.
+    pub headline: Headline,
     /// Summary line.
     pub summary: String,
     /// Labelled facts.
@@ -485,6 +655,19 @@ pub struct Card {
     pub credential: Option<String>,
     /// The window offer, with its own challenge.
     pub window: Option<CardWindow>,
+    /// On the oldest card of an agent with several requests waiting: the
+    /// list **Approve all N** approves, and its challenge.
+    pub burst: Option<CardBurst>,
+}
+
+/// Several waiting requests of one agent that one assertion approves.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardBurst {
+    /// The requests' ids, oldest first: the order the challenge binds.
+    pub ids: Vec<String>,
+    /// [`vmux_webauthn::burst_challenge`] of their approval challenges
+    /// (base64url).
+    pub challenge: String,
 }
 
 /// A labelled fact on a card.
@@ -526,6 +709,9 @@ pub enum ApproveError {
     /// The assertion did not verify.
     #[error("the passkey assertion was refused: {0}")]
     Assertion(#[from] vmux_webauthn::Error),
+    /// The list is not a burst one assertion may approve.
+    #[error("these requests cannot be approved together (at least two sign or certificate requests of one agent, each once)")]
+    NotABurst,
     /// The phone book could not record the counter.
     #[error("the phone book could not be written")]
     Book,
@@ -559,6 +745,30 @@ pub fn check_approval(
         phone: session_phone.to_owned(),
         window,
         signature: data.then(|| DataAssertion(Box::new(assertion))),
+    })
+}
+
+/// Checks a phone's assertion over a burst: the requests `ids`, in this
+/// order, are a burst this phone may approve (see
+/// [`Desk::cards`]: one agent's sign and certificate requests, each still
+/// waiting), and the assertion is over their [`burst_challenge`] and
+/// passes every check of a single approval ([`check_approval`]: the
+/// signed-in phone's credential, origin, relying party, user verified,
+/// counter moved on and stored first). The only way to make a
+/// [`BurstApproval`].
+pub fn check_burst(
+    rp: &RelyingParty,
+    book: &PhoneBook,
+    desk: &Desk,
+    session_phone: &str,
+    ids: &[String],
+    response: &AssertionResponse<'_>,
+) -> Result<BurstApproval, ApproveError> {
+    let challenge = desk.burst_challenge_of(ids, session_phone)?;
+    verify_phone(rp, book, session_phone, &challenge, response)?;
+    Ok(BurstApproval {
+        requests: ids.to_vec(),
+        phone: session_phone.to_owned(),
     })
 }
 
@@ -604,6 +814,7 @@ mod tests {
             kind: CardKind::Sign,
             agent_id: "0123456789abcdef".into(),
             title: String::new(),
+            headline: Headline::default(),
             summary: String::new(),
             facts: Vec::new(),
             forwarded: false,
@@ -819,5 +1030,250 @@ mod tests {
             Answer::TimedOut
         );
         assert!(desk.is_empty());
+    }
+
+    /// A desk with `asks` waiting (each for 30 s) and `pixel` enrolled.
+    struct Burst {
+        rp: RelyingParty,
+        book: PhoneBook,
+        desk: std::sync::Arc<Desk>,
+        phone: vmux_webauthn::testing::SoftAuthenticator,
+        waits: Vec<tokio::task::JoinHandle<Answer>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Burst {
+        async fn new() -> Burst {
+            use vmux_webauthn::testing::SoftAuthenticator;
+            let origin = "https://signer.vmux.test";
+            let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
+            let phone = SoftAuthenticator::new("signer.vmux.test", origin);
+            let reg = phone.create(b"enrol");
+            let cred = vmux_webauthn::verify_registration(
+                &rp,
+                b"enrol",
+                &reg.response(),
+                UserVerification::Required,
+            )
+            .unwrap();
+            book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
+            Burst {
+                rp,
+                book,
+                desk: std::sync::Arc::new(Desk::default()),
+                phone,
+                waits: Vec::new(),
+                _dir: dir,
+            }
+        }
+
+        async fn put(&mut self, a: Ask) -> String {
+            let n = self.desk.len();
+            let d = self.desk.clone();
+            self.waits.push(tokio::spawn(async move {
+                d.ask(a, Duration::from_secs(30)).await
+            }));
+            self.desk
+                .subscribe()
+                .wait_for(|_| self.desk.len() == n + 1)
+                .await
+                .unwrap();
+            self.desk.cards("pixel", None).last().unwrap().id.clone()
+        }
+
+        fn check(
+            &self,
+            ids: &[&String],
+            a: &vmux_webauthn::testing::Assertion,
+        ) -> Result<BurstApproval, ApproveError> {
+            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            check_burst(
+                &self.rp,
+                &self.book,
+                &self.desk,
+                "pixel",
+                &ids,
+                &a.response(),
+            )
+        }
+
+        /// The burst challenge of `ids` as the page would compute it from
+        /// the cards' own challenges.
+        fn challenge(&self, ids: &[&String]) -> [u8; 32] {
+            let cards = self.desk.cards("pixel", None);
+            let cs: Vec<[u8; 32]> = ids
+                .iter()
+                .map(|id| {
+                    let c = cards.iter().find(|c| &&c.id == id).unwrap();
+                    B64URL.decode(&c.challenge).unwrap().try_into().unwrap()
+                })
+                .collect();
+            burst_challenge(&cs)
+        }
+    }
+
+    fn sign_from(agent: &str, data: &[u8]) -> Ask {
+        Ask {
+            agent_id: agent.into(),
+            body: [&(data.len() as u32).to_be_bytes()[..], data].concat(),
+            ..ask()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_assertion_approves_exactly_the_burst_it_was_made_for() {
+        let mut b = Burst::new().await;
+        let r1 = b.put(sign_from("laptop", b"one")).await;
+        let r2 = b.put(sign_from("laptop", b"two")).await;
+        let other = b.put(sign_from("desktop", b"elsewhere")).await;
+        let pair = b
+            .put(Ask {
+                kind: CardKind::Pair,
+                code: Some("123456".into()),
+                window: None,
+                ..sign_from("laptop", b"pair")
+            })
+            .await;
+        let r3 = b.put(sign_from("laptop", b"three")).await;
+        // The page gets the list and its challenge on the oldest card of
+        // the agent, before it shows Approve all 3; no burst of one.
+        let cards = b.desk.cards("pixel", None);
+        let burst = cards[0].burst.clone().expect("a burst on the oldest card");
+        assert_eq!(burst.ids, vec![r1.clone(), r2.clone(), r3.clone()]);
+        assert!(cards[1..].iter().all(|c| c.burst.is_none()));
+        let listed = B64URL.decode(&burst.challenge).unwrap();
+        assert_eq!(listed, b.challenge(&[&r1, &r2, &r3]));
+
+        let mut phone = b.phone.clone();
+        let good = phone.get(&listed);
+        // Replayed for N+1, reordered, one swapped, one left out: refused,
+        // the assertion verifying over another challenge.
+        for ids in [
+            vec![&r1, &r2, &r3, &other],
+            vec![&r2, &r1, &r3],
+            vec![&r1, &r2, &other],
+            vec![&r1, &r3],
+        ] {
+            let e = b.check(&ids, &good).unwrap_err();
+            assert!(
+                matches!(e, ApproveError::Assertion(_) | ApproveError::NotABurst),
+                "{ids:?}: {e:?}"
+            );
+        }
+        // Lists that are no burst, whatever was signed: another agent's
+        // request, a pairing (its code is compared one by one), a request
+        // twice, a single request.
+        for ids in [
+            vec![&r1, &other],
+            vec![&r1, &pair],
+            vec![&r1, &r1],
+            vec![&r1],
+        ] {
+            let a = phone.get(&b.challenge(&ids));
+            assert_eq!(
+                b.check(&ids, &a).unwrap_err(),
+                ApproveError::NotABurst,
+                "{ids:?}"
+            );
+        }
+        // The burst challenge of two is neither request's approval.
+        let two = phone.get(&b.challenge(&[&r1, &r2]));
+        assert!(check_approval(
+            &b.rp,
+            &b.book,
+            &b.desk,
+            "pixel",
+            &r1,
+            false,
+            &two.response()
+        )
+        .is_err());
+        // Without user verification, or another phone's session: refused.
+        let mut no_uv = phone.clone();
+        no_uv.flags = vmux_webauthn::Flags::UP;
+        assert!(matches!(
+            b.check(&[&r1, &r2, &r3], &no_uv.get(&listed)),
+            Err(ApproveError::Assertion(
+                vmux_webauthn::Error::UserNotVerified
+            ))
+        ));
+        let ids: Vec<String> = vec![r1.clone(), r2.clone(), r3.clone()];
+        assert_eq!(
+            check_burst(
+                &b.rp,
+                &b.book,
+                &b.desk,
+                "iphone",
+                &ids,
+                &phone.get(&listed).response()
+            )
+            .unwrap_err(),
+            ApproveError::WrongPhone
+        );
+        // Nothing above approved anything.
+        assert_eq!(b.desk.len(), 5);
+
+        // The list as shown, signed now (the counter moved on): approves
+        // those three and nothing else.
+        let approval = b.check(&[&r1, &r2, &r3], &phone.get(&listed)).unwrap();
+        assert_eq!(b.desk.approve_burst(approval), 3);
+        let mut waits = std::mem::take(&mut b.waits);
+        let third = waits.remove(4);
+        let (first, second) = (waits.remove(0), waits.remove(0));
+        for w in [first, second, third] {
+            assert_eq!(
+                w.await.unwrap(),
+                Answer::Approved {
+                    phone: "pixel".into(),
+                    window: None,
+                    signature: None
+                }
+            );
+        }
+        let left: Vec<String> = b
+            .desk
+            .cards("pixel", None)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(left, vec![other, pair]);
+        // Replayed once the requests are gone: nothing left to approve.
+        assert_eq!(
+            b.check(&[&r1, &r2, &r3], &good).unwrap_err(),
+            ApproveError::NotPending
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_joins_after_the_list_was_shown_is_not_covered() {
+        let mut b = Burst::new().await;
+        let r1 = b.put(sign_from("laptop", b"one")).await;
+        let r2 = b.put(sign_from("laptop", b"two")).await;
+        let shown = b.desk.cards("pixel", None)[0].burst.clone().unwrap();
+        let mut phone = b.phone.clone();
+        let a = phone.get(&B64URL.decode(&shown.challenge).unwrap());
+        // A third joins while the person looks at "Approve all 2".
+        let r3 = b.put(sign_from("laptop", b"joined later")).await;
+        let now = b.desk.cards("pixel", None)[0].burst.clone().unwrap();
+        assert_eq!(now.ids, vec![r1.clone(), r2.clone(), r3.clone()]);
+        assert_ne!(now.challenge, shown.challenge);
+        // The assertion made for the list shown does not stretch to it...
+        assert!(b.check(&[&r1, &r2, &r3], &a).is_err());
+        // ...and approves the two it was made for, not the third.
+        let approval = b.check(&[&r1, &r2], &a).unwrap();
+        assert_eq!(b.desk.approve_burst(approval), 2);
+        let ids: Vec<String> = b
+            .desk
+            .cards("pixel", None)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, vec![r3]);
+        assert!(
+            b.desk.cards("pixel", None)[0].burst.is_none(),
+            "one is no burst"
+        );
     }
 }

@@ -31,7 +31,7 @@ use crate::assets;
 use actions::{challenge_for, confirm, Confirmation, PUSH_REMOVE, PUSH_SUBSCRIBE, UNPAIR};
 
 mod actions;
-use crate::desk::check_approval;
+use crate::desk::{check_approval, check_burst};
 use crate::limits::{self, Purpose};
 use crate::service::Phones;
 use crate::tls::PageTls;
@@ -677,6 +677,47 @@ async fn approve(
     Ok(Json(json!({ "approved": true })).into_response())
 }
 
+/// An "Approve all N" as the page posts it: the list it showed, in its
+/// order, and one assertion over that list's burst challenge.
+#[derive(Deserialize)]
+struct BurstBody {
+    ids: Vec<String>,
+    #[serde(flatten)]
+    assertion: AssertionBody,
+}
+
+async fn approve_all(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (phone, _) = signed_in(&app, &headers)?;
+    let b: BurstBody = parse(&body)?;
+    let owned = OwnedAssertion::from(&b.assertion)?;
+    let approval = check_burst(
+        &app.phones.rp,
+        &app.phones.book,
+        &app.phones.desk,
+        &phone,
+        &b.ids,
+        &owned.response(),
+    )
+    .map_err(|e| {
+        warn!(phone = %phone, error = %e, "burst approval refused");
+        let status = match e {
+            crate::desk::ApproveError::NotPending => StatusCode::GONE,
+            crate::desk::ApproveError::NotABurst => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
+    let approved = app.phones.desk.approve_burst(approval);
+    if approved == 0 {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            crate::desk::ApproveError::NotPending.to_string(),
+        ));
+    }
+    info!(phone = %phone, approved, "requests approved together on the phone");
+    Ok(Json(json!({ "approved": approved })).into_response())
+}
+
 async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let (phone, _) = signed_in(&app, &headers)?;
     if !app.phones.desk.deny(&id, &phone) {
@@ -833,6 +874,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/events", get(events))
         .route("/api/status", get(status))
         .route("/api/requests/{id}/approve", post(approve))
+        .route("/api/requests/approve-all", post(approve_all))
         .route("/api/requests/{id}/deny", post(deny))
         .route("/api/agents/{id}/unpair", post(unpair))
         .route("/api/push/key", get(push_key))

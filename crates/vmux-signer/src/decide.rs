@@ -274,6 +274,10 @@ impl<A: Approver + 'static> Server<A> {
         let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
         let mut ask = crate::approver::phone::ask_of(&Decision::Sign(d.clone()));
         ask.title = format!("Sign with this phone's passkey ({})", ask.title);
+        ask.headline.marks.push(vmux_phone::Mark::new(
+            vmux_phone::MarkLevel::Info,
+            "approving signs with this phone's passkey",
+        ));
         ask.facts.push((
             "Signs with".into(),
             "this phone's passkey: approving makes the signature".into(),
@@ -441,6 +445,10 @@ impl<A: Approver + 'static> Server<A> {
                 crate::approver::phone::duration_text(cert.validity_seconds),
                 crate::approver::sanitize(&cert.principals.join(", "))
             );
+            ask.headline.marks.push(vmux_phone::Mark::new(
+                vmux_phone::MarkLevel::Info,
+                "approving makes the certificate with this phone's passkey (the CA)",
+            ));
             ask.facts.push((
                 "Signed by".into(),
                 "this phone's passkey, the CA: approving makes the certificate".into(),

@@ -91,7 +91,7 @@ pub fn check_installed() -> Result<(), String> {
     }
 }
 
-fn find_on_path(names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find_on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
@@ -745,7 +745,7 @@ fn remote_object_text(o: &Value) -> String {
 }
 
 /// JavaScript truthiness of a value returned by `Runtime.evaluate`.
-fn truthy(v: &Value) -> bool {
+pub(crate) fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -756,7 +756,7 @@ fn truthy(v: &Value) -> bool {
 }
 
 /// A JSON string literal for JavaScript.
-fn js_str(s: &str) -> String {
+pub(crate) fn js_str(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
 }
 
@@ -766,7 +766,7 @@ fn js_str(s: &str) -> String {
 /// when an overflowing page widens the layout viewport), checks that
 /// nothing covers its centre, notes when the click arrives, and returns
 /// `{ok, x, y}` for `Input.dispatchMouseEvent` or `{ok: false, why}`.
-const CLICK_PREPARE: &str = r#"((found) => {
+pub(crate) const CLICK_PREPARE: &str = r#"((found) => {
   const describe = (e) => e ? e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
     (e.className && typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '') : 'nothing';
   if (!(found instanceof Element)) return { ok: false, why: found };
@@ -798,7 +798,7 @@ const CLICK_PREPARE: &str = r#"((found) => {
 /// Finds the one visible, enabled button labelled exactly
 /// `__VMUX_WANT__` within the elements matching `__VMUX_SCOPE__` (or the
 /// document), or says which buttons are visible.
-const FIND_BUTTON: &str = r#"(() => {
+pub(crate) const FIND_BUTTON: &str = r#"(() => {
   const norm = (s) => (s || '').replace(/\s+/g, ' ').trim();
   const roots = __VMUX_SCOPE__ === null ? [document] : Array.from(document.querySelectorAll(__VMUX_SCOPE__));
   if (roots.length === 0) return 'nothing matches ' + JSON.stringify(__VMUX_SCOPE__);
@@ -820,7 +820,7 @@ const FIND_BUTTON: &str = r#"(() => {
 })()"#;
 
 /// Finds the checkbox `__VMUX_SEL__`, or the visible label to click for it.
-const FIND_CHECKBOX: &str = r#"(() => {
+pub(crate) const FIND_CHECKBOX: &str = r#"(() => {
   const box = document.querySelector(__VMUX_SEL__);
   if (!box) return 'nothing matches ' + JSON.stringify(__VMUX_SEL__);
   if (box.disabled) return JSON.stringify(__VMUX_SEL__) + ' is disabled';

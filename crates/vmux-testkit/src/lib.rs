@@ -6,6 +6,8 @@
 //! ([`standin`], also the binary `vmux-phone-standin`), which enrols
 //! through a link and approves every card; and a push service of the
 //! tests' own with a subscriber's side of Web Push ([`push_service`]).
+//! A real headless Firefox driven over Marionette ([`firefox`]) is the
+//! second engine; [`engine`] lets one test drive either.
 //!
 //! The end-to-end tests, `./scripts/demo --phone` and the benchmark use
 //! it; the vmux binary never does.
@@ -16,6 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod engine;
+pub mod firefox;
 pub mod pki;
 pub mod push_service;
 pub mod standin;

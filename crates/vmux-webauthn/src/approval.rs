@@ -50,6 +50,28 @@ impl ApprovalRequest<'_> {
     }
 }
 
+/// The domain-separation label of [`burst_challenge`].
+pub const BURST_LABEL: &str = "vmux phone burst approval v1";
+
+/// The challenge a phone signs to approve several pending decisions with
+/// one assertion ("Approve all N"): `SHA-256(string(label) ‖ uint32(N) ‖
+/// string(c1) ‖ … ‖ string(cN))`, where `c1…cN` are the requests' own
+/// once-only approval challenges ([`ApprovalRequest::challenge`]) in the
+/// order the page listed them. A different count, order or member is a
+/// different challenge; the label keeps it apart from a single approval's.
+pub fn burst_challenge(challenges: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((BURST_LABEL.len() as u32).to_be_bytes());
+    h.update(BURST_LABEL.as_bytes());
+    // A burst is bounded by the signer's pending requests, far below 4 G.
+    h.update((challenges.len() as u32).to_be_bytes());
+    for c in challenges {
+        h.update((c.len() as u32).to_be_bytes());
+        h.update(c);
+    }
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +139,35 @@ mod tests {
         for v in variants {
             assert_ne!(v.challenge(), base, "{v:?}");
         }
+    }
+
+    #[test]
+    fn burst_challenge_test_vector() {
+        let hex: String = burst_challenge(&[[1; 32], [2; 32], [3; 32]])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // docs/PROTOCOL.md section 11, computed independently (Python hashlib).
+        assert_eq!(
+            hex,
+            "80766c26d7d4b04b2883e5c0cf886b0db3ab0bc17412180653935ef0c2de816c"
+        );
+    }
+
+    #[test]
+    fn a_burst_binds_its_count_order_and_members() {
+        let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
+        let base = burst_challenge(&[a, b]);
+        for other in [
+            burst_challenge(&[a, b, c]),
+            burst_challenge(&[b, a]),
+            burst_challenge(&[a, c]),
+            burst_challenge(&[a]),
+            burst_challenge(&[]),
+        ] {
+            assert_ne!(other, base);
+        }
+        // Never a single request's own challenge.
+        assert_ne!(burst_challenge(&[a]), a);
     }
 }

@@ -37,7 +37,7 @@ mod registration;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use approval::{ApprovalRequest, APPROVAL_LABEL};
+pub use approval::{burst_challenge, ApprovalRequest, APPROVAL_LABEL, BURST_LABEL};
 pub use assertion::{verify_assertion, AssertionResponse, VerifiedAssertion};
 pub use error::Error;
 pub use registration::{verify_registration, Credential, RegistrationResponse};

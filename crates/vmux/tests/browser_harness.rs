@@ -422,3 +422,107 @@ fn only_the_trusted_ca_and_loopback_are_reachable() {
         .expect_err("no name resolves outside the map");
     assert!(refused.contains("ERR_NAME_NOT_RESOLVED"), "{refused}");
 }
+
+#[test]
+fn firefox_creates_and_uses_a_passkey_trusts_only_its_ca_and_leaves_no_process_behind() {
+    use vmux_testkit::firefox::Firefox;
+    if !support::phone::firefox_or_skip("the Firefox harness test") {
+        return;
+    }
+    let dir = test_dir();
+    let pki = TestPki::new(&dir.path().join("pki"), &[RP]);
+    let server = StaticHttps::start(&pki);
+
+    let t = Instant::now();
+    let page = Firefox::launch(dir.path(), pki.ca_pem());
+    eprintln!("{} ready in {:?}", page.version(), t.elapsed());
+    let auth = page.add_authenticator(Authenticator::default());
+    page.goto(&format!("{}/", server.origin()));
+    assert_eq!(page.eval("window.isSecureContext"), json!(true));
+    assert_eq!(page.text("h1"), "Harness");
+    // Statements too, as in Chromium: the last one's value (the page's
+    // CSP, which refuses eval, governs the page, not the harness).
+    assert_eq!(page.eval("const a = 1; a + 1"), json!(2));
+    assert_eq!(page.eval("Promise.resolve(3)"), json!(3));
+    // A phone's height at scale 2; as narrow as Firefox's window goes.
+    let size = page.eval("[innerWidth, innerHeight, devicePixelRatio]");
+    assert_eq!(size[1], json!(PHONE.1), "{size}");
+    assert_eq!(size[2], json!(2), "{size}");
+    assert!(
+        (i64::from(PHONE.0)..=500).contains(&size[0].as_i64().unwrap_or(0)),
+        "{size}"
+    );
+
+    // Registration then an assertion with user verification required,
+    // clicked as a person does. (Scripts the test runs see the page's
+    // window and DOM, not its top-level `const`s such as `$`.)
+    page.check("#require-uv");
+    let t = Instant::now();
+    page.click_button("Create a passkey");
+    page.wait_for(
+        "!['', 'creating', 'signing'].includes(document.getElementById('status').textContent)",
+        WAIT,
+    );
+    eprintln!("create + get took {:?}", t.elapsed());
+    assert_eq!(page.text("#status"), "success");
+    let flags: u8 = page.text("#flags").parse().expect("flags");
+    assert_eq!(flags & 0x05, 0x05, "UP and UV: {flags:#04x}");
+    let creds = page.credentials(&auth);
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    assert_eq!(creds[0].rp_id.as_deref(), Some(RP));
+    assert!(creds[0].resident);
+    assert_eq!(creds[0].id_base64url(), page.text("#created"));
+
+    // The finger is not recognised: with UV required the assertion fails.
+    page.set_user_verified(&auth, false);
+    page.click_button_in("#later", "Sign in");
+    let status = page.wait_for(
+        "(s => s !== 'signing' && s)(document.getElementById('status').textContent)",
+        WAIT,
+    );
+    assert_eq!(status, json!("failed: NotAllowedError"));
+    assert!(
+        page.console_errors().is_empty(),
+        "{:?}",
+        page.console_errors()
+    );
+
+    // What a person would see.
+    let shot = dir.path().join("firefox.png");
+    page.screenshot(&shot);
+    let png = std::fs::read(&shot).expect("screenshot written");
+    let (w, h) = png_size(&png);
+    assert_eq!(h, PHONE.1 * 2, "{w}x{h}");
+
+    // The page's console errors, its worker's, its uncaught exception
+    // and its refused inline script reach the test.
+    page.goto(&format!("{}/broken.html", server.origin()));
+    page.wait_for("document.getElementById('here') !== null", WAIT);
+    let deadline = Instant::now() + WAIT;
+    let seen = |what: &str| page.console_errors().iter().any(|l| l.contains(what));
+    while !(seen("deliberate console error")
+        && seen("deliberate worker error")
+        && seen("deliberate exception")
+        && seen("Content-Security-Policy"))
+    {
+        assert!(Instant::now() < deadline, "{:?}", page.console());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Gone on drop, with every process of its group.
+    let pid = page.pid().expect("running") as i32;
+    let t = Instant::now();
+    drop(page);
+    eprintln!("quit in {:?}", t.elapsed());
+    // SAFETY: kill(2) with signal 0 only asks whether the group exists.
+    let alive = unsafe { libc::kill(-pid, 0) } == 0;
+    assert!(!alive, "Firefox's process group {pid} outlived it");
+
+    // A Firefox that trusts another CA refuses the server's certificate.
+    let other = TestPki::new(&dir.path().join("other-pki"), &[RP]);
+    let page = Firefox::launch(dir.path(), other.ca_pem());
+    let refused = page
+        .try_goto(&format!("{}/", server.origin()))
+        .expect_err("an untrusted certificate is refused");
+    assert!(refused.contains("insecure certificate"), "{refused}");
+}

@@ -707,7 +707,7 @@ fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phon
     agent.start_with(&world.signer, &[]);
     let card = phone.card_text("certificate");
     assert!(card.contains("passkey"), "{card}");
-    assert!(card.contains("valid 8 h"), "{card}");
+    assert!(card.contains("a certificate for 8 h"), "{card}");
     assert!(card.contains(&login_user()), "{card}");
     phone.tap("certificate", "Approve");
     agent

@@ -1,6 +1,8 @@
 //! The phone page in a real browser (headless Chromium with a virtual
 //! authenticator, trusting the test's CA, on a DNS name mapped to
 //! loopback), clicking what a person clicks, with real ssh and sshd.
+//! Enrolment, sign-in, approval, denial and windows run in Firefox too
+//! (each such test a function of the engine, called from two tests).
 
 mod support;
 
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
+use support::browser::Browser;
 use support::phone::*;
 use support::*;
 
@@ -16,7 +19,12 @@ const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 
 /// Starts an agent for `world`'s signer and approves its pairing on
 /// `phone`, checking that the card shows the code the agent printed.
-fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str]) -> Agent {
+fn pair<E: BrowserEngine>(
+    world: &PhoneWorld<E>,
+    phone: &Phone<E::Page>,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Agent {
     let mut agent = Agent::new(dir, "laptop");
     let mut all = vec!["--signer", world.signer.addr.as_str()];
     all.extend_from_slice(args);
@@ -38,16 +46,8 @@ fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path, args: &[&str])
 }
 
 /// The first request's id and challenge as the page received them.
-fn first_card(phone: &Phone) -> (String, Vec<u8>) {
-    let v = phone.page.eval(
-        "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
-    );
-    let text = v.as_str().expect("event text");
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data:"))
-        .expect("a data line");
-    let state: Value = serde_json::from_str(data.trim()).expect("state JSON");
+fn first_card<P: PhonePage>(phone: &Phone<P>) -> (String, Vec<u8>) {
+    let state = page_state(phone);
     let card = &state["requests"][0];
     (
         card["id"].as_str().expect("id").to_owned(),
@@ -57,21 +57,103 @@ fn first_card(phone: &Phone) -> (String, Vec<u8>) {
     )
 }
 
-#[test]
-fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
+/// The `state` the page's event stream sends now (cards and all).
+fn page_state<P: PhonePage>(phone: &Phone<P>) -> Value {
+    let v = phone.page.eval(
+        "fetch('/api/events').then(async r => { const rd = r.body.getReader(); let t = ''; while (!t.includes('\\n\\n')) { const x = await rd.read(); if (x.done) break; t += new TextDecoder().decode(x.value); } await rd.cancel(); return t; })",
+    );
+    let text = v.as_str().expect("event text");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .expect("a data line");
+    serde_json::from_str(data.trim()).expect("state JSON")
+}
+
+/// Where a test's screenshot goes: `docs/NAME` with
+/// `VMUX_UPDATE_SCREENSHOTS` set, else the test's directory.
+fn shot_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
+        Some(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name),
+        None => {
+            std::fs::create_dir_all(dir.join("shots")).unwrap();
+            dir.join("shots").join(name)
+        }
+    }
+}
+
+/// Records the options of the page's `navigator.credentials` calls (the
+/// wrapper passes them on unchanged): `window.vmuxTestCalls`, one entry
+/// per call with what the page asked the authenticator for.
+const RECORD_CREDENTIAL_CALLS: &str = r#"(() => {
+  window.vmuxTestCalls = [];
+  const c = navigator.credentials;
+  for (const kind of ['create', 'get']) {
+    const real = c[kind].bind(c);
+    c[kind] = (o) => {
+      const p = o.publicKey, sel = p.authenticatorSelection || {};
+      window.vmuxTestCalls.push({
+        kind,
+        hints: p.hints === undefined ? null : p.hints,
+        attachment: sel.authenticatorAttachment === undefined ? null : sel.authenticatorAttachment,
+        residentKey: sel.residentKey === undefined ? null : sel.residentKey,
+        requireResidentKey: sel.requireResidentKey === undefined ? null : sel.requireResidentKey,
+        userVerification: (kind === 'create' ? sel.userVerification : p.userVerification) || null,
+        allow: (p.allowCredentials || []).length,
+      });
+      return real(o);
+    };
+  }
+  return true;
+})()"#;
+
+/// Enrolment through the link (once), the passkey the page asked for,
+/// sign-out and sign-in with it, pairing and an approved login, in
+/// engine `E`.
+fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
 
     // Enrolment: the link opens a page with Create passkey; once.
     let phone = world.phone("pixel");
     let link = world.enrol_link("pixel");
     phone.page.goto(&link);
+    phone
+        .page
+        .wait_for("!document.getElementById('enrol-button').hidden", WAIT);
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
     phone.page.click_button("Create passkey");
     phone.page.wait_for(
         "document.getElementById('enrolled')?.textContent.includes('This phone was added')",
         WAIT,
     );
-    assert_eq!(world.browser_credentials(&phone), 1);
+    // What the page asked for (SECURITY.md): user verification, a
+    // discoverable passkey, this phone's own authenticator by hint and
+    // not by the hard `platform` filter (which Firefox refuses).
+    assert_eq!(
+        phone.page.eval("window.vmuxTestCalls"),
+        json!([{
+            "kind": "create",
+            "hints": ["client-device"],
+            "attachment": null,
+            "residentKey": "required",
+            "requireResidentKey": true,
+            "userVerification": "required",
+            "allow": 0,
+        }]),
+        "in {}",
+        E::NAME
+    );
+    let creds: Vec<_> = phone
+        .page
+        .credentials(&phone.auth)
+        .into_iter()
+        .filter(|c| c.rp_id.as_deref() == Some(RP_HOST))
+        .collect();
+    assert_eq!(creds.len(), 1, "one passkey for the page in {}", E::NAME);
+    assert!(creds[0].resident, "a discoverable passkey in {}", E::NAME);
     let again = world.phone("thief");
     again.page.goto(&link);
     again.page.wait_for(
@@ -86,12 +168,28 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
             .unwrap_or(true),
         "a used link offers no Create passkey"
     );
+    drop(again);
     phone.wait_signed_in();
     let phones = world.phones();
     assert!(
         phones.contains("pixel") && phones.contains("page open"),
         "{phones}"
     );
+
+    // Sign out, and in again with the passkey (user verification asked),
+    // with the page's storage gone (an installed app's own storage, site
+    // data cleared): the page names no credential and the discoverable
+    // passkey is found.
+    phone.page.click_button("Sign out");
+    phone.page.eval("localStorage.clear()");
+    phone.page.reload();
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
+    phone.sign_in();
+    let calls = phone.page.eval("window.vmuxTestCalls");
+    assert_eq!(calls[0]["kind"], "get", "{calls}");
+    assert_eq!(calls[0]["hints"], json!(["client-device"]), "{calls}");
+    assert_eq!(calls[0]["userVerification"], "required", "{calls}");
+    assert_eq!(calls[0]["allow"], 0, "no credential named: {calls}");
 
     // Pairing: the card shows the code the agent printed.
     let agent = pair(&world, &phone, dir.path(), &[]);
@@ -103,19 +201,12 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
     assert!(card.contains("[verified]"), "{card}");
     assert!(card.contains(&login_user()), "{card}");
     assert!(card.contains("ssh"), "the card names the process: {card}");
-    std::fs::create_dir_all(dir.path().join("shots")).unwrap();
-    let shot = match std::env::var_os("VMUX_UPDATE_SCREENSHOTS") {
-        Some(_) => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/phone-page.png")
-        }
-        None => dir.path().join("shots/phone-page.png"),
-    };
-    phone.page.screenshot(&shot);
     phone.tap("sign", "Approve");
     let out = finish(ssh, Duration::from_secs(60));
     assert!(
         out.status.success(),
-        "the login approved on the phone: {}",
+        "the login approved on the phone in {}: {}",
+        E::NAME,
         String::from_utf8_lossy(&out.stderr)
     );
     phone.wait_cards(0);
@@ -142,9 +233,23 @@ fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
 }
 
 #[test]
-fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
+fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
+    enrols_signs_in_pairs_and_approves_a_login::<Browser>();
+}
+
+#[test]
+fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login_in_firefox() {
+    if firefox_or_skip("the enrolment, sign-in and approval test") {
+        enrols_signs_in_pairs_and_approves_a_login::<Firefoxes>();
+    }
+}
+
+/// A tap on Approve whose passkey does not verify the user approves
+/// nothing; Deny fails the login; with no page open a login fails in
+/// bounded time; in engine `E`.
+fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
     let phone = world.enrolled_phone("pixel");
     phone.wait_signed_in();
     let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "8"]);
@@ -152,6 +257,22 @@ fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_b
 
     let ssh = ssh_spawn(&sshd, &agent, 60);
     phone.card_text("sign");
+    // The phone's owner is not recognised (a wrong fingerprint): the
+    // authenticator refuses, the page says so and the card stays.
+    phone.page.set_user_verified(&phone.auth, false);
+    phone.tap("sign", "Approve");
+    let said = phone.page.wait_for(
+        "document.querySelector('article.card[data-kind=\"sign\"] .card-error')?.textContent",
+        WAIT,
+    );
+    assert_eq!(
+        phone.cards(),
+        1,
+        "the card still waits in {}: {said}",
+        E::NAME
+    );
+    assert_eq!(sshd.accepted(), 0);
+    phone.page.set_user_verified(&phone.auth, true);
     phone.tap("sign", "Deny");
     let out = finish(ssh, Duration::from_secs(60));
     assert!(!out.status.success(), "a denied login fails");
@@ -183,10 +304,25 @@ fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_b
 }
 
 #[test]
-fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
+fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
+    unverified_and_denied_logins_fail::<Browser>();
+}
+
+#[test]
+fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time_in_firefox(
+) {
+    if firefox_or_skip("the denial test") {
+        unverified_and_denied_logins_fail::<Firefoxes>();
+    }
+}
+
+/// An approval window ticked on the card covers the same login to the
+/// same host only, in engine `E`.
+fn a_window_covers_that_host_only<E: BrowserEngine>() {
     let dir = test_dir();
-    let world = PhoneWorld::start(
+    let world = PhoneWorld::<E>::start_in(
         dir.path(),
+        "phone",
         &format!("max_approval_window_seconds = 3600\n{NO_AUTO_CERT}"),
         &[],
     );
@@ -224,6 +360,18 @@ fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
         1,
         "{audit}"
     );
+}
+
+#[test]
+fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
+    a_window_covers_that_host_only::<Browser>();
+}
+
+#[test]
+fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only_in_firefox() {
+    if firefox_or_skip("the approval window test") {
+        a_window_covers_that_host_only::<Firefoxes>();
+    }
 }
 
 #[test]
@@ -612,4 +760,387 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
         "{}",
         world.phones()
     );
+}
+
+/// Ten waiting logins approved with one tap on **Approve all 10**, in
+/// engine `E`.
+fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
+    let dir = test_dir();
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let logins: Vec<_> = (0..10).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(10);
+    // One card offers the ten; the others do not.
+    phone
+        .page
+        .wait_for("[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && b.innerText.trim().startsWith('Approve all')).map(b => b.innerText.trim()).join() === 'Approve all 10'", WAIT);
+    phone.page.resize(375, 667);
+    let shot = if E::NAME == "chromium" {
+        shot_path(dir.path(), "phone-burst.png")
+    } else {
+        std::fs::create_dir_all(dir.path().join("shots")).unwrap();
+        dir.path()
+            .join(format!("shots/phone-burst-{}.png", E::NAME))
+    };
+    phone.screenshot_top(&shot);
+    assert_eq!(sshd.accepted(), 0);
+    let count = || {
+        phone
+            .page
+            .credentials(&phone.auth)
+            .into_iter()
+            .find(|c| c.rp_id.as_deref() == Some(RP_HOST))
+            .expect("the passkey")
+            .sign_count
+    };
+    let before = count();
+    phone.page.eval(RECORD_CREDENTIAL_CALLS);
+    phone.tap("sign", "Approve all 10");
+    for ssh in logins {
+        let out = finish(ssh, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "a login approved with the one tap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sshd.accepted(), 10);
+    phone.wait_cards(0);
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
+    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("sign")
+                && l.contains("approved")
+                && l.contains("on phone pixel"))
+            .count(),
+        10,
+        "{audit}"
+    );
+    // One passkey assertion for the ten.
+    let calls = phone.page.eval("window.vmuxTestCalls");
+    assert_eq!(
+        calls.as_array().map(Vec::len),
+        Some(1),
+        "one credentials call for the ten in {}: {calls}",
+        E::NAME
+    );
+    assert_eq!(calls[0]["kind"], "get", "{calls}");
+    // Chromium's authenticator counts one per assertion; Firefox's two
+    // for one with an allow list (its silent look for the credential
+    // first counts too).
+    let per_assertion = if E::NAME == "firefox" { 2 } else { 1 };
+    assert_eq!(
+        count(),
+        before + per_assertion,
+        "one assertion for ten in {}",
+        E::NAME
+    );
+}
+
+#[test]
+fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all() {
+    ten_logins_approved_with_one_tap::<Browser>();
+}
+
+#[test]
+fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all_in_firefox() {
+    if firefox_or_skip("the Approve all test") {
+        ten_logins_approved_with_one_tap::<Firefoxes>();
+    }
+}
+
+#[test]
+fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swapped_or_stretched_is_refused(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
+    let sshd = Sshd::start(
+        dir.path(),
+        &world.signer.public_lines(),
+        &["MaxStartups 100"],
+    );
+    let listed: Vec<_> = (0..3).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
+    phone.wait_cards(3);
+    phone.page.wait_for("[...document.querySelectorAll('button')].some(b => b.offsetParent !== null && b.innerText.trim() === 'Approve all 3')", WAIT);
+    // The list as the page shows it, and an assertion over it by the
+    // phone's own passkey (as the page's tap would make).
+    let state = page_state(&phone);
+    let burst = &state["requests"][0]["burst"];
+    let ids: Vec<String> = serde_json::from_value(burst["ids"].clone()).expect("ids");
+    assert_eq!(ids.len(), 3, "{state}");
+    let challenge = B64URL
+        .decode(burst["challenge"].as_str().expect("challenge"))
+        .expect("base64url");
+    let mut real = world.authenticator_of(&phone);
+    real.counter = 1000;
+    let shown = real.get(&challenge);
+
+    // A fourth login joins after the list was shown.
+    let late = ssh_spawn(&sshd, &agent, 150);
+    phone.wait_cards(4);
+    let all: Vec<String> = phone.card_ids();
+    let fourth = all
+        .iter()
+        .find(|id| !ids.contains(id))
+        .expect("the late card")
+        .clone();
+    let post = |ids: &[&String], a: &vmux_webauthn::testing::Assertion| {
+        phone.fetch(
+            "POST",
+            "/api/requests/approve-all",
+            &json!({
+                "ids": ids,
+                "credential_id": B64URL.encode(&a.credential_id),
+                "authenticator_data": B64URL.encode(&a.authenticator_data),
+                "client_data_json": B64URL.encode(&a.client_data_json),
+                "signature": B64URL.encode(&a.signature),
+            }),
+        )
+    };
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    for (what, list) in [
+        ("replayed for N+1", vec![a, b, c, &fourth]),
+        ("reordered", vec![b, a, c]),
+        ("one swapped", vec![a, b, &fourth]),
+        ("one left out", vec![a, c]),
+    ] {
+        let r = post(&list, &shown);
+        assert_eq!(r["status"], 403, "{what}: {r}");
+    }
+    assert_eq!(phone.cards(), 4, "nothing above approved anything");
+    assert_eq!(sshd.accepted(), 0);
+
+    // The list it was made for: those three, not the one that joined.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body"], json!({"approved": 3}).to_string(), "{r}");
+    for ssh in listed {
+        assert!(finish(ssh, Duration::from_secs(120)).status.success());
+    }
+    assert_eq!(sshd.accepted(), 3);
+    phone.wait_cards(1);
+    assert_eq!(phone.card_ids(), vec![fourth.clone()]);
+    // Replayed: nothing of it is waiting any more.
+    let r = post(&[a, b, c], &shown);
+    assert_eq!(r["status"], 410, "{r}");
+    // The late one is asked on its own (no Approve all for one card).
+    assert!(
+        !phone.card_text("sign").contains("Approve all"),
+        "one card is no burst"
+    );
+    phone.tap("sign", "Deny");
+    assert!(!finish(late, Duration::from_secs(120)).status.success());
+    assert_eq!(sshd.accepted(), 3);
+}
+
+/// Approve and Deny of `kind`'s single card lie inside the first screen of
+/// a 375×667 phone, at 100 % text and at 200 % (larger default text and
+/// page zoom both).
+fn assert_decidable_at_a_glance(phone: &Phone, kind: &str) {
+    phone.wait_cards(1);
+    for (percent, zoom) in [(100, false), (200, false), (200, true)] {
+        phone.small_screen(percent, zoom);
+        for button in ["Approve", "Deny"] {
+            if let Err(e) = phone.button_in_first_screen(kind, button) {
+                panic!("{percent} % text (zoom: {zoom}): {e}");
+            }
+        }
+    }
+    phone.small_screen(100, false);
+}
+
+#[test]
+fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_percent_text() {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), "", &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    phone.small_screen(100, false);
+
+    // Pairing: the code as large as ever, the buttons on screen.
+    let mut agent = Agent::new(dir.path(), "laptop");
+    agent.start(&["--signer", &world.signer.addr]);
+    let line = agent
+        .daemon()
+        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+    let code = pairing_code_of(&line).expect("a code");
+    assert_eq!(
+        phone.card_headline("pair"),
+        "laptop wants to pair with this signer"
+    );
+    assert!(phone.card_text("pair").contains(&code));
+    assert_decidable_at_a_glance(&phone, "pair");
+    phone.screenshot_top(&shot_path(dir.path(), "phone-pairing.png"));
+    phone.tap("pair", "Approve");
+    agent.wait_connected(1);
+
+    // The agent's session certificate.
+    let headline = phone.card_headline("certificate");
+    assert!(
+        headline.starts_with("laptop wants a certificate for ")
+            && headline.contains(&format!(" as {}", login_user())),
+        "{headline}"
+    );
+    assert_decidable_at_a_glance(&phone, "certificate");
+    phone.tap("certificate", "Approve");
+    agent
+        .daemon()
+        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    phone.wait_cards(0);
+
+    // An ssh-keygen signature with the signer's key `work`.
+    let work = dir.path().join("sshsig");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = world
+        .signer
+        .public_lines()
+        .lines()
+        .find(|l| l.ends_with(" work") || l.contains(" work"))
+        .expect("the key work")
+        .to_owned();
+    std::fs::write(work.join("work.pub"), format!("{key}\n")).unwrap();
+    std::fs::write(work.join("message"), "a commit\n").unwrap();
+    let mut c = std::process::Command::new("timeout");
+    c.args([
+        "90",
+        "ssh-keygen",
+        "-Y",
+        "sign",
+        "-n",
+        "git",
+        "-f",
+        "work.pub",
+        "message",
+    ])
+    .current_dir(&work)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    client_env(&mut c, &agent);
+    let sign = c.spawn().expect("ssh-keygen");
+    assert_eq!(
+        phone.card_headline("sign"),
+        "laptop wants to sign a git commit with work"
+    );
+    assert_decidable_at_a_glance(&phone, "sign");
+    phone.tap("sign", "Approve");
+    let out = finish(sign, Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    phone.wait_cards(0);
+
+    // A login: the host as the agent names it, its key verified.
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let ssh = ssh_spawn(&sshd, &agent, 90);
+    let headline = phone.card_headline("sign");
+    assert!(
+        headline.starts_with("laptop wants to log in to ")
+            && headline.ends_with(&format!(" as {}", login_user()))
+            && !headline.contains("unverified"),
+        "{headline}"
+    );
+    let marks = phone.card_marks("sign");
+    assert!(
+        marks.contains(&("ok".to_owned(), "host key verified".to_owned())),
+        "{marks:?}"
+    );
+    let text = phone.card_text("sign");
+    assert!(text.contains("Key work"), "the key's name under it: {text}");
+    assert_decidable_at_a_glance(&phone, "sign");
+    phone.screenshot_top(&shot_path(dir.path(), "phone-card.png"));
+    phone.tap("sign", "Approve");
+    assert!(finish(ssh, Duration::from_secs(90)).status.success());
+    assert!(
+        phone.page.console_errors().is_empty(),
+        "{:?}",
+        phone.page.console_errors()
+    );
+}
+
+#[test]
+fn a_login_through_a_forwarded_agent_stands_out_in_colour_and_words_and_is_decided_on_the_first_screen(
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    let agent = pair(&world, &phone, dir.path(), &[]);
+    let keys = world.signer.public_lines();
+    let first = Sshd::start(dir.path(), &keys, &[]);
+    let second = Sshd::start(dir.path(), &keys, &[]);
+    // ssh -A to the first server, and from there to the second.
+    let inner = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={} -p {} {}@127.0.0.1 echo second-hop-ok",
+        second.known_hosts.display(),
+        second.port,
+        login_user()
+    );
+    std::thread::scope(|s| {
+        let hop = s.spawn(|| first.ssh(&agent, &["-A"], &inner));
+        // The first hop: a login from this machine, its host key verified.
+        let marks = phone.card_marks("sign");
+        assert_eq!(marks[0].0, "ok", "{marks:?}");
+        phone.tap("sign", "Approve");
+        phone.wait_cards(0);
+        // The second: through the forwarded agent (the remote client
+        // bound its session, so the host key is verified; the agent's
+        // known_hosts does not name it); said in words, in its colour.
+        let headline = phone.card_headline("sign");
+        assert_eq!(
+            headline,
+            format!(
+                "laptop wants to log in to a host not in known_hosts as {}",
+                login_user()
+            )
+        );
+        let marks = phone.card_marks("sign");
+        assert_eq!(marks[0].0, "danger", "forwarded comes first: {marks:?}");
+        assert!(marks[0].1.contains("FORWARDED"), "{marks:?}");
+        assert!(
+            marks.contains(&("ok".to_owned(), "host key verified".to_owned())),
+            "{marks:?}"
+        );
+        let colours = phone.page.eval(
+            "[...document.querySelectorAll('article.card .mark')].map(m => getComputedStyle(m).backgroundColor)",
+        );
+        let colours: Vec<String> = serde_json::from_value(colours).expect("colours");
+        assert!(
+            colours.len() >= 2
+                && colours[0] != colours[1]
+                && colours.iter().all(|c| c != "rgba(0, 0, 0, 0)"),
+            "each mark has its own colour: {colours:?}"
+        );
+        assert!(
+            !phone.card_text("sign").contains("Also allow"),
+            "no window for a forwarded request"
+        );
+        assert_decidable_at_a_glance(&phone, "sign");
+        phone.tap("sign", "Approve");
+        let out = hop.join().expect("the ssh thread");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("second-hop-ok"));
+    });
 }

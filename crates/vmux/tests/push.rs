@@ -189,6 +189,16 @@ impl PushWorld {
             BTreeSet::from(["body", "id", "tag", "title", "url", "waiting"]),
             "{payload}"
         );
+        // What a lock screen shows at a glance: no fingerprint, no command
+        // line, at most 120 characters each.
+        for field in ["title", "body"] {
+            let t = payload[field].as_str().expect("text");
+            assert!(t.chars().count() <= 120, "{field} too long: {payload}");
+            assert!(
+                !t.contains("SHA256:") && !t.contains(" -o ") && !t.contains("-F "),
+                "{field} names a fingerprint or a command line: {payload}"
+            );
+        }
         payload
     }
 }
@@ -205,9 +215,30 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
     w.wait_waiting(10);
     let push = w.service.wait();
     let payload = w.check_push(&push);
-    assert_eq!(payload["title"], "SSH signature requested", "{payload}");
+    // The burst started with the first login (one card: its headline as
+    // a question, who asks with which key from which program) or with
+    // several (how many from whom).
+    let title = payload["title"].as_str().unwrap_or_default().to_owned();
     let body = payload["body"].as_str().unwrap_or_default();
-    assert!(body.contains("laptop"), "names the agent: {payload}");
+    let user = login_user();
+    let one = format!("as {user}?");
+    if payload["waiting"] == 1 {
+        assert!(
+            title.starts_with("Log in to ") && title.ends_with(&one),
+            "{payload}"
+        );
+        assert_eq!(body, "laptop · key work · ssh", "{payload}");
+    } else {
+        assert_eq!(
+            title,
+            format!("{} waiting from laptop", payload["waiting"]),
+            "{payload}"
+        );
+        assert!(
+            body.starts_with("Log in to ") && body.ends_with(&one),
+            "{payload}"
+        );
+    }
     let id = payload["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(payload["url"], format!("/#request={id}"));
     assert_eq!(payload["tag"], "vmux-request");
@@ -227,7 +258,7 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
         .expect("the service worker shows the push");
     assert_eq!(
         shown,
-        json!([{"title": "SSH signature requested", "body": body, "tag": "vmux-request",
+        json!([{"title": title, "body": body, "tag": "vmux-request",
                 "data": {"url": format!("/#request={id}"), "id": id}}]),
     );
 

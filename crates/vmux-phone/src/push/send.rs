@@ -36,8 +36,9 @@ const JWT_RENEW_BEFORE: u64 = 3600;
 /// The first and longest back-off after a push service was busy or down.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
-/// The longest summary a push carries (characters).
-const MAX_SUMMARY: usize = 400;
+/// The longest title or body a push carries (characters): what a lock
+/// screen shows in one glance.
+const MAX_BODY: usize = 120;
 /// Push services remembered (JWTs, back-offs): more than the phones'
 /// subscriptions can name at once; beyond it the oldest state is dropped,
 /// so a phone cycling through endpoints cannot grow the signer's memory.
@@ -243,24 +244,45 @@ struct Burst {
     todo: Vec<String>,
 }
 
-/// The push payload: the newest request's title, summary and id; never a
-/// challenge, body, key or signature. Its text is shortened until it fits
-/// one record ([`crate::push::MAX_PAYLOAD`]), however it escapes.
+/// The push payload: the newest request's headline as a question (the
+/// title) and who asks with which key from which program (the body, at
+/// most [`MAX_BODY`] characters), or for several waiting how many from
+/// whom; and its id. Never a fingerprint, command line, challenge, body or
+/// signature. Its text is shortened until it fits one record
+/// ([`crate::push::MAX_PAYLOAD`]), however it escapes.
 fn message(mine: &[&Waiting]) -> Vec<u8> {
     let Some(newest) = mine.last() else {
         return Vec::new();
     };
-    let more = match mine.len() {
-        1 => String::new(),
-        n => format!(" (and {} more waiting)", n - 1),
+    let h = &newest.headline;
+    let question = if h.question.is_empty() {
+        newest.title.clone()
+    } else {
+        h.question.clone()
     };
-    let mut room = MAX_SUMMARY;
+    let one_agent = mine.iter().all(|w| w.agent_id == newest.agent_id);
+    let (title, body) = match mine.len() {
+        1 => {
+            let mut parts = vec![h.agent.clone()];
+            if !h.key.is_empty() {
+                parts.push(format!("key {}", h.key));
+            }
+            if !h.program.is_empty() {
+                parts.push(h.program.clone());
+            }
+            (question, parts.join(" · "))
+        }
+        n if one_agent => (format!("{n} waiting from {}", h.agent), question),
+        n => (
+            format!("{n} requests waiting"),
+            format!("{}: {question}", h.agent),
+        ),
+    };
+    let mut room = MAX_BODY;
     loop {
-        let body: String = newest.summary.chars().take(room).collect();
-        let title: String = newest.title.chars().take(room.min(120)).collect();
         let out = serde_json::json!({
-            "title": title,
-            "body": body + &more,
+            "title": shorten(&title, room),
+            "body": shorten(&body, room),
             "tag": TAG,
             "id": newest.id,
             "url": format!("/#request={}", newest.id),
@@ -273,6 +295,16 @@ fn message(mine: &[&Waiting]) -> Vec<u8> {
         }
         room /= 2;
     }
+}
+
+/// `text` in at most `max` characters, ending in `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
 }
 
 /// Sends pushes as decisions come and go and pages open and close, until
@@ -542,32 +574,56 @@ mod tests {
     }
 
     #[test]
-    fn the_payload_names_the_newest_request_and_no_bytes() {
-        let w = |id: &str, summary: &str| Waiting {
+    fn the_payload_is_the_headline_as_a_question_and_who_asks_in_120_characters() {
+        let w = |id: &str, agent_id: &str, host: &str| Waiting {
             id: id.into(),
+            agent_id: agent_id.into(),
+            headline: crate::desk::Headline {
+                text: format!("laptop wants to log in to {host} as root"),
+                question: format!("Log in to {host} as root?"),
+                agent: "laptop".into(),
+                key: "work".into(),
+                program: "ssh".into(),
+                marks: Vec::new(),
+            },
             title: "SSH signature requested".into(),
-            summary: summary.into(),
             expires_at_ms: 1,
             only_phone: None,
         };
-        let (a, b) = (
-            w("a", "laptop: log in to devbox"),
-            w("b", "laptop: log in to prod"),
-        );
-        let m: serde_json::Value = serde_json::from_slice(&message(&[&a, &b])).unwrap();
-        assert_eq!(m["id"], "b");
-        assert_eq!(m["body"], "laptop: log in to prod (and 1 more waiting)");
-        assert_eq!(m["url"], "/#request=b");
+        let json = |m: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&m).unwrap();
+        let a = w("a", "36da", "devbox");
+        let m = json(message(&[&a]));
+        assert_eq!(m["title"], "Log in to devbox as root?");
+        assert_eq!(m["body"], "laptop · key work · ssh");
+        assert_eq!(m["id"], "a");
+        assert_eq!(m["url"], "/#request=a");
         assert_eq!(m["tag"], TAG);
-        let long = w("c", &"x".repeat(5000));
-        assert!(message(&[&long]).len() < crate::push::MAX_PAYLOAD);
+        assert_eq!(m["waiting"], 1);
+        // A burst of one agent: how many, from whom; the newest's id.
+        let b = w("b", "36da", "prod");
+        let m = json(message(&[&a, &b]));
+        assert_eq!(m["title"], "2 waiting from laptop");
+        assert_eq!(m["body"], "Log in to prod as root?");
+        assert_eq!(m["id"], "b");
+        let c = w("c", "77ee", "prod");
+        assert_eq!(json(message(&[&a, &c]))["title"], "2 requests waiting");
+        // Never the summary's fingerprints or command line; at most 120
+        // characters however long the names are.
+        let mut long = w("d", "36da", &"h".repeat(5000));
+        long.headline.agent = "x".repeat(5000);
+        let m = json(message(&[&long]));
+        for field in ["title", "body"] {
+            let t = m[field].as_str().unwrap();
+            assert!(t.chars().count() <= MAX_BODY, "{field}: {t}");
+            assert!(!t.contains("SHA256") && !t.contains("-F"), "{t}");
+        }
+        assert!(m["title"].as_str().unwrap().ends_with('…'));
         // Text that escapes to six bytes a character still fits.
-        let mut escaping = w("d", &"\u{1}".repeat(400));
-        escaping.title = "\u{2}".repeat(120);
+        let mut escaping = w("e", "36da", &"\u{1}".repeat(400));
+        escaping.headline.agent = "\u{2}".repeat(400);
         let m = message(&[&escaping]);
         assert!(m.len() <= crate::push::MAX_PAYLOAD, "{}", m.len());
-        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
-        assert_eq!(m["id"], "d");
+        assert_eq!(json(m)["id"], "e");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmux_phone::{Answer, Ask, CardKind, Desk, WindowOffer};
+use vmux_phone::{Answer, Ask, CardKind, Desk, Headline, Mark, MarkLevel, WindowOffer};
 
 use super::{sanitize, Approver, Decision, Verdict};
 use crate::purpose::Purpose;
@@ -55,6 +55,100 @@ pub(crate) fn duration_text(s: u64) -> String {
         format!("{} min", s / 60)
     } else {
         format!("{s} s")
+    }
+}
+
+/// What a person reads first on the card and in the notification, from the
+/// decision's structured fields (never its summary); every peer-chosen
+/// part stripped of control and invisible characters.
+pub fn headline_of(d: &Decision) -> Headline {
+    let agent = sanitize(&d.source().name);
+    let mut marks = Vec::new();
+    let (action, key, program) = match d {
+        Decision::Pair(_) => (
+            "pair with this signer".to_owned(),
+            String::new(),
+            String::new(),
+        ),
+        Decision::Certificate(c) => (
+            format!(
+                "a certificate for {} as {}",
+                duration_text(c.validity_seconds),
+                sanitize(&c.principals.join(", "))
+            ),
+            String::new(),
+            String::new(),
+        ),
+        Decision::Sign(s) => {
+            let named = s
+                .claims
+                .dest_host
+                .split(',')
+                .map(str::trim)
+                .find(|h| !h.is_empty())
+                // The agent's word for a host its known_hosts does not name.
+                .map(|h| match h {
+                    "unknown host" => "a host not in known_hosts".to_owned(),
+                    h => sanitize(h),
+                });
+            let action = match &s.purpose {
+                Purpose::VerifiedLogin(v) => {
+                    marks.push(Mark::new(MarkLevel::Ok, "host key verified"));
+                    let host = named.unwrap_or_else(|| "a host".to_owned());
+                    format!("log in to {host} as {}", sanitize(v.user()))
+                }
+                Purpose::Login { user } => {
+                    marks.push(Mark::new(MarkLevel::Warn, "unverified host: not checked"));
+                    format!("log in to an unverified host as {}", sanitize(user))
+                }
+                Purpose::Sshsig { namespace } => match namespace.as_str() {
+                    "git" => "sign a git commit".to_owned(),
+                    "file" => "sign a file".to_owned(),
+                    other => format!("sign {}", sanitize(other)),
+                },
+                Purpose::Unknown => {
+                    marks.push(Mark::new(MarkLevel::Warn, "unknown data"));
+                    "sign unknown data".to_owned()
+                }
+            };
+            if s.claims.forwarded {
+                marks.insert(
+                    0,
+                    Mark::new(MarkLevel::Danger, "FORWARDED: a remote machine asks"),
+                );
+            } else if s.purpose.forwarding_unknown(false) {
+                marks.push(Mark::new(MarkLevel::Warn, "forwarding unknown"));
+            }
+            let action = match &s.purpose {
+                Purpose::Sshsig { .. } | Purpose::Unknown => {
+                    format!("{action} with {}", sanitize(&s.key_comment))
+                }
+                _ => action,
+            };
+            let exe = if s.claims.executable.is_empty() {
+                s.claims.process.split_whitespace().next().unwrap_or("")
+            } else {
+                s.claims.executable.as_str()
+            };
+            let program = exe.rsplit('/').next().unwrap_or("");
+            (action, sanitize(&s.key_comment), sanitize(program))
+        }
+    };
+    let wants = match d {
+        Decision::Certificate(_) => "wants",
+        _ => "wants to",
+    };
+    let mut question: String = action.clone();
+    if let Some(first) = question.get(..1) {
+        question = first.to_uppercase() + &question[1..];
+    }
+    Headline {
+        text: format!("{agent} {wants} {action}"),
+        question: format!("{question}?"),
+        agent,
+        key,
+        program,
+        marks,
     }
 }
 
@@ -140,7 +234,7 @@ pub fn ask_of(d: &Decision) -> Ask {
             let window = (s.window_max_seconds > 0 && !s.claims.forwarded).then(|| WindowOffer {
                 seconds: s.window_max_seconds,
                 label: format!(
-                    "Also approve this host, this user and this program for {}",
+                    "Also allow this host, user and program for {}",
                     duration_text(s.window_max_seconds)
                 ),
             });
@@ -157,6 +251,7 @@ pub fn ask_of(d: &Decision) -> Ask {
         kind,
         agent_id: src.id.clone(),
         title,
+        headline: headline_of(d),
         summary: d.summary(),
         facts,
         forwarded: d.forwarded(),
@@ -244,5 +339,97 @@ mod tests {
         assert!(f.forwarded);
         assert!(f.window.is_none());
         assert!(f.title.contains("FORWARDED"));
+    }
+
+    #[test]
+    fn headlines_say_who_wants_what_from_the_decisions_fields() {
+        let with = |purpose: Purpose, forwarded: bool| {
+            let Decision::Sign(mut d) = sign(forwarded, 0) else {
+                unreachable!()
+            };
+            d.purpose = purpose;
+            d.claims.dest_host = "devbox,10.0.0.7".into();
+            d.claims.executable = "/usr/bin/ssh\u{7}".into();
+            d.claims.process = "ssh -F /dev/null -o X devbox".into();
+            headline_of(&Decision::Sign(d))
+        };
+        // Not proven: the agent's name for the host is not the headline's.
+        let h = with(
+            Purpose::Login {
+                user: "root".into(),
+            },
+            false,
+        );
+        assert_eq!(
+            h.text,
+            "laptop? wants to log in to an unverified host as root"
+        );
+        assert_eq!(h.question, "Log in to an unverified host as root?");
+        assert_eq!((h.agent.as_str(), h.key.as_str()), ("laptop?", "work"));
+        assert_eq!(h.program, "ssh?", "the program's name, controls stripped");
+        assert_eq!(h.marks[0].level, MarkLevel::Warn);
+        assert!(h.marks[0].text.starts_with("unverified host"));
+        // Forwarded stands out first, in words.
+        let h = with(
+            Purpose::Login {
+                user: "root".into(),
+            },
+            true,
+        );
+        assert_eq!(h.marks[0].level, MarkLevel::Danger);
+        assert!(h.marks[0].text.contains("FORWARDED"));
+        // ssh-keygen: the namespace in words, the key in the sentence.
+        let ns = |n: &str| {
+            with(
+                Purpose::Sshsig {
+                    namespace: n.into(),
+                },
+                false,
+            )
+        };
+        assert_eq!(
+            ns("git").text,
+            "laptop? wants to sign a git commit with work"
+        );
+        assert_eq!(ns("git").question, "Sign a git commit with work?");
+        assert_eq!(ns("file").text, "laptop? wants to sign a file with work");
+        assert_eq!(
+            ns("backup@example.com\u{202e}").text,
+            "laptop? wants to sign backup@example.com? with work"
+        );
+        let h = with(Purpose::Unknown, false);
+        assert_eq!(h.text, "laptop? wants to sign unknown data with work");
+        assert!(h.marks.iter().any(|m| m.text == "unknown data"));
+        // No fingerprint, no command line anywhere in it.
+        for h in [with(Purpose::Unknown, true), ns("git")] {
+            let all = format!(
+                "{} {} {} {} {}",
+                h.text, h.question, h.agent, h.key, h.program
+            );
+            assert!(!all.contains("SHA256") && !all.contains("-F"), "{all}");
+        }
+        // Certificates and pairings.
+        let src = Source {
+            name: "laptop".into(),
+            id: "abcd".into(),
+        };
+        let cert = Decision::Certificate(crate::approver::CertDecision {
+            source: src.clone(),
+            validity_seconds: 8 * 3600,
+            principals: vec!["anna".into()],
+            public_key_blob: Vec::new(),
+        });
+        let h = headline_of(&cert);
+        assert_eq!(h.text, "laptop wants a certificate for 8 h as anna");
+        assert_eq!(h.question, "A certificate for 8 h as anna?");
+        let pair = Decision::Pair(crate::approver::PairDecision {
+            source: src,
+            code: "123456".into(),
+        });
+        assert_eq!(
+            headline_of(&pair).text,
+            "laptop wants to pair with this signer"
+        );
+        assert_eq!(ask_of(&pair).headline, headline_of(&pair));
     }
 }

@@ -9,7 +9,7 @@
 
 pub mod phone;
 pub mod pty;
-pub use vmux_testkit::{browser, pki};
+pub use vmux_testkit::{browser, engine, pki};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -2,6 +2,10 @@
 //! DNS name mapped to loopback (with the test's own CA, which the
 //! browser trusts through its NSS database), and phones that are browser
 //! pages with a virtual authenticator, driven by clicking their buttons.
+//! The world and its phones are generic over the browser engine
+//! ([`BrowserEngine`]: Chromium by default, or [`Firefoxes`]); what only
+//! Chromium's DevTools protocol can do is on `PhoneWorld<Browser>` and
+//! `Phone<Page>`.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,31 +15,32 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::browser::{Authenticator, AuthenticatorId, Browser, Page};
+pub use super::engine::{BrowserEngine, Firefoxes, PhonePage};
 use super::pki::TestPki;
 use super::*;
 
 /// The relying party's name in tests.
 pub const RP_HOST: &str = "signer.vmux.test";
 
-/// A signer serving the phone page, and a browser to open it.
-pub struct PhoneWorld {
+/// A signer serving the phone page, and a browser engine to open it.
+pub struct PhoneWorld<E: BrowserEngine = Browser> {
     pub pki: TestPki,
     pub signer: Signer,
     pub origin: String,
     /// `HOST:PORT` the page is served on.
     pub web_addr: String,
-    pub browser: Browser,
+    pub browser: E,
 }
 
 /// A phone: a page (in its own browser context, so its own cookies) with
 /// its own authenticator.
-pub struct Phone {
+pub struct Phone<P: PhonePage = Page> {
     pub name: String,
-    pub page: Page,
+    pub page: P,
     pub auth: AuthenticatorId,
 }
 
-impl PhoneWorld {
+impl PhoneWorld<Browser> {
     /// `vmux signer init`, an Ed25519 key, `signer.toml` = `config`, and
     /// `signer run --approve phone` with the page on
     /// `https://signer.vmux.test:PORT`; then Chromium.
@@ -45,6 +50,30 @@ impl PhoneWorld {
 
     /// The same with another approval mode.
     pub fn start_approving(dir: &Path, approve: &str, config: &str, extra: &[&str]) -> PhoneWorld {
+        PhoneWorld::<Browser>::start_in(dir, approve, config, extra)
+    }
+
+    /// The session cookie's value in `phone`'s browser context (HttpOnly:
+    /// the page cannot read it; a thief with the phone's storage could).
+    pub fn session_cookie(&self, phone: &Phone) -> String {
+        let v = phone.page.call(
+            "Network.getCookies",
+            serde_json::json!({ "urls": [self.origin] }),
+        );
+        v["cookies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "__Host-vmux-session")
+            .and_then(|c| c["value"].as_str())
+            .unwrap_or_else(|| panic!("no session cookie in {v}"))
+            .to_owned()
+    }
+}
+
+impl<E: BrowserEngine> PhoneWorld<E> {
+    /// [`PhoneWorld::start_approving`] with the phones in engine `E`.
+    pub fn start_in(dir: &Path, approve: &str, config: &str, extra: &[&str]) -> PhoneWorld<E> {
         let pki = TestPki::new(dir, &[RP_HOST]);
         let mut signer = Signer::init(dir, "homeserver");
         signer.keygen("ed25519", "work");
@@ -75,8 +104,7 @@ impl PhoneWorld {
                     signer
                         .daemon()
                         .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
-                    let browser =
-                        Browser::launch(dir, pki.ca_pem(), &[&format!("MAP {RP_HOST} 127.0.0.1")]);
+                    let browser = E::start(dir, pki.ca_pem(), RP_HOST);
                     return PhoneWorld {
                         pki,
                         signer,
@@ -110,11 +138,11 @@ impl PhoneWorld {
         link
     }
 
-    /// A new phone: a browser context of its own with a platform
-    /// authenticator (user verification on), not yet enrolled.
-    pub fn phone(&self, name: &str) -> Phone {
-        let page = self.browser.new_isolated_page();
-        let auth = page.add_authenticator(Authenticator::default());
+    /// A new phone: a browser context (or, in Firefox, a browser) of its
+    /// own with a platform authenticator (user verification on), not yet
+    /// enrolled.
+    pub fn phone(&self, name: &str) -> Phone<E::Page> {
+        let (page, auth) = self.browser.new_phone(Authenticator::default());
         Phone {
             name: name.to_owned(),
             page,
@@ -124,7 +152,7 @@ impl PhoneWorld {
 
     /// A phone enrolled the way a person does it: open the link, tap
     /// Create passkey, see that it was added.
-    pub fn enrolled_phone(&self, name: &str) -> Phone {
+    pub fn enrolled_phone(&self, name: &str) -> Phone<E::Page> {
         let phone = self.phone(name);
         let link = self.enrol_link(name);
         phone.page.goto(&link);
@@ -142,30 +170,13 @@ impl PhoneWorld {
     }
 
     /// How many passkeys `phone`'s authenticator holds for the page.
-    pub fn browser_credentials(&self, phone: &Phone) -> usize {
+    pub fn browser_credentials(&self, phone: &Phone<E::Page>) -> usize {
         phone
             .page
             .credentials(&phone.auth)
             .iter()
             .filter(|c| c.rp_id.as_deref() == Some(RP_HOST))
             .count()
-    }
-
-    /// The session cookie's value in `phone`'s browser context (HttpOnly:
-    /// the page cannot read it; a thief with the phone's storage could).
-    pub fn session_cookie(&self, phone: &Phone) -> String {
-        let v = phone.page.call(
-            "Network.getCookies",
-            serde_json::json!({ "urls": [self.origin] }),
-        );
-        v["cookies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == "__Host-vmux-session")
-            .and_then(|c| c["value"].as_str())
-            .unwrap_or_else(|| panic!("no session cookie in {v}"))
-            .to_owned()
     }
 
     /// POSTs `body` to the page's `path` from outside any browser, with
@@ -201,7 +212,10 @@ impl PhoneWorld {
     /// The passkey `phone` enrolled, as a software authenticator with the
     /// same private key (taken from the virtual authenticator): to forge
     /// assertions the page would never send.
-    pub fn authenticator_of(&self, phone: &Phone) -> vmux_webauthn::testing::SoftAuthenticator {
+    pub fn authenticator_of(
+        &self,
+        phone: &Phone<E::Page>,
+    ) -> vmux_webauthn::testing::SoftAuthenticator {
         use p256::pkcs8::DecodePrivateKey;
         let cred = phone
             .page
@@ -221,7 +235,7 @@ impl PhoneWorld {
     }
 }
 
-impl Phone {
+impl<P: PhonePage> Phone<P> {
     /// The cards on the page now.
     pub fn cards(&self) -> usize {
         self.page.count("article.card")
@@ -235,12 +249,80 @@ impl Phone {
         );
     }
 
-    /// The text of the first card of `kind`, once it shows.
+    /// The text of the first card of `kind`, once it shows, as a person
+    /// reads it with its **Details** open (the page's own `<details>`,
+    /// opened as a tap on it does).
     pub fn card_text(&self, kind: &str) -> String {
         let sel = format!("article.card[data-kind=\"{kind}\"]");
         self.page
             .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        self.page.eval(&format!(
+            "document.querySelectorAll('{sel} details').forEach(d => {{ d.open = true; }})"
+        ));
         self.page.text(&sel)
+    }
+
+    /// The headline of the first card of `kind` (what it says first, the
+    /// sentence a person reads at once), once it shows.
+    pub fn card_headline(&self, kind: &str) -> String {
+        let sel = format!("article.card[data-kind=\"{kind}\"] .headline");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        self.page.text(&sel)
+    }
+
+    /// The text of what stands out on the first card of `kind` (its marks:
+    /// forwarded, unverified, verified), each with the colour level it is
+    /// shown in: `(level, text)`.
+    pub fn card_marks(&self, kind: &str) -> Vec<(String, String)> {
+        let sel = format!("article.card[data-kind=\"{kind}\"]");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        let v = self.page.eval(&format!(
+            "[...document.querySelector('{sel}').querySelectorAll('.mark')].map(m => [m.dataset.level, m.innerText.trim(), getComputedStyle(m).backgroundColor])"
+        ));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap_or_default().to_owned(),
+                    m[1].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the visible button `button` of the first card of `kind`
+    /// lies wholly inside the first screen (the page not scrolled, and
+    /// nothing wider than the screen, which would zoom the page out).
+    pub fn button_in_first_screen(&self, kind: &str, button: &str) -> Result<(), String> {
+        let sel = format!("article.card[data-kind=\"{kind}\"]");
+        self.page
+            .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
+        let v = self.page.eval(&format!(
+            "(() => {{ window.scrollTo(0, 0); const b = [...document.querySelector('{sel}').querySelectorAll('button')].find(b => b.innerText.trim() === {button:?} && b.offsetParent !== null); if (!b) return {{ found: false }}; const r = b.getBoundingClientRect(); return {{ found: true, top: r.top, bottom: r.bottom, left: r.left, right: r.right, w: screen.width, h: screen.height, sw: document.documentElement.scrollWidth, sy: scrollY }}; }})()"
+        ));
+        if v["found"] != true {
+            return Err(format!("no visible {button:?} on the {kind} card"));
+        }
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        if f("top") >= 0.0
+            && f("left") >= 0.0
+            && f("bottom") <= f("h")
+            && f("right") <= f("w")
+            && f("sw") <= f("w")
+            && f("sy") == 0.0
+        {
+            Ok(())
+        } else {
+            let wide = self.page.eval(
+                "[...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > screen.width).map(e => e.tagName + '.' + e.className)",
+            );
+            Err(format!(
+                "{button:?} on the {kind} card is not inside the first screen: {v}; wider than the screen: {wide}"
+            ))
+        }
     }
 
     /// Taps a button on the first card of `kind`.
@@ -249,6 +331,19 @@ impl Phone {
         self.page
             .wait_for(&format!("document.querySelector('{sel}') !== null"), WAIT);
         self.page.click_button_in(&sel, button);
+    }
+
+    /// A screenshot of the first screen as a person sees it arrive: the
+    /// page at its top, every card's Details folded.
+    pub fn screenshot_top(&self, path: &Path) {
+        self.page.eval(
+            "document.querySelectorAll('article.card details').forEach(d => { d.open = false; }); window.scrollTo(0, 0)",
+        );
+        self.page.wait_for(
+            "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(scrollY === 0))))",
+            WAIT,
+        );
+        self.page.screenshot(path);
     }
 
     /// The ids of the cards showing.
@@ -277,6 +372,52 @@ impl Phone {
             "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Sign out' && b.offsetParent !== null)",
             WAIT,
         );
+    }
+
+    /// Runs `fetch` in the page (same origin, its cookie) and returns
+    /// `{status, body}`.
+    pub fn fetch(&self, method: &str, path: &str, body: &Value) -> Value {
+        let js = format!(
+            "fetch({path:?}, {{method: {method:?}, headers: {{'Content-Type': 'application/json'}}, credentials: 'same-origin'{}}}).then(async r => ({{status: r.status, body: await r.text()}}))",
+            if method == "GET" {
+                String::new()
+            } else {
+                format!(", body: JSON.stringify({body})")
+            }
+        );
+        self.page.eval(&js)
+    }
+}
+
+impl Phone<Page> {
+    /// Makes the page a 375×667 phone (an iPhone SE; device scale 2) with
+    /// its text at `percent` % in both ways browsers do it: the default
+    /// font size (Android's and Firefox's text size) and, above 100 %,
+    /// page zoom (Safari's and Chrome's: the same screen, fewer CSS
+    /// pixels). `zoom` picks the latter.
+    pub fn small_screen(&self, percent: u32, zoom: bool) {
+        let f = f64::from(percent) / 100.0;
+        if zoom {
+            let (w, h) = ((375.0 / f).round() as u32, (667.0 / f).round() as u32);
+            self.page.set_viewport(w, h, 2.0 * f, true);
+            self.page.call(
+                "Page.setFontSizes",
+                json!({ "fontSizes": { "standard": 16, "fixed": 13 } }),
+            );
+        } else {
+            self.page.set_viewport(375, 667, 2.0, true);
+            self.page.call(
+                "Page.setFontSizes",
+                json!({ "fontSizes": { "standard": (16.0 * f).round() as u32, "fixed": (13.0 * f).round() as u32 } }),
+            );
+        }
+        let width = if zoom {
+            (375.0 / f).round() as u32
+        } else {
+            375
+        };
+        self.page
+            .wait_for(&format!("screen.width === {width}"), WAIT);
     }
 
     /// Stands in for the browser's push service, in this page and every
@@ -352,20 +493,6 @@ impl Phone {
             WAIT,
         );
     }
-
-    /// Runs `fetch` in the page (same origin, its cookie) and returns
-    /// `{status, body}`.
-    pub fn fetch(&self, method: &str, path: &str, body: &Value) -> Value {
-        let js = format!(
-            "fetch({path:?}, {{method: {method:?}, headers: {{'Content-Type': 'application/json'}}, credentials: 'same-origin'{}}}).then(async r => ({{status: r.status, body: await r.text()}}))",
-            if method == "GET" {
-                String::new()
-            } else {
-                format!(", body: JSON.stringify({body})")
-            }
-        );
-        self.page.eval(&js)
-    }
 }
 
 /// Starts `ssh … true` through `agent` into `sshd` in the background
@@ -397,5 +524,22 @@ pub fn finish(child: std::process::Child, bound: Duration) -> std::process::Outp
         Ok(Ok(out)) => out,
         Ok(Err(e)) => panic!("waiting for pid {id}: {e}"),
         Err(_) => panic!("pid {id} did not finish within {bound:?}"),
+    }
+}
+
+/// Whether a test's Firefox half can run: `false`, saying why on stderr,
+/// only when Firefox (or certutil) is not installed; with
+/// `$VMUX_REQUIRE_FIREFOX` set (`scripts/test` sets it) a missing Firefox
+/// fails the test instead.
+pub fn firefox_or_skip(test: &str) -> bool {
+    match Firefoxes::check_installed() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("VMUX_REQUIRE_FIREFOX").is_some() => {
+            panic!("{test} in Firefox: {why}, and $VMUX_REQUIRE_FIREFOX is set")
+        }
+        Err(why) => {
+            eprintln!("skipping {test} in Firefox: {why}");
+            false
+        }
     }
 }
