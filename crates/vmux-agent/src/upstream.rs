@@ -297,11 +297,7 @@ async fn run_session(
     address: &str,
     session: AgentSession,
 ) -> Result<(), LinkError> {
-    let AgentSession {
-        channel,
-        signer,
-        paired_with_code,
-    } = session;
+    let (channel, signer, paired_with_code) = session.into_parts();
     let signer_id = signer.id.clone();
     shared
         .update_state(|s| {

@@ -354,12 +354,12 @@ async fn sign_over_link(
         context,
     };
     session
-        .channel
+        .channel()
         .send(&Message::SignRequest(request))
         .await
         .unwrap();
     loop {
-        match session.channel.recv_within(WAIT).await.unwrap() {
+        match session.channel().recv_within(WAIT).await.unwrap() {
             Message::SignResponse(r) => return r.result,
             Message::WakeEndpoint(_) | Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {}", other.name()),
