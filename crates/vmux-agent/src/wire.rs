@@ -110,9 +110,9 @@ pub fn identities_answer<'a>(
 }
 
 /// A framed `SSH_AGENT_SIGN_RESPONSE`.
-pub fn sign_response(signature: &[u8]) -> Vec<u8> {
+pub(crate) fn sign_response(signature: &crate::verify::ClientSignature) -> Vec<u8> {
     let mut body = vec![SIGN_RESPONSE];
-    put_string(&mut body, signature);
+    put_string(&mut body, signature.blob());
     frame(body)
 }
 
