@@ -3,14 +3,12 @@
 //! against the signer that keyed windows on the agent's strings and
 //! checked the lock only before asking.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// This file's approver: one line per decision in `approvals.log` (the
 /// summary last), a window of 300 s whenever one is offered, `deny-KIND`

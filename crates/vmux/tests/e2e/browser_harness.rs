@@ -3,18 +3,16 @@
 //! loopback, and a virtual authenticator makes the page's real
 //! `navigator.credentials.create/get` work, clicked as a person would.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::browser::{Authenticator, Browser, PHONE};
+use crate::support::pki::TestPki;
+use crate::support::*;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::json;
-use support::browser::{Authenticator, Browser, PHONE};
-use support::pki::TestPki;
-use support::*;
 
 const RP: &str = "signer.vmux.test";
 

@@ -2,15 +2,13 @@
 //! authenticator, trusting the test's CA, on a DNS name mapped to
 //! loopback), clicking what a person clicks, with real ssh and sshd.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::phone::*;
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::phone::*;
-use support::*;
 
 const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 

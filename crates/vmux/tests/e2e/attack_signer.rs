@@ -4,14 +4,12 @@
 //! that tears the audit log's last line. Each succeeded before the signer
 //! was fixed; each now fails.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::net::TcpStream;
 use vmux_link::testing::open_confirming;
 use vmux_link::{AgentSession, Channel, Identity, LinkError, StaticKey};

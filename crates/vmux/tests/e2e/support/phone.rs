@@ -30,7 +30,6 @@ pub struct PhoneWorld {
 /// A phone: a page (in its own browser context, so its own cookies) with
 /// its own authenticator.
 pub struct Phone {
-    pub name: String,
     pub page: Page,
     pub auth: AuthenticatorId,
 }
@@ -111,15 +110,12 @@ impl PhoneWorld {
     }
 
     /// A new phone: a browser context of its own with a platform
-    /// authenticator (user verification on), not yet enrolled.
-    pub fn phone(&self, name: &str) -> Phone {
+    /// authenticator (user verification on), not yet enrolled. The name
+    /// only says in the test which phone this is; enrolment names it.
+    pub fn phone(&self, _name: &str) -> Phone {
         let page = self.browser.new_isolated_page();
         let auth = page.add_authenticator(Authenticator::default());
-        Phone {
-            name: name.to_owned(),
-            page,
-            auth,
-        }
+        Phone { page, auth }
     }
 
     /// A phone enrolled the way a person does it: open the link, tap
@@ -263,12 +259,6 @@ impl Phone {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-
-    /// Signs in with the passkey the way a person does.
-    pub fn sign_in(&self) {
-        self.page.click_button("Sign in");
-        self.wait_signed_in();
     }
 
     /// Waits for the signed-in view (its Sign out button).

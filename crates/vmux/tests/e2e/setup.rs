@@ -3,8 +3,6 @@
 //! and prints the shell line; without one it says what it would do and
 //! fails.
 
-mod support;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
@@ -12,7 +10,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A program on a pseudo-terminal: what it printed so far, and the
 /// keyboard.
