@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::failure::SignFailure;
 use crate::origin::trust::LocalLogin;
+use crate::verify::ClientSignature;
 
 /// A certificate and its ephemeral private key. The key is never written
 /// anywhere; it is zeroized when this is dropped.
@@ -57,11 +58,15 @@ impl SessionCert {
 
     /// Signs locally with the ephemeral key (ecdsa-sha2-nistp256), for a
     /// login that [`crate::origin::trust::local_login`] vouched for.
-    pub(crate) fn sign(&self, data: &[u8], _login: &LocalLogin) -> Result<Vec<u8>, SignFailure> {
+    pub(crate) fn sign(
+        &self,
+        data: &[u8],
+        login: &LocalLogin,
+    ) -> Result<ClientSignature, SignFailure> {
         use signature::Signer;
         let sig: p256::ecdsa::Signature = self.key.sign(data);
         ssh_key::Signature::try_from(sig)
-            .and_then(Vec::<u8>::try_from)
+            .and_then(|sig| ClientSignature::local(sig, login))
             .map_err(|_| SignFailure::BadSignature)
     }
 }

@@ -22,6 +22,7 @@ use crate::failure::SignFailure;
 use crate::origin::trust::{self, Reach};
 use crate::origin::{self, Connection};
 use crate::shared::Shared;
+use crate::verify::ClientSignature;
 use crate::wire::{self, Request, FAILURE, MAX_AGENT_MESSAGE, SUCCESS};
 use vmux_home::time::now_s;
 
@@ -238,7 +239,7 @@ async fn sign(
     key_blob: &[u8],
     data: &[u8],
     flags: u32,
-) -> Result<Vec<u8>, SignFailure> {
+) -> Result<ClientSignature, SignFailure> {
     if let Some(c) = shared.cert.current(now_s()).filter(|c| c.matches(key_blob)) {
         return match trust::local_login(&conn.bindings, data) {
             Some(proof) => c.sign(data, &proof),

@@ -11,7 +11,7 @@ use vmux_proto::{SignContext, SignRequest};
 use crate::board::WaitingRequest;
 use crate::failure::SignFailure;
 use crate::shared::{PendingGuard, Shared};
-use crate::verify::check_signature;
+use crate::verify::ClientSignature;
 use vmux_home::time::now_ms;
 
 /// Longest validity a sign request is given (the signer refuses longer).
@@ -25,7 +25,7 @@ pub(crate) async fn remote(
     data: &[u8],
     flags: u32,
     context: SignContext,
-) -> Result<Vec<u8>, SignFailure> {
+) -> Result<ClientSignature, SignFailure> {
     let _pending = PendingGuard::new(&shared.pending);
     let deadline = tokio::time::Instant::now() + shared.config.sign_timeout;
     let (signer_id, waiting) = {
@@ -62,7 +62,7 @@ async fn through(
     data: &[u8],
     flags: u32,
     context: SignContext,
-) -> Result<Vec<u8>, SignFailure> {
+) -> Result<ClientSignature, SignFailure> {
     let mut rx = shared.connected.subscribe();
     if !rx.borrow().contains_key(signer_id) {
         info!(signer = %signer_id, timeout = ?shared.config.sign_timeout, "waiting for signer to connect");
@@ -115,15 +115,15 @@ async fn through(
             .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
             .unwrap_or_default()
     };
-    match check_signature(key_blob, data, flags, &sig) {
+    match ClientSignature::check(key_blob, data, flags, sig) {
         Ok(checked) => {
-            if let Some(counter) = checked.sk_counter {
+            if let Some(counter) = checked.sk_counter() {
                 if let Err(e) = shared.counters.record(key_blob, &fingerprint(), counter) {
                     warn!(key = %fingerprint(), check = %e, "passkey signature refused: its counter did not move on (a cloned authenticator?); discarded");
                     return Err(SignFailure::BadSignature);
                 }
             }
-            Ok(sig)
+            Ok(checked)
         }
         Err(e) => {
             warn!(key = %fingerprint(), check = %e, "the signer's signature was refused; discarded");

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vmux_link::{
-    open_as_agent, AgentSession, Channel, ChannelWriter, Expect, LinkError, Opened, PendingPairing,
-    StaticKey,
+    open_as_agent, AgentSession, Channel, ChannelReader, ChannelWriter, Expect, LinkError, Opened,
+    Peer, PendingPairing, StaticKey,
 };
 use vmux_proto::{IssuedCert, Message, RequestId};
 
@@ -297,41 +297,8 @@ async fn run_session(
     address: &str,
     session: AgentSession,
 ) -> Result<(), LinkError> {
-    let AgentSession {
-        channel,
-        signer,
-        paired_with_code,
-    } = session;
-    let signer_id = signer.id.clone();
-    shared
-        .update_state(|s| {
-            // A pinned signer keeps its place in the user's order; only its
-            // address follows it.
-            if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer.id) {
-                p.address = address.to_owned();
-                p.name = signer.name.clone();
-                return;
-            }
-            if paired_with_code.is_none() {
-                return;
-            }
-            // A new pairing at a pinned signer's address (asked for by the
-            // user) replaces that pin; the new signer goes last.
-            s.signers.retain(|p| p.address != address);
-            s.signers.push(PinnedSigner {
-                id: signer.id.clone(),
-                name: signer.name.clone(),
-                static_key: signer.static_key.to_vec(),
-                address: address.to_owned(),
-                paired_at: now_s(),
-                wake: None,
-                keys: Vec::new(),
-                ca_key: None,
-            });
-        })
-        .saved()
-        .await;
-    if !shared.state().signers.iter().any(|p| p.id == signer.id) {
+    let (channel, signer, paired_with_code) = session.into_parts();
+    if !pin(shared, address, &signer, paired_with_code.is_some()).await {
         // Forgotten while connecting: nothing to serve.
         return Ok(());
     }
@@ -346,9 +313,7 @@ async fn run_session(
         l.pairing_code = None;
     });
     let Channel {
-        mut reader,
-        mut writer,
-        ..
+        reader, mut writer, ..
     } = channel;
     let key_lists: KeyListsAsked = Arc::default();
     lock(&key_lists).push_back(None);
@@ -356,166 +321,27 @@ async fn run_session(
         .await
         .map_err(|_| LinkError::Timeout)??;
 
-    let (tx, mut rx) = mpsc::channel::<(Outgoing, Slot)>(256);
+    let (tx, rx) = mpsc::channel::<(Outgoing, Slot)>(256);
     let pending: Pending = Arc::default();
-    shared.set_connected(&signer_id, Some(SignerConn::new(tx)));
-
-    let (pong_tx, mut pong_rx) = mpsc::channel::<Message>(PONG_QUEUE);
-    let writer_pending = pending.clone();
-    let writer_key_lists = key_lists.clone();
-    let write = async move {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
-        ping.tick().await;
-        let mut n = 0u64;
-        loop {
-            let msg = tokio::select! {
-                out = rx.recv() => {
-                    let Some((out, slot)) = out else { return Ok(()) };
-                    match out {
-                        Outgoing::Sign { request, reply } => {
-                            lock(&writer_pending).insert(request.request_id, (Waiter::Sign(reply), slot));
-                            Message::SignRequest(request)
-                        }
-                        Outgoing::Cert { request, reply } => {
-                            lock(&writer_pending).insert(request.request_id, (Waiter::Cert(reply), slot));
-                            Message::CertRequest(request)
-                        }
-                        Outgoing::RefreshKeys { reply } => {
-                            // A key list is not counted by the signer.
-                            drop(slot);
-                            // Asked before it is sent: the answer cannot
-                            // come first.
-                            lock(&writer_key_lists).push_back(Some(reply));
-                            Message::KeyListRequest
-                        }
-                    }
-                }
-                pong = pong_rx.recv() => {
-                    let Some(pong) = pong else { return Ok(()) };
-                    pong
-                }
-                _ = ping.tick() => {
-                    n += 1;
-                    Message::Ping(n)
-                }
-            };
-            send_within(&mut writer, &msg).await?;
-        }
-    };
-    // When the last message arrived, in milliseconds since `opened`.
-    let opened = Instant::now();
-    let heard = AtomicU64::new(0);
-    let silence = async {
-        loop {
-            let deadline =
-                opened + Duration::from_millis(heard.load(Ordering::Relaxed)) + LINK_SILENCE;
-            if Instant::now() >= deadline {
-                return Err::<(), _>(LinkDown::Silent);
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    let mut first_list = true;
-    let mut warned_unasked = false;
-    let read = async {
-        loop {
-            let msg = reader.recv().await?;
-            heard.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-            match msg {
-                Message::KeyList(keys) => {
-                    let Some(waiter) = lock(&key_lists).pop_front() else {
-                        if !warned_unasked {
-                            warn!(signer = %signer.id, "the signer sent a key list nobody asked for; ignored");
-                            warned_unasked = true;
-                        }
-                        continue;
-                    };
-                    let (cached, dropped) = CachedKey::from_key_list(&keys);
-                    if dropped > 0 {
-                        warn!(
-                            signer = %signer.id,
-                            listed = keys.len(),
-                            dropped,
-                            "kept {} of the signer's keys (at most {} keys, each an SSH public key of at most {} bytes, listed once)",
-                            cached.len(),
-                            crate::state::MAX_KEYS_PER_SIGNER,
-                            crate::state::MAX_KEY_BLOB,
-                        );
-                    }
-                    let count = cached.len();
-                    shared.update_state(|s| {
-                        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
-                            p.keys = cached;
-                        }
-                    });
-                    if let Some(w) = waiter {
-                        let _ = w.send(());
-                    }
-                    if first_list {
-                        notice(&format!(
-                            "connected to signer {} ({}), {count} keys",
-                            vmux_proto::sanitize(&signer.name),
-                            signer.id
-                        ));
-                        first_list = false;
-                    } else {
-                        info!(signer = %signer.id, count, "key list refreshed");
-                    }
-                }
-                Message::SignResponse(r) => match lock(&pending)
-                    .remove(&r.request_id)
-                    .map(|(w, _slot)| w)
-                {
-                    Some(Waiter::Sign(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
-                    Some(other) => other.fail(SignFailure::LinkLost),
-                    None => warn!(signer = %signer.id, "response for an unknown request; ignored"),
-                },
-                Message::CertResponse(r) => match lock(&pending)
-                    .remove(&r.request_id)
-                    .map(|(w, _slot)| w)
-                {
-                    Some(Waiter::Cert(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
-                    Some(other) => other.fail(SignFailure::LinkLost),
-                    None => {
-                        warn!(signer = %signer.id, "certificate for an unknown request; ignored")
-                    }
-                },
-                Message::WakeEndpoint(w) => {
-                    // Written only when it changed.
-                    let wake = StoredWake::from_wire(&w);
-                    shared.update_state(|s| {
-                        if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer_id) {
-                            if p.wake != wake {
-                                info!(signer = %signer_id, wake = ?wake.as_ref().map(StoredWake::describe), "wake endpoint updated");
-                                p.wake = wake;
-                            }
-                        }
-                    });
-                }
-                // Never waits for the writer: a signer that sends pings
-                // and does not read the pongs cannot stop the reading of
-                // everything else.
-                Message::Ping(n) => match pong_tx.try_send(Message::Pong(n)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => return Err(LinkDown::PingFlood),
-                    Err(TrySendError::Closed(_)) => return Ok(()),
-                },
-                Message::Pong(_) => {}
-                other => {
-                    return Err(LinkDown::Link(LinkError::Unexpected {
-                        expected: "a response",
-                        got: other.name(),
-                    }))
-                }
-            }
-        }
+    shared.set_connected(&signer.id, Some(SignerConn::new(tx)));
+    let (pong_tx, pong_rx) = mpsc::channel::<Message>(PONG_QUEUE);
+    let heard = Heard::new();
+    let mut link = SignerLink {
+        shared,
+        signer,
+        pending: pending.clone(),
+        key_lists: key_lists.clone(),
+        pong_tx,
+        first_list: true,
+        warned_unasked: false,
     };
     let result = tokio::select! {
-        r = write => r,
-        r = read => r,
-        r = silence => r,
+        r = write_loop(writer, rx, pong_rx, pending.clone(), key_lists) => r,
+        r = link.read_loop(reader, &heard) => r,
+        r = heard.silence() => r,
     };
-    shared.set_connected(&signer_id, None);
+    let signer = link.signer;
+    shared.set_connected(&signer.id, None);
     shared.set_link(address, |l| {
         l.connected = false;
         l.since = now_s();
@@ -533,6 +359,248 @@ async fn run_session(
         Err(e) => {
             warn!(signer = %signer.id, error = %e, "link to signer lost");
             Ok(())
+        }
+    }
+}
+
+/// Records the signer of an open session in the state: a pinned signer
+/// keeps its place in the user's order and only its address and name
+/// follow it; a signer that just paired (`paired`) replaces any pin at
+/// its address and goes last. False when the signer is not pinned after
+/// all (forgotten while connecting).
+async fn pin(shared: &Arc<Shared>, address: &str, signer: &Peer, paired: bool) -> bool {
+    shared
+        .update_state(|s| {
+            if let Some(p) = s.signers.iter_mut().find(|p| p.id == signer.id) {
+                p.address = address.to_owned();
+                p.name = signer.name.clone();
+                return;
+            }
+            if !paired {
+                return;
+            }
+            s.signers.retain(|p| p.address != address);
+            s.signers.push(PinnedSigner {
+                id: signer.id.clone(),
+                name: signer.name.clone(),
+                static_key: signer.static_key.to_vec(),
+                address: address.to_owned(),
+                paired_at: now_s(),
+                wake: None,
+                keys: Vec::new(),
+                ca_key: None,
+            });
+        })
+        .saved()
+        .await;
+    shared.state().signers.iter().any(|p| p.id == signer.id)
+}
+
+/// The session's writer: requests from clients (each recorded as waiting
+/// before it is sent, so its answer cannot come first), pongs, and a ping
+/// every [`PING_INTERVAL`]; each message written within [`LINK_SILENCE`].
+async fn write_loop(
+    mut writer: ChannelWriter,
+    mut rx: mpsc::Receiver<(Outgoing, Slot)>,
+    mut pong_rx: mpsc::Receiver<Message>,
+    pending: Pending,
+    key_lists: KeyListsAsked,
+) -> Result<(), LinkDown> {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    let mut n = 0u64;
+    loop {
+        let msg = tokio::select! {
+            out = rx.recv() => {
+                let Some((out, slot)) = out else { return Ok(()) };
+                match out {
+                    Outgoing::Sign { request, reply } => {
+                        lock(&pending).insert(request.request_id, (Waiter::Sign(reply), slot));
+                        Message::SignRequest(request)
+                    }
+                    Outgoing::Cert { request, reply } => {
+                        lock(&pending).insert(request.request_id, (Waiter::Cert(reply), slot));
+                        Message::CertRequest(request)
+                    }
+                    Outgoing::RefreshKeys { reply } => {
+                        // A key list is not counted by the signer.
+                        drop(slot);
+                        lock(&key_lists).push_back(Some(reply));
+                        Message::KeyListRequest
+                    }
+                }
+            }
+            pong = pong_rx.recv() => {
+                let Some(pong) = pong else { return Ok(()) };
+                pong
+            }
+            _ = ping.tick() => {
+                n += 1;
+                Message::Ping(n)
+            }
+        };
+        send_within(&mut writer, &msg).await?;
+    }
+}
+
+/// When the last message of a session arrived, for its silence watchdog.
+struct Heard {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last message.
+    last_ms: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Heard {
+        Heard {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        self.last_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Ends once nothing arrived for [`LINK_SILENCE`].
+    async fn silence(&self) -> Result<(), LinkDown> {
+        loop {
+            let deadline = self.opened
+                + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+                + LINK_SILENCE;
+            if Instant::now() >= deadline {
+                return Err(LinkDown::Silent);
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One open session's reading side: what the signer sends, matched to
+/// what the agent asked.
+struct SignerLink<'a> {
+    shared: &'a Arc<Shared>,
+    signer: Peer,
+    pending: Pending,
+    key_lists: KeyListsAsked,
+    pong_tx: mpsc::Sender<Message>,
+    first_list: bool,
+    warned_unasked: bool,
+}
+
+/// What reading a message says about the session.
+enum Flow {
+    Continue,
+    /// The writer is gone: the session ends without an error.
+    End,
+}
+
+impl SignerLink<'_> {
+    async fn read_loop(
+        &mut self,
+        mut reader: ChannelReader,
+        heard: &Heard,
+    ) -> Result<(), LinkDown> {
+        loop {
+            let msg = reader.recv().await?;
+            heard.now();
+            if let Flow::End = self.on_message(msg)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<Flow, LinkDown> {
+        let signer_id = &self.signer.id;
+        match msg {
+            Message::KeyList(keys) => self.on_key_list(&keys),
+            Message::SignResponse(r) => match self.take(&r.request_id) {
+                Some(Waiter::Sign(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
+                Some(other) => other.fail(SignFailure::LinkLost),
+                None => warn!(signer = %signer_id, "response for an unknown request; ignored"),
+            },
+            Message::CertResponse(r) => match self.take(&r.request_id) {
+                Some(Waiter::Cert(w)) => drop(w.send(r.result.map_err(SignFailure::Signer))),
+                Some(other) => other.fail(SignFailure::LinkLost),
+                None => warn!(signer = %signer_id, "certificate for an unknown request; ignored"),
+            },
+            Message::WakeEndpoint(w) => {
+                // Written only when it changed.
+                let wake = StoredWake::from_wire(&w);
+                self.shared.update_state(|s| {
+                    if let Some(p) = s.signers.iter_mut().find(|p| &p.id == signer_id) {
+                        if p.wake != wake {
+                            info!(signer = %signer_id, wake = ?wake.as_ref().map(StoredWake::describe), "wake endpoint updated");
+                            p.wake = wake;
+                        }
+                    }
+                });
+            }
+            // Never waits for the writer: a signer that sends pings and
+            // does not read the pongs cannot stop the reading of
+            // everything else.
+            Message::Ping(n) => match self.pong_tx.try_send(Message::Pong(n)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Err(LinkDown::PingFlood),
+                Err(TrySendError::Closed(_)) => return Ok(Flow::End),
+            },
+            Message::Pong(_) => {}
+            other => {
+                return Err(LinkDown::Link(LinkError::Unexpected {
+                    expected: "a response",
+                    got: other.name(),
+                }))
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The request `id` waits no more.
+    fn take(&self, id: &RequestId) -> Option<Waiter> {
+        lock(&self.pending).remove(id).map(|(w, _slot)| w)
+    }
+
+    /// A key list, accepted only as the answer to one the agent asked for.
+    fn on_key_list(&mut self, keys: &[vmux_proto::KeyRecord]) {
+        let signer_id = &self.signer.id;
+        let Some(waiter) = lock(&self.key_lists).pop_front() else {
+            if !self.warned_unasked {
+                warn!(signer = %signer_id, "the signer sent a key list nobody asked for; ignored");
+                self.warned_unasked = true;
+            }
+            return;
+        };
+        let (cached, dropped) = CachedKey::from_key_list(keys);
+        if dropped > 0 {
+            warn!(
+                signer = %signer_id,
+                listed = keys.len(),
+                dropped,
+                "kept {} of the signer's keys (at most {} keys, each an SSH public key of at most {} bytes, listed once)",
+                cached.len(),
+                crate::state::MAX_KEYS_PER_SIGNER,
+                crate::state::MAX_KEY_BLOB,
+            );
+        }
+        let count = cached.len();
+        self.shared.update_state(|s| {
+            if let Some(p) = s.signers.iter_mut().find(|p| &p.id == signer_id) {
+                p.keys = cached;
+            }
+        });
+        if let Some(w) = waiter {
+            let _ = w.send(());
+        }
+        if self.first_list {
+            notice(&format!(
+                "connected to signer {} ({}), {count} keys",
+                vmux_proto::sanitize(&self.signer.name),
+                signer_id
+            ));
+            self.first_list = false;
+        } else {
+            info!(signer = %signer_id, count, "key list refreshed");
         }
     }
 }

@@ -68,6 +68,57 @@ pub struct Checked {
     pub sk_counter: Option<u32>,
 }
 
+/// A signature an SSH client may be given: one that verified against the
+/// key, data and algorithm the client asked for ([`ClientSignature::check`]),
+/// or one the session certificate's key made here for a login that
+/// [`crate::origin::trust::local_login`] vouched for
+/// ([`ClientSignature::local`]). Nothing else makes one, and the reply
+/// writer ([`crate::wire::sign_response`]) takes nothing else, so a
+/// signer's answer cannot reach a client unchecked.
+pub(crate) struct ClientSignature {
+    blob: Vec<u8>,
+    sk_counter: Option<u32>,
+}
+
+impl ClientSignature {
+    /// `sig_blob`, if it is a valid signature by `key_blob` over `data`
+    /// for the `flags` the client sent.
+    pub(crate) fn check(
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+        sig_blob: Vec<u8>,
+    ) -> Result<ClientSignature, Refusal> {
+        let checked = check_signature(key_blob, data, flags, &sig_blob)?;
+        Ok(ClientSignature {
+            blob: sig_blob,
+            sk_counter: checked.sk_counter,
+        })
+    }
+
+    /// A signature the agent's own session-certificate key made, for a
+    /// login it may serve.
+    pub(crate) fn local(
+        sig: Signature,
+        _login: &crate::origin::trust::LocalLogin,
+    ) -> Result<ClientSignature, ssh_key::Error> {
+        Ok(ClientSignature {
+            blob: Vec::<u8>::try_from(sig)?,
+            sk_counter: None,
+        })
+    }
+
+    /// The security-key counter of a checked passkey signature.
+    pub(crate) fn sk_counter(&self) -> Option<u32> {
+        self.sk_counter
+    }
+
+    /// The signature as the SSH agent protocol carries it.
+    pub(crate) fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+}
+
 /// Whether `sig_blob` is a valid signature by the key `key_blob` over
 /// `data`, in the algorithm the client asked for with `flags`.
 pub fn signature_is_valid(key_blob: &[u8], data: &[u8], flags: u32, sig_blob: &[u8]) -> bool {

@@ -131,9 +131,9 @@ where
 }
 
 /// A framed `SSH_AGENT_SIGN_RESPONSE`.
-pub fn sign_response(signature: &[u8]) -> Vec<u8> {
+pub(crate) fn sign_response(signature: &crate::verify::ClientSignature) -> Vec<u8> {
     let mut body = vec![SIGN_RESPONSE];
-    put_string(&mut body, signature);
+    put_string(&mut body, signature.blob());
     frame(body)
 }
 

@@ -135,7 +135,7 @@ async fn fake_signer(
         sessions += 1;
         let _ = events.send(Event::Session(sessions));
         tokio::spawn(serve(
-            session.channel,
+            session.into_parts().0,
             key.clone(),
             fault,
             sessions,

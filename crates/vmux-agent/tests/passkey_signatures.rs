@@ -79,7 +79,7 @@ async fn fake_signer(
         let Ok(session) = open_as_signer(channel, "fake", &Yes).await else {
             continue;
         };
-        let mut ch = session.channel;
+        let (mut ch, _) = session.into_parts();
         let (phone, key_blob, next) = (phone.clone(), key_blob.clone(), next.clone());
         tokio::spawn(async move {
             while let Ok(msg) = ch.recv().await {

@@ -77,14 +77,34 @@ pub enum Expect {
     Pairing(PairingPermit),
 }
 
-/// An open session, agent side.
+/// An open session, agent side. Only this module makes one: after the
+/// pinned signer proved its key, or after a pairing both people accepted.
 pub struct AgentSession {
-    /// The encrypted channel.
-    pub channel: Channel,
-    /// The signer.
-    pub signer: Peer,
+    channel: Channel,
+    signer: Peer,
+    paired_with_code: Option<String>,
+}
+
+impl AgentSession {
+    /// The signer at the other end.
+    pub fn signer(&self) -> &Peer {
+        &self.signer
+    }
+
     /// The code both sides showed, if this connection paired.
-    pub paired_with_code: Option<String>,
+    pub fn paired_with_code(&self) -> Option<&str> {
+        self.paired_with_code.as_deref()
+    }
+
+    /// The encrypted channel, to exchange messages on.
+    pub fn channel(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+
+    /// The channel, the signer and the pairing code, to run the session.
+    pub fn into_parts(self) -> (Channel, Peer, Option<String>) {
+        (self.channel, self.signer, self.paired_with_code)
+    }
 }
 
 /// What opening a session gave: a session with a pinned signer, or a
@@ -305,10 +325,25 @@ pub trait PairingGate {
 
 /// An open session, signer side.
 pub struct SignerSession {
-    /// The encrypted channel.
-    pub channel: Channel,
-    /// The agent, paired.
-    pub agent: Peer,
+    channel: Channel,
+    agent: Peer,
+}
+
+impl SignerSession {
+    /// The agent at the other end, paired.
+    pub fn agent(&self) -> &Peer {
+        &self.agent
+    }
+
+    /// The encrypted channel, to exchange messages on.
+    pub fn channel(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+
+    /// The channel and the agent, to run the session.
+    pub fn into_parts(self) -> (Channel, Peer) {
+        (self.channel, self.agent)
+    }
 }
 
 /// Opens a session from the signer's side: a paired agent is welcomed; an

@@ -140,11 +140,11 @@ async fn pairing_shows_the_same_code_and_pins() {
         open_as_signer(s, "pi", &gate)
     );
     let (ra, rs) = (ra.unwrap(), rs.unwrap());
-    assert_eq!(ra.signer.name, "pi");
-    assert_eq!(ra.signer.static_key, *si.public());
-    assert_eq!(rs.agent.name, "laptop");
-    assert_eq!(rs.agent.id, ai.id());
-    assert_eq!(ra.paired_with_code.as_deref(), Some(shown.as_str()));
+    assert_eq!(ra.signer().name, "pi");
+    assert_eq!(ra.signer().static_key, *si.public());
+    assert_eq!(rs.agent().name, "laptop");
+    assert_eq!(rs.agent().id, ai.id());
+    assert_eq!(ra.paired_with_code(), Some(shown.as_str()));
     assert_eq!(gate.codes.lock().unwrap().as_slice(), [shown.clone()]);
     assert_eq!(shown.len(), 6);
 
@@ -157,7 +157,7 @@ async fn pairing_shows_the_same_code_and_pins() {
     let Ok(Opened::Session(ra)) = ra else {
         panic!("a pinned signer asked for a code")
     };
-    assert!(ra.paired_with_code.is_none());
+    assert!(ra.paired_with_code().is_none());
     rs.unwrap();
     assert_eq!(gate.codes.lock().unwrap().len(), 1);
 }

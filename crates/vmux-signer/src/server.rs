@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use vmux_home::sync::lock;
-use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, SignerSession, StaticKey};
+use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, StaticKey};
 use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
 use crate::audit::AuditLog;
@@ -242,9 +242,10 @@ impl<A: Approver + 'static> Server<A> {
             open_as_signer(channel, &self.parts.name, &gate).await
         };
         let bound = UNAUTHENTICATED_TIME + self.parts.approval_timeout;
-        let SignerSession { channel, agent } = tokio::time::timeout(bound, opening)
+        let (channel, agent) = tokio::time::timeout(bound, opening)
             .await
-            .map_err(|_| vmux_link::LinkError::Timeout)??;
+            .map_err(|_| vmux_link::LinkError::Timeout)??
+            .into_parts();
         let _session = ticket.into_session().ok_or_else(|| {
             warn!(agent = %agent.id, "too many open sessions; closing this one");
             vmux_link::LinkError::Closed

@@ -94,13 +94,13 @@ async fn a_paired_agents_request_withdraws_a_strangers_pairing_prompt() {
         context: SignContext::default(),
     };
     owner
-        .channel
+        .channel()
         .send(&Message::SignRequest(req))
         .await
         .unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match owner.channel.recv().await.unwrap() {
+            match owner.channel().recv().await.unwrap() {
                 Message::SignResponse(r) => return r.result,
                 _ => continue,
             }

@@ -135,12 +135,12 @@ fn request(f: &Fixture, nonce: u8, issued: u64, expires: u64) -> SignRequest {
 }
 
 async fn ask(s: &mut AgentSession, r: SignRequest) -> Result<Vec<u8>, ErrorCode> {
-    s.channel
+    s.channel()
         .send(&Message::SignRequest(r.clone()))
         .await
         .unwrap();
     loop {
-        match s.channel.recv().await.unwrap() {
+        match s.channel().recv().await.unwrap() {
             Message::SignResponse(resp) => {
                 assert_eq!(resp.request_id, r.request_id);
                 return resp.result;
@@ -161,11 +161,11 @@ async fn signs_valid_requests_and_refuses_replays_and_expired_ones() {
     // The key list names the key.
     // The signer first says how to wake it (nothing configured here).
     assert_eq!(
-        s.channel.recv().await.unwrap(),
+        s.channel().recv().await.unwrap(),
         Message::WakeEndpoint(vmux_proto::WakeEndpoint::None)
     );
-    s.channel.send(&Message::KeyListRequest).await.unwrap();
-    match s.channel.recv().await.unwrap() {
+    s.channel().send(&Message::KeyListRequest).await.unwrap();
+    match s.channel().recv().await.unwrap() {
         Message::KeyList(keys) => {
             assert_eq!(keys.len(), 1);
             assert_eq!(keys[0].public_key_blob, f.key_blob);
@@ -234,10 +234,10 @@ async fn garbage_after_the_handshake_closes_only_that_connection() {
     let id = Identity::generate();
     let mut s = session(&f, &id).await.unwrap();
     // A message the signer never accepts from an agent.
-    s.channel.send(&Message::PairStart).await.unwrap();
+    s.channel().send(&Message::PairStart).await.unwrap();
     // The signer closes the link (after the wake endpoint it sends first).
     loop {
-        match s.channel.recv().await {
+        match s.channel().recv().await {
             Ok(Message::WakeEndpoint(_)) => continue,
             Ok(other) => panic!("unexpected {}", other.name()),
             Err(_) => break,
@@ -370,7 +370,7 @@ async fn lock_ends_a_decision_that_is_waiting_for_the_person() {
     let mut s = session(&f, &Identity::generate()).await.unwrap();
     let now = now_ms();
     let r = request(&f, 1, now, now + 30_000);
-    s.channel.send(&Message::SignRequest(r)).await.unwrap();
+    s.channel().send(&Message::SignRequest(r)).await.unwrap();
     // Wait (bounded) until the approver is asked.
     tokio::time::timeout(Duration::from_secs(10), async {
         while f.approver.signs.load(Ordering::SeqCst) == 0 {
@@ -394,7 +394,7 @@ async fn lock_ends_a_decision_that_is_waiting_for_the_person() {
 /// Receives the next sign response, skipping link chatter.
 async fn next_answer(s: &mut AgentSession) -> vmux_proto::SignResponse {
     loop {
-        match s.channel.recv().await.unwrap() {
+        match s.channel().recv().await.unwrap() {
             Message::SignResponse(resp) => return resp,
             Message::Ping(_) | Message::Pong(_) | Message::WakeEndpoint(_) => continue,
             other => panic!("unexpected {}", other.name()),
@@ -418,7 +418,7 @@ async fn one_request_over_the_in_flight_limit_is_refused_at_once_and_answers_fre
     };
     for n in 0..=LIMIT {
         let msg = Message::SignRequest(fresh(n));
-        s.channel.send(&msg).await.unwrap();
+        s.channel().send(&msg).await.unwrap();
     }
     // The 65th is refused while the others wait for their approver.
     let refused = next_answer(&mut s).await;
@@ -436,7 +436,7 @@ async fn one_request_over_the_in_flight_limit_is_refused_at_once_and_answers_fre
     // sent the moment the last answer arrived, is taken whole.
     for n in LIMIT + 1..=2 * LIMIT {
         let msg = Message::SignRequest(fresh(n));
-        s.channel.send(&msg).await.unwrap();
+        s.channel().send(&msg).await.unwrap();
     }
     for _ in 0..LIMIT {
         assert!(next_answer(&mut s).await.result.is_ok());

@@ -1,12 +1,10 @@
 //! Software keys encrypted at rest: the passphrase, lock and unlock,
 //! import, delete and rename, with real OpenSSH.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn secret(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
     let p = dir.join(name);

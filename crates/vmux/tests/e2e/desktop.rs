@@ -2,13 +2,11 @@
 //! by the test) and a notification server that records what it is shown
 //! and answers with an action.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
 use zbus::zvariant::OwnedValue;
 
 const SERVICE: &str = "org.freedesktop.Notifications";

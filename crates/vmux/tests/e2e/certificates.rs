@@ -1,12 +1,10 @@
 //! Session certificates: one approval, then local signing for the
 //! certificate's lifetime, renewal, expiry and policy.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A signer with one key, an agent, and an sshd that trusts only the
 /// signer's CA (no authorized_keys).

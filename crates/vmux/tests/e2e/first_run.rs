@@ -6,16 +6,14 @@
 //! a terminal it prints its plan and fails; on a set-up machine it changes
 //! nothing; on a tailnet it takes the tailnet name and `tailscale cert`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::browser::{Authenticator, Browser};
-use support::phone::{Phone, RP_HOST};
-use support::pki::TestPki;
-use support::pty::OnTerminal;
-use support::*;
+use crate::support::browser::{Authenticator, Browser};
+use crate::support::phone::{Phone, RP_HOST};
+use crate::support::pki::TestPki;
+use crate::support::pty::OnTerminal;
+use crate::support::*;
 
 /// Stops the signer and the agent `vmux setup` started in the background
 /// (their pid files in the home), however the test ends.
@@ -129,14 +127,10 @@ fn stand_in_tailscale(bin: &Path, name: &str, pki: &TestPki) {
 }
 
 /// A phone: an isolated page of `browser` with its own authenticator.
-fn new_phone(browser: &Browser, name: &str) -> Phone {
+fn new_phone(browser: &Browser) -> Phone {
     let page = browser.new_isolated_page();
     let auth = page.add_authenticator(Authenticator::default());
-    Phone {
-        name: name.to_owned(),
-        page,
-        auth,
-    }
+    Phone { page, auth }
 }
 
 /// Opens the enrolment link and taps Create passkey, as a person does.
@@ -258,7 +252,7 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
         pki.ca_pem(),
         &[&format!("MAP {RP_HOST} 127.0.0.1")],
     );
-    let phone = new_phone(&browser, "pixel");
+    let phone = new_phone(&browser);
     create_passkey(&phone, &link);
     term.wait_for("Approve the certificate on your phone");
     let card = phone.card_text("certificate");
@@ -302,7 +296,7 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
 #[test]
 fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_phones_certificate()
 {
-    if let Err(e) = support::browser::check_installed() {
+    if let Err(e) = crate::support::browser::check_installed() {
         panic!("{e}");
     }
     let dir = test_dir();
@@ -358,7 +352,7 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
 
     // Installed: its NSS database holds that file and nothing else.
     let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
-    let phone = new_phone(&browser, "pixel");
+    let phone = new_phone(&browser);
     create_passkey(&phone, &link);
     term.wait_for("Approve the certificate on your phone");
     phone.tap("certificate", "Approve");
@@ -388,11 +382,11 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
     );
     assert!(key_line.starts_with("ecdsa-sha2-nistp256 "), "{key_line}");
     let by_key = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
-    let ssh = support::phone::ssh_spawn(&by_key, &agent, 60);
+    let ssh = crate::support::phone::ssh_spawn(&by_key, &agent, 60);
     let card = phone.card_text("sign");
     assert!(card.contains("127.0.0.1"), "{card}");
     phone.tap("sign", "Approve");
-    let out = support::phone::finish(ssh, std::time::Duration::from_secs(60));
+    let out = crate::support::phone::finish(ssh, std::time::Duration::from_secs(60));
     assert!(
         out.status.success(),
         "{}",

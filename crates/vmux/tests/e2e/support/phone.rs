@@ -35,7 +35,6 @@ pub struct PhoneWorld<E: BrowserEngine = Browser> {
 /// A phone: a page (in its own browser context, so its own cookies) with
 /// its own authenticator.
 pub struct Phone<P: PhonePage = Page> {
-    pub name: String,
     pub page: P,
     pub auth: AuthenticatorId,
 }
@@ -140,14 +139,11 @@ impl<E: BrowserEngine> PhoneWorld<E> {
 
     /// A new phone: a browser context (or, in Firefox, a browser) of its
     /// own with a platform authenticator (user verification on), not yet
-    /// enrolled.
-    pub fn phone(&self, name: &str) -> Phone<E::Page> {
+    /// enrolled. The name only says in the test which phone this is;
+    /// enrolment names it.
+    pub fn phone(&self, _name: &str) -> Phone<E::Page> {
         let (page, auth) = self.browser.new_phone(Authenticator::default());
-        Phone {
-            name: name.to_owned(),
-            page,
-            auth,
-        }
+        Phone { page, auth }
     }
 
     /// A phone enrolled the way a person does it: open the link, tap
@@ -167,16 +163,6 @@ impl<E: BrowserEngine> PhoneWorld<E> {
     /// `vmux signer phones` output.
     pub fn phones(&self) -> String {
         ok(&mut self.signer.cmd(&["phones"]))
-    }
-
-    /// How many passkeys `phone`'s authenticator holds for the page.
-    pub fn browser_credentials(&self, phone: &Phone<E::Page>) -> usize {
-        phone
-            .page
-            .credentials(&phone.auth)
-            .iter()
-            .filter(|c| c.rp_id.as_deref() == Some(RP_HOST))
-            .count()
     }
 
     /// POSTs `body` to the page's `path` from outside any browser, with

@@ -2,15 +2,13 @@
 //! a signer killed mid-request, an agent killed while it writes its state,
 //! a client that never reads.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use signature::Verifier;
-use support::*;
 
 fn put(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());

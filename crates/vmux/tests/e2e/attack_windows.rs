@@ -3,14 +3,12 @@
 //! against the signer that keyed windows on the agent's strings and
 //! checked the lock only before asking.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// This file's approver: one line per decision in `approvals.log` (the
 /// summary last), a window of 300 s whenever one is offered, `deny-KIND`
@@ -354,12 +352,12 @@ async fn sign_over_link(
         context,
     };
     session
-        .channel
+        .channel()
         .send(&Message::SignRequest(request))
         .await
         .unwrap();
     loop {
-        match session.channel.recv_within(WAIT).await.unwrap() {
+        match session.channel().recv_within(WAIT).await.unwrap() {
             Message::SignResponse(r) => return r.result,
             Message::WakeEndpoint(_) | Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {}", other.name()),

@@ -9,14 +9,12 @@
 //! allow-all`), so every card on the phone is a passkey request: a request
 //! for a phone's key is decided on that phone whatever `--approve` says.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::phone::*;
-use support::*;
+use crate::support::phone::*;
+use crate::support::*;
 
 const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 const SK: &str = "sk-ecdsa-sha2-nistp256@openssh.com";

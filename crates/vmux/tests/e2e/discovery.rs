@@ -1,11 +1,9 @@
 //! Local discovery over mDNS, only inside two network namespaces this
 //! test makes (joined by a veth pair), never on a real interface.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// Two namespaces joined by a veth pair, removed on drop.
 struct Netns {

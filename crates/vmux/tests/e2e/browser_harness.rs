@@ -3,18 +3,16 @@
 //! loopback, and a virtual authenticator makes the page's real
 //! `navigator.credentials.create/get` work, clicked as a person would.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::browser::{Authenticator, Browser, PHONE};
+use crate::support::pki::TestPki;
+use crate::support::*;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::json;
-use support::browser::{Authenticator, Browser, PHONE};
-use support::pki::TestPki;
-use support::*;
 
 const RP: &str = "signer.vmux.test";
 
@@ -426,7 +424,7 @@ fn only_the_trusted_ca_and_loopback_are_reachable() {
 #[test]
 fn firefox_creates_and_uses_a_passkey_trusts_only_its_ca_and_leaves_no_process_behind() {
     use vmux_testkit::firefox::Firefox;
-    if !support::phone::firefox_or_skip("the Firefox harness test") {
+    if !crate::support::phone::firefox_or_skip("the Firefox harness test") {
         return;
     }
     let dir = test_dir();

@@ -1,12 +1,10 @@
 //! Everyday use: service units, socket activation, shell setup, doctor,
 //! configuration errors.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn install_print_gives_units_systemd_accepts() {

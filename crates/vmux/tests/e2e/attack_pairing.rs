@@ -2,11 +2,9 @@
 //! succeeded before pairing needed the agent user's confirmation and
 //! pinned signers were reached only through their pinned keys.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// An impostor: a real vmux signer that approves everything.
 fn impostor(dir: &std::path::Path, name: &str) -> (Signer, String) {
@@ -326,7 +324,7 @@ fn an_mdns_announcer_of_the_pinned_id_never_gets_a_session() {
             .args(["netns", "exec", &net.b])
             .arg(std::env::current_exe().expect("test binary"))
             .args([
-                "mdns_announcer_helper",
+                "attack_pairing::mdns_announcer_helper",
                 "--exact",
                 "--ignored",
                 "--nocapture",

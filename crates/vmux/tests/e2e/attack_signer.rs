@@ -4,14 +4,12 @@
 //! that tears the audit log's last line. Each succeeded before the signer
 //! was fixed; each now fails.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::net::TcpStream;
 use vmux_link::testing::open_confirming;
 use vmux_link::{AgentSession, Channel, Identity, LinkError, StaticKey};
@@ -193,7 +191,7 @@ fn unpair_stays_done_while_another_agent_reconnects_in_a_loop() {
         let session = rt
             .block_on(pair(&addr, &victim, &format!("victim{round}")))
             .expect("the victim pairs");
-        let key = session.signer.static_key;
+        let key = session.signer().static_key;
         drop(session);
         if signer_key.is_none() {
             rt.block_on(pair(&addr, &churner, "churner"))
@@ -269,7 +267,7 @@ fn four_links_of_one_agent_get_no_more_than_64_requests_in_flight() {
     let id = Identity::generate();
     let addr = signer.addr.clone();
     let first = rt.block_on(pair(&addr, &id, "greedy")).expect("pairs");
-    let key = first.signer.static_key;
+    let key = first.signer().static_key;
     drop(first);
     std::fs::write(d.join("hold-signs"), "").unwrap();
 
@@ -295,7 +293,10 @@ fn four_links_of_one_agent_get_no_more_than_64_requests_in_flight() {
                     expires_at_ms: now + 60_000,
                     context: SignContext::default(),
                 };
-                link.channel.send(&Message::SignRequest(req)).await.unwrap();
+                link.channel()
+                    .send(&Message::SignRequest(req))
+                    .await
+                    .unwrap();
             }
         }
         // Read every link's answers until the refusals are in, or an
@@ -304,7 +305,7 @@ fn four_links_of_one_agent_get_no_more_than_64_requests_in_flight() {
         for mut link in links {
             let tx = tx.clone();
             tokio::spawn(async move {
-                while let Ok(m) = link.channel.recv().await {
+                while let Ok(m) = link.channel().recv().await {
                     if let Message::SignResponse(r) = m {
                         if tx.send(r.result).is_err() {
                             return;

@@ -3,10 +3,8 @@
 //! and prints the shell line; without one it says what it would do and
 //! fails.
 
-mod support;
-
-use support::pty::OnTerminal;
-use support::*;
+use crate::support::pty::OnTerminal;
+use crate::support::*;
 
 /// The pairing code setup shows on `screen`.
 fn code_on(screen: &str) -> String {

@@ -4,16 +4,14 @@
 //! Enrolment, sign-in, approval, denial and windows run in Firefox too
 //! (each such test a function of the engine, called from two tests).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::browser::Browser;
+use crate::support::phone::*;
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::browser::Browser;
-use support::phone::*;
-use support::*;
 
 const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 

@@ -7,17 +7,15 @@
 //! asserts what the owner observes: their sign-in works, their phone gets
 //! in, their agents stay paired.
 
-mod support;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::phone::*;
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::phone::*;
-use support::*;
 
 const NO_AUTO_CERT: &str = "[certificates]\nauto_issue = false\n";
 

@@ -4,15 +4,13 @@
 //! reads the item and its dbusmenu menu as a panel does) and a
 //! notification server that records what it is shown and closed.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// A private session bus.

@@ -5,17 +5,15 @@
 //! NSS database trusts nothing but the `.crt` it downloaded from that
 //! link enrols a passkey on the page.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::browser::{Authenticator, Browser};
-use support::phone::RP_HOST;
-use support::*;
+use crate::support::browser::{Authenticator, Browser};
+use crate::support::phone::RP_HOST;
+use crate::support::*;
 
 /// `signer run` with the page on 127.0.0.1 under `RP_HOST` and the
 /// signer's own CA; returns the page's origin.
@@ -486,7 +484,7 @@ fn the_ca_is_name_constrained_kept_across_restarts_and_renews_the_leaf_under_its
 
 #[test]
 fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_signed_by_the_ca() {
-    if let Err(e) = support::browser::check_installed() {
+    if let Err(e) = crate::support::browser::check_installed() {
         panic!("{e}");
     }
     let dir = test_dir();

@@ -1,12 +1,10 @@
 //! The test harness itself: kept directories, bounded commands, ports
 //! where nothing listens.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn a_command_past_its_limit_is_killed_and_named_with_its_output() {
@@ -40,10 +38,7 @@ fn a_command_past_its_limit_is_killed_and_named_with_its_output() {
 
 #[test]
 fn kept_test_dirs_are_the_ones_the_tests_used() {
-    // The only test here that touches the variable.
-    std::env::set_var("VMUX_KEEP_TEST_DIRS", "1");
-    let d = test_dir();
-    std::env::remove_var("VMUX_KEEP_TEST_DIRS");
+    let d = test_dir_kept(true);
     let path = d.path().to_owned();
     std::fs::write(path.join("evidence"), "kept").unwrap();
     drop(d);
@@ -53,7 +48,7 @@ fn kept_test_dirs_are_the_ones_the_tests_used() {
     );
     std::fs::remove_dir_all(&path).unwrap();
     // Without it, removed on drop.
-    let d = test_dir();
+    let d = test_dir_kept(false);
     let path = d.path().to_owned();
     drop(d);
     assert!(!path.exists());

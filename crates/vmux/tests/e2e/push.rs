@@ -6,16 +6,14 @@
 //! browser's `PushManager` is stood in for, since headless Chromium
 //! cannot reach a real push service.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::phone::*;
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::phone::*;
-use support::*;
 use vmux_testkit::push_service::{check_vapid, PushService, Reply, Seen, Subscriber};
 
 /// A signer with the phone page and Web Push set up to trust the test's

@@ -1,15 +1,13 @@
 //! Waking a sleeping signer, against a real HTTP/2 TLS server on loopback
 //! with a certificate the agent is told to trust.
 
-mod support;
-
 use std::time::Instant;
 
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use signature::Verifier;
-use support::*;
 use vmux_testkit::push_service::{PushService as PushServer, Reply, Seen};
 
 const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";

@@ -1,15 +1,13 @@
 //! Remote signing end to end: real OpenSSH clients log into a real sshd
 //! with keys that exist only on the signer.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn assert_login(w: &World, extra: &[&str]) {
     let out = w.sshd.ssh(&w.agent, extra, "echo logged-in-as-$(whoami)");

@@ -2,9 +2,7 @@
 //! what the binary itself would write. The package itself is built,
 //! installed and removed by scripts/deb-check, in CI.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn the_packaged_user_units_are_what_agent_install_writes_for_usr_bin_vmux() {

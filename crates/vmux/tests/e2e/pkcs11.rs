@@ -2,12 +2,10 @@
 //! and keys made by pkcs11-tool sign real logins; a wrong PIN is refused;
 //! a token that goes away fails clearly and works again when it is back.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 

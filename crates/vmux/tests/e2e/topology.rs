@@ -1,11 +1,9 @@
 //! Reconnect, many agents and many signers, and managing pairings.
 
-mod support;
-
 use std::process::Command;
 use std::time::Instant;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn a_signature_asked_while_the_signer_is_down_completes_when_it_is_back() {

@@ -5,8 +5,6 @@
 //! command the harness runs ([`run_within`]). Daemons listen on port 0 and
 //! print the port they got, except sshd ([`free_port`]).
 
-#![allow(dead_code)]
-
 pub mod phone;
 pub mod pty;
 pub use vmux_testkit::{browser, engine, pki};
@@ -31,12 +29,18 @@ pub fn vmux() -> Command {
 /// `VMUX_KEEP_TEST_DIRS` is set. World-traversable so that a test can run
 /// a client as another user.
 pub fn test_dir() -> tempfile::TempDir {
+    test_dir_kept(std::env::var_os("VMUX_KEEP_TEST_DIRS").is_some())
+}
+
+/// [`test_dir`], kept on drop when `keep` (what `VMUX_KEEP_TEST_DIRS`
+/// asks for; the tests run in one process, so none of them sets it).
+pub fn test_dir_kept(keep: bool) -> tempfile::TempDir {
     let mut d = tempfile::Builder::new()
         .prefix("vmux-test-")
         .tempdir()
         .expect("temp dir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    if std::env::var_os("VMUX_KEEP_TEST_DIRS").is_some() {
+    if keep {
         // The very directory the test uses, left in place when it drops.
         eprintln!("test dir: {}", d.path().display());
         d.disable_cleanup(true);
@@ -294,11 +298,6 @@ impl Daemon {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// Kills it with SIGKILL and reaps it (waiting at most [`WAIT`]; it
@@ -699,7 +698,6 @@ impl Agent {
 /// A throwaway sshd on a loopback port.
 pub struct Sshd {
     pub port: u16,
-    pub dir: PathBuf,
     pub known_hosts: PathBuf,
     pub host_pub: String,
     pub daemon: Daemon,
@@ -783,7 +781,6 @@ impl Sshd {
                 .expect("known_hosts");
             return Sshd {
                 port,
-                dir,
                 known_hosts,
                 host_pub,
                 daemon: d,

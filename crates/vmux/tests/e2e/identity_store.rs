@@ -3,13 +3,11 @@
 //! private session bus started by the test. A copy of the agent's disk
 //! then holds no usable identity.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
 
 /// A private session bus with an unlocked GNOME Keyring on it.
 struct Keyring {

@@ -1,13 +1,11 @@
 //! Who asks and for what: verified destinations, the requesting process,
 //! forwarded agents, namespaces, approval windows, the audit log, status.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// A world whose agent reads `known_hosts` from its own HOME, where the
 /// sshd's host key is recorded under `name` (hashed with `ssh-keygen -H`
