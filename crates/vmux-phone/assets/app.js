@@ -689,35 +689,49 @@ function renderStatus(s) {
   });
 }
 
-// The passkey confirms a change: an assertion over `challenge` (from the
-// list the change is made on; it names the action and its target).
-// Called in the click handler with no await before it.
-function confirmWithPasskey(challenge) {
-  return navigator.credentials.get({
+// The passkey confirms a change: the options of an assertion over
+// `challenge` (from the list the change is made on; it names the action
+// and its target). Each click handler calls navigator.credentials.get
+// with them itself, with nothing awaited before it (Safari's rule).
+function confirmRequest(challenge) {
+  return {
     publicKey: {
       challenge: b64uToBuf(challenge),
       rpId: state.rpId,
       userVerification: 'required',
       allowCredentials: allowCredentials(),
+      hints: ['client-device'],
       timeout: 60000,
     },
-  }).then((cred) => ({ challenge, ...assertionFields(cred) }));
+  };
 }
+
+// What the signer checks of a confirmation.
+const confirmation = (challenge) => (cred) => ({ challenge, ...assertionFields(cred) });
 
 // Unpairing takes the passkey: a stolen session cookie alone cannot.
 function unpairButton(agent) {
   const button = el('button', 'small unpair', 'Unpair');
   button.type = 'button';
-  button.addEventListener('click', () => {
-    if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
-    button.disabled = true;
-    say(`Confirm with your passkey to unpair ${agent.name}; it must pair again before it can use this signer.`);
-    confirmWithPasskey(agent.unpair_challenge)
-      .then((confirmation) => api(`/api/agents/${encodeURIComponent(agent.id)}/unpair`, confirmation))
-      .then(() => { say(`${agent.name} was unpaired.`); refreshStatus(); })
-      .catch((err) => { button.disabled = false; say(passkeyError(err)); refreshStatus(); });
-  });
+  button.dataset.agent = agent.id;
+  button.dataset.name = agent.name;
+  button.dataset.challenge = agent.unpair_challenge;
+  button.addEventListener('click', onUnpair);
   return button;
+}
+
+// Click handler of an agent's Unpair.
+function onUnpair(ev) {
+  const button = ev.currentTarget;
+  const { agent, name, challenge } = button.dataset;
+  if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
+  button.disabled = true;
+  say(`Confirm with your passkey to unpair ${name}; it must pair again before it can use this signer.`);
+  return navigator.credentials.get(confirmRequest(challenge))
+    .then(confirmation(challenge))
+    .then((c) => api(`/api/agents/${encodeURIComponent(agent)}/unpair`, c))
+    .then(() => { say(`${name} was unpaired.`); refreshStatus(); })
+    .catch((err) => { button.disabled = false; say(passkeyError(err)); refreshStatus(); });
 }
 
 // ---- notifications (Web Push) ----
@@ -773,21 +787,9 @@ function renderSubscriptions(signer, mine) {
     try { host = new URL(s.endpoint).host; } catch { /* shown whole */ }
     const button = el('button', 'small', 'Remove');
     button.type = 'button';
-    button.addEventListener('click', () => {
-      if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
-      button.disabled = true;
-      confirmWithPasskey(s.remove_challenge)
-        .then((confirmation) => api('/api/push/unsubscribe', { endpoint: s.endpoint, ...confirmation }))
-        .then(async () => {
-          // This browser's own: end it here too, or the page would renew it.
-          if (s.endpoint === mine) {
-            try { const sub = await currentSubscription(); if (sub) await sub.unsubscribe(); } catch { /* gone already */ }
-          }
-          say('That subscription was removed.');
-        })
-        .catch((err) => say(passkeyError(err)))
-        .finally(() => refreshNotifications());
-    });
+    button.dataset.endpoint = s.endpoint;
+    button.dataset.challenge = s.remove_challenge;
+    button.addEventListener('click', onRemoveSubscription);
     return [
       el('span', 'name', s.endpoint === mine ? `${host} (this browser)` : host),
       el('span', 'meta', `added ${fmtTime(s.added_at)}`),
@@ -796,20 +798,31 @@ function renderSubscriptions(signer, mine) {
   });
 }
 
-// The browser has a subscription the signer cannot use: dropped there
-// (its push service said it is gone), never received (the browser rotated
-// it), or made for another key. Drop it and subscribe anew; whether that
-// worked (a browser may want a tap for it).
-async function renewSubscription(old, key, challenge) {
-  try { await old.unsubscribe(); } catch { /* gone already */ }
-  try {
-    const confirmation = await confirmWithPasskey(challenge);
-    await subscribeWith(await navigator.serviceWorker.ready, key, confirmation);
-    return true;
-  } catch {
-    return false;
-  }
+// Click handler of a subscription's Remove.
+function onRemoveSubscription(ev) {
+  const button = ev.currentTarget;
+  const { endpoint, challenge } = button.dataset;
+  if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
+  button.disabled = true;
+  return navigator.credentials.get(confirmRequest(challenge))
+    .then(confirmation(challenge))
+    .then((c) => api('/api/push/unsubscribe', { endpoint, ...c }))
+    .then(async () => {
+      // This browser's own: end it here too.
+      if (endpoint === state.pushEndpoint) {
+        try { const sub = await currentSubscription(); if (sub) await sub.unsubscribe(); } catch { /* gone already */ }
+      }
+      say('That subscription was removed.');
+    })
+    .catch((err) => say(passkeyError(err)))
+    .finally(() => refreshNotifications());
 }
+
+// Whether the signer can use the browser's subscription `sub`: it holds
+// it (a push service that said it is gone had it dropped; a browser may
+// rotate it unseen) and it was made with the signer's key.
+const signerHolds = (signer, sub) =>
+  (signer.subscribed || []).includes(sub.endpoint) && madeWithKey(sub, signer.key);
 
 // One look at a time (the main view, visibility and the buttons all ask);
 // asked during a look, one more look follows it, so a change made
@@ -840,10 +853,11 @@ async function lookAtNotifications() {
   let signer = null;
   try { signer = await api('/api/push/key'); } catch { signer = null; /* keep the browser's word */ }
   state.push = signer && { ...signer, fetchedAt: Date.now() };
-  if (on && signer && (!(signer.subscribed || []).includes(sub.endpoint) || !madeWithKey(sub, signer.key))) {
-    on = await renewSubscription(sub, signer.key, signer.subscribe_challenge);
-    lost = !on;
-    try { signer = await api('/api/push/key'); state.push = { ...signer, fetchedAt: Date.now() }; } catch { /* the list stays */ }
+  if (on && signer && !signerHolds(signer, sub)) {
+    // Renewed only with a tap on Turn on (the passkey confirms it, and
+    // Safari asks for it only in a tap), never behind the person's back.
+    on = false;
+    lost = true;
   }
   try { sub = await currentSubscription(); } catch { sub = null; }
   state.pushEndpoint = sub && sub.endpoint;
@@ -859,8 +873,10 @@ async function lookAtNotifications() {
         : 'Turn on notifications to be told when a request waits while this page is closed.';
 }
 
-// Click handler: the passkey first (credentials.get with no await
-// before it), then the browser's permission and subscription.
+// Click handler: the browser's permission if it was not given yet (one
+// tap: Safari grants it only while a tap is handled, and the passkey's
+// prompt would end that), else the passkey (credentials.get with no await
+// before it), then the subscription.
 async function onNotificationsOn() {
   const push = state.push;
   if (!push || Date.now() - push.fetchedAt > CHALLENGE_REFRESH_MS + 20000) {
@@ -869,20 +885,21 @@ async function onNotificationsOn() {
     return;
   }
   if (!HAS_PASSKEYS) return say(NO_PASSKEYS);
+  if (Notification.permission !== 'granted') {
+    return Notification.requestPermission().then((permission) => say(permission === 'granted'
+      ? 'Allowed. Tap Turn on notifications once more to confirm with your passkey.'
+      : 'Notifications were not allowed.'));
+  }
   $('notifications-on').disabled = true;
-  const confirmed = confirmWithPasskey(push.subscribe_challenge);
+  const confirmed = navigator.credentials.get(confirmRequest(push.subscribe_challenge))
+    .then(confirmation(push.subscribe_challenge));
   try {
-    const confirmation = await confirmed;
-    const permission = await Notification.requestPermission();
-    if (permission !== 'granted') {
-      say('Notifications were not allowed.');
-    } else {
-      const reg = await navigator.serviceWorker.ready;
-      const old = await reg.pushManager.getSubscription();
-      if (old && !madeWithKey(old, push.key)) await old.unsubscribe();
-      await subscribeWith(reg, push.key, confirmation);
-      say('Notifications are on.');
-    }
+    const c = await confirmed;
+    const reg = await navigator.serviceWorker.ready;
+    const old = await reg.pushManager.getSubscription();
+    if (old && !signerHolds(push, old)) await old.unsubscribe();
+    await subscribeWith(reg, push.key, c);
+    say('Notifications are on.');
   } catch (err) {
     say(err instanceof ApiError ? err.message : err && err.name ? passkeyError(err) : 'Notifications could not be turned on in this browser.');
   }
@@ -895,7 +912,9 @@ async function onNotificationsOn() {
 async function onNotificationsOff() {
   const mine = state.push && (state.push.subscriptions || []).find((s) => s.endpoint === state.pushEndpoint);
   $('notifications-off').disabled = true;
-  const confirmed = mine && HAS_PASSKEYS ? confirmWithPasskey(mine.remove_challenge) : null;
+  const confirmed = mine && HAS_PASSKEYS
+    ? navigator.credentials.get(confirmRequest(mine.remove_challenge)).then(confirmation(mine.remove_challenge))
+    : null;
   try {
     const sub = await currentSubscription();
     if (sub && confirmed) {

@@ -795,6 +795,23 @@ pub(crate) const CLICK_PREPARE: &str = r#"((found) => {
   return { ok: true, x: x - vv.offsetLeft, y: y - vv.offsetTop };
 })(__VMUX_LOCATE__)"#;
 
+/// [`FIND_BUTTON`] for the one visible, enabled button (a `button`, an
+/// input button or a `[role=button]`) saying `text`, inside elements
+/// matching `scope` when given: what both engines' clicks look for.
+pub(crate) fn find_button(scope: Option<&str>, text: &str) -> String {
+    FIND_BUTTON
+        .replace(
+            "__VMUX_KINDS__",
+            &js_str("button, input[type=button], input[type=submit], [role=button]"),
+        )
+        .replace("__VMUX_NOUN__", &js_str("button"))
+        .replace(
+            "__VMUX_SCOPE__",
+            &scope.map(js_str).unwrap_or_else(|| "null".into()),
+        )
+        .replace("__VMUX_WANT__", &js_str(text))
+}
+
 /// Finds the one visible, enabled button labelled exactly
 /// `__VMUX_WANT__` within the elements matching `__VMUX_SCOPE__` (or the
 /// document), or says which buttons are visible.
@@ -1153,17 +1170,7 @@ impl Page {
     }
 
     fn click_button_scoped(&self, scope: Option<&str>, text: &str) {
-        let find = FIND_BUTTON
-            .replace(
-                "__VMUX_KINDS__",
-                &js_str("button, input[type=button], input[type=submit], [role=button]"),
-            )
-            .replace("__VMUX_NOUN__", &js_str("button"))
-            .replace(
-                "__VMUX_SCOPE__",
-                &scope.map(js_str).unwrap_or_else(|| "null".into()),
-            )
-            .replace("__VMUX_WANT__", &js_str(text));
+        let find = find_button(scope, text);
         self.click_located(&format!("the button {text:?}"), &find);
     }
 

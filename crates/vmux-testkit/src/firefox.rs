@@ -28,7 +28,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::browser::{
-    js_str, truthy, Authenticator, AuthenticatorId, Credential, CLICK_PREPARE, FIND_BUTTON,
+    find_button, js_str, truthy, Authenticator, AuthenticatorId, Credential, CLICK_PREPARE,
     FIND_CHECKBOX, PHONE, POLL,
 };
 use crate::{ok, WAIT};
@@ -526,12 +526,7 @@ impl Firefox {
     }
 
     fn click_button_scoped(&self, scope: Option<&str>, text: &str) {
-        let find = FIND_BUTTON
-            .replace(
-                "__VMUX_SCOPE__",
-                &scope.map(js_str).unwrap_or_else(|| "null".into()),
-            )
-            .replace("__VMUX_WANT__", &js_str(text));
+        let find = find_button(scope, text);
         self.click_located(&format!("the button {text:?}"), &find);
     }
 

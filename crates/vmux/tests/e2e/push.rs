@@ -342,8 +342,15 @@ fn a_push_service_answering_410_drops_the_subscription_and_the_reopened_page_sub
         "nothing sent to a gone subscription"
     );
     // The reopened page did not go on saying notifications are on: the
-    // signer no longer had its subscription, so it subscribed anew (the
+    // signer no longer had its subscription, and the page says so and
+    // offers Turn on again (renewing takes the passkey, so a tap: never
+    // a prompt the person did not ask for). A tap subscribes anew (the
     // browser gives a new endpoint) and the phone can be woken again.
+    w.phone.page.wait_for(
+        "!document.getElementById('notifications-on').hidden && document.getElementById('notifications-text').textContent.startsWith('Notifications stopped reaching this phone')",
+        WAIT,
+    );
+    w.phone.turn_on_notifications(&w.world.origin);
     w.phone.page.wait_for(
         "!document.getElementById('notifications-off').hidden && document.getElementById('notifications-text').textContent.startsWith('This phone is notified')",
         WAIT,
