@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use crate::support::netns::Netns;
 use crate::support::*;
 
 /// An impostor: a real vmux signer that approves everything.
@@ -181,54 +182,6 @@ fn a_pinned_agent_does_not_pair_with_an_unknown_signer_until_asked() {
     );
 }
 
-/// Two namespaces joined by a veth pair, removed on drop (as in
-/// discovery.rs: mDNS only inside namespaces this test makes).
-struct Netns {
-    a: String,
-    b: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let ok_ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip");
-            assert!(
-                out.status.success(),
-                "ip {}: {} (this test needs root and iproute2's ip netns)",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let tag = std::process::id() % 100_000;
-        let (a, b) = (format!("vmuxp{tag}a"), format!("vmuxp{tag}b"));
-        let (va, vb) = (format!("vpa{tag}"), format!("vpb{tag}"));
-        let n = Netns {
-            a: a.clone(),
-            b: b.clone(),
-        };
-        ok_ip(&["netns", "add", &a]);
-        ok_ip(&["netns", "add", &b]);
-        ok_ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ok_ip(&["link", "set", &va, "netns", &a]);
-        ok_ip(&["link", "set", &vb, "netns", &b]);
-        for (ns, dev, addr) in [(&a, &va, "10.78.0.1/24"), (&b, &vb, "10.78.0.2/24")] {
-            ok_ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ok_ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"]);
-            ok_ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ok_ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
-        }
-        n
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
-        }
-    }
-}
-
 /// Not a test on its own: run by the test below inside a namespace, it
 /// advertises over mDNS whatever id and port it is told to, as an
 /// impostor on the LAN would, until it is killed (at most two minutes).
@@ -334,7 +287,7 @@ fn an_mdns_announcer_of_the_pinned_id_never_gets_a_session() {
                 format!("{real_id} {imp_port} kitchen-pi-2"),
             ),
     );
-    let imp_addr = format!("10.78.0.2:{imp_port}");
+    let imp_addr = format!("{}:{imp_port}", net.b_ip);
     agent.daemon().wait_line(WAIT, |l| {
         l.contains("discovered signer") && l.contains(&imp_addr)
     });

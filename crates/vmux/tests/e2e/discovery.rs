@@ -1,56 +1,8 @@
 //! Local discovery over mDNS, only inside two network namespaces this
 //! test makes (joined by a veth pair), never on a real interface.
 
-use std::process::Command;
-
+use crate::support::netns::Netns;
 use crate::support::*;
-
-/// Two namespaces joined by a veth pair, removed on drop.
-struct Netns {
-    a: String,
-    b: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let ok_ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip");
-            assert!(
-                out.status.success(),
-                "ip {}: {} (this test needs root and iproute2's ip netns; CI runs as root)",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let tag = std::process::id() % 100_000;
-        let (a, b) = (format!("vmuxd{tag}a"), format!("vmuxd{tag}b"));
-        let (va, vb) = (format!("vxa{tag}"), format!("vxb{tag}"));
-        let n = Netns {
-            a: a.clone(),
-            b: b.clone(),
-        };
-        ok_ip(&["netns", "add", &a]);
-        ok_ip(&["netns", "add", &b]);
-        ok_ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ok_ip(&["link", "set", &va, "netns", &a]);
-        ok_ip(&["link", "set", &vb, "netns", &b]);
-        for (ns, dev, addr) in [(&a, &va, "10.77.0.1/24"), (&b, &vb, "10.77.0.2/24")] {
-            ok_ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ok_ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"]);
-            ok_ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ok_ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
-        }
-        n
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
-        }
-    }
-}
 
 #[test]
 fn the_agent_finds_its_signer_with_no_address_and_ignores_an_impostor() {

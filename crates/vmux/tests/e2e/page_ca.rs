@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::browser::{Authenticator, Browser};
+use crate::support::netns::Netns;
 use crate::support::phone::RP_HOST;
 use crate::support::*;
 
@@ -652,54 +653,6 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("a time")
 }
 
-/// Two namespaces joined by a veth pair (10.77.1.1 and 10.77.1.2), removed
-/// on drop: mDNS only there, never on a real interface.
-struct Netns {
-    a: String,
-    b: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let ok_ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip");
-            assert!(
-                out.status.success(),
-                "ip {}: {} (this test needs root and iproute2's ip netns; CI runs as root)",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let tag = std::process::id() % 100_000;
-        let (a, b) = (format!("vmuxp{tag}a"), format!("vmuxp{tag}b"));
-        let (va, vb) = (format!("vpa{tag}"), format!("vpb{tag}"));
-        let n = Netns {
-            a: a.clone(),
-            b: b.clone(),
-        };
-        ok_ip(&["netns", "add", &a]);
-        ok_ip(&["netns", "add", &b]);
-        ok_ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ok_ip(&["link", "set", &va, "netns", &a]);
-        ok_ip(&["link", "set", &vb, "netns", &b]);
-        for (ns, dev, addr) in [(&a, &va, "10.77.1.1/24"), (&b, &vb, "10.77.1.2/24")] {
-            ok_ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ok_ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"]);
-            ok_ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ok_ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
-        }
-        n
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
-        }
-    }
-}
-
 /// An mDNS query for NAME's IPv4 address, as a phone's resolver sends
 /// one (a one-shot query from its own port): prints the addresses of the
 /// first answer for NAME, or exits 1 after 30 s.
@@ -765,11 +718,11 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
     let mut signer = Signer::init(dir.path(), "homeserver");
     signer.netns = Some(net.b.clone());
     signer.start_approving(
-        "10.77.1.2:0",
+        &format!("{}:0", net.b_ip),
         "phone",
         &[
             "--web-listen",
-            "10.77.1.2:0",
+            &format!("{}:0", net.b_ip),
             "--web-name",
             "vmux-page-test.local",
         ],
@@ -793,9 +746,9 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
         "no mDNS answer for vmux-page-test.local: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.1.2");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
     // The trust link names the page's address too.
-    let added = phone_add_at(&signer, "pixel", "http://10.77.1.2:");
+    let added = phone_add_at(&signer, "pixel", &format!("http://{}:", net.b_ip));
     assert!(added.enrol.starts_with("https://vmux-page-test.local:"));
 }
 
@@ -804,7 +757,7 @@ fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_addr
     let net = Netns::new();
     // The phone's side reaches the signer's through a default route, as
     // on a home network.
-    ok(Command::new("ip").args(["-n", &net.b, "route", "add", "default", "via", "10.77.1.1"]));
+    ok(Command::new("ip").args(["-n", &net.b, "route", "add", "default", "via", &net.a_ip]));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .expect("hostname")
         .trim()
@@ -812,7 +765,11 @@ fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_addr
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "homeserver");
     signer.netns = Some(net.b.clone());
-    signer.start_approving("10.77.1.2:0", "phone", &["--web-listen", "0.0.0.0:0"]);
+    signer.start_approving(
+        &format!("{}:0", net.b_ip),
+        "phone",
+        &["--web-listen", "0.0.0.0:0"],
+    );
     let line = signer
         .daemon()
         .wait_line(WAIT, |l| l.starts_with("phone page at "));
@@ -820,7 +777,7 @@ fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_addr
         line.starts_with(&format!("phone page at https://{host}.local:")),
         "{line}"
     );
-    let added = phone_add_at(&signer, "pixel", "http://10.77.1.2:");
+    let added = phone_add_at(&signer, "pixel", &format!("http://{}:", net.b_ip));
     // The phone opens the trust page at that address.
     let fetch = r#"
 import sys, urllib.request
@@ -842,6 +799,6 @@ print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())
             ])
             .arg(format!("{host}.local")));
         assert!(out.status.success(), "no mDNS answer for {host}.local");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.1.2");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
     }
 }

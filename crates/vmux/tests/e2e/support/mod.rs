@@ -5,6 +5,7 @@
 //! command the harness runs ([`run_within`]). Daemons listen on port 0 and
 //! print the port they got, except sshd ([`free_port`]).
 
+pub mod netns;
 pub mod phone;
 pub mod pty;
 pub use vmux_testkit::{browser, engine, pki};
