@@ -647,6 +647,12 @@ fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all() {
     phone
         .page
         .wait_for("[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && b.innerText.trim().startsWith('Approve all')).map(b => b.innerText.trim()).join() === 'Approve all 10'", WAIT);
+    let help = phone.page.text("article.card .burst-help");
+    assert!(
+        help.contains("the 10 requests from laptop")
+            && help.contains(&format!(" as {} (×10)", login_user())),
+        "says what the ten ask for: {help}"
+    );
     phone.small_screen(100, false);
     phone.screenshot_top(&shot_path(dir.path(), "phone-burst.png"));
     assert_eq!(sshd.accepted(), 0);
