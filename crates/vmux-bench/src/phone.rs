@@ -18,6 +18,11 @@
 //! `vmux agent cert` with the phone as CA (the time to issue a
 //! phone-signed certificate).
 //!
+//! Then [`BURST_ROUNDS`] rounds of [`BURST`] logins waiting at once,
+//! approved with one tap on **Approve all 10** (one passkey assertion):
+//! the span from the tap (a click listener in the page records it) to
+//! the tenth client's answer.
+//!
 //! Last, Web Push: the page subscribes to a push service of the bench's
 //! own (HTTP/2 over TLS on loopback, `vmux-testkit`) and is left for a
 //! page of the same origin without the live stream (so no page is
@@ -47,6 +52,10 @@ const PASSKEY_REQUESTS: usize = 100;
 const CERTS: usize = 20;
 /// Bursts measured from a sign request to its push.
 const PUSHES: usize = 100;
+/// Rounds of [`BURST`] waiting logins approved with one tap.
+const BURST_ROUNDS: usize = 20;
+/// Logins waiting at once in a round.
+const BURST: usize = 10;
 
 /// The relying party's name, mapped to loopback in the browser only.
 const RP: &str = "signer.vmux.test";
@@ -234,6 +243,7 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
             passkey,
             certs,
             pushes,
+            bursts,
         },
         rec,
     ) = spans?;
@@ -324,6 +334,12 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     percentile_rows(t, &pushes, "< 50 ms", |name| {
         format!("phone: sign request → push sent {name}, {wn}")
     });
+    let mut bursts = bursts;
+    bursts.sort_by(|a, b| a.total_cmp(b));
+    let bn = bursts.len();
+    percentile_rows(t, &bursts, "< 50 ms", |name| {
+        format!("phone: {BURST} logins, one tap → last answer {name}, {bn}")
+    });
     let cn = certs.len();
     percentile_rows(t, &certs, "", |name| {
         format!("phone: phone-signed cert issued {name}, {cn}")
@@ -342,11 +358,17 @@ struct Spans {
     passkey: Vec<f64>,
     certs: Vec<f64>,
     pushes: Vec<f64>,
+    bursts: Vec<f64>,
 }
 
 /// Userauth data as `ssh` sends it (the passkey key signs only logins
 /// and SSHSIG): a random session id, user `bench`, the key.
 fn userauth(n: usize, blob: &[u8]) -> Vec<u8> {
+    userauth_with(n, b"sk-ecdsa-sha2-nistp256@openssh.com", blob)
+}
+
+/// The same for a key of algorithm `alg`.
+fn userauth_with(n: usize, alg: &[u8], blob: &[u8]) -> Vec<u8> {
     fn put(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(&(s.len() as u32).to_be_bytes());
         out.extend_from_slice(s);
@@ -360,7 +382,7 @@ fn userauth(n: usize, blob: &[u8]) -> Vec<u8> {
         put(&mut out, s);
     }
     out.push(1);
-    put(&mut out, b"sk-ecdsa-sha2-nistp256@openssh.com");
+    put(&mut out, alg);
     put(&mut out, blob);
     out
 }
@@ -455,6 +477,7 @@ fn requests<'a>(
         certs.push(now_ms() - t0);
     }
     let mut pusher = stop_phone();
+    let bursts = pusher.bursts(&sock, &blob)?;
     let pushes = pusher.measure(&sock, &blob)?;
     Ok(Spans {
         sent,
@@ -463,6 +486,7 @@ fn requests<'a>(
         passkey,
         certs,
         pushes,
+        bursts,
     })
 }
 
@@ -475,7 +499,74 @@ struct Pusher<'a> {
     status: Command,
 }
 
+/// Resolves `true` once `__COND__` holds in the page (watching its DOM),
+/// `false` after 30 s.
+const WAIT_PAGE: &str = r#"new Promise((resolve) => {
+  const ok = () => { try { return Boolean(__COND__); } catch { return false; } };
+  if (ok()) return resolve(true);
+  const mo = new MutationObserver(() => { if (ok()) { mo.disconnect(); clearTimeout(t); resolve(true); } });
+  const t = setTimeout(() => { mo.disconnect(); resolve(ok()); }, 30000);
+  mo.observe(document.body, { childList: true, subtree: true, attributes: true, characterData: true });
+})"#;
+
 impl Pusher<'_> {
+    /// [`BURST_ROUNDS`] rounds: [`BURST`] logins sent at once, one tap on
+    /// Approve all (the page still open, the stand-in no longer tapping
+    /// each card), the span from the tap to the last client's answer.
+    fn bursts(&mut self, sock: &Path, blob: &[u8]) -> Res<Vec<f64>> {
+        let page = self.phone.page();
+        let wait = |cond: &str, what: &str| -> Res<()> {
+            match page.try_eval(&WAIT_PAGE.replace("__COND__", cond)) {
+                Ok(Value::Bool(true)) => Ok(()),
+                other => Err(format!("{what}: {other:?}")),
+            }
+        };
+        page.try_eval(
+            "document.addEventListener('click', (e) => { if (e.target.closest && e.target.closest('button.approve-all')) window.__vmuxTap = Date.now() + 0.5; }, true)",
+        )
+        .map_err(err("install the tap recorder"))?;
+        let label = format!("Approve all {BURST}");
+        let mut spans = Vec::with_capacity(BURST_ROUNDS);
+        for round in 0..BURST_ROUNDS {
+            let clients: Vec<_> = (0..BURST)
+                .map(|i| {
+                    let data = userauth_with(round * BURST + i, b"ssh-ed25519", blob);
+                    let (blob, sock) = (blob.to_vec(), sock.to_owned());
+                    std::thread::spawn(move || -> Res<f64> {
+                        let mut c = Client::connect(&sock)?;
+                        c.0.set_read_timeout(Some(Duration::from_secs(60)))
+                            .map_err(err("socket timeout"))?;
+                        c.sign(&blob, &data)?;
+                        Ok(now_ms())
+                    })
+                })
+                .collect();
+            wait(
+                &format!("[...document.querySelectorAll('button.approve-all')].some(b => b.offsetParent !== null && b.innerText.trim() === {label:?})"),
+                "the page did not offer Approve all",
+            )?;
+            page.click_button(&label);
+            let mut last = 0f64;
+            for c in clients {
+                let at = c
+                    .join()
+                    .map_err(|_| "a login's thread panicked".to_owned())??;
+                last = last.max(at);
+            }
+            let tap = page
+                .try_eval("window.__vmuxTap")
+                .map_err(err("read the tap"))?
+                .as_f64()
+                .ok_or("no tap recorded")?;
+            spans.push(last - tap);
+            wait(
+                "document.querySelectorAll('article.card').length === 0",
+                "the approved cards did not leave",
+            )?;
+        }
+        Ok(spans)
+    }
+
     /// Subscribes the page, leaves it, then [`PUSHES`] bursts: the span
     /// from a sign request written to the agent to its push arriving.
     fn measure(&mut self, sock: &Path, blob: &[u8]) -> Res<Vec<f64>> {

@@ -401,15 +401,14 @@ function renderCards(list) {
     const id = String(card.id);
     if (state.done.has(id)) continue;
     let entry = state.cards.get(id);
-    if (entry) {
-      entry.card = card;
-      if (!entry.busy) showBurst(entry);
-    } else state.cards.set(id, (entry = buildCard(card)));
+    if (entry) entry.card = card;
+    else state.cards.set(id, (entry = buildCard(card)));
     const want = prev ? prev.nextSibling : box.firstChild;
     if (entry.el !== want) box.insertBefore(entry.el, want);
     prev = entry.el;
   }
   for (const id of [...state.cards.keys()]) if (!listed.has(id)) removeCard(id);
+  for (const entry of state.cards.values()) if (!entry.busy) showBurst(entry);
   // "This phone was added" has been read once a request comes: it gives
   // the request its room.
   if (state.cards.size > 0) $('enrolled').hidden = true;
@@ -489,25 +488,35 @@ function buildCard(card) {
     }
     more.append(el('summary', null, 'Details'), dl);
     if (card.summary) {
-      more.append(el('p', 'summary-line', `As the signer's audit log records it: ${card.summary}`));
+      more.append(el('p', 'summary-line', `In one line, as the signer's terminal and desktop prompts show it: ${card.summary}`));
     }
     art.append(more);
   }
   entry.el = art;
-  showBurst(entry);
   return entry;
 }
 
-// The burst offer as the latest list has it: a request that joined makes
-// a new list (and a new challenge), shown before the next tap.
+// The burst offer as the latest list has it (a request that joined makes
+// a new list and a new challenge, shown before the next tap), saying what
+// the requests it approves ask for; offered only while every one of them
+// shows on this page.
 function showBurst(entry) {
   const burst = entry.card.burst;
-  const n = burst && Array.isArray(burst.ids) ? burst.ids.length : 0;
-  entry.allBox.hidden = n < 2;
-  if (n < 2) return;
+  const ids = burst && Array.isArray(burst.ids) ? burst.ids.map(String) : [];
+  const cards = ids.map((id) => state.cards.get(id)).filter(Boolean).map((e) => e.card);
+  const n = ids.length;
+  entry.allBox.hidden = n < 2 || cards.length !== n;
+  if (entry.allBox.hidden) return;
   const agent = (entry.card.headline && entry.card.headline.agent) || 'this agent';
+  const asks = new Map();
+  for (const c of cards) {
+    const q = (c.headline && c.headline.question) || c.title;
+    asks.set(q, (asks.get(q) || 0) + 1);
+  }
+  const what = [...asks].slice(0, 3).map(([q, k]) => (k > 1 ? `${q.replace(/\?$/, '')} (×${k})` : q.replace(/\?$/, '')));
+  if (asks.size > 3) what.push(`${asks.size - 3} more kinds`);
   entry.allButton.textContent = `Approve all ${n}`;
-  entry.allHelp.textContent = `One passkey tap approves the ${n} requests from ${agent} waiting now, each once (no approval window); one that arrives later is asked again.`;
+  entry.allHelp.textContent = `One passkey tap approves the ${n} requests from ${agent} waiting now, each once (no approval window): ${what.join('; ')}. One that arrives later is asked again.`;
 }
 
 function removeCard(id) {
@@ -599,6 +608,7 @@ function onApproveAll(entry) {
   if (entry.busy || !burst || !Array.isArray(burst.ids) || burst.ids.length < 2) return;
   const ids = burst.ids.map(String);
   const entries = ids.map((id) => state.cards.get(id)).filter(Boolean);
+  if (entries.length !== ids.length) return; // not every one shows here
   const msLeft = Math.min(...entries.map((e) => e.card.expires_at_ms)) - serverNow();
   if (msLeft <= 0) return;
   if (!HAS_PASSKEYS) {

@@ -287,9 +287,14 @@ impl Pending {
     }
 
     /// Whether a burst may hold it: a sign or certificate request, approved
-    /// by an approval challenge, not expired.
+    /// by an approval challenge, not through a forwarded agent (a remote
+    /// host could slip one into a burst of the person's own logins: each
+    /// is tapped on its own), not expired.
     fn burstable(&self, now_ms: u64) -> bool {
-        self.ask.kind != CardKind::Pair && self.approval().is_some() && self.expires_at_ms > now_ms
+        self.ask.kind != CardKind::Pair
+            && !self.ask.forwarded
+            && self.approval().is_some()
+            && self.expires_at_ms > now_ms
     }
 }
 
@@ -530,10 +535,12 @@ impl Desk {
     /// together, in this order: each still pending and not expired, one
     /// this phone may decide, a sign or certificate request whose
     /// approval is an approval challenge (never a pairing, whose code the
-    /// person compares, nor a passkey's own signature), all from one
+    /// person compares, a forwarded request, nor a passkey's own
+    /// signature), all from one
     /// agent, each once, at least two.
     fn burst_challenge_of(&self, ids: &[String], phone: &str) -> Result<[u8; 32], ApproveError> {
-        if ids.len() < 2 {
+        // No burst is longer than the desk (and the checks below stay small).
+        if ids.len() < 2 || ids.len() > MAX_PENDING {
             return Err(ApproveError::NotABurst);
         }
         let now = vmux_home::time::now_ms();
@@ -710,7 +717,7 @@ pub enum ApproveError {
     #[error("the passkey assertion was refused: {0}")]
     Assertion(#[from] vmux_webauthn::Error),
     /// The list is not a burst one assertion may approve.
-    #[error("these requests cannot be approved together (at least two sign or certificate requests of one agent, each once)")]
+    #[error("these requests cannot be approved together (at least two sign or certificate requests of one agent, none forwarded, each once)")]
     NotABurst,
     /// The phone book could not record the counter.
     #[error("the phone book could not be written")]
@@ -1136,6 +1143,13 @@ mod tests {
                 ..sign_from("laptop", b"pair")
             })
             .await;
+        let forwarded = b
+            .put(Ask {
+                forwarded: true,
+                window: None,
+                ..sign_from("laptop", b"through a forwarded agent")
+            })
+            .await;
         let r3 = b.put(sign_from("laptop", b"three")).await;
         // The page gets the list and its challenge on the oldest card of
         // the agent, before it shows Approve all 3; no burst of one.
@@ -1168,6 +1182,7 @@ mod tests {
         for ids in [
             vec![&r1, &other],
             vec![&r1, &pair],
+            vec![&r1, &forwarded],
             vec![&r1, &r1],
             vec![&r1],
         ] {
@@ -1213,14 +1228,14 @@ mod tests {
             ApproveError::WrongPhone
         );
         // Nothing above approved anything.
-        assert_eq!(b.desk.len(), 5);
+        assert_eq!(b.desk.len(), 6);
 
         // The list as shown, signed now (the counter moved on): approves
         // those three and nothing else.
         let approval = b.check(&[&r1, &r2, &r3], &phone.get(&listed)).unwrap();
         assert_eq!(b.desk.approve_burst(approval), 3);
         let mut waits = std::mem::take(&mut b.waits);
-        let third = waits.remove(4);
+        let third = waits.remove(5);
         let (first, second) = (waits.remove(0), waits.remove(0));
         for w in [first, second, third] {
             assert_eq!(
@@ -1238,7 +1253,7 @@ mod tests {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        assert_eq!(left, vec![other, pair]);
+        assert_eq!(left, vec![other, pair, forwarded]);
         // Replayed once the requests are gone: nothing left to approve.
         assert_eq!(
             b.check(&[&r1, &r2, &r3], &good).unwrap_err(),

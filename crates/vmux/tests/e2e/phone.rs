@@ -779,6 +779,12 @@ fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
     phone
         .page
         .wait_for("[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && b.innerText.trim().startsWith('Approve all')).map(b => b.innerText.trim()).join() === 'Approve all 10'", WAIT);
+    let help = phone.page.text("article.card .burst-help");
+    assert!(
+        help.contains("the 10 requests from laptop")
+            && help.contains(&format!(" as {} (×10)", login_user())),
+        "says what the ten ask for: {help}"
+    );
     phone.page.resize(375, 667);
     let shot = if E::NAME == "chromium" {
         shot_path(dir.path(), "phone-burst.png")
