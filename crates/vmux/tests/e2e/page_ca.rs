@@ -517,10 +517,17 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_
         let fp = openssl_fingerprint(&signer.home.join("page-ca.pem"));
         assert!(page.text("#fingerprint").contains(&fp));
         page.click_link("Install on Android");
+        // Chromium may show the file before it has written all of it:
+        // done once it holds the whole CA (the DER of page-ca.pem).
         let file = downloads.join("vmux-ca.crt");
+        let want = pem_der(&signer.home.join("page-ca.pem"));
         let deadline = Instant::now() + WAIT;
-        while !file.exists() {
-            assert!(Instant::now() < deadline, "nothing downloaded");
+        while std::fs::read(&file).ok().as_ref() != Some(&want) {
+            assert!(
+                Instant::now() < deadline,
+                "the CA was not downloaded whole: {:?}",
+                std::fs::metadata(&file).map(|m| m.len())
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         file
@@ -801,4 +808,20 @@ print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())
         assert!(out.status.success(), "no mDNS answer for {host}.local");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
     }
+}
+
+/// The DER of the first certificate in the PEM file `path`.
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(path).expect("the CA's PEM file");
+    let body: String = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .and_then(|rest| rest.split("-----END CERTIFICATE-----").next())
+        .expect("a PEM certificate")
+        .split_whitespace()
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM base64")
 }
