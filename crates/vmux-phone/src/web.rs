@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -162,6 +163,24 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The signed-in phone, or 401.
+/// A request from a signed-in phone: its session cookie names a live
+/// session. Every handler that acts for a phone takes one, so none can
+/// forget the check; only [`signed_in`] makes one.
+struct SignedIn {
+    /// The phone's name.
+    phone: String,
+    /// The session's token.
+    token: String,
+}
+
+impl FromRequestParts<Arc<App>> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        signed_in(app, &parts.headers).map(|(phone, token)| SignedIn { phone, token })
+    }
+}
+
 fn signed_in(app: &App, headers: &HeaderMap) -> Result<(String, String), ApiError> {
     let token = session_token(headers).ok_or_else(ApiError::unauthorized)?;
     let phone = app
@@ -560,8 +579,8 @@ fn state_event(app: &App, phone: &str) -> Event {
     Event::default().event("state").data(body.to_string())
 }
 
-async fn events(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (phone, token) = signed_in(&app, &headers)?;
+async fn events(State(app): AppState, signed: SignedIn) -> Result<Response, ApiError> {
+    let SignedIn { phone, token } = signed;
     let presence = app.phones.present(&phone);
     let changes = app.phones.desk.subscribe();
     let first = state_event(&app, &phone);
@@ -601,8 +620,8 @@ async fn events(State(app): AppState, headers: HeaderMap) -> Result<Response, Ap
     Ok(r)
 }
 
-async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
-    let (me, _) = signed_in(&app, &headers)?;
+async fn status(State(app): AppState, signed: SignedIn) -> ApiResult {
+    let SignedIn { phone: me, .. } = signed;
     let phones: Vec<_> = app
         .phones
         .list()
@@ -643,10 +662,10 @@ async fn status(State(app): AppState, headers: HeaderMap) -> ApiResult {
 async fn approve(
     State(app): AppState,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    signed: SignedIn,
     body: Bytes,
 ) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+    let SignedIn { phone, .. } = signed;
     let a: AssertionBody = parse(&body)?;
     let owned = OwnedAssertion::from(&a)?;
     let approval = check_approval(
@@ -686,8 +705,8 @@ struct BurstBody {
     assertion: AssertionBody,
 }
 
-async fn approve_all(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+    let SignedIn { phone, .. } = signed;
     let b: BurstBody = parse(&body)?;
     let owned = OwnedAssertion::from(&b.assertion)?;
     let approval = check_burst(
@@ -718,8 +737,8 @@ async fn approve_all(State(app): AppState, headers: HeaderMap, body: Bytes) -> A
     Ok(Json(json!({ "approved": approved })).into_response())
 }
 
-async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+async fn deny(State(app): AppState, Path(id): Path<String>, signed: SignedIn) -> ApiResult {
+    let SignedIn { phone, .. } = signed;
     if !app.phones.desk.deny(&id, &phone) {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -735,10 +754,10 @@ async fn deny(State(app): AppState, Path(id): Path<String>, headers: HeaderMap) 
 async fn unpair(
     State(app): AppState,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    signed: SignedIn,
     body: Bytes,
 ) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+    let SignedIn { phone, .. } = signed;
     let c: Confirmation = parse(&body)?;
     confirm(&app, &phone, UNPAIR, &id, &c).inspect_err(|_| {
         warn!(phone = %phone, "an unpair without a valid passkey confirmation was refused");
@@ -760,8 +779,8 @@ async fn unpair(
 /// instead of saying notifications are on; the subscriptions to list
 /// (each with the challenge that confirms removing it) and the challenge
 /// that confirms subscribing.
-async fn push_key(State(app): AppState, headers: HeaderMap) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+async fn push_key(State(app): AppState, signed: SignedIn) -> ApiResult {
+    let SignedIn { phone, .. } = signed;
     let key = app.phones.vapid.public_b64().map_err(|e| {
         warn!(error = %e, "no Web Push key");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -810,8 +829,8 @@ struct SubscribeKeys {
     auth: String,
 }
 
-async fn push_subscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+async fn push_subscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+    let SignedIn { phone, .. } = signed;
     let b: SubscribeBody = parse(&body)?;
     let sub = crate::book::PushSubscription::checked(
         &b.endpoint,
@@ -839,8 +858,8 @@ struct UnsubscribeBody {
     confirmation: Confirmation,
 }
 
-async fn push_unsubscribe(State(app): AppState, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (phone, _) = signed_in(&app, &headers)?;
+async fn push_unsubscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+    let SignedIn { phone, .. } = signed;
     let b: UnsubscribeBody = parse(&body)?;
     // A stolen cookie alone cannot stop the phone being woken.
     confirm(&app, &phone, PUSH_REMOVE, &b.endpoint, &b.confirmation)?;
