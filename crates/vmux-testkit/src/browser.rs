@@ -795,6 +795,45 @@ pub(crate) const CLICK_PREPARE: &str = r#"((found) => {
   return { ok: true, x: x - vv.offsetLeft, y: y - vv.offsetTop };
 })(__VMUX_LOCATE__)"#;
 
+/// Where to click the element the JS expression `find` gives (see
+/// [`CLICK_PREPARE`]), once it is clickable and where it was a look
+/// before (a page still scrolling, a smooth `scrollIntoView`, or laying
+/// out would take the click somewhere else), looking at most `wait`
+/// through `eval`; else why there is none. Both engines click this way.
+pub(crate) fn steady_target(
+    eval: impl Fn(&str) -> Result<Value, String>,
+    find: &str,
+    wait: Duration,
+) -> Result<(f64, f64), String> {
+    let prepare = CLICK_PREPARE.replace("__VMUX_LOCATE__", find);
+    let deadline = Instant::now() + wait;
+    let mut last: Option<(f64, f64)> = None;
+    loop {
+        let r = eval(&prepare);
+        let here = match &r {
+            Ok(v) if v["ok"] == json!(true) => v["x"].as_f64().zip(v["y"].as_f64()),
+            _ => None,
+        };
+        if let (Some((x, y)), Some((lx, ly))) = (here, last) {
+            if (lx - x).abs() < 0.5 && (ly - y).abs() < 0.5 {
+                return Ok((x, y));
+            }
+        }
+        last = here;
+        if Instant::now() >= deadline {
+            return Err(match r {
+                Ok(v) => v["why"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or(v.to_string()),
+                Err(e) => format!("looking threw {e}"),
+            });
+        }
+        // A second look one frame later; else the usual poll.
+        std::thread::sleep(if here.is_some() { STEADY } else { POLL });
+    }
+}
+
 /// [`FIND_BUTTON`] for the one visible, enabled button (a `button`, an
 /// input button or a `[role=button]`) saying `text`, inside elements
 /// matching `scope` when given: what both engines' clicks look for.
@@ -1205,42 +1244,14 @@ impl Page {
     /// saying why there is none) to give a clickable element, then clicks
     /// its centre with real mouse events and checks the click arrived.
     fn click_located(&self, what: &str, find: &str) {
-        let prepare = CLICK_PREPARE.replace("__VMUX_LOCATE__", find);
         let wait = self.wait();
-        let deadline = Instant::now() + wait;
-        // The element must be where it was a moment ago: a page still
-        // scrolling (a smooth `scrollIntoView`) or laying out would take
-        // the click somewhere else.
-        let mut last: Option<(f64, f64)> = None;
-        let (x, y) = loop {
-            let r = self.try_eval(&prepare);
-            let here = match &r {
-                Ok(v) if v["ok"] == json!(true) => v["x"].as_f64().zip(v["y"].as_f64()),
-                _ => None,
-            };
-            if let (Some((x, y)), Some((lx, ly))) = (here, last) {
-                if (lx - x).abs() < 0.5 && (ly - y).abs() < 0.5 {
-                    break (x, y);
-                }
-            }
-            last = here;
-            if Instant::now() >= deadline {
-                let why = match r {
-                    Ok(v) => v["why"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or(v.to_string()),
-                    Err(e) => format!("looking threw {e}"),
-                };
-                panic!(
-                    "cannot click {what} on {} within {wait:?}: {why}; console:\n{}",
-                    self.url_or_unknown(),
-                    self.console().join("\n")
-                );
-            }
-            // A second look one frame later; else the usual poll.
-            std::thread::sleep(if here.is_some() { STEADY } else { POLL });
-        };
+        let (x, y) = steady_target(|js| self.try_eval(js), find, wait).unwrap_or_else(|why| {
+            panic!(
+                "cannot click {what} on {} within {wait:?}: {why}; console:\n{}",
+                self.url_or_unknown(),
+                self.console().join("\n")
+            )
+        });
         for (kind, buttons) in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)] {
             let mut ev = json!({ "type": kind, "x": x, "y": y, "buttons": buttons });
             if kind != "mouseMoved" {

@@ -28,7 +28,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::browser::{
-    find_button, js_str, truthy, Authenticator, AuthenticatorId, Credential, CLICK_PREPARE,
+    find_button, js_str, steady_target, truthy, Authenticator, AuthenticatorId, Credential,
     FIND_CHECKBOX, PHONE, POLL,
 };
 use crate::{ok, WAIT};
@@ -42,9 +42,6 @@ pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bound for a clean quit before the process group is killed.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an element must stay in place before it is clicked.
-const STEADY: Duration = Duration::from_millis(20);
 
 /// Collects the console service's messages from content (not the
 /// browser's own) in the browser window's `__vmuxConsole`: uncaught
@@ -560,39 +557,15 @@ impl Firefox {
     /// then clicks its centre with WebDriver pointer actions (real mouse
     /// events, a real user activation) and checks the click arrived.
     fn click_located(&self, what: &str, find: &str) {
-        let prepare = CLICK_PREPARE.replace("__VMUX_LOCATE__", find);
         let wait = self.wait();
-        let deadline = Instant::now() + wait;
-        let mut last: Option<(f64, f64)> = None;
-        let (x, y) = loop {
-            let r = self.try_eval(&prepare);
-            let here = match &r {
-                Ok(v) if v["ok"] == json!(true) => v["x"].as_f64().zip(v["y"].as_f64()),
-                _ => None,
-            };
-            if let (Some((x, y)), Some((lx, ly))) = (here, last) {
-                if (lx - x).abs() < 0.5 && (ly - y).abs() < 0.5 {
-                    break (x, y);
-                }
-            }
-            last = here;
-            if Instant::now() >= deadline {
-                let why = match r {
-                    Ok(v) => v["why"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or(v.to_string()),
-                    Err(e) => format!("looking threw {e}"),
-                };
-                panic!(
-                    "cannot click {what} in {} on {} within {wait:?}: {why}; console:\n{}",
-                    self.version(),
-                    self.url_or_unknown(),
-                    self.console().join("\n")
-                );
-            }
-            std::thread::sleep(if here.is_some() { STEADY } else { POLL });
-        };
+        let (x, y) = steady_target(|js| self.try_eval(js), find, wait).unwrap_or_else(|why| {
+            panic!(
+                "cannot click {what} in {} on {} within {wait:?}: {why}; console:\n{}",
+                self.version(),
+                self.url_or_unknown(),
+                self.console().join("\n")
+            )
+        });
         // WebDriver takes whole CSS pixels relative to the viewport.
         let (px, py) = (x.floor(), y.floor());
         self.call(
