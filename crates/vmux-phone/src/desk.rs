@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use vmux_home::sync::lock;
+use vmux_proto::DecisionKind;
 use vmux_webauthn::{
     burst_challenge, verify_assertion, ApprovalRequest, AssertionResponse, RelyingParty,
     UserVerification, VerifiedAssertion,
@@ -22,29 +23,6 @@ use crate::book::PhoneBook;
 /// Decisions waiting at once; more are refused (the signer's own bounds
 /// keep far fewer in flight).
 pub const MAX_PENDING: usize = 512;
-
-/// What kind of decision a card asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CardKind {
-    /// A new agent wants to pair.
-    Pair,
-    /// A paired agent wants a signature.
-    Sign,
-    /// A paired agent wants a session certificate.
-    Certificate,
-}
-
-impl CardKind {
-    /// The kind's name, as bound into the approval challenge.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CardKind::Pair => "pair",
-            CardKind::Sign => "sign",
-            CardKind::Certificate => "certificate",
-        }
-    }
-}
 
 /// An approval window a phone may grant with its approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +126,7 @@ impl std::fmt::Debug for ChallengeKind {
 #[derive(Clone)]
 pub struct Ask {
     /// Its kind.
-    pub kind: CardKind,
+    pub kind: DecisionKind,
     /// The asking agent's id.
     pub agent_id: String,
     /// The card's title.
@@ -291,7 +269,7 @@ impl Pending {
     /// host could slip one into a burst of the person's own logins: each
     /// is tapped on its own), not expired.
     fn burstable(&self, now_ms: u64) -> bool {
-        self.ask.kind != CardKind::Pair
+        self.ask.kind != DecisionKind::Pair
             && !self.ask.forwarded
             && self.approval().is_some()
             && self.expires_at_ms > now_ms
@@ -638,7 +616,7 @@ pub struct Card {
     /// The request's id on this signer.
     pub id: String,
     /// Its kind.
-    pub kind: CardKind,
+    pub kind: DecisionKind,
     /// Title.
     pub title: String,
     /// What the card says first.
@@ -818,7 +796,7 @@ mod tests {
 
     fn ask() -> Ask {
         Ask {
-            kind: CardKind::Sign,
+            kind: DecisionKind::Sign,
             agent_id: "0123456789abcdef".into(),
             title: String::new(),
             headline: Headline::default(),
@@ -1137,7 +1115,7 @@ mod tests {
         let other = b.put(sign_from("desktop", b"elsewhere")).await;
         let pair = b
             .put(Ask {
-                kind: CardKind::Pair,
+                kind: DecisionKind::Pair,
                 code: Some("123456".into()),
                 window: None,
                 ..sign_from("laptop", b"pair")

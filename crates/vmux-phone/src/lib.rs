@@ -54,8 +54,7 @@ mod web;
 pub use book::{PhoneBook, PhoneRecord};
 pub use desk::{
     check_approval, check_burst, Answer, ApproveError, Ask, BurstApproval, Card, CardBurst,
-    CardKind, ChallengeKind, DataAssertion, Desk, Headline, Mark, MarkLevel, PhoneApproval,
-    WindowOffer,
+    ChallengeKind, DataAssertion, Desk, Headline, Mark, MarkLevel, PhoneApproval, WindowOffer,
 };
 pub use page_ca::{fingerprint, valid_page_name, PageCa, PageCaError, DEFAULT_LEAF_SECONDS};
 pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};

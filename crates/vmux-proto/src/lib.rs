@@ -13,6 +13,9 @@
 //!   [`DecodeError`] for every malformed input and never allocates more
 //!   than its input's length.
 //! - [`ErrorCode`] is the one list of error codes both ends share.
+//! - [`DecisionKind`] is the one list of the decisions a person makes
+//!   (pair, sign, certificate), shared by the signer's approvers, the
+//!   phone page and the audit log.
 //! - [`pairing_commitment`] and [`pairing_code`] compute the commitment and
 //!   the 6-digit code that make pairing verifiable by a person.
 //!
@@ -25,11 +28,13 @@
 
 mod codec;
 mod error;
+mod kind;
 mod message;
 mod pairing;
 mod text;
 
 pub use error::{DecodeError, ErrorCode};
+pub use kind::DecisionKind;
 pub use message::{
     BindingProof, CertRequest, CertResponse, ContextQuality, Hello, IssuedCert, KeyRecord, Message,
     ProviderKind, Refused, RequestId, SignContext, SignRequest, SignResponse, WakeEndpoint,

@@ -127,7 +127,7 @@ impl Entry {
         let source = decision.source();
         let mut e = Entry {
             time: crate::checks::now_ms() / 1000,
-            kind: decision.kind_str().to_owned(),
+            kind: decision.kind().as_str().to_owned(),
             agent_id: source.id.clone(),
             agent_name: source.name.clone(),
             key: String::new(),

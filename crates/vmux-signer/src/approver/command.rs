@@ -26,7 +26,7 @@ impl CommandApprover {
     fn command(&self, d: &Decision) -> Command {
         let mut c = Command::new(&self.program);
         let src = d.source();
-        c.env("VMUX_REQUEST_KIND", d.kind_str())
+        c.env("VMUX_REQUEST_KIND", d.kind().as_str())
             .env("VMUX_SOURCE_NAME", sanitize(&src.name))
             .env("VMUX_SOURCE_ID", sanitize(&src.id))
             .env("VMUX_SUMMARY", d.summary())

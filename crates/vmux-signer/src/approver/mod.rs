@@ -17,27 +17,7 @@ use vmux_proto::ContextQuality;
 
 use crate::purpose::Purpose;
 
-/// What kind of decision is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionKind {
-    /// A new agent wants to pair.
-    Pair,
-    /// A paired agent wants a signature.
-    Sign,
-    /// A paired agent wants a session certificate.
-    Certificate,
-}
-
-impl DecisionKind {
-    /// The value of `VMUX_REQUEST_KIND`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionKind::Pair => "pair",
-            DecisionKind::Sign => "sign",
-            DecisionKind::Certificate => "certificate",
-        }
-    }
-}
+pub use vmux_proto::DecisionKind;
 
 /// The agent that asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,11 +120,6 @@ impl Decision {
             Decision::Sign(_) => DecisionKind::Sign,
             Decision::Certificate(_) => DecisionKind::Certificate,
         }
-    }
-
-    /// The value of `VMUX_REQUEST_KIND`.
-    pub fn kind_str(&self) -> &'static str {
-        self.kind().as_str()
     }
 
     /// The asking agent.
@@ -423,6 +398,6 @@ mod tests {
             d.summary(),
             "Through a FORWARDED agent: laptop (abcd) asks to sign with work SHA256:xyz to log in as git to a host not proven [claimed], which the agent names example.org (the agent says verified) from ssh example.org (/usr/bin/ssh)"
         );
-        assert_eq!(d.kind_str(), "sign");
+        assert_eq!(d.kind(), DecisionKind::Sign);
     }
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmux_phone::{Answer, Ask, CardKind, Desk, Headline, Mark, MarkLevel, WindowOffer};
+use vmux_phone::{Answer, Ask, Desk, Headline, Mark, MarkLevel, WindowOffer};
 
-use super::{sanitize, Approver, Decision, Verdict};
+use super::{sanitize, Approver, Decision, DecisionKind, Verdict};
 use crate::purpose::Purpose;
 
 /// Asks the phones through the page's desk.
@@ -161,7 +161,7 @@ pub fn ask_of(d: &Decision) -> Ask {
         Decision::Pair(p) => {
             facts.push(("Code".into(), sanitize(&p.code)));
             (
-                CardKind::Pair,
+                DecisionKind::Pair,
                 "Pair a new agent?".to_owned(),
                 String::new(),
                 Some(sanitize(&p.code)),
@@ -172,7 +172,7 @@ pub fn ask_of(d: &Decision) -> Ask {
             facts.push(("Valid for".into(), duration_text(c.validity_seconds)));
             facts.push(("Principals".into(), sanitize(&c.principals.join(", "))));
             (
-                CardKind::Certificate,
+                DecisionKind::Certificate,
                 "Issue a session certificate?".to_owned(),
                 String::new(),
                 None,
@@ -239,7 +239,7 @@ pub fn ask_of(d: &Decision) -> Ask {
                 ),
             });
             (
-                CardKind::Sign,
+                DecisionKind::Sign,
                 title.to_owned(),
                 s.key_fingerprint.clone(),
                 None,
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn cards_say_what_the_approvers_say_and_forwarded_gets_no_window() {
         let a = ask_of(&sign(false, 3600));
-        assert_eq!(a.kind, CardKind::Sign);
+        assert_eq!(a.kind, DecisionKind::Sign);
         assert_eq!(
             a.facts[0],
             ("Agent".to_owned(), "laptop? (abcd)".to_owned())
