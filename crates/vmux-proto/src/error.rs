@@ -78,6 +78,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code named `s` (as [`ErrorCode::as_str`] spells it), if any.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// The wire value (1-based position in [`ErrorCode::ALL`]).
     pub fn to_wire(self) -> u32 {
         match self {

@@ -133,6 +133,19 @@ pub enum ContextQuality {
 }
 
 impl ContextQuality {
+    /// Every quality, least sure first.
+    pub const ALL: [ContextQuality; 3] = [
+        ContextQuality::Unknown,
+        ContextQuality::Claimed,
+        ContextQuality::Verified,
+    ];
+
+    /// The quality named `s` (as [`ContextQuality::as_str`] spells it),
+    /// if any.
+    pub fn parse(s: &str) -> Option<ContextQuality> {
+        ContextQuality::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+
     /// The name used on the wire and for `VMUX_CONTEXT_QUALITY`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -176,7 +176,13 @@ fn unknown_type_and_bad_values() {
 fn error_codes_round_trip() {
     for c in ErrorCode::ALL {
         assert_eq!(ErrorCode::from_wire(c.to_wire()), c);
+        assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
     }
+    assert_eq!(ErrorCode::parse("noSuchCode"), None);
+    for q in ContextQuality::ALL {
+        assert_eq!(ContextQuality::parse(q.as_str()), Some(q));
+    }
+    assert_eq!(ContextQuality::parse(""), None);
     assert_eq!(ErrorCode::from_wire(0), ErrorCode::Internal);
     assert_eq!(ErrorCode::from_wire(999), ErrorCode::Internal);
 }

@@ -33,13 +33,184 @@ use vmux_home::HomeError;
 use vmux_link::Identity;
 use zeroize::Zeroizing;
 
+use vmux_proto::{ContextQuality, DecisionKind, ErrorCode};
+
 use crate::approver::Decision;
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The `kind` of entries the log writes about itself.
-pub const KIND_AUDIT: &str = "audit";
+/// A field of an entry that is one of a few names, written as that name.
+///
+/// A name this vmux does not know (a newer vmux wrote it) is kept as
+/// `Other`, not refused: the MAC is checked over the entry serialized
+/// again, and `Other` serializes to exactly the name read, so a genuine
+/// line a newer vmux wrote still verifies, and `--verify` does not report
+/// it as altered. (An unknown *field* is refused instead, by
+/// `deny_unknown_fields`: dropped, it could not be serialized again, and
+/// the line would not verify.) Nothing decides on an `Other`: it is only
+/// shown, sanitised.
+trait Word: Sized {
+    /// Its name in the log.
+    fn as_str(&self) -> &str;
+    /// The value named `s`.
+    fn from_word(s: String) -> Self;
+}
+
+/// Serde for a [`Word`]: the name as a JSON string.
+macro_rules! word_serde {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map(<$t>::from_word)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+/// What an entry is about (`kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A decision: `pair`, `sign` or `certificate`.
+    Decision(DecisionKind),
+    /// The log itself (`audit`): a repair or a restart.
+    Audit,
+    /// A kind this vmux does not know (see [`Word`]).
+    Other(String),
+}
+
+impl Word for EntryKind {
+    fn as_str(&self) -> &str {
+        match self {
+            EntryKind::Decision(k) => k.as_str(),
+            EntryKind::Audit => "audit",
+            EntryKind::Other(s) => s,
+        }
+    }
+
+    fn from_word(s: String) -> Self {
+        match DecisionKind::parse(&s) {
+            Some(k) => EntryKind::Decision(k),
+            None if s == "audit" => EntryKind::Audit,
+            None => EntryKind::Other(s),
+        }
+    }
+}
+
+/// How it ended (`outcome`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `approved`: the person (or `allow-all`) approved.
+    Approved,
+    /// `approved-by-window`: an approval window the person opened covered
+    /// it.
+    ApprovedByWindow,
+    /// `refused`, with the error code.
+    Refused,
+    /// `repaired`: a torn last line was removed (about the log).
+    Repaired,
+    /// `restarted`: an unkeyed log was moved aside (about the log).
+    Restarted,
+    /// An outcome this vmux does not know (see [`Word`]).
+    Other(String),
+}
+
+impl Outcome {
+    /// Every outcome this vmux writes.
+    pub const KNOWN: [Outcome; 5] = [
+        Outcome::Approved,
+        Outcome::ApprovedByWindow,
+        Outcome::Refused,
+        Outcome::Repaired,
+        Outcome::Restarted,
+    ];
+}
+
+impl Word for Outcome {
+    fn as_str(&self) -> &str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::ApprovedByWindow => "approved-by-window",
+            Outcome::Refused => "refused",
+            Outcome::Repaired => "repaired",
+            Outcome::Restarted => "restarted",
+            Outcome::Other(s) => s,
+        }
+    }
+
+    fn from_word(s: String) -> Self {
+        Outcome::KNOWN
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .unwrap_or(Outcome::Other(s))
+    }
+}
+
+/// How sure the signer was of the destination (`quality`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Quality {
+    /// Written as an empty string: entries about the log have none.
+    #[default]
+    Absent,
+    /// `unknown`, `claimed` or `verified`.
+    Of(ContextQuality),
+    /// A quality this vmux does not know (see [`Word`]).
+    Other(String),
+}
+
+impl Word for Quality {
+    fn as_str(&self) -> &str {
+        match self {
+            Quality::Absent => "",
+            Quality::Of(q) => q.as_str(),
+            Quality::Other(s) => s,
+        }
+    }
+
+    fn from_word(s: String) -> Self {
+        match ContextQuality::parse(&s) {
+            Some(q) => Quality::Of(q),
+            None if s.is_empty() => Quality::Absent,
+            None => Quality::Other(s),
+        }
+    }
+}
+
+/// Why a decision was refused (`error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// One of the shared error codes (`userDenied`, …).
+    Code(ErrorCode),
+    /// A code this vmux does not know (see [`Word`]).
+    Other(String),
+}
+
+impl Word for Refusal {
+    fn as_str(&self) -> &str {
+        match self {
+            Refusal::Code(c) => c.as_str(),
+            Refusal::Other(s) => s,
+        }
+    }
+
+    fn from_word(s: String) -> Self {
+        ErrorCode::parse(&s).map_or(Refusal::Other(s), Refusal::Code)
+    }
+}
+
+word_serde!(EntryKind, Outcome, Quality, Refusal);
 
 /// The key of the chain, derived from the signer's identity secret.
 pub struct AuditKey(Zeroizing<[u8; 32]>);
@@ -70,7 +241,7 @@ pub struct Entry {
     /// Unix seconds.
     pub time: u64,
     /// `pair`, `sign`, `certificate`, or `audit` (about the log itself).
-    pub kind: String,
+    pub kind: EntryKind,
     /// The agent's id.
     pub agent_id: String,
     /// The agent's name.
@@ -96,16 +267,16 @@ pub struct Entry {
     pub executable: String,
     /// `unknown`, `claimed` or `verified`, as the signer checked it.
     #[serde(default)]
-    pub quality: String,
+    pub quality: Quality,
     /// Through a forwarded agent.
     #[serde(default)]
     pub forwarded: bool,
     /// `approved`, `approved-by-window` or `refused`; `repaired` or
     /// `restarted` for entries about the log.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The error code when refused.
     #[serde(default)]
-    pub error: Option<String>,
+    pub error: Option<Refusal>,
     /// The phone that approved or denied, when a phone decided.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decided_by: String,
@@ -123,11 +294,11 @@ pub struct Entry {
 impl Entry {
     /// An entry for `decision` with its outcome (`prev` and `mac` are
     /// filled in when it is appended).
-    pub fn new(decision: &Decision, outcome: &str, error: Option<vmux_proto::ErrorCode>) -> Entry {
+    pub fn new(decision: &Decision, outcome: Outcome, error: Option<ErrorCode>) -> Entry {
         let source = decision.source();
         let mut e = Entry {
             time: crate::checks::now_ms() / 1000,
-            kind: decision.kind().as_str().to_owned(),
+            kind: EntryKind::Decision(decision.kind()),
             agent_id: source.id.clone(),
             agent_name: source.name.clone(),
             key: String::new(),
@@ -136,10 +307,10 @@ impl Entry {
             host_key: String::new(),
             dest_user: String::new(),
             executable: String::new(),
-            quality: vmux_proto::ContextQuality::Unknown.as_str().to_owned(),
+            quality: Quality::Of(ContextQuality::Unknown),
             forwarded: false,
-            outcome: outcome.to_owned(),
-            error: error.map(|c| c.as_str().to_owned()),
+            outcome,
+            error: error.map(Refusal::Code),
             decided_by: String::new(),
             note: String::new(),
             prev: String::new(),
@@ -152,7 +323,7 @@ impl Entry {
             e.host_key = d.purpose.host_key_fingerprint().to_owned();
             e.dest_user = d.purpose.user().to_owned();
             e.executable = d.claims.executable.clone();
-            e.quality = d.purpose.quality().as_str().to_owned();
+            e.quality = Quality::Of(d.purpose.quality());
             e.forwarded = d.claims.forwarded;
         }
         e
@@ -165,10 +336,10 @@ impl Entry {
     }
 
     /// An entry about the log itself.
-    fn about_the_log(outcome: &str, note: String) -> Entry {
+    fn about_the_log(outcome: Outcome, note: String) -> Entry {
         Entry {
             time: crate::checks::now_ms() / 1000,
-            kind: KIND_AUDIT.to_owned(),
+            kind: EntryKind::Audit,
             agent_id: String::new(),
             agent_name: String::new(),
             key: String::new(),
@@ -177,9 +348,9 @@ impl Entry {
             host_key: String::new(),
             dest_user: String::new(),
             executable: String::new(),
-            quality: String::new(),
+            quality: Quality::Absent,
             forwarded: false,
-            outcome: outcome.to_owned(),
+            outcome,
             error: None,
             note,
             decided_by: String::new(),
@@ -225,7 +396,7 @@ impl AuditLog {
             let aside = path.with_extension("jsonl.unkeyed");
             std::fs::rename(path, &aside).map_err(|e| HomeError::io(path, e))?;
             notes.push((
-                "restarted",
+                Outcome::Restarted,
                 format!(
                     "the earlier log had no keyed chain (an older vmux wrote it); it was moved to {}",
                     aside.display()
@@ -252,7 +423,7 @@ impl AuditLog {
                 "the audit log ended in a torn line (a crash while writing it); removed, and recorded"
             );
             notes.push((
-                "repaired",
+                Outcome::Repaired,
                 format!(
                     "a torn last line (the signer stopped while writing it) was removed at start: {} bytes, SHA-256 {}",
                     torn.len(),
@@ -300,7 +471,7 @@ impl AuditLog {
             .into_iter()
             .rev()
             .filter_map(Result::ok)
-            .filter(|e| e.kind != KIND_AUDIT)
+            .filter(|e| e.kind != EntryKind::Audit)
             .take(n)
             .collect()
     }
@@ -417,12 +588,12 @@ pub fn read(contents: &[u8]) -> Vec<Result<Entry, usize>> {
 pub fn render(e: &Entry) -> String {
     use vmux_home::time::utc as time;
     use vmux_proto::sanitize;
-    if e.kind == KIND_AUDIT {
+    if e.kind == EntryKind::Audit {
         return format!(
             "{}  {:<11} {:<18} {}",
             time(e.time),
-            e.kind,
-            e.outcome,
+            e.kind.as_str(),
+            sanitize(e.outcome.as_str()),
             sanitize(&e.note)
         );
     }
@@ -438,14 +609,14 @@ pub fn render(e: &Entry) -> String {
     };
     let dest = match (e.dest_user.as_str(), host.as_str()) {
         ("", "") => String::new(),
-        ("", h) => format!(" → {h} [{}]", sanitize(&e.quality)),
-        (u, h) => format!(" → {}@{h} [{}]", sanitize(u), sanitize(&e.quality)),
+        ("", h) => format!(" → {h} [{}]", sanitize(e.quality.as_str())),
+        (u, h) => format!(" → {}@{h} [{}]", sanitize(u), sanitize(e.quality.as_str())),
     };
     format!(
         "{}  {:<11} {:<18} {} {}{}{}{}{}{}",
         time(e.time),
-        sanitize(&e.kind),
-        sanitize(&e.outcome),
+        sanitize(e.kind.as_str()),
+        sanitize(e.outcome.as_str()),
         sanitize(&e.agent_name),
         sanitize(&e.key),
         dest,
@@ -456,8 +627,8 @@ pub fn render(e: &Entry) -> String {
         },
         if e.forwarded { " (forwarded)" } else { "" },
         e.error
-            .as_deref()
-            .map(|c| format!(" ({})", sanitize(c)))
+            .as_ref()
+            .map(|c| format!(" ({})", sanitize(c.as_str())))
             .unwrap_or_default(),
         if e.decided_by.is_empty() {
             String::new()
@@ -492,6 +663,129 @@ mod tests {
         AuditKey::from_identity(identity)
     }
 
+    /// A log vmux wrote before these fields were enums (kind, outcome,
+    /// quality and error as strings), with the test identity it was keyed
+    /// with: every kind, outcome, quality and a few error codes, a repair
+    /// and a restart.
+    const OLD_LOG: &str = include_str!("testdata/audit.jsonl");
+    const OLD_IDENTITY: &str = include_str!("testdata/audit-identity");
+
+    #[test]
+    fn a_log_written_with_string_fields_still_verifies_byte_for_byte() {
+        let id = Identity::parse(Path::new("testdata"), OLD_IDENTITY.as_bytes(), None).unwrap();
+        let entries = verify(OLD_LOG.as_bytes(), &key(&id)).unwrap();
+        assert_eq!(entries.len(), 8);
+        for (e, line) in entries.iter().zip(OLD_LOG.lines()) {
+            assert_eq!(serde_json::to_string(e).unwrap(), line);
+        }
+        let kinds: Vec<String> = entries.iter().map(|e| e.kind.to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "audit",
+                "sign",
+                "sign",
+                "sign",
+                "pair",
+                "certificate",
+                "certificate",
+                "audit"
+            ]
+        );
+        assert_eq!(entries[1].kind, EntryKind::Decision(DecisionKind::Sign));
+        assert_eq!(entries[2].outcome, Outcome::ApprovedByWindow);
+        assert_eq!(entries[2].quality, Quality::Of(ContextQuality::Verified));
+        assert_eq!(entries[3].error, Some(Refusal::Code(ErrorCode::UserDenied)));
+        assert_eq!(entries[0].quality, Quality::Absent);
+        assert_eq!(entries[7].outcome, Outcome::Repaired);
+        // Nothing in it is a value this vmux does not know.
+        let rendered: String = entries.iter().map(render).collect();
+        for e in &entries {
+            assert!(!matches!(e.kind, EntryKind::Other(_)), "{e:?}");
+            assert!(!matches!(e.outcome, Outcome::Other(_)), "{e:?}");
+            assert!(!matches!(e.quality, Quality::Other(_)), "{e:?}");
+            assert!(!matches!(e.error, Some(Refusal::Other(_))), "{e:?}");
+        }
+        assert!(rendered.contains("[verified]") && rendered.contains("(userDenied)"));
+    }
+
+    #[test]
+    fn each_value_serializes_to_the_string_the_log_always_had() {
+        fn json<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap()
+        }
+        for (k, s) in [
+            (EntryKind::Decision(DecisionKind::Pair), "pair"),
+            (EntryKind::Decision(DecisionKind::Sign), "sign"),
+            (
+                EntryKind::Decision(DecisionKind::Certificate),
+                "certificate",
+            ),
+            (EntryKind::Audit, "audit"),
+        ] {
+            assert_eq!(json(&k), format!("\"{s}\""));
+            assert_eq!(EntryKind::from_word(s.into()), k);
+        }
+        let outcomes = [
+            "approved",
+            "approved-by-window",
+            "refused",
+            "repaired",
+            "restarted",
+        ];
+        for (o, s) in Outcome::KNOWN.iter().zip(outcomes) {
+            assert_eq!(json(o), format!("\"{s}\""));
+            assert_eq!(&Outcome::from_word(s.into()), o);
+        }
+        for (q, s) in [
+            (Quality::Absent, ""),
+            (Quality::Of(ContextQuality::Unknown), "unknown"),
+            (Quality::Of(ContextQuality::Claimed), "claimed"),
+            (Quality::Of(ContextQuality::Verified), "verified"),
+        ] {
+            assert_eq!(json(&q), format!("\"{s}\""));
+            assert_eq!(Quality::from_word(s.into()), q);
+        }
+        for c in ErrorCode::ALL {
+            assert_eq!(json(&Refusal::Code(c)), format!("\"{}\"", c.as_str()));
+            assert_eq!(Refusal::from_word(c.as_str().into()), Refusal::Code(c));
+        }
+        assert_eq!(json(&None::<Refusal>), "null");
+    }
+
+    /// A value a newer vmux may write is kept as it was read: the line
+    /// still verifies and is shown, sanitised.
+    #[test]
+    fn an_unknown_value_is_kept_and_its_line_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let id = Identity::generate();
+        let log = AuditLog::open(&path, key(&id)).unwrap();
+        let mut e = Entry::new(&decision(0), Outcome::Refused, None);
+        e.kind = EntryKind::Other("rotate\u{1b}[2J".into());
+        e.outcome = Outcome::Other("quarantined".into());
+        e.quality = Quality::Other("attested".into());
+        e.error = Some(Refusal::Other("newCode".into()));
+        log.record(e);
+        let text = std::fs::read(&path).unwrap();
+        let entries = verify(&text, &key(&id)).unwrap();
+        assert_eq!(entries[0].kind, EntryKind::Other("rotate\u{1b}[2J".into()));
+        assert_eq!(entries[0].outcome, Outcome::Other("quarantined".into()));
+        assert_eq!(entries[0].error, Some(Refusal::Other("newCode".into())));
+        let shown = render(&entries[0]);
+        assert!(
+            shown.contains("quarantined") && shown.contains("(newCode)"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+        // Read as literal JSON, too.
+        let line = br#"{"time":1,"kind":"sign","agent_id":"a","agent_name":"b","quality":"attested","outcome":"escrowed","error":"newCode","prev":"","mac":""}"#;
+        let read = read(&[&line[..], b"\n"].concat());
+        let e = read[0].as_ref().unwrap();
+        assert_eq!(e.outcome, Outcome::Other("escrowed".into()));
+        assert_eq!(e.quality, Quality::Other("attested".into()));
+    }
+
     #[test]
     fn chain_detects_edits_and_deletions() {
         let dir = tempfile::tempdir().unwrap();
@@ -499,12 +793,12 @@ mod tests {
         let id = Identity::generate();
         let log = AuditLog::open(&path, key(&id)).unwrap();
         for n in 0..3 {
-            log.record(Entry::new(&decision(n), "approved", None));
+            log.record(Entry::new(&decision(n), Outcome::Approved, None));
         }
         // Reopening continues the chain.
         AuditLog::open(&path, key(&id)).unwrap().record(Entry::new(
             &decision(3),
-            "refused",
+            Outcome::Refused,
             Some(vmux_proto::ErrorCode::UserDenied),
         ));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -547,7 +841,7 @@ mod tests {
         let id = Identity::generate();
         let log = AuditLog::open(&path, key(&id)).unwrap();
         for n in 0..3 {
-            log.record(Entry::new(&decision(n), "approved", None));
+            log.record(Entry::new(&decision(n), Outcome::Approved, None));
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let mut prev = GENESIS.to_owned();
@@ -574,7 +868,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let id = Identity::generate();
         let log = AuditLog::open(&path, key(&id)).unwrap();
-        log.record(Entry::new(&decision(0), "approved", None));
+        log.record(Entry::new(&decision(0), Outcome::Approved, None));
         drop(log);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"time":1,"kind":"sign","agent_"#).unwrap();
@@ -583,11 +877,11 @@ mod tests {
         assert_eq!(verify(&torn, &key(&id)), Err(VerifyError::Torn(2)));
 
         let log = AuditLog::open(&path, key(&id)).unwrap();
-        log.record(Entry::new(&decision(1), "approved", None));
+        log.record(Entry::new(&decision(1), Outcome::Approved, None));
         let entries = verify(&std::fs::read(&path).unwrap(), &key(&id)).unwrap();
         assert_eq!(entries.len(), 3);
-        assert_eq!(entries[1].kind, KIND_AUDIT);
-        assert_eq!(entries[1].outcome, "repaired");
+        assert_eq!(entries[1].kind, EntryKind::Audit);
+        assert_eq!(entries[1].outcome, Outcome::Repaired);
         assert!(entries[1].note.contains("31 bytes"), "{}", entries[1].note);
         assert_eq!(entries[2].agent_id, "id1");
     }
@@ -602,7 +896,7 @@ mod tests {
         drop(AuditLog::open(&path, key(&id)).unwrap());
         let entries = verify(&std::fs::read(&path).unwrap(), &key(&id)).unwrap();
         assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].outcome, "restarted");
+        assert_eq!(entries[0].outcome, Outcome::Restarted);
         assert_eq!(
             std::fs::read_to_string(path.with_extension("jsonl.unkeyed")).unwrap(),
             format!("{old}\n")

@@ -10,7 +10,7 @@ use vmux_proto::{CertRequest, ErrorCode, IssuedCert, SignRequest};
 use vmux_ssh::VerifiedLogin;
 
 use crate::approver::{Approver, CertDecision, Claims, Decision, SignDecision, Source, Verdict};
-use crate::audit::Entry;
+use crate::audit::{Entry, Outcome};
 use crate::checks::now_ms;
 use crate::purpose::Purpose;
 use crate::server::Server;
@@ -81,9 +81,9 @@ impl<A: Approver + 'static> Server<A> {
     fn audit(&self, d: &Decision, result: Result<&Approval, ErrorCode>, by: Option<String>) {
         if let Some(log) = &self.parts.audit {
             let (outcome, error) = match result {
-                Ok(Approval::Asked) => ("approved", None),
-                Ok(Approval::Window) => ("approved-by-window", None),
-                Err(code) => ("refused", Some(code)),
+                Ok(Approval::Asked) => (Outcome::Approved, None),
+                Ok(Approval::Window) => (Outcome::ApprovedByWindow, None),
+                Err(code) => (Outcome::Refused, Some(code)),
             };
             log.record(Entry::new(d, outcome, error).decided_by(by));
         }

@@ -41,8 +41,8 @@ impl<A: Approver + 'static> SignerInfo for Server<A> {
                 time: e.time,
                 summary: render(&e),
                 phone: (!e.decided_by.is_empty()).then(|| vmux_proto::sanitize(&e.decided_by)),
-                kind: e.kind,
-                outcome: e.outcome,
+                kind: vmux_proto::sanitize(&e.kind.to_string()),
+                outcome: vmux_proto::sanitize(&e.outcome.to_string()),
             })
             .collect()
     }

@@ -25,7 +25,7 @@ use vmux_link::{PairingGate, PairingRequest, StaticKey};
 use vmux_proto::ErrorCode;
 
 use crate::approver::{Approver, Decision, PairDecision, Source, Verdict};
-use crate::audit::{AuditLog, Entry};
+use crate::audit::{AuditLog, Entry, Outcome};
 use crate::paired::PairedAgents;
 
 /// Pairing prompts that may start per [`PAIRING_PERIOD`].
@@ -225,8 +225,8 @@ impl<A: Approver + 'static> Gate<'_, A> {
     fn record(&self, d: &Decision, outcome: Result<(), ErrorCode>, by: Option<String>) {
         if let Some(log) = self.audit {
             let entry = match outcome {
-                Ok(()) => Entry::new(d, "approved", None),
-                Err(code) => Entry::new(d, "refused", Some(code)),
+                Ok(()) => Entry::new(d, Outcome::Approved, None),
+                Err(code) => Entry::new(d, Outcome::Refused, Some(code)),
             };
             log.record(entry.decided_by(by));
         }
