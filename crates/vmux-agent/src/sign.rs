@@ -37,10 +37,10 @@ pub(crate) async fn remote(
             kind: "sign".into(),
             signer: signer.name.clone(),
             key: key.comment.clone(),
-            host: context.dest_host.clone(),
-            user: context.dest_user.clone(),
-            process: context.process.clone(),
-            namespace: context.namespace.clone(),
+            host: context.dest_host.clone().unwrap_or_default(),
+            user: context.dest_user.clone().unwrap_or_default(),
+            process: context.process.clone().unwrap_or_default(),
+            namespace: context.namespace.clone().unwrap_or_default(),
             since_ms: 0,
         };
         (signer_id, waiting)

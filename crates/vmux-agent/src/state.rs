@@ -35,7 +35,7 @@ impl From<&KeyRecord> for CachedKey {
             blob: k.public_key_blob.clone(),
             comment: k.comment.clone(),
             provider_kind: k.provider_kind.as_str().to_owned(),
-            display_name: k.display_name.clone(),
+            display_name: k.display_name.clone().unwrap_or_default(),
         }
     }
 }
@@ -349,7 +349,7 @@ mod tests {
             public_key_blob: blob,
             comment: comment.into(),
             provider_kind: ProviderKind::Software,
-            display_name: String::new(),
+            display_name: None,
         }
     }
 

@@ -62,7 +62,7 @@ fn record(key: &PrivateKey, comment: &str) -> KeyRecord {
         public_key_blob: key.public_key().to_bytes().unwrap(),
         comment: comment.into(),
         provider_kind: ProviderKind::Software,
-        display_name: String::new(),
+        display_name: None,
     }
 }
 
@@ -94,7 +94,7 @@ fn huge_key_list(key: &PrivateKey) -> Vec<KeyRecord> {
         public_key_blob: b"not a key".to_vec(),
         comment: "broken".into(),
         provider_kind: ProviderKind::Software,
-        display_name: String::new(),
+        display_name: None,
     });
     for i in 0..395 {
         keys.push(KeyRecord {
@@ -102,7 +102,7 @@ fn huge_key_list(key: &PrivateKey) -> Vec<KeyRecord> {
             public_key_blob: big_rsa_blob(i),
             comment: format!("key {i} {}", "x".repeat(500)),
             provider_kind: ProviderKind::Software,
-            display_name: String::new(),
+            display_name: None,
         });
     }
     let size = Message::KeyList(keys.clone()).encode().len();

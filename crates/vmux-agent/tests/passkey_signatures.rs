@@ -90,7 +90,7 @@ async fn fake_signer(
                             public_key_blob: key_blob.clone(),
                             comment: "pixel".into(),
                             provider_kind: ProviderKind::Passkey,
-                            display_name: String::new(),
+                            display_name: None,
                         }];
                         let _ = ch.send(&Message::KeyList(keys)).await;
                     }

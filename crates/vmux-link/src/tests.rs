@@ -65,7 +65,7 @@ async fn handshake_authenticates_both_static_keys_and_carries_big_messages() {
         public_key_blob: vec![7; 600 * 1024],
         comment: "big".into(),
         provider_kind: vmux_proto::ProviderKind::Software,
-        display_name: String::new(),
+        display_name: None,
     }]);
     a.send(&big).await.unwrap();
     a.send(&Message::Ping(1)).await.unwrap();

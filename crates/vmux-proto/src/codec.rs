@@ -52,6 +52,12 @@ impl Writer {
         self.bytes(v.as_bytes())
     }
 
+    /// A string that may be unknown: `None` is written as the empty
+    /// string, as the protocol always wrote an unknown value.
+    pub(crate) fn opt_str(&mut self, v: Option<&str>) -> &mut Self {
+        self.str(v.unwrap_or_default())
+    }
+
     pub(crate) fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
     }
@@ -117,6 +123,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| DecodeError::BadValue("UTF-8 string"))
+    }
+
+    /// A string that may be unknown: the empty string reads as `None`.
+    pub(crate) fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+        self.string().map(|s| (!s.is_empty()).then_some(s))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

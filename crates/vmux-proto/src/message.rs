@@ -116,8 +116,9 @@ pub struct KeyRecord {
     pub comment: String,
     /// Where the private key lives.
     pub provider_kind: ProviderKind,
-    /// Optional friendly name; empty when unset.
-    pub display_name: String,
+    /// Optional friendly name (on the wire, the empty string when unset;
+    /// so never `Some("")`).
+    pub display_name: Option<String>,
 }
 
 /// How much the agent knows about where a signature will be used.
@@ -188,25 +189,26 @@ pub struct BindingProof {
 }
 
 /// What the agent knows about a sign request's purpose. Every string is
-/// empty when unknown. The signer treats all of it as the agent's claim
-/// and checks what it can itself (the binding proof against the data).
+/// `None` when unknown (on the wire, the empty string; so never
+/// `Some("")`). The signer treats all of it as the agent's claim and
+/// checks what it can itself (the binding proof against the data).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SignContext {
     /// How sure the agent is of `dest_host` and `dest_user`.
     pub quality: ContextQuality,
     /// Destination host name(s).
-    pub dest_host: String,
+    pub dest_host: Option<String>,
     /// Destination user.
-    pub dest_user: String,
+    pub dest_user: Option<String>,
     /// The requesting process on the workstation (e.g. `ssh ← bash`).
-    pub process: String,
+    pub process: Option<String>,
     /// `ssh-keygen -Y` namespace when the data is an SSHSIG.
-    pub namespace: String,
+    pub namespace: Option<String>,
     /// The request came through a forwarded agent connection.
     pub forwarded: bool,
     /// The requesting process's executable, as the kernel names it
     /// (`/proc/PID/exe`).
-    pub executable: String,
+    pub executable: Option<String>,
     /// The binding the login is for, when the client made one for this
     /// session (the connection's last binding, not a forwarding one).
     pub binding: Option<BindingProof>,
@@ -397,7 +399,7 @@ impl Message {
                         .bytes(&k.public_key_blob)
                         .str(&k.comment)
                         .str(k.provider_kind.as_str())
-                        .str(&k.display_name);
+                        .opt_str(k.display_name.as_deref());
                 }
                 w.finish()
             }
@@ -411,12 +413,12 @@ impl Message {
                     .u64(r.issued_at_ms)
                     .u64(r.expires_at_ms)
                     .u8(r.context.quality.to_wire())
-                    .str(&r.context.dest_host)
-                    .str(&r.context.dest_user)
-                    .str(&r.context.process)
-                    .str(&r.context.namespace)
+                    .opt_str(r.context.dest_host.as_deref())
+                    .opt_str(r.context.dest_user.as_deref())
+                    .opt_str(r.context.process.as_deref())
+                    .opt_str(r.context.namespace.as_deref())
                     .bool(r.context.forwarded)
-                    .str(&r.context.executable);
+                    .opt_str(r.context.executable.as_deref());
                 match &r.context.binding {
                     None => w.bool(false),
                     Some(b) => w
@@ -509,7 +511,7 @@ impl Message {
                         public_key_blob: r.bytes()?.to_vec(),
                         comment: r.string()?,
                         provider_kind: ProviderKind::parse(&r.string()?),
-                        display_name: r.string()?,
+                        display_name: r.opt_string()?,
                     });
                 }
                 Message::KeyList(keys)
@@ -524,12 +526,12 @@ impl Message {
                 expires_at_ms: r.u64()?,
                 context: SignContext {
                     quality: ContextQuality::from_wire(r.u8()?)?,
-                    dest_host: r.string()?,
-                    dest_user: r.string()?,
-                    process: r.string()?,
-                    namespace: r.string()?,
+                    dest_host: r.opt_string()?,
+                    dest_user: r.opt_string()?,
+                    process: r.opt_string()?,
+                    namespace: r.opt_string()?,
                     forwarded: r.bool()?,
-                    executable: r.string()?,
+                    executable: r.opt_string()?,
                     binding: if r.bool()? {
                         Some(BindingProof {
                             host_key: r.bytes()?.to_vec(),

@@ -34,14 +34,14 @@ fn samples() -> Vec<Message> {
                 public_key_blob: vec![1, 2, 3],
                 comment: "work".into(),
                 provider_kind: ProviderKind::Software,
-                display_name: String::new(),
+                display_name: None,
             },
             KeyRecord {
                 algorithm: "ecdsa-sha2-nistp256".into(),
                 public_key_blob: vec![4; 104],
                 comment: "token".into(),
                 provider_kind: ProviderKind::HardwareToken,
-                display_name: "YubiKey".into(),
+                display_name: Some("YubiKey".into()),
             },
         ]),
         Message::SignRequest(SignRequest {
@@ -54,12 +54,12 @@ fn samples() -> Vec<Message> {
             expires_at_ms: 1_700_000_060_000,
             context: SignContext {
                 quality: ContextQuality::Verified,
-                dest_host: "example.org".into(),
-                dest_user: "git".into(),
-                process: "ssh ← bash".into(),
-                namespace: String::new(),
+                dest_host: Some("example.org".into()),
+                dest_user: Some("git".into()),
+                process: Some("ssh ← bash".into()),
+                namespace: None,
                 forwarded: true,
-                executable: "/usr/bin/ssh".into(),
+                executable: Some("/usr/bin/ssh".into()),
                 binding: Some(BindingProof {
                     host_key: vec![7; 51],
                     session_id: vec![8; 32],
@@ -242,8 +242,8 @@ fn protocol_md_vectors() {
         expires_at_ms: 1_700_000_060_000,
         context: SignContext {
             quality: ContextQuality::Claimed,
-            dest_host: "example.org".into(),
-            dest_user: "git".into(),
+            dest_host: Some("example.org".into()),
+            dest_user: Some("git".into()),
             ..SignContext::default()
         },
     });
@@ -270,12 +270,12 @@ fn protocol_md_vectors() {
         expires_at_ms: 2,
         context: SignContext {
             quality: ContextQuality::Verified,
-            dest_host: "h".into(),
-            dest_user: "u".into(),
-            process: String::new(),
-            namespace: String::new(),
+            dest_host: Some("h".into()),
+            dest_user: Some("u".into()),
+            process: None,
+            namespace: None,
             forwarded: false,
-            executable: "/s".into(),
+            executable: Some("/s".into()),
             binding: Some(BindingProof {
                 host_key: vec![0xcc],
                 session_id: vec![0xdd],
@@ -307,4 +307,52 @@ fn protocol_md_vectors() {
             "00000001ee",
         )
     );
+}
+
+/// An unknown context field or display name is `None` in Rust and the
+/// empty string on the wire, as it always was: the bytes do not change,
+/// and an empty string reads back as `None`.
+#[test]
+fn an_unknown_string_is_none_and_the_empty_string_on_the_wire() {
+    let with = |context: SignContext| {
+        Message::SignRequest(SignRequest {
+            request_id: [0x01; 16],
+            key_blob: vec![0xaa],
+            data: vec![0xbb],
+            flags: 0,
+            nonce: [0x02; 16],
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+            context,
+        })
+    };
+    let unknown = with(SignContext::default());
+    let empty = with(SignContext {
+        dest_host: Some(String::new()),
+        dest_user: Some(String::new()),
+        process: Some(String::new()),
+        namespace: Some(String::new()),
+        executable: Some(String::new()),
+        ..SignContext::default()
+    });
+    let bytes = unknown.encode();
+    assert_eq!(bytes, empty.encode());
+    // quality 0, then five empty strings around forwarded = false, then
+    // no binding.
+    assert!(hex(&bytes).ends_with(&format!("00{}00{}00", "00000000".repeat(4), "00000000")));
+    assert_eq!(Message::decode(&bytes).unwrap(), unknown);
+
+    let key = |display_name| {
+        Message::KeyList(vec![KeyRecord {
+            algorithm: "a".into(),
+            public_key_blob: vec![1],
+            comment: String::new(),
+            provider_kind: ProviderKind::Software,
+            display_name,
+        }])
+    };
+    let bytes = key(None).encode();
+    assert_eq!(bytes, key(Some(String::new())).encode());
+    assert!(hex(&bytes).ends_with("00000008736f66747761726500000000"));
+    assert_eq!(Message::decode(&bytes).unwrap(), key(None));
 }

@@ -318,11 +318,11 @@ impl Entry {
         };
         if let Decision::Sign(d) = decision {
             e.key = d.key_fingerprint.clone();
-            e.process = d.claims.process.clone();
-            e.dest_host = d.claims.dest_host.clone();
+            e.process = d.claims.process.clone().unwrap_or_default();
+            e.dest_host = d.claims.dest_host.clone().unwrap_or_default();
             e.host_key = d.purpose.host_key_fingerprint().to_owned();
             e.dest_user = d.purpose.user().to_owned();
-            e.executable = d.claims.executable.clone();
+            e.executable = d.claims.executable.clone().unwrap_or_default();
             e.quality = Quality::Of(d.purpose.quality());
             e.forwarded = d.claims.forwarded;
         }

@@ -34,14 +34,14 @@ impl WindowKey {
         let Purpose::VerifiedLogin(login) = &d.purpose else {
             return None;
         };
-        if d.claims.forwarded || d.claims.executable.is_empty() {
+        if d.claims.forwarded {
             return None;
         }
         Some(WindowKey {
             agent: d.source.id.clone(),
             key: d.key_fingerprint.clone(),
             login: login.clone(),
-            executable: d.claims.executable.clone(),
+            executable: d.claims.executable.clone()?,
         })
     }
 }

@@ -340,7 +340,7 @@ impl<A: Approver + 'static> Server<A> {
                 comment: k.public.comment().to_owned(),
                 public_key_blob: k.blob,
                 provider_kind: k.kind,
-                display_name: String::new(),
+                display_name: None,
             })
             .collect()
     }

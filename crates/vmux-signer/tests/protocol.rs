@@ -294,12 +294,12 @@ fn verified(f: &Fixture, nonce: u8, host: &ssh_key::PrivateKey, forwarded: bool)
     r.data = login_data(sid, "git");
     r.context = SignContext {
         quality: vmux_proto::ContextQuality::Verified,
-        dest_host: "a.example".into(),
-        dest_user: "git".into(),
-        process: "ssh ← bash".into(),
-        namespace: String::new(),
+        dest_host: Some("a.example".into()),
+        dest_user: Some("git".into()),
+        process: Some("ssh ← bash".into()),
+        namespace: None,
         forwarded,
-        executable: "/usr/bin/ssh".into(),
+        executable: Some("/usr/bin/ssh".into()),
         binding: Some(vmux_proto::BindingProof {
             host_key: host.public_key().to_bytes().unwrap(),
             session_id: sid.to_vec(),
@@ -332,7 +332,7 @@ async fn an_approval_window_covers_the_same_key_executable_and_verified_login_on
     assert_eq!(signs(), 3);
     // Another executable: asked.
     let mut other_exe = verified(&f, 12, &a, false);
-    other_exe.context.executable = "/tmp/not-ssh".into();
+    other_exe.context.executable = Some("/tmp/not-ssh".into());
     assert!(ask(&mut s, other_exe).await.is_ok());
     assert_eq!(signs(), 4);
     // Forwarded: always asked, and no window is offered.

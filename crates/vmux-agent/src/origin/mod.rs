@@ -142,7 +142,7 @@ impl Connection {
     /// runtime and is bounded in time, so no client can hold up another.
     pub async fn context(&self, data: Vec<u8>) -> SignContext {
         let (pid, start_time, bindings) = (self.pid, self.start_time, self.bindings.clone());
-        let quick = derive(&bindings, &data, String::new(), &[], &[]);
+        let quick = derive(&bindings, &data, None, &[], &[]);
         let work = tokio::task::spawn_blocking(move || {
             context_from_files(pid, start_time, &bindings, &data)
         });
@@ -171,10 +171,7 @@ fn context_from_files(
             .filter(|p| p.start_time == t)
             .map(|p| (pid, p))
     });
-    let process = proc
-        .as_ref()
-        .map(|(pid, _)| process::chain(*pid))
-        .unwrap_or_default();
+    let process = proc.as_ref().and_then(|(pid, _)| process::chain(*pid));
     let argv = proc.as_ref().map(|(_, p)| p.argv.as_slice()).unwrap_or(&[]);
     let candidates: Vec<String> = process::ssh_destination(argv)
         .map(|(_, host, port)| vec![known_hosts::entry_form(&host, port), host])
@@ -190,7 +187,7 @@ fn context_from_files(
     let mut ctx = derive(bindings, data, process, &candidates, &files);
     ctx.executable = proc
         .and_then(|(pid, _)| process::executable(pid))
-        .unwrap_or_default();
+        .filter(|e| !e.is_empty());
     ctx
 }
 
@@ -198,20 +195,20 @@ fn context_from_files(
 pub fn derive(
     bindings: &Bindings,
     data: &[u8],
-    process: String,
+    process: Option<String>,
     candidates: &[String],
     known_hosts: &[String],
 ) -> SignContext {
     let mut ctx = SignContext {
         process,
         forwarded: bindings.forwarded(),
-        namespace: data::sshsig_namespace(data).unwrap_or_default(),
+        namespace: data::sshsig_namespace(data).filter(|n| !n.is_empty()),
         ..SignContext::default()
     };
     let Some(u) = data::userauth(data) else {
         return ctx;
     };
-    ctx.dest_user = u.user;
+    ctx.dest_user = Some(u.user).filter(|u| !u.is_empty());
     // As OpenSSH's agent does: only a login for the connection's last
     // binding, made for authentication (not forwarding), and naming the
     // same host key when the data names one, is verified. Its proof goes
@@ -242,16 +239,18 @@ pub fn derive(
         let fp = ssh_key::PublicKey::from_bytes(&key)
             .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
             .unwrap_or_else(|_| "unparseable host key".into());
-        ctx.dest_host = if !names.names.is_empty() {
+        let host = if !names.names.is_empty() {
             names.names.join(", ")
         } else if names.hashed_only {
             format!("a host in known_hosts (hashed), key {fp}")
         } else {
             format!("unknown host, key {fp}")
         };
-        if names.revoked {
-            ctx.dest_host = format!("REVOKED host key: {}", ctx.dest_host);
-        }
+        ctx.dest_host = Some(if names.revoked {
+            format!("REVOKED host key: {host}")
+        } else {
+            host
+        });
     }
     ctx
 }
@@ -277,13 +276,17 @@ mod tests {
         let c = derive(
             &bs,
             &userauth(b"sid-1", "git", Some(&blob)),
-            "ssh".into(),
+            Some("ssh".into()),
             &[],
             &kh,
         );
         assert_eq!(
-            (c.quality, c.dest_user.as_str(), c.dest_host.as_str()),
-            (ContextQuality::Verified, "git", "server.example:2222")
+            (c.quality, c.dest_user.as_deref(), c.dest_host.as_deref()),
+            (
+                ContextQuality::Verified,
+                Some("git"),
+                Some("server.example:2222")
+            )
         );
         assert!(!c.forwarded);
         // The proof goes along, and verifies.
@@ -291,13 +294,7 @@ mod tests {
         assert_eq!(proof.host_key, blob);
         assert!(bind::verify(&proof.host_key, &proof.session_id, &proof.signature, false).is_ok());
         // Another session id: parsed, not bound.
-        let c = derive(
-            &bs,
-            &userauth(b"sid-2", "git", Some(&blob)),
-            String::new(),
-            &[],
-            &kh,
-        );
+        let c = derive(&bs, &userauth(b"sid-2", "git", Some(&blob)), None, &[], &kh);
         assert_eq!(c.quality, ContextQuality::Claimed);
         assert!(c.binding.is_none(), "no proof for another session");
         // Hostbound data naming another host key than the binding's.
@@ -305,21 +302,23 @@ mod tests {
         let c = derive(
             &bs,
             &userauth(b"sid-1", "git", Some(&other)),
-            String::new(),
+            None,
             &[],
             &kh,
         );
         assert_eq!(c.quality, ContextQuality::Claimed);
         assert!(
-            c.dest_host.starts_with("unknown host, key SHA256:"),
-            "{}",
+            c.dest_host
+                .as_deref()
+                .is_some_and(|h| h.starts_with("unknown host, key SHA256:")),
+            "{:?}",
             c.dest_host
         );
         // Not userauth at all.
-        let c = derive(&bs, b"random bytes", String::new(), &[], &kh);
+        let c = derive(&bs, b"random bytes", None, &[], &kh);
         assert_eq!(
-            (c.quality, c.dest_host.as_str()),
-            (ContextQuality::Unknown, "")
+            (c.quality, c.dest_host.as_deref()),
+            (ContextQuality::Unknown, None)
         );
         // Through a forwarded agent.
         let mut fwd = Bindings::default();
@@ -327,22 +326,10 @@ mod tests {
             .unwrap();
         fwd.add(bind::parse(&message(&host, b"sid-9", false)).unwrap())
             .unwrap();
-        let c = derive(
-            &fwd,
-            &userauth(b"sid-9", "root", None),
-            String::new(),
-            &[],
-            &kh,
-        );
+        let c = derive(&fwd, &userauth(b"sid-9", "root", None), None, &[], &kh);
         assert!(c.forwarded && c.quality == ContextQuality::Verified);
         // A login naming the forwarding hop's own session is not verified.
-        let c = derive(
-            &fwd,
-            &userauth(b"hop", "root", None),
-            String::new(),
-            &[],
-            &kh,
-        );
+        let c = derive(&fwd, &userauth(b"hop", "root", None), None, &[], &kh);
         assert_eq!(c.quality, ContextQuality::Claimed);
     }
 }

@@ -150,12 +150,13 @@ fn base(arg: &str) -> &str {
 
 /// The chain from `pid` up to its session leader (or pid 1), rendered like
 /// `ssh git@example.org ← bash ← sshd`: the requester with its arguments,
-/// its ancestors by name.
-pub fn chain(pid: u32) -> String {
+/// its ancestors by name. `None` when not even the requester could be
+/// read.
+pub fn chain(pid: u32) -> Option<String> {
     chain_with(pid, read)
 }
 
-fn chain_with(pid: u32, read: impl Fn(u32) -> Option<Proc>) -> String {
+fn chain_with(pid: u32, read: impl Fn(u32) -> Option<Proc>) -> Option<String> {
     let mut parts = Vec::new();
     let mut cur = pid;
     for depth in 0..MAX_DEPTH {
@@ -178,11 +179,13 @@ fn chain_with(pid: u32, read: impl Fn(u32) -> Option<Proc>) -> String {
         cur = p.ppid;
     }
     let s = vmux_proto::sanitize(&parts.join(" ← "));
-    if s.chars().count() > MAX_SHOWN {
+    if s.is_empty() {
+        None
+    } else if s.chars().count() > MAX_SHOWN {
         let cut: String = s.chars().take(MAX_SHOWN).collect();
-        format!("{cut}…")
+        Some(format!("{cut}…"))
     } else {
-        s
+        Some(s)
     }
 }
 
@@ -359,10 +362,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            chain_with(100, table),
-            "ssh -p 2222 git@example.org ← bash ← sshd:"
+            chain_with(100, table).as_deref(),
+            Some("ssh -p 2222 git@example.org ← bash ← sshd:")
         );
-        assert_eq!(chain_with(999, table), "");
+        assert_eq!(chain_with(999, table), None);
     }
 
     #[test]

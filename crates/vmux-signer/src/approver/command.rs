@@ -40,6 +40,7 @@ impl CommandApprover {
             _ => None,
         };
         let of_sign = |f: fn(&SignDecision) -> String| sign.map(f).unwrap_or_default();
+        let claim = |c: &Option<String>| c.as_deref().map(sanitize).unwrap_or_default();
         let (code, validity, principals) = match d {
             Decision::Pair(p) => (sanitize(&p.code), String::new(), String::new()),
             Decision::Certificate(cd) => (
@@ -56,17 +57,24 @@ impl CommandApprover {
             of_sign(|s| s.key_fingerprint.clone()),
         )
         .env("VMUX_KEY_COMMENT", of_sign(|s| sanitize(&s.key_comment)))
-        .env("VMUX_DEST_HOST", of_sign(|s| sanitize(&s.claims.dest_host)))
+        .env(
+            "VMUX_DEST_HOST",
+            sign.map(|s| claim(&s.claims.dest_host)).unwrap_or_default(),
+        )
         .env(
             "VMUX_DEST_HOST_KEY",
             of_sign(|s| s.purpose.host_key_fingerprint().to_owned()),
         )
         .env("VMUX_DEST_USER", of_sign(|s| sanitize(s.purpose.user())))
         .env("VMUX_CONTEXT_QUALITY", quality.as_str())
-        .env("VMUX_PROCESS", of_sign(|s| sanitize(&s.claims.process)))
+        .env(
+            "VMUX_PROCESS",
+            sign.map(|s| claim(&s.claims.process)).unwrap_or_default(),
+        )
         .env(
             "VMUX_EXECUTABLE",
-            of_sign(|s| sanitize(&s.claims.executable)),
+            sign.map(|s| claim(&s.claims.executable))
+                .unwrap_or_default(),
         )
         .env(
             "VMUX_NAMESPACE",

@@ -199,7 +199,7 @@ mod tests {
                     user: format!("<span size='1'>{}</span>", "u".repeat(180)),
                 },
                 claims: Claims {
-                    dest_host: "example.org".into(),
+                    dest_host: Some("example.org".into()),
                     forwarded,
                     ..Claims::default()
                 },

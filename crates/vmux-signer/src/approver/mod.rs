@@ -38,17 +38,17 @@ pub struct PairDecision {
 }
 
 /// What the agent says about a sign request: shown as its word, never
-/// trusted for a decision. Strings are empty when unknown.
+/// trusted for a decision. `None` when the agent does not know.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
     /// The destination's name(s), from the workstation's known_hosts.
-    pub dest_host: String,
+    pub dest_host: Option<String>,
     /// How sure the agent says it is.
     pub quality: ContextQuality,
     /// The requesting process chain.
-    pub process: String,
+    pub process: Option<String>,
     /// The requesting executable, as the workstation's kernel names it.
-    pub executable: String,
+    pub executable: Option<String>,
     /// The request came through a forwarded agent.
     pub forwarded: bool,
 }
@@ -201,14 +201,12 @@ impl SignDecision {
             sanitize(&self.key_comment),
             sanitize(&self.key_fingerprint)
         );
-        let named = if self.claims.dest_host.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", which the agent names {}",
-                sanitize(&self.claims.dest_host)
-            )
-        };
+        let named = self
+            .claims
+            .dest_host
+            .as_deref()
+            .map(|h| format!(", which the agent names {}", sanitize(h)))
+            .unwrap_or_default();
         match &self.purpose {
             Purpose::VerifiedLogin(v) => s.push_str(&format!(
                 " to log in as {} to host key {} [verified]{named}",
@@ -233,11 +231,11 @@ impl SignDecision {
                 self.claims.quality.as_str()
             ));
         }
-        if !self.claims.process.is_empty() {
-            s.push_str(&format!(" from {}", sanitize(&self.claims.process)));
+        if let Some(p) = &self.claims.process {
+            s.push_str(&format!(" from {}", sanitize(p)));
         }
-        if !self.claims.executable.is_empty() {
-            s.push_str(&format!(" ({})", sanitize(&self.claims.executable)));
+        if let Some(e) = &self.claims.executable {
+            s.push_str(&format!(" ({})", sanitize(e)));
         }
         s
     }
@@ -384,10 +382,10 @@ mod tests {
             key_comment: "work".into(),
             purpose: Purpose::Login { user: "git".into() },
             claims: Claims {
-                dest_host: "example.org".into(),
+                dest_host: Some("example.org".into()),
                 quality: ContextQuality::Verified,
-                process: "ssh example.org".into(),
-                executable: "/usr/bin/ssh".into(),
+                process: Some("ssh example.org".into()),
+                executable: Some("/usr/bin/ssh".into()),
                 forwarded: true,
             },
             window_max_seconds: 0,

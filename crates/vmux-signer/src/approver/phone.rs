@@ -83,6 +83,8 @@ pub fn headline_of(d: &Decision) -> Headline {
             let named = s
                 .claims
                 .dest_host
+                .as_deref()
+                .unwrap_or_default()
                 .split(',')
                 .map(str::trim)
                 .find(|h| !h.is_empty())
@@ -125,10 +127,10 @@ pub fn headline_of(d: &Decision) -> Headline {
                 }
                 _ => action,
             };
-            let exe = if s.claims.executable.is_empty() {
-                s.claims.process.split_whitespace().next().unwrap_or("")
-            } else {
-                s.claims.executable.as_str()
+            let exe = match (&s.claims.executable, &s.claims.process) {
+                (Some(e), _) => e.as_str(),
+                (None, Some(p)) => p.split_whitespace().next().unwrap_or(""),
+                (None, None) => "",
             };
             let program = exe.rsplit('/').next().unwrap_or("");
             (action, sanitize(&s.key_comment), sanitize(program))
@@ -209,14 +211,14 @@ pub fn ask_of(d: &Decision) -> Ask {
                     "neither a login nor an ssh-keygen signature [unknown]".into(),
                 )),
             }
-            if !s.claims.dest_host.is_empty() {
-                facts.push(("The agent names it".into(), sanitize(&s.claims.dest_host)));
-            }
-            if !s.claims.process.is_empty() {
-                facts.push(("Process".into(), sanitize(&s.claims.process)));
-            }
-            if !s.claims.executable.is_empty() {
-                facts.push(("Program".into(), sanitize(&s.claims.executable)));
+            for (label, claim) in [
+                ("The agent names it", &s.claims.dest_host),
+                ("Process", &s.claims.process),
+                ("Program", &s.claims.executable),
+            ] {
+                if let Some(c) = claim {
+                    facts.push((label.into(), sanitize(c)));
+                }
             }
             if s.claims.forwarded {
                 facts.push(("Forwarded".into(), "yes: through a forwarded agent".into()));
@@ -348,9 +350,9 @@ mod tests {
                 unreachable!()
             };
             d.purpose = purpose;
-            d.claims.dest_host = "devbox,10.0.0.7".into();
-            d.claims.executable = "/usr/bin/ssh\u{7}".into();
-            d.claims.process = "ssh -F /dev/null -o X devbox".into();
+            d.claims.dest_host = Some("devbox,10.0.0.7".into());
+            d.claims.executable = Some("/usr/bin/ssh\u{7}".into());
+            d.claims.process = Some("ssh -F /dev/null -o X devbox".into());
             headline_of(&Decision::Sign(d))
         };
         // Not proven: the agent's name for the host is not the headline's.

@@ -290,15 +290,15 @@ fn a_stolen_agent_identity_gets_no_sshsig_under_a_login_window() {
     put(&mut data, &[7; 64]);
     let context = vmux_proto::SignContext {
         quality: vmux_proto::ContextQuality::Verified,
-        dest_host: field(&granted, "host").into(),
-        dest_user: field(&granted, "user").into(),
-        process: field(&granted, "process").into(),
-        namespace: String::new(),
+        dest_host: Some(field(&granted, "host").into()),
+        dest_user: Some(field(&granted, "user").into()),
+        process: Some(field(&granted, "process").into()),
+        namespace: None,
         forwarded: false,
-        executable: field(&granted, "exe").into(),
+        executable: Some(field(&granted, "exe").into()),
         binding: None,
     };
-    assert_eq!(context.dest_host, "devbox");
+    assert_eq!(context.dest_host.as_deref(), Some("devbox"));
     let result = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(sign_over_link(

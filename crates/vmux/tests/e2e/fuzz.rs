@@ -165,7 +165,7 @@ fn sign_data() {
     fuzz("sign-data", |b| {
         let _ = vmux_agent::origin::data::userauth(b);
         let _ = vmux_agent::origin::data::sshsig_namespace(b);
-        let _ = vmux_agent::origin::derive(&bindings, b, String::new(), &[], &[]);
+        let _ = vmux_agent::origin::derive(&bindings, b, None, &[], &[]);
         let _ = vmux_signer::purpose::Purpose::of(b, None);
     });
 }
