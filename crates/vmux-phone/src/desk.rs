@@ -19,6 +19,7 @@ use vmux_webauthn::{
 };
 
 use crate::book::PhoneBook;
+use crate::session::SignedIn;
 
 /// Decisions waiting at once; more are refused (the signer's own bounds
 /// keep far fewer in flight).
@@ -718,16 +719,16 @@ pub fn check_approval(
     rp: &RelyingParty,
     book: &PhoneBook,
     desk: &Desk,
-    session_phone: &str,
+    signed: &SignedIn,
     id: &str,
     window: bool,
     response: &AssertionResponse<'_>,
 ) -> Result<PhoneApproval, ApproveError> {
-    let (challenge, data) = desk.challenge_of(id, session_phone, window)?;
-    let assertion = verify_phone(rp, book, session_phone, &challenge, response)?;
+    let (challenge, data) = desk.challenge_of(id, signed.phone(), window)?;
+    let assertion = verify_phone(rp, book, signed, &challenge, response)?;
     Ok(PhoneApproval {
         request: id.to_owned(),
-        phone: session_phone.to_owned(),
+        phone: signed.phone().to_owned(),
         window,
         signature: data.then(|| DataAssertion(Box::new(assertion))),
     })
@@ -745,27 +746,28 @@ pub fn check_burst(
     rp: &RelyingParty,
     book: &PhoneBook,
     desk: &Desk,
-    session_phone: &str,
+    signed: &SignedIn,
     ids: &[String],
     response: &AssertionResponse<'_>,
 ) -> Result<BurstApproval, ApproveError> {
-    let challenge = desk.burst_challenge_of(ids, session_phone)?;
-    verify_phone(rp, book, session_phone, &challenge, response)?;
+    let challenge = desk.burst_challenge_of(ids, signed.phone())?;
+    verify_phone(rp, book, signed, &challenge, response)?;
     Ok(BurstApproval {
         requests: ids.to_vec(),
-        phone: session_phone.to_owned(),
+        phone: signed.phone().to_owned(),
     })
 }
 
-/// Verifies an assertion by `phone`'s passkey over `challenge` (UV
-/// required) and records its counter.
+/// Verifies an assertion by the signed-in phone's passkey over
+/// `challenge` (UV required) and records its counter.
 pub(crate) fn verify_phone(
     rp: &RelyingParty,
     book: &PhoneBook,
-    phone: &str,
+    signed: &SignedIn,
     challenge: &[u8],
     response: &AssertionResponse<'_>,
 ) -> Result<VerifiedAssertion, ApproveError> {
+    let phone = signed.phone();
     let record = book
         .by_credential(response.credential_id)
         .filter(|r| r.name == phone)
@@ -789,6 +791,7 @@ pub(crate) fn verify_phone(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::testing::signed_in;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -857,7 +860,15 @@ mod tests {
         let card = desk.cards("pixel", None)[0].clone();
         let challenge = B64URL.decode(&card.challenge).unwrap();
         let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
-            check_approval(&rp, &book, &desk, session, &card.id, window, &a.response())
+            check_approval(
+                &rp,
+                &book,
+                &desk,
+                &signed_in(session),
+                &card.id,
+                window,
+                &a.response(),
+            )
         };
         // Another phone's session, an unenrolled passkey, no UV, another
         // challenge, a stranger's id: all refused.
@@ -952,7 +963,15 @@ mod tests {
         assert_eq!(B64URL.decode(&card.challenge).unwrap(), data);
         assert!(!desk.deny(&card.id, "iphone"));
         let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
-            check_approval(&rp, &book, &desk, session, &card.id, window, &a.response())
+            check_approval(
+                &rp,
+                &book,
+                &desk,
+                &signed_in(session),
+                &card.id,
+                window,
+                &a.response(),
+            )
         };
         assert_eq!(
             check(&iphone.get(&data), "iphone", false).unwrap_err(),
@@ -1078,7 +1097,7 @@ mod tests {
                 &self.rp,
                 &self.book,
                 &self.desk,
-                "pixel",
+                &signed_in("pixel"),
                 &ids,
                 &a.response(),
             )
@@ -1177,7 +1196,7 @@ mod tests {
             &b.rp,
             &b.book,
             &b.desk,
-            "pixel",
+            &signed_in("pixel"),
             &r1,
             false,
             &two.response()
@@ -1198,7 +1217,7 @@ mod tests {
                 &b.rp,
                 &b.book,
                 &b.desk,
-                "iphone",
+                &signed_in("iphone"),
                 &ids,
                 &phone.get(&listed).response()
             )

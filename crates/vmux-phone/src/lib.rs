@@ -10,8 +10,9 @@
 //!   phones have a page open.
 //! - [`Desk`]: decisions waiting for a phone. The signer puts an [`Ask`]
 //!   on it and awaits an [`Answer`]; pages see each as a card. Only a
-//!   [`PhoneApproval`] approves, and only [`check_approval`] makes one:
-//!   after a signed-in phone's passkey assertion over that exact request
+//!   [`PhoneApproval`] approves, and only [`check_approval`] makes one,
+//!   for a [`SignedIn`] phone (only a live session's cookie makes one):
+//!   after that phone's passkey assertion over that exact request
 //!   (the challenge of `vmux_webauthn::ApprovalRequest`) verified with
 //!   user verification. A session cookie alone can read and deny, never
 //!   approve.
@@ -47,6 +48,7 @@ mod limits;
 mod page_ca;
 pub mod push;
 mod service;
+mod session;
 mod tls;
 mod trust;
 mod web;
@@ -58,6 +60,7 @@ pub use desk::{
 };
 pub use page_ca::{fingerprint, valid_page_name, PageCa, PageCaError, DEFAULT_LEAF_SECONDS};
 pub use service::{relying_party, OriginError, PhoneError, PhoneView, Phones};
+pub use session::SignedIn;
 pub use tls::{PageTls, TlsError, TlsFiles};
 pub use trust::{TrustError, TrustLink};
-pub use web::{serve, AgentView, RecentView, SignerInfo, CSP, SESSION_COOKIE};
+pub use web::{serve, AgentView, Confirmed, RecentView, SignerInfo, Unpair, CSP, SESSION_COOKIE};

@@ -29,12 +29,14 @@ use vmux_webauthn::{
 };
 
 use crate::assets;
-use actions::{challenge_for, confirm, Confirmation, PUSH_REMOVE, PUSH_SUBSCRIBE, UNPAIR};
+use actions::{challenge_for, confirm, Confirmation, PushRemove, PushSubscribe};
+pub use actions::{Confirmed, Unpair};
 
 mod actions;
 use crate::desk::{check_approval, check_burst};
 use crate::limits::{self, Purpose};
 use crate::service::Phones;
+use crate::session::SignedIn;
 use crate::tls::PageTls;
 
 /// The session cookie's name (`__Host-`: Secure, no Domain, Path=/).
@@ -93,8 +95,9 @@ pub trait SignerInfo: Send + Sync + 'static {
     fn agents(&self) -> Vec<AgentView>;
     /// Its last `n` decisions, newest first.
     fn recent(&self, n: usize) -> Vec<RecentView>;
-    /// Unpairs the agent `id`; false when there is none.
-    fn unpair(&self, id: &str) -> Result<bool, String>;
+    /// Unpairs the agent the phone's passkey confirmed unpairing
+    /// ([`Confirmed::target`]); false when there is none.
+    fn unpair(&self, agent: &Confirmed<Unpair>) -> Result<bool, String>;
 }
 
 /// The address a request came from (set for every request by the
@@ -162,33 +165,21 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The signed-in phone, or 401.
 /// A request from a signed-in phone: its session cookie names a live
-/// session. Every handler that acts for a phone takes one, so none can
-/// forget the check; only [`signed_in`] makes one.
-struct SignedIn {
-    /// The phone's name.
-    phone: String,
-    /// The session's token.
-    token: String,
-}
-
+/// session. Every handler that acts for a phone takes a [`SignedIn`], so
+/// none can forget the check.
 impl FromRequestParts<Arc<App>> for SignedIn {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        signed_in(app, &parts.headers).map(|(phone, token)| SignedIn { phone, token })
+        signed_in(app, &parts.headers)
     }
 }
 
-fn signed_in(app: &App, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+/// The signed-in phone, or 401.
+fn signed_in(app: &App, headers: &HeaderMap) -> Result<SignedIn, ApiError> {
     let token = session_token(headers).ok_or_else(ApiError::unauthorized)?;
-    let phone = app
-        .phones
-        .sessions
-        .phone(&token)
-        .ok_or_else(ApiError::unauthorized)?;
-    Ok((phone, token))
+    SignedIn::of(&app.phones.sessions, &token).ok_or_else(ApiError::unauthorized)
 }
 
 fn session_cookie(token: &str) -> HeaderValue {
@@ -304,8 +295,8 @@ async fn asset(path: axum::http::Uri) -> Response {
 async fn session(State(app): AppState, headers: HeaderMap) -> ApiResult {
     let rp_id = app.phones.rp.id().to_owned();
     Ok(match signed_in(&app, &headers) {
-        Ok((phone, _)) => Json(json!({
-            "signed_in": true, "phone": phone, "signer": app.signer.name(), "rp_id": rp_id,
+        Ok(signed) => Json(json!({
+            "signed_in": true, "phone": signed.phone(), "signer": app.signer.name(), "rp_id": rp_id,
         })),
         Err(_) => Json(json!({ "signed_in": false, "rp_id": rp_id })),
     }
@@ -580,7 +571,7 @@ fn state_event(app: &App, phone: &str) -> Event {
 }
 
 async fn events(State(app): AppState, signed: SignedIn) -> Result<Response, ApiError> {
-    let SignedIn { phone, token } = signed;
+    let (phone, token) = (signed.phone().to_owned(), signed.token().to_owned());
     let presence = app.phones.present(&phone);
     let changes = app.phones.desk.subscribe();
     let first = state_event(&app, &phone);
@@ -621,7 +612,7 @@ async fn events(State(app): AppState, signed: SignedIn) -> Result<Response, ApiE
 }
 
 async fn status(State(app): AppState, signed: SignedIn) -> ApiResult {
-    let SignedIn { phone: me, .. } = signed;
+    let me = signed.phone();
     let phones: Vec<_> = app
         .phones
         .list()
@@ -644,7 +635,7 @@ async fn status(State(app): AppState, signed: SignedIn) -> ApiResult {
         .agents()
         .into_iter()
         .map(|a| {
-            let challenge = challenge_for(&app, &me, UNPAIR, &a.id);
+            let challenge = challenge_for::<Unpair>(&app, &signed, &a.id);
             let mut v = json!(a);
             v["unpair_challenge"] = json!(challenge);
             v
@@ -665,14 +656,14 @@ async fn approve(
     signed: SignedIn,
     body: Bytes,
 ) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let a: AssertionBody = parse(&body)?;
     let owned = OwnedAssertion::from(&a)?;
     let approval = check_approval(
         &app.phones.rp,
         &app.phones.book,
         &app.phones.desk,
-        &phone,
+        &signed,
         &id,
         a.window,
         &owned.response(),
@@ -706,14 +697,14 @@ struct BurstBody {
 }
 
 async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let b: BurstBody = parse(&body)?;
     let owned = OwnedAssertion::from(&b.assertion)?;
     let approval = check_burst(
         &app.phones.rp,
         &app.phones.book,
         &app.phones.desk,
-        &phone,
+        &signed,
         &b.ids,
         &owned.response(),
     )
@@ -738,8 +729,8 @@ async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> Api
 }
 
 async fn deny(State(app): AppState, Path(id): Path<String>, signed: SignedIn) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
-    if !app.phones.desk.deny(&id, &phone) {
+    let phone = signed.phone();
+    if !app.phones.desk.deny(&id, phone) {
         return Err(ApiError::new(
             StatusCode::GONE,
             crate::desk::ApproveError::NotPending.to_string(),
@@ -757,12 +748,12 @@ async fn unpair(
     signed: SignedIn,
     body: Bytes,
 ) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let c: Confirmation = parse(&body)?;
-    confirm(&app, &phone, UNPAIR, &id, &c).inspect_err(|_| {
+    let agent = confirm::<Unpair>(&app, &signed, &id, &c).inspect_err(|_| {
         warn!(phone = %phone, "an unpair without a valid passkey confirmation was refused");
     })?;
-    match app.signer.unpair(&id) {
+    match app.signer.unpair(&agent) {
         Ok(true) => {
             info!(phone = %phone, agent = %vmux_proto::sanitize(&id), "agent unpaired from the phone page");
             Ok(Json(json!({ "unpaired": true })).into_response())
@@ -780,7 +771,7 @@ async fn unpair(
 /// (each with the challenge that confirms removing it) and the challenge
 /// that confirms subscribing.
 async fn push_key(State(app): AppState, signed: SignedIn) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let key = app.phones.vapid.public_b64().map_err(|e| {
         warn!(error = %e, "no Web Push key");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -800,7 +791,7 @@ async fn push_key(State(app): AppState, signed: SignedIn) -> ApiResult {
             json!({
                 "endpoint": s.endpoint,
                 "added_at": s.added_at,
-                "remove_challenge": challenge_for(&app, &phone, PUSH_REMOVE, &s.endpoint),
+                "remove_challenge": challenge_for::<PushRemove>(&app, &signed, &s.endpoint),
             })
         })
         .collect();
@@ -808,7 +799,7 @@ async fn push_key(State(app): AppState, signed: SignedIn) -> ApiResult {
         "key": key,
         "subscribed": subscribed,
         "subscriptions": subscriptions,
-        "subscribe_challenge": challenge_for(&app, &phone, PUSH_SUBSCRIBE, ""),
+        "subscribe_challenge": challenge_for::<PushSubscribe>(&app, &signed, ""),
     }))
     .into_response())
 }
@@ -830,7 +821,7 @@ struct SubscribeKeys {
 }
 
 async fn push_subscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let b: SubscribeBody = parse(&body)?;
     let sub = crate::book::PushSubscription::checked(
         &b.endpoint,
@@ -840,12 +831,12 @@ async fn push_subscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> 
     )
     .ok_or_else(|| ApiError::bad("not a Web Push subscription this signer can use"))?;
     // A stolen cookie alone cannot add a feed of the requests.
-    confirm(&app, &phone, PUSH_SUBSCRIBE, "", &b.confirmation).inspect_err(|_| {
+    confirm::<PushSubscribe>(&app, &signed, "", &b.confirmation).inspect_err(|_| {
         warn!(phone = %phone, "a push subscription without a valid passkey confirmation was refused");
     })?;
     app.phones
         .book
-        .subscribe(&phone, sub)
+        .subscribe(phone, sub)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     info!(phone = %phone, "the page subscribed to Web Push");
     Ok(Json(json!({ "subscribed": true })).into_response())
@@ -859,14 +850,14 @@ struct UnsubscribeBody {
 }
 
 async fn push_unsubscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
-    let SignedIn { phone, .. } = signed;
+    let phone = signed.phone();
     let b: UnsubscribeBody = parse(&body)?;
     // A stolen cookie alone cannot stop the phone being woken.
-    confirm(&app, &phone, PUSH_REMOVE, &b.endpoint, &b.confirmation)?;
+    confirm::<PushRemove>(&app, &signed, &b.endpoint, &b.confirmation)?;
     let removed = app
         .phones
         .book
-        .unsubscribe(Some(&phone), &b.endpoint)
+        .unsubscribe(Some(phone), &b.endpoint)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if removed {
         info!(phone = %phone, "the page unsubscribed from Web Push");

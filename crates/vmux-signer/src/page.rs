@@ -1,7 +1,7 @@
 //! What the phone page may read of, and do to, the running signer
 //! ([`vmux_phone::SignerInfo`]).
 
-use vmux_phone::{AgentView, RecentView, SignerInfo};
+use vmux_phone::{AgentView, Confirmed, RecentView, SignerInfo, Unpair};
 
 use crate::approver::Approver;
 use crate::audit::render;
@@ -47,7 +47,8 @@ impl<A: Approver + 'static> SignerInfo for Server<A> {
             .collect()
     }
 
-    fn unpair(&self, id: &str) -> Result<bool, String> {
+    fn unpair(&self, agent: &Confirmed<Unpair>) -> Result<bool, String> {
+        let id = agent.target();
         // The page names agents by their full id: no prefixes here.
         if !self
             .parts

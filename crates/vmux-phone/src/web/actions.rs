@@ -4,24 +4,47 @@
 //! by the signed-in phone over a challenge that names the action and its
 //! target (a [`Purpose::Action`] ticket, single use, two minutes), which
 //! the page gets with the list it acts on. Only [`confirm`] makes a
-//! [`Confirmed`].
+//! [`Confirmed`], and one of an action is no other's.
+
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 
 use super::{b64, ApiError, App};
 use crate::desk::verify_phone;
 use crate::limits::Purpose;
+use crate::session::SignedIn;
 use axum::http::StatusCode;
 use base64::Engine;
 use vmux_webauthn::AssertionResponse;
 
+/// An action the phone's passkey must confirm: its name in the
+/// challenge's ticket.
+pub(super) trait Action {
+    /// The name.
+    const NAME: &'static str;
+}
+
 /// Unpairing the agent whose id is the target.
-pub(super) const UNPAIR: &str = "unpair";
+#[derive(Debug)]
+pub enum Unpair {}
 /// Subscribing a push endpoint (the target is empty: the page asks for
 /// the assertion on the tap, before the browser makes the subscription).
-pub(super) const PUSH_SUBSCRIBE: &str = "push-subscribe";
+#[derive(Debug)]
+pub(super) enum PushSubscribe {}
 /// Removing the subscription whose endpoint is the target.
-pub(super) const PUSH_REMOVE: &str = "push-remove";
+#[derive(Debug)]
+pub(super) enum PushRemove {}
+
+impl Action for Unpair {
+    const NAME: &'static str = "unpair";
+}
+impl Action for PushSubscribe {
+    const NAME: &'static str = "push-subscribe";
+}
+impl Action for PushRemove {
+    const NAME: &'static str = "push-remove";
+}
 
 /// The assertion that confirms an action, as the page posts it beside
 /// the action's own fields.
@@ -39,34 +62,42 @@ pub(super) struct Confirmation {
     signature: String,
 }
 
-/// Proof that the signed-in phone's passkey confirmed `action` on
-/// `target` just now.
+/// Proof that the signed-in phone's passkey confirmed the action `A` on
+/// [`Confirmed::target`] just now (e.g. [`Unpair`]: the agent to unpair,
+/// which `SignerInfo::unpair` takes). Made only by the page.
 #[derive(Debug)]
-pub(super) struct Confirmed {
-    _private: (),
+pub struct Confirmed<A> {
+    target: String,
+    action: PhantomData<fn() -> A>,
 }
 
-/// The challenge (base64url) that confirms `action` on `target` for
-/// `phone`.
-pub(super) fn challenge_for(app: &App, phone: &str, action: &str, target: &str) -> String {
+impl<A> Confirmed<A> {
+    /// What the action was confirmed on (an agent's id, an endpoint).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// The challenge (base64url) that confirms `A` on `target` for the
+/// signed-in phone.
+pub(super) fn challenge_for<A: Action>(app: &App, signed: &SignedIn, target: &str) -> String {
     let t = app.phones.tickets.issue(&Purpose::Action {
-        phone,
-        action,
+        phone: signed.phone(),
+        action: A::NAME,
         target,
     });
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t)
 }
 
-/// Checks that `c` is `phone`'s passkey assertion (UV) over a fresh,
-/// unused challenge for `action` on `target`, records its counter, and
-/// uses the challenge up.
-pub(super) fn confirm(
+/// Checks that `c` is the signed-in phone's passkey assertion (UV) over
+/// a fresh, unused challenge for `A` on `target`, records its counter,
+/// and uses the challenge up.
+pub(super) fn confirm<A: Action>(
     app: &App,
-    phone: &str,
-    action: &str,
+    signed: &SignedIn,
     target: &str,
     c: &Confirmation,
-) -> Result<Confirmed, ApiError> {
+) -> Result<Confirmed<A>, ApiError> {
     let needed = || {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -78,8 +109,8 @@ pub(super) fn confirm(
     }
     let challenge = b64("challenge", &c.challenge)?;
     let purpose = Purpose::Action {
-        phone,
-        action,
+        phone: signed.phone(),
+        action: A::NAME,
         target,
     };
     let ticket = app
@@ -96,7 +127,7 @@ pub(super) fn confirm(
     verify_phone(
         &app.phones.rp,
         &app.phones.book,
-        phone,
+        signed,
         &challenge,
         &AssertionResponse {
             credential_id: &id,
@@ -109,5 +140,8 @@ pub(super) fn confirm(
     if !app.phones.tickets.spend(ticket) {
         return Err(needed());
     }
-    Ok(Confirmed { _private: () })
+    Ok(Confirmed {
+        target: target.to_owned(),
+        action: PhantomData,
+    })
 }
