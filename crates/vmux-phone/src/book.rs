@@ -121,6 +121,16 @@ struct BookFile {
     phones: Vec<PhoneRecord>,
 }
 
+impl BookFile {
+    /// The phone named `name`, to change.
+    fn phone_mut(&mut self, name: &str) -> Result<&mut PhoneRecord, BookError> {
+        self.phones
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))
+    }
+}
+
 /// Why the phone book refused a change.
 #[derive(Debug, thiserror::Error)]
 pub enum BookError {
@@ -245,11 +255,7 @@ impl PhoneBook {
         now: u64,
     ) -> Result<(), BookError> {
         self.update(|f| {
-            let p = f
-                .phones
-                .iter_mut()
-                .find(|p| p.name == name)
-                .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
+            let p = f.phone_mut(name)?;
             let next = assertion.counter();
             if (next != 0 || p.counter != 0) && next <= p.counter {
                 return Err(BookError::CounterWentBack);
@@ -301,11 +307,7 @@ impl PhoneBook {
     /// [`MAX_PUSH_PER_PHONE`]).
     pub fn subscribe(&self, name: &str, sub: PushSubscription) -> Result<(), BookError> {
         self.update(|f| {
-            let p = f
-                .phones
-                .iter_mut()
-                .find(|p| p.name == name)
-                .ok_or_else(|| BookError::NoSuchPhone(name.to_owned()))?;
+            let p = f.phone_mut(name)?;
             p.push.retain(|s| s.endpoint != sub.endpoint);
             p.push.push(sub);
             let extra = p.push.len().saturating_sub(MAX_PUSH_PER_PHONE);
@@ -388,31 +390,73 @@ pub fn valid_name(name: &str) -> bool {
         && name == vmux_proto::sanitize(name)
 }
 
+/// Phones and a phone book for the crate's tests: one page at
+/// `https://signer.vmux.test`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use vmux_webauthn::testing::SoftAuthenticator;
+pub(crate) mod testing {
+    use std::path::PathBuf;
+    use std::time::Duration;
 
-    #[test]
-    fn one_writer_names_unique_counter_kept_across_reopen() {
+    use vmux_webauthn::testing::SoftAuthenticator;
+    use vmux_webauthn::{Credential, RelyingParty, UserVerification};
+
+    use super::PhoneBook;
+
+    /// The test page's origin.
+    pub(crate) const ORIGIN: &str = "https://signer.vmux.test";
+    /// The test page's relying-party id.
+    pub(crate) const RP_ID: &str = "signer.vmux.test";
+
+    /// The test page's relying party.
+    pub(crate) fn rp() -> RelyingParty {
+        RelyingParty::new(RP_ID, ORIGIN).unwrap()
+    }
+
+    /// A new phone, for the test page.
+    pub(crate) fn phone() -> SoftAuthenticator {
+        SoftAuthenticator::new(RP_ID, ORIGIN)
+    }
+
+    /// `auth`'s passkey, registered as the page would (user verified).
+    pub(crate) fn register(auth: &SoftAuthenticator) -> Credential {
+        vmux_webauthn::verify_registration(
+            &rp(),
+            b"enrol",
+            &auth.create(b"enrol").response(),
+            UserVerification::Required,
+        )
+        .unwrap()
+    }
+
+    /// A new phone, enrolled in `book` as `name`.
+    pub(crate) fn enrol(book: &PhoneBook, name: &str) -> SoftAuthenticator {
+        let p = phone();
+        book.add(name, &register(&p), RP_ID, 1).unwrap();
+        p
+    }
+
+    /// An empty phone book in a new directory (kept while it lives).
+    pub(crate) fn book() -> (tempfile::TempDir, PathBuf, PhoneBook) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("phones.json");
         let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        (dir, path, book)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{phone, register, rp};
+    use super::*;
+
+    #[test]
+    fn one_writer_names_unique_counter_kept_across_reopen() {
+        let (_dir, path, book) = testing::book();
         assert!(matches!(
             PhoneBook::open(path.clone(), Duration::from_millis(30)),
             Err(BookError::Busy(_))
         ));
-        let origin = "https://signer.vmux.test";
-        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
-        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let reg = auth.create(b"challenge");
-        let cred = vmux_webauthn::verify_registration(
-            &rp,
-            b"challenge",
-            &reg.response(),
-            vmux_webauthn::UserVerification::Required,
-        )
-        .unwrap();
+        let cred = register(&phone());
         book.add("pixel", &cred, "signer.vmux.test", 100).unwrap();
         assert!(matches!(
             book.add("pixel", &cred, "signer.vmux.test", 101),
@@ -435,16 +479,7 @@ mod tests {
 
     /// A passkey enrolled for signer.vmux.test, as the page would.
     fn enrolled() -> Credential {
-        let origin = "https://signer.vmux.test";
-        let auth = SoftAuthenticator::new("signer.vmux.test", origin);
-        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
-        vmux_webauthn::verify_registration(
-            &rp,
-            b"c",
-            &auth.create(b"c").response(),
-            vmux_webauthn::UserVerification::Required,
-        )
-        .unwrap()
+        register(&phone())
     }
 
     #[test]
@@ -478,10 +513,8 @@ mod tests {
 
     #[test]
     fn push_subscriptions_checked_stored_bounded_and_gone_with_the_phone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("phones.json");
+        let (_dir, path, book) = testing::book();
         let cred = enrolled();
-        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
         book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let point = p256::SecretKey::from_slice(&[7u8; 32])
@@ -535,28 +568,16 @@ mod tests {
 
     #[test]
     fn a_credential_id_enrols_once_and_racing_assertions_never_move_the_counter_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("phones.json");
-        let origin = "https://signer.vmux.test";
-        let rp = vmux_webauthn::RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let mut auth = SoftAuthenticator::new("signer.vmux.test", origin);
-        let reg = |a: &SoftAuthenticator| {
-            vmux_webauthn::verify_registration(
-                &rp,
-                b"c",
-                &a.create(b"c").response(),
-                vmux_webauthn::UserVerification::Required,
-            )
-            .unwrap()
-        };
-        let cred = reg(&auth);
-        let book = PhoneBook::open(path.clone(), Duration::ZERO).unwrap();
+        let (_dir, path, book) = testing::book();
+        let rp = rp();
+        let mut auth = phone();
+        let cred = register(&auth);
         book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
         // Another key under the same credential id.
-        let mut thief = SoftAuthenticator::new("signer.vmux.test", origin);
+        let mut thief = phone();
         thief.credential_id = auth.credential_id.clone();
         assert!(matches!(
-            book.add("thief", &reg(&thief), "signer.vmux.test", 2),
+            book.add("thief", &register(&thief), "signer.vmux.test", 2),
             Err(BookError::CredentialTaken(n)) if n == "pixel"
         ));
         assert_eq!(book.list().len(), 1);

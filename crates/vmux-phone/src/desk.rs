@@ -791,6 +791,7 @@ pub(crate) fn verify_phone(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::testing::{enrol, phone as new_phone};
     use crate::session::testing::signed_in;
 
     fn hex(b: &[u8]) -> String {
@@ -835,21 +836,9 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_signed_in_phones_verified_assertion_over_this_request_approves() {
-        use vmux_webauthn::testing::SoftAuthenticator;
-        let origin = "https://signer.vmux.test";
-        let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
-        let mut phone = SoftAuthenticator::new("signer.vmux.test", origin);
-        let reg = phone.create(b"enrol");
-        let cred = vmux_webauthn::verify_registration(
-            &rp,
-            b"enrol",
-            &reg.response(),
-            UserVerification::Required,
-        )
-        .unwrap();
-        book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
+        let rp = crate::book::testing::rp();
+        let (_dir, _, book) = crate::book::testing::book();
+        let mut phone = enrol(&book, "pixel");
         let desk = std::sync::Arc::new(Desk::default());
         let d = desk.clone();
         let waiting = tokio::spawn(async move { d.ask(ask(), Duration::from_secs(30)).await });
@@ -876,7 +865,7 @@ mod tests {
             check(&phone.get(&challenge), "iphone", false).unwrap_err(),
             ApproveError::WrongPhone
         );
-        let mut stranger = SoftAuthenticator::new("signer.vmux.test", origin);
+        let mut stranger = new_phone();
         assert_eq!(
             check(&stranger.get(&challenge), "pixel", false).unwrap_err(),
             ApproveError::WrongPhone
@@ -921,26 +910,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_data_card_is_one_phones_and_its_approval_carries_the_assertion_over_the_data() {
-        use vmux_webauthn::testing::SoftAuthenticator;
-        let origin = "https://signer.vmux.test";
-        let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
-        let enrol = |name: &str| {
-            let phone = SoftAuthenticator::new("signer.vmux.test", origin);
-            let reg = phone.create(b"enrol");
-            let cred = vmux_webauthn::verify_registration(
-                &rp,
-                b"enrol",
-                &reg.response(),
-                UserVerification::Required,
-            )
-            .unwrap();
-            book.add(name, &cred, "signer.vmux.test", 1).unwrap();
-            phone
-        };
-        let mut pixel = enrol("pixel");
-        let mut iphone = enrol("iphone");
+        let rp = crate::book::testing::rp();
+        let (_dir, _, book) = crate::book::testing::book();
+        let mut pixel = enrol(&book, "pixel");
+        let mut iphone = enrol(&book, "iphone");
         let data = b"\0\0\0\x20session id and a userauth request".to_vec();
         let desk = std::sync::Arc::new(Desk::default());
         let d = desk.clone();
@@ -1048,23 +1021,10 @@ mod tests {
 
     impl Burst {
         async fn new() -> Burst {
-            use vmux_webauthn::testing::SoftAuthenticator;
-            let origin = "https://signer.vmux.test";
-            let rp = RelyingParty::new("signer.vmux.test", origin).unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            let book = PhoneBook::open(dir.path().join("phones.json"), Duration::ZERO).unwrap();
-            let phone = SoftAuthenticator::new("signer.vmux.test", origin);
-            let reg = phone.create(b"enrol");
-            let cred = vmux_webauthn::verify_registration(
-                &rp,
-                b"enrol",
-                &reg.response(),
-                UserVerification::Required,
-            )
-            .unwrap();
-            book.add("pixel", &cred, "signer.vmux.test", 1).unwrap();
+            let (dir, _, book) = crate::book::testing::book();
+            let phone = enrol(&book, "pixel");
             Burst {
-                rp,
+                rp: crate::book::testing::rp(),
                 book,
                 desk: std::sync::Arc::new(Desk::default()),
                 phone,

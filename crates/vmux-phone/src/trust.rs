@@ -298,13 +298,7 @@ fn not_found() -> Response<Body> {
 
 fn headers(r: &mut Response<Body>) {
     let h = r.headers_mut();
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    crate::web::page_headers(h, CSP);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 

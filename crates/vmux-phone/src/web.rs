@@ -33,7 +33,7 @@ use actions::{challenge_for, confirm, Confirmation, PushRemove, PushSubscribe};
 pub use actions::{Confirmed, Unpair};
 
 mod actions;
-use crate::desk::{check_approval, check_burst};
+use crate::desk::{check_approval, check_burst, ApproveError};
 use crate::limits::{self, Purpose};
 use crate::service::Phones;
 use crate::session::SignedIn;
@@ -123,6 +123,16 @@ impl ApiError {
     fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         ApiError(status, msg.into())
     }
+    /// A refused approval: 410 when the request no longer waits, 400 when
+    /// the page asked for what is not offered, else 403.
+    fn approval(e: ApproveError) -> Self {
+        let status = match e {
+            ApproveError::NotPending => StatusCode::GONE,
+            ApproveError::NoWindowOffered | ApproveError::NotABurst => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, e.to_string())
+    }
     fn bad(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, msg)
     }
@@ -131,6 +141,13 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "sign in with this phone's passkey first",
         )
+    }
+    /// The error, and the connection closed after it.
+    fn closing(self) -> Response {
+        let mut r = self.into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
     }
 }
 
@@ -245,16 +262,25 @@ async fn bounded_body(req: Request, next: Next) -> Response {
         Ok(Err(_)) => too_large(),
         Err(_) => {
             debug!(path = %parts.uri.path(), "a request body took too long");
-            let mut r = ApiError::new(
+            ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "the request took too long to arrive",
             )
-            .into_response();
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            r
+            .closing()
         }
     }
+}
+
+/// The headers every response of the page, and of the plain-HTTP trust
+/// page, carries: its policy `csp`, no sniffing, no framing, no referrer.
+pub(crate) fn page_headers(h: &mut HeaderMap, csp: &'static str) {
+    h.insert("content-security-policy", HeaderValue::from_static(csp));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
 }
 
 /// Headers on every response: no framing, no sniffing, no caching of the
@@ -263,13 +289,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let mut r = next.run(req).await;
     let h = r.headers_mut();
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    page_headers(h, CSP);
     h.insert(
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
@@ -670,18 +690,10 @@ async fn approve(
     )
     .map_err(|e| {
         warn!(phone = %phone, error = %e, "approval refused");
-        let status = match e {
-            crate::desk::ApproveError::NotPending => StatusCode::GONE,
-            crate::desk::ApproveError::NoWindowOffered => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::approval(e)
     })?;
     if !app.phones.desk.approve(approval) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            crate::desk::ApproveError::NotPending.to_string(),
-        ));
+        return Err(ApiError::approval(ApproveError::NotPending));
     }
     info!(phone = %phone, "request approved on the phone");
     Ok(Json(json!({ "approved": true })).into_response())
@@ -710,19 +722,11 @@ async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> Api
     )
     .map_err(|e| {
         warn!(phone = %phone, error = %e, "burst approval refused");
-        let status = match e {
-            crate::desk::ApproveError::NotPending => StatusCode::GONE,
-            crate::desk::ApproveError::NotABurst => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::approval(e)
     })?;
     let approved = app.phones.desk.approve_burst(approval);
     if approved == 0 {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            crate::desk::ApproveError::NotPending.to_string(),
-        ));
+        return Err(ApiError::approval(ApproveError::NotPending));
     }
     info!(phone = %phone, approved, "requests approved together on the phone");
     Ok(Json(json!({ "approved": approved })).into_response())
@@ -731,10 +735,7 @@ async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> Api
 async fn deny(State(app): AppState, Path(id): Path<String>, signed: SignedIn) -> ApiResult {
     let phone = signed.phone();
     if !app.phones.desk.deny(&id, phone) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            crate::desk::ApproveError::NotPending.to_string(),
-        ));
+        return Err(ApiError::approval(ApproveError::NotPending));
     }
     info!(phone = %phone, "request denied on the phone");
     Ok(Json(json!({ "denied": true })).into_response())
@@ -982,9 +983,7 @@ fn busy() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "the signer's page is busy; try again in a moment",
     )
-    .into_response();
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    .closing();
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r

@@ -213,6 +213,21 @@ fn random_input_never_panics() {
     }
 }
 
+/// A sign request with one-byte key and data and the smallest times, for
+/// `context`.
+fn small_sign_request(context: SignContext) -> Message {
+    Message::SignRequest(SignRequest {
+        request_id: [0x01; 16],
+        key_blob: vec![0xaa],
+        data: vec![0xbb],
+        flags: 0,
+        nonce: [0x02; 16],
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+        context,
+    })
+}
+
 /// The vectors printed in docs/PROTOCOL.md.
 #[test]
 fn protocol_md_vectors() {
@@ -260,28 +275,19 @@ fn protocol_md_vectors() {
     // A sign request's context (version 2): quality, host, user,
     // process, namespace, forwarded, executable, then the binding proof
     // (a boolean, and when true host key, session id, signature).
-    let req = Message::SignRequest(SignRequest {
-        request_id: [0x01; 16],
-        key_blob: vec![0xaa],
-        data: vec![0xbb],
-        flags: 0,
-        nonce: [0x02; 16],
-        issued_at_ms: 1,
-        expires_at_ms: 2,
-        context: SignContext {
-            quality: ContextQuality::Verified,
-            dest_host: Some("h".into()),
-            dest_user: Some("u".into()),
-            process: None,
-            namespace: None,
-            forwarded: false,
-            executable: Some("/s".into()),
-            binding: Some(BindingProof {
-                host_key: vec![0xcc],
-                session_id: vec![0xdd],
-                signature: vec![0xee],
-            }),
-        },
+    let req = small_sign_request(SignContext {
+        quality: ContextQuality::Verified,
+        dest_host: Some("h".into()),
+        dest_user: Some("u".into()),
+        process: None,
+        namespace: None,
+        forwarded: false,
+        executable: Some("/s".into()),
+        binding: Some(BindingProof {
+            host_key: vec![0xcc],
+            session_id: vec![0xdd],
+            signature: vec![0xee],
+        }),
     });
     assert_eq!(
         hex(&req.encode()),
@@ -314,20 +320,8 @@ fn protocol_md_vectors() {
 /// and an empty string reads back as `None`.
 #[test]
 fn an_unknown_string_is_none_and_the_empty_string_on_the_wire() {
-    let with = |context: SignContext| {
-        Message::SignRequest(SignRequest {
-            request_id: [0x01; 16],
-            key_blob: vec![0xaa],
-            data: vec![0xbb],
-            flags: 0,
-            nonce: [0x02; 16],
-            issued_at_ms: 1,
-            expires_at_ms: 2,
-            context,
-        })
-    };
-    let unknown = with(SignContext::default());
-    let empty = with(SignContext {
+    let unknown = small_sign_request(SignContext::default());
+    let empty = small_sign_request(SignContext {
         dest_host: Some(String::new()),
         dest_user: Some(String::new()),
         process: Some(String::new()),

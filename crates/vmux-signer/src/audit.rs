@@ -297,24 +297,11 @@ impl Entry {
     pub fn new(decision: &Decision, outcome: Outcome, error: Option<ErrorCode>) -> Entry {
         let source = decision.source();
         let mut e = Entry {
-            time: crate::checks::now_ms() / 1000,
-            kind: EntryKind::Decision(decision.kind()),
             agent_id: source.id.clone(),
             agent_name: source.name.clone(),
-            key: String::new(),
-            process: String::new(),
-            dest_host: String::new(),
-            host_key: String::new(),
-            dest_user: String::new(),
-            executable: String::new(),
             quality: Quality::Of(ContextQuality::Unknown),
-            forwarded: false,
-            outcome,
             error: error.map(Refusal::Code),
-            decided_by: String::new(),
-            note: String::new(),
-            prev: String::new(),
-            mac: String::new(),
+            ..Entry::now(EntryKind::Decision(decision.kind()), outcome)
         };
         if let Decision::Sign(d) = decision {
             e.key = d.key_fingerprint.clone();
@@ -338,8 +325,16 @@ impl Entry {
     /// An entry about the log itself.
     fn about_the_log(outcome: Outcome, note: String) -> Entry {
         Entry {
+            note,
+            ..Entry::now(EntryKind::Audit, outcome)
+        }
+    }
+
+    /// An entry of `kind` and `outcome` made now, every other field empty.
+    fn now(kind: EntryKind, outcome: Outcome) -> Entry {
+        Entry {
             time: crate::checks::now_ms() / 1000,
-            kind: EntryKind::Audit,
+            kind,
             agent_id: String::new(),
             agent_name: String::new(),
             key: String::new(),
@@ -352,8 +347,8 @@ impl Entry {
             forwarded: false,
             outcome,
             error: None,
-            note,
             decided_by: String::new(),
+            note: String::new(),
             prev: String::new(),
             mac: String::new(),
         }
@@ -663,6 +658,16 @@ mod tests {
         AuditKey::from_identity(identity)
     }
 
+    /// A new log in a new directory (kept while it lives), keyed to a new
+    /// identity.
+    fn new_log() -> (tempfile::TempDir, PathBuf, Identity, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let id = Identity::generate();
+        let log = AuditLog::open(&path, key(&id)).unwrap();
+        (dir, path, id, log)
+    }
+
     /// A log vmux wrote before these fields were enums (kind, outcome,
     /// quality and error as strings), with the test identity it was keyed
     /// with: every kind, outcome, quality and a few error codes, a repair
@@ -757,10 +762,7 @@ mod tests {
     /// still verifies and is shown, sanitised.
     #[test]
     fn an_unknown_value_is_kept_and_its_line_still_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let id = Identity::generate();
-        let log = AuditLog::open(&path, key(&id)).unwrap();
+        let (_dir, path, id, log) = new_log();
         let mut e = Entry::new(&decision(0), Outcome::Refused, None);
         e.kind = EntryKind::Other("rotate\u{1b}[2J".into());
         e.outcome = Outcome::Other("quarantined".into());
@@ -788,10 +790,7 @@ mod tests {
 
     #[test]
     fn chain_detects_edits_and_deletions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let id = Identity::generate();
-        let log = AuditLog::open(&path, key(&id)).unwrap();
+        let (_dir, path, id, log) = new_log();
         for n in 0..3 {
             log.record(Entry::new(&decision(n), Outcome::Approved, None));
         }
@@ -836,10 +835,7 @@ mod tests {
     /// later line's hash, as anyone with the disk could.
     #[test]
     fn a_rewritten_history_does_not_verify_without_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let id = Identity::generate();
-        let log = AuditLog::open(&path, key(&id)).unwrap();
+        let (_dir, path, id, log) = new_log();
         for n in 0..3 {
             log.record(Entry::new(&decision(n), Outcome::Approved, None));
         }
@@ -864,10 +860,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_repaired_at_open_and_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let id = Identity::generate();
-        let log = AuditLog::open(&path, key(&id)).unwrap();
+        let (_dir, path, id, log) = new_log();
         log.record(Entry::new(&decision(0), Outcome::Approved, None));
         drop(log);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
