@@ -793,6 +793,20 @@ mod tests {
     use super::*;
     use crate::book::testing::{enrol, phone as new_phone};
     use crate::session::testing::signed_in;
+    use vmux_webauthn::testing::Assertion;
+
+    /// `a` checked as the approval of `id` by `phone`, signed in.
+    fn check_as(
+        rp: &RelyingParty,
+        book: &PhoneBook,
+        desk: &Desk,
+        phone: &str,
+        id: &str,
+        window: bool,
+        a: &Assertion,
+    ) -> Result<PhoneApproval, ApproveError> {
+        check_approval(rp, book, desk, &signed_in(phone), id, window, &a.response())
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -848,16 +862,8 @@ mod tests {
             .unwrap();
         let card = desk.cards("pixel", None)[0].clone();
         let challenge = B64URL.decode(&card.challenge).unwrap();
-        let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
-            check_approval(
-                &rp,
-                &book,
-                &desk,
-                &signed_in(session),
-                &card.id,
-                window,
-                &a.response(),
-            )
+        let check = |a: &Assertion, session: &str, window: bool| {
+            check_as(&rp, &book, &desk, session, &card.id, window, a)
         };
         // Another phone's session, an unenrolled passkey, no UV, another
         // challenge, a stranger's id: all refused.
@@ -935,16 +941,8 @@ mod tests {
         assert!(card.window.is_none());
         assert_eq!(B64URL.decode(&card.challenge).unwrap(), data);
         assert!(!desk.deny(&card.id, "iphone"));
-        let check = |a: &vmux_webauthn::testing::Assertion, session: &str, window: bool| {
-            check_approval(
-                &rp,
-                &book,
-                &desk,
-                &signed_in(session),
-                &card.id,
-                window,
-                &a.response(),
-            )
+        let check = |a: &Assertion, session: &str, window: bool| {
+            check_as(&rp, &book, &desk, session, &card.id, window, a)
         };
         assert_eq!(
             check(&iphone.get(&data), "iphone", false).unwrap_err(),
@@ -1047,11 +1045,7 @@ mod tests {
             self.desk.cards("pixel", None).last().unwrap().id.clone()
         }
 
-        fn check(
-            &self,
-            ids: &[&String],
-            a: &vmux_webauthn::testing::Assertion,
-        ) -> Result<BurstApproval, ApproveError> {
+        fn check(&self, ids: &[&String], a: &Assertion) -> Result<BurstApproval, ApproveError> {
             let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
             check_burst(
                 &self.rp,
@@ -1152,16 +1146,7 @@ mod tests {
         }
         // The burst challenge of two is neither request's approval.
         let two = phone.get(&b.challenge(&[&r1, &r2]));
-        assert!(check_approval(
-            &b.rp,
-            &b.book,
-            &b.desk,
-            &signed_in("pixel"),
-            &r1,
-            false,
-            &two.response()
-        )
-        .is_err());
+        assert!(check_as(&b.rp, &b.book, &b.desk, "pixel", &r1, false, &two).is_err());
         // Without user verification, or another phone's session: refused.
         let mut no_uv = phone.clone();
         no_uv.flags = vmux_webauthn::Flags::UP;

@@ -30,7 +30,9 @@
 //!   constraints permitting only the page's name) and its leaf; the
 //!   trust step's plain-HTTP page ([`TrustLink`]) hands its certificate
 //!   to a phone.
-//! - [`SignerInfo`]: what the page may read of, and do to, its signer.
+//! - [`SignerInfo`]: what the page may read of, and do to, its signer;
+//!   it unpairs only an agent a [`Confirmed`]`<`[`Unpair`]`>` names,
+//!   which only the signed-in phone's passkey confirmation makes.
 //! - [`push`]: Web Push (RFC 8030/8291/8292) to phones with no page open,
 //!   one push per burst of waiting decisions, beside the page.
 //!

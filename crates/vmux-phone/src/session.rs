@@ -1,13 +1,13 @@
 //! Proof that a request comes from a signed-in phone: a [`SignedIn`],
-//! which only a live session's cookie yields ([`SignedIn::of`]). The
+//! which only a live session's cookie yields (`SignedIn::of`). The
 //! page's handlers get one from the request (its extractor is in the
 //! web module); the desk's checks of an approval take one, so an
 //! approval cannot be checked for a phone that is not signed in.
 
 use crate::auth::Sessions;
 
-/// A signed-in phone: the session named by a cookie is open. Made only by
-/// [`SignedIn::of`].
+/// A signed-in phone: the session named by a cookie is open. Made only
+/// inside this crate, from an open session (`SignedIn::of`).
 #[derive(Debug)]
 pub struct SignedIn {
     phone: String,

@@ -19,6 +19,16 @@
 //! next [`AuditLog::open`] removes it and records that as an entry of its
 //! own (kind `audit`, outcome `repaired`, with the size and SHA-256 of the
 //! bytes removed), so the chain goes on and says what happened.
+//!
+//! `kind`, `outcome`, `quality` and `error` are enums ([`EntryKind`],
+//! [`Outcome`], [`Quality`], [`Refusal`]) written as the same strings the
+//! log always had. A value this vmux does not know (a newer vmux wrote
+//! it) is kept as read, in an `Other` variant, not refused: the MAC is
+//! checked over the entry serialized again, and `Other` serializes to
+//! exactly the name read, so such a genuine line still verifies rather
+//! than being reported as altered. Nothing decides on an `Other`; it is
+//! only shown, sanitised. An unknown *field* is refused instead
+//! (`deny_unknown_fields`): dropped, it could not be serialized again.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -40,16 +50,9 @@ use crate::approver::Decision;
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// A field of an entry that is one of a few names, written as that name.
-///
-/// A name this vmux does not know (a newer vmux wrote it) is kept as
-/// `Other`, not refused: the MAC is checked over the entry serialized
-/// again, and `Other` serializes to exactly the name read, so a genuine
-/// line a newer vmux wrote still verifies, and `--verify` does not report
-/// it as altered. (An unknown *field* is refused instead, by
-/// `deny_unknown_fields`: dropped, it could not be serialized again, and
-/// the line would not verify.) Nothing decides on an `Other`: it is only
-/// shown, sanitised.
+/// A field of an entry that is one of a few names, written as that name;
+/// a name this vmux does not know is kept as read (see the module's doc:
+/// so that the line still verifies).
 trait Word: Sized {
     /// Its name in the log.
     fn as_str(&self) -> &str;
@@ -87,7 +90,8 @@ pub enum EntryKind {
     Decision(DecisionKind),
     /// The log itself (`audit`): a repair or a restart.
     Audit,
-    /// A kind this vmux does not know (see [`Word`]).
+    /// A kind this vmux does not know (kept as read: see the
+    /// module's doc).
     Other(String),
 }
 
@@ -123,7 +127,8 @@ pub enum Outcome {
     Repaired,
     /// `restarted`: an unkeyed log was moved aside (about the log).
     Restarted,
-    /// An outcome this vmux does not know (see [`Word`]).
+    /// An outcome this vmux does not know (kept as read: see the
+    /// module's doc).
     Other(String),
 }
 
@@ -166,7 +171,8 @@ pub enum Quality {
     Absent,
     /// `unknown`, `claimed` or `verified`.
     Of(ContextQuality),
-    /// A quality this vmux does not know (see [`Word`]).
+    /// A quality this vmux does not know (kept as read: see the
+    /// module's doc).
     Other(String),
 }
 
@@ -193,7 +199,8 @@ impl Word for Quality {
 pub enum Refusal {
     /// One of the shared error codes (`userDenied`, …).
     Code(ErrorCode),
-    /// A code this vmux does not know (see [`Word`]).
+    /// A code this vmux does not know (kept as read: see the
+    /// module's doc).
     Other(String),
 }
 
