@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// vmux: an SSH agent that holds no private keys, and the signer that
 /// holds them.
@@ -106,8 +106,30 @@ pub enum KeyTypeArg {
     Rsa,
 }
 
+/// `vmux signer …`: one group per file of `signer_cmd`, each group's
+/// subcommands flattened into this one (the command line does not show
+/// the groups).
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
+    #[command(flatten)]
+    Keys(KeysCommand),
+    #[command(flatten)]
+    Audit(AuditCommand),
+    #[command(flatten)]
+    Control(ControlCommand),
+    #[command(flatten)]
+    Service(SignerServiceCommand),
+    #[command(flatten)]
+    Agents(AgentsCommand),
+    #[command(flatten)]
+    Phones(PhonesCommand),
+    /// Serve agents.
+    Run(RunArgs),
+}
+
+/// The signer's identity, CA and keys (`signer_cmd/keys.rs`).
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
     /// Create the signer: its device identity and its CA key, encrypted
     /// with a passphrase.
     Init {
@@ -139,10 +161,8 @@ pub enum SignerCommand {
         token: Option<String>,
     },
     /// Hardware tokens (PKCS#11).
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Import an existing OpenSSH private key (re-encrypted with the
     /// signer's passphrase).
     Import {
@@ -173,41 +193,6 @@ pub enum SignerCommand {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
-    /// Print the audit log of decisions.
-    Audit {
-        /// Check the keyed chain and name the first line that breaks it
-        /// (needs the signer's passphrase when it has one).
-        #[arg(long)]
-        verify: bool,
-        /// Only entries since: Unix seconds, YYYY-MM-DD, or a duration ago
-        /// (90m, 2h, 3d).
-        #[arg(long, value_name = "WHEN")]
-        since: Option<String>,
-        /// Read the signer's passphrase from FILE (mode 0600), for
-        /// `--verify`.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
-    /// Lock the running signer: signatures fail with signerLocked until
-    /// it is unlocked, and approval windows close.
-    Lock,
-    /// Install a systemd user unit for a headless signer.
-    Install {
-        /// Only print the unit.
-        #[arg(long)]
-        print: bool,
-        /// The passphrase file the service reads (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
-    /// Remove the signer's unit.
-    Uninstall,
-    /// Unlock the running signer.
-    Unlock {
-        /// Read the passphrase from FILE (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
     /// List identities, like `ssh-add -l` (or `-L`).
     Keys {
         /// Print public-key lines, like `ssh-add -L`.
@@ -227,6 +212,61 @@ pub enum SignerCommand {
         #[arg(long, value_name = "CA")]
         ca: Option<String>,
     },
+}
+
+/// The audit log (`signer_cmd/audit.rs`).
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the audit log of decisions.
+    Audit {
+        /// Check the keyed chain and name the first line that breaks it
+        /// (needs the signer's passphrase when it has one).
+        #[arg(long)]
+        verify: bool,
+        /// Only entries since: Unix seconds, YYYY-MM-DD, or a duration ago
+        /// (90m, 2h, 3d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Read the signer's passphrase from FILE (mode 0600), for
+        /// `--verify`.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// Asking the running signer to lock or unlock (`signer_cmd/control.rs`).
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Lock the running signer: signatures fail with signerLocked until
+    /// it is unlocked, and approval windows close.
+    Lock,
+    /// Unlock the running signer.
+    Unlock {
+        /// Read the passphrase from FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// The signer's systemd user unit (`signer_cmd/service.rs`).
+#[derive(Debug, Subcommand)]
+pub enum SignerServiceCommand {
+    /// Install a systemd user unit for a headless signer.
+    Install {
+        /// Only print the unit.
+        #[arg(long)]
+        print: bool,
+        /// The passphrase file the service reads (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Remove the signer's unit.
+    Uninstall,
+}
+
+/// Paired agents (`signer_cmd/agents.rs`).
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
     /// List paired agents.
     Agents,
     /// Revoke a paired agent: its next connection is refused.
@@ -234,74 +274,79 @@ pub enum SignerCommand {
         /// The agent's id (or an unambiguous prefix), from `vmux signer agents`.
         id: String,
     },
+}
+
+/// Enrolled phones (`signer_cmd/phones.rs`).
+#[derive(Debug, Subcommand)]
+pub enum PhonesCommand {
     /// Enrol or remove a phone (the phone page's approvers and keys).
-    Phone {
-        #[command(subcommand)]
-        command: PhoneCommand,
-    },
+    #[command(subcommand)]
+    Phone(PhoneCommand),
     /// List enrolled phones: added, last seen, whether a page is open now.
     Phones,
-    /// Serve agents.
-    Run {
-        /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
-        #[arg(long, value_name = "HOST:PORT")]
-        listen: Option<String>,
-        /// How to ask for approval: `tty`, `desktop`, `phone` (the phone
-        /// page; needs --web-listen), `command:PROGRAM`, or
-        /// `allow-all` (approves everything without asking: benchmarks and
-        /// unattended labs only).
-        #[arg(long, value_name = "MODE")]
-        approve: Option<String>,
-        /// Who signs session certificates: `software` (the signer's CA
-        /// key, the default) or `phone:NAME[,phone:NAME…]` (those enrolled
-        /// phones' passkeys, one approval on a phone per certificate;
-        /// needs --web-listen).
-        #[arg(long, value_name = "CA")]
-        ca: Option<String>,
-        /// Do not advertise on the local network (mDNS/DNS-SD
-        /// `_vmuxsigner._tcp`).
-        #[arg(long)]
-        no_advertise: bool,
-        /// Read the passphrase from FILE (mode 0600) instead of asking.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// Agents wake this signer by POSTing to this https:// URL.
-        #[arg(long, value_name = "URL", conflicts_with = "apns_token")]
-        wake_url: Option<String>,
-        /// Agents wake this signer with an APNs push to this device token (hex).
-        #[arg(long, value_name = "HEX", requires = "apns_topic")]
-        apns_token: Option<String>,
-        /// The APNs topic (the signer app's bundle id).
-        #[arg(long, value_name = "TOPIC")]
-        apns_topic: Option<String>,
-        /// Use the APNs sandbox environment.
-        #[arg(long)]
-        apns_sandbox: bool,
-        /// Serve the phone page on this address. With --tls-cert and
-        /// --tls-key: HTTPS with those files. Without them, on a loopback
-        /// address with --web-origin and no --web-name: plain HTTP behind
-        /// a reverse proxy that terminates TLS. Otherwise: HTTPS with a
-        /// certificate of the signer's own CA (name constraints: only
-        /// --web-name), which `vmux signer phone add` hands to the phone.
-        #[arg(long, value_name = "HOST:PORT")]
-        web_listen: Option<String>,
-        /// The page's DNS name (never an IP address); default this
-        /// machine's HOSTNAME.local. The origin is then
-        /// https://NAME:PORT (PORT: the port the page listens on).
-        #[arg(long, value_name = "NAME", requires = "web_listen")]
-        web_name: Option<String>,
-        /// The phone page's origin as the phone reaches it:
-        /// https://NAME[:PORT], a DNS name (never an IP address); with
-        /// --web-name, NAME must be that name.
-        #[arg(long, value_name = "URL", requires = "web_listen")]
-        web_origin: Option<String>,
-        /// The page's TLS certificate chain (PEM); reloaded when it changes.
-        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "web_listen"])]
-        tls_cert: Option<PathBuf>,
-        /// The page's TLS private key (PEM).
-        #[arg(long, value_name = "FILE", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-    },
+}
+
+/// `vmux signer run`'s flags (`signer_cmd/serve.rs`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on (default from signer.toml, else 0.0.0.0:7326).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// How to ask for approval: `tty`, `desktop`, `phone` (the phone
+    /// page; needs --web-listen), `command:PROGRAM`, or
+    /// `allow-all` (approves everything without asking: benchmarks and
+    /// unattended labs only).
+    #[arg(long, value_name = "MODE")]
+    pub approve: Option<String>,
+    /// Who signs session certificates: `software` (the signer's CA
+    /// key, the default) or `phone:NAME[,phone:NAME…]` (those enrolled
+    /// phones' passkeys, one approval on a phone per certificate;
+    /// needs --web-listen).
+    #[arg(long, value_name = "CA")]
+    pub ca: Option<String>,
+    /// Do not advertise on the local network (mDNS/DNS-SD
+    /// `_vmuxsigner._tcp`).
+    #[arg(long)]
+    pub no_advertise: bool,
+    /// Read the passphrase from FILE (mode 0600) instead of asking.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Agents wake this signer by POSTing to this https:// URL.
+    #[arg(long, value_name = "URL", conflicts_with = "apns_token")]
+    pub wake_url: Option<String>,
+    /// Agents wake this signer with an APNs push to this device token (hex).
+    #[arg(long, value_name = "HEX", requires = "apns_topic")]
+    pub apns_token: Option<String>,
+    /// The APNs topic (the signer app's bundle id).
+    #[arg(long, value_name = "TOPIC")]
+    pub apns_topic: Option<String>,
+    /// Use the APNs sandbox environment.
+    #[arg(long)]
+    pub apns_sandbox: bool,
+    /// Serve the phone page on this address. With --tls-cert and
+    /// --tls-key: HTTPS with those files. Without them, on a loopback
+    /// address with --web-origin and no --web-name: plain HTTP behind
+    /// a reverse proxy that terminates TLS. Otherwise: HTTPS with a
+    /// certificate of the signer's own CA (name constraints: only
+    /// --web-name), which `vmux signer phone add` hands to the phone.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub web_listen: Option<String>,
+    /// The page's DNS name (never an IP address); default this
+    /// machine's HOSTNAME.local. The origin is then
+    /// https://NAME:PORT (PORT: the port the page listens on).
+    #[arg(long, value_name = "NAME", requires = "web_listen")]
+    pub web_name: Option<String>,
+    /// The phone page's origin as the phone reaches it:
+    /// https://NAME[:PORT], a DNS name (never an IP address); with
+    /// --web-name, NAME must be that name.
+    #[arg(long, value_name = "URL", requires = "web_listen")]
+    pub web_origin: Option<String>,
+    /// The page's TLS certificate chain (PEM); reloaded when it changes.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "web_listen"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The page's TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,4 +529,16 @@ pub enum AgentCommand {
         /// The signer's id.
         id: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line: among them, that no
+    /// two flattened groups of `vmux signer` name the same subcommand.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

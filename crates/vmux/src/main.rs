@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         cli::Command::Agent {
             command: cli::AgentCommand::Run { .. } | cli::AgentCommand::Tray { .. }
         } | cli::Command::Signer {
-            command: cli::SignerCommand::Run { .. }
+            command: cli::SignerCommand::Run(_)
         }
     );
     if !daemon {

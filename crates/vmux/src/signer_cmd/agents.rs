@@ -8,12 +8,12 @@ use vmux_signer::control::{self, Request};
 use vmux_signer::paired::PairedAgents;
 use vmux_signer::SignerHome;
 
-use crate::cli::SignerCommand;
+use crate::cli::AgentsCommand;
 use crate::Failure;
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub(super) fn run(signer: &SignerHome, command: AgentsCommand) -> Result<ExitCode, Failure> {
     match command {
-        SignerCommand::Agents => {
+        AgentsCommand::Agents => {
             let state = signer.state()?;
             if state.agents.is_empty() {
                 println!("No paired agents.");
@@ -29,7 +29,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Unpair { id } => {
+        AgentsCommand::Unpair { id } => {
             // One writer: the running signer if there is one, else this
             // command under the state's lock.
             let removed =
@@ -64,6 +64,5 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 ))),
             }
         }
-        other => Err(super::misrouted(&other)),
     }
 }

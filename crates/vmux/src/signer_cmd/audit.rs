@@ -7,12 +7,12 @@ use vmux_signer::audit;
 use vmux_signer::SignerHome;
 
 use super::unlock_passphrase;
-use crate::cli::SignerCommand;
+use crate::cli::AuditCommand;
 use crate::Failure;
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub(super) fn run(signer: &SignerHome, command: AuditCommand) -> Result<ExitCode, Failure> {
     match command {
-        SignerCommand::Audit {
+        AuditCommand::Audit {
             verify,
             since,
             passphrase_file,
@@ -53,6 +53,5 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(super::misrouted(&other)),
     }
 }

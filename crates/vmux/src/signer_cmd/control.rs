@@ -6,12 +6,12 @@ use vmux_signer::control::{self, Request};
 use vmux_signer::SignerHome;
 use zeroize::Zeroizing;
 
-use crate::cli::SignerCommand;
+use crate::cli::ControlCommand;
 use crate::{passphrase, Failure};
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub(super) fn run(signer: &SignerHome, command: ControlCommand) -> Result<ExitCode, Failure> {
     match command {
-        SignerCommand::Lock => {
+        ControlCommand::Lock => {
             let v = control::query(&signer.control_path(), &Request::Lock)?;
             if v["locked"].as_bool() == Some(true) {
                 println!("Signer locked.");
@@ -22,7 +22,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 ))
             }
         }
-        SignerCommand::Unlock { passphrase_file } => {
+        ControlCommand::Unlock { passphrase_file } => {
             let pass = if signer.state()?.encrypted {
                 passphrase::get(passphrase_file.as_deref(), "Signer passphrase: ", false)?
             } else {
@@ -42,6 +42,5 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
                 Some(e) => Err(Failure(format!("cannot unlock: {e}"))),
             }
         }
-        other => Err(super::misrouted(&other)),
     }
 }

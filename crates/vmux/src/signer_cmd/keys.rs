@@ -9,12 +9,12 @@ use vmux_signer::SignerHome;
 use zeroize::Zeroizing;
 
 use super::{open_keys, unlock_passphrase};
-use crate::cli::{KeyTypeArg, SignerCommand, TokenCommand};
+use crate::cli::{KeyTypeArg, KeysCommand, TokenCommand};
 use crate::{passphrase, Failure};
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub(super) fn run(signer: &SignerHome, command: KeysCommand) -> Result<ExitCode, Failure> {
     match command {
-        SignerCommand::Init {
+        KeysCommand::Init {
             name,
             no_passphrase,
             passphrase_file,
@@ -39,7 +39,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("CA key for TrustedUserCAKeys: {}", ca.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Keygen {
+        KeysCommand::Keygen {
             comment,
             key_type,
             passphrase_file,
@@ -61,7 +61,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("{}", key.public.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Keygen {
+        KeysCommand::Keygen {
             comment,
             key_type,
             passphrase_file,
@@ -76,16 +76,13 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("{}", key.public.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Token {
-            command:
-                TokenCommand::Add {
-                    module,
-                    slot,
-                    pin_file,
-                    name,
-                    passphrase_file,
-                },
-        } => {
+        KeysCommand::Token(TokenCommand::Add {
+            module,
+            slot,
+            pin_file,
+            name,
+            passphrase_file,
+        }) => {
             if !signer.state()?.encrypted {
                 return Err(Failure(
                     "a token's PIN is stored only encrypted, and this signer has no passphrase (it was made with --no-passphrase)"
@@ -114,9 +111,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Token {
-            command: TokenCommand::List,
-        } => {
+        KeysCommand::Token(TokenCommand::List) => {
             let tokens = signer.tokens()?;
             if tokens.is_empty() {
                 println!("No tokens registered.");
@@ -131,7 +126,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Import {
+        KeysCommand::Import {
             file,
             passphrase_file,
             key_passphrase_file,
@@ -157,7 +152,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("{}", key.public.to_openssh()?);
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Delete { fingerprint, yes } => {
+        KeysCommand::Delete { fingerprint, yes } => {
             let keys = signer.software_keys(None)?;
             if !yes
                 && !passphrase::confirm(&format!(
@@ -172,7 +167,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("Deleted {}", gone.list_line());
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Rename {
+        KeysCommand::Rename {
             fingerprint,
             comment,
             passphrase_file,
@@ -182,7 +177,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             println!("{}", key.list_line());
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Keys {
+        KeysCommand::Keys {
             public_lines,
             passphrase_file,
         } => {
@@ -228,8 +223,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Ca { ca } => print_ca(signer, ca),
-        other => Err(super::misrouted(&other)),
+        KeysCommand::Ca { ca } => print_ca(signer, ca),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `vmux signer …`: one module per group of subcommands. Each parses
-//! nothing itself (clap did) and calls into `vmux-signer`.
+//! `vmux signer …`: one module per group of subcommands, each handed
+//! only its own group's enum (see [`SignerCommand`]). Each parses nothing
+//! itself (clap did) and calls into `vmux-signer`.
 
 mod agents;
 mod audit;
@@ -39,34 +40,19 @@ fn open_keys(signer: &SignerHome, file: Option<&Path>) -> Result<SoftwareKeys, F
     Ok(signer.software_keys(pass.as_deref().map(String::as_str))?)
 }
 
-/// A subcommand handed to the wrong group (a bug in this file).
-fn misrouted(command: &SignerCommand) -> Failure {
-    Failure(format!(
-        "internal error: {command:?} reached the wrong handler"
-    ))
-}
-
 pub fn run(
     home: &Home,
     command: SignerCommand,
     home_flag: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
     let signer = SignerHome::new(home.clone());
-    use SignerCommand as C;
     match command {
-        c @ (C::Init { .. }
-        | C::Keygen { .. }
-        | C::Token { .. }
-        | C::Import { .. }
-        | C::Delete { .. }
-        | C::Rename { .. }
-        | C::Keys { .. }
-        | C::Ca { .. }) => keys::run(&signer, c),
-        c @ (C::Agents | C::Unpair { .. }) => agents::run(&signer, c),
-        c @ C::Audit { .. } => audit::run(&signer, c),
-        c @ (C::Install { .. } | C::Uninstall) => service::run(home, home_flag, c),
-        c @ (C::Lock | C::Unlock { .. }) => control::run(&signer, c),
-        c @ (C::Phone { .. } | C::Phones) => phones::run(&signer, c),
-        c @ C::Run { .. } => serve::run(&signer, c),
+        SignerCommand::Keys(c) => keys::run(&signer, c),
+        SignerCommand::Audit(c) => audit::run(&signer, c),
+        SignerCommand::Control(c) => control::run(&signer, c),
+        SignerCommand::Service(c) => service::run(home, home_flag, c),
+        SignerCommand::Agents(c) => agents::run(&signer, c),
+        SignerCommand::Phones(c) => phones::run(&signer, c),
+        SignerCommand::Run(args) => serve::run(&signer, args),
     }
 }

@@ -10,15 +10,13 @@ use vmux_phone::PhoneBook;
 use vmux_signer::control::{self, ControlError, Request};
 use vmux_signer::SignerHome;
 
-use crate::cli::{PhoneCommand, SignerCommand};
+use crate::cli::{PhoneCommand, PhonesCommand};
 use crate::Failure;
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
+pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCode, Failure> {
     let socket = signer.control_path();
     match command {
-        SignerCommand::Phone {
-            command: PhoneCommand::Add { name },
-        } => {
+        PhonesCommand::Phone(PhoneCommand::Add { name }) => {
             let v = control::query(&socket, &Request::PhoneAdd { name })?;
             if let Some(e) = v["error"].as_str() {
                 return Err(Failure(format!("cannot add the phone: {e}")));
@@ -46,9 +44,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Phone {
-            command: PhoneCommand::Remove { name },
-        } => {
+        PhonesCommand::Phone(PhoneCommand::Remove { name }) => {
             match control::query(&socket, &Request::PhoneRemove { name: name.clone() }) {
                 Ok(v) => {
                     if let Some(e) = v["error"].as_str() {
@@ -68,7 +64,7 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             );
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Phones => {
+        PhonesCommand::Phones => {
             let (phones, running) = match control::query(&socket, &Request::Phones) {
                 Ok(v) => match (v["error"].as_str(), v["phones"].as_array()) {
                     (Some(e), _) => return Err(Failure(e.to_owned())),
@@ -115,7 +111,6 @@ pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(super::misrouted(&other)),
     }
 }
 

@@ -16,56 +16,52 @@ use vmux_signer::config::SignerConfig;
 use vmux_signer::{SignerHome, WebListener};
 
 use super::unlock_passphrase;
-use crate::cli::SignerCommand;
+use crate::cli::RunArgs;
 use crate::Failure;
 
-pub(super) fn run(signer: &SignerHome, command: SignerCommand) -> Result<ExitCode, Failure> {
-    match command {
-        SignerCommand::Run {
-            listen,
-            approve,
-            ca,
-            no_advertise,
-            passphrase_file,
-            wake_url,
-            apns_token,
-            apns_topic,
-            apns_sandbox,
-            web_listen,
-            web_name,
-            web_origin,
-            tls_cert,
-            tls_key,
-        } => {
-            let mut config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
-            if ca.is_some() {
-                config.ca = ca;
-            }
-            let wake = wake_endpoint(
-                wake_url.or(config.wake_url.clone()),
-                apns_token.or(config.apns_token.clone()),
-                apns_topic.or(config.apns_topic.clone()),
-                apns_sandbox || config.apns_sandbox,
-            )?;
-            let page = web_listen.map(|listen| PageFlags {
-                listen,
-                name: web_name,
-                origin: web_origin,
-                tls: tls_cert.zip(tls_key),
-            });
-            serve(
-                signer,
-                config,
-                listen,
-                approve,
-                passphrase_file.as_deref(),
-                wake,
-                !no_advertise,
-                page,
-            )
-        }
-        other => Err(super::misrouted(&other)),
+pub(super) fn run(signer: &SignerHome, args: RunArgs) -> Result<ExitCode, Failure> {
+    let RunArgs {
+        listen,
+        approve,
+        ca,
+        no_advertise,
+        passphrase_file,
+        wake_url,
+        apns_token,
+        apns_topic,
+        apns_sandbox,
+        web_listen,
+        web_name,
+        web_origin,
+        tls_cert,
+        tls_key,
+    } = args;
+    let mut config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
+    if ca.is_some() {
+        config.ca = ca;
     }
+    let wake = wake_endpoint(
+        wake_url.or(config.wake_url.clone()),
+        apns_token.or(config.apns_token.clone()),
+        apns_topic.or(config.apns_topic.clone()),
+        apns_sandbox || config.apns_sandbox,
+    )?;
+    let page = web_listen.map(|listen| PageFlags {
+        listen,
+        name: web_name,
+        origin: web_origin,
+        tls: tls_cert.zip(tls_key),
+    });
+    serve(
+        signer,
+        config,
+        listen,
+        approve,
+        passphrase_file.as_deref(),
+        wake,
+        !no_advertise,
+        page,
+    )
 }
 
 /// The wake endpoint from flags and configuration, checked.

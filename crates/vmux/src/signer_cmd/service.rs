@@ -5,16 +5,16 @@ use std::process::ExitCode;
 
 use vmux_home::Home;
 
-use crate::cli::SignerCommand;
+use crate::cli::SignerServiceCommand;
 use crate::Failure;
 
 pub(super) fn run(
     home: &Home,
     home_flag: Option<&Path>,
-    command: SignerCommand,
+    command: SignerServiceCommand,
 ) -> Result<ExitCode, Failure> {
     match command {
-        SignerCommand::Install {
+        SignerServiceCommand::Install {
             print,
             passphrase_file,
         } => {
@@ -33,11 +33,10 @@ pub(super) fn run(
             crate::service::install(&[(path, unit)], "vmux-signer.service")?;
             Ok(ExitCode::SUCCESS)
         }
-        SignerCommand::Uninstall => {
+        SignerServiceCommand::Uninstall => {
             let path = crate::service::user_unit_dir()?.join("vmux-signer.service");
             crate::service::uninstall(&["vmux-signer.service"], &[path])?;
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(super::misrouted(&other)),
     }
 }
