@@ -11,7 +11,9 @@
 //!
 //! - [`wire`]: the SSH agent protocol messages (no I/O).
 //! - [`AgentSocket`]: creating the socket safely.
-//! - [`AgentConfig`] and [`run`]: the running agent: an accept loop, one
+//! - [`AgentConfig`] and [`run`]: the running agent ([`AgentConfig::resolve`]
+//!   merges `vmux agent run`'s flags, `agent.toml` and the defaults, in
+//!   that order of precedence): an accept loop, one
 //!   small loop per client whose permissions [`origin::trust`] decides,
 //!   signing through signers, discovery of signers.
 //! - [`AgentState`]: pinned signers (each with the CA it certifies with)
@@ -70,8 +72,9 @@ pub mod wire;
 pub use agent::{run, run_until};
 pub use cert::CERT_COMMENT;
 pub use config::{
-    AgentFileConfig, TrayFileConfig, DEFAULT_CERT_RENEW_BEFORE_SECONDS,
-    DEFAULT_CERT_VALIDITY_SECONDS, DEFAULT_NOTIFY_AFTER_MS, DEFAULT_SIGN_TIMEOUT_SECONDS,
+    AgentFileConfig, AgentFlags, ConfigError, Machine, TrayFileConfig,
+    DEFAULT_CERT_RENEW_BEFORE_SECONDS, DEFAULT_CERT_VALIDITY_SECONDS, DEFAULT_NOTIFY_AFTER_MS,
+    DEFAULT_SIGN_TIMEOUT_SECONDS,
 };
 pub use failure::SignFailure;
 pub use identity_store::{IdentityStore, IdentityStoreKind};

@@ -1,14 +1,13 @@
-//! `vmux agent …`
+//! `vmux agent …`: [`run`] hands each subcommand to a function of its
+//! own; `vmux agent run` takes its settings from
+//! [`AgentConfig::resolve`] (flag, else agent.toml, else the default).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use vmux_agent::control::{self, Status};
-use vmux_agent::{
-    AgentConfig, AgentFileConfig, AgentSocket, DEFAULT_CERT_RENEW_BEFORE_SECONDS,
-    DEFAULT_CERT_VALIDITY_SECONDS, DEFAULT_SIGN_TIMEOUT_SECONDS,
-};
+use vmux_agent::{AgentConfig, AgentFileConfig, AgentFlags, AgentSocket, Machine};
 use vmux_home::Home;
 
 use crate::cli::{AgentCommand, ShellKind};
@@ -18,13 +17,10 @@ use crate::Failure;
 pub fn run(
     home: &Home,
     command: AgentCommand,
-    home_flag: Option<&std::path::Path>,
+    home_flag: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
     let file: AgentFileConfig = vmux_home::load_toml(&home.config_file("agent.toml"))?;
-    let socket_of = |flag: Option<PathBuf>| {
-        flag.or(file.socket.clone())
-            .unwrap_or_else(|| home.default_socket().to_owned())
-    };
+    let socket_of = |flag: Option<PathBuf>| file.socket(flag, home);
     match command {
         AgentCommand::Run {
             socket,
@@ -35,219 +31,248 @@ pub fn run(
             cert_validity,
             cert_renew_before,
         } => {
-            let socket_path = socket_of(socket);
-            let timeout = sign_timeout
-                .or(file.sign_timeout_seconds)
-                .unwrap_or(DEFAULT_SIGN_TIMEOUT_SECONDS);
-            if timeout == 0 {
-                return Err(Failure("--sign-timeout must be at least 1 second".into()));
-            }
-            let validity = cert_validity
-                .or(file.cert_validity_seconds)
-                .unwrap_or(DEFAULT_CERT_VALIDITY_SECONDS);
-            if validity == 0 {
-                return Err(Failure("--cert-validity must be at least 1 second".into()));
-            }
-            let config = AgentConfig {
-                name: name.or(file.name.clone()).unwrap_or_else(host_name),
-                signers: if signer.is_empty() {
-                    file.signers.clone()
-                } else {
-                    signer
-                },
-                sign_timeout: Duration::from_secs(timeout),
-                cert_validity: Duration::from_secs(validity),
-                cert_renew_before: Duration::from_secs(
-                    cert_renew_before
-                        .or(file.cert_renew_before_seconds)
-                        .unwrap_or(DEFAULT_CERT_RENEW_BEFORE_SECONDS),
-                ),
-                state_path: vmux_agent::state_path(home),
-                identity: identity_store(home, &file),
-                discovery: !no_discovery,
-                wake: file.wake.clone(),
-                apns_key_files: vmux_agent::wake::default_key_files(
-                    std::env::var_os("HOME")
-                        .map(std::path::PathBuf::from)
-                        .as_deref(),
-                    home.config_dir(),
-                ),
+            let flags = AgentFlags {
+                name,
+                signers: signer,
+                no_discovery,
+                sign_timeout_seconds: sign_timeout,
+                cert_validity_seconds: cert_validity,
+                cert_renew_before_seconds: cert_renew_before,
             };
-            let rt = crate::runtime()?;
-            rt.block_on(async {
-                let socket = match AgentSocket::inherited()? {
-                    Some(s) => s,
-                    None => AgentSocket::bind(&socket_path)?,
-                };
-                let result = vmux_agent::run_until(config, &socket, crate::shutdown_signal())
-                    .await
-                    .map_err(Failure::from);
-                socket.remove();
-                result
-            })?;
-            Ok(ExitCode::SUCCESS)
+            run_agent(home, &file, &socket_of(socket), flags)
         }
-        AgentCommand::Status { json, socket } => {
-            let value = control::query(&socket_of(socket), "status", Duration::from_secs(10))?;
-            if json {
-                println!("{value:#}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let status: Status = serde_json::from_value(value)?;
-            print_status(&status);
-            Ok(ExitCode::SUCCESS)
-        }
-        AgentCommand::Refresh { socket } => {
-            let value = control::query(&socket_of(socket), "refresh", Duration::from_secs(30))?;
-            let n = value["refreshed"].as_u64().unwrap_or(0);
-            if n == 0 {
-                return Err(Failure(
-                    "no signer is connected; the cached keys are unchanged".into(),
-                ));
-            }
-            println!("Refreshed the key list from {n} signer(s).");
-            Ok(ExitCode::SUCCESS)
-        }
-        AgentCommand::Cert { socket } => {
-            let value = control::query(&socket_of(socket), "cert", Duration::from_secs(180))?;
-            match (value["valid_until"].as_u64(), value["error"].as_str()) {
-                (Some(t), _) => {
-                    println!("Certificate valid until {}", vmux_home::time::utc(t));
-                    Ok(ExitCode::SUCCESS)
-                }
-                (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
-                (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
-            }
-        }
+        AgentCommand::Status { json, socket } => status(&socket_of(socket), json),
+        AgentCommand::Refresh { socket } => refresh(&socket_of(socket)),
+        AgentCommand::Cert { socket } => cert(&socket_of(socket)),
         AgentCommand::Pair {
             signer,
             confirm,
             deny,
             socket,
         } => pair(&socket_of(socket), signer, confirm, deny),
-        AgentCommand::Env { shell, socket } => {
-            let path = socket_of(socket);
-            println!("{}", env_line(shell.unwrap_or_else(shell_from_env), &path));
-            Ok(ExitCode::SUCCESS)
-        }
+        AgentCommand::Env { shell, socket } => env(shell, &socket_of(socket)),
         AgentCommand::Setup { signer, socket } => crate::setup::run(&crate::setup::Setup {
             home_flag,
             socket_flag: socket.as_deref(),
             socket: socket_of(socket.clone()),
             signer,
         }),
-        AgentCommand::Doctor { socket } => {
-            let findings = crate::doctor::check(
-                &socket_of(socket),
-                std::env::var("SSH_AUTH_SOCK").ok().as_deref(),
-            );
-            for f in &findings {
-                println!("{:<4}  {}", f.level, f.text);
-            }
-            Ok(if findings.iter().any(|f| f.level == "fail") {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        AgentCommand::Doctor { socket } => doctor(&socket_of(socket)),
         AgentCommand::Install { print, launchd } => {
-            if launchd {
-                print!(
-                    "{}",
-                    service::launchd_plist(&service_spec(home_flag, &socket_of(None))?)
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            install_units(home_flag, &socket_of(None), print)?;
-            Ok(ExitCode::SUCCESS)
+            install(home_flag, &socket_of(None), print, launchd)
         }
-        AgentCommand::Uninstall => {
-            let dir = service::user_unit_dir()?;
-            service::uninstall(
-                &["vmux-agent.socket", "vmux-agent.service"],
-                &[
-                    dir.join("vmux-agent.socket"),
-                    dir.join("vmux-agent.service"),
-                    service::environment_d_path()?,
-                    crate::tray_cmd::autostart_path(&dir),
-                ],
-            )?;
-            crate::tray_cmd::hide_system_entry(&crate::tray_cmd::autostart_path(&dir))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        AgentCommand::Uninstall => uninstall(),
         AgentCommand::Tray {
             socket,
             no_notifications,
             if_set_up,
-        } => {
-            if if_set_up && !vmux_agent::state_path(home).exists() {
-                return Ok(ExitCode::SUCCESS);
-            }
-            crate::tray_cmd::run(home, &file, socket_of(socket), no_notifications)
-        }
-        AgentCommand::Signers => {
-            let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
-            if state.signers.is_empty() {
-                println!("No pinned signers.");
-            }
-            for p in &state.signers {
-                println!(
-                    "{}  {}  at {}  paired {}  {} keys",
-                    p.id,
-                    vmux_proto::sanitize(&p.name),
-                    p.address,
-                    vmux_home::time::utc(p.paired_at),
-                    p.keys.len()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AgentCommand::Forget { id: None } => {
-            // All state: pins, cached keys, and this agent's own identity,
-            // so that it pairs afresh as a new device.
-            let mut gone = 0;
-            let state = vmux_agent::state_path(home);
-            match std::fs::remove_file(&state) {
-                Ok(()) => gone += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Failure(format!("cannot remove {}: {e}", state.display()))),
-            }
-            let store = identity_store(home, &file);
-            if crate::runtime()?.block_on(store.forget())? {
-                gone += 1;
-            }
-            if gone == 0 {
-                println!("Nothing to forget.");
-            } else {
-                println!("Forgot all pinned signers, cached keys and this agent's identity; restart the agent to pair afresh.");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AgentCommand::Forget { id: Some(id) } => {
-            let path = vmux_agent::state_path(home);
-            let mut state = vmux_agent::AgentState::load(&path)?;
-            let hits: Vec<usize> = state
-                .signers
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.id == id || (!id.is_empty() && p.id.starts_with(&id)))
-                .map(|(i, _)| i)
-                .collect();
-            let [i] = hits[..] else {
-                return Err(Failure(format!(
-                    "no pinned signer has the id {id:?} (or it is ambiguous); see `vmux agent signers`"
-                )));
-            };
-            let gone = state.signers.remove(i);
-            state.save(&path)?;
-            println!(
-                "Forgot signer {} ({}) and its cached keys. Restart the agent if it is running.",
-                vmux_proto::sanitize(&gone.name),
-                gone.id
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => tray(home, &file, socket_of(socket), no_notifications, if_set_up),
+        AgentCommand::Signers => signers(home),
+        AgentCommand::Forget { id: None } => forget_all(home, &file),
+        AgentCommand::Forget { id: Some(id) } => forget_signer(home, id),
     }
+}
+
+/// `vmux agent run`: the agent on `socket_path` (or on the socket systemd
+/// hands over), until SIGINT or SIGTERM.
+fn run_agent(
+    home: &Home,
+    file: &AgentFileConfig,
+    socket_path: &Path,
+    flags: AgentFlags,
+) -> Result<ExitCode, Failure> {
+    let machine = Machine {
+        home,
+        host_name: host_name(),
+        user_home: std::env::var_os("HOME").map(PathBuf::from),
+    };
+    let config = AgentConfig::resolve(flags, file, &machine)?;
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let socket = match AgentSocket::inherited()? {
+            Some(s) => s,
+            None => AgentSocket::bind(socket_path)?,
+        };
+        let result = vmux_agent::run_until(config, &socket, crate::shutdown_signal())
+            .await
+            .map_err(Failure::from);
+        socket.remove();
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent status [--json]`.
+fn status(socket: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let value = control::query(socket, "status", Duration::from_secs(10))?;
+    if json {
+        println!("{value:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_value(value)?;
+    print_status(&status);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent refresh`.
+fn refresh(socket: &Path) -> Result<ExitCode, Failure> {
+    let value = control::query(socket, "refresh", Duration::from_secs(30))?;
+    let n = value["refreshed"].as_u64().unwrap_or(0);
+    if n == 0 {
+        return Err(Failure(
+            "no signer is connected; the cached keys are unchanged".into(),
+        ));
+    }
+    println!("Refreshed the key list from {n} signer(s).");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent cert`.
+fn cert(socket: &Path) -> Result<ExitCode, Failure> {
+    let value = control::query(socket, "cert", Duration::from_secs(180))?;
+    match (value["valid_until"].as_u64(), value["error"].as_str()) {
+        (Some(t), _) => {
+            println!("Certificate valid until {}", vmux_home::time::utc(t));
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
+        (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
+    }
+}
+
+/// `vmux agent env`.
+fn env(shell: Option<ShellKind>, path: &Path) -> Result<ExitCode, Failure> {
+    println!("{}", env_line(shell.unwrap_or_else(shell_from_env), path));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent doctor`: exit status 1 when a check fails.
+fn doctor(socket: &Path) -> Result<ExitCode, Failure> {
+    let findings = crate::doctor::check(socket, std::env::var("SSH_AUTH_SOCK").ok().as_deref());
+    for f in &findings {
+        println!("{:<4}  {}", f.level, f.text);
+    }
+    Ok(if findings.iter().any(|f| f.level == "fail") {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `vmux agent install [--print | --launchd]`.
+fn install(
+    home_flag: Option<&Path>,
+    socket: &Path,
+    print: bool,
+    launchd: bool,
+) -> Result<ExitCode, Failure> {
+    if launchd {
+        print!(
+            "{}",
+            service::launchd_plist(&service_spec(home_flag, socket)?)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    install_units(home_flag, socket, print)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent uninstall`.
+fn uninstall() -> Result<ExitCode, Failure> {
+    let dir = service::user_unit_dir()?;
+    service::uninstall(
+        &["vmux-agent.socket", "vmux-agent.service"],
+        &[
+            dir.join("vmux-agent.socket"),
+            dir.join("vmux-agent.service"),
+            service::environment_d_path()?,
+            crate::tray_cmd::autostart_path(&dir),
+        ],
+    )?;
+    crate::tray_cmd::hide_system_entry(&crate::tray_cmd::autostart_path(&dir))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent tray`.
+fn tray(
+    home: &Home,
+    file: &AgentFileConfig,
+    socket: PathBuf,
+    no_notifications: bool,
+    if_set_up: bool,
+) -> Result<ExitCode, Failure> {
+    if if_set_up && !vmux_agent::state_path(home).exists() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::tray_cmd::run(home, file, socket, no_notifications)
+}
+
+/// `vmux agent signers`.
+fn signers(home: &Home) -> Result<ExitCode, Failure> {
+    let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
+    if state.signers.is_empty() {
+        println!("No pinned signers.");
+    }
+    for p in &state.signers {
+        println!(
+            "{}  {}  at {}  paired {}  {} keys",
+            p.id,
+            vmux_proto::sanitize(&p.name),
+            p.address,
+            vmux_home::time::utc(p.paired_at),
+            p.keys.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent forget` without an id: all of the agent's state.
+fn forget_all(home: &Home, file: &AgentFileConfig) -> Result<ExitCode, Failure> {
+    // All state: pins, cached keys, and this agent's own identity,
+    // so that it pairs afresh as a new device.
+    let mut gone = 0;
+    let state = vmux_agent::state_path(home);
+    match std::fs::remove_file(&state) {
+        Ok(()) => gone += 1,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure(format!("cannot remove {}: {e}", state.display()))),
+    }
+    let store = file.identity_store(home);
+    if crate::runtime()?.block_on(store.forget())? {
+        gone += 1;
+    }
+    if gone == 0 {
+        println!("Nothing to forget.");
+    } else {
+        println!("Forgot all pinned signers, cached keys and this agent's identity; restart the agent to pair afresh.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux agent forget ID`: one pinned signer.
+fn forget_signer(home: &Home, id: String) -> Result<ExitCode, Failure> {
+    let path = vmux_agent::state_path(home);
+    let mut state = vmux_agent::AgentState::load(&path)?;
+    let hits: Vec<usize> = state
+        .signers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.id == id || (!id.is_empty() && p.id.starts_with(&id)))
+        .map(|(i, _)| i)
+        .collect();
+    let [i] = hits[..] else {
+        return Err(Failure(format!(
+            "no pinned signer has the id {id:?} (or it is ambiguous); see `vmux agent signers`"
+        )));
+    };
+    let gone = state.signers.remove(i);
+    state.save(&path)?;
+    println!(
+        "Forgot signer {} ({}) and its cached keys. Restart the agent if it is running.",
+        vmux_proto::sanitize(&gone.name),
+        gone.id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The error sentence in a control answer, if any.
@@ -434,11 +459,6 @@ pub(crate) fn host_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "vmux-agent".to_owned())
-}
-
-/// Where this home's agent identity lives (`identity_store` in agent.toml).
-fn identity_store(home: &vmux_home::Home, file: &AgentFileConfig) -> vmux_agent::IdentityStore {
-    vmux_agent::IdentityStore::new(file.identity_store, home.state_file("agent-identity"))
 }
 
 /// The `ServiceSpec` for this binary, home and socket.
