@@ -1,4 +1,5 @@
-//! `vmux signer run`: reads the flags and configuration, asks for the
+//! `vmux signer run`: reads the flags and configuration (`Settings`: each
+//! flag given over its setting in signer.toml), asks for the
 //! passphrase, and hands over to `vmux-signer`, which assembles and serves
 //! the signer.
 
@@ -20,48 +21,75 @@ use crate::cli::RunArgs;
 use crate::Failure;
 
 pub(super) fn run(signer: &SignerHome, args: RunArgs) -> Result<ExitCode, Failure> {
-    let RunArgs {
-        listen,
-        approve,
-        ca,
-        no_advertise,
-        passphrase_file,
-        wake_url,
-        apns_token,
-        apns_topic,
-        apns_sandbox,
-        web_listen,
-        web_name,
-        web_origin,
-        tls_cert,
-        tls_key,
-    } = args;
-    let mut config: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
-    if ca.is_some() {
-        config.ca = ca;
+    let file: SignerConfig = vmux_home::load_toml(&signer.config_path())?;
+    serve(signer, Settings::resolve(args, file)?)
+}
+
+/// What `vmux signer run` serves with: signer.toml (whose defaults fill
+/// what it does not set) with each flag given in place of its setting.
+struct Settings {
+    /// signer.toml, its `listen`, `approve`, `ca` and wake settings
+    /// replaced by the flags given.
+    config: SignerConfig,
+    passphrase_file: Option<PathBuf>,
+    /// The wake endpoint of the merged wake settings, checked.
+    wake: WakeEndpoint,
+    advertise: bool,
+    /// The phone page, with `--web-listen`.
+    page: Option<PageFlags>,
+}
+
+impl Settings {
+    /// `flags` over `config`, flag > file > default; fails on wake
+    /// settings that do not make an endpoint.
+    fn resolve(flags: RunArgs, mut config: SignerConfig) -> Result<Settings, Failure> {
+        let RunArgs {
+            listen,
+            approve,
+            ca,
+            no_advertise,
+            passphrase_file,
+            wake_url,
+            apns_token,
+            apns_topic,
+            apns_sandbox,
+            web_listen,
+            web_name,
+            web_origin,
+            tls_cert,
+            tls_key,
+        } = flags;
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        if let Some(approve) = approve {
+            config.approve = approve;
+        }
+        config.ca = ca.or(config.ca);
+        config.wake_url = wake_url.or(config.wake_url);
+        config.apns_token = apns_token.or(config.apns_token);
+        config.apns_topic = apns_topic.or(config.apns_topic);
+        config.apns_sandbox |= apns_sandbox;
+        let wake = wake_endpoint(
+            config.wake_url.clone(),
+            config.apns_token.clone(),
+            config.apns_topic.clone(),
+            config.apns_sandbox,
+        )?;
+        let page = web_listen.map(|listen| PageFlags {
+            listen,
+            name: web_name,
+            origin: web_origin,
+            tls: tls_cert.zip(tls_key),
+        });
+        Ok(Settings {
+            config,
+            passphrase_file,
+            wake,
+            advertise: !no_advertise,
+            page,
+        })
     }
-    let wake = wake_endpoint(
-        wake_url.or(config.wake_url.clone()),
-        apns_token.or(config.apns_token.clone()),
-        apns_topic.or(config.apns_topic.clone()),
-        apns_sandbox || config.apns_sandbox,
-    )?;
-    let page = web_listen.map(|listen| PageFlags {
-        listen,
-        name: web_name,
-        origin: web_origin,
-        tls: tls_cert.zip(tls_key),
-    });
-    serve(
-        signer,
-        config,
-        listen,
-        approve,
-        passphrase_file.as_deref(),
-        wake,
-        !no_advertise,
-        page,
-    )
 }
 
 /// The wake endpoint from flags and configuration, checked.
@@ -236,25 +264,22 @@ fn is_loopback(listen: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    signer: &SignerHome,
-    config: SignerConfig,
-    listen: Option<String>,
-    approve: Option<String>,
-    passphrase_file: Option<&Path>,
-    wake: WakeEndpoint,
-    advertise: bool,
-    page: Option<PageFlags>,
-) -> Result<ExitCode, Failure> {
+fn serve(signer: &SignerHome, settings: Settings) -> Result<ExitCode, Failure> {
+    let Settings {
+        config,
+        passphrase_file,
+        wake,
+        advertise,
+        page,
+    } = settings;
     let web = page.map(|f| open_page(signer, &config, &f)).transpose()?;
     let approver = AnyApprover::parse(
-        approve.as_deref().unwrap_or(&config.approve),
+        &config.approve,
         web.as_ref().map(|(p, _, _)| p.desk().clone()),
     )
     .map_err(Failure)?;
-    let listen = listen.unwrap_or_else(|| config.listen.clone());
-    let pass = unlock_passphrase(signer, passphrase_file)?;
+    let listen = config.listen.clone();
+    let pass = unlock_passphrase(signer, passphrase_file.as_deref())?;
     let phones = web.as_ref().map(|(p, _, _)| p.clone());
     if let Some(p) = &phones {
         p.unlock_keys(pass.as_deref().map(String::as_str))
@@ -314,4 +339,190 @@ fn serve(
         Ok::<_, Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command, SignerCommand};
+
+    /// `vmux signer run ARGS` as clap parses it.
+    fn flags(args: &[&str]) -> RunArgs {
+        let argv = ["vmux", "signer", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command:
+                    Command::Signer {
+                        command: SignerCommand::Run(flags),
+                    },
+                ..
+            }) => flags,
+            Ok(other) => panic!("{args:?} parsed as {other:?}"),
+            Err(e) => panic!("{args:?} does not parse: {e}"),
+        }
+    }
+
+    /// signer.toml from its text.
+    fn file(text: &str) -> SignerConfig {
+        match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => panic!("{text:?} does not parse: {e}"),
+        }
+    }
+
+    fn resolve(args: &[&str], text: &str) -> Result<Settings, String> {
+        Settings::resolve(flags(args), file(text)).map_err(|Failure(e)| e)
+    }
+
+    const FILE: &str = r#"
+        listen = "127.0.0.1:1"
+        approve = "desktop"
+        ca = "phone:file"
+        wake_url = "https://file.example/wake"
+    "#;
+
+    #[test]
+    fn without_flags_or_file_the_defaults_hold() -> Result<(), String> {
+        let s = resolve(&[], "")?;
+        assert_eq!(s.config.listen, "0.0.0.0:7326");
+        assert_eq!(s.config.approve, "tty");
+        assert_eq!(s.config.ca, None);
+        assert_eq!(s.wake, WakeEndpoint::None);
+        assert!(s.advertise);
+        assert!(s.page.is_none());
+        assert!(s.passphrase_file.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_file_wins_over_the_defaults() -> Result<(), String> {
+        let s = resolve(&[], FILE)?;
+        assert_eq!(s.config.listen, "127.0.0.1:1");
+        assert_eq!(s.config.approve, "desktop");
+        assert_eq!(s.config.ca.as_deref(), Some("phone:file"));
+        assert_eq!(
+            s.wake,
+            WakeEndpoint::Webhook {
+                url: "https://file.example/wake".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn flags_win_over_the_file() -> Result<(), String> {
+        let s = resolve(
+            &[
+                "--listen",
+                "127.0.0.1:2",
+                "--approve",
+                "allow-all",
+                "--ca",
+                "software",
+                "--wake-url",
+                "https://flag.example/wake",
+                "--no-advertise",
+                "--passphrase-file",
+                "/p",
+            ],
+            FILE,
+        )?;
+        assert_eq!(s.config.listen, "127.0.0.1:2");
+        assert_eq!(s.config.approve, "allow-all");
+        assert_eq!(s.config.ca.as_deref(), Some("software"));
+        assert_eq!(
+            s.wake,
+            WakeEndpoint::Webhook {
+                url: "https://flag.example/wake".into()
+            }
+        );
+        assert!(!s.advertise);
+        assert_eq!(s.passphrase_file, Some(PathBuf::from("/p")));
+        Ok(())
+    }
+
+    #[test]
+    fn each_wake_setting_comes_from_its_flag_or_the_file() -> Result<(), String> {
+        let s = resolve(
+            &["--apns-token", "ABCD", "--apns-topic", "org.example.app"],
+            "apns_sandbox = true",
+        )?;
+        assert_eq!(
+            s.wake,
+            WakeEndpoint::Apns {
+                device_token: "abcd".into(),
+                topic: "org.example.app".into(),
+                sandbox: true,
+            }
+        );
+        let s = resolve(
+            &["--apns-sandbox"],
+            "apns_token = \"ab\"\napns_topic = \"t\"",
+        )?;
+        assert_eq!(
+            s.wake,
+            WakeEndpoint::Apns {
+                device_token: "ab".into(),
+                topic: "t".into(),
+                sandbox: true,
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wake_settings_that_make_no_endpoint_are_refused() {
+        let refused = |args: &[&str], text: &str| resolve(args, text).err();
+        assert_eq!(
+            refused(&["--apns-token", "ab", "--apns-topic", "t"], FILE).as_deref(),
+            Some("give either a wake URL or an APNs token, not both")
+        );
+        assert_eq!(
+            refused(&["--wake-url", "http://x"], "").as_deref(),
+            Some("wake URL \"http://x\" must be an https:// URL")
+        );
+        assert_eq!(
+            refused(&["--wake-url", "https://"], "").as_deref(),
+            Some("wake URL \"https://\" must be an https:// URL")
+        );
+        assert_eq!(
+            refused(&["--apns-token", "xyz", "--apns-topic", "t"], "").as_deref(),
+            Some("the APNs device token must be hex")
+        );
+        assert_eq!(
+            refused(&["--apns-token", "ab", "--apns-topic", ""], "").as_deref(),
+            Some("the APNs topic must not be empty")
+        );
+        assert_eq!(
+            refused(&[], "apns_token = \"ab\"").as_deref(),
+            Some("an APNs token needs --apns-topic")
+        );
+    }
+
+    #[test]
+    fn the_page_flags_go_together() -> Result<(), String> {
+        let s = resolve(
+            &[
+                "--web-listen",
+                "127.0.0.1:8443",
+                "--web-origin",
+                "https://vmux.example",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            "",
+        )?;
+        let Some(page) = s.page else {
+            return Err("no page".into());
+        };
+        assert_eq!(page.listen, "127.0.0.1:8443");
+        assert_eq!(page.name, None);
+        assert_eq!(page.origin.as_deref(), Some("https://vmux.example"));
+        assert_eq!(page.tls, Some((PathBuf::from("/c"), PathBuf::from("/k"))));
+        Ok(())
+    }
 }
