@@ -44,7 +44,7 @@ pub enum Request<'a> {
     Unsupported(u8),
 }
 
-pub(crate) use vmux_ssh::Fields;
+pub(crate) use vmux_ssh::{put_string, Fields};
 
 /// Parses one message body (without its length prefix).
 pub fn parse(body: &[u8]) -> Request<'_> {
@@ -74,11 +74,6 @@ pub fn parse(body: &[u8]) -> Request<'_> {
         _ => None,
     };
     parsed.unwrap_or(Request::Unsupported(kind))
-}
-
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
 }
 
 /// A framed one-byte answer (`FAILURE` or `SUCCESS`).

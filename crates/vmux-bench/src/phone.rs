@@ -369,10 +369,7 @@ fn userauth(n: usize, blob: &[u8]) -> Vec<u8> {
 
 /// The same for a key of algorithm `alg`.
 fn userauth_with(n: usize, alg: &[u8], blob: &[u8]) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s);
-    }
+    use vmux_ssh::put_string as put;
     let mut out = Vec::new();
     let mut sid = [0u8; 32];
     sid[..8].copy_from_slice(&(n as u64).to_be_bytes());

@@ -111,7 +111,7 @@ impl Purpose {
 mod tests {
     use super::*;
     use ssh_key::{Algorithm, PrivateKey, Signature};
-    use vmux_ssh::testing::put;
+    use vmux_ssh::put_string as put;
 
     fn login(sid: &[u8], user: &str) -> Vec<u8> {
         vmux_ssh::testing::userauth(sid, user, None)

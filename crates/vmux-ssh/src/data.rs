@@ -64,7 +64,8 @@ pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{put, userauth as request};
+    use crate::put_string as put;
+    use crate::testing::userauth as request;
 
     #[test]
     fn parses_userauth_and_sshsig() {

@@ -7,7 +7,8 @@
 //! decision rests on. It does no I/O and keeps no state beyond one
 //! connection's bindings.
 //!
-//! - [`Fields`]: the reader for SSH `string`s and integers.
+//! - [`Fields`]: the reader for SSH `string`s and integers, and
+//!   [`put_string`] / [`put_u32`] their writers.
 //! - [`bind`]: `session-bind@openssh.com`; [`bind::verify`] is the only way
 //!   to make a [`VerifiedBinding`] (a host key's signature over a session
 //!   id, checked), and [`bind::Bindings`] applies OpenSSH's rules per client
@@ -26,10 +27,12 @@ pub mod bind;
 pub mod data;
 mod fields;
 mod login;
+mod writer;
 
 pub use bind::{BindError, VerifiedBinding};
 pub use fields::Fields;
 pub use login::VerifiedLogin;
+pub use writer::{put_string, put_u32};
 
 /// `SHA256:…` fingerprint of an OpenSSH public-key blob, if it parses.
 pub fn fingerprint(blob: &[u8]) -> Option<String> {

@@ -3,11 +3,7 @@
 
 use ssh_key::{Algorithm, PrivateKey, Signature};
 
-/// Appends an SSH string.
-pub fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
+use crate::put_string as put;
 
 /// A session-bind message body signed by `host` over `sid`.
 pub fn bind_message(host: &PrivateKey, sid: &[u8], fwd: bool) -> Vec<u8> {

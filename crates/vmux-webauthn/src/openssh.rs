@@ -30,7 +30,7 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use ssh_key::public::{KeyData, SkEcdsaSha2NistP256};
-use vmux_ssh::Fields;
+use vmux_ssh::{put_string, Fields};
 
 /// The key type (and plain signature type).
 pub const SK_ECDSA: &str = "sk-ecdsa-sha2-nistp256@openssh.com";
@@ -340,12 +340,6 @@ pub fn certificate_with_signature(tbs: &[u8], signature: &[u8]) -> Vec<u8> {
     blob.extend_from_slice(tbs);
     put_string(&mut blob, signature);
     blob
-}
-
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    // Every field here is far below 4 GiB (bounded by the signer's limits).
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
 }
 
 /// An unsigned big-endian integer as an SSH `mpint`.

@@ -179,11 +179,7 @@ impl SoftAuthenticator {
     }
 }
 
-/// An SSH `string`.
-pub fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
+pub use vmux_ssh::put_string;
 
 /// A COSE_Key map `{1: kty, 3: alg, -1: crv, -2: x, -3: y}`.
 pub fn cose_key(kty: i64, alg: i64, crv: i64, x: &[u8], y: &[u8]) -> Vec<u8> {

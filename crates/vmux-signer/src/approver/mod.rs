@@ -148,11 +148,8 @@ impl Decision {
     /// key: the data to sign; the certified key, validity and principals;
     /// the pairing code. SSH-style strings, so no two decisions share it.
     pub fn approval_body(&self) -> Vec<u8> {
-        fn put(out: &mut Vec<u8>, s: &[u8]) {
-            // Bounded by the link's message size, far below 4 GiB.
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            out.extend_from_slice(s);
-        }
+        // Bounded by the link's message size, far below 4 GiB.
+        use vmux_ssh::put_string as put;
         let mut out = Vec::new();
         match self {
             Decision::Pair(p) => put(&mut out, p.code.as_bytes()),
