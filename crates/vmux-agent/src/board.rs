@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::failure::SignFailure;
@@ -23,70 +22,19 @@ pub const MAX_FINISHED: usize = 16;
 /// Longest text kept per field of a waiting request.
 const MAX_FIELD: usize = 120;
 
-/// A request waiting for a signer (its link, or its person).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WaitingRequest {
-    /// This agent's number for it (not sent anywhere).
-    pub id: u64,
-    /// `sign` or `certificate`.
-    pub kind: String,
-    /// The signer's name (or id when it has none).
-    pub signer: String,
-    /// The key's comment (`session certificate` for a certificate).
-    pub key: String,
-    /// The destination host as this workstation names it, when known.
-    pub host: String,
-    /// The destination user, when known.
-    pub user: String,
-    /// The requesting process chain, when known.
-    pub process: String,
-    /// The `ssh-keygen -Y` namespace, for an SSHSIG.
-    pub namespace: String,
-    /// When it started, Unix milliseconds.
-    pub since_ms: u64,
-}
+pub use vmux_control::agent::{Finished, Outcome, WaitingRequest};
 
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Signed (or certified).
-    Answered,
-    /// The signer's person said no.
-    Denied,
-    /// Nobody answered in time (the signer's approval timeout, or the
-    /// agent's sign timeout).
-    Unanswered,
-    /// Anything else (link lost, refused by policy, bad signature, …).
-    Failed,
-}
-
-impl Outcome {
-    /// The outcome of a signature or certificate request's result.
-    pub fn of<T>(result: &Result<T, SignFailure>) -> Outcome {
-        use vmux_proto::ErrorCode;
-        match result {
-            Ok(_) => Outcome::Answered,
-            Err(SignFailure::Signer(ErrorCode::UserDenied)) => Outcome::Denied,
-            Err(SignFailure::Signer(ErrorCode::ApprovalTimeout) | SignFailure::TimedOut) => {
-                Outcome::Unanswered
-            }
-            Err(_) => Outcome::Failed,
+/// The outcome of a signature or certificate request's result.
+pub fn outcome_of<T>(result: &Result<T, SignFailure>) -> Outcome {
+    use vmux_proto::ErrorCode;
+    match result {
+        Ok(_) => Outcome::Answered,
+        Err(SignFailure::Signer(ErrorCode::UserDenied)) => Outcome::Denied,
+        Err(SignFailure::Signer(ErrorCode::ApprovalTimeout) | SignFailure::TimedOut) => {
+            Outcome::Unanswered
         }
+        Err(_) => Outcome::Failed,
     }
-}
-
-/// A request that ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finished {
-    /// Its [`WaitingRequest::id`].
-    pub id: u64,
-    /// The signer's name.
-    pub signer: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Why, in words, when it failed.
-    pub reason: String,
 }
 
 #[derive(Default)]
@@ -205,7 +153,7 @@ impl Entry<'_> {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         };
-        self.board.end(self.id, Outcome::of(result), reason);
+        self.board.end(self.id, outcome_of(result), reason);
     }
 }
 
@@ -268,7 +216,7 @@ mod tests {
         assert_eq!(finished.len(), MAX_FINISHED);
         assert_eq!(finished.last().unwrap().id, 3 * MAX_FINISHED as u64);
         assert_eq!(
-            Outcome::of::<()>(&Err(SignFailure::TimedOut)),
+            outcome_of::<()>(&Err(SignFailure::TimedOut)),
             Outcome::Unanswered
         );
     }

@@ -205,20 +205,20 @@ async fn handle(shared: &Shared, conn: &mut Connection, body: &[u8]) -> Vec<u8> 
                 warn!("a forwarded connection asked for the control extension; refused");
                 return wire::status(FAILURE);
             };
-            let Some(command) = control::Command::parse(contents) else {
-                debug!("unknown control command");
+            let Some(request) = vmux_control::agent::Request::from_contents(contents) else {
+                debug!("malformed control request");
                 return wire::status(FAILURE);
             };
-            // Asked of every command: the status, too, says more to the
+            // Asked of every request: the status, too, says more to the
             // vmux program than to another client.
             let own = trust::own_program(&local, conn.program().await);
-            if own.is_none() && command.needs_own_program() {
+            if own.is_none() && control::needs_own_program(&request) {
                 warn!(
                     pid = ?conn.pid(),
                     "a client that is not the vmux program asked to pair or for a certificate; refused"
                 );
             }
-            control::handle(shared, command, &local, own.as_ref()).await
+            control::handle(shared, request, &local, own.as_ref()).await
         }
         Request::Extension { name, .. } => {
             debug!(extension = %vmux_proto::sanitize(name), "unsupported extension");

@@ -36,7 +36,8 @@
 //!   coalesced to one per outage.
 //! - [`control`]: `status`, `refresh`, `cert` and `pair` for a running agent,
 //!   through its own socket (`cert` and `pair` only for the vmux program
-//!   itself).
+//!   itself); the requests, replies and status types, and the client, are
+//!   `vmux-control`'s.
 //!
 //! - [`board`]: the requests waiting for a signer's person now, how the
 //!   last ones ended, and the change counter the `watch` control request

@@ -183,18 +183,7 @@ fn check_sk(
     })
 }
 
-/// A counter that did not move on, as `vmux agent status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CounterAlarm {
-    /// The key's `SHA256:…` fingerprint.
-    pub key: String,
-    /// The last counter seen.
-    pub stored: u32,
-    /// The counter that came.
-    pub received: u32,
-    /// When, Unix seconds.
-    pub at: u64,
-}
+pub use vmux_control::agent::CounterAlarm;
 
 /// Most alarms kept for the status.
 const MAX_ALARMS: usize = 16;

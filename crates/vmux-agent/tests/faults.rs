@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 mod common;
 
 use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
-use vmux_agent::control;
+use vmux_control::agent::Client;
 use vmux_link::{open_as_signer, Channel, Identity};
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 
@@ -455,9 +455,14 @@ async fn an_unasked_key_list_is_ignored() {
     assert_eq!(comments, ["fake"], "the unasked list replaced the keys");
     // Asked for: accepted.
     let refreshed = r
-        .client(|sock| control::query(sock, "refresh", Duration::from_secs(10)).unwrap())
+        .client(|sock| {
+            Client::new(sock)
+                .with_timeout(Duration::from_secs(10))
+                .refresh()
+                .unwrap()
+        })
         .await;
-    assert_eq!(refreshed["refreshed"], 1, "{refreshed}");
+    assert_eq!(refreshed, 1);
     let (ids, _) = r.client(identities).await;
     let comments: Vec<&str> = ids.iter().map(|(_, c)| c.as_str()).collect();
     assert_eq!(comments, ["other"], "the asked-for list was not taken");

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 mod common;
 
 use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
-use vmux_agent::control;
+use vmux_control::agent::Client;
 use vmux_link::{open_as_signer, Channel, Identity};
 use vmux_proto::{KeyRecord, Message, ProviderKind, SignResponse};
 use vmux_webauthn::testing::{put_string, SoftAuthenticator};
@@ -158,7 +158,10 @@ async fn tampered_passkey_signatures_and_a_counter_going_backwards_never_reach_t
             let reply = ask(&s, &login_request(&key_blob));
             seen.push((answer, reply[0]));
         }
-        let status = control::query(&s, "status", Duration::from_secs(5)).unwrap();
+        let status = Client::new(&s)
+            .with_timeout(Duration::from_secs(5))
+            .status()
+            .unwrap();
         (seen, status)
     })
     .await
@@ -180,16 +183,13 @@ async fn tampered_passkey_signatures_and_a_counter_going_backwards_never_reach_t
             (Answer::Good(11), SIGN_RESPONSE),
         ]
     );
-    let alarms = status["passkeys"]["counter_alarms"].as_array().unwrap();
-    assert_eq!(alarms.len(), 2, "{status}");
-    assert_eq!(
-        (alarms[0]["stored"].as_u64(), alarms[0]["received"].as_u64()),
-        (Some(10), Some(3))
-    );
-    assert_eq!(
-        (alarms[1]["stored"].as_u64(), alarms[1]["received"].as_u64()),
-        (Some(10), Some(10))
-    );
+    let alarms: Vec<(u32, u32)> = status
+        .passkeys
+        .counter_alarms
+        .iter()
+        .map(|a| (a.stored, a.received))
+        .collect();
+    assert_eq!(alarms, [(10, 3), (10, 10)], "{status:?}");
     agent.abort();
     signer.abort();
 }

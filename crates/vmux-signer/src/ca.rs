@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::{Algorithm, EcdsaCurve, PrivateKey, PublicKey};
 use vmux_home::HomeError;
@@ -243,50 +243,36 @@ impl CaChoice {
     }
 }
 
-/// A CA as `vmux signer ca` prints it: what sshd is to trust.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaLines {
-    /// The CA, as `--ca` takes it ([`CaChoice::spec`]).
-    pub ca: String,
-    /// The public-key lines for sshd's `TrustedUserCAKeys`: the software
-    /// CA's, or each enrolled CA phone's passkey line.
-    pub lines: Vec<String>,
-    /// The CA phones not enrolled (removed?), which sign nothing.
-    pub missing: Vec<String>,
-    /// The `sshd_config` lines a server before OpenSSH 10.3 also needs.
-    pub sshd: Vec<String>,
-}
+pub use vmux_control::signer::CaLines;
 
-impl CaLines {
-    /// The lines of `choice`, the software CA's key being `software` and
-    /// a phone's passkey `phone(NAME)` (`None`: not enrolled).
-    pub fn of(
-        choice: &CaChoice,
-        software: &PublicKey,
-        phone: impl Fn(&str) -> Option<PublicKey>,
-    ) -> CaLines {
-        let line = |k: &PublicKey| k.to_openssh().ok();
-        match choice {
-            CaChoice::Software => CaLines {
+/// The lines of `choice`, the software CA's key being `software` and a
+/// phone's passkey `phone(NAME)` (`None`: not enrolled).
+pub fn lines_of(
+    choice: &CaChoice,
+    software: &PublicKey,
+    phone: impl Fn(&str) -> Option<PublicKey>,
+) -> CaLines {
+    let line = |k: &PublicKey| k.to_openssh().ok();
+    match choice {
+        CaChoice::Software => CaLines {
+            ca: choice.spec(),
+            lines: line(software).into_iter().collect(),
+            missing: Vec::new(),
+            sshd: Vec::new(),
+        },
+        CaChoice::Phones(names) => {
+            let (mut lines, mut missing) = (Vec::new(), Vec::new());
+            for name in names {
+                match phone(name).as_ref().and_then(line) {
+                    Some(l) => lines.push(l),
+                    None => missing.push(name.clone()),
+                }
+            }
+            CaLines {
                 ca: choice.spec(),
-                lines: line(software).into_iter().collect(),
-                missing: Vec::new(),
-                sshd: Vec::new(),
-            },
-            CaChoice::Phones(names) => {
-                let (mut lines, mut missing) = (Vec::new(), Vec::new());
-                for name in names {
-                    match phone(name).as_ref().and_then(line) {
-                        Some(l) => lines.push(l),
-                        None => missing.push(name.clone()),
-                    }
-                }
-                CaLines {
-                    ca: choice.spec(),
-                    lines,
-                    missing,
-                    sshd: vec![PHONE_CA_SSHD_LINE.to_owned()],
-                }
+                lines,
+                missing,
+                sshd: vec![PHONE_CA_SSHD_LINE.to_owned()],
             }
         }
     }
@@ -535,11 +521,11 @@ mod tests {
         };
         let software = key("ca");
         let pixel = key("pixel");
-        let lines = CaLines::of(&CaChoice::Software, &software, |_| Some(pixel.clone()));
+        let lines = lines_of(&CaChoice::Software, &software, |_| Some(pixel.clone()));
         assert_eq!(lines.lines, vec![software.to_openssh().unwrap()]);
         assert!(lines.missing.is_empty() && lines.sshd.is_empty());
         let phones = CaChoice::parse("phone:pixel,phone:ipad").unwrap();
-        let lines = CaLines::of(&phones, &software, |n| {
+        let lines = lines_of(&phones, &software, |n| {
             (n == "pixel").then(|| pixel.clone())
         });
         assert_eq!(lines.ca, "phone:pixel,phone:ipad");

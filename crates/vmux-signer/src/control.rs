@@ -3,75 +3,26 @@
 //! `unpair`, the phones, the CA it uses, and the open pairing prompt
 //! (`pairpending`, `pairconfirm`: the owner confirms a pairing here, as
 //! `vmux setup` does for an agent on the same machine). The running
-//! signer is the one writer of its state. One JSON request line, one JSON
-//! answer line.
+//! signer is the one writer of its state. One typed request line
+//! ([`vmux_control::signer::Request`]), one typed reply line
+//! ([`vmux_control::signer::Reply`]); the client is
+//! [`vmux_control::signer::Client`].
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tracing::{debug, warn};
+use vmux_control::signer::{
+    AgentRef, LastPush, PairingAgent, PendingPairing, Phone, PhoneLink, PhoneList, Reply, Request,
+    Status, TrustLink, MAX_REQUEST,
+};
 use vmux_home::PrivateSocket;
 use zeroize::Zeroizing;
 
 use crate::approver::Approver;
 use crate::Server;
-
-/// A control request.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
-pub enum Request {
-    /// Is it running, is it locked?
-    Status,
-    /// Forget decrypted secrets.
-    Lock,
-    /// Decrypt with this passphrase.
-    Unlock {
-        /// The signer's passphrase.
-        passphrase: String,
-    },
-    /// Unpair an agent: answers `{"unpaired": {"id", "name"}}`, or
-    /// `{"unpaired": null}` when no agent (or more than one) matches.
-    Unpair {
-        /// The agent's id or an unambiguous prefix of it.
-        id: String,
-    },
-    /// A one-time enrolment link for a new phone: answers `{"link"}`, and
-    /// when the page's certificate is the signer's own also `{"trust",
-    /// "fingerprint"}` (a one-time plain-HTTP trust link and the CA's
-    /// SHA-256 fingerprint).
-    PhoneAdd {
-        /// The phone's name.
-        name: String,
-    },
-    /// The enrolled phones: answers `{"phones": [...]}`.
-    Phones,
-    /// Revokes a phone: answers `{"removed": NAME}`.
-    PhoneRemove {
-        /// The phone's name.
-        name: String,
-    },
-    /// The open pairing prompt: answers `{"pairing": {"agent", "id",
-    /// "code"}}`, or `{"pairing": null}` when none is open.
-    PairPending,
-    /// Approves the open pairing prompt if its code is `code`: answers
-    /// `{"confirmed": {"agent", "id"}}`, or an error when no prompt with
-    /// that code is open.
-    PairConfirm {
-        /// The 6-digit code the agent shows.
-        code: String,
-    },
-    /// The CA it issues session certificates with: answers `{"ca":
-    /// CaLines}` ([`crate::ca::CaLines`]).
-    Ca,
-}
-
-const MAX_LINE: usize = 64 * 1024;
 
 /// The answer to a phone request when the signer serves no phone page.
 pub const NO_PAGE: &str = "this signer serves no phone page; start it with --web-listen HOST:PORT (and --web-name NAME, or --web-origin https://NAME[:PORT] behind a proxy)";
@@ -101,109 +52,106 @@ pub async fn serve<A: Approver + 'static>(server: Arc<Server<A>>, socket: &Priva
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = Zeroizing::new(String::new());
-            let mut r = tokio::io::BufReader::new(r).take(MAX_LINE as u64);
+            let mut r = tokio::io::BufReader::new(r).take(MAX_REQUEST as u64);
             if r.read_line(&mut line).await.is_err() {
                 return;
             }
-            let answer = match serde_json::from_str::<Request>(&line) {
-                Ok(Request::Status) => {
-                    json!({ "name": server.name(), "locked": server.is_locked() })
-                }
-                Ok(Request::Lock) => {
-                    server.lock();
-                    json!({ "locked": true })
-                }
-                Ok(Request::Unlock { passphrase }) => {
-                    let passphrase = Zeroizing::new(passphrase);
-                    match server.unlock(&passphrase) {
-                        Ok(()) => json!({ "locked": false }),
-                        Err(e) => json!({ "error": e }),
-                    }
-                }
-                Ok(Request::Unpair { id }) => match server.unpair(&id) {
-                    Ok(Some(a)) => json!({ "unpaired": { "id": a.id, "name": a.name } }),
-                    Ok(None) => json!({ "unpaired": null }),
-                    Err(e) => json!({ "error": e.to_string() }),
-                },
-                Ok(Request::PhoneAdd { name }) => match server.phones() {
-                    Some(p) => match p.enrol_link(&name) {
-                        Ok(link) => match p.trust_link() {
-                            Ok(None) => json!({ "link": link }),
-                            Ok(Some(t)) => json!({
-                                "link": link,
-                                "trust": t.url,
-                                "fingerprint": t.fingerprint,
-                            }),
-                            Err(e) => json!({ "error": e.to_string() }),
-                        },
-                        Err(e) => json!({ "error": e.to_string() }),
-                    },
-                    None => json!({ "error": NO_PAGE }),
-                },
-                Ok(Request::Phones) => match server.phones() {
-                    Some(p) => json!({ "phones": p.list(), "origin": p.origin() }),
-                    None => json!({ "error": NO_PAGE }),
-                },
-                Ok(Request::PhoneRemove { name }) => match server.phones() {
-                    Some(p) => match p.remove(&name) {
-                        Ok(r) => json!({ "removed": r.name }),
-                        Err(e) => json!({ "error": e.to_string() }),
-                    },
-                    None => json!({ "error": NO_PAGE }),
-                },
-                Ok(Request::PairPending) => match server.pairing.pending() {
-                    Some(p) => {
-                        json!({ "pairing": { "agent": p.agent_name, "id": p.agent_id, "code": p.code } })
-                    }
-                    None => json!({ "pairing": null }),
-                },
-                Ok(Request::PairConfirm { code }) => {
-                    let open = server.pairing.pending();
-                    match open.filter(|_| server.pairing.confirm(&code)) {
-                        Some(p) => {
-                            json!({ "confirmed": { "agent": p.agent_name, "id": p.agent_id } })
-                        }
-                        None => json!({ "error": "no pairing with that code waits for approval" }),
-                    }
-                }
-                Ok(Request::Ca) => match server.ca_lines() {
-                    Some(ca) => json!({ "ca": ca }),
-                    None => json!({ "error": "this signer issues no certificates" }),
-                },
-                Err(_) => json!({ "error": "malformed control request" }),
+            let reply = match Request::from_line(&line) {
+                Some(request) => answer(&server, request),
+                None => Reply::Error("malformed control request".into()),
             };
             debug!("control request answered");
-            let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
+            let _ = w.write_all(reply.to_line().as_bytes()).await;
         });
     }
 }
 
-/// Why a control request could not be answered.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// No signer listens on the socket.
-    #[error("no signer is running here ({0} does not answer); start it with `vmux signer run`")]
-    NotRunning(String),
-    /// The answer was not understood.
-    #[error("the signer's control socket {0} gave an answer vmux does not understand")]
-    BadAnswer(String),
+/// The reply to one request.
+fn answer<A: Approver + 'static>(server: &Server<A>, request: Request) -> Reply {
+    match request {
+        Request::Status => Reply::Status(Status {
+            name: server.name().to_owned(),
+            locked: server.is_locked(),
+        }),
+        Request::Lock => {
+            server.lock();
+            Reply::Locked(true)
+        }
+        Request::Unlock { passphrase } => match server.unlock(&passphrase) {
+            Ok(()) => Reply::Locked(false),
+            Err(e) => Reply::Error(e),
+        },
+        Request::Unpair { id } => match server.unpair(&id) {
+            Ok(a) => Reply::Unpaired(a.map(|a| AgentRef {
+                id: a.id,
+                name: a.name,
+            })),
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Request::PhoneAdd { name } => {
+            let Some(p) = server.phones() else {
+                return Reply::Error(NO_PAGE.into());
+            };
+            match p.enrol_link(&name).map(|link| (link, p.trust_link())) {
+                Ok((link, Ok(trust))) => Reply::PhoneLink(PhoneLink {
+                    link,
+                    trust: trust.map(|t| TrustLink {
+                        url: t.url,
+                        fingerprint: t.fingerprint,
+                    }),
+                }),
+                Ok((_, Err(e))) => Reply::Error(e.to_string()),
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
+        Request::Phones => match server.phones() {
+            Some(p) => Reply::Phones(PhoneList {
+                phones: p.list().into_iter().map(phone).collect(),
+                origin: p.origin().to_owned(),
+            }),
+            None => Reply::Error(NO_PAGE.into()),
+        },
+        Request::PhoneRemove { name } => match server.phones() {
+            Some(p) => match p.remove(&name) {
+                Ok(r) => Reply::Removed(r.name),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            None => Reply::Error(NO_PAGE.into()),
+        },
+        Request::PairPending => Reply::Pairing(server.pairing.pending().map(|p| PendingPairing {
+            agent: p.agent_name,
+            id: p.agent_id,
+            code: p.code,
+        })),
+        Request::PairConfirm { code } => {
+            let open = server.pairing.pending();
+            match open.filter(|_| server.pairing.confirm(&code)) {
+                Some(p) => Reply::Confirmed(PairingAgent {
+                    agent: p.agent_name,
+                    id: p.agent_id,
+                }),
+                None => Reply::Error("no pairing with that code waits for approval".into()),
+            }
+        }
+        Request::Ca => match server.ca_lines() {
+            Some(ca) => Reply::Ca(ca),
+            None => Reply::Error("this signer issues no certificates".into()),
+        },
+    }
 }
 
-/// Sends `request` to the signer's control socket at `path`.
-pub fn query(path: &Path, request: &Request) -> Result<serde_json::Value, ControlError> {
-    let shown = path.display().to_string();
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|_| ControlError::NotRunning(shown.clone()))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let line = Zeroizing::new(format!(
-        "{}\n",
-        serde_json::to_string(request).map_err(|_| ControlError::BadAnswer(shown.clone()))?
-    ));
-    s.write_all(line.as_bytes())
-        .map_err(|_| ControlError::NotRunning(shown.clone()))?;
-    let mut answer = String::new();
-    BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|_| ControlError::BadAnswer(shown.clone()))?;
-    serde_json::from_str(&answer).map_err(|_| ControlError::BadAnswer(shown))
+/// A phone as the page's service lists it, as the control socket says it.
+fn phone(p: vmux_phone::PhoneView) -> Phone {
+    Phone {
+        name: p.name,
+        added_at: p.added_at,
+        last_seen: p.last_seen,
+        online: p.online,
+        push: p.push,
+        last_push: p.last_push.map(|l| LastPush {
+            sent_at: l.sent_at,
+            result: l.result,
+            answered_at: l.answered_at,
+        }),
+    }
 }

@@ -156,7 +156,7 @@ impl<A: Approver + 'static> Server<A> {
             .as_ref()
             .map(|ph| ph.passkey_keys())
             .unwrap_or_default();
-        Some(crate::ca::CaLines::of(&choice, ca.public(), |name| {
+        Some(crate::ca::lines_of(&choice, ca.public(), |name| {
             enrolled
                 .iter()
                 .find(|(r, _)| r.name == name)

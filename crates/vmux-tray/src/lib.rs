@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use vmux_agent::control::{self, Status};
+use vmux_control::agent::{Client, Status, WATCH_WAIT};
+use vmux_control::ControlError;
 use vmux_home::sync::lock;
 use vmux_home::time::now_ms;
 use zbus::object_server::SignalEmitter;
@@ -323,20 +324,18 @@ async fn carry_out(notifier: &Notifier, notes: &mut Notes, effects: Vec<Effect>)
 /// Asks the agent for its status, then for each next change; `None`
 /// while no agent answers (looked for again every [`AGENT_RETRY`]).
 async fn watch_agent(socket: PathBuf, tx: mpsc::Sender<Option<Status>>) {
+    let agent = Client::new(socket).with_timeout(WATCH_WAIT + Duration::from_secs(15));
     let mut seen: Option<u64> = None;
     let mut away = false;
     loop {
-        let command = match seen {
-            None => "status".to_owned(),
-            Some(n) => format!("watch {n}"),
-        };
-        let s = socket.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            control::query(&s, &command, control::WATCH_WAIT + Duration::from_secs(15))
+        let a = agent.clone();
+        let answer = tokio::task::spawn_blocking(move || match seen {
+            None => a.status(),
+            Some(n) => a.watch(n),
         })
         .await;
         let status = match answer {
-            Ok(Ok(v)) => serde_json::from_value::<Status>(v).ok(),
+            Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
                 if !away {
                     notice(&e.to_string());
@@ -372,19 +371,15 @@ async fn watch_agent(socket: PathBuf, tx: mpsc::Sender<Option<Status>>) {
     }
 }
 
-/// A control command, off the runtime.
-async fn ask(
+/// A control request to the agent on `socket`, off the runtime; a
+/// failure or refusal in a sentence.
+async fn ask<T: Send + 'static>(
     socket: &std::path::Path,
-    command: &str,
-    timeout: Duration,
-) -> Result<serde_json::Value, String> {
-    let (s, c) = (socket.to_owned(), command.to_owned());
-    match tokio::task::spawn_blocking(move || control::query(&s, &c, timeout)).await {
-        Ok(Ok(v)) => match v["error"].as_str() {
-            Some(e) => Err(e.to_owned()),
-            None => Ok(v),
-        },
-        Ok(Err(e)) => Err(e.to_string()),
+    request: impl FnOnce(&Client) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, String> {
+    let agent = Client::new(socket);
+    match tokio::task::spawn_blocking(move || request(&agent)).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -402,37 +397,29 @@ async fn act(action: Action, config: TrayConfig, notifier: Notifier) {
         }
     };
     match action {
-        Action::RefreshKeys => {
-            match ask(&config.socket, "refresh", Duration::from_secs(30)).await {
-                Ok(v) if v["refreshed"].as_u64().unwrap_or(0) > 0 => {}
-                Ok(_) => {
-                    say(
-                        "Keys not refreshed".into(),
-                        "No signer is connected; the cached keys are unchanged.".into(),
-                    )
-                    .await
-                }
-                Err(e) => say("Keys not refreshed".into(), e).await,
+        Action::RefreshKeys => match ask(&config.socket, Client::refresh).await {
+            Ok(n) if n > 0 => {}
+            Ok(_) => {
+                say(
+                    "Keys not refreshed".into(),
+                    "No signer is connected; the cached keys are unchanged.".into(),
+                )
+                .await
             }
-        }
+            Err(e) => say("Keys not refreshed".into(), e).await,
+        },
         Action::RequestCertificate => {
-            if let Err(e) = ask(&config.socket, "cert", Duration::from_secs(180)).await {
+            if let Err(e) = ask(&config.socket, Client::cert).await {
                 say("No certificate".into(), e).await;
             }
         }
         Action::CopyPublicKeys => {
-            let s = config.socket.clone();
-            let lines = tokio::task::spawn_blocking(move || {
-                control::public_keys(&s, Duration::from_secs(10))
-            })
-            .await;
-            let text = match lines {
-                Ok(Ok(l)) if !l.is_empty() => l.join("\n") + "\n",
-                Ok(Ok(_)) => {
+            let text = match ask(&config.socket, Client::public_keys).await {
+                Ok(l) if !l.is_empty() => l.join("\n") + "\n",
+                Ok(_) => {
                     return say("No public keys".into(), "The agent lists no keys.".into()).await
                 }
-                Ok(Err(e)) => return say("No public keys".into(), e.to_string()).await,
-                Err(e) => return say("No public keys".into(), e.to_string()).await,
+                Err(e) => return say("No public keys".into(), e).await,
             };
             let (title, body) = copy(text, &config.keys_file).await;
             say(title, body).await;
@@ -516,12 +503,12 @@ async fn pair(notifier: &Notifier, notes: &mut Notes, status: Option<&Status>) {
 
 /// The person clicked Confirm or Deny on a pairing's notification.
 async fn answer_pairing(key: String, code: String, socket: PathBuf, notifier: Notifier) {
-    let command = match key.as_str() {
-        "confirm" => format!("pair-confirm {code}"),
-        "deny" => "pair-deny".to_owned(),
+    let answered = match key.as_str() {
+        "confirm" => ask(&socket, move |a| a.pair_confirm(&code).map(drop)).await,
+        "deny" => ask(&socket, |a| a.pair_deny().map(drop)).await,
         _ => return,
     };
-    match ask(&socket, &command, Duration::from_secs(10)).await {
+    match answered {
         Ok(_) => info!(%key, "pairing answered from the notification"),
         Err(e) => {
             let _ = notifier

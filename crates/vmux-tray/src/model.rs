@@ -2,8 +2,7 @@
 //! state and the menu's lines. No I/O; the D-Bus side (`item`,
 //! `crate::menu`) only serves what this says.
 
-use vmux_agent::board::WaitingRequest;
-use vmux_agent::control::Status;
+use vmux_control::agent::{Status, WaitingRequest};
 use vmux_home::time::utc;
 
 /// The icon's state.
@@ -199,7 +198,7 @@ impl View {
 }
 
 /// `Connected to NAME` or `Disconnected from NAME since TIME`.
-pub fn signer_line(s: &vmux_agent::control::SignerStatus) -> String {
+pub fn signer_line(s: &vmux_control::agent::SignerStatus) -> String {
     let name = vmux_proto::sanitize(s.name.as_deref().unwrap_or(&s.address));
     if s.connected {
         format!("Connected to {name}")

@@ -16,8 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use vmux_agent::board::Outcome;
-use vmux_agent::control::Status;
+use vmux_control::agent::{Outcome, Status};
 
 use crate::model::summary;
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vmux_agent::control::{self, Status};
 use vmux_agent::{AgentConfig, AgentFileConfig, AgentFlags, AgentSocket, Machine};
+use vmux_control::agent::{Client, ClientKind, Status};
+use vmux_control::ControlError;
 use vmux_home::Home;
 
 use crate::cli::{AgentCommand, ShellKind};
@@ -104,20 +105,18 @@ fn run_agent(
 
 /// `vmux agent status [--json]`.
 fn status(socket: &Path, json: bool) -> Result<ExitCode, Failure> {
-    let value = control::query(socket, "status", Duration::from_secs(10))?;
+    let status = Client::new(socket).status()?;
     if json {
-        println!("{value:#}");
+        println!("{:#}", serde_json::to_value(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let status: Status = serde_json::from_value(value)?;
     print_status(&status);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vmux agent refresh`.
 fn refresh(socket: &Path) -> Result<ExitCode, Failure> {
-    let value = control::query(socket, "refresh", Duration::from_secs(30))?;
-    let n = value["refreshed"].as_u64().unwrap_or(0);
+    let n = Client::new(socket).refresh()?;
     if n == 0 {
         return Err(Failure(
             "no signer is connected; the cached keys are unchanged".into(),
@@ -129,14 +128,13 @@ fn refresh(socket: &Path) -> Result<ExitCode, Failure> {
 
 /// `vmux agent cert`.
 fn cert(socket: &Path) -> Result<ExitCode, Failure> {
-    let value = control::query(socket, "cert", Duration::from_secs(180))?;
-    match (value["valid_until"].as_u64(), value["error"].as_str()) {
-        (Some(t), _) => {
+    match Client::new(socket).cert() {
+        Ok(t) => {
             println!("Certificate valid until {}", vmux_home::time::utc(t));
             Ok(ExitCode::SUCCESS)
         }
-        (None, Some(e)) => Err(Failure(format!("no certificate: {e}"))),
-        (None, None) => Err(Failure("no certificate: the agent gave no reason".into())),
+        Err(ControlError::Refused(e)) => Err(Failure(format!("no certificate: {e}"))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -275,27 +273,14 @@ fn forget_signer(home: &Home, id: String) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The error sentence in a control answer, if any.
-fn answer_error(value: &serde_json::Value) -> Option<Failure> {
-    value["error"].as_str().map(|e| Failure(e.to_owned()))
-}
-
 pub(crate) fn confirm_code(socket: &std::path::Path, code: &str) -> Result<ExitCode, Failure> {
     let code = code.trim();
     if code.is_empty() || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Failure("a pairing code is six digits".into()));
     }
-    let value = control::query(
-        socket,
-        &format!("pair-confirm {code}"),
-        Duration::from_secs(10),
-    )?;
-    if let Some(e) = answer_error(&value) {
-        return Err(e);
-    }
+    let address = Client::new(socket).pair_confirm(code)?;
     println!(
-        "Confirmed pairing code {code} with the signer at {}; it is pinned once the signer approves too.",
-        value["confirmed"].as_str().unwrap_or("?")
+        "Confirmed pairing code {code} with the signer at {address}; it is pinned once the signer approves too."
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -310,8 +295,7 @@ fn pair(
         return confirm_code(socket, &code);
     }
     if deny {
-        let value = control::query(socket, "pair-deny", Duration::from_secs(10))?;
-        let n = value["refused"].as_u64().unwrap_or(0);
+        let n = Client::new(socket).pair_deny()?;
         if n == 0 {
             return Err(Failure("no pairing is waiting for confirmation".into()));
         }
@@ -321,19 +305,12 @@ fn pair(
     let Some(address) = signer else {
         return Err(Failure("say --signer, --confirm or --deny".into()));
     };
-    let value = control::query(
-        socket,
-        &format!("pair-signer {address}"),
-        Duration::from_secs(10),
-    )?;
-    if let Some(e) = answer_error(&value) {
-        return Err(e);
-    }
+    let agent = Client::new(socket);
+    agent.pair_signer(&address)?;
     // Wait (bounded) for the code, and show it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let code = loop {
-        let value = control::query(socket, "status", Duration::from_secs(10))?;
-        let status: Status = serde_json::from_value(value)?;
+        let status = agent.status()?;
         let link = status.signers.iter().find(|g| g.address == address);
         if let Some(code) = link.and_then(|g| g.pairing_code.clone()) {
             break code;
@@ -366,7 +343,7 @@ fn pair(
             .read_line(&mut typed)
             .map_err(Failure::from)?;
         if typed.trim().is_empty() {
-            control::query(socket, "pair-deny", Duration::from_secs(10))?;
+            agent.pair_deny()?;
             println!("Refused; nothing was pinned.");
             return Ok(ExitCode::FAILURE);
         }
@@ -429,11 +406,11 @@ fn print_status(s: &Status) {
         println!("Passkey keys: {}", vmux_agent::control::PASSKEY_CLIENTS);
         for c in &s.passkeys.clients {
             match &c.kind {
-                vmux_agent::origin::client::ClientKind::OldOpenSsh { version } => println!(
+                ClientKind::OldOpenSsh { version } => println!(
                     "  {} ({version}): passkey keys not offered",
                     vmux_proto::sanitize(&c.executable)
                 ),
-                vmux_agent::origin::client::ClientKind::Capable => println!(
+                ClientKind::Capable => println!(
                     "  {}: passkey keys offered",
                     vmux_proto::sanitize(&c.executable)
                 ),

@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use vmux_agent::control::{self, Status};
+use vmux_control::agent::{Client, Status};
 
 /// One finding.
 pub struct Finding {
@@ -82,9 +82,10 @@ pub fn check(socket: &Path, auth_sock: Option<&str>) -> Vec<Finding> {
             }
         }
     }
-    let status: Status = match control::query(socket, "status", Duration::from_secs(5))
+    let status: Status = match Client::new(socket)
+        .with_timeout(Duration::from_secs(5))
+        .status()
         .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
     {
         Some(s) => s,
         None => {

@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use vmux_control::agent::Client as AgentClient;
+use vmux_control::signer::{self as signer_control, Client as SignerClient};
+use vmux_control::ControlError;
 use vmux_home::Home;
 use vmux_signer::config::SignerConfig;
-use vmux_signer::control::{self as signer_control, Request};
 use vmux_signer::SignerHome;
 
 use crate::detached::Detached;
@@ -606,8 +608,8 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn signer_status(signer: &SignerHome) -> Option<serde_json::Value> {
-    signer_control::query(&signer.control_path(), &Request::Status).ok()
+fn signer_status(signer: &SignerHome) -> Option<signer_control::Status> {
+    SignerClient::new(signer.control_path()).status().ok()
 }
 
 /// Waits until the signer answers on its control socket and serves the
@@ -615,17 +617,17 @@ fn signer_status(signer: &SignerHome) -> Option<serde_json::Value> {
 fn wait_signer(signer: &SignerHome, detached: Option<&Detached>) -> Result<(), Failure> {
     let deadline = Instant::now() + START_WAIT;
     loop {
-        if let Ok(v) = signer_control::query(&signer.control_path(), &Request::Phones) {
-            if let Some(e) = v["error"].as_str() {
+        match SignerClient::new(signer.control_path()).phones() {
+            Ok(list) => {
+                println!("The signer runs; its phone page is at {}.", list.origin);
+                return Ok(());
+            }
+            Err(ControlError::Refused(e)) => {
                 return Err(Failure(format!(
                     "the signer runs without its phone page ({e})"
                 )));
             }
-            println!(
-                "The signer runs; its phone page is at {}.",
-                v["origin"].as_str().unwrap_or("?")
-            );
-            return Ok(());
+            Err(_) => {}
         }
         let why = detached.map(|d| (d.running().is_none(), d.last_line()));
         if let Some((true, line)) = &why {
@@ -659,10 +661,11 @@ fn pair(
     let address = opts.signer_address();
     let (code, at) = crate::setup::request_code(sock, Some(&address))?;
     let deadline = Instant::now() + START_WAIT;
+    let signer_socket = SignerClient::new(signer.control_path());
+    let agent = AgentClient::new(sock);
     let pending = loop {
-        let v = signer_control::query(&signer.control_path(), &Request::PairPending)?;
-        if v["pairing"].is_object() {
-            break v["pairing"].clone();
+        if let Some(p) = signer_socket.pair_pending()? {
+            break p;
         }
         if Instant::now() >= deadline {
             return Err(Failure(
@@ -671,9 +674,9 @@ fn pair(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let theirs = pending["code"].as_str().unwrap_or_default();
-    if theirs != code {
-        let _ = vmux_agent::control::query(sock, "pair-deny", Duration::from_secs(10));
+    let theirs = &pending.code;
+    if *theirs != code {
+        let _ = agent.pair_deny();
         return Err(Failure(format!(
             "the agent shows code {code} but the signer {}: something else answered at {at}; nothing was pinned",
             vmux_proto::sanitize(theirs)
@@ -681,21 +684,21 @@ fn pair(
     }
     println!(
         "\nPairing code {code}: the agent {} and the signer show the same code.",
-        vmux_proto::sanitize(pending["agent"].as_str().unwrap_or("?"))
+        vmux_proto::sanitize(&pending.agent)
     );
     if !opts.yes && !clock.person(|| ask_yes("Pair them?"))? {
-        let _ = vmux_agent::control::query(sock, "pair-deny", Duration::from_secs(10));
+        let _ = agent.pair_deny();
         return Err(Failure("pairing refused; nothing was pinned".into()));
     }
     crate::agent_cmd::confirm_code(sock, &code)?;
-    let v = signer_control::query(
-        &signer.control_path(),
-        &Request::PairConfirm { code: code.clone() },
-    )?;
-    if let Some(e) = v["error"].as_str() {
-        return Err(Failure(format!(
-            "the signer did not take the confirmation: {e}"
-        )));
+    match signer_socket.pair_confirm(&code) {
+        Ok(_) => {}
+        Err(ControlError::Refused(e)) => {
+            return Err(Failure(format!(
+                "the signer did not take the confirmation: {e}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
     }
     let g = crate::setup::wait_pinned(sock, &at, &opts.command("agent status"))?;
     println!("Paired with the signer {}.", crate::setup::signer_name(&g));
@@ -704,16 +707,8 @@ fn pair(
 
 /// The enrolled phones' names, from the running signer.
 fn phone_names(signer: &SignerHome) -> Result<Vec<String>, Failure> {
-    let v = signer_control::query(&signer.control_path(), &Request::Phones)?;
-    if let Some(e) = v["error"].as_str() {
-        return Err(Failure(e.to_owned()));
-    }
-    Ok(v["phones"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str().map(str::to_owned))
-        .collect())
+    let list = SignerClient::new(signer.control_path()).phones()?;
+    Ok(list.phones.into_iter().map(|p| p.name).collect())
 }
 
 /// The phone's name: `--phone`, else the CA's or the first enrolled,
@@ -918,12 +913,16 @@ fn check_login(sock: &Path, phone_line: &str, clock: &mut Clock) -> Result<(), F
         if !asked && st.waiting.iter().all(|w| w.kind != "certificate") && st.pending_requests == 0
         {
             asked = true;
-            let v = vmux_agent::control::query(sock, "cert", Duration::from_secs(130))?;
-            if let Some(e) = v["error"].as_str() {
-                return Err(Failure(format!(
-                    "no certificate: {}",
-                    vmux_proto::sanitize(e)
-                )));
+            let agent = AgentClient::new(sock).with_timeout(Duration::from_secs(130));
+            match agent.cert() {
+                Ok(_) => {}
+                Err(ControlError::Refused(e)) => {
+                    return Err(Failure(format!(
+                        "no certificate: {}",
+                        vmux_proto::sanitize(&e)
+                    )));
+                }
+                Err(e) => return Err(e.into()),
             }
             continue;
         }

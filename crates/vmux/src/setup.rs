@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vmux_agent::control::{self, SignerStatus, Status};
+use vmux_control::agent::{Client, SignerStatus, Status};
 
 use crate::Failure;
 
@@ -189,7 +189,7 @@ fn pair(setup: &Setup, st: &Status) -> Result<(), Failure> {
     println!("Check that the signer shows the same code, and approve it there only if it does.");
     let typed = ask("Type the code the signer shows to confirm (empty to refuse):")?;
     if typed.is_empty() {
-        control::query(sock, "pair-deny", Duration::from_secs(10))?;
+        Client::new(sock).pair_deny()?;
         return Err(Failure("pairing refused; nothing was pinned".into()));
     }
     crate::agent_cmd::confirm_code(sock, &typed)?;
@@ -211,10 +211,7 @@ pub(crate) fn request_code(
     address: Option<&str>,
 ) -> Result<(String, String), Failure> {
     if let Some(a) = address {
-        let value = control::query(sock, &format!("pair-signer {a}"), Duration::from_secs(10))?;
-        if let Some(e) = value["error"].as_str() {
-            return Err(Failure(e.to_owned()));
-        }
+        Client::new(sock).pair_signer(a)?;
     }
     let deadline = Instant::now() + CODE_WAIT;
     loop {
@@ -260,7 +257,7 @@ pub(crate) fn wait_pinned(
         if let Some(g) = link.filter(|g| g.connected) {
             // The link is up before its key list arrives: ask for the
             // list and wait for it before counting.
-            let _ = control::query(sock, "refresh", Duration::from_secs(30));
+            let _ = Client::new(sock).refresh();
             return Ok(g.clone());
         }
         // The attempt ended without a link: the signer refused, or the
@@ -297,9 +294,10 @@ pub(crate) fn signer_name(g: &SignerStatus) -> String {
 }
 
 pub(crate) fn status(sock: &Path) -> Option<Status> {
-    control::query(sock, "status", Duration::from_secs(5))
+    Client::new(sock)
+        .with_timeout(Duration::from_secs(5))
+        .status()
         .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 /// Polls (a person is starting it, or systemd on the first connection)

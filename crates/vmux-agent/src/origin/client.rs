@@ -24,8 +24,6 @@ use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 /// The first OpenSSH release whose `ssh` accepts WebAuthn signatures from
 /// an agent.
 pub const FIRST_WEBAUTHN_SSH: (u32, u32) = (10, 3);
@@ -42,35 +40,7 @@ const CONCURRENT_READS: usize = 4;
 /// Executables remembered (bounded; cleared when full).
 const MAX_REMEMBERED: usize = 256;
 
-/// What a client executable can take.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientKind {
-    /// OpenSSH's `ssh` older than 10.3 (or an `ssh` whose version could
-    /// not be read): no passkey keys.
-    OldOpenSsh {
-        /// The version its file carries (`OpenSSH_9.2p1`), or why none
-        /// was read.
-        version: String,
-    },
-    /// Anything else: passkey keys are offered.
-    Capable,
-}
-
-impl ClientKind {
-    /// Whether passkey keys are offered to it.
-    pub fn takes_passkeys(&self) -> bool {
-        matches!(self, ClientKind::Capable)
-    }
-}
-
-/// One executable the agent has classified, as `vmux agent status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeenClient {
-    /// Its path.
-    pub executable: String,
-    /// What it can take.
-    pub kind: ClientKind,
-}
+pub use vmux_control::agent::{ClientKind, SeenClient};
 
 /// Which file an opened executable is, and which contents: a file
 /// rewritten in place gets another modification and change time (the

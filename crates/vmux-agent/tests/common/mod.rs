@@ -9,7 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vmux_agent::{control, AgentConfig, AgentSocket};
+use vmux_agent::{AgentConfig, AgentSocket};
+use vmux_control::agent::Client;
 use vmux_link::{PairingGate, PairingRequest, StaticKey};
 use vmux_proto::ErrorCode;
 
@@ -82,13 +83,10 @@ pub fn start_agent(
 pub fn pair_until_listed(sock: &Path) -> bool {
     let t = Instant::now();
     loop {
-        if let Ok(status) = control::query(sock, "status", Duration::from_secs(5)) {
-            if let Some(code) = status["signers"][0]["pairing_code"].as_str() {
-                let _ = control::query(
-                    sock,
-                    &format!("pair-confirm {code}"),
-                    Duration::from_secs(5),
-                );
+        let agent = Client::new(sock).with_timeout(Duration::from_secs(5));
+        if let Ok(status) = agent.status() {
+            if let Some(code) = status.signers.first().and_then(|g| g.pairing_code.as_ref()) {
+                let _ = agent.pair_confirm(code);
             }
         }
         let a = ask(sock, &[0, 0, 0, 1, 11]);

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vmux_signer::control::{self, Request};
+use vmux_control::signer::Client;
+use vmux_control::ControlError;
 use vmux_signer::paired::PairedAgents;
 use vmux_signer::SignerHome;
 
@@ -32,24 +33,18 @@ pub(super) fn run(signer: &SignerHome, command: AgentsCommand) -> Result<ExitCod
         AgentsCommand::Unpair { id } => {
             // One writer: the running signer if there is one, else this
             // command under the state's lock.
-            let removed =
-                match control::query(&signer.control_path(), &Request::Unpair { id: id.clone() }) {
-                    Ok(v) => {
-                        if let Some(e) = v["error"].as_str() {
-                            return Err(Failure(format!("the signer could not unpair: {e}")));
-                        }
-                        v["unpaired"].as_object().map(|a| {
-                            let field = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("");
-                            (field("id").to_owned(), field("name").to_owned())
-                        })
-                    }
-                    Err(control::ControlError::NotRunning(_)) => {
-                        PairedAgents::open(signer.state_path(), Duration::from_secs(5))?
-                            .remove(&id)?
-                            .map(|a| (a.id, a.name))
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let removed = match Client::new(signer.control_path()).unpair(&id) {
+                Ok(a) => a.map(|a| (a.id, a.name)),
+                Err(ControlError::Refused(e)) => {
+                    return Err(Failure(format!("the signer could not unpair: {e}")));
+                }
+                Err(ControlError::NotRunning(..)) => {
+                    PairedAgents::open(signer.state_path(), Duration::from_secs(5))?
+                        .remove(&id)?
+                        .map(|a| (a.id, a.name))
+                }
+                Err(e) => return Err(e.into()),
+            };
             match removed {
                 Some((agent_id, name)) => {
                     println!(

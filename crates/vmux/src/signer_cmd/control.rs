@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use vmux_signer::control::{self, Request};
+use vmux_control::signer::Client;
+use vmux_control::ControlError;
 use vmux_signer::SignerHome;
 use zeroize::Zeroizing;
 
@@ -12,8 +13,7 @@ use crate::{passphrase, Failure};
 pub(super) fn run(signer: &SignerHome, command: ControlCommand) -> Result<ExitCode, Failure> {
     match command {
         ControlCommand::Lock => {
-            let v = control::query(&signer.control_path(), &Request::Lock)?;
-            if v["locked"].as_bool() == Some(true) {
+            if Client::new(signer.control_path()).lock()? {
                 println!("Signer locked.");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -28,18 +28,13 @@ pub(super) fn run(signer: &SignerHome, command: ControlCommand) -> Result<ExitCo
             } else {
                 Zeroizing::new(String::new())
             };
-            let v = control::query(
-                &signer.control_path(),
-                &Request::Unlock {
-                    passphrase: pass.to_string(),
-                },
-            )?;
-            match v["error"].as_str() {
-                None => {
+            match Client::new(signer.control_path()).unlock(&pass) {
+                Ok(()) => {
                     println!("Signer unlocked.");
                     Ok(ExitCode::SUCCESS)
                 }
-                Some(e) => Err(Failure(format!("cannot unlock: {e}"))),
+                Err(ControlError::Refused(e)) => Err(Failure(format!("cannot unlock: {e}"))),
+                Err(e) => Err(e.into()),
             }
         }
     }

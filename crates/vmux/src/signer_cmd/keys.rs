@@ -232,15 +232,16 @@ pub(super) fn run(signer: &SignerHome, command: KeysCommand) -> Result<ExitCode,
 /// one) the CA signer.toml or `--ca` names, from the files. One line on
 /// stderr says which.
 fn print_ca(signer: &SignerHome, flag: Option<String>) -> Result<ExitCode, Failure> {
+    use vmux_control::ControlError;
     use vmux_signer::ca::{CaChoice, CaLines};
-    use vmux_signer::control::{self, ControlError, Request};
     let running: Result<CaLines, String> =
-        match control::query(&signer.control_path(), &Request::Ca) {
-            Ok(v) => serde_json::from_value(v["ca"].clone()).map_err(|_| {
+        match vmux_control::signer::Client::new(signer.control_path()).ca() {
+            Ok(ca) => Ok(ca),
+            Err(ControlError::Refused(_)) => Err(
                 "the running signer does not say which CA it uses (an older vmux? restart it)"
-                    .to_owned()
-            }),
-            Err(ControlError::NotRunning(_)) => Err("no signer runs here".to_owned()),
+                    .to_owned(),
+            ),
+            Err(ControlError::NotRunning(..)) => Err("no signer runs here".to_owned()),
             Err(e) => Err(e.to_string()),
         };
     let ca = match (flag, running) {
@@ -298,7 +299,7 @@ fn ca_from_files(
 ) -> Result<vmux_signer::ca::CaLines, Failure> {
     let software = signer.ca_public()?;
     let (keys, _) = vmux_signer::provider::passkey_keys_in(&signer.phones_path())?;
-    Ok(vmux_signer::ca::CaLines::of(choice, &software, |name| {
+    Ok(vmux_signer::ca::lines_of(choice, &software, |name| {
         keys.iter()
             .find(|k| k.public.comment() == name)
             .map(|k| k.public.clone())

@@ -6,34 +6,35 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use vmux_control::signer::{Client, Phone};
+use vmux_control::ControlError;
 use vmux_phone::PhoneBook;
-use vmux_signer::control::{self, ControlError, Request};
 use vmux_signer::SignerHome;
 
 use crate::cli::{PhoneCommand, PhonesCommand};
 use crate::Failure;
 
 pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCode, Failure> {
-    let socket = signer.control_path();
+    let socket = Client::new(signer.control_path());
     match command {
         PhonesCommand::Phone(PhoneCommand::Add { name }) => {
-            let v = control::query(&socket, &Request::PhoneAdd { name })?;
-            if let Some(e) = v["error"].as_str() {
-                return Err(Failure(format!("cannot add the phone: {e}")));
-            }
-            let link = v["link"]
-                .as_str()
-                .ok_or_else(|| Failure("the signer gave no enrolment link".into()))?;
-            let trust = v["trust"].as_str();
-            let fingerprint = v["fingerprint"].as_str();
+            let added = match socket.phone_add(&name) {
+                Ok(added) => added,
+                Err(ControlError::Refused(e)) => {
+                    return Err(Failure(format!("cannot add the phone: {e}")))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let link = &added.link;
             println!("{link}");
-            if let Some(t) = trust {
-                println!("trust: {t}");
+            if let Some(t) = &added.trust {
+                println!("trust: {}", t.url);
             }
             let terminal = std::io::stderr().is_terminal();
-            if let (Some(t), Some(fp)) = (trust, fingerprint) {
+            if let Some(t) = &added.trust {
+                let fp = &t.fingerprint;
                 if terminal {
-                    print_qr(t);
+                    print_qr(&t.url);
                     eprintln!("First, on the phone, open the trust link above within 10 minutes (it works once) and install the signer's certificate authority.");
                 }
                 eprintln!("The CA's SHA-256 fingerprint, to compare with the one the trust page shows:\n  {}", vmux_proto::sanitize(fp));
@@ -45,13 +46,12 @@ pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         PhonesCommand::Phone(PhoneCommand::Remove { name }) => {
-            match control::query(&socket, &Request::PhoneRemove { name: name.clone() }) {
-                Ok(v) => {
-                    if let Some(e) = v["error"].as_str() {
-                        return Err(Failure(format!("cannot remove the phone: {e}")));
-                    }
+            match socket.phone_remove(&name) {
+                Ok(_) => {}
+                Err(ControlError::Refused(e)) => {
+                    return Err(Failure(format!("cannot remove the phone: {e}")));
                 }
-                Err(ControlError::NotRunning(_)) => {
+                Err(ControlError::NotRunning(..)) => {
                     PhoneBook::open(signer.phones_path(), Duration::from_secs(5))
                         .and_then(|b| b.remove(&name))
                         .map_err(|e| Failure(e.to_string()))?;
@@ -65,22 +65,20 @@ pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         PhonesCommand::Phones => {
-            let (phones, running) = match control::query(&socket, &Request::Phones) {
-                Ok(v) => match (v["error"].as_str(), v["phones"].as_array()) {
-                    (Some(e), _) => return Err(Failure(e.to_owned())),
-                    (None, Some(list)) => (list.clone(), true),
-                    (None, None) => return Err(Failure("the signer gave no phone list".into())),
-                },
-                Err(ControlError::NotRunning(_)) => {
+            let (phones, running) = match socket.phones() {
+                Ok(list) => (list.phones, true),
+                Err(ControlError::Refused(e)) => return Err(Failure(e)),
+                Err(ControlError::NotRunning(..)) => {
                     let list = vmux_phone::book::read_phones(&signer.phones_path())?;
                     let list = list
                         .into_iter()
-                        .map(|p| {
-                            serde_json::json!({
-                                "name": p.name, "added_at": p.added_at,
-                                "last_seen": p.last_seen, "online": false,
-                                "push": p.push.len(),
-                            })
+                        .map(|p| Phone {
+                            push: p.push.len(),
+                            name: p.name,
+                            added_at: p.added_at,
+                            last_seen: p.last_seen,
+                            online: false,
+                            last_push: None,
                         })
                         .collect();
                     (list, false)
@@ -91,19 +89,17 @@ pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCod
                 println!("No phones enrolled; add one with `vmux signer phone add --name NAME`.");
             }
             for p in &phones {
-                let seen = p["last_seen"]
-                    .as_u64()
-                    .map_or("never".to_owned(), vmux_home::time::utc);
-                let page = match (running, p["online"].as_bool()) {
+                let seen = p.last_seen.map_or("never".to_owned(), vmux_home::time::utc);
+                let page = match (running, p.online) {
                     (false, _) => "signer not running",
-                    (true, Some(true)) => "page open",
-                    (true, _) => "no page open",
+                    (true, true) => "page open",
+                    (true, false) => "no page open",
                 };
                 let wake = wake_line(p);
                 println!(
                     "{}  added {}  last seen {}  {}{}",
-                    vmux_proto::sanitize(p["name"].as_str().unwrap_or("")),
-                    vmux_home::time::utc(p["added_at"].as_u64().unwrap_or(0)),
+                    vmux_proto::sanitize(&p.name),
+                    vmux_home::time::utc(p.added_at),
                     seen,
                     page,
                     wake
@@ -127,23 +123,25 @@ fn print_qr(text: &str) {
 
 /// Whether a phone can be woken by a push, and what became of its last
 /// push since the signer started.
-fn wake_line(p: &serde_json::Value) -> String {
-    let mut line = match p["push"].as_u64() {
-        Some(1) => "  can be woken (1 subscription)".to_owned(),
-        Some(n) if n > 0 => format!("  can be woken ({n} subscriptions)"),
+fn wake_line(p: &Phone) -> String {
+    let mut line = match p.push {
+        1 => "  can be woken (1 subscription)".to_owned(),
+        n if n > 0 => format!("  can be woken ({n} subscriptions)"),
         _ => "  cannot be woken (notifications off)".to_owned(),
     };
-    let last = &p["last_push"];
-    if let Some(sent) = last["sent_at"].as_u64() {
+    let Some(last) = &p.last_push else {
+        return line;
+    };
+    if let Some(sent) = last.sent_at {
         line.push_str(&format!("; last push {}", vmux_home::time::utc(sent)));
-        if let Some(r) = last["result"].as_str() {
+        if let Some(r) = &last.result {
             line.push_str(&format!(": {}", vmux_proto::sanitize(r)));
         }
-        match last["answered_at"].as_u64() {
+        match last.answered_at {
             Some(a) => line.push_str(&format!("; answered {}", vmux_home::time::utc(a))),
             None => line.push_str("; not answered yet"),
         }
-    } else if let Some(r) = last["result"].as_str() {
+    } else if let Some(r) = &last.result {
         line.push_str(&format!("; {}", vmux_proto::sanitize(r)));
     }
     line

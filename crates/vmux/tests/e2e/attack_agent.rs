@@ -70,10 +70,12 @@ fn sign_login(key_blob: &[u8], sid: &[u8]) -> Vec<u8> {
     b
 }
 
-fn control(command: &str) -> Vec<u8> {
+/// A `control@vmux` request, as any client of the socket can write one:
+/// the extension's name, then a string holding the request's JSON.
+fn control(request: serde_json::Value) -> Vec<u8> {
     let mut b = vec![27];
     put(&mut b, b"control@vmux");
-    put(&mut b, command.as_bytes());
+    put(&mut b, request.to_string().as_bytes());
     b
 }
 
@@ -196,7 +198,7 @@ fn a_forwarded_connection_gets_no_certificate_signature_and_no_control() {
         "the certificate signed for a forwarded connection"
     );
     assert_eq!(
-        call(&mut fwd, &control("status")),
+        call(&mut fwd, &control(serde_json::json!({"cmd": "status"}))),
         [5],
         "control@vmux answered a forwarded connection"
     );
@@ -475,7 +477,7 @@ fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     evil.start();
     let answer = call(
         &mut attacker,
-        &control(&format!("pair-signer {}", evil.addr)),
+        &control(serde_json::json!({"cmd": "pair-signer", "address": evil.addr})),
     );
     assert_refused(&answer, "pair-signer from a client that is not vmux");
     let status = agent.status();
@@ -495,8 +497,12 @@ fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     second.keygen("ed25519", "second");
     second.start();
     ok(&mut agent.cmd(&["pair", "--signer", &second.addr]));
-    let seen = control_answer(&call(&mut attacker, &control("status"))).expect("status");
-    let code = seen["signers"]
+    let seen = control_answer(&call(
+        &mut attacker,
+        &control(serde_json::json!({"cmd": "status"})),
+    ))
+    .expect("status");
+    let code = seen["status"]["signers"]
         .as_array()
         .unwrap()
         .iter()
@@ -504,9 +510,15 @@ fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
         .and_then(|g| g["pairing_code"].as_str())
         .unwrap_or_else(|| panic!("no code waiting: {seen}"))
         .to_owned();
-    let answer = call(&mut attacker, &control(&format!("pair-confirm {code}")));
+    let answer = call(
+        &mut attacker,
+        &control(serde_json::json!({"cmd": "pair-confirm", "code": code})),
+    );
     assert_refused(&answer, "pair-confirm from a client that is not vmux");
-    let answer = call(&mut attacker, &control("pair-deny"));
+    let answer = call(
+        &mut attacker,
+        &control(serde_json::json!({"cmd": "pair-deny"})),
+    );
     assert_refused(&answer, "pair-deny from a client that is not vmux");
     let status = agent.status();
     let waiting = status["signers"]
@@ -526,7 +538,7 @@ fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     agent.wait_connected(2);
 
     // A certificate, asked for by the attacker: refused, none issued.
-    let answer = call(&mut attacker, &control("cert"));
+    let answer = call(&mut attacker, &control(serde_json::json!({"cmd": "cert"})));
     assert_refused(&answer, "cert from a client that is not vmux");
     assert_eq!(agent.status()["certificate"]["serial"], serial);
     // `vmux agent cert` gets one.

@@ -634,10 +634,12 @@ fn a_waiting_login_notifies_once_and_closes_when_answered_and_a_denial_says_so()
     // local client would) sees that one waits, not where.
     let own = agent.status();
     assert_eq!(own["waiting"].as_array().map(Vec::len), Some(1), "{own}");
-    let other = vmux_agent::control::query(&agent.sock, "status", Duration::from_secs(10)).unwrap();
-    assert_eq!(other["pending_requests"], 1, "{other}");
-    assert_eq!(other["waiting"], serde_json::json!([]), "{other}");
-    assert_eq!(other["finished"], serde_json::json!([]), "{other}");
+    let other = vmux_control::agent::Client::new(&agent.sock)
+        .status()
+        .unwrap();
+    assert_eq!(other.pending_requests, 1, "{other:?}");
+    assert_eq!(other.waiting, [], "{other:?}");
+    assert_eq!(other.finished, [], "{other:?}");
     // The person takes 2 s in all (the scenario, not a wait for
     // anything): still one notification.
     std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
