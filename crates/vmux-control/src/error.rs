@@ -50,10 +50,10 @@ fn not_running(peer: Peer, socket: &str) -> String {
 fn not_vmux(peer: Peer, socket: &str) -> String {
     match peer {
         Peer::Agent => {
-            format!("the agent on {socket} did not understand the request (is it a vmux agent?)")
+            format!("the agent on {socket} did not understand the request (is it a vmux agent? one started by an older vmux must be restarted: `systemctl --user restart vmux-agent`, or stop it and run it again)")
         }
         Peer::Signer => {
-            format!("the signer's control socket {socket} gave an answer vmux does not understand")
+            format!("the signer's control socket {socket} gave an answer vmux does not understand (a signer started by an older vmux must be restarted: `systemctl --user restart vmux-signer`, or stop it and run it again)")
         }
     }
 }
