@@ -1,6 +1,7 @@
 //! `vmux-bench`: drives OpenSSH's ssh-agent and vmux (agent + signer on
 //! loopback, approving at once) through their sockets with the same
-//! client code, and prints figures side by side with ratios.
+//! client code (`vmux-testkit`'s agent client; the daemons are its
+//! `Daemon`s), and prints figures side by side with ratios.
 //!
 //! Run it with `./scripts/bench [identities] [sign] [cert] [phone]
 //! [memory]` (it builds the release binaries first); with no arguments,
@@ -9,85 +10,62 @@
 //! on the phone page in headless Chromium (see `phone.rs`; skipped when
 //! Chromium is not installed).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use vmux_testkit::agent::{AgentClient, AgentError, Identity};
+use vmux_testkit::vmux::{confirm_pairings, listening_addr};
+use vmux_testkit::{ok, Daemon, WAIT};
 
 mod phone;
 
 const RUNS: usize = 3;
 const RUN_TIME: Duration = Duration::from_millis(1500);
 
-type Res<T> = Result<T, String>;
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// A daemon that is killed when dropped.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// `vmux --home HOME signer run` on a loopback port, not advertised,
+/// logging warnings only; the caller adds the approval mode.
+fn signer_run(vmux: &Path, home: &Path) -> Command {
+    let mut c = Command::new(vmux);
+    c.arg("--home")
+        .arg(home)
+        .args(["signer", "run", "--listen", "127.0.0.1:0", "--no-advertise"])
+        .env("RUST_LOG", "warn");
+    c
 }
 
-impl Daemon {
-    fn spawn(cmd: &mut Command) -> Res<Daemon> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(err("spawn"))?;
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(Daemon { child, lines })
-    }
-
-    fn wait_for(&self, pat: &str) -> Res<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(pat) => return Ok(l),
-                Ok(_) => {}
-                Err(_) => return Err(format!("timed out waiting for {pat:?}")),
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// Starts the signer `cmd` ([`signer_run`]); returns it and its address
+/// once it listens.
+fn start_signer(cmd: &mut Command) -> (Daemon, String) {
+    let signer = Daemon::spawn("signer", cmd);
+    let addr = listening_addr(&signer);
+    (signer, addr)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `vmux --home HOME agent run` named `name`, paired with the signer at
+/// `addr` (its code confirmed on the agent's side, as its user would);
+/// returns it once it is connected.
+fn start_agent(vmux: &Path, home: &Path, name: &str, addr: &str) -> Daemon {
+    let agent = Daemon::spawn(
+        &format!("agent {name}"),
+        Command::new(vmux)
+            .arg("--home")
+            .arg(home)
+            .args(["agent", "run", "--no-discovery", "--name", name])
+            .args(["--signer", addr])
+            .env("RUST_LOG", "warn"),
+    );
+    confirm_pairings(&agent, vmux, home);
+    agent.wait_line(WAIT, |l| l.starts_with("vmux agent: connected to signer"));
+    agent
 }
 
 /// A server that answers every request on one connection with an empty
@@ -123,92 +101,6 @@ impl Drop for DoNothingServer {
     }
 }
 
-/// One SSH agent-protocol client connection.
-struct Client(UnixStream);
-
-impl Client {
-    fn connect(sock: &Path) -> Res<Client> {
-        UnixStream::connect(sock)
-            .map(Client)
-            .map_err(err("connect"))
-    }
-
-    fn call(&mut self, body: &[u8]) -> Res<Vec<u8>> {
-        let mut msg = (body.len() as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(body);
-        self.0.write_all(&msg).map_err(err("write"))?;
-        let mut len = [0u8; 4];
-        self.0.read_exact(&mut len).map_err(err("read"))?;
-        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.0.read_exact(&mut answer).map_err(err("read"))?;
-        Ok(answer)
-    }
-
-    fn identities(&mut self) -> Res<Vec<(Vec<u8>, String)>> {
-        let a = self.call(&[11])?;
-        let mut r = &a[..];
-        let take = |r: &mut &[u8], n: usize| -> Res<Vec<u8>> {
-            if r.len() < n {
-                return Err("short answer".into());
-            }
-            let (h, t) = r.split_at(n);
-            *r = t;
-            Ok(h.to_vec())
-        };
-        let kind = take(&mut r, 1)?;
-        if kind != [12] {
-            return Err("not an identities answer".into());
-        }
-        let n = u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad count")?);
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let l =
-                u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad len")?) as usize;
-            let blob = take(&mut r, l)?;
-            let l =
-                u32::from_be_bytes(take(&mut r, 4)?.try_into().map_err(|_| "bad len")?) as usize;
-            let comment = String::from_utf8_lossy(&take(&mut r, l)?).into_owned();
-            out.push((blob, comment));
-        }
-        Ok(out)
-    }
-
-    /// Binds this connection to a login session as `ssh` does
-    /// (`session-bind@openssh.com`, not forwarding), signed by `host`.
-    fn bind(&mut self, host: &ssh_key::PrivateKey, session_id: &[u8]) -> Res<()> {
-        use signature::Signer as _;
-        let sig: ssh_key::Signature = host.try_sign(session_id).map_err(err("bind sign"))?;
-        let mut body = vec![27];
-        for s in [
-            b"session-bind@openssh.com".as_slice(),
-            &host.public_key().to_bytes().map_err(err("host key"))?,
-            session_id,
-            &Vec::<u8>::try_from(sig).map_err(err("signature"))?,
-        ] {
-            body.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            body.extend_from_slice(s);
-        }
-        body.push(0);
-        match self.call(&body)?.first() {
-            Some(6) => Ok(()),
-            _ => Err("session-bind refused".into()),
-        }
-    }
-
-    fn sign(&mut self, blob: &[u8], data: &[u8]) -> Res<()> {
-        let mut body = vec![13];
-        for s in [blob, data] {
-            body.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            body.extend_from_slice(s);
-        }
-        body.extend_from_slice(&0u32.to_be_bytes());
-        match self.call(&body)?.first() {
-            Some(14) => Ok(()),
-            _ => Err("sign refused".into()),
-        }
-    }
-}
-
 /// Throughput and latency of one run.
 #[derive(Clone, Copy, Default)]
 struct Figures {
@@ -221,7 +113,7 @@ struct Figures {
 fn drive(
     sock: &Path,
     conns: usize,
-    op: impl Fn(&mut Client, u64) -> Res<()> + Sync,
+    op: impl Fn(&mut AgentClient, u64) -> Result<(), AgentError> + Sync,
 ) -> Res<Figures> {
     let deadline = Instant::now() + RUN_TIME;
     let start = Instant::now();
@@ -229,7 +121,7 @@ fn drive(
         let handles: Vec<_> = (0..conns)
             .map(|_| {
                 s.spawn(|| {
-                    let mut c = Client::connect(sock)?;
+                    let mut c = AgentClient::connect(sock)?;
                     let mut lat = Vec::new();
                     let mut n = 0u64;
                     while Instant::now() < deadline {
@@ -292,18 +184,6 @@ fn rss_kib(pid: u32) -> Res<u64> {
         .ok_or_else(|| "no VmRSS".into())
 }
 
-fn run(cmd: &mut Command) -> Res<String> {
-    let out = cmd.output().map_err(err("run"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 struct Table {
     rows: Vec<(String, String, String, String)>,
 }
@@ -364,7 +244,8 @@ fn vmux_binary() -> Res<PathBuf> {
         Err(format!(
             "{} not found: build it with `cargo build --release --bin vmux`",
             bin.display()
-        ))
+        )
+        .into())
     }
 }
 
@@ -376,114 +257,52 @@ fn bench() -> Res<()> {
     println!("vmux-bench: machine: {} cores; {}", num_cpus(), kernel());
 
     // vmux: a signer approving at once, and an agent paired with it.
-    let v = |args: &[&str]| {
-        Command::new(&vmux)
-            .arg("--home")
-            .arg(&signer_home)
-            .args(args)
-            .output()
-    };
-    v(&["signer", "init", "--name", "bench", "--no-passphrase"]).map_err(err("init"))?;
-    for t in ["ed25519", "ecdsa"] {
-        let out = v(&["signer", "keygen", "--comment", t, "--type", t]).map_err(err("keygen"))?;
-        if !out.status.success() {
-            return Err("keygen failed".into());
-        }
-    }
-    let signer = Daemon::spawn(
-        Command::new(&vmux)
-            .arg("--home")
-            .arg(&signer_home)
-            .args([
-                "signer",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--approve",
-                "allow-all",
-                "--no-advertise",
-            ])
-            .env("RUST_LOG", "warn"),
-    )?;
-    let addr = signer
-        .wait_for("listening on ")?
-        .replace("listening on ", "");
-    let agent = Daemon::spawn(
-        Command::new(&vmux)
-            .arg("--home")
-            .arg(&agent_home)
-            .args([
-                "agent",
-                "run",
-                "--no-discovery",
-                "--name",
-                "bench",
-                "--signer",
-                &addr,
-            ])
-            .env("RUST_LOG", "warn"),
-    )?;
-    // Pairing is confirmed on the agent too, as its user would.
-    let line = agent.wait_for("pairing code ")?;
-    let code = line
-        .split("pairing code ")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .ok_or("no pairing code in the agent's notice")?
-        .to_owned();
-    run(Command::new(&vmux).arg("--home").arg(&agent_home).args([
-        "agent",
-        "pair",
-        "--confirm",
-        &code,
-    ]))?;
-    agent.wait_for("connected to signer")?;
+    init_signer(&vmux, &signer_home, "bench", &["ed25519", "ecdsa"]);
+    let (_signer, addr) =
+        start_signer(signer_run(&vmux, &signer_home).args(["--approve", "allow-all"]));
+    let agent = start_agent(&vmux, &agent_home, "bench", &addr);
     let vsock = agent_home.join("vmux-agent.sock");
 
     // OpenSSH's ssh-agent with an Ed25519 and an ECDSA key.
     let osock = d.join("ssh-agent.sock");
-    let ssh_agent = Daemon::spawn(Command::new("ssh-agent").arg("-D").arg("-a").arg(&osock))?;
-    ssh_agent.wait_for("SSH_AUTH_SOCK")?;
+    let ssh_agent = Daemon::spawn(
+        "ssh-agent",
+        Command::new("ssh-agent").arg("-D").arg("-a").arg(&osock),
+    );
+    ssh_agent.wait_line(WAIT, |l| l.contains("SSH_AUTH_SOCK"));
     for t in ["ed25519", "ecdsa"] {
         let key = d.join(format!("id_{t}"));
-        run(Command::new("ssh-keygen")
+        ok(Command::new("ssh-keygen")
             .args(["-q", "-N", "", "-t", t, "-f"])
-            .arg(&key))?;
-        run(Command::new("ssh-add")
+            .arg(&key));
+        ok(Command::new("ssh-add")
             .arg("-q")
             .arg(&key)
-            .env("SSH_AUTH_SOCK", &osock))?;
+            .env("SSH_AUTH_SOCK", &osock));
     }
 
     // Wait for the session certificate (auto-issued on connect).
     let deadline = Instant::now() + Duration::from_secs(30);
     let vids = loop {
-        let ids = Client::connect(&vsock)?.identities()?;
-        if ids.iter().any(|(_, c)| c == "vmux-session-cert") || Instant::now() > deadline {
+        let ids = AgentClient::connect(&vsock)?.identities()?;
+        if ids.iter().any(|i| i.comment == "vmux-session-cert") || Instant::now() > deadline {
             break ids;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let oids = Client::connect(&osock)?.identities()?;
-    let key_type = |b: &[u8]| -> Vec<u8> {
-        let n = b
-            .get(..4)
-            .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-            .unwrap_or(0);
-        b.get(4..4 + n).map(<[u8]>::to_vec).unwrap_or_default()
-    };
-    let find = |ids: &[(Vec<u8>, String)], kind: &str| {
+    let oids = AgentClient::connect(&osock)?.identities()?;
+    let find = |ids: &[Identity], kind: &str| {
         ids.iter()
-            .find(|(b, _)| key_type(b) == kind.as_bytes())
-            .map(|(b, _)| b.clone())
+            .find(|i| i.key_type() == kind.as_bytes())
+            .map(|i| i.blob.clone())
             .ok_or_else(|| format!("no {kind} key"))
     };
     let v_ed = find(&vids, "ssh-ed25519")?;
     let v_ec = find(&vids, "ecdsa-sha2-nistp256")?;
     let v_cert = vids
         .iter()
-        .find(|(_, c)| c == "vmux-session-cert")
-        .map(|(b, _)| b.clone());
+        .find(|i| i.comment == "vmux-session-cert")
+        .map(|i| i.blob.clone());
     let o_ed = find(&oids, "ssh-ed25519")?;
     let o_ec = find(&oids, "ecdsa-sha2-nistp256")?;
 
@@ -526,8 +345,8 @@ fn bench() -> Res<()> {
     let signs = [("Ed25519", &v_ed, &o_ed), ("ECDSA P-256", &v_ec, &o_ec)];
     for (name, vb, ob) in signs.into_iter().filter(|_| want("sign")) {
         for conns in [1, 4] {
-            let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(ob, &data(n))))?;
-            let v = median_figures(|| drive(&vsock, conns, |c, n| c.sign(vb, &data(n))))?;
+            let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(ob, &data(n)).map(drop)))?;
+            let v = median_figures(|| drive(&vsock, conns, |c, n| c.sign(vb, &data(n)).map(drop)))?;
             t.row(
                 &format!("{name} remote sign/s, {conns} conn"),
                 v.per_sec,
@@ -594,13 +413,15 @@ fn bench() -> Res<()> {
                 d
             };
             for conns in [1, 4] {
-                let o = median_figures(|| drive(&osock, conns, |c, n| c.sign(&o_ed, &data(n))))?;
+                let o = median_figures(|| {
+                    drive(&osock, conns, |c, n| c.sign(&o_ed, &data(n)).map(drop))
+                })?;
                 let v = median_figures(|| {
                     drive(&vsock, conns, |c, n| {
                         if n == 0 {
-                            c.bind(&host, b"bench-session")?;
+                            c.bind(&host, b"bench-session", false)?;
                         }
-                        c.sign(cert, &login(n))
+                        c.sign(cert, &login(n)).map(drop)
                     })
                 })?;
                 t.row(
@@ -635,11 +456,11 @@ fn bench() -> Res<()> {
         "KiB",
         "< 10240 KiB",
     );
-    let held: Vec<Client> = (0..1000)
-        .map(|_| Client::connect(&vsock))
-        .collect::<Res<_>>()?;
+    let held: Vec<AgentClient> = (0..1000)
+        .map(|_| AgentClient::connect(&vsock))
+        .collect::<Result<_, _>>()?;
     // Make sure the agent has accepted them all.
-    let mut probe = Client::connect(&vsock)?;
+    let mut probe = AgentClient::connect(&vsock)?;
     probe.identities()?;
     t.row(
         "agent RSS with 1000 idle clients",
@@ -660,7 +481,7 @@ fn bench() -> Res<()> {
             Ok(s)
         })
         .collect::<Res<_>>()?;
-    Client::connect(&vsock)?.identities()?;
+    AgentClient::connect(&vsock)?.identities()?;
     t.row(
         "agent RSS, 1000 clients announcing 256 KiB",
         rss_kib(pid)? as f64,
@@ -670,7 +491,7 @@ fn bench() -> Res<()> {
     );
     drop(stalled);
     let before = rss_kib(pid)?;
-    let mut c = Client::connect(&vsock)?;
+    let mut c = AgentClient::connect(&vsock)?;
     for _ in 0..100_000 {
         c.identities()?;
     }
@@ -705,12 +526,13 @@ fn bench() -> Res<()> {
         let sock = home.join("vmux-agent.sock");
         let t0 = Instant::now();
         let _a = Daemon::spawn(
+            "agent",
             Command::new(&vmux)
                 .arg("--home")
                 .arg(&home)
                 .args(["agent", "run", "--no-discovery"])
                 .env("RUST_LOG", "warn"),
-        )?;
+        );
         while UnixStream::connect(&sock).is_err() {
             if t0.elapsed() > Duration::from_secs(10) {
                 return Err("the agent did not start".into());
@@ -728,6 +550,16 @@ fn bench() -> Res<()> {
     );
     t.print();
     Ok(())
+}
+
+/// `vmux signer init` under `home` named `name` (no passphrase), and a
+/// key of each of `key_types`, commented with its type.
+fn init_signer(vmux: &Path, home: &Path, name: &str, key_types: &[&str]) {
+    let v = |args: &[&str]| ok(Command::new(vmux).arg("--home").arg(home).args(args));
+    v(&["signer", "init", "--name", name, "--no-passphrase"]);
+    for t in key_types {
+        v(&["signer", "keygen", "--comment", t, "--type", t]);
+    }
 }
 
 fn num_cpus() -> usize {

@@ -42,7 +42,10 @@ use vmux_testkit::pki::TestPki;
 use vmux_testkit::push_service::{PushService, Subscriber};
 use vmux_testkit::standin::{Event, Standin};
 
-use super::{err, run, Client, Daemon, Res, Table};
+use vmux_testkit::agent::AgentClient;
+use vmux_testkit::{ok, WAIT};
+
+use super::{err, init_signer, signer_run, start_agent, start_signer, Res, Table};
 
 /// Sign requests measured.
 const REQUESTS: usize = 200;
@@ -121,18 +124,7 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     let started = Instant::now();
     let home = d.join("phone-signer");
     let agent_home = d.join("phone-agent");
-    let v = |args: &[&str]| -> Res<String> {
-        run(Command::new(vmux).arg("--home").arg(&home).args(args))
-    };
-    v(&["signer", "init", "--name", "bench-phone", "--no-passphrase"])?;
-    v(&[
-        "signer",
-        "keygen",
-        "--comment",
-        "ed25519",
-        "--type",
-        "ed25519",
-    ])?;
+    init_signer(vmux, &home, "bench-phone", &["ed25519"]);
     // No automatic session certificate: every card is one of the
     // measured requests (or the pairing). The CA is the phone's passkey,
     // for the phone-signed certificates measured last.
@@ -152,36 +144,26 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         .map_err(err("probe a port"))?
         .port();
     let origin = format!("https://{RP}:{port}");
-    let signer = Daemon::spawn(
-        Command::new(vmux)
-            .arg("--home")
-            .arg(&home)
-            .args([
-                "signer",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--approve",
-                "phone",
-                "--no-advertise",
-                "--web-listen",
-                &format!("127.0.0.1:{port}"),
-                "--web-origin",
-                &origin,
-                "--tls-cert",
-            ])
+    let (signer, addr) = start_signer(
+        signer_run(vmux, &home)
+            .args(["--approve", "phone"])
+            .args(["--web-listen", &format!("127.0.0.1:{port}")])
+            .args(["--web-origin", &origin])
+            .arg("--tls-cert")
             .arg(pki.cert_pem())
             .arg("--tls-key")
-            .arg(pki.key_pem())
-            .env("RUST_LOG", "warn"),
-    )?;
-    signer.wait_for("phone page at ")?;
-    let addr = signer
-        .wait_for("listening on ")?
-        .replace("listening on ", "");
-    let link = v(&["signer", "phone", "add", "--name", "bench-phone"])?
-        .trim()
-        .to_owned();
+            .arg(pki.key_pem()),
+    );
+    signer.wait_line(WAIT, |l| l.contains("phone page at "));
+    let link = ok(Command::new(vmux).arg("--home").arg(&home).args([
+        "signer",
+        "phone",
+        "add",
+        "--name",
+        "bench-phone",
+    ]))
+    .trim()
+    .to_owned();
 
     // The phone: enrolled through the link, then serving on a thread.
     let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -233,7 +215,7 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         (spans.and_then(|s| Ok((s, rec?))), failed)
     });
     if !failed.is_empty() {
-        return Err(format!("the phone failed: {}", failed.join("; ")));
+        return Err(format!("the phone failed: {}", failed.join("; ")).into());
     }
     let (
         Spans {
@@ -259,7 +241,8 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
             "{} sign requests but {} sign cards on the page",
             sent.len() + software.len() + passkey.len(),
             cards.len()
-        ));
+        )
+        .into());
     }
     let mut shown = Vec::new();
     let mut answer = Vec::new();
@@ -393,44 +376,17 @@ fn requests<'a>(
     addr: &str,
     stop_phone: impl FnOnce() -> Pusher<'a>,
 ) -> Res<Spans> {
-    let agent = Daemon::spawn(
-        Command::new(vmux)
-            .arg("--home")
-            .arg(agent_home)
-            .args([
-                "agent",
-                "run",
-                "--no-discovery",
-                "--name",
-                "bench-phone",
-                "--signer",
-                addr,
-            ])
-            .env("RUST_LOG", "warn"),
-    )?;
-    let line = agent.wait_for("pairing code ")?;
-    let code = line
-        .split("pairing code ")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .ok_or("no pairing code in the agent's notice")?
-        .to_owned();
-    run(Command::new(vmux).arg("--home").arg(agent_home).args([
-        "agent",
-        "pair",
-        "--confirm",
-        &code,
-    ]))?;
-    agent.wait_for("connected to signer")?;
+    let _agent = start_agent(vmux, agent_home, "bench-phone", addr);
     let sock = agent_home.join("vmux-agent.sock");
-    let mut c = Client::connect(&sock)?;
-    c.0.set_read_timeout(Some(Duration::from_secs(30)))
+    let mut c = AgentClient::connect(&sock)?;
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(err("socket timeout"))?;
     let blob = c
         .identities()?
         .into_iter()
-        .map(|(b, _)| b)
-        .find(|b| b.get(4..15) == Some(b"ssh-ed25519".as_slice()))
+        .find(|i| i.key_type() == b"ssh-ed25519")
+        .map(|i| i.blob)
         .ok_or("no Ed25519 key through the agent")?;
     let mut sent = Vec::with_capacity(REQUESTS);
     let mut answered = Vec::with_capacity(REQUESTS);
@@ -442,11 +398,11 @@ fn requests<'a>(
         answered.push(now_ms());
     }
     let ids = c.identities()?;
-    let passkey_blob = ids
+    let passkey_blob = &ids
         .iter()
-        .map(|(b, _)| b)
-        .find(|b| b.get(4..38) == Some(b"sk-ecdsa-sha2-nistp256@openssh.com".as_slice()))
-        .ok_or("no passkey key through the agent")?;
+        .find(|i| i.key_type() == b"sk-ecdsa-sha2-nistp256@openssh.com")
+        .ok_or("no passkey key through the agent")?
+        .blob;
     // Alternately, so that both see the same conditions: a software-key
     // request and a passkey one, each whole (sent to answered).
     let mut passkey = Vec::with_capacity(PASSKEY_REQUESTS);
@@ -464,13 +420,13 @@ fn requests<'a>(
         passkey.push(now_ms() - t0);
     }
     let mut certs = Vec::with_capacity(CERTS);
-    for n in 0..CERTS {
+    for _ in 0..CERTS {
         let t0 = now_ms();
-        run(Command::new(vmux)
+        // A failure panics, showing the command and what it printed.
+        ok(Command::new(vmux)
             .arg("--home")
             .arg(agent_home)
-            .args(["agent", "cert"]))
-        .map_err(|e| format!("phone-signed certificate {n}: {e}"))?;
+            .args(["agent", "cert"]));
         certs.push(now_ms() - t0);
     }
     let mut pusher = stop_phone();
@@ -515,7 +471,7 @@ impl Pusher<'_> {
         let wait = |cond: &str, what: &str| -> Res<()> {
             match page.try_eval(&WAIT_PAGE.replace("__COND__", cond)) {
                 Ok(Value::Bool(true)) => Ok(()),
-                other => Err(format!("{what}: {other:?}")),
+                other => Err(format!("{what}: {other:?}").into()),
             }
         };
         page.try_eval(
@@ -530,8 +486,9 @@ impl Pusher<'_> {
                     let data = userauth_with(round * BURST + i, b"ssh-ed25519", blob);
                     let (blob, sock) = (blob.to_vec(), sock.to_owned());
                     std::thread::spawn(move || -> Res<f64> {
-                        let mut c = Client::connect(&sock)?;
-                        c.0.set_read_timeout(Some(Duration::from_secs(60)))
+                        let mut c = AgentClient::connect(&sock)?;
+                        c.stream()
+                            .set_read_timeout(Some(Duration::from_secs(60)))
                             .map_err(err("socket timeout"))?;
                         c.sign(&blob, &data)?;
                         Ok(now_ms())
@@ -579,7 +536,7 @@ impl Pusher<'_> {
             );
             match page.try_eval(&js).map_err(err("fetch in the page"))? {
                 Value::Number(n) if n.as_u64() == Some(200) => Ok(()),
-                other => Err(format!("POST {path} answered {other}")),
+                other => Err(format!("POST {path} answered {other}").into()),
             }
         };
         // Subscribing takes the passkey's confirmation (the auto-approving
@@ -599,19 +556,19 @@ impl Pusher<'_> {
         );
         match page.try_eval(&js).map_err(err("subscribe in the page"))? {
             Value::Number(n) if n.as_u64() == Some(200) => {}
-            other => return Err(format!("POST /api/push/subscribe answered {other}")),
+            other => return Err(format!("POST /api/push/subscribe answered {other}").into()),
         }
         // A page of the same origin with no live stream: the signer sees
         // no page open, and the API still takes the session's requests.
         page.goto(&format!("{}/icon.svg", self.origin));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let phones = run(&mut self.status)?;
+            let phones = ok(&mut self.status);
             if phones.contains("no page open") {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!("the signer still sees a page open: {phones}"));
+                return Err(format!("the signer still sees a page open: {phones}").into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -622,7 +579,7 @@ impl Pusher<'_> {
             let blob = blob.to_vec();
             let sock = sock.to_owned();
             let client = std::thread::spawn(move || -> Res<()> {
-                let mut c = Client::connect(&sock)?;
+                let mut c = AgentClient::connect(&sock)?;
                 let _ = tx.send(Instant::now());
                 // Denied below: only that it ends matters.
                 let _ = c.sign(&blob, data.as_bytes());

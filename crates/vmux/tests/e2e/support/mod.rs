@@ -1,25 +1,25 @@
 //! One harness for every end-to-end test: real OpenSSH (`sshd` on a
 //! loopback port with its own config and host key, `ssh`, `ssh-add`, …),
 //! and vmux signers and agents under temporary homes. Every wait is for a
-//! readiness signal (a line a daemon prints), bounded in time; so is every
-//! command the harness runs ([`run_within`]). Daemons listen on port 0 and
+//! readiness signal (a line a daemon prints, collected by `vmux-testkit`'s
+//! [`Daemon`]), bounded in time; so is every command the harness runs
+//! ([`run_within`]). Daemons listen on port 0 and
 //! print the port they got, except sshd ([`free_port`]).
 
 pub mod netns;
 pub mod phone;
 pub mod pty;
+pub use vmux_testkit::vmux::pairing_code_of;
 pub use vmux_testkit::{browser, engine, pki};
+pub use vmux_testkit::{ok, run_within, Daemon, WAIT};
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-/// Default bound for every wait.
-pub const WAIT: Duration = Duration::from_secs(60);
+use vmux_testkit::vmux::{confirm_pairings, listening_addr};
 
 /// The vmux binary under test.
 pub fn vmux() -> Command {
@@ -56,285 +56,6 @@ pub const SSH_WAIT: Duration = Duration::from_secs(120);
 /// Runs a command to completion within [`WAIT`] (see [`run_within`]).
 pub fn run(cmd: &mut Command) -> Output {
     run_within(cmd, WAIT)
-}
-
-/// Runs a command to completion with no stdin, collecting its output,
-/// within `limit`: past it the command is killed and the test fails,
-/// naming the command and showing what it printed so far.
-pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let deadline = Instant::now() + limit;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let stdout = Collector::start(child.stdout.take().expect("stdout"));
-    let stderr = Collector::start(child.stderr.take().expect("stderr"));
-    let so_far = |what: &str| {
-        format!(
-            "{shown} {what}; so far it printed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&stdout.so_far()),
-            String::from_utf8_lossy(&stderr.so_far())
-        )
-    };
-    let Some(status) = wait_until(&mut child, deadline) else {
-        let _ = child.kill();
-        let _ = wait_until(&mut child, Instant::now() + WAIT);
-        panic!("{}", so_far(&format!("did not finish within {limit:?}")));
-    };
-    // Its output ends when the last holder of its pipes closes them: a
-    // process it left running may hold them open.
-    while !(stdout.done() && stderr.done()) {
-        if Instant::now() >= deadline {
-            panic!(
-                "{}",
-                so_far(&format!(
-                    "exited ({status}) but something it started still holds its output open after {limit:?}"
-                ))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Output {
-        status,
-        stdout: stdout.so_far(),
-        stderr: stderr.so_far(),
-    }
-}
-
-/// Polls `child` until it exits or `deadline` passes (`None`).
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Ok(None) => return None,
-            Err(e) => panic!("cannot wait for process {}: {e}", child.id()),
-        }
-    }
-}
-
-/// A pipe read to its end on a thread of its own, its bytes readable
-/// at any time (so a command killed at its deadline still shows them).
-struct Collector {
-    bytes: Arc<Mutex<Vec<u8>>>,
-    reader: std::thread::JoinHandle<()>,
-}
-
-impl Collector {
-    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
-        let bytes: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let sink = bytes.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => sink.lock().expect("output").extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        Collector { bytes, reader }
-    }
-
-    fn done(&self) -> bool {
-        self.reader.is_finished()
-    }
-
-    fn so_far(&self) -> Vec<u8> {
-        self.bytes.lock().expect("output").clone()
-    }
-}
-
-/// Runs and requires success; returns stdout.
-pub fn ok(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A line-collecting background process, killed on drop.
-pub struct Daemon {
-    name: String,
-    child: Option<Child>,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
-    /// How many of its two pipes have closed (2: it exited).
-    closed: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Daemon {
-    /// Starts `cmd` with stdout and stderr collected line by line.
-    pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
-        let closed: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let pipes: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
-        for pipe in pipes {
-            let (lines, closed) = (lines.clone(), closed.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let (m, c) = &*lines;
-                    m.lock().expect("lines").push(line);
-                    c.notify_all();
-                }
-                let (m, c) = &*lines;
-                let _held = m.lock().expect("lines");
-                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                c.notify_all();
-            });
-        }
-        Daemon {
-            name: name.to_owned(),
-            child: Some(child),
-            lines,
-            closed,
-        }
-    }
-
-    /// Everything it printed so far.
-    pub fn output(&self) -> String {
-        self.lines.0.lock().expect("lines").join("\n")
-    }
-
-    /// Waits until a printed line (new or old) satisfies `pred`, at most
-    /// `timeout`; returns it.
-    pub fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        self.wait_nth(1, timeout, pred)
-    }
-
-    /// Waits until `n` printed lines satisfy `pred`; returns the last.
-    pub fn wait_nth(&self, n: usize, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        let (m, c) = &*self.lines;
-        let mut lines = m.lock().expect("lines");
-        loop {
-            let hits: Vec<&String> = lines.iter().filter(|l| pred(l)).collect();
-            if hits.len() >= n {
-                return hits[n - 1].clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "{}: timed out waiting; it printed:\n{}",
-                    self.name,
-                    lines.join("\n")
-                );
-            }
-            if self.closed.load(std::sync::atomic::Ordering::SeqCst) == 2 {
-                panic!(
-                    "{}: exited before printing what was awaited; it printed:\n{}",
-                    self.name,
-                    lines.join("\n")
-                );
-            }
-            lines = c.wait_timeout(lines, left).expect("wait").0;
-        }
-    }
-
-    /// Calls `action` with every printed line (old and new) that
-    /// satisfies `pred`, on a thread of its own, until the process exits.
-    pub fn on_lines(
-        &self,
-        pred: impl Fn(&str) -> bool + Send + 'static,
-        action: impl Fn(&str) + Send + 'static,
-    ) {
-        let (lines, closed) = (self.lines.clone(), self.closed.clone());
-        std::thread::spawn(move || {
-            let mut seen = 0;
-            loop {
-                let fresh: Vec<String> = {
-                    let (m, c) = &*lines;
-                    let mut l = m.lock().expect("lines");
-                    while l.len() == seen && closed.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-                        l = c.wait_timeout(l, WAIT).expect("wait").0;
-                    }
-                    if l.len() == seen {
-                        return;
-                    }
-                    let fresh = l[seen..].to_vec();
-                    seen = l.len();
-                    fresh
-                };
-                for line in fresh.iter().filter(|l| pred(l)) {
-                    action(line);
-                }
-            }
-        });
-    }
-
-    /// Counts printed lines satisfying `pred`.
-    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.lines
-            .0
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter(|l| pred(l))
-            .count()
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Kills it with SIGKILL and reaps it (waiting at most [`WAIT`]; it
-    /// runs on drop, so it reports rather than panics).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            if wait_until(&mut c, Instant::now() + WAIT).is_none() {
-                eprintln!("{}: still not reaped {WAIT:?} after SIGKILL", self.name);
-            }
-        }
-    }
-
-    /// Stops it with SIGTERM and waits for it to exit, at most [`WAIT`]:
-    /// a daemon that ignores SIGTERM is killed and fails the test.
-    pub fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Not yet reaped, so the pid is still this process's.
-            run(Command::new("kill").arg("-TERM").arg(c.id().to_string()));
-            if wait_until(&mut c, Instant::now() + WAIT).is_none() {
-                let _ = c.kill();
-                let _ = wait_until(&mut c, Instant::now() + WAIT);
-                panic!(
-                    "{}: did not exit within {WAIT:?} of SIGTERM; it printed:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A TCP port on loopback that was free a moment ago (bound and
@@ -504,8 +225,7 @@ impl Signer {
             .env("RUST_LOG", self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let d = Daemon::spawn(&format!("signer {}", self.name), &mut c);
-        let line = d.wait_line(WAIT, |l| l.starts_with("listening on "));
-        self.addr = line["listening on ".len()..].to_owned();
+        self.addr = listening_addr(&d);
         self.daemon = Some(d);
     }
 
@@ -583,13 +303,6 @@ pub struct Agent {
     pub confirm_pairings: bool,
 }
 
-/// The code in an agent's "pairing code NNNNNN: …" line.
-pub fn pairing_code_of(line: &str) -> Option<String> {
-    let rest = &line[line.find("pairing code ")? + "pairing code ".len()..];
-    let code = rest.split(':').next()?;
-    (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())).then(|| code.to_owned())
-}
-
 impl Agent {
     /// A home for an agent named `name` (not started).
     pub fn new(dir: &Path, name: &str) -> Agent {
@@ -631,21 +344,7 @@ impl Agent {
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let d = Daemon::spawn(&format!("agent {}", self.name), &mut c);
         if self.confirm_pairings {
-            let home = self.home.clone();
-            d.on_lines(
-                |l| l.starts_with("vmux agent: pairing code "),
-                move |l| {
-                    if let Some(code) = pairing_code_of(l) {
-                        // The pairing may be gone already (signer refused).
-                        let _ = run(vmux().arg("--home").arg(&home).args([
-                            "agent",
-                            "pair",
-                            "--confirm",
-                            &code,
-                        ]));
-                    }
-                },
-            );
+            confirm_pairings(&d, Path::new(env!("CARGO_BIN_EXE_vmux")), &self.home);
         }
         d.wait_line(WAIT, |l| l.starts_with("vmux agent: listening on "));
         self.daemon = Some(d);
