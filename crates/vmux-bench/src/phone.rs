@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vmux_testkit::browser::check_installed;
+use vmux_testkit::engine::PhonePage;
 use vmux_testkit::pki::TestPki;
 use vmux_testkit::push_service::{PushService, Subscriber};
 use vmux_testkit::standin::{Event, Standin};

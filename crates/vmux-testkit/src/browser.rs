@@ -28,6 +28,8 @@ use serde_json::{json, Value};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+use crate::engine::sealed::Driver;
+use crate::engine::{click_located, PhonePage};
 use crate::{ok, WAIT};
 
 /// Bound for one DevTools command (each navigation or `wait_for` has its
@@ -913,57 +915,9 @@ impl Page {
         lock(&self.conn).call(Some(&self.session_id), method, params, CDP_TIMEOUT)
     }
 
-    /// Sets the bound of this page's implicit waits (navigations, and
-    /// looking for an element to read or click); [`WAIT`] by default.
-    pub fn set_wait(&self, bound: Duration) {
-        let ms = bound.as_millis().try_into().unwrap_or(u64::MAX);
-        self.wait_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// The bound of this page's implicit waits.
-    pub fn wait(&self) -> Duration {
-        Duration::from_millis(self.wait_ms.load(Ordering::Relaxed))
-    }
-
     /// The page's DevTools target id.
     pub fn target_id(&self) -> &str {
         &self.target_id
-    }
-
-    /// Navigates to `url` and waits (at most [`Page::wait`]) for its load event;
-    /// panics if the navigation fails (e.g. a certificate error).
-    pub fn goto(&self, url: &str) {
-        if let Err(e) = self.try_goto(url) {
-            panic!("{e}");
-        }
-    }
-
-    /// Navigates to `url` and waits for its load event; `Err` with
-    /// Chromium's reason (e.g. `net::ERR_CERT_AUTHORITY_INVALID`) if the
-    /// navigation fails.
-    pub fn try_goto(&self, url: &str) -> Result<(), String> {
-        let wait = self.wait();
-        let mut conn = lock(&self.conn);
-        let deadline = Instant::now() + wait;
-        let r = conn
-            .call(
-                Some(&self.session_id),
-                "Page.navigate",
-                json!({ "url": url }),
-                wait,
-            )
-            .map_err(|e| format!("navigating to {url}: {e}"))?;
-        if let Some(err) = r["errorText"].as_str() {
-            return Err(format!("navigating to {url} failed: {err}"));
-        }
-        let Some(loader) = r["loaderId"].as_str() else {
-            return Ok(()); // same-document navigation: no load event
-        };
-        if conn.wait_load(&self.session_id, loader, deadline) {
-            Ok(())
-        } else {
-            Err(format!("{url} did not finish loading within {wait:?}"))
-        }
     }
 
     /// Delivers a push message (`data`, the decrypted payload) to the
@@ -1016,32 +970,6 @@ impl Page {
         );
     }
 
-    /// Reloads and waits (at most [`Page::wait`]) for the load event.
-    pub fn reload(&self) {
-        let wait = self.wait();
-        let mut conn = lock(&self.conn);
-        let deadline = Instant::now() + wait;
-        // Navigations seen so far are not this one.
-        conn.sessions
-            .entry(self.session_id.clone())
-            .or_default()
-            .events
-            .retain(|(m, _)| m != "Page.frameNavigated");
-        if let Err(e) = conn.call(Some(&self.session_id), "Page.reload", json!({}), wait) {
-            panic!("Page.reload failed: {e}");
-        }
-        let frame = &self.frame_id;
-        let navigated = conn
-            .wait_event(&self.session_id, "Page.frameNavigated", deadline, |p| {
-                p["frame"]["id"].as_str() == Some(frame)
-            })
-            .unwrap_or_else(|| panic!("the page did not reload within {wait:?}"));
-        let loader = navigated["frame"]["loaderId"].as_str().unwrap_or_default();
-        if !conn.wait_load(&self.session_id, loader, deadline) {
-            panic!("the page did not finish reloading within {wait:?}");
-        }
-    }
-
     /// Closes the tab (and its browser context, if isolated).
     pub fn close(self) {
         let mut conn = lock(&self.conn);
@@ -1080,14 +1008,6 @@ impl Page {
             .unwrap_or_else(|e| panic!("Browser.grantPermissions failed: {e}"));
     }
 
-    /// The page's URL.
-    pub fn url(&self) -> String {
-        self.eval("location.href")
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
     /// Sets the viewport (`Emulation.setDeviceMetricsOverride`): CSS
     /// pixels, device scale factor, mobile or not. Pages start as a phone
     /// ([`PHONE`], mobile).
@@ -1098,216 +1018,15 @@ impl Page {
         );
     }
 
-    /// Evaluates `js` in the page (awaiting a promise) and returns its
-    /// value as JSON (`undefined` is `null`); panics if it throws.
-    pub fn eval(&self, js: &str) -> Value {
-        self.try_eval(js)
-            .unwrap_or_else(|e| panic!("evaluating {js} threw: {e}"))
-    }
-
-    /// Evaluates `js` (awaiting a promise, at most [`CDP_TIMEOUT`]);
-    /// `Err` with the exception's description if it throws or rejects.
-    pub fn try_eval(&self, js: &str) -> Result<Value, String> {
-        self.eval_within(js, CDP_TIMEOUT)
-    }
-
-    fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
-        let r = lock(&self.conn).call(
-            Some(&self.session_id),
-            "Runtime.evaluate",
-            json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
-            timeout,
-        )?;
-        if let Some(d) = r.get("exceptionDetails") {
-            let what = d["exception"]["description"]
-                .as_str()
-                .or_else(|| d["exception"]["value"].as_str())
-                .or_else(|| d["text"].as_str())
-                .unwrap_or("exception");
-            return Err(what.to_owned());
-        }
-        let o = &r["result"];
-        Ok(match o.get("value") {
-            Some(v) => v.clone(),
-            None => o.get("unserializableValue").cloned().unwrap_or(Value::Null),
-        })
-    }
-
-    /// Evaluates `js` every [`POLL`] until its value is truthy (an
-    /// exception counts as not yet) and returns that value; panics after
-    /// `timeout` with the last value or exception and the console.
-    pub fn wait_for(&self, js: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.eval_within(js, left.max(Duration::from_millis(100))) {
-                Ok(v) if truthy(&v) => return v,
-                Ok(v) => last = format!("it was {v}"),
-                Err(e) => last = format!("it threw {e}"),
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "waited {timeout:?} for `{js}` on {}: {last}; console:\n{}",
-                    self.url_or_unknown(),
-                    self.console().join("\n")
-                );
-            }
-            std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
-        }
-    }
-
-    fn url_or_unknown(&self) -> String {
-        self.try_eval("location.href")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
-    }
-
-    /// The `innerText` of the first element matching `selector`, waiting
-    /// (at most [`Page::wait`]) for one to exist.
-    pub fn text(&self, selector: &str) -> String {
-        let js = format!(
-            "(() => {{ const e = document.querySelector({}); return e ? {{ t: e.innerText }} : null; }})()",
-            js_str(selector)
-        );
-        let v = self.wait_for(&js, self.wait());
-        v["t"].as_str().unwrap_or_default().to_owned()
-    }
-
-    /// How many elements match `selector` now.
-    pub fn count(&self, selector: &str) -> usize {
-        let js = format!("document.querySelectorAll({}).length", js_str(selector));
-        let n = self.eval(&js);
-        n.as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or_else(|| panic!("{js} gave {n}"))
-    }
-
-    /// Clicks, as a person does, the one visible enabled button whose
-    /// text is exactly `text`; waits (at most [`Page::wait`]) for it to
-    /// appear.
-    pub fn click_button(&self, text: &str) {
-        self.click_button_scoped(None, text);
-    }
-
-    /// Like [`Page::click_button`], among the buttons inside elements
-    /// matching the CSS `selector`.
-    pub fn click_button_in(&self, selector: &str, text: &str) {
-        self.click_button_scoped(Some(selector), text);
-    }
-
     /// Clicks, as a person taps it, the one visible link (`a[href]`)
-    /// whose text is exactly `text`; waits (at most [`Page::wait`]) for it.
+    /// whose text is exactly `text`; waits (at most [`PhonePage::wait`]) for it.
     pub fn click_link(&self, text: &str) {
         let find = FIND_BUTTON
             .replace("__VMUX_KINDS__", &js_str("a[href]"))
             .replace("__VMUX_NOUN__", &js_str("link"))
             .replace("__VMUX_SCOPE__", "null")
             .replace("__VMUX_WANT__", &js_str(text));
-        self.click_located(&format!("the link {text:?}"), &find);
-    }
-
-    fn click_button_scoped(&self, scope: Option<&str>, text: &str) {
-        let find = find_button(scope, text);
-        self.click_located(&format!("the button {text:?}"), &find);
-    }
-
-    /// Makes the checkbox `selector` checked by clicking it (or its label,
-    /// if the box itself is hidden), unless it is checked already.
-    pub fn check(&self, selector: &str) {
-        self.set_checked(selector, true);
-    }
-
-    /// Makes the checkbox `selector` unchecked by clicking it, unless it
-    /// is unchecked already.
-    pub fn uncheck(&self, selector: &str) {
-        self.set_checked(selector, false);
-    }
-
-    fn set_checked(&self, selector: &str, on: bool) {
-        let state = format!("document.querySelector({}).checked", js_str(selector));
-        self.wait_for(
-            &format!("document.querySelector({}) !== null", js_str(selector)),
-            self.wait(),
-        );
-        if self.eval(&state) == json!(on) {
-            return;
-        }
-        let find = FIND_CHECKBOX.replace("__VMUX_SEL__", &js_str(selector));
-        self.click_located(&format!("the checkbox {selector:?}"), &find);
-        let want = if on { "" } else { "!" };
-        self.wait_for(&format!("{want}{state}"), CDP_TIMEOUT);
-    }
-
-    /// Waits for `find` (a JS expression giving the element, or a string
-    /// saying why there is none) to give a clickable element, then clicks
-    /// its centre with real mouse events and checks the click arrived.
-    fn click_located(&self, what: &str, find: &str) {
-        let wait = self.wait();
-        let (x, y) = steady_target(|js| self.try_eval(js), find, wait).unwrap_or_else(|why| {
-            panic!(
-                "cannot click {what} on {} within {wait:?}: {why}; console:\n{}",
-                self.url_or_unknown(),
-                self.console().join("\n")
-            )
-        });
-        for (kind, buttons) in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)] {
-            let mut ev = json!({ "type": kind, "x": x, "y": y, "buttons": buttons });
-            if kind != "mouseMoved" {
-                ev["button"] = json!("left");
-                ev["clickCount"] = json!(1);
-            }
-            self.call("Input.dispatchMouseEvent", ev);
-        }
-        // The click may have navigated away; only a page still showing
-        // the element can say it missed.
-        if let Ok(Value::Bool(false)) = self.try_eval("window.__vmuxHarnessClicked") {
-            panic!(
-                "clicked {what} at ({x:.0}, {y:.0}) but it received no click; console:\n{}",
-                self.console().join("\n")
-            );
-        }
-    }
-
-    /// Saves a PNG screenshot of the viewport (a phone's, [`PHONE`],
-    /// unless changed) to `path`.
-    pub fn screenshot(&self, path: &Path) {
-        let r = self.call(
-            "Page.captureScreenshot",
-            json!({ "format": "png", "captureBeyondViewport": false }),
-        );
-        let data = r["data"]
-            .as_str()
-            .unwrap_or_else(|| panic!("Page.captureScreenshot returned no data"));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("Page.captureScreenshot returns base64");
-        std::fs::write(path, png)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-    }
-
-    /// Console errors, uncaught exceptions and CSP violations (and other
-    /// error-level log entries such as failed loads, and any JavaScript
-    /// dialog, which the harness accepts so that it cannot block the page)
-    /// of this page and its workers so far, one line each.
-    pub fn console_errors(&self) -> Vec<String> {
-        self.settle();
-        lock(&self.conn)
-            .sessions
-            .get(&self.session_id)
-            .map(|s| s.errors.clone())
-            .unwrap_or_default()
-    }
-
-    /// Every console message and log entry so far, as `level: text`.
-    pub fn console(&self) -> Vec<String> {
-        self.settle();
-        lock(&self.conn)
-            .sessions
-            .get(&self.session_id)
-            .map(|s| s.console.clone())
-            .unwrap_or_default()
+        click_located(self, &format!("the link {text:?}"), &find);
     }
 
     /// A round trip to the page, so that what it reported before has
@@ -1344,15 +1063,6 @@ impl Page {
         )
     }
 
-    /// Whether the authenticator verifies the user from now on (a wrong
-    /// fingerprint when `false`).
-    pub fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
-        self.call(
-            "WebAuthn.setUserVerified",
-            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
-        );
-    }
-
     /// Whether user presence is simulated from now on (without it,
     /// requests wait for a touch that never comes).
     pub fn set_auto_presence(&self, id: &AuthenticatorId, on: bool) {
@@ -1362,8 +1072,91 @@ impl Page {
         );
     }
 
+    /// Removes the authenticator (its credentials go with it).
+    pub fn remove_authenticator(&self, id: &AuthenticatorId) {
+        self.call(
+            "WebAuthn.removeVirtualAuthenticator",
+            json!({ "authenticatorId": id.0 }),
+        );
+    }
+}
+
+impl PhonePage for Page {
+    /// Navigates to `url` and waits for its load event; `Err` with
+    /// Chromium's reason (e.g. `net::ERR_CERT_AUTHORITY_INVALID`) if the
+    /// navigation fails.
+    fn try_goto(&self, url: &str) -> Result<(), String> {
+        let wait = self.wait();
+        let mut conn = lock(&self.conn);
+        let deadline = Instant::now() + wait;
+        let r = conn
+            .call(
+                Some(&self.session_id),
+                "Page.navigate",
+                json!({ "url": url }),
+                wait,
+            )
+            .map_err(|e| format!("navigating to {url}: {e}"))?;
+        if let Some(err) = r["errorText"].as_str() {
+            return Err(format!("navigating to {url} failed: {err}"));
+        }
+        let Some(loader) = r["loaderId"].as_str() else {
+            return Ok(()); // same-document navigation: no load event
+        };
+        if conn.wait_load(&self.session_id, loader, deadline) {
+            Ok(())
+        } else {
+            Err(format!("{url} did not finish loading within {wait:?}"))
+        }
+    }
+    /// Reloads and waits (at most [`PhonePage::wait`]) for the load event.
+    fn reload(&self) {
+        let wait = self.wait();
+        let mut conn = lock(&self.conn);
+        let deadline = Instant::now() + wait;
+        // Navigations seen so far are not this one.
+        conn.sessions
+            .entry(self.session_id.clone())
+            .or_default()
+            .events
+            .retain(|(m, _)| m != "Page.frameNavigated");
+        if let Err(e) = conn.call(Some(&self.session_id), "Page.reload", json!({}), wait) {
+            panic!("Page.reload failed: {e}");
+        }
+        let frame = &self.frame_id;
+        let navigated = conn
+            .wait_event(&self.session_id, "Page.frameNavigated", deadline, |p| {
+                p["frame"]["id"].as_str() == Some(frame)
+            })
+            .unwrap_or_else(|| panic!("the page did not reload within {wait:?}"));
+        let loader = navigated["frame"]["loaderId"].as_str().unwrap_or_default();
+        if !conn.wait_load(&self.session_id, loader, deadline) {
+            panic!("the page did not finish reloading within {wait:?}");
+        }
+    }
+    /// Console errors, uncaught exceptions and CSP violations (and other
+    /// error-level log entries such as failed loads, and any JavaScript
+    /// dialog, which the harness accepts so that it cannot block the page)
+    /// of this page and its workers so far, one line each.
+    fn console_errors(&self) -> Vec<String> {
+        self.settle();
+        lock(&self.conn)
+            .sessions
+            .get(&self.session_id)
+            .map(|s| s.errors.clone())
+            .unwrap_or_default()
+    }
+    /// Every console message and log entry so far, as `level: text`.
+    fn console(&self) -> Vec<String> {
+        self.settle();
+        lock(&self.conn)
+            .sessions
+            .get(&self.session_id)
+            .map(|s| s.console.clone())
+            .unwrap_or_default()
+    }
     /// The credentials the authenticator holds.
-    pub fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
+    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
         let r = self.call(
             "WebAuthn.getCredentials",
             json!({ "authenticatorId": id.0 }),
@@ -1390,12 +1183,75 @@ impl Page {
             })
             .collect()
     }
-
-    /// Removes the authenticator (its credentials go with it).
-    pub fn remove_authenticator(&self, id: &AuthenticatorId) {
+    /// Whether the authenticator verifies the user from now on (a wrong
+    /// fingerprint when `false`).
+    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
         self.call(
-            "WebAuthn.removeVirtualAuthenticator",
-            json!({ "authenticatorId": id.0 }),
+            "WebAuthn.setUserVerified",
+            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
         );
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.set_viewport(width, height, 2.0, true);
+    }
+}
+
+impl Driver for Page {
+    fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
+        let r = lock(&self.conn).call(
+            Some(&self.session_id),
+            "Runtime.evaluate",
+            json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
+            timeout,
+        )?;
+        if let Some(d) = r.get("exceptionDetails") {
+            let what = d["exception"]["description"]
+                .as_str()
+                .or_else(|| d["exception"]["value"].as_str())
+                .or_else(|| d["text"].as_str())
+                .unwrap_or("exception");
+            return Err(what.to_owned());
+        }
+        let o = &r["result"];
+        Ok(match o.get("value") {
+            Some(v) => v.clone(),
+            None => o.get("unserializableValue").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    fn command_timeout(&self) -> Duration {
+        CDP_TIMEOUT
+    }
+
+    fn wait_ms(&self) -> &AtomicU64 {
+        &self.wait_ms
+    }
+
+    fn engine_note(&self) -> String {
+        String::new()
+    }
+
+    fn click_at(&self, x: f64, y: f64) -> (f64, f64) {
+        for (kind, buttons) in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)] {
+            let mut ev = json!({ "type": kind, "x": x, "y": y, "buttons": buttons });
+            if kind != "mouseMoved" {
+                ev["button"] = json!("left");
+                ev["clickCount"] = json!(1);
+            }
+            self.call("Input.dispatchMouseEvent", ev);
+        }
+        (x, y)
+    }
+
+    fn screenshot_base64(&self) -> String {
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": false }),
+        );
+        r["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("Page.captureScreenshot returned no data"))
+            .to_owned()
     }
 }

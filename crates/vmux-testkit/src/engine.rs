@@ -6,52 +6,145 @@
 //! cookies, push delivery, permissions) stays on its own type.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use base64::Engine as _;
+use serde_json::{json, Value};
 
-use crate::browser::{self, Authenticator, AuthenticatorId, Browser, Credential};
+use crate::browser::{
+    self, find_button, js_str, steady_target, truthy, Authenticator, AuthenticatorId, Browser,
+    Credential, FIND_CHECKBOX, POLL,
+};
 use crate::firefox::{self, Firefox};
 
 /// A phone's page, as a person uses it: open a link, read, tap; and the
-/// virtual authenticator behind it.
-pub trait PhonePage {
-    /// Navigates and waits for the load event; panics if it fails.
-    fn goto(&self, url: &str);
+/// virtual authenticator behind it. What is the same in both engines
+/// (waiting, reading, finding and clicking a button, a checkbox) is
+/// written once here, over the few things each engine does its own way
+/// (evaluating, a mouse click, a screenshot: [`sealed::Driver`]).
+pub trait PhonePage: sealed::Driver {
+    /// Navigates and waits (at most [`PhonePage::wait`]) for the load
+    /// event; panics if it fails (e.g. a certificate error).
+    fn goto(&self, url: &str) {
+        if let Err(e) = self.try_goto(url) {
+            panic!("{e}");
+        }
+    }
     /// Navigates and waits for the load event; `Err` with the engine's
     /// reason (e.g. a certificate error) if it fails.
     fn try_goto(&self, url: &str) -> Result<(), String>;
-    /// Reloads and waits for the load event.
+    /// Reloads and waits (at most [`PhonePage::wait`]) for the load event.
     fn reload(&self);
     /// The page's URL.
-    fn url(&self) -> String;
-    /// Evaluates a JavaScript expression (a promise is awaited); panics
-    /// if it throws. It sees the page's window and DOM; Firefox runs it
-    /// in a sandbox on the window, where a classic script's top-level
-    /// `let` and `const` are not visible (Chromium sees them).
-    fn eval(&self, js: &str) -> Value;
-    /// Evaluates a JavaScript expression; `Err` if it throws or rejects.
-    fn try_eval(&self, js: &str) -> Result<Value, String>;
-    /// Waits (at most `timeout`) for `js` to be truthy; returns its value.
-    fn wait_for(&self, js: &str, timeout: Duration) -> Value;
-    /// The bound of the page's implicit waits.
-    fn wait(&self) -> Duration;
+    fn url(&self) -> String {
+        self.eval("location.href")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+    /// Evaluates the JavaScript expression `js` in the page (awaiting a
+    /// promise) and returns its value as JSON (`undefined` is `null`);
+    /// panics if it throws. It sees the page's window and DOM; Firefox
+    /// runs it in a sandbox whose prototype is the window, where a
+    /// classic script's top-level `let` and `const` are not visible
+    /// (Chromium sees them).
+    fn eval(&self, js: &str) -> Value {
+        self.try_eval(js)
+            .unwrap_or_else(|e| panic!("evaluating {js} threw: {e}"))
+    }
+    /// Evaluates `js` (awaiting a promise, at most one command's bound);
+    /// `Err` with the exception's message if it throws or rejects.
+    fn try_eval(&self, js: &str) -> Result<Value, String> {
+        self.eval_within(js, self.command_timeout())
+    }
+    /// Evaluates `js` every [`POLL`] until its value is truthy (an
+    /// exception counts as not yet) and returns that value; panics after
+    /// `timeout` with the last value or exception and the console.
+    fn wait_for(&self, js: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.eval_within(js, left.max(Duration::from_millis(100))) {
+                Ok(v) if truthy(&v) => return v,
+                Ok(v) => last = format!("it was {v}"),
+                Err(e) => last = format!("it threw {e}"),
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "waited {timeout:?} for `{js}`{} on {}: {last}; console:\n{}",
+                    self.engine_note(),
+                    url_or_unknown(self),
+                    self.console().join("\n")
+                );
+            }
+            std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+        }
+    }
+    /// The bound of the page's implicit waits (navigations, and looking
+    /// for an element to read or click); [`crate::WAIT`] by default.
+    fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms().load(Ordering::Relaxed))
+    }
     /// Sets the bound of the page's implicit waits.
-    fn set_wait(&self, bound: Duration);
-    /// The `innerText` of the first element matching `selector`.
-    fn text(&self, selector: &str) -> String;
+    fn set_wait(&self, bound: Duration) {
+        let ms = bound.as_millis().try_into().unwrap_or(u64::MAX);
+        self.wait_ms().store(ms, Ordering::Relaxed);
+    }
+    /// The `innerText` of the first element matching `selector`, waiting
+    /// (at most [`PhonePage::wait`]) for one to exist.
+    fn text(&self, selector: &str) -> String {
+        let js = format!(
+            "(() => {{ const e = document.querySelector({}); return e ? {{ t: e.innerText }} : null; }})()",
+            js_str(selector)
+        );
+        let v = self.wait_for(&js, self.wait());
+        v["t"].as_str().unwrap_or_default().to_owned()
+    }
     /// How many elements match `selector` now.
-    fn count(&self, selector: &str) -> usize;
-    /// Clicks the one visible enabled button saying exactly `text`.
-    fn click_button(&self, text: &str);
-    /// Clicks such a button inside the elements matching `selector`.
-    fn click_button_in(&self, selector: &str, text: &str);
-    /// Checks the checkbox `selector` by clicking it.
-    fn check(&self, selector: &str);
-    /// Unchecks the checkbox `selector` by clicking it.
-    fn uncheck(&self, selector: &str);
-    /// Saves a PNG screenshot of the viewport.
-    fn screenshot(&self, path: &Path);
+    fn count(&self, selector: &str) -> usize {
+        let js = format!("document.querySelectorAll({}).length", js_str(selector));
+        let n = self.eval(&js);
+        n.as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or_else(|| panic!("{js} gave {n}"))
+    }
+    /// Clicks, as a person does, the one visible enabled button whose
+    /// text is exactly `text`; waits (at most [`PhonePage::wait`]) for it
+    /// to appear.
+    fn click_button(&self, text: &str) {
+        click_located(
+            self,
+            &format!("the button {text:?}"),
+            &find_button(None, text),
+        );
+    }
+    /// Like [`PhonePage::click_button`], among the buttons inside
+    /// elements matching the CSS `selector`.
+    fn click_button_in(&self, selector: &str, text: &str) {
+        let find = find_button(Some(selector), text);
+        click_located(self, &format!("the button {text:?}"), &find);
+    }
+    /// Makes the checkbox `selector` checked by clicking it (or its
+    /// label, if the box itself is hidden), unless it is checked already.
+    fn check(&self, selector: &str) {
+        set_checked(self, selector, true);
+    }
+    /// Makes the checkbox `selector` unchecked by clicking it, unless it
+    /// is unchecked already.
+    fn uncheck(&self, selector: &str) {
+        set_checked(self, selector, false);
+    }
+    /// Saves a PNG screenshot of the viewport to `path`.
+    fn screenshot(&self, path: &Path) {
+        let data = self.screenshot_base64();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_else(|e| panic!("the screenshot is not base64: {e}"));
+        std::fs::write(path, png)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
     /// Sizes the viewport as a phone's screen: `width`×`height` CSS
     /// pixels at device scale 2 (Firefox goes no narrower than 500).
     fn resize(&self, width: u32, height: u32);
@@ -61,8 +154,87 @@ pub trait PhonePage {
     fn console_errors(&self) -> Vec<String>;
     /// The credentials the page's authenticator holds.
     fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential>;
-    /// Whether the authenticator verifies the user from now on.
+    /// Whether the authenticator verifies the user from now on (a wrong
+    /// fingerprint when `false`).
     fn set_user_verified(&self, id: &AuthenticatorId, verified: bool);
+}
+
+/// What each engine does its own way, under the shared [`PhonePage`]
+/// (sealed: only this crate's two engines are phone pages).
+pub(crate) mod sealed {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    /// An engine's primitives.
+    pub trait Driver {
+        /// Evaluates `js` (a promise awaited) within `timeout`.
+        fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String>;
+        /// The bound of one command to the engine.
+        fn command_timeout(&self) -> Duration;
+        /// Where the page's wait bound is kept, in milliseconds.
+        fn wait_ms(&self) -> &AtomicU64;
+        /// Said after a failed wait's script, e.g. " in Firefox 128.0"
+        /// (or nothing).
+        fn engine_note(&self) -> String;
+        /// Clicks at `(x, y)` (CSS pixels in the visual viewport) with
+        /// real mouse events; returns the point it clicked.
+        fn click_at(&self, x: f64, y: f64) -> (f64, f64);
+        /// A PNG screenshot of the viewport, in standard base64.
+        fn screenshot_base64(&self) -> String;
+    }
+}
+
+/// The page's URL, or `?` if it cannot be read.
+pub(crate) fn url_or_unknown<P: PhonePage + ?Sized>(page: &P) -> String {
+    page.try_eval("location.href")
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Waits for `find` (a JS expression giving the element, or a string
+/// saying why there is none) to give a clickable element that stays in
+/// place ([`steady_target`]), clicks its centre with real mouse events
+/// and checks the click arrived.
+pub(crate) fn click_located<P: PhonePage + ?Sized>(page: &P, what: &str, find: &str) {
+    let wait = page.wait();
+    let (x, y) = steady_target(|js| page.try_eval(js), find, wait).unwrap_or_else(|why| {
+        panic!(
+            "cannot click {what}{} on {} within {wait:?}: {why}; console:\n{}",
+            page.engine_note(),
+            url_or_unknown(page),
+            page.console().join("\n")
+        )
+    });
+    let (x, y) = page.click_at(x, y);
+    // The click may have navigated away; only a page still showing the
+    // element can say it missed.
+    if let Ok(Value::Bool(false)) = page.try_eval("window.__vmuxHarnessClicked") {
+        panic!(
+            "clicked {what} at ({x:.0}, {y:.0}){} but it received no click; console:\n{}",
+            page.engine_note(),
+            page.console().join("\n")
+        );
+    }
+}
+
+/// Sets the checkbox `selector` to `on` by clicking it (or its label),
+/// unless it is so already, and waits until it is.
+fn set_checked<P: PhonePage + ?Sized>(page: &P, selector: &str, on: bool) {
+    let state = format!("document.querySelector({}).checked", js_str(selector));
+    page.wait_for(
+        &format!("document.querySelector({}) !== null", js_str(selector)),
+        page.wait(),
+    );
+    if page.eval(&state) == json!(on) {
+        return;
+    }
+    let find = FIND_CHECKBOX.replace("__VMUX_SEL__", &js_str(selector));
+    click_located(page, &format!("the checkbox {selector:?}"), &find);
+    let want = if on { "" } else { "!" };
+    page.wait_for(&format!("{want}{state}"), page.command_timeout());
 }
 
 /// A browser engine that makes phones: each with its own cookies,
@@ -130,99 +302,5 @@ impl BrowserEngine for Firefoxes {
         let ff = Firefox::launch(&self.dir, &self.ca_pem);
         let auth = ff.add_authenticator(a);
         (ff, auth)
-    }
-}
-
-macro_rules! delegate_phone_page {
-    ($ty:ty) => {
-        impl PhonePage for $ty {
-            fn goto(&self, url: &str) {
-                <$ty>::goto(self, url)
-            }
-            fn try_goto(&self, url: &str) -> Result<(), String> {
-                <$ty>::try_goto(self, url)
-            }
-            fn reload(&self) {
-                <$ty>::reload(self)
-            }
-            fn url(&self) -> String {
-                <$ty>::url(self)
-            }
-            fn eval(&self, js: &str) -> Value {
-                <$ty>::eval(self, js)
-            }
-            fn try_eval(&self, js: &str) -> Result<Value, String> {
-                <$ty>::try_eval(self, js)
-            }
-            fn wait_for(&self, js: &str, timeout: Duration) -> Value {
-                <$ty>::wait_for(self, js, timeout)
-            }
-            fn wait(&self) -> Duration {
-                <$ty>::wait(self)
-            }
-            fn set_wait(&self, bound: Duration) {
-                <$ty>::set_wait(self, bound)
-            }
-            fn text(&self, selector: &str) -> String {
-                <$ty>::text(self, selector)
-            }
-            fn count(&self, selector: &str) -> usize {
-                <$ty>::count(self, selector)
-            }
-            fn click_button(&self, text: &str) {
-                <$ty>::click_button(self, text)
-            }
-            fn click_button_in(&self, selector: &str, text: &str) {
-                <$ty>::click_button_in(self, selector, text)
-            }
-            fn check(&self, selector: &str) {
-                <$ty>::check(self, selector)
-            }
-            fn uncheck(&self, selector: &str) {
-                <$ty>::uncheck(self, selector)
-            }
-            fn screenshot(&self, path: &Path) {
-                <$ty>::screenshot(self, path)
-            }
-            fn resize(&self, width: u32, height: u32) {
-                resize(self, width, height)
-            }
-            fn console(&self) -> Vec<String> {
-                <$ty>::console(self)
-            }
-            fn console_errors(&self) -> Vec<String> {
-                <$ty>::console_errors(self)
-            }
-            fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
-                <$ty>::credentials(self, id)
-            }
-            fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
-                <$ty>::set_user_verified(self, id, verified)
-            }
-        }
-    };
-}
-
-delegate_phone_page!(browser::Page);
-delegate_phone_page!(Firefox);
-
-fn resize<P: Resize>(page: &P, width: u32, height: u32) {
-    page.resize_to(width, height);
-}
-
-/// How each engine sizes its viewport.
-trait Resize {
-    fn resize_to(&self, width: u32, height: u32);
-}
-
-impl Resize for browser::Page {
-    fn resize_to(&self, width: u32, height: u32) {
-        self.set_viewport(width, height, 2.0, true);
-    }
-}
-
-impl Resize for Firefox {
-    fn resize_to(&self, width: u32, height: u32) {
-        self.set_viewport(width, height);
     }
 }

@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::browser::{
-    find_button, js_str, steady_target, truthy, Authenticator, AuthenticatorId, Credential,
-    FIND_CHECKBOX, PHONE, POLL,
-};
+use crate::browser::{Authenticator, AuthenticatorId, Credential, PHONE, POLL};
+use crate::engine::sealed::Driver;
+use crate::engine::PhonePage;
 use crate::{ok, WAIT};
 
 /// Bound for one Marionette command (each navigation or `wait_for` has
@@ -345,18 +344,6 @@ impl Firefox {
         self.lock().call(name, params, COMMAND_TIMEOUT)
     }
 
-    /// Sets the bound of this page's implicit waits (navigations, and
-    /// looking for an element to read or click); [`WAIT`] by default.
-    pub fn set_wait(&self, bound: Duration) {
-        let ms = bound.as_millis().try_into().unwrap_or(u64::MAX);
-        self.wait_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// The bound of this page's implicit waits.
-    pub fn wait(&self) -> Duration {
-        Duration::from_millis(self.wait_ms.load(Ordering::Relaxed))
-    }
-
     /// Sizes the window so that the page's viewport is `width`×`height`
     /// CSS pixels, or as close as Firefox allows: its window is never
     /// narrower than 500 CSS pixels (whatever the device scale, 2 in the
@@ -388,18 +375,35 @@ impl Firefox {
         (inner.0 as u32, inner.1 as u32)
     }
 
-    /// Navigates to `url` and waits (at most [`Firefox::wait`]) for its
-    /// load event; panics if the navigation fails (e.g. a certificate
-    /// error).
-    pub fn goto(&self, url: &str) {
-        if let Err(e) = self.try_goto(url) {
-            panic!("{e}");
-        }
+    /// Adds a virtual authenticator (CTAP2, internal transport, like a
+    /// phone's); the page's `navigator.credentials` then uses it.
+    /// Firefox has no simulated presence to switch off: the user always
+    /// consents.
+    pub fn add_authenticator(&self, a: Authenticator) -> AuthenticatorId {
+        let r = self.call(
+            "WebAuthn:AddVirtualAuthenticator",
+            json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": a.resident,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": a.uv,
+            }),
+        );
+        AuthenticatorId(
+            r["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("WebAuthn:AddVirtualAuthenticator returned {r}"))
+                .to_owned(),
+        )
     }
+}
 
+impl PhonePage for Firefox {
     /// Navigates to `url` and waits for its load event; `Err` with
     /// Firefox's reason if the navigation fails.
-    pub fn try_goto(&self, url: &str) -> Result<(), String> {
+    fn try_goto(&self, url: &str) -> Result<(), String> {
         let wait = self.wait();
         let mut conn = self.lock();
         conn.set_timeout("pageLoad", wait)?;
@@ -407,9 +411,8 @@ impl Firefox {
             .map(|_| ())
             .map_err(|e| format!("navigating to {url} failed: {e}"))
     }
-
-    /// Reloads and waits (at most [`Firefox::wait`]) for the load event.
-    pub fn reload(&self) {
+    /// Reloads and waits (at most [`PhonePage::wait`]) for the load event.
+    fn reload(&self) {
         let wait = self.wait();
         if let Err(e) = self
             .lock()
@@ -418,201 +421,19 @@ impl Firefox {
             panic!("reloading failed: {e}");
         }
     }
-
-    /// The page's URL.
-    pub fn url(&self) -> String {
-        self.eval("location.href")
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+    /// The page's console errors and uncaught exceptions so far.
+    fn console_errors(&self) -> Vec<String> {
+        self.console()
+            .into_iter()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
     }
-
-    /// Evaluates the expression `js` in the page (awaiting a promise) and
-    /// returns its value as JSON (`undefined` is `null`); panics if it
-    /// throws. Marionette runs it in a sandbox whose prototype is the
-    /// page's window: the window's properties and the DOM are there (and
-    /// what it sets on them the page sees), a classic script's top-level
-    /// `let` and `const` are not.
-    pub fn eval(&self, js: &str) -> Value {
-        self.try_eval(js)
-            .unwrap_or_else(|e| panic!("evaluating {js} threw: {e}"))
-    }
-
-    /// Evaluates `js` (awaiting a promise, at most [`COMMAND_TIMEOUT`]);
-    /// `Err` with the exception's message if it throws or rejects.
-    pub fn try_eval(&self, js: &str) -> Result<Value, String> {
-        self.eval_within(js, COMMAND_TIMEOUT)
-    }
-
-    fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
-        let mut conn = self.lock();
-        conn.set_timeout("script", timeout)?;
-        // A function body returning the value of the last statement, as
-        // DevTools' Runtime.evaluate does (a promise is awaited): `eval`
-        // in Marionette's sandbox, which the page's CSP does not govern.
-        let r = conn.call(
-            "WebDriver:ExecuteScript",
-            json!({ "script": "return eval(arguments[0]);", "args": [js] }),
-            timeout + POLL,
-        )?;
-        Ok(r.get("value").cloned().unwrap_or(Value::Null))
-    }
-
-    /// Evaluates `js` every [`POLL`] until its value is truthy (an
-    /// exception counts as not yet) and returns that value; panics after
-    /// `timeout` with the last value or exception and the console.
-    pub fn wait_for(&self, js: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.eval_within(js, left.max(Duration::from_millis(100))) {
-                Ok(v) if truthy(&v) => return v,
-                Ok(v) => last = format!("it was {v}"),
-                Err(e) => last = format!("it threw {e}"),
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "waited {timeout:?} for `{js}` in {} on {}: {last}; console:\n{}",
-                    self.version(),
-                    self.url_or_unknown(),
-                    self.console().join("\n")
-                );
-            }
-            std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
-        }
-    }
-
-    fn url_or_unknown(&self) -> String {
-        self.try_eval("location.href")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
-    }
-
-    /// The `innerText` of the first element matching `selector`, waiting
-    /// (at most [`Firefox::wait`]) for one to exist.
-    pub fn text(&self, selector: &str) -> String {
-        let js = format!(
-            "(() => {{ const e = document.querySelector({}); return e ? {{ t: e.innerText }} : null; }})()",
-            js_str(selector)
-        );
-        let v = self.wait_for(&js, self.wait());
-        v["t"].as_str().unwrap_or_default().to_owned()
-    }
-
-    /// How many elements match `selector` now.
-    pub fn count(&self, selector: &str) -> usize {
-        let js = format!("document.querySelectorAll({}).length", js_str(selector));
-        let n = self.eval(&js);
-        n.as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or_else(|| panic!("{js} gave {n}"))
-    }
-
-    /// Clicks, as a person does, the one visible enabled button whose
-    /// text is exactly `text`; waits (at most [`Firefox::wait`]) for it.
-    pub fn click_button(&self, text: &str) {
-        self.click_button_scoped(None, text);
-    }
-
-    /// Like [`Firefox::click_button`], among the buttons inside elements
-    /// matching the CSS `selector`.
-    pub fn click_button_in(&self, selector: &str, text: &str) {
-        self.click_button_scoped(Some(selector), text);
-    }
-
-    fn click_button_scoped(&self, scope: Option<&str>, text: &str) {
-        let find = find_button(scope, text);
-        self.click_located(&format!("the button {text:?}"), &find);
-    }
-
-    /// Makes the checkbox `selector` checked by clicking it (or its
-    /// label), unless it is checked already.
-    pub fn check(&self, selector: &str) {
-        self.set_checked(selector, true);
-    }
-
-    /// Makes the checkbox `selector` unchecked, unless it is already.
-    pub fn uncheck(&self, selector: &str) {
-        self.set_checked(selector, false);
-    }
-
-    fn set_checked(&self, selector: &str, on: bool) {
-        let state = format!("document.querySelector({}).checked", js_str(selector));
-        self.wait_for(
-            &format!("document.querySelector({}) !== null", js_str(selector)),
-            self.wait(),
-        );
-        if self.eval(&state) == json!(on) {
-            return;
-        }
-        let find = FIND_CHECKBOX.replace("__VMUX_SEL__", &js_str(selector));
-        self.click_located(&format!("the checkbox {selector:?}"), &find);
-        let want = if on { "" } else { "!" };
-        self.wait_for(&format!("{want}{state}"), COMMAND_TIMEOUT);
-    }
-
-    /// Waits for `find` to give a clickable element that stays in place,
-    /// then clicks its centre with WebDriver pointer actions (real mouse
-    /// events, a real user activation) and checks the click arrived.
-    fn click_located(&self, what: &str, find: &str) {
-        let wait = self.wait();
-        let (x, y) = steady_target(|js| self.try_eval(js), find, wait).unwrap_or_else(|why| {
-            panic!(
-                "cannot click {what} in {} on {} within {wait:?}: {why}; console:\n{}",
-                self.version(),
-                self.url_or_unknown(),
-                self.console().join("\n")
-            )
-        });
-        // WebDriver takes whole CSS pixels relative to the viewport.
-        let (px, py) = (x.floor(), y.floor());
-        self.call(
-            "WebDriver:PerformActions",
-            json!({ "actions": [{
-                "type": "pointer",
-                "id": "vmux-finger",
-                "parameters": { "pointerType": "mouse" },
-                "actions": [
-                    { "type": "pointerMove", "duration": 0, "x": px, "y": py, "origin": "viewport" },
-                    { "type": "pointerDown", "button": 0 },
-                    { "type": "pointerUp", "button": 0 },
-                ],
-            }] }),
-        );
-        let _ = self.try_call("WebDriver:ReleaseActions", json!({}));
-        if let Ok(Value::Bool(false)) = self.try_eval("window.__vmuxHarnessClicked") {
-            panic!(
-                "clicked {what} at ({px}, {py}) in {} but it received no click; console:\n{}",
-                self.version(),
-                self.console().join("\n")
-            );
-        }
-    }
-
-    /// Saves a PNG screenshot of the viewport to `path`.
-    pub fn screenshot(&self, path: &Path) {
-        let r = self.call(
-            "WebDriver:TakeScreenshot",
-            json!({ "full": false, "hash": false, "scroll": false }),
-        );
-        let data = r["value"]
-            .as_str()
-            .unwrap_or_else(|| panic!("WebDriver:TakeScreenshot returned {r}"));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap_or_else(|e| panic!("WebDriver:TakeScreenshot gave bad base64: {e}"));
-        std::fs::write(path, png)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-    }
-
     /// The page's (and its workers') console messages so far, one line
     /// each as `level: text`: the console API's calls (Firefox prints
     /// them on its stdout with `devtools.console.stdout.content`), then
     /// the console service's errors and warnings from content (uncaught
     /// exceptions, unhandled rejections, CSP violations, failed loads).
-    pub fn console(&self) -> Vec<String> {
+    fn console(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut lines = Vec::new();
         for l in text.lines() {
@@ -647,51 +468,10 @@ impl Firefox {
         }
         lines
     }
-
-    /// The page's console errors and uncaught exceptions so far.
-    pub fn console_errors(&self) -> Vec<String> {
-        self.console()
-            .into_iter()
-            .filter(|l| l.starts_with("error: "))
-            .collect()
-    }
-
-    /// Adds a virtual authenticator (CTAP2, internal transport, like a
-    /// phone's); the page's `navigator.credentials` then uses it.
-    /// Firefox has no simulated presence to switch off: the user always
-    /// consents.
-    pub fn add_authenticator(&self, a: Authenticator) -> AuthenticatorId {
-        let r = self.call(
-            "WebAuthn:AddVirtualAuthenticator",
-            json!({
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": a.resident,
-                "hasUserVerification": true,
-                "isUserConsenting": true,
-                "isUserVerified": a.uv,
-            }),
-        );
-        AuthenticatorId(
-            r["value"]
-                .as_str()
-                .unwrap_or_else(|| panic!("WebAuthn:AddVirtualAuthenticator returned {r}"))
-                .to_owned(),
-        )
-    }
-
-    /// Whether the authenticator verifies the user from now on.
-    pub fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
-        self.call(
-            "WebAuthn:SetUserVerified",
-            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
-        );
-    }
-
     /// The credentials the authenticator holds. `raw` is what Marionette
     /// said, except that `privateKey` (PKCS#8) is in standard base64 as
     /// Chromium gives it.
-    pub fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
+    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
         let r = self.call(
             "WebAuthn:GetCredentials",
             json!({ "authenticatorId": id.0 }),
@@ -726,6 +506,77 @@ impl Firefox {
                 }
             })
             .collect()
+    }
+    /// Whether the authenticator verifies the user from now on.
+    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
+        self.call(
+            "WebAuthn:SetUserVerified",
+            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
+        );
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.set_viewport(width, height);
+    }
+}
+
+impl Driver for Firefox {
+    fn eval_within(&self, js: &str, timeout: Duration) -> Result<Value, String> {
+        let mut conn = self.lock();
+        conn.set_timeout("script", timeout)?;
+        // A function body returning the value of the last statement, as
+        // DevTools' Runtime.evaluate does (a promise is awaited): `eval`
+        // in Marionette's sandbox, which the page's CSP does not govern.
+        let r = conn.call(
+            "WebDriver:ExecuteScript",
+            json!({ "script": "return eval(arguments[0]);", "args": [js] }),
+            timeout + POLL,
+        )?;
+        Ok(r.get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    fn command_timeout(&self) -> Duration {
+        COMMAND_TIMEOUT
+    }
+
+    fn wait_ms(&self) -> &AtomicU64 {
+        &self.wait_ms
+    }
+
+    fn engine_note(&self) -> String {
+        format!(" in {}", self.version())
+    }
+
+    /// WebDriver pointer actions (real mouse events, a real user
+    /// activation) at whole CSS pixels relative to the viewport.
+    fn click_at(&self, x: f64, y: f64) -> (f64, f64) {
+        let (px, py) = (x.floor(), y.floor());
+        self.call(
+            "WebDriver:PerformActions",
+            json!({ "actions": [{
+                "type": "pointer",
+                "id": "vmux-finger",
+                "parameters": { "pointerType": "mouse" },
+                "actions": [
+                    { "type": "pointerMove", "duration": 0, "x": px, "y": py, "origin": "viewport" },
+                    { "type": "pointerDown", "button": 0 },
+                    { "type": "pointerUp", "button": 0 },
+                ],
+            }] }),
+        );
+        let _ = self.try_call("WebDriver:ReleaseActions", json!({}));
+        (px, py)
+    }
+
+    fn screenshot_base64(&self) -> String {
+        let r = self.call(
+            "WebDriver:TakeScreenshot",
+            json!({ "full": false, "hash": false, "scroll": false }),
+        );
+        r["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("WebDriver:TakeScreenshot returned {r}"))
+            .to_owned()
     }
 }
 

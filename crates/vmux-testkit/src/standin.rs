@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::browser::{Authenticator, AuthenticatorId, Browser, Page};
+use crate::engine::PhonePage;
 use crate::WAIT;
 
 /// How long one look for a card lasts before [`Standin::serve`] checks

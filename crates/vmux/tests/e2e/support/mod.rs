@@ -9,6 +9,7 @@
 pub mod netns;
 pub mod phone;
 pub mod pty;
+pub use vmux_testkit::engine::PhonePage;
 pub use vmux_testkit::vmux::pairing_code_of;
 pub use vmux_testkit::{browser, engine, pki};
 pub use vmux_testkit::{ok, run_within, Daemon, WAIT};
