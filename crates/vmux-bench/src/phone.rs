@@ -218,18 +218,8 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     if !failed.is_empty() {
         return Err(format!("the phone failed: {}", failed.join("; ")).into());
     }
-    let (
-        Spans {
-            sent,
-            answered,
-            software,
-            passkey,
-            certs,
-            pushes,
-            bursts,
-        },
-        rec,
-    ) = spans?;
+    let (spans, rec) = spans?;
+    let (sent, answered) = (spans.sent, spans.answered);
     let took = started.elapsed();
 
     let cards: Vec<&Value> = rec["cards"]
@@ -237,6 +227,7 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         .map(|a| a.iter().filter(|c| c["kind"] == "sign").collect())
         .unwrap_or_default();
     // The software key's cards come first, then the passkey's.
+    let (software, passkey) = (&spans.software, &spans.passkey);
     if cards.len() != sent.len() + software.len() + passkey.len() {
         return Err(format!(
             "{} sign requests but {} sign cards on the page",
@@ -289,7 +280,7 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
     // checks by the signer and the agent. Added latency = its percentile
     // minus the software key's, over requests sent alternately (whole
     // requests, tapped at once).
-    let (mut software, mut passkey, mut certs) = (software, passkey, certs);
+    let (mut software, mut passkey, mut certs) = (spans.software, spans.passkey, spans.certs);
     for v in [&mut software, &mut passkey, &mut certs] {
         v.sort_by(|a, b| a.total_cmp(b));
     }
@@ -312,13 +303,13 @@ pub fn bench(vmux: &Path, d: &Path, t: &mut Table) -> Res<()> {
         "",
         1,
     );
-    let mut pushes = pushes;
+    let mut pushes = spans.pushes;
     pushes.sort_by(|a, b| a.total_cmp(b));
     let wn = pushes.len();
     percentile_rows(t, &pushes, "< 50 ms", |name| {
         format!("phone: sign request → push sent {name}, {wn}")
     });
-    let mut bursts = bursts;
+    let mut bursts = spans.bursts;
     bursts.sort_by(|a, b| a.total_cmp(b));
     let bn = bursts.len();
     percentile_rows(t, &bursts, "< 50 ms", |name| {

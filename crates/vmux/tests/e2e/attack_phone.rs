@@ -33,14 +33,6 @@ fn client_from(world: &PhoneWorld, from: IpAddr) -> reqwest::Client {
         .expect("client")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A stranger's POST (with the page's Origin, no cookie): its status.
 async fn stranger_post(c: &reqwest::Client, world: &PhoneWorld, path: &str, body: &str) -> u16 {
     c.post(format!("{}{path}", world.origin))
@@ -51,6 +43,15 @@ async fn stranger_post(c: &reqwest::Client, world: &PhoneWorld, path: &str, body
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
+}
+
+/// The owner's page: a signer with the page, and the owner's phone
+/// "pixel" enrolled and signed in.
+fn owners_page(dir: &std::path::Path) -> (PhoneWorld, Phone) {
+    let world = PhoneWorld::start(dir, NO_AUTO_CERT, &[]);
+    let phone = world.enrolled_phone("pixel");
+    phone.wait_signed_in();
+    (world, phone)
 }
 
 /// Signs `phone` out and waits until its page holds a sign-in challenge
@@ -84,16 +85,21 @@ fn try_sign_in(phone: &Phone, bound: Duration) -> (bool, String) {
     (false, phone.page.text("#message"))
 }
 
+/// Taps Sign in on the owner's `phone` and asserts that it signs in
+/// within 20 s; `when` says when, in the failure message.
+fn assert_owner_signs_in(phone: &Phone, when: &str) {
+    let (signed_in, msg) = try_sign_in(phone, Duration::from_secs(20));
+    assert!(signed_in, "the owner's sign-in {when}: {msg}");
+}
+
 #[test]
 fn strangers_sign_in_begins_do_not_evict_the_owners_challenge() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let (world, phone) = owners_page(dir.path());
     sign_out_and_wait_for_challenge(&phone);
 
     // A stranger with no cookie asks for 200 sign-in challenges.
-    let rt = runtime();
+    let rt = threaded_runtime();
     let c = client_from(&world, "127.0.0.1".parse().unwrap());
     rt.block_on(async {
         for _ in 0..200 {
@@ -103,23 +109,17 @@ fn strangers_sign_in_begins_do_not_evict_the_owners_challenge() {
     });
 
     // The owner's challenge, fetched before, still signs in.
-    let (signed_in, msg) = try_sign_in(&phone, Duration::from_secs(20));
-    assert!(
-        signed_in,
-        "the owner's sign-in after strangers' begins: {msg}"
-    );
+    assert_owner_signs_in(&phone, "after strangers' begins");
 }
 
 #[test]
 fn failures_from_ten_addresses_do_not_lock_the_owner_out_of_signing_in() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let (world, phone) = owners_page(dir.path());
     sign_out_and_wait_for_challenge(&phone);
 
     // Ten strangers, ten failed enrolments each: the limit for everyone.
-    let rt = runtime();
+    let rt = threaded_runtime();
     rt.block_on(async {
         for i in 2..12 {
             let c = client_from(&world, format!("127.0.0.{i}").parse().unwrap());
@@ -135,11 +135,7 @@ fn failures_from_ten_addresses_do_not_lock_the_owner_out_of_signing_in() {
     });
 
     // The owner's genuine sign-in (from 127.0.0.1, as its browser) works.
-    let (signed_in, msg) = try_sign_in(&phone, Duration::from_secs(20));
-    assert!(
-        signed_in,
-        "the owner's sign-in while the limits are full: {msg}"
-    );
+    assert_owner_signs_in(&phone, "while the limits are full");
 
     // And a live enrolment link still works for a new phone.
     let second = world.enrolled_phone("iphone");
@@ -149,9 +145,7 @@ fn failures_from_ten_addresses_do_not_lock_the_owner_out_of_signing_in() {
 #[test]
 fn an_enrolment_with_another_phones_credential_id_is_refused() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let (world, phone) = owners_page(dir.path());
     let owner = world.authenticator_of(&phone);
 
     // The holder of another link makes a passkey of its own under the
@@ -191,8 +185,7 @@ fn an_enrolment_with_another_phones_credential_id_is_refused() {
 
     // The pixel still signs in with its passkey.
     sign_out_and_wait_for_challenge(&phone);
-    let (signed_in, msg) = try_sign_in(&phone, Duration::from_secs(20));
-    assert!(signed_in, "{msg}");
+    assert_owner_signs_in(&phone, "after another's enrolment under its id");
 }
 
 /// A TLS connection to the page from `from`, with the test CA trusted.
@@ -229,11 +222,9 @@ async fn tls_from(
 fn trickled_bodies_neither_hold_the_page_nor_keep_a_signed_in_phone_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let (world, phone) = owners_page(dir.path());
     let cookie = world.session_cookie(&phone);
-    let rt = runtime();
+    let rt = threaded_runtime();
 
     rt.block_on(async {
         // Strangers on ten addresses open 160 connections, each sending a
@@ -347,22 +338,9 @@ fn behind_a_trusted_proxy_one_clients_failures_are_its_own() {
         "{err}"
     );
 
-    let port = free_port();
     let origin = "https://signer.vmux.test";
-    signer.start_approving(
-        "127.0.0.1:0",
-        "phone",
-        &[
-            "--web-listen",
-            &format!("127.0.0.1:{port}"),
-            "--web-origin",
-            origin,
-        ],
-    );
-    signer
-        .daemon()
-        .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
-    let rt = runtime();
+    let port = signer.start_plain_phone_page(origin);
+    let rt = threaded_runtime();
     rt.block_on(async {
         let c = reqwest::Client::new();
         let post = |from: &'static str| {
@@ -403,9 +381,7 @@ fn pair(world: &PhoneWorld, phone: &Phone, dir: &std::path::Path) -> Agent {
 #[test]
 fn a_stolen_session_cookie_neither_unpairs_nor_subscribes_nor_removes_a_subscription() {
     let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let (world, phone) = owners_page(dir.path());
     let _agent = pair(&world, &phone, dir.path());
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     let point = |seed: u8| {
@@ -427,7 +403,7 @@ fn a_stolen_session_cookie_neither_unpairs_nor_subscribes_nor_removes_a_subscrip
     let post =
         |path: &str, body: Value| world.post_with(path, &world.origin, &cookie, &body.to_string());
     let status: Value = {
-        let rt = runtime();
+        let rt = threaded_runtime();
         let c = client_from(&world, "127.0.0.1".parse().unwrap());
         rt.block_on(async {
             c.get(format!("{}/api/status", world.origin))

@@ -54,23 +54,6 @@ fn log_count(d: &Path, prefix: &str) -> usize {
         .count()
 }
 
-/// Waits (bounded) until `cond` holds.
-fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A raw link client asking to pair as `name`.
 async fn pair(addr: &str, id: &Identity, name: &str) -> Result<AgentSession, LinkError> {
     let stream = TcpStream::connect(addr).await?;
@@ -106,7 +89,7 @@ fn a_pairing_flood_shows_one_prompt_and_the_owner_still_logs_in() {
 
     // Thirty strangers ask to pair at once.
     const FLOOD: usize = 30;
-    let rt = runtime();
+    let rt = threaded_runtime();
     let finished = Arc::new(AtomicUsize::new(0));
     let addr = signer.addr.clone();
     let attempts: Vec<_> = (0..FLOOD)
@@ -178,7 +161,7 @@ fn a_pairing_flood_shows_one_prompt_and_the_owner_still_logs_in() {
 fn unpair_stays_done_while_another_agent_reconnects_in_a_loop() {
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "pi");
-    let rt = runtime();
+    let rt = threaded_runtime();
     let churner = Arc::new(Identity::generate());
     let mut signer_key: Option<StaticKey> = None;
     for round in 0..10 {
@@ -263,7 +246,7 @@ fn four_links_of_one_agent_get_no_more_than_64_requests_in_flight() {
     let blob = key_blob(&signer.keygen("ed25519", "k"));
     let (approve, d) = holding_approver(dir.path());
     signer.start_approving("127.0.0.1:0", &approve, &[]);
-    let rt = runtime();
+    let rt = threaded_runtime();
     let id = Identity::generate();
     let addr = signer.addr.clone();
     let first = rt.block_on(pair(&addr, &id, "greedy")).expect("pairs");

@@ -6,7 +6,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -122,11 +121,7 @@ impl Setup {
     /// window lets through: the state the attacks start from.
     fn open_window_for_devbox(&self) {
         let first = self.login_devbox();
-        assert!(
-            first.status.success(),
-            "{}",
-            String::from_utf8_lossy(&first.stderr)
-        );
+        assert_success(&first, "the first login to devbox");
         assert!(self.login_devbox().status.success());
         let signs = self.approvals("sign");
         assert_eq!(signs.len(), 1, "one prompt, then the window: {signs:?}");
@@ -214,7 +209,7 @@ fn a_window_for_one_host_does_not_cover_another_host_under_its_name() {
         .unwrap();
     assert_eq!(last["host_key"], fp_b.as_str(), "{last}");
     assert_eq!(last["outcome"], "refused", "{last}");
-    let shown = ok(&mut s.signer.cmd(&["audit"]));
+    let shown = s.signer.audit();
     assert!(
         shown.contains(&format!(
             "host key {fp_b} (named devbox by the agent) [verified]"
@@ -375,11 +370,7 @@ fn lock_cancels_a_signature_waiting_for_approval() {
     let asked = s.approver.join("asked");
     std::thread::scope(|scope| {
         let login = scope.spawn(|| s.a.ssh(&s.agent, &[], "true"));
-        let deadline = Instant::now() + WAIT;
-        while !asked.exists() {
-            assert!(Instant::now() < deadline, "the approver was never asked");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("the approver asked", WAIT, || asked.exists());
         ok(&mut s.signer.cmd(&["lock"]));
         // The person approves now: too late.
         std::fs::write(s.approver.join("release"), "").unwrap();
@@ -412,11 +403,7 @@ fn lock_cancels_a_certificate_waiting_for_approval() {
     let asked = s.approver.join("asked");
     std::thread::scope(|scope| {
         let cert = scope.spawn(|| run(&mut s.agent.cmd(&["cert"])));
-        let deadline = Instant::now() + WAIT;
-        while !asked.exists() {
-            assert!(Instant::now() < deadline, "the approver was never asked");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("the approver asked", WAIT, || asked.exists());
         ok(&mut s.signer.cmd(&["lock"]));
         std::fs::write(s.approver.join("release"), "").unwrap();
         let out = cert.join().unwrap();

@@ -81,11 +81,7 @@ fn a_signature_through_a_forwarded_agent_is_marked_forwarded() {
         login_user()
     );
     let out = first.ssh(&agent, &["-A"], &inner);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the login through ssh -A");
     assert!(String::from_utf8_lossy(&out.stdout).contains("second-hop-ok"));
     let signs = signer.approvals_of("sign");
     assert_eq!(signs.len(), 2, "{signs:?}");
@@ -97,7 +93,7 @@ fn a_signature_through_a_forwarded_agent_is_marked_forwarded() {
         signs[1].contains("fwd=1 "),
         "the second hop is forwarded: {signs:?}"
     );
-    let audit = ok(&mut signer.cmd(&["audit"]));
+    let audit = signer.audit();
     assert!(audit.contains("(forwarded)"), "{audit}");
 }
 
@@ -220,7 +216,7 @@ fn an_approval_window_lets_the_same_login_through_but_not_another_host() {
         "one prompt, then the window: {:?}",
         signer.approvals()
     );
-    let audit = ok(&mut signer.cmd(&["audit"]));
+    let audit = signer.audit();
     assert_eq!(audit.matches("approved-by-window").count(), 2, "{audit}");
     // Another host is asked.
     let other = Sshd::start(d.path(), &format!("{key_line}\n"), &[]);

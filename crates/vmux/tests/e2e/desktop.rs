@@ -47,10 +47,7 @@ fn notification_server(address: String, answer: &'static str) -> Shown {
     let record = shown.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async move {
             let conn = zbus::connection::Builder::address(address.as_str())
                 .unwrap()
@@ -176,15 +173,10 @@ fn another_client_of_the_session_bus_cannot_answer_the_prompt() {
     // A process of the same user on the bus waits for the prompt, then
     // "clicks" Approve for every likely notification id.
     let intruder = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + WAIT;
-        while shown.lock().unwrap().len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "no prompt shown");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        wait_until("two prompts shown", WAIT, || {
+            shown.lock().unwrap().len() >= 2
+        });
+        let rt = runtime();
         rt.block_on(async {
             let conn = zbus::connection::Builder::address(address.as_str())
                 .unwrap()

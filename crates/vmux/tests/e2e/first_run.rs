@@ -38,7 +38,12 @@ impl Drop for Background {
 
 /// `vmux --home HOME setup ARGS…` on a pty, with PATH starting at `bin`
 /// when given and its own XDG_CONFIG_HOME.
-fn setup_command(dir: &Path, home: &Path, bin: Option<&Path>, args: &[&str]) -> Command {
+fn setup_command<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    home: &Path,
+    bin: Option<&Path>,
+    args: &[S],
+) -> Command {
     let mut cmd = vmux();
     cmd.arg("--home")
         .arg(home)
@@ -53,6 +58,24 @@ fn setup_command(dir: &Path, home: &Path, bin: Option<&Path>, args: &[&str]) -> 
         cmd.env("PATH", format!("{}:{path}", b.display()));
     }
     cmd
+}
+
+/// `args`, and the signer and its phone page on free loopback ports
+/// (`--listen`, `--web-listen`), as the setups here run.
+fn on_free_ports(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    for flag in ["--listen", "--web-listen"] {
+        all.extend([flag.to_owned(), format!("127.0.0.1:{}", free_port())]);
+    }
+    all
+}
+
+/// The value after `flag` in `args`.
+fn value_of<'a>(args: &'a [String], flag: &str) -> &'a str {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
 }
 
 /// The rest of the line after `label` on `screen`.
@@ -149,10 +172,7 @@ fn create_passkey(phone: &Phone, link: &str) {
 fn page_trusted(ca: &Path, name: &str, addr: &str) -> Result<u16, String> {
     let ca = std::fs::read(ca).unwrap();
     let addr: std::net::SocketAddr = addr.parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -214,18 +234,7 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
     stand_in_tailscale(&bin, RP_HOST, &pki);
     let home = dir.path().join("home");
     let _background = Background(home.clone());
-    let listen = format!("127.0.0.1:{}", free_port());
-    let web = format!("127.0.0.1:{}", free_port());
-    let args = [
-        "--phone",
-        "pixel",
-        "--yes",
-        "--no-advertise",
-        "--listen",
-        &listen,
-        "--web-listen",
-        &web,
-    ];
+    let args = on_free_ports(&["--phone", "pixel", "--yes", "--no-advertise"]);
     let term = OnTerminal::spawn(setup_command(dir.path(), &home, Some(&bin), &args));
     let screen = term.wait_for("Waiting for the phone");
     assert!(
@@ -239,13 +248,14 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
         "{screen}"
     );
     let link = line_after(&screen, "Enrolment link: ");
+    let web = value_of(&args, "--web-listen");
     let port = web.rsplit_once(':').unwrap().1;
     assert!(
         link.starts_with(&format!("https://{RP_HOST}:{port}/#enrol=")),
         "{link}"
     );
     // The page serves tailscale's certificate.
-    assert!(page_trusted(pki.ca_pem(), RP_HOST, &web).is_ok());
+    assert!(page_trusted(pki.ca_pem(), RP_HOST, web).is_ok());
 
     let browser = Browser::launch(
         dir.path(),
@@ -302,21 +312,15 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
     let dir = test_dir();
     let home = dir.path().join("home");
     let _background = Background(home.clone());
-    let listen = format!("127.0.0.1:{}", free_port());
-    let web = format!("127.0.0.1:{}", free_port());
-    let args = [
+    let args = on_free_ports(&[
         "--phone",
         "pixel",
         "--yes",
         "--no-advertise",
         "--no-tailnet",
-        "--listen",
-        &listen,
-        "--web-listen",
-        &web,
         "--web-name",
         RP_HOST,
-    ];
+    ]);
     let term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
     let screen = term.wait_for("Waiting for the phone");
     assert!(screen.contains("Paired with the signer"), "{screen}");
@@ -342,11 +346,7 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
         page.goto(&trust);
         page.click_link("Install on Android");
         let file = downloads.join("vmux-ca.crt");
-        let deadline = std::time::Instant::now() + WAIT;
-        while !file.exists() {
-            assert!(std::time::Instant::now() < deadline, "nothing downloaded");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until("the file downloaded", WAIT, || file.exists());
         file
     };
 
@@ -387,11 +387,7 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
     assert!(card.contains("127.0.0.1"), "{card}");
     phone.tap("sign", "Approve");
     let out = crate::support::phone::finish(ssh, std::time::Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the login approved on the phone");
     phone.wait_cards(0);
 
     // A server that trusts the phone as CA, as setup printed: five
@@ -428,12 +424,7 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
         1,
         "one certificate, signed by the phone: {audit}"
     );
-    assert!(
-        audit
-            .lines()
-            .any(|l| l.contains(" pair ") && l.contains("approved")),
-        "{audit}"
-    );
+    assert!(lines_with(&audit, &[" pair ", "approved"]) > 0, "{audit}");
 }
 
 /// Sends one control line to the signer's socket as uid/gid 65534
@@ -452,11 +443,7 @@ fn control_as_nobody(socket: &Path, line: &str) -> String {
         .gid(65534)
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "nobody could not even connect: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "nobody could not even connect");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -537,17 +524,7 @@ fn setup_stopped_half_way_goes_on_only_when_asked_and_its_services_outlive_ctrl_
     let dir = test_dir();
     let home = dir.path().join("home");
     let _background = Background(home.clone());
-    let listen = format!("127.0.0.1:{}", free_port());
-    let web = format!("127.0.0.1:{}", free_port());
-    let args = [
-        "--no-tailnet",
-        "--listen",
-        &listen,
-        "--web-listen",
-        &web,
-        "--web-name",
-        RP_HOST,
-    ];
+    let args = on_free_ports(&["--no-tailnet", "--web-name", RP_HOST]);
     // The person presses Enter at the pairing code, then Ctrl-C while
     // setup waits for the phone.
     let mut term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
@@ -626,21 +603,15 @@ fn setup_with_a_passphrase_file_encrypts_the_new_signer_and_its_service_reads_th
     std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
     let home = dir.path().join("home");
     let _background = Background(home.clone());
-    let listen = format!("127.0.0.1:{}", free_port());
-    let web = format!("127.0.0.1:{}", free_port());
     let pass_arg = pass.display().to_string();
-    let args = [
+    let args = on_free_ports(&[
         "--yes",
         "--no-tailnet",
         "--passphrase-file",
         &pass_arg,
-        "--listen",
-        &listen,
-        "--web-listen",
-        &web,
         "--web-name",
         RP_HOST,
-    ];
+    ]);
     let mut term = OnTerminal::spawn(setup_command(dir.path(), &home, None, &args));
     let screen = term.wait_for("Waiting for the phone");
     assert!(!screen.contains("stored unencrypted"), "{screen}");

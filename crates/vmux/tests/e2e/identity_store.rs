@@ -31,10 +31,7 @@ fn keyring(dir: &Path) -> Keyring {
     std::fs::create_dir_all(&run).unwrap();
     std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     // Readiness: the service's name gets an owner on the bus.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let keyring = rt.block_on(async {
         let conn = zbus::connection::Builder::address(address.as_str())
             .unwrap()

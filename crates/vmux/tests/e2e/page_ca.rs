@@ -134,10 +134,7 @@ fn wait_closed(addr: &str) {
 fn served_leaf(origin: &str, ca_pem: &Path) -> Vec<u8> {
     let port: u16 = origin.rsplit(':').next().unwrap().parse().unwrap();
     let pem = std::fs::read(ca_pem).expect("page-ca.pem");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
@@ -622,10 +619,7 @@ fn forged_server(ca_key_openssh: &str, name: &str) -> u16 {
     let port = listener.local_addr().expect("addr").port();
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -748,11 +742,7 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
             MDNS_RESOLVE,
         ])
         .arg("vmux-page-test.local"));
-    assert!(
-        out.status.success(),
-        "no mDNS answer for vmux-page-test.local: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "no mDNS answer for vmux-page-test.local");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
     // The trust link names the page's address too.
     let added = phone_add_at(&signer, "pixel", &format!("http://{}:", net.b_ip));

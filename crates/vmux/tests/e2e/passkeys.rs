@@ -63,16 +63,6 @@ fn spawn_bounded(
     c.envs(env.iter().copied());
     c.spawn().expect("spawn")
 }
-
-fn assert_success(out: &std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_takes_it_away() {
     let dir = test_dir();
@@ -270,14 +260,9 @@ fn ssh_keygen_signs_through_the_agent_on_the_phone_and_git_verifies_a_commit_sig
 
     // The audit log says the phone decided, and the agent refused no
     // signature.
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert_eq!(
-        audit
-            .lines()
-            .filter(|l| l.contains("sign")
-                && l.contains("approved")
-                && l.contains("on phone pixel"))
-            .count(),
+        lines_with(&audit, &["sign", "approved", "on phone pixel"]),
         2,
         "{audit}"
     );
@@ -318,7 +303,7 @@ fn openssh_9_2_ssh_never_asks_the_phone_while_asyncssh_logs_in_with_the_passkey(
         both.daemon.output()
     );
     assert_eq!(both.daemon.count(|l| l.contains("ECDSA-SK")), 0);
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert!(!audit.contains("on phone"), "{audit}");
     let status = ok(&mut agent.cmd(&["status"]));
     assert!(
@@ -632,11 +617,9 @@ fn a_passkey_request_is_that_phones_alone_denied_there_it_fails_and_other_data_i
     let out = finish(sign, Duration::from_secs(90));
     assert!(!out.status.success(), "denied on the phone, no signature");
     assert!(!work.join("message.sig").exists());
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("sign") && l.contains("refused") && l.contains("on phone pixel")),
+        lines_with(&audit, &["sign", "refused", "on phone pixel"]) > 0,
         "{audit}"
     );
 
@@ -892,11 +875,9 @@ fn with_two_ca_phones_the_first_to_approve_signs_and_a_removed_one_leaves_the_ot
         ca.contains("ECDSA-SK") && ca.contains(&iphone_fp),
         "signed by the iphone: {ca}"
     );
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("certificate") && l.contains("on phone iphone")),
+        lines_with(&audit, &["certificate", "on phone iphone"]) > 0,
         "{audit}"
     );
 

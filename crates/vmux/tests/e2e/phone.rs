@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::browser::Browser;
 use crate::support::phone::*;
 use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -208,39 +207,26 @@ fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
         String::from_utf8_lossy(&out.stderr)
     );
     phone.wait_cards(0);
-    assert!(
-        phone.page.console_errors().is_empty(),
-        "{:?}",
-        phone.page.console_errors()
-    );
+    phone.assert_no_console_errors();
 
     // The audit log says which phone decided.
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("sign") && l.contains("approved") && l.contains("on phone pixel")),
+        lines_with(&audit, &["sign", "approved", "on phone pixel"]) > 0,
         "{audit}"
     );
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("pair") && l.contains("on phone pixel")),
+        lines_with(&audit, &["pair", "on phone pixel"]) > 0,
         "{audit}"
     );
 }
 
-#[test]
-fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login() {
-    enrols_signs_in_pairs_and_approves_a_login::<Browser>();
-}
-
-#[test]
-fn a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login_in_firefox() {
-    if firefox_or_skip("the enrolment, sign-in and approval test") {
-        enrols_signs_in_pairs_and_approves_a_login::<Firefoxes>();
-    }
-}
+in_both_engines!(
+    enrols_signs_in_pairs_and_approves_a_login,
+    "the enrolment, sign-in and approval test",
+    a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login,
+    a_phone_enrols_with_a_link_pairs_an_agent_and_approves_a_login_in_firefox,
+);
 
 /// A tap on Approve whose passkey does not verify the user approves
 /// nothing; Deny fails the login; with no page open a login fails in
@@ -282,14 +268,11 @@ fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
     // The page goes away: the signer knows within a second or two, and a
     // login waits only the agent's bounded time.
     phone.page.goto("about:blank");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !world.phones().contains("no page open") {
-        assert!(
-            Instant::now() < deadline,
-            "the signer still thinks a page is open"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the signer seeing no page open",
+        Duration::from_secs(10),
+        || world.phones().contains("no page open"),
+    );
     let started = Instant::now();
     let out = finish(ssh_spawn(&sshd, &agent, 60), Duration::from_secs(60));
     assert!(!out.status.success());
@@ -301,18 +284,12 @@ fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
     assert_eq!(sshd.accepted(), 0);
 }
 
-#[test]
-fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time() {
-    unverified_and_denied_logins_fail::<Browser>();
-}
-
-#[test]
-fn a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time_in_firefox(
-) {
-    if firefox_or_skip("the denial test") {
-        unverified_and_denied_logins_fail::<Firefoxes>();
-    }
-}
+in_both_engines!(
+    unverified_and_denied_logins_fail,
+    "the denial test",
+    a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time,
+    a_login_denied_on_the_phone_fails_and_with_no_page_open_the_client_fails_in_bounded_time_in_firefox,
+);
 
 /// An approval window ticked on the card covers the same login to the
 /// same host only, in engine `E`.
@@ -349,28 +326,16 @@ fn a_window_covers_that_host_only<E: BrowserEngine>() {
     phone.card_text("sign");
     phone.tap("sign", "Deny");
     assert!(!finish(ssh, Duration::from_secs(60)).status.success());
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
-    assert_eq!(
-        audit
-            .lines()
-            .filter(|l| l.contains("approved-by-window"))
-            .count(),
-        1,
-        "{audit}"
-    );
+    let audit = world.signer.audit();
+    assert_eq!(lines_with(&audit, &["approved-by-window"]), 1, "{audit}");
 }
 
-#[test]
-fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only() {
-    a_window_covers_that_host_only::<Browser>();
-}
-
-#[test]
-fn an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only_in_firefox() {
-    if firefox_or_skip("the approval window test") {
-        a_window_covers_that_host_only::<Firefoxes>();
-    }
-}
+in_both_engines!(
+    a_window_covers_that_host_only,
+    "the approval window test",
+    an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only,
+    an_approval_window_taken_on_the_phone_is_honoured_for_that_host_only_in_firefox,
+);
 
 #[test]
 fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_sign_in() {
@@ -395,11 +360,9 @@ fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_
     agent
         .daemon()
         .wait_line(WAIT, |l| l.contains("session certificate installed"));
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    let audit = world.signer.audit();
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("certificate") && l.contains("on phone iphone")),
+        lines_with(&audit, &["certificate", "on phone iphone"]) > 0,
         "{audit}"
     );
 
@@ -593,25 +556,9 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
 
     // Behind a proxy: plain HTTP on loopback. The page is served with its
     // policy; failed enrolments are limited.
-    let port = free_port();
     let origin = "https://signer.vmux.test";
-    signer.start_approving(
-        "127.0.0.1:0",
-        "phone",
-        &[
-            "--web-listen",
-            &format!("127.0.0.1:{port}"),
-            "--web-origin",
-            origin,
-        ],
-    );
-    signer
-        .daemon()
-        .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let port = signer.start_plain_phone_page(origin);
+    let rt = runtime();
     rt.block_on(async {
         let c = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
@@ -809,27 +756,14 @@ fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
     phone.tap("sign", "Approve all 10");
     for ssh in logins {
         let out = finish(ssh, Duration::from_secs(120));
-        assert!(
-            out.status.success(),
-            "a login approved with the one tap: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "a login approved with the one tap");
     }
     assert_eq!(sshd.accepted(), 10);
     phone.wait_cards(0);
-    assert!(
-        phone.page.console_errors().is_empty(),
-        "{:?}",
-        phone.page.console_errors()
-    );
-    let audit = ok(&mut world.signer.cmd(&["audit"]));
+    phone.assert_no_console_errors();
+    let audit = world.signer.audit();
     assert_eq!(
-        audit
-            .lines()
-            .filter(|l| l.contains("sign")
-                && l.contains("approved")
-                && l.contains("on phone pixel"))
-            .count(),
+        lines_with(&audit, &["sign", "approved", "on phone pixel"]),
         10,
         "{audit}"
     );
@@ -854,17 +788,12 @@ fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
     );
 }
 
-#[test]
-fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all() {
-    ten_logins_approved_with_one_tap::<Browser>();
-}
-
-#[test]
-fn ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all_in_firefox() {
-    if firefox_or_skip("the Approve all test") {
-        ten_logins_approved_with_one_tap::<Firefoxes>();
-    }
-}
+in_both_engines!(
+    ten_logins_approved_with_one_tap,
+    "the Approve all test",
+    ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all,
+    ten_waiting_logins_of_one_agent_are_approved_with_one_tap_on_approve_all_in_firefox,
+);
 
 #[test]
 fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swapped_or_stretched_is_refused(
@@ -1045,11 +974,7 @@ fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_per
     assert_decidable_at_a_glance(&phone, "sign");
     phone.tap("sign", "Approve");
     let out = finish(sign, Duration::from_secs(90));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the signature approved on the phone");
     phone.wait_cards(0);
 
     // A login: the host as the agent names it, its key verified.
@@ -1073,11 +998,7 @@ fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_per
     phone.screenshot_top(&shot_path(dir.path(), "phone-card.png"));
     phone.tap("sign", "Approve");
     assert!(finish(ssh, Duration::from_secs(90)).status.success());
-    assert!(
-        phone.page.console_errors().is_empty(),
-        "{:?}",
-        phone.page.console_errors()
-    );
+    phone.assert_no_console_errors();
 }
 
 #[test]
@@ -1140,11 +1061,7 @@ fn a_login_through_a_forwarded_agent_stands_out_in_colour_and_words_and_is_decid
         assert_decidable_at_a_glance(&phone, "sign");
         phone.tap("sign", "Approve");
         let out = hop.join().expect("the ssh thread");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "the forwarded login approved on the phone");
         assert!(String::from_utf8_lossy(&out.stdout).contains("second-hop-ok"));
     });
 }

@@ -80,14 +80,9 @@ impl PushWorld {
     /// Closes the phone's page and waits until the signer knows.
     fn close_page(&self) {
         self.phone.page.goto("about:blank");
-        let deadline = std::time::Instant::now() + WAIT;
-        while !self.world.phones().contains("no page open") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the signer still thinks a page is open"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("the signer seeing no page open", WAIT, || {
+            self.world.phones().contains("no page open")
+        });
     }
 
     /// Opens the page again (its session cookie signs it in).
@@ -272,11 +267,7 @@ fn ten_logins_with_no_page_open_send_one_push_and_the_reopened_page_approves_the
     w.approve_all(10);
     for ssh in logins {
         let out = finish(ssh, Duration::from_secs(120));
-        assert!(
-            out.status.success(),
-            "a login approved after the push: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "a login approved after the push");
     }
     assert_eq!(w.sshd.accepted(), 10);
     // The page closed the notification of the requests it no longer lists.

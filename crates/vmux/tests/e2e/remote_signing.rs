@@ -104,36 +104,21 @@ fn git_scp_rsync_and_ssh_keygen_signatures_work_through_the_agent() {
     // scp and rsync.
     let src = d.join("payload.txt");
     std::fs::write(&src, "payload\n").unwrap();
+    // Copies `src` to `copy` on the host with `cmd` through the agent.
+    let copies = |mut cmd: Command, copy: &str| {
+        let to = d.join(copy);
+        cmd.arg(&src)
+            .arg(format!("{user}@127.0.0.1:{}", to.display()));
+        client_env(&mut cmd, &w.agent);
+        ok(&mut cmd);
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "payload\n", "{copy}");
+    };
     let mut scp = Command::new("scp");
-    scp.args(w.sshd.ssh_opts())
-        .arg("-P")
-        .arg(port.to_string())
-        .arg(&src)
-        .arg(format!(
-            "{user}@127.0.0.1:{}",
-            d.join("scp-copy.txt").display()
-        ));
-    client_env(&mut scp, &w.agent);
-    ok(&mut scp);
-    assert_eq!(
-        std::fs::read_to_string(d.join("scp-copy.txt")).unwrap(),
-        "payload\n"
-    );
+    scp.args(w.sshd.ssh_opts()).arg("-P").arg(port.to_string());
+    copies(scp, "scp-copy.txt");
     let mut rsync = Command::new("rsync");
-    rsync
-        .arg("-e")
-        .arg(format!("{ssh} -p {port}"))
-        .arg(&src)
-        .arg(format!(
-            "{user}@127.0.0.1:{}",
-            d.join("rsync-copy.txt").display()
-        ));
-    client_env(&mut rsync, &w.agent);
-    ok(&mut rsync);
-    assert_eq!(
-        std::fs::read_to_string(d.join("rsync-copy.txt")).unwrap(),
-        "payload\n"
-    );
+    rsync.arg("-e").arg(format!("{ssh} -p {port}"));
+    copies(rsync, "rsync-copy.txt");
 
     // ssh-keygen -Y sign with the agent, then -Y verify.
     let pubfile = d.join("key.pub");
@@ -158,11 +143,7 @@ fn git_scp_rsync_and_ssh_keygen_signatures_work_through_the_agent() {
         ))
         .output()
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_success(&verify, "ssh-keygen -Y verify");
     assert!(String::from_utf8_lossy(&verify.stdout).contains("Good \"file\" signature"));
 }
 
@@ -180,7 +161,7 @@ fn ssh_add_lists_the_signers_keys_even_when_the_signer_is_gone() {
 
     let check = |agent: &Agent| {
         let l = agent.ssh_add(&["-l"]);
-        assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
+        assert_success(&l, "ssh-add -l");
         let listed = String::from_utf8_lossy(&l.stdout).into_owned();
         for line in &lines {
             let fp = fingerprint(line, dir.path());
@@ -362,11 +343,7 @@ fn the_agent_survives_garbage_oversized_lengths_and_half_frames() {
     // ssh-add -d/-D/-x fail as usual; the agent keeps serving.
     assert!(!w.agent.ssh_add(&["-D"]).status.success());
     let l = w.agent.ssh_add(&["-l"]);
-    assert!(
-        l.status.success(),
-        "still serving: {}",
-        String::from_utf8_lossy(&l.stderr)
-    );
+    assert_success(&l, "still serving");
     assert_login(&w, &[]);
 }
 

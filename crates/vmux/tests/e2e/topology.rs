@@ -25,11 +25,7 @@ fn a_signature_asked_while_the_signer_is_down_completes_when_it_is_back() {
         let reconnect = up.elapsed();
         let out = login.join().unwrap();
         let done = up.elapsed();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "the login across the restart");
         println!(
             "reconnect after the signer was back: {reconnect:?}; waiting login done after {done:?}"
         );

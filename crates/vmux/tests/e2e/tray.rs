@@ -645,11 +645,7 @@ fn a_waiting_login_notifies_once_and_closes_when_answered_and_a_denial_says_so()
     std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
     std::fs::write(&fifo, "yes\n").unwrap();
     let out = ssh.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the login approved on the tray");
     let notes = desktop.wait_notes(|n| n.contains(&Note::Close { id }));
     assert_eq!(
         notes.len(),

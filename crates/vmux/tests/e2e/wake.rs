@@ -121,11 +121,7 @@ fn thirty_logins_with_the_signer_asleep_send_one_push_and_all_complete() {
         let up = Instant::now();
         for l in logins {
             let out = l.join().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out, "a login waiting for the woken signer");
         }
         back = Some(up.elapsed());
     });

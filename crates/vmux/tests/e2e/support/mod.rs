@@ -18,7 +18,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmux_testkit::vmux::{confirm_pairings, listening_addr};
 
@@ -100,6 +100,56 @@ impl ClosedPort {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// A tokio runtime on the test's own thread, for its async clients and
+/// servers (reqwest, zbus, a listener of its own).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A tokio runtime with two worker threads, for tasks that go on while
+/// the test's thread waits.
+pub fn threaded_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Asserts that the command whose output is `out` succeeded; `what`
+/// names it in the failure message, with what it printed.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until `cond` holds, looking every 20 ms for at most `timeout`;
+/// panics saying what it waited for (`what`) when it does not.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many lines of `text` contain every one of `words`.
+pub fn lines_with(text: &str, words: &[&str]) -> usize {
+    text.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .count()
 }
 
 /// A number not given out before in this test process: for names of
@@ -278,6 +328,11 @@ impl Signer {
     /// Makes the approver grant approval windows of `seconds`.
     pub fn grant_windows(&self, seconds: u64) {
         std::fs::write(self.approver_dir.join("window"), seconds.to_string()).expect("window file");
+    }
+
+    /// `vmux signer audit`: one decision a line.
+    pub fn audit(&self) -> String {
+        ok(&mut self.cmd(&["audit"]))
     }
 
     /// Writes `signer.toml`.

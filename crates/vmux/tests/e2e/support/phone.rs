@@ -171,10 +171,7 @@ impl<E: BrowserEngine> PhoneWorld<E> {
     pub fn post_with(&self, path: &str, origin: &str, cookie: &str, body: &str) -> (u16, String) {
         let ca = std::fs::read(self.pki.ca_pem()).expect("CA");
         let addr: std::net::SocketAddr = self.web_addr.parse().expect("web address");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async {
             let client = reqwest::Client::builder()
                 .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
@@ -222,6 +219,13 @@ impl<E: BrowserEngine> PhoneWorld<E> {
 }
 
 impl<P: PhonePage> Phone<P> {
+    /// Asserts that the page logged no console error, uncaught
+    /// exception or CSP violation so far.
+    pub fn assert_no_console_errors(&self) {
+        let errors = self.page.console_errors();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
     /// The cards on the page now.
     pub fn cards(&self) -> usize {
         self.page.count("article.card")
@@ -513,6 +517,21 @@ pub fn finish(child: std::process::Child, bound: Duration) -> std::process::Outp
     }
 }
 
+impl Signer {
+    /// Starts approving on the phone page, served over plain HTTP on a
+    /// free loopback port for `origin` (as behind a proxy that ends
+    /// TLS), and waits until it says so; returns the port.
+    pub fn start_plain_phone_page(&mut self, origin: &str) -> u16 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let page = ["--web-listen", &listen, "--web-origin", origin];
+        self.start_approving("127.0.0.1:0", "phone", &page);
+        self.daemon()
+            .wait_line(WAIT, |l| l == format!("phone page at {origin}"));
+        port
+    }
+}
+
 /// Whether a test's Firefox half can run: `false`, saying why on stderr,
 /// only when Firefox (or certutil) is not installed; with
 /// `$VMUX_REQUIRE_FIREFOX` set (`scripts/test` sets it) a missing Firefox
@@ -529,3 +548,24 @@ pub fn firefox_or_skip(test: &str) -> bool {
         }
     }
 }
+
+/// A test of the phone page in both engines: `#[test] fn $chromium` runs
+/// `$story::<Browser>()`, and `#[test] fn $firefox` the same story in
+/// Firefox ([`Firefoxes`]) unless [`firefox_or_skip`] says it cannot run
+/// here (`$what` names the story in that message).
+macro_rules! in_both_engines {
+    ($story:ident, $what:literal, $chromium:ident, $firefox:ident $(,)?) => {
+        #[test]
+        fn $chromium() {
+            $story::<$crate::support::browser::Browser>();
+        }
+
+        #[test]
+        fn $firefox() {
+            if $crate::support::phone::firefox_or_skip($what) {
+                $story::<$crate::support::phone::Firefoxes>();
+            }
+        }
+    };
+}
+pub(crate) use in_both_engines;
