@@ -49,8 +49,7 @@ async fn stranger_post(c: &reqwest::Client, world: &PhoneWorld, path: &str, body
 /// "pixel" enrolled and signed in.
 fn owners_page(dir: &std::path::Path) -> (PhoneWorld, Phone) {
     let world = PhoneWorld::start(dir, NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     (world, phone)
 }
 
@@ -138,8 +137,7 @@ fn failures_from_ten_addresses_do_not_lock_the_owner_out_of_signing_in() {
     assert_owner_signs_in(&phone, "while the limits are full");
 
     // And a live enrolment link still works for a new phone.
-    let second = world.enrolled_phone("iphone");
-    second.wait_signed_in();
+    world.signed_in_phone("iphone");
 }
 
 #[test]

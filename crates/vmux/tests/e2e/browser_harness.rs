@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::browser::{Authenticator, Browser, PHONE};
+use crate::support::browser::{Authenticator, AuthenticatorId, Browser, Credential, PHONE};
 use crate::support::pki::TestPki;
 use crate::support::*;
 use http_body_util::Full;
@@ -210,6 +210,50 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     (be(16), be(20))
 }
 
+/// Ticks "require user verification" and taps Create a passkey, as a
+/// person does: the page creates a passkey and signs in with it. Asserts
+/// that it succeeded with UP and UV in the assertion, and returns the
+/// one discoverable credential the authenticator then holds, the one the
+/// page created. (Scripts the test runs see the page's window and DOM,
+/// not its top-level `const`s such as `$`, in Firefox.)
+fn create_a_passkey_requiring_uv<P: PhonePage>(page: &P, auth: &AuthenticatorId) -> Credential {
+    page.check("#require-uv");
+    let t = Instant::now();
+    page.click_button("Create a passkey");
+    page.wait_for(
+        "!['', 'creating', 'signing'].includes(document.getElementById('status').textContent)",
+        WAIT,
+    );
+    eprintln!("create + get took {:?}", t.elapsed());
+    assert_eq!(page.text("#status"), "success");
+    let flags: u8 = page.text("#flags").parse().expect("flags");
+    assert_eq!(
+        flags & 0x05,
+        0x05,
+        "UP and UV in the assertion: {flags:#04x}"
+    );
+    let creds = page.credentials(auth);
+    assert_eq!(creds.len(), 1, "one credential: {creds:?}");
+    let cred = creds[0].clone();
+    assert_eq!(cred.rp_id.as_deref(), Some(RP));
+    assert!(cred.resident, "a discoverable credential");
+    assert_eq!(cred.id_base64url(), page.text("#created"));
+    cred
+}
+
+/// The authenticator no longer recognises the finger: Sign in, with
+/// user verification required, fails.
+fn unverified_sign_in_fails<P: PhonePage>(page: &P, auth: &AuthenticatorId) {
+    page.set_user_verified(auth, false);
+    page.click_button_in("#later", "Sign in");
+    let status = page.wait_for(
+        "(s => s !== 'signing' && s)(document.getElementById('status').textContent)",
+        WAIT,
+    );
+    eprintln!("UV required, user not verified: {status}");
+    assert_eq!(status, json!("failed: NotAllowedError"));
+}
+
 #[test]
 fn the_browser_creates_and_uses_a_passkey_on_a_trusted_https_origin() {
     let dir = test_dir();
@@ -243,33 +287,12 @@ fn the_browser_creates_and_uses_a_passkey_on_a_trusted_https_origin() {
     );
 
     // Registration then an assertion with user verification required.
-    page.check("#require-uv");
+    let cred = &create_a_passkey_requiring_uv(&page, &auth);
     assert_eq!(page.eval("$('require-uv').checked"), json!(true));
-    let t = Instant::now();
-    page.click_button("Create a passkey");
-    page.wait_for(
-        "!['', 'creating', 'signing'].includes($('status').textContent)",
-        WAIT,
-    );
-    eprintln!("create + get took {:?}", t.elapsed());
-    assert_eq!(page.text("#status"), "success");
     let created_flags: u8 = page.text("#created-flags").parse().expect("flags");
     assert_eq!(created_flags & 0x45, 0x45, "UP, UV and AT at registration");
-    let flags: u8 = page.text("#flags").parse().expect("flags");
-    assert_eq!(
-        flags & 0x05,
-        0x05,
-        "UP and UV in the assertion: {flags:#04x}"
-    );
-
-    let creds = page.credentials(&auth);
-    assert_eq!(creds.len(), 1, "one credential: {creds:?}");
-    let cred = &creds[0];
-    assert_eq!(cred.rp_id.as_deref(), Some(RP));
-    assert!(cred.resident, "a discoverable credential");
     assert!(cred.user_handle.is_some(), "with its user handle");
     assert!(cred.sign_count >= 1, "it signed: {cred:?}");
-    assert_eq!(cred.id_base64url(), page.text("#created"));
     let counter: u64 = page.text("#counter").parse().expect("counter");
     assert_eq!(
         counter, cred.sign_count,
@@ -277,11 +300,7 @@ fn the_browser_creates_and_uses_a_passkey_on_a_trusted_https_origin() {
     );
 
     // The finger is not recognised: with UV required the assertion fails.
-    page.set_user_verified(&auth, false);
-    page.click_button_in("#later", "Sign in");
-    let status = page.wait_for("(s => s !== 'signing' && s)($('status').textContent)", WAIT);
-    eprintln!("UV required, user not verified: {status}");
-    assert_eq!(status, json!("failed: NotAllowedError"));
+    unverified_sign_in_fails(&page, &auth);
     assert_eq!(page.credentials(&auth)[0].sign_count, cred.sign_count);
 
     // With UV merely discouraged, an assertion with UP alone.
@@ -452,38 +471,13 @@ fn firefox_creates_and_uses_a_passkey_trusts_only_its_ca_and_leaves_no_process_b
     );
 
     // Registration then an assertion with user verification required,
-    // clicked as a person does. (Scripts the test runs see the page's
-    // window and DOM, not its top-level `const`s such as `$`.)
-    page.check("#require-uv");
-    let t = Instant::now();
-    page.click_button("Create a passkey");
-    page.wait_for(
-        "!['', 'creating', 'signing'].includes(document.getElementById('status').textContent)",
-        WAIT,
-    );
-    eprintln!("create + get took {:?}", t.elapsed());
-    assert_eq!(page.text("#status"), "success");
-    let flags: u8 = page.text("#flags").parse().expect("flags");
-    assert_eq!(flags & 0x05, 0x05, "UP and UV: {flags:#04x}");
-    let creds = page.credentials(&auth);
-    assert_eq!(creds.len(), 1, "{creds:?}");
-    assert_eq!(creds[0].rp_id.as_deref(), Some(RP));
-    assert!(creds[0].resident);
-    assert_eq!(creds[0].id_base64url(), page.text("#created"));
+    // clicked as a person does.
+    create_a_passkey_requiring_uv(&page, &auth);
 
     // The finger is not recognised: with UV required the assertion fails.
-    page.set_user_verified(&auth, false);
-    page.click_button_in("#later", "Sign in");
-    let status = page.wait_for(
-        "(s => s !== 'signing' && s)(document.getElementById('status').textContent)",
-        WAIT,
-    );
-    assert_eq!(status, json!("failed: NotAllowedError"));
-    assert!(
-        page.console_errors().is_empty(),
-        "{:?}",
-        page.console_errors()
-    );
+    unverified_sign_in_fails(&page, &auth);
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "{errors:?}");
 
     // What a person would see.
     let shot = dir.path().join("firefox.png");

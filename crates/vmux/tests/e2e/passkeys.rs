@@ -63,6 +63,26 @@ fn spawn_bounded(
     c.envs(env.iter().copied());
     c.spawn().expect("spawn")
 }
+
+/// A directory `work` under `dir` holding the passkey's public key
+/// `line` as `passkey.pub` and `message` as `message`, for
+/// [`spawn_sign_message`].
+fn passkey_work(dir: &Path, line: &str, message: &str) -> std::path::PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("passkey.pub"), format!("{line}\n")).unwrap();
+    std::fs::write(work.join("message"), message).unwrap();
+    work
+}
+
+/// `ssh-keygen -Y sign -n NAMESPACE -f passkey.pub message` in `work`
+/// through `agent`, started: it waits for the phone.
+fn spawn_sign_message(agent: &Agent, work: &Path, namespace: &str) -> std::process::Child {
+    let sign = ["ssh-keygen", "-Y", "sign", "-n", namespace];
+    let cmd = [&sign[..], &["-f", "passkey.pub", "message"]].concat();
+    spawn_bounded(&cmd, agent, work, &[])
+}
+
 #[test]
 fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_takes_it_away() {
     let dir = test_dir();
@@ -119,26 +139,9 @@ fn enrolment_adds_an_sk_ecdsa_key_that_ssh_add_lists_and_removing_the_phone_take
     // makes the agent refresh the list.
     let refreshed = agent.daemon().count(|l| l.contains("key list refreshed"));
     assert!(agent_lines(&agent).contains(SK));
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("passkey.pub"), format!("{line}\n")).unwrap();
-    std::fs::write(work.join("message"), "x\n").unwrap();
+    let work = passkey_work(dir.path(), &line, "x\n");
     let started = std::time::Instant::now();
-    let sign = spawn_bounded(
-        &[
-            "ssh-keygen",
-            "-Y",
-            "sign",
-            "-n",
-            "file",
-            "-f",
-            "passkey.pub",
-            "message",
-        ],
-        &agent,
-        &work,
-        &[],
-    );
+    let sign = spawn_sign_message(&agent, &work, "file");
     let out = finish(sign, Duration::from_secs(90));
     assert!(!out.status.success(), "a removed phone's key signs nothing");
     assert!(
@@ -169,31 +172,13 @@ fn ssh_keygen_signs_through_the_agent_on_the_phone_and_git_verifies_a_commit_sig
     let dir = test_dir();
     let (world, phone, agent) = world_with_phone(dir.path());
     let line = passkey_line(&world).expect("passkey line");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let pubfile = work.join("passkey.pub");
-    std::fs::write(&pubfile, format!("{line}\n")).unwrap();
+    let work = passkey_work(dir.path(), &line, "signed by the phone\n");
     let allowed = work.join("allowed_signers");
     std::fs::write(&allowed, format!("me@example.com {line}\n")).unwrap();
-    std::fs::write(work.join("message"), "signed by the phone\n").unwrap();
 
     // ssh-keygen -Y sign: one card on the phone, naming the namespace and
     // the passkey; Approve makes the signature.
-    let sign = spawn_bounded(
-        &[
-            "ssh-keygen",
-            "-Y",
-            "sign",
-            "-n",
-            "git",
-            "-f",
-            pubfile.to_str().unwrap(),
-            "message",
-        ],
-        &agent,
-        &work,
-        &[],
-    );
+    let sign = spawn_sign_message(&agent, &work, "git");
     let card = phone.card_text("sign");
     assert!(card.contains("passkey"), "{card}");
     assert!(card.contains("git"), "the card names the namespace: {card}");
@@ -589,26 +574,8 @@ fn a_passkey_request_is_that_phones_alone_denied_there_it_fails_and_other_data_i
     let (world, pixel, agent) = world_with_phone(dir.path());
     let other = world.enrolled_phone("iphone");
     let line = passkey_line(&world).expect("passkey line");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let pubfile = work.join("passkey.pub");
-    std::fs::write(&pubfile, format!("{line}\n")).unwrap();
-    std::fs::write(work.join("message"), "x\n").unwrap();
-    let sign = spawn_bounded(
-        &[
-            "ssh-keygen",
-            "-Y",
-            "sign",
-            "-n",
-            "file",
-            "-f",
-            pubfile.to_str().unwrap(),
-            "message",
-        ],
-        &agent,
-        &work,
-        &[],
-    );
+    let work = passkey_work(dir.path(), &line, "x\n");
+    let sign = spawn_sign_message(&agent, &work, "file");
     pixel.card_text("sign");
     // The other phone's page is signed in and open, and shows nothing.
     other.wait_signed_in();

@@ -234,8 +234,7 @@ in_both_engines!(
 fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
     let dir = test_dir();
     let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "8"]);
     let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
 
@@ -301,8 +300,7 @@ fn a_window_covers_that_host_only<E: BrowserEngine>() {
         &format!("max_approval_window_seconds = 3600\n{NO_AUTO_CERT}"),
         &[],
     );
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &[]);
     let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
 
@@ -412,8 +410,7 @@ fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_
 ) {
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &[]);
     let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
     let first = ssh_spawn(&sshd, &agent, 90);
@@ -612,8 +609,7 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
 fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_removes_it() {
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     assert!(
         !world.phones().contains("can be woken"),
         "{}",
@@ -712,8 +708,7 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
 fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
     let dir = test_dir();
     let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
     let sshd = Sshd::start(
         dir.path(),
@@ -800,8 +795,7 @@ fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swappe
 ) {
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
     let sshd = Sshd::start(
         dir.path(),
@@ -902,8 +896,7 @@ fn assert_decidable_at_a_glance(phone: &Phone, kind: &str) {
 fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_percent_text() {
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), "", &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     phone.small_screen(100, false);
 
     // Pairing: the code as large as ever, the buttons on screen.
@@ -1006,8 +999,7 @@ fn a_login_through_a_forwarded_agent_stands_out_in_colour_and_words_and_is_decid
 ) {
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let agent = pair(&world, &phone, dir.path(), &[]);
     let keys = world.signer.public_lines();
     let first = Sshd::start(dir.path(), &keys, &[]);

@@ -39,8 +39,7 @@ fn push_world(config: &str, approve: &str, agent_args: &[&str]) -> PushWorld {
         service.ca_file().display()
     );
     let world = PhoneWorld::start_approving(dir.path(), approve, &config, &[]);
-    let phone = world.enrolled_phone("pixel");
-    phone.wait_signed_in();
+    let phone = world.signed_in_phone("pixel");
     let subscriber = Subscriber::new();
     phone.stand_in_push_manager(
         &format!("{}/wpush/pixel-1", service.url()),

@@ -160,6 +160,14 @@ impl<E: BrowserEngine> PhoneWorld<E> {
         phone
     }
 
+    /// A phone enrolled ([`PhoneWorld::enrolled_phone`]) whose page then
+    /// shows it signed in.
+    pub fn signed_in_phone(&self, name: &str) -> Phone<E::Page> {
+        let phone = self.enrolled_phone(name);
+        phone.wait_signed_in();
+        phone
+    }
+
     /// `vmux signer phones` output.
     pub fn phones(&self) -> String {
         ok(&mut self.signer.cmd(&["phones"]))
