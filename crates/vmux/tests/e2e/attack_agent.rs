@@ -92,9 +92,7 @@ struct ForwardWorld {
 
 fn forward_world() -> ForwardWorld {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    let key_line = signer.keygen("ed25519", "plain");
-    signer.start();
+    let (signer, key_line) = Signer::serving(dir.path(), "pi", "plain");
     let ca_file = dir.path().join("ca.pub");
     std::fs::write(&ca_file, ok(&mut signer.cmd(&["ca"]))).unwrap();
     let hop = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
@@ -103,8 +101,7 @@ fn forward_world() -> ForwardWorld {
         "",
         &[&format!("TrustedUserCAKeys {}", ca_file.display())],
     );
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     agent
         .daemon()
         .wait_line(WAIT, |l| l.contains("session certificate installed"));
@@ -448,9 +445,7 @@ fn assert_refused(answer: &[u8], what: &str) {
 #[test]
 fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "plain");
-    signer.start();
+    let (signer, _) = Signer::serving(dir.path(), "pi", "plain");
     let mut agent = Agent::new(dir.path(), "laptop");
     // The user confirms pairings by hand below.
     agent.confirm_pairings = false;
@@ -493,9 +488,7 @@ fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     // The user pairs another signer with `vmux agent pair`; its code
     // waits for the user's confirmation. The attacker reads the code and
     // tries to confirm it (or to refuse it) itself.
-    let mut second = Signer::init(dir.path(), "second");
-    second.keygen("ed25519", "second");
-    second.start();
+    let (second, _) = Signer::serving(dir.path(), "second", "second");
     ok(&mut agent.cmd(&["pair", "--signer", &second.addr]));
     let seen = control_answer(&call(
         &mut attacker,

@@ -136,16 +136,11 @@ fn a_wrong_code_confirmed_on_the_agent_refuses_the_pairing() {
 #[test]
 fn a_pinned_agent_does_not_pair_with_an_unknown_signer_until_asked() {
     let dir = test_dir();
-    let mut first = Signer::init(dir.path(), "first");
-    let k1 = first.keygen("ed25519", "k1");
-    first.start();
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&first, &[]);
+    let (first, k1) = Signer::serving(dir.path(), "first", "k1");
+    let mut agent = Agent::paired_with(dir.path(), "laptop", &first);
     agent.stop();
 
-    let mut other = Signer::init(dir.path(), "other");
-    let k2 = other.keygen("ed25519", "k2");
-    other.start();
+    let (other, k2) = Signer::serving(dir.path(), "other", "k2");
     agent.start(&["--signer", &other.addr]);
     agent.daemon().wait_line(WAIT, |l| {
         l.contains("no pinned signer answers") && l.contains(&other.addr)
@@ -332,11 +327,8 @@ fn an_mdns_announcer_of_the_pinned_id_never_gets_a_session() {
 #[test]
 fn a_certificate_from_another_ca_key_is_refused() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "plain");
-    signer.start();
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let (mut signer, _) = Signer::serving(dir.path(), "pi", "plain");
+    let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     agent
         .daemon()
         .wait_line(WAIT, |l| l.contains("session certificate installed"));
@@ -432,9 +424,7 @@ fn the_code_typed_on_the_agents_terminal_confirms_the_pairing() {
     use std::sync::mpsc;
 
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "k");
-    signer.start();
+    let (signer, _) = Signer::serving(dir.path(), "pi", "k");
     let agent = Agent::new(dir.path(), "laptop");
     let run = format!(
         "'{}' --home '{}' agent run --name laptop --no-discovery --signer {}",

@@ -79,8 +79,7 @@ fn a_pairing_flood_shows_one_prompt_and_the_owner_still_logs_in() {
     let key_line = signer.keygen("ed25519", "owner-key");
     let (approve, d) = holding_approver(dir.path());
     signer.start_approving("127.0.0.1:0", &approve, &[]);
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
     // From now on nobody answers a pairing prompt.
     std::fs::write(d.join("hold-pairs"), "").unwrap();

@@ -195,8 +195,7 @@ fn no_certificate_when_policy_or_approver_says_no_and_plain_keys_still_work() {
         signer.config(toml);
         signer.deny("certificate", deny);
         signer.start();
-        let mut agent = Agent::new(dir.path(), "laptop");
-        agent.start_with(&signer, &[]);
+        let agent = Agent::paired_with(dir.path(), "laptop", &signer);
         let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
         sshd.assert_login(&agent, "login");
         let status = agent.status();
@@ -307,8 +306,7 @@ fn signer_ca_prints_the_ca_of_the_running_signer_not_of_its_config() {
         "",
         &[&format!("TrustedUserCAKeys {}", ca_file.display())],
     );
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     wait_cert(&agent, 1);
     sshd.assert_login(&agent, "login with the running signer's certificate");
     assert_eq!(

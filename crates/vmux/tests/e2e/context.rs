@@ -1,8 +1,6 @@
 //! Who asks and for what: verified destinations, the requesting process,
 //! forwarded agents, namespaces, approval windows, the audit log, status.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use crate::support::*;
@@ -102,39 +100,13 @@ fn put(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn call(s: &mut UnixStream, body: &[u8]) -> Vec<u8> {
-    let mut m = (body.len() as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(body);
-    s.write_all(&m).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut a = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut a).unwrap();
-    a
-}
-
 #[test]
 fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
     let (_d, signer, agent, _sshd, key_line) = world(|_| "x.test".into(), false, "");
-    let key_blob = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(key_line.split_whitespace().nth(1).unwrap())
-            .unwrap()
-    };
+    let key_blob = key_blob(&key_line);
     let host =
         ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-    let bind = |sid: &[u8], signed: &[u8]| {
-        use signature::Signer as _;
-        let sig: ssh_key::Signature = host.try_sign(signed).unwrap();
-        let mut b = vec![27];
-        put(&mut b, b"session-bind@openssh.com");
-        put(&mut b, &host.public_key().to_bytes().unwrap());
-        put(&mut b, sid);
-        put(&mut b, &Vec::<u8>::try_from(sig).unwrap());
-        b.push(0);
-        b
-    };
+    let bind = |sid: &[u8], signed: &[u8]| bind_request_signing(&host, sid, signed, false);
     let sign = |sid: &[u8]| {
         let mut data = Vec::new();
         put(&mut data, sid);
@@ -145,20 +117,16 @@ fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
         data.push(1);
         put(&mut data, b"ssh-ed25519");
         put(&mut data, &key_blob);
-        let mut b = vec![13];
-        put(&mut b, &key_blob);
-        put(&mut b, &data);
-        b.extend_from_slice(&0u32.to_be_bytes());
-        b
+        sign_request(&key_blob, &data, 0)
     };
     // A bind whose signature is over another session id: refused.
-    let mut s = UnixStream::connect(&agent.sock).unwrap();
-    assert_eq!(call(&mut s, &bind(b"sid-A", b"sid-B")), [5]);
-    assert_eq!(call(&mut s, &sign(b"sid-A"))[0], 14);
+    let mut s = agent.client();
+    assert_eq!(s.call(&bind(b"sid-A", b"sid-B")).unwrap(), [5]);
+    assert_eq!(s.call(&sign(b"sid-A")).unwrap()[0], 14);
     // A good bind, but data naming another session id.
-    let mut s = UnixStream::connect(&agent.sock).unwrap();
-    assert_eq!(call(&mut s, &bind(b"sid-C", b"sid-C")), [6]);
-    assert_eq!(call(&mut s, &sign(b"sid-D"))[0], 14);
+    let mut s = agent.client();
+    assert_eq!(s.call(&bind(b"sid-C", b"sid-C")).unwrap(), [6]);
+    assert_eq!(s.call(&sign(b"sid-D")).unwrap()[0], 14);
     let signs = signer.approvals_of("sign");
     assert_eq!(signs.len(), 2);
     for l in &signs {
@@ -169,8 +137,8 @@ fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
     }
     // A client that never binds (an old ssh, a relayed socket): nobody
     // can tell whether it is forwarded, and the approver is told so.
-    let mut s = UnixStream::connect(&agent.sock).unwrap();
-    assert_eq!(call(&mut s, &sign(b"sid-E"))[0], 14);
+    let mut s = agent.client();
+    assert_eq!(s.call(&sign(b"sid-E")).unwrap()[0], 14);
     let signs = signer.approvals_of("sign");
     assert_eq!(signs.len(), 3);
     assert!(

@@ -85,12 +85,9 @@ fn install_print_gives_units_systemd_accepts() {
 #[test]
 fn a_socket_activated_agent_serves_on_the_inherited_socket() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    let line = signer.keygen("ed25519", "activated");
-    signer.start();
+    let (signer, line) = Signer::serving(dir.path(), "pi", "activated");
     // Pair once with a normal agent, so the state has the signer.
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let mut agent = Agent::paired_with(dir.path(), "laptop", &signer);
     agent.stop();
     // systemd-socket-activate listens, and on the first connection starts
     // the agent with LISTEN_FDS/LISTEN_PID, as systemd does.
@@ -207,9 +204,7 @@ fn doctor_names_each_problem_with_its_fix() {
     agent.stop();
 
     // Paired, certificate short-lived, then the signer goes away.
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "k");
-    signer.start();
+    let (mut signer, _) = Signer::serving(dir.path(), "pi", "k");
     agent.start_with(
         &signer,
         &["--cert-validity", "2", "--cert-renew-before", "1"],

@@ -87,9 +87,7 @@ fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
 fn the_agent_identity_moves_into_the_keyring_and_a_copy_of_the_disk_cannot_use_it() {
     let dir = test_dir();
     let ring = keyring(dir.path());
-    let mut signer = Signer::init(dir.path(), "pi");
-    let key_line = signer.keygen("ed25519", "kr");
-    signer.start();
+    let (signer, key_line) = Signer::serving(dir.path(), "pi", "kr");
     let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
     let mut agent = Agent::new(dir.path(), "laptop");
     agent

@@ -74,8 +74,7 @@ fn keys_on_disk_need_the_passphrase_and_lock_unlock_works() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 
     signer.start_on("127.0.0.1:0", &["--passphrase-file", &pass]);
-    let mut agent = Agent::new(d, "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(d, "laptop", &signer);
     let sshd = Sshd::start(d, &format!("{line}\n"), &[]);
     assert!(sshd.ssh(&agent, &[], "true").status.success());
 
@@ -142,8 +141,7 @@ fn keys_made_by_ssh_keygen_can_be_imported_and_used() {
         );
     }
     signer.start_on("127.0.0.1:0", &["--passphrase-file", &pass]);
-    let mut agent = Agent::new(d, "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(d, "laptop", &signer);
     for line in authorized.lines() {
         let sshd = Sshd::start(d, &format!("{line}\n"), &[]);
         sshd.assert_login(&agent, &format!("login with {line}"));

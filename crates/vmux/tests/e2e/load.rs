@@ -10,25 +10,6 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use signature::Verifier;
 
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut m = (body.len() as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(body);
-    m
-}
-
-fn sign_request(blob: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut b = vec![13];
-    put(&mut b, blob);
-    put(&mut b, data);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    frame(&b)
-}
-
 fn read_answer(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
@@ -49,13 +30,6 @@ fn raise_fd_limit() {
         .arg("--nofile=8192:8192"));
 }
 
-fn key_blob(line: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(line.split_whitespace().nth(1).unwrap())
-        .unwrap()
-}
-
 #[test]
 fn a_thousand_clients_list_and_sign_at_once_and_no_descriptor_leaks() {
     raise_fd_limit();
@@ -64,8 +38,7 @@ fn a_thousand_clients_list_and_sign_at_once_and_no_descriptor_leaks() {
     let line = signer.keygen("ed25519", "load");
     signer.config("[certificates]\nauto_issue = false\n");
     signer.start_approving("127.0.0.1:0", "allow-all", &[]);
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     let pid = agent.daemon().pid();
     let baseline = fds(pid);
     let blob = key_blob(&line);
@@ -82,7 +55,8 @@ fn a_thousand_clients_list_and_sign_at_once_and_no_descriptor_leaks() {
                     for (i, c) in conns.iter_mut().enumerate() {
                         let data = format!("load-{w}-{i}");
                         c.write_all(&frame(&[11])).unwrap();
-                        c.write_all(&sign_request(blob, data.as_bytes())).unwrap();
+                        c.write_all(&frame(&sign_request(blob, data.as_bytes(), 0)))
+                            .unwrap();
                     }
                     for (i, c) in conns.iter_mut().enumerate() {
                         c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
@@ -128,7 +102,7 @@ fn a_signer_killed_mid_request_fails_the_waiting_client_fast_and_comes_back() {
     let mut agent = Agent::new(dir.path(), "laptop");
     agent.start_with(&signer, &["--sign-timeout", "50"]);
     let mut c = UnixStream::connect(&agent.sock).unwrap();
-    c.write_all(&sign_request(&key_blob(&line), b"in flight"))
+    c.write_all(&frame(&sign_request(&key_blob(&line), b"in flight", 0)))
         .unwrap();
     let log = std::path::PathBuf::from(format!("{}.log", slow.display()));
     let t = Instant::now();
@@ -221,9 +195,7 @@ fn a_client_that_never_reads_does_not_hold_up_others() {
 #[test]
 fn a_full_disk_is_reported_and_the_agent_keeps_serving_from_memory() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "first");
-    signer.start();
+    let (signer, _) = Signer::serving(dir.path(), "pi", "first");
     // The agent's home is a small tmpfs in a mount namespace of its own.
     let home = dir.path().join("small-home");
     std::fs::create_dir_all(&home).unwrap();

@@ -173,8 +173,7 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
     let public = ok(&mut big_l);
 
     signer.start_on("127.0.0.1:0", &["--passphrase-file", &pass]);
-    let mut agent = Agent::new(d, "laptop");
-    agent.start_with(&signer, &[]);
+    let agent = Agent::paired_with(d, "laptop", &signer);
     let status = ok(&mut agent.cmd(&["status"]));
     assert!(status.contains("hardwareToken on pi"), "{status}");
     for line in public.lines() {

@@ -156,8 +156,7 @@ fn ssh_add_lists_the_signers_keys_even_when_the_signer_is_gone() {
         .map(|k| signer.keygen(k, &format!("key-{k}")))
         .collect();
     signer.start();
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let mut agent = Agent::paired_with(dir.path(), "laptop", &signer);
 
     let check = |agent: &Agent| {
         let l = agent.ssh_add(&["-l"]);
@@ -285,12 +284,9 @@ fn an_unpaired_agent_is_refused_when_pairing_is_denied() {
 #[test]
 fn an_agent_pinned_to_one_signer_refuses_another_on_the_same_address() {
     let dir = test_dir();
-    let mut first = Signer::init(dir.path(), "first");
-    first.keygen("ed25519", "k1");
-    first.start();
+    let (mut first, _) = Signer::serving(dir.path(), "first", "k1");
     let addr = first.addr.clone();
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&first, &[]);
+    let agent = Agent::paired_with(dir.path(), "laptop", &first);
     first.kill();
     let mut impostor = Signer::init(dir.path(), "impostor");
     impostor.keygen("ed25519", "evil");

@@ -48,9 +48,7 @@ fn setup_without_a_terminal_says_what_it_would_do_and_fails() {
 #[test]
 fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    let key = signer.keygen("ed25519", "work");
-    signer.start();
+    let (signer, key) = Signer::serving(dir.path(), "pi", "work");
     let mut agent = Agent::new(dir.path(), "laptop");
     // The person confirms the code in setup, not the harness.
     agent.confirm_pairings = false;
@@ -114,9 +112,7 @@ fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
 #[test]
 fn setup_with_a_code_other_than_the_agents_pins_nothing() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "work");
-    signer.start();
+    let (signer, _) = Signer::serving(dir.path(), "pi", "work");
     let mut agent = Agent::new(dir.path(), "laptop");
     agent.confirm_pairings = false;
     agent.start(&[]);

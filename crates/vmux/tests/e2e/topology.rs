@@ -36,9 +36,7 @@ fn a_signature_asked_while_the_signer_is_down_completes_when_it_is_back() {
 #[test]
 fn two_agents_sign_at_once_and_prompts_name_each() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    let line = signer.keygen("ed25519", "shared");
-    signer.start();
+    let (signer, line) = Signer::serving(dir.path(), "pi", "shared");
     let mut a = Agent::new(dir.path(), "desk");
     let mut b = Agent::new(dir.path(), "laptop");
     a.start_with(&signer, &[]);
@@ -114,11 +112,8 @@ fn one_agent_routes_each_key_to_the_signer_that_holds_it() {
 #[test]
 fn an_unpaired_agent_is_refused_and_forget_pairs_afresh() {
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "pi");
-    let line = signer.keygen("ed25519", "k");
-    signer.start();
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let (signer, line) = Signer::serving(dir.path(), "pi", "k");
+    let mut agent = Agent::paired_with(dir.path(), "laptop", &signer);
     let sshd = Sshd::start(dir.path(), &format!("{line}\n"), &[]);
     let agents = ok(&mut signer.cmd(&["agents"]));
     let id = agents.split_whitespace().next().unwrap().to_owned();

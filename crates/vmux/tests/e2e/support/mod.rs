@@ -9,6 +9,7 @@
 pub mod netns;
 pub mod phone;
 pub mod pty;
+pub use vmux_testkit::agent::{bind_request_signing, frame, key_blob, sign_request, AgentClient};
 pub use vmux_testkit::engine::PhonePage;
 pub use vmux_testkit::vmux::pairing_code_of;
 pub use vmux_testkit::{browser, engine, pki};
@@ -218,6 +219,16 @@ impl Signer {
         }
     }
 
+    /// A signer named `name` under `dir` with one Ed25519 key commented
+    /// `comment`, serving on a free loopback port ([`Signer::start`]);
+    /// and that key's public-key line.
+    pub fn serving(dir: &Path, name: &str, comment: &str) -> (Signer, String) {
+        let mut signer = Signer::init(dir, name);
+        let line = signer.keygen("ed25519", comment);
+        signer.start();
+        (signer, line)
+    }
+
     /// `vmux --home H signer ARGS`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = vmux();
@@ -375,6 +386,14 @@ impl Agent {
         }
     }
 
+    /// An agent named `name` under `dir`, started with `--signer` at
+    /// `signer` and connected with its keys ([`Agent::start_with`]).
+    pub fn paired_with(dir: &Path, name: &str, signer: &Signer) -> Agent {
+        let mut agent = Agent::new(dir, name);
+        agent.start_with(signer, &[]);
+        agent
+    }
+
     /// `vmux --home H agent ARGS`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = vmux();
@@ -436,6 +455,16 @@ impl Agent {
         if let Some(mut d) = self.daemon.take() {
             d.terminate();
         }
+    }
+
+    /// A connection to this agent's socket, as `ssh` makes one; each
+    /// answer is awaited at most [`WAIT`].
+    pub fn client(&self) -> AgentClient {
+        let c = AgentClient::connect(&self.sock).expect("the agent's socket");
+        c.stream()
+            .set_read_timeout(Some(WAIT))
+            .expect("a read timeout");
+        c
     }
 
     /// `ssh-add ARGS` against this agent.
