@@ -208,12 +208,12 @@ fn an_mdns_announcer_of_the_pinned_id_never_gets_a_session() {
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "kitchen-pi");
     let line = signer.keygen("ed25519", "real-key");
-    signer.netns = Some(net.b.clone());
+    signer.launch.netns = Some(net.b.clone());
     signer.start_on("0.0.0.0:0", &[]);
     let real_port = signer.addr.rsplit(':').next().unwrap().to_owned();
 
     let mut agent = Agent::new(dir.path(), "laptop");
-    agent.netns = Some(net.a.clone());
+    agent.launch.netns = Some(net.a.clone());
     agent.start(&[]);
     let connected = agent.wait_connected(1);
     let real_id = connected

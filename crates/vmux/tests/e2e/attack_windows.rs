@@ -60,7 +60,10 @@ impl Setup {
         let known_hosts = home.join(".ssh/known_hosts");
         std::fs::write(&known_hosts, format!("devbox {}\n", a.host_pub)).unwrap();
         let mut agent = Agent::new(dir.path(), "laptop");
-        agent.env.push(("HOME".into(), home.display().to_string()));
+        agent
+            .launch
+            .env
+            .push(("HOME".into(), home.display().to_string()));
         agent.start_with(&signer, &[]);
         let ssh_config = dir.path().join("ssh_config");
         let s = Setup {

@@ -30,7 +30,10 @@ fn world(
         assert!(std::fs::read_to_string(&kh).unwrap().starts_with("|1|"));
     }
     let mut agent = Agent::new(dir.path(), "laptop");
-    agent.env.push(("HOME".into(), home.display().to_string()));
+    agent
+        .launch
+        .env
+        .push(("HOME".into(), home.display().to_string()));
     agent.start_with(&signer, &[]);
     (dir, signer, agent, sshd, key_line)
 }

@@ -107,6 +107,7 @@ fn world_with_desktop_config(
     let line = signer.keygen("ed25519", "desk-key");
     signer.config(&format!("{top}[certificates]\nauto_issue = false\n"));
     signer
+        .launch
         .env
         .push(("DBUS_SESSION_BUS_ADDRESS".into(), address.into()));
     signer.start_approving("127.0.0.1:0", "desktop", &[]);

@@ -10,11 +10,11 @@ fn the_agent_finds_its_signer_with_no_address_and_ignores_an_impostor() {
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "kitchen-pi");
     let line = signer.keygen("ed25519", "found-by-mdns");
-    signer.netns = Some(net.b.clone());
+    signer.launch.netns = Some(net.b.clone());
     signer.start_on("0.0.0.0:0", &[]);
 
     let mut agent = Agent::new(dir.path(), "laptop");
-    agent.netns = Some(net.a.clone());
+    agent.launch.netns = Some(net.a.clone());
     agent.start(&[]);
     agent
         .daemon()
@@ -32,7 +32,7 @@ fn the_agent_finds_its_signer_with_no_address_and_ignores_an_impostor() {
     // now, sees it and leaves it alone.
     let mut impostor = Signer::init(dir.path(), "impostor");
     impostor.keygen("ed25519", "evil");
-    impostor.netns = Some(net.b.clone());
+    impostor.launch.netns = Some(net.b.clone());
     impostor.start_on("0.0.0.0:0", &[]);
     agent
         .daemon()

@@ -91,6 +91,7 @@ fn the_agent_identity_moves_into_the_keyring_and_a_copy_of_the_disk_cannot_use_i
     let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
     let mut agent = Agent::new(dir.path(), "laptop");
     agent
+        .launch
         .env
         .push(("DBUS_SESSION_BUS_ADDRESS".into(), ring.address.clone()));
     agent.start_with(&signer, &[]);

@@ -717,7 +717,7 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
     let net = Netns::new();
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "homeserver");
-    signer.netns = Some(net.b.clone());
+    signer.launch.netns = Some(net.b.clone());
     signer.start_approving(
         &format!("{}:0", net.b_ip),
         "phone",
@@ -761,7 +761,7 @@ fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_addr
         .to_ascii_lowercase();
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "homeserver");
-    signer.netns = Some(net.b.clone());
+    signer.launch.netns = Some(net.b.clone());
     signer.start_approving(
         &format!("{}:0", net.b_ip),
         "phone",

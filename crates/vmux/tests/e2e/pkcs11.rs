@@ -83,7 +83,10 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
     let pin = secret(d, "pin", "1234");
     let bad_pin = secret(d, "bad-pin", "0000");
     let mut signer = Signer::init_with(d, "pi", &["--passphrase-file", &pass]);
-    signer.env.push(("SOFTHSM2_CONF".into(), hsm.conf.clone()));
+    signer
+        .launch
+        .env
+        .push(("SOFTHSM2_CONF".into(), hsm.conf.clone()));
     let with_hsm = |c: &mut Command| {
         c.env("SOFTHSM2_CONF", &hsm.conf);
     };

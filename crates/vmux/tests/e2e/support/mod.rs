@@ -178,13 +178,53 @@ pub struct Signer {
     pub name: String,
     pub daemon: Option<Daemon>,
     pub addr: String,
+    /// How its daemon runs (it advertises over mDNS only in a namespace).
+    pub launch: Launch,
+    approver_dir: PathBuf,
+}
+
+/// How a signer's or an agent's daemon runs.
+pub struct Launch {
     /// `RUST_LOG` for the daemon.
     pub log: &'static str,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
-    /// Run inside this network namespace (and advertise over mDNS there).
+    /// Run inside this network namespace, where it may use mDNS (which
+    /// it does not on the host).
     pub netns: Option<String>,
-    approver_dir: PathBuf,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            log: "info",
+            env: Vec::new(),
+            netns: None,
+        }
+    }
+}
+
+impl Launch {
+    /// `vmux --home HOME ROLE run ARGS`, inside the namespace if there is
+    /// one, else on the host with `host_args` too (those that keep it off
+    /// mDNS); with its log level and environment.
+    fn run_command(&self, home: &Path, role: &str, args: &[&str], host_args: &[&str]) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vmux")]);
+                c
+            }
+            None => vmux(),
+        };
+        c.arg("--home").arg(home).args([role, "run"]).args(args);
+        if self.netns.is_none() {
+            c.args(host_args);
+        }
+        c.env("RUST_LOG", self.log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
 }
 
 impl Signer {
@@ -212,9 +252,7 @@ impl Signer {
             name: name.to_owned(),
             daemon: None,
             addr: String::new(),
-            log: "info",
-            env: Vec::new(),
-            netns: None,
+            launch: Launch::default(),
             approver_dir,
         }
     }
@@ -264,28 +302,11 @@ impl Signer {
 
     /// Starts with another approval mode (e.g. `allow-all` for load).
     pub fn start_approving(&mut self, listen: &str, approve: &str, extra: &[&str]) {
-        let mut c = match &self.netns {
-            // mDNS only inside a namespace the test made.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vmux")])
-                    .arg("--home")
-                    .arg(&self.home)
-                    .args(["signer", "run", "--listen", listen, "--approve", approve]);
-                c
-            }
-            None => self.cmd(&[
-                "run",
-                "--listen",
-                listen,
-                "--approve",
-                approve,
-                "--no-advertise",
-            ]),
-        };
-        c.args(extra)
-            .env("RUST_LOG", self.log)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let run = ["--listen", listen, "--approve", approve];
+        let mut c = self
+            .launch
+            .run_command(&self.home, "signer", &run, &["--no-advertise"]);
+        c.args(extra);
         let d = Daemon::spawn(&format!("signer {}", self.name), &mut c);
         self.addr = listening_addr(&d);
         self.daemon = Some(d);
@@ -358,12 +379,8 @@ pub struct Agent {
     pub sock: PathBuf,
     pub daemon: Option<Daemon>,
     pub name: String,
-    /// `RUST_LOG` for the daemon.
-    pub log: &'static str,
-    /// Extra environment for the daemon.
-    pub env: Vec<(String, String)>,
-    /// Run inside this network namespace, browsing mDNS there.
-    pub netns: Option<String>,
+    /// How its daemon runs (it browses mDNS only in a namespace).
+    pub launch: Launch,
     /// Confirm on the agent's side every pairing code it prints, as its
     /// user would after comparing it with the signer's (`vmux agent pair
     /// --confirm CODE`). On by default; attack tests turn it off.
@@ -379,9 +396,7 @@ impl Agent {
             home,
             daemon: None,
             name: name.to_owned(),
-            log: "info",
-            env: Vec::new(),
-            netns: None,
+            launch: Launch::default(),
             confirm_pairings: true,
         }
     }
@@ -403,20 +418,13 @@ impl Agent {
 
     /// Starts `agent run` with `args` and waits for the socket.
     pub fn start(&mut self, args: &[&str]) {
-        let mut c = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vmux")])
-                    .arg("--home")
-                    .arg(&self.home)
-                    .args(["agent", "run", "--name", &self.name]);
-                c
-            }
-            None => self.cmd(&["run", "--name", &self.name, "--no-discovery"]),
-        };
-        c.args(args)
-            .env("RUST_LOG", self.log)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut c = self.launch.run_command(
+            &self.home,
+            "agent",
+            &["--name", &self.name],
+            &["--no-discovery"],
+        );
+        c.args(args);
         let d = Daemon::spawn(&format!("agent {}", self.name), &mut c);
         if self.confirm_pairings {
             confirm_pairings(&d, Path::new(env!("CARGO_BIN_EXE_vmux")), &self.home);
@@ -664,11 +672,11 @@ impl World {
     fn build(kind: &str, agent_args: &[&str], sshd_extra: &[&str], log: &'static str) -> World {
         let dir = test_dir();
         let mut signer = Signer::init(dir.path(), "pi");
-        signer.log = log;
+        signer.launch.log = log;
         let key_line = signer.keygen(kind, &format!("{kind}-key"));
         signer.start();
         let mut agent = Agent::new(dir.path(), "laptop");
-        agent.log = log;
+        agent.launch.log = log;
         agent.start_with(&signer, agent_args);
         let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), sshd_extra);
         World {
