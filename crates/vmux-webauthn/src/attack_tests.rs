@@ -3,7 +3,9 @@
 //! error; no input panics.
 
 use crate::openssh::{self, SkFormat};
-use crate::testing::{attestation_object, cose_key, put_string, SoftAuthenticator};
+use crate::testing::{
+    attestation_object, cose_key, put_string, webauthn_sk_signature, SoftAuthenticator,
+};
 use crate::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -543,30 +545,6 @@ fn truncated_and_garbage_inputs_are_errors_never_panics() {
     assert!(verify_registration(&rp(), b"c", &r.response(), UV).is_err());
 }
 
-/// A `webauthn-sk-ecdsa` blob from its pieces.
-fn webauthn_blob(
-    sig: &p256::ecdsa::Signature,
-    flags: u8,
-    counter: u32,
-    origin: &str,
-    client: &[u8],
-    ext: &[u8],
-) -> Vec<u8> {
-    let mut ecdsa = Vec::new();
-    for s in [sig.r().to_bytes(), sig.s().to_bytes()] {
-        put_string(&mut ecdsa, &[&[0u8][..], &s].concat());
-    }
-    let mut b = Vec::new();
-    put_string(&mut b, openssh::WEBAUTHN_SK_ECDSA.as_bytes());
-    put_string(&mut b, &ecdsa);
-    b.push(flags);
-    b.extend_from_slice(&counter.to_be_bytes());
-    put_string(&mut b, origin.as_bytes());
-    put_string(&mut b, client);
-    put_string(&mut b, ext);
-    b
-}
-
 #[test]
 fn openssh_key_and_signature_conversion() {
     let (mut a, c) = enrolled();
@@ -668,13 +646,13 @@ fn openssh_key_and_signature_conversion() {
     let cases: Vec<(&str, Vec<u8>, UserVerification, Error)> = vec![
         (
             "whitespace in clientData",
-            webauthn_blob(&sign(0x05, &spaced, b""), 0x05, 5, ORIGIN, &spaced, b""),
+            webauthn_sk_signature(&sign(0x05, &spaced, b""), 0x05, 5, ORIGIN, &spaced, b""),
             UV,
             Error::ClientDataPrefix,
         ),
         (
             "members reordered",
-            webauthn_blob(
+            webauthn_sk_signature(
                 &sign(0x05, &reordered, b""),
                 0x05,
                 5,
@@ -687,7 +665,7 @@ fn openssh_key_and_signature_conversion() {
         ),
         (
             "origin field differs from clientData",
-            webauthn_blob(
+            webauthn_sk_signature(
                 &sign(0x05, &client, b""),
                 0x05,
                 5,
@@ -700,7 +678,7 @@ fn openssh_key_and_signature_conversion() {
         ),
         (
             "quote in origin",
-            webauthn_blob(
+            webauthn_sk_signature(
                 &sign(0x05, &client, b""),
                 0x05,
                 5,
@@ -713,43 +691,43 @@ fn openssh_key_and_signature_conversion() {
         ),
         (
             "AT flag",
-            webauthn_blob(&sign(0x45, &client, b""), 0x45, 5, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x45, &client, b""), 0x45, 5, ORIGIN, &client, b""),
             UV,
             Error::SshFlags,
         ),
         (
             "ED without extensions",
-            webauthn_blob(&sign(0x85, &client, b""), 0x85, 5, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x85, &client, b""), 0x85, 5, ORIGIN, &client, b""),
             UV,
             Error::SshFlags,
         ),
         (
             "extensions without ED",
-            webauthn_blob(&sign(0x05, &client, &ext), 0x05, 5, ORIGIN, &client, &ext),
+            webauthn_sk_signature(&sign(0x05, &client, &ext), 0x05, 5, ORIGIN, &client, &ext),
             UV,
             Error::SshFlags,
         ),
         (
             "UP unset",
-            webauthn_blob(&sign(0x04, &client, b""), 0x04, 5, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x04, &client, b""), 0x04, 5, ORIGIN, &client, b""),
             UV,
             Error::UserNotPresent,
         ),
         (
             "UV unset",
-            webauthn_blob(&sign(0x01, &client, b""), 0x01, 5, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x01, &client, b""), 0x01, 5, ORIGIN, &client, b""),
             UV,
             Error::UserNotVerified,
         ),
         (
             "flags byte changed",
-            webauthn_blob(&sign(0x01, &client, b""), 0x05, 5, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x01, &client, b""), 0x05, 5, ORIGIN, &client, b""),
             UV,
             Error::BadSignature,
         ),
         (
             "counter changed",
-            webauthn_blob(&sign(0x05, &client, b""), 0x05, 6, ORIGIN, &client, b""),
+            webauthn_sk_signature(&sign(0x05, &client, b""), 0x05, 6, ORIGIN, &client, b""),
             UV,
             Error::BadSignature,
         ),
@@ -761,9 +739,10 @@ fn openssh_key_and_signature_conversion() {
             "{what}"
         );
     }
-    let with_ext = webauthn_blob(&sign(0x85, &client, &ext), 0x85, 5, ORIGIN, &client, &ext);
+    let with_ext =
+        webauthn_sk_signature(&sign(0x85, &client, &ext), 0x85, 5, ORIGIN, &client, &ext);
     assert!(openssh::verify_signature(&key_blob, &data, &with_ext, UV).is_ok());
-    let up_only = webauthn_blob(&sign(0x01, &client, b""), 0x01, 5, ORIGIN, &client, b"");
+    let up_only = webauthn_sk_signature(&sign(0x01, &client, b""), 0x01, 5, ORIGIN, &client, b"");
     assert!(
         openssh::verify_signature(&key_blob, &data, &up_only, UserVerification::PresenceOnly)
             .is_ok()

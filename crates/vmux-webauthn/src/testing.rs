@@ -218,3 +218,30 @@ pub fn attestation_object(fmt: &str, auth_data: &[u8]) -> Vec<u8> {
     r.expect("encoding into a Vec cannot fail");
     e.into_writer()
 }
+
+/// A `webauthn-sk-ecdsa-sha2-nistp256@openssh.com` signature blob from
+/// its pieces: the ECDSA signature `sig` over the authenticator data
+/// (`flags`, `counter`, extensions `ext`) and the hash of `client`, and
+/// the `origin` it names.
+pub fn webauthn_sk_signature(
+    sig: &p256::ecdsa::Signature,
+    flags: u8,
+    counter: u32,
+    origin: &str,
+    client: &[u8],
+    ext: &[u8],
+) -> Vec<u8> {
+    let mut ecdsa = Vec::new();
+    for s in [sig.r().to_bytes(), sig.s().to_bytes()] {
+        put_string(&mut ecdsa, &[&[0u8][..], &s].concat());
+    }
+    let mut b = Vec::new();
+    put_string(&mut b, crate::openssh::WEBAUTHN_SK_ECDSA.as_bytes());
+    put_string(&mut b, &ecdsa);
+    b.push(flags);
+    b.extend_from_slice(&counter.to_be_bytes());
+    put_string(&mut b, origin.as_bytes());
+    put_string(&mut b, client);
+    put_string(&mut b, ext);
+    b
+}

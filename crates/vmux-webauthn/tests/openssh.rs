@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256, Sha512};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use vmux_webauthn::openssh::{self, SkFormat};
-use vmux_webauthn::testing::{put_string, SoftAuthenticator};
+use vmux_webauthn::testing::{put_string, webauthn_sk_signature, SoftAuthenticator};
 use vmux_webauthn::{verify_assertion, verify_registration, Credential, RelyingParty};
 use vmux_webauthn::{Error, UserVerification};
 
@@ -92,19 +92,7 @@ fn ssh_keygen_verify(dir: &Path, line: &str, message: &[u8], sig: &str) -> Resul
 fn crafted(a: &SoftAuthenticator, flags: u8, origin: &str, client: &[u8], ext: &[u8]) -> Vec<u8> {
     let head = [a.auth_data_head(flags, 9), ext.to_vec()].concat();
     let sig = a.sign(&head, &Sha256::digest(client));
-    let mut ecdsa = Vec::new();
-    for s in [sig.r().to_bytes(), sig.s().to_bytes()] {
-        put_string(&mut ecdsa, &[&[0u8][..], &s].concat());
-    }
-    let mut b = Vec::new();
-    put_string(&mut b, openssh::WEBAUTHN_SK_ECDSA.as_bytes());
-    put_string(&mut b, &ecdsa);
-    b.push(flags);
-    b.extend_from_slice(&9u32.to_be_bytes());
-    put_string(&mut b, origin.as_bytes());
-    put_string(&mut b, client);
-    put_string(&mut b, ext);
-    b
+    webauthn_sk_signature(&sig, flags, 9, origin, client, ext)
 }
 
 #[test]
@@ -298,6 +286,18 @@ fn plain_sk_signature_verifies_with_ssh_keygen() {
     assert!(ssh_keygen_verify(dir.path(), &line, b"plaiN", &armored).is_err());
 }
 
+/// The test vectors' authenticator (docs/PROTOCOL.md): a fixed P-256 key
+/// and credential id, enrolled.
+fn vector_authenticator() -> (SoftAuthenticator, Credential) {
+    let mut a = SoftAuthenticator::new(RP, ORIGIN);
+    let d = Sha256::digest(b"vmux-webauthn test vector key");
+    a.key = p256::ecdsa::SigningKey::from_bytes(&d).unwrap();
+    a.credential_id = b"vmux test credential".to_vec();
+    let reg = a.create(b"enrolment challenge");
+    let c = verify_registration(&rp(), b"enrolment challenge", &reg.response(), UV).unwrap();
+    (a, c)
+}
+
 /// The conversion's test vector (docs/PROTOCOL.md): a fixed P-256 key,
 /// `ssh-keygen -Y sign` data for a fixed message, flags UP|UV, counter 1.
 /// ECDSA here is deterministic (RFC 6979), so the blob is fixed; OpenSSH
@@ -305,12 +305,7 @@ fn plain_sk_signature_verifies_with_ssh_keygen() {
 #[test]
 fn conversion_test_vector_verifies_with_ssh_keygen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = SoftAuthenticator::new(RP, ORIGIN);
-    let d = Sha256::digest(b"vmux-webauthn test vector key");
-    a.key = p256::ecdsa::SigningKey::from_bytes(&d).unwrap();
-    a.credential_id = b"vmux test credential".to_vec();
-    let reg = a.create(b"enrolment challenge");
-    let c = verify_registration(&rp(), b"enrolment challenge", &reg.response(), UV).unwrap();
+    let (mut a, c) = vector_authenticator();
     let message = b"vmux test vector\n";
     let data = sshsig_signed_data(message);
     let x = a.get(&data);
@@ -375,12 +370,7 @@ fn certificate_vector_tbs(ca_blob: &[u8]) -> Vec<u8> {
 #[test]
 fn certificate_test_vector_reads_with_ssh_keygen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = SoftAuthenticator::new(RP, ORIGIN);
-    let d = Sha256::digest(b"vmux-webauthn test vector key");
-    a.key = p256::ecdsa::SigningKey::from_bytes(&d).unwrap();
-    a.credential_id = b"vmux test credential".to_vec();
-    let reg = a.create(b"enrolment challenge");
-    let c = verify_registration(&rp(), b"enrolment challenge", &reg.response(), UV).unwrap();
+    let (mut a, c) = vector_authenticator();
     let ca_blob = openssh::public_key(&c, RP).to_bytes().unwrap();
     let tbs = certificate_vector_tbs(&ca_blob);
     let x = a.get(&tbs);
