@@ -19,6 +19,15 @@ fn pinned(agent: &Agent) -> String {
     ok(&mut agent.cmd(&["signers"]))
 }
 
+/// Asserts that `agent` pins no signer and never connected to one.
+fn assert_never_paired(agent: &Agent) {
+    assert!(pinned(agent).contains("No pinned signers"));
+    assert_eq!(
+        agent.daemon().count(|l| l.contains("connected to signer")),
+        0
+    );
+}
+
 fn listed(agent: &Agent) -> String {
     String::from_utf8_lossy(&agent.ssh_add(&["-L"]).stdout).into_owned()
 }
@@ -88,11 +97,7 @@ fn a_first_contact_impostor_is_not_pinned_without_confirmation_on_the_agent() {
         1,
         "no second pairing by itself"
     );
-    assert!(pinned(&agent).contains("No pinned signers"));
-    assert_eq!(
-        agent.daemon().count(|l| l.contains("connected to signer")),
-        0
-    );
+    assert_never_paired(&agent);
 }
 
 /// The agent's user typed a code other than the one this pairing shows:
@@ -104,10 +109,7 @@ fn a_wrong_code_confirmed_on_the_agent_refuses_the_pairing() {
     let mut agent = Agent::new(dir.path(), "laptop");
     agent.confirm_pairings = false;
     agent.start(&["--signer", &imp.addr]);
-    let line = agent
-        .daemon()
-        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
-    let code = pairing_code_of(&line).expect("code");
+    let code = agent.wait_pairing_code();
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let out = agent.confirm(wrong);
     assert!(!out.status.success(), "a wrong code is not accepted");
@@ -122,11 +124,7 @@ fn a_wrong_code_confirmed_on_the_agent_refuses_the_pairing() {
     assert!(pinned(&agent).contains("No pinned signers"));
     // The real code, too late, confirms nothing.
     assert!(!agent.confirm(&code).status.success());
-    assert!(pinned(&agent).contains("No pinned signers"));
-    assert_eq!(
-        agent.daemon().count(|l| l.contains("connected to signer")),
-        0
-    );
+    assert_never_paired(&agent);
 }
 
 /// An agent paired with one signer, restarted with `--signer` pointing at

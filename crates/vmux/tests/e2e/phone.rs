@@ -26,10 +26,7 @@ fn pair<E: BrowserEngine>(
     let mut all = vec!["--signer", world.signer.addr.as_str()];
     all.extend_from_slice(args);
     agent.start(&all);
-    let line = agent
-        .daemon()
-        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
-    let code = pairing_code_of(&line).expect("a code in the agent's line");
+    let code = agent.wait_pairing_code();
     let card = phone.card_text("pair");
     assert!(
         card.contains(&code),
@@ -902,10 +899,7 @@ fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_per
     // Pairing: the code as large as ever, the buttons on screen.
     let mut agent = Agent::new(dir.path(), "laptop");
     agent.start(&["--signer", &world.signer.addr]);
-    let line = agent
-        .daemon()
-        .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
-    let code = pairing_code_of(&line).expect("a code");
+    let code = agent.wait_pairing_code();
     assert_eq!(
         phone.card_headline("pair"),
         "laptop wants to pair with this signer"

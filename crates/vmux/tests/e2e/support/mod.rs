@@ -433,6 +433,14 @@ impl Agent {
         self.daemon = Some(d);
     }
 
+    /// Waits for the agent's notice of a pairing code; returns the code.
+    pub fn wait_pairing_code(&self) -> String {
+        let line = self
+            .daemon()
+            .wait_line(WAIT, |l| l.starts_with("vmux agent: pairing code "));
+        pairing_code_of(&line).unwrap_or_else(|| panic!("no code in {line:?}"))
+    }
+
     /// `vmux agent pair --confirm CODE` against the running agent.
     pub fn confirm(&self, code: &str) -> Output {
         run(&mut self.cmd(&["pair", "--confirm", code]))
