@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::browser::{Authenticator, Browser};
-use crate::support::phone::{Phone, RP_HOST};
+use crate::support::phone::{download_page_ca, Phone, RP_HOST};
 use crate::support::pki::TestPki;
 use crate::support::pty::OnTerminal;
 use crate::support::*;
@@ -68,6 +68,15 @@ fn on_free_ports(args: &[&str]) -> Vec<String> {
         all.extend([flag.to_owned(), format!("127.0.0.1:{}", free_port())]);
     }
     all
+}
+
+/// A passphrase file (`correct horse`, mode 0600) under `dir`.
+fn passphrase_file(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pass
 }
 
 /// The value after `flag` in `args`.
@@ -332,23 +341,13 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
 
     // The phone trusts nothing yet: it opens the trust link and taps
     // Install on Android, as its person does.
-    let downloads = dir.path().join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let crt = {
-        let browser = Browser::launch_trusting(dir.path(), &[], &rules);
-        browser.call(
-            "Browser.setDownloadBehavior",
-            serde_json::json!({ "behavior": "allow", "downloadPath": downloads }),
-        );
-        let page = browser.new_page();
-        let e = page.try_goto(&link).unwrap_err();
-        assert!(e.contains("ERR_CERT_AUTHORITY_INVALID"), "{e}");
-        page.goto(&trust);
-        page.click_link("Install on Android");
-        let file = downloads.join("vmux-ca.crt");
-        wait_until("the file downloaded", WAIT, || file.exists());
-        file
-    };
+    let crt = download_page_ca(
+        dir.path(),
+        &rules,
+        (&link, &trust),
+        &home.join("page-ca.pem"),
+        |_| {},
+    );
 
     // Installed: its NSS database holds that file and nothing else.
     let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
@@ -572,10 +571,7 @@ fn setup_stopped_half_way_goes_on_only_when_asked_and_its_services_outlive_ctrl_
 #[test]
 fn setup_with_an_encrypted_signer_and_no_passphrase_file_says_so_and_changes_nothing() {
     let dir = test_dir();
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "correct horse\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pass = passphrase_file(dir.path());
     let signer = Signer::init_with(
         dir.path(),
         "laptop",
@@ -597,10 +593,7 @@ fn setup_with_an_encrypted_signer_and_no_passphrase_file_says_so_and_changes_not
 #[test]
 fn setup_with_a_passphrase_file_encrypts_the_new_signer_and_its_service_reads_the_file() {
     let dir = test_dir();
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "correct horse\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pass = passphrase_file(dir.path());
     let home = dir.path().join("home");
     let _background = Background(home.clone());
     let pass_arg = pass.display().to_string();

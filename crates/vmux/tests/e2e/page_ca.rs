@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::browser::{Authenticator, Browser};
 use crate::support::netns::Netns;
-use crate::support::phone::RP_HOST;
+use crate::support::phone::{download_page_ca, RP_HOST};
 use crate::support::*;
 
 /// `signer run` with the page on 127.0.0.1 under `RP_HOST` and the
@@ -499,36 +499,16 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_
 
     // A phone that trusts nothing: the page is refused, the trust page
     // (plain HTTP, an IP address) opens; it taps Install on Android.
-    let downloads = dir.path().join("downloads");
-    std::fs::create_dir_all(&downloads).expect("downloads");
-    let crt = {
-        let browser = Browser::launch_trusting(dir.path(), &[], &rules);
-        browser.call(
-            "Browser.setDownloadBehavior",
-            serde_json::json!({ "behavior": "allow", "downloadPath": downloads }),
-        );
-        let page = browser.new_page();
-        let e = page.try_goto(&format!("{origin}/")).unwrap_err();
-        assert!(e.contains("ERR_CERT_AUTHORITY_INVALID"), "{e}");
-        page.goto(&added.trust);
-        let fp = openssl_fingerprint(&signer.home.join("page-ca.pem"));
-        assert!(page.text("#fingerprint").contains(&fp));
-        page.click_link("Install on Android");
-        // Chromium may show the file before it has written all of it:
-        // done once it holds the whole CA (the DER of page-ca.pem).
-        let file = downloads.join("vmux-ca.crt");
-        let want = pem_der(&signer.home.join("page-ca.pem"));
-        let deadline = Instant::now() + WAIT;
-        while std::fs::read(&file).ok().as_ref() != Some(&want) {
-            assert!(
-                Instant::now() < deadline,
-                "the CA was not downloaded whole: {:?}",
-                std::fs::metadata(&file).map(|m| m.len())
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        file
-    };
+    let crt = download_page_ca(
+        dir.path(),
+        &rules,
+        (&format!("{origin}/"), &added.trust),
+        &signer.home.join("page-ca.pem"),
+        |page| {
+            let fp = openssl_fingerprint(&signer.home.join("page-ca.pem"));
+            assert!(page.text("#fingerprint").contains(&fp));
+        },
+    );
 
     // The same phone, its NSS database holding that file and nothing else.
     let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
@@ -712,6 +692,17 @@ while time.time() < deadline:
 sys.exit(1)
 "#;
 
+/// The address the phone's side of `net` (namespace a) gets for `name`
+/// over mDNS ([`MDNS_RESOLVE`]); fails the test if none answers.
+fn resolve_over_mdns(net: &Netns, name: &str) -> String {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", &net.a, "/usr/bin/python3", "-c"])
+        .arg(MDNS_RESOLVE)
+        .arg(name));
+    assert_success(&out, &format!("no mDNS answer for {name}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[test]
 fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
     let net = Netns::new();
@@ -732,18 +723,7 @@ fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
         l.contains("answering the phone page's name over mDNS")
     });
     // The phone, on the other side of the link, asks for the name.
-    let out = run(Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.a,
-            "/usr/bin/python3",
-            "-c",
-            MDNS_RESOLVE,
-        ])
-        .arg("vmux-page-test.local"));
-    assert_success(&out, "no mDNS answer for vmux-page-test.local");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
+    assert_eq!(resolve_over_mdns(&net, "vmux-page-test.local"), net.b_ip);
     // The trust link names the page's address too.
     let added = phone_add_at(&signer, "pixel", &format!("http://{}:", net.b_ip));
     assert!(added.enrol.starts_with("https://vmux-page-test.local:"));
@@ -785,33 +765,6 @@ print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())
         .arg(&added.trust));
     assert!(page.contains("Install on Android"), "{page}");
     if !std::path::Path::new("/run/avahi-daemon/socket").exists() {
-        let out = run(Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.a,
-                "/usr/bin/python3",
-                "-c",
-                MDNS_RESOLVE,
-            ])
-            .arg(format!("{host}.local")));
-        assert!(out.status.success(), "no mDNS answer for {host}.local");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), net.b_ip);
+        assert_eq!(resolve_over_mdns(&net, &format!("{host}.local")), net.b_ip);
     }
-}
-
-/// The DER of the first certificate in the PEM file `path`.
-fn pem_der(path: &std::path::Path) -> Vec<u8> {
-    use base64::Engine;
-    let pem = std::fs::read_to_string(path).expect("the CA's PEM file");
-    let body: String = pem
-        .split("-----BEGIN CERTIFICATE-----")
-        .nth(1)
-        .and_then(|rest| rest.split("-----END CERTIFICATE-----").next())
-        .expect("a PEM certificate")
-        .split_whitespace()
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .expect("PEM base64")
 }

@@ -25,6 +25,20 @@ fn assert_login(w: &World, extra: &[&str]) {
     );
 }
 
+/// Writes `text` to `msg` and signs it with `ssh-keygen -Y sign -n file`
+/// through `w`'s agent, with its key; the signature is `MSG.sig`.
+fn sign_file(w: &World, msg: &std::path::Path, text: &str) {
+    let pubfile = w.path().join("key.pub");
+    std::fs::write(&pubfile, format!("{}\n", w.key_line)).unwrap();
+    std::fs::write(msg, text).unwrap();
+    let mut sign = Command::new("ssh-keygen");
+    sign.args(["-Y", "sign", "-n", "file", "-f"])
+        .arg(&pubfile)
+        .arg(msg);
+    client_env(&mut sign, &w.agent);
+    ok(&mut sign);
+}
+
 #[test]
 fn ssh_logs_in_with_an_ecdsa_key_held_by_the_signer() {
     let w = World::new("ecdsa");
@@ -121,16 +135,8 @@ fn git_scp_rsync_and_ssh_keygen_signatures_work_through_the_agent() {
     copies(rsync, "rsync-copy.txt");
 
     // ssh-keygen -Y sign with the agent, then -Y verify.
-    let pubfile = d.join("key.pub");
-    std::fs::write(&pubfile, format!("{}\n", w.key_line)).unwrap();
     let msg = d.join("message.txt");
-    std::fs::write(&msg, "signed text\n").unwrap();
-    let mut sign = Command::new("ssh-keygen");
-    sign.args(["-Y", "sign", "-n", "file", "-f"])
-        .arg(&pubfile)
-        .arg(&msg);
-    client_env(&mut sign, &w.agent);
-    ok(&mut sign);
+    sign_file(&w, &msg, "signed text\n");
     let allowed = d.join("allowed_signers");
     std::fs::write(&allowed, format!("tester@example.org {}\n", w.key_line)).unwrap();
     let verify = Command::new("sh")
@@ -384,16 +390,8 @@ fn no_key_material_data_or_signature_reaches_the_logs() {
     assert_login(&w, &[]);
     // A signature whose bytes we can look for.
     let d = w.path();
-    let pubfile = d.join("key.pub");
-    std::fs::write(&pubfile, format!("{}\n", w.key_line)).unwrap();
     let msg = d.join("m.txt");
-    std::fs::write(&msg, "needle-message-for-log-test\n").unwrap();
-    let mut sign = Command::new("ssh-keygen");
-    sign.args(["-Y", "sign", "-n", "file", "-f"])
-        .arg(&pubfile)
-        .arg(&msg);
-    client_env(&mut sign, &w.agent);
-    ok(&mut sign);
+    sign_file(&w, &msg, "needle-message-for-log-test\n");
     let sig = std::fs::read_to_string(format!("{}.sig", msg.display())).unwrap();
     let sig_b64: String = sig.lines().filter(|l| !l.starts_with("-----")).collect();
     let logs = format!(

@@ -540,6 +540,55 @@ impl Signer {
     }
 }
 
+/// A phone that trusts nothing yet (a Chromium under `dir` trusting no
+/// CA, reaching names by `rules`): `page_url` is refused as untrusted;
+/// the trust page `trust_url` opens, `on_trust_page` looks at it, and a
+/// tap on Install on Android downloads the CA. Returns the downloaded
+/// file once it holds the whole CA, `ca_pem` in DER (Chromium may show
+/// the file before it has written all of it).
+pub fn download_page_ca(
+    dir: &Path,
+    rules: &[&str],
+    (page_url, trust_url): (&str, &str),
+    ca_pem: &Path,
+    on_trust_page: impl FnOnce(&Page),
+) -> std::path::PathBuf {
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads");
+    let browser = Browser::launch_trusting(dir, &[], rules);
+    browser.call(
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads }),
+    );
+    let page = browser.new_page();
+    let e = page.try_goto(page_url).unwrap_err();
+    assert!(e.contains("ERR_CERT_AUTHORITY_INVALID"), "{e}");
+    page.goto(trust_url);
+    on_trust_page(&page);
+    page.click_link("Install on Android");
+    let file = downloads.join("vmux-ca.crt");
+    let want = pem_der(ca_pem);
+    wait_until("the whole CA downloaded", WAIT, || {
+        std::fs::read(&file).ok().as_ref() == Some(&want)
+    });
+    file
+}
+
+/// The DER of the certificate in the PEM file `path`.
+pub fn pem_der(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(path).expect("the CA's PEM file");
+    let body: String = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .and_then(|rest| rest.split("-----END CERTIFICATE-----").next())
+        .expect("a PEM certificate")
+        .split_whitespace()
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM base64")
+}
+
 /// Whether a test's Firefox half can run: `false`, saying why on stderr,
 /// only when Firefox (or certutil) is not installed; with
 /// `$VMUX_REQUIRE_FIREFOX` set (`scripts/test` sets it) a missing Firefox
