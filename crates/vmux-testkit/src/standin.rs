@@ -135,12 +135,7 @@ impl Standin {
     /// passkey, waits (at most [`WAIT`] each) for "This phone was added"
     /// and for the signed-in page.
     pub fn enrol(&self, link: &str) {
-        self.page.goto(link);
-        self.page.click_button("Create passkey");
-        self.page.wait_for(
-            "(e => e && !e.hidden && e.textContent.includes('This phone was added'))(document.getElementById('enrolled'))",
-            WAIT,
-        );
+        enrol(&self.page, link);
         self.wait_signed_in();
     }
 
@@ -301,3 +296,15 @@ const SETTLED: &str = r#"((id, ms) => new Promise((resolve) => {
   mo.observe(document.body, { childList: true, subtree: true, attributes: true, characterData: true });
   timer = setTimeout(() => done(check() || { ok: false, error: 'the page did not settle it within ' + ms + ' ms' }), ms);
 }))(__ID__, __MS__)"#;
+
+/// Enrols the phone whose page is `page` as a person does: opens the
+/// enrolment `link`, taps Create passkey and waits (at most [`WAIT`])
+/// for "This phone was added".
+pub fn enrol<P: PhonePage>(page: &P, link: &str) {
+    page.goto(link);
+    page.click_button("Create passkey");
+    page.wait_for(
+        "(e => e && !e.hidden && e.textContent.includes('This phone was added'))(document.getElementById('enrolled'))",
+        WAIT,
+    );
+}

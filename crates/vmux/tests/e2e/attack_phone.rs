@@ -481,15 +481,8 @@ fn a_stolen_session_cookie_neither_unpairs_nor_subscribes_nor_removes_a_subscrip
         WAIT,
     );
     phone.page.click_button_in("#subscriptions", "Remove");
-    phone.page.wait_for(
-        "document.getElementById('message').textContent === 'That subscription was removed.'",
-        WAIT,
-    );
-    assert!(
-        !world.phones().contains("can be woken"),
-        "{}",
-        world.phones()
-    );
+    phone.wait_message("That subscription was removed.");
+    world.assert_no_phone_can_be_woken();
     // And Unpair on the page, with the passkey, unpairs.
     phone.page.click_button_in("#agents", "Unpair");
     phone.page.wait_for(

@@ -55,15 +55,8 @@ impl Setup {
         signer.start_approving("127.0.0.1:0", &format!("command:{}", prog.display()), &[]);
         let a = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
         let b = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
-        let home = dir.path().join("user-home");
-        std::fs::create_dir_all(home.join(".ssh")).unwrap();
-        let known_hosts = home.join(".ssh/known_hosts");
-        std::fs::write(&known_hosts, format!("devbox {}\n", a.host_pub)).unwrap();
-        let mut agent = Agent::new(dir.path(), "laptop");
-        agent
-            .launch
-            .env
-            .push(("HOME".into(), home.display().to_string()));
+        let entries = format!("devbox {}\n", a.host_pub);
+        let (mut agent, known_hosts) = Agent::with_known_hosts(dir.path(), "laptop", &entries);
         agent.start_with(&signer, &[]);
         let ssh_config = dir.path().join("ssh_config");
         let s = Setup {

@@ -21,19 +21,12 @@ fn world(
     ));
     signer.start();
     let sshd = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
-    let home = dir.path().join("agent-user-home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    let kh = home.join(".ssh/known_hosts");
-    std::fs::write(&kh, format!("{} {}\n", name_entry(&sshd), sshd.host_pub)).unwrap();
+    let entries = format!("{} {}\n", name_entry(&sshd), sshd.host_pub);
+    let (mut agent, kh) = Agent::with_known_hosts(dir.path(), "laptop", &entries);
     if hashed {
         ok(Command::new("ssh-keygen").arg("-H").arg("-f").arg(&kh));
         assert!(std::fs::read_to_string(&kh).unwrap().starts_with("|1|"));
     }
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent
-        .launch
-        .env
-        .push(("HOME".into(), home.display().to_string()));
     agent.start_with(&signer, &[]);
     (dir, signer, agent, sshd, key_line)
 }

@@ -167,13 +167,32 @@ fn new_phone(browser: &Browser) -> Phone {
 
 /// Opens the enrolment link and taps Create passkey, as a person does.
 fn create_passkey(phone: &Phone, link: &str) {
-    phone.page.goto(link);
-    phone.page.click_button("Create passkey");
-    phone.page.wait_for(
-        "document.getElementById('enrolled') && !document.getElementById('enrolled').hidden && document.getElementById('enrolled').textContent.includes('This phone was added')",
-        WAIT,
-    );
+    crate::support::phone::enrol(&phone.page, link);
     phone.wait_signed_in();
+}
+
+/// The person's phone (a page of `browser`) enrols with `link` and
+/// approves the certificate that `vmux setup` on `term` then asks for;
+/// setup ends well, having logged in to its throwaway sshd with it.
+/// Returns the phone and setup's screen.
+fn phone_approves_the_certificate(
+    term: OnTerminal,
+    browser: &Browser,
+    link: &str,
+) -> (Phone, String) {
+    let phone = new_phone(browser);
+    create_passkey(&phone, link);
+    term.wait_for("Approve the certificate on your phone");
+    let card = phone.card_text("certificate");
+    assert!(card.contains("certificate"), "{card}");
+    phone.tap("certificate", "Approve");
+    let (status, screen) = term.finish();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("ok: logged in to a throwaway sshd on 127.0.0.1:"),
+        "{screen}"
+    );
+    (phone, screen)
 }
 
 /// The phone page's certificate chain as a client sees it at `addr`,
@@ -271,18 +290,7 @@ fn setup_on_a_tailnet_takes_its_name_and_tailscales_certificate_then_a_second_ru
         pki.ca_pem(),
         &[&format!("MAP {RP_HOST} 127.0.0.1")],
     );
-    let phone = new_phone(&browser);
-    create_passkey(&phone, &link);
-    term.wait_for("Approve the certificate on your phone");
-    let card = phone.card_text("certificate");
-    assert!(card.contains("certificate"), "{card}");
-    phone.tap("certificate", "Approve");
-    let (status, screen) = term.finish();
-    assert!(status.success(), "{screen}");
-    assert!(
-        screen.contains("ok: logged in to a throwaway sshd on 127.0.0.1:"),
-        "{screen}"
-    );
+    let (phone, screen) = phone_approves_the_certificate(term, &browser, &link);
     assert!(screen.contains("vmux setup's own time: "), "{screen}");
     // What it wrote: the tailnet's files in the signer's flags, the
     // phone as approver and CA.
@@ -351,16 +359,7 @@ fn the_whole_path_a_phone_trusting_only_the_downloaded_crt_then_logins_with_the_
 
     // Installed: its NSS database holds that file and nothing else.
     let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
-    let phone = new_phone(&browser);
-    create_passkey(&phone, &link);
-    term.wait_for("Approve the certificate on your phone");
-    phone.tap("certificate", "Approve");
-    let (status, screen) = term.finish();
-    assert!(status.success(), "{screen}");
-    assert!(
-        screen.contains("ok: logged in to a throwaway sshd on 127.0.0.1:"),
-        "{screen}"
-    );
+    let (phone, screen) = phone_approves_the_certificate(term, &browser, &link);
     let machine: f64 = line_after(&screen, "vmux setup's own time: ")
         .split(' ')
         .next()

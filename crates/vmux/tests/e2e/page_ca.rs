@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::browser::{Authenticator, Browser};
 use crate::support::netns::Netns;
-use crate::support::phone::{download_page_ca, RP_HOST};
+use crate::support::phone::{download_page_ca, enrol, RP_HOST};
 use crate::support::*;
 
 /// `signer run` with the page on 127.0.0.1 under `RP_HOST` and the
@@ -514,12 +514,7 @@ fn a_phone_trusting_only_the_downloaded_crt_enrols_and_refuses_other_names_even_
     let browser = Browser::launch_trusting(dir.path(), &[&crt], &rules);
     let phone = browser.new_isolated_page();
     phone.add_authenticator(Authenticator::default());
-    phone.goto(&added.enrol);
-    phone.click_button("Create passkey");
-    phone.wait_for(
-        "document.getElementById('enrolled') && !document.getElementById('enrolled').hidden && document.getElementById('enrolled').textContent.includes('This phone was added')",
-        WAIT,
-    );
+    enrol(&phone, &added.enrol);
     assert!(ok(&mut signer.cmd(&["phones"])).contains("pixel"));
 
     // Another name on the same address and certificate: refused.

@@ -607,11 +607,7 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
     let dir = test_dir();
     let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
     let phone = world.signed_in_phone("pixel");
-    assert!(
-        !world.phones().contains("can be woken"),
-        "{}",
-        world.phones()
-    );
+    world.assert_no_phone_can_be_woken();
 
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     let point = p256::SecretKey::from_slice(&[7u8; 32])
@@ -679,25 +675,14 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
         .page
         .wait_for("!document.getElementById('notifications-off').hidden", WAIT);
     phone.page.click_button("Turn off notifications");
-    phone.page.wait_for(
-        "document.getElementById('message').textContent === 'Notifications are off.'",
-        WAIT,
-    );
-    assert!(
-        !world.phones().contains("can be woken"),
-        "{}",
-        world.phones()
-    );
+    phone.wait_message("Notifications are off.");
+    world.assert_no_phone_can_be_woken();
 
     // The API directly, with the session but no passkey confirmation:
     // refused (tests/attack_phone.rs has the whole attack).
     let r = phone.fetch("POST", "/api/push/subscribe", &sub);
     assert_eq!(r["status"], 403, "{r}");
-    assert!(
-        !world.phones().contains("can be woken"),
-        "{}",
-        world.phones()
-    );
+    world.assert_no_phone_can_be_woken();
 }
 
 /// Ten waiting logins approved with one tap on **Approve all 10**, in

@@ -401,6 +401,22 @@ impl Agent {
         }
     }
 
+    /// An agent named `name` under `dir` (not started) whose own HOME has
+    /// `~/.ssh/known_hosts` holding `entries`, where it looks up the name
+    /// of a host; returns it and that file.
+    pub fn with_known_hosts(dir: &Path, name: &str, entries: &str) -> (Agent, PathBuf) {
+        let mut agent = Agent::new(dir, name);
+        let home = dir.join(format!("{name}-user-home"));
+        std::fs::create_dir_all(home.join(".ssh")).expect("~/.ssh");
+        let known_hosts = home.join(".ssh/known_hosts");
+        std::fs::write(&known_hosts, entries).expect("known_hosts");
+        agent
+            .launch
+            .env
+            .push(("HOME".into(), home.display().to_string()));
+        (agent, known_hosts)
+    }
+
     /// An agent named `name` under `dir`, started with `--signer` at
     /// `signer` and connected with its keys ([`Agent::start_with`]).
     pub fn paired_with(dir: &Path, name: &str, signer: &Signer) -> Agent {

@@ -18,6 +18,7 @@ use super::browser::{Authenticator, AuthenticatorId, Browser, Page};
 pub use super::engine::{BrowserEngine, Firefoxes, PhonePage};
 use super::pki::TestPki;
 use super::*;
+pub use vmux_testkit::standin::enrol;
 
 /// The relying party's name in tests.
 pub const RP_HOST: &str = "signer.vmux.test";
@@ -150,13 +151,7 @@ impl<E: BrowserEngine> PhoneWorld<E> {
     /// Create passkey, see that it was added.
     pub fn enrolled_phone(&self, name: &str) -> Phone<E::Page> {
         let phone = self.phone(name);
-        let link = self.enrol_link(name);
-        phone.page.goto(&link);
-        phone.page.click_button("Create passkey");
-        phone.page.wait_for(
-            "document.getElementById('enrolled') && !document.getElementById('enrolled').hidden && document.getElementById('enrolled').textContent.includes('This phone was added')",
-            WAIT,
-        );
+        enrol(&phone.page, &self.enrol_link(name));
         phone
     }
 
@@ -166,6 +161,13 @@ impl<E: BrowserEngine> PhoneWorld<E> {
         let phone = self.enrolled_phone(name);
         phone.wait_signed_in();
         phone
+    }
+
+    /// Asserts that `vmux signer phones` lists no phone that can be
+    /// woken (none holds a push subscription).
+    pub fn assert_no_phone_can_be_woken(&self) {
+        let phones = self.phones();
+        assert!(!phones.contains("can be woken"), "{phones}");
     }
 
     /// `vmux signer phones` output.
@@ -227,6 +229,17 @@ impl<E: BrowserEngine> PhoneWorld<E> {
 }
 
 impl<P: PhonePage> Phone<P> {
+    /// Waits until the page's message line says exactly `text`.
+    pub fn wait_message(&self, text: &str) {
+        self.page.wait_for(
+            &format!(
+                "document.getElementById('message').textContent === {}",
+                serde_json::Value::from(text)
+            ),
+            WAIT,
+        );
+    }
+
     /// Asserts that the page logged no console error, uncaught
     /// exception or CSP violation so far.
     pub fn assert_no_console_errors(&self) {
@@ -486,10 +499,7 @@ impl Phone<Page> {
             WAIT,
         );
         self.page.click_button("Turn on notifications");
-        self.page.wait_for(
-            "document.getElementById('message').textContent === 'Notifications are on.'",
-            WAIT,
-        );
+        self.wait_message("Notifications are on.");
     }
 }
 
