@@ -19,12 +19,17 @@ const RP: &str = "signer.vmux.test";
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-const INDEX: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>harness</title>
+/// How every page of the harness's site starts, up to its title.
+macro_rules! page_head {
+    () => {
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    };
+}
+
+const INDEX: &str = concat!(
+    page_head!(),
+    r#"<title>harness</title>
 <link rel="stylesheet" href="/app.css">
 <script src="/app.js" defer></script>
 </head>
@@ -46,7 +51,8 @@ const INDEX: &str = r#"<!doctype html>
 </section>
 </body>
 </html>
-"#;
+"#
+);
 
 const CSS: &str = "body { font: 16px sans-serif; margin: 1rem; }
 dd { overflow-wrap: anywhere; }
@@ -108,12 +114,9 @@ $("enrol").addEventListener("click", () => { enrol(); });
 $("sign").addEventListener("click", () => { signIn(); });
 "#;
 
-const BROKEN: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>broken</title>
+const BROKEN: &str = concat!(
+    page_head!(),
+    r#"<title>broken</title>
 <link rel="stylesheet" href="/app.css">
 </head>
 <body>
@@ -122,7 +125,8 @@ const BROKEN: &str = r#"<!doctype html>
 <script src="/broken.js"></script>
 </body>
 </html>
-"#;
+"#
+);
 
 const BROKEN_JS: &str = r#"console.error("deliberate console error");
 setTimeout(() => { throw new Error("deliberate exception"); }, 0);

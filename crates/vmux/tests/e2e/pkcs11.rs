@@ -14,6 +14,15 @@ struct Hsm {
     tokens: std::path::PathBuf,
 }
 
+/// `pkcs11-tool` on the SoftHSM2 token of config `conf`, logged in with
+/// the user PIN.
+fn pkcs11_tool(conf: &str) -> Command {
+    let mut c = Command::new("pkcs11-tool");
+    c.args(["--module", MODULE, "--login", "--pin", "1234"])
+        .env("SOFTHSM2_CONF", conf);
+    c
+}
+
 fn softhsm(dir: &std::path::Path) -> Hsm {
     assert!(
         std::path::Path::new(MODULE).exists(),
@@ -47,22 +56,15 @@ fn softhsm(dir: &std::path::Path) -> Hsm {
         ("EC:prime256v1", "imported-ec", "01"),
         ("rsa:2048", "imported-rsa", "02"),
     ] {
-        ok(Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                MODULE,
-                "--login",
-                "--pin",
-                "1234",
-                "--keypairgen",
-                "--key-type",
-                kind,
-                "--label",
-                label,
-                "--id",
-                id,
-            ])
-            .env("SOFTHSM2_CONF", &conf));
+        ok(pkcs11_tool(&conf).args([
+            "--keypairgen",
+            "--key-type",
+            kind,
+            "--label",
+            label,
+            "--id",
+            id,
+        ]));
     }
     Hsm { conf, tokens }
 }
@@ -144,18 +146,7 @@ fn token_keys_made_by_vmux_and_by_pkcs11_tool_log_in_and_a_lost_token_comes_back
         with_hsm(&mut g);
         lines.push(ok(&mut g).trim().to_owned());
     }
-    let objects = ok(Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--login",
-            "--pin",
-            "1234",
-            "--list-objects",
-            "--type",
-            "privkey",
-        ])
-        .env("SOFTHSM2_CONF", &hsm.conf));
+    let objects = ok(pkcs11_tool(&hsm.conf).args(["--list-objects", "--type", "privkey"]));
     for label in ["gen-ec", "gen-rsa", "gen-ed"] {
         let block = objects
             .split("Private Key Object")
