@@ -147,6 +147,24 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// The credential a virtual authenticator describes in `c` (both
+    /// engines name its fields alike), its byte strings decoded by
+    /// `b64`; `raw` is kept as the engine's own description.
+    pub(crate) fn from_json(
+        c: &Value,
+        b64: impl Fn(&Value) -> Option<Vec<u8>>,
+        raw: Value,
+    ) -> Self {
+        Credential {
+            id: b64(&c["credentialId"]).unwrap_or_default(),
+            rp_id: c["rpId"].as_str().map(str::to_owned),
+            sign_count: c["signCount"].as_u64().unwrap_or(0),
+            resident: c["isResidentCredential"].as_bool().unwrap_or(false),
+            user_handle: b64(&c["userHandle"]).filter(|h| !h.is_empty()),
+            raw,
+        }
+    }
+
     /// The id in base64url without padding, as web pages usually write it.
     pub fn id_base64url(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.id)
@@ -1029,6 +1047,17 @@ impl Page {
         click_located(self, &format!("the link {text:?}"), &find);
     }
 
+    /// What `pick` takes from this page's log, once what the page
+    /// reported before has been read.
+    fn logged(&self, pick: impl Fn(&SessionLog) -> Vec<String>) -> Vec<String> {
+        self.settle();
+        lock(&self.conn)
+            .sessions
+            .get(&self.session_id)
+            .map(pick)
+            .unwrap_or_default()
+    }
+
     /// A round trip to the page, so that what it reported before has
     /// been read.
     fn settle(&self) {
@@ -1139,21 +1168,11 @@ impl PhonePage for Page {
     /// dialog, which the harness accepts so that it cannot block the page)
     /// of this page and its workers so far, one line each.
     fn console_errors(&self) -> Vec<String> {
-        self.settle();
-        lock(&self.conn)
-            .sessions
-            .get(&self.session_id)
-            .map(|s| s.errors.clone())
-            .unwrap_or_default()
+        self.logged(|s| s.errors.clone())
     }
     /// Every console message and log entry so far, as `level: text`.
     fn console(&self) -> Vec<String> {
-        self.settle();
-        lock(&self.conn)
-            .sessions
-            .get(&self.session_id)
-            .map(|s| s.console.clone())
-            .unwrap_or_default()
+        self.logged(|s| s.console.clone())
     }
     /// The credentials the authenticator holds.
     fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
@@ -1173,14 +1192,7 @@ impl PhonePage for Page {
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .map(|c| Credential {
-                id: b64(&c["credentialId"]).unwrap_or_default(),
-                rp_id: c["rpId"].as_str().map(str::to_owned),
-                sign_count: c["signCount"].as_u64().unwrap_or(0),
-                resident: c["isResidentCredential"].as_bool().unwrap_or(false),
-                user_handle: b64(&c["userHandle"]).filter(|h| !h.is_empty()),
-                raw: c.clone(),
-            })
+            .map(|c| Credential::from_json(c, b64, c.clone()))
             .collect()
     }
     /// Whether the authenticator verifies the user from now on (a wrong

@@ -496,14 +496,7 @@ impl PhonePage for Firefox {
                     raw["privateKey"] =
                         json!(base64::engine::general_purpose::STANDARD.encode(key));
                 }
-                Credential {
-                    id: b64(&c["credentialId"]).unwrap_or_default(),
-                    rp_id: c["rpId"].as_str().map(str::to_owned),
-                    sign_count: c["signCount"].as_u64().unwrap_or(0),
-                    resident: c["isResidentCredential"].as_bool().unwrap_or(false),
-                    user_handle: b64(&c["userHandle"]).filter(|h| !h.is_empty()),
-                    raw,
-                }
+                Credential::from_json(c, b64, raw)
             })
             .collect()
     }

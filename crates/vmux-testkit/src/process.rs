@@ -19,14 +19,8 @@ use crate::WAIT;
 pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
     let shown = format!("{cmd:?}");
     let deadline = Instant::now() + limit;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let stdout = Collector::start(child.stdout.take().expect("stdout"));
-    let stderr = Collector::start(child.stderr.take().expect("stderr"));
+    let (mut child, [stdout, stderr]) = spawn_piped(cmd, &format!("run {shown}"));
+    let (stdout, stderr) = (Collector::start(stdout), Collector::start(stderr));
     let so_far = |what: &str| {
         format!(
             "{shown} {what}; so far it printed:\nstdout: {}\nstderr: {}",
@@ -57,6 +51,20 @@ pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         stdout: stdout.so_far(),
         stderr: stderr.so_far(),
     }
+}
+
+/// Starts `cmd` with no stdin and its stdout and stderr piped; returns
+/// it and the two pipes. Panics saying it cannot `what` otherwise.
+fn spawn_piped(cmd: &mut Command, what: &str) -> (Child, [Box<dyn Read + Send>; 2]) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+    let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+    let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+    (child, [out, err])
 }
 
 /// Polls `child` until it exits or `deadline` passes (`None`).
@@ -137,18 +145,9 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `cmd` with stdout and stderr collected line by line.
     pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (child, pipes) = spawn_piped(cmd, &format!("start {name}"));
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
         let closed: Arc<AtomicUsize> = Arc::default();
-        let pipes: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
         for pipe in pipes {
             let (lines, closed) = (lines.clone(), closed.clone());
             std::thread::spawn(move || {
