@@ -6,15 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use vmux_link::testing::open_confirming;
-use vmux_link::{AgentSession, Channel, Identity, LinkError};
+use vmux_link::{Identity, LinkError};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 use vmux_signer::approver::{Approver, Decision, DecisionKind, Verdict};
-use vmux_signer::checks::{now_ms, Freshness};
-use vmux_signer::paired::PairedAgents;
-use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
-use vmux_signer::{Server, ServerParts};
+use vmux_signer::checks::now_ms;
+
+mod common;
+use common::session;
 
 /// One question at a time, like the terminal. Pairing prompts after the
 /// first are never answered (a person away from the signer); signatures
@@ -35,39 +33,13 @@ impl Approver for OneAtATime {
     }
 }
 
-async fn session(addr: std::net::SocketAddr, id: &Identity) -> Result<AgentSession, LinkError> {
-    let stream = TcpStream::connect(addr).await?;
-    let channel = Channel::connect(stream, id).await?;
-    open_confirming(channel, "hand-driven", None).await
-}
-
 #[tokio::test]
 async fn a_paired_agents_request_withdraws_a_strangers_pairing_prompt() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = SoftwareKeys::open(&dir.path().join("keys"), false, None).unwrap();
-    let info = keys.generate(KeyType::Ed25519, "test").unwrap();
     let approver = Arc::new(OneAtATime::default());
-    let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
-    let server = Arc::new(Server::new(ServerParts {
-        name: "test-signer".into(),
-        identity: Identity::generate(),
-        providers,
-        approver: approver.clone(),
-        paired: PairedAgents::open(dir.path().join("state.json"), Duration::ZERO).unwrap(),
-        freshness: Freshness::default(),
-        // Longer than the test's bound: only a withdrawal frees the turn.
-        approval_timeout: Duration::from_secs(120),
-        ca: None,
-        cert_policy: Default::default(),
-        phone_ca: Vec::new(),
-        window_max_seconds: 0,
-        audit: None,
-        wake: vmux_proto::WakeEndpoint::None,
-        phones: None,
-    }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener));
+    // Longer than the test's bound: only a withdrawal frees the turn.
+    let (addr, _server, info) =
+        common::serve(dir.path(), approver.clone(), Duration::from_secs(120), 0).await;
 
     let mut owner = session(addr, &Identity::generate())
         .await

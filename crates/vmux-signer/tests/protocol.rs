@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signature::Verifier;
-use tokio::net::{TcpListener, TcpStream};
-use vmux_link::testing::open_confirming;
-use vmux_link::{AgentSession, Channel, Identity};
+use vmux_link::{AgentSession, Identity};
 use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 use vmux_signer::approver::{Approver, Decision, Verdict};
-use vmux_signer::checks::{now_ms, Freshness};
-use vmux_signer::paired::PairedAgents;
-use vmux_signer::provider::{KeyProvider, KeyType, SoftwareKeys};
-use vmux_signer::{Server, ServerParts};
+use vmux_signer::checks::now_ms;
+use vmux_signer::Server;
+
+mod common;
 
 #[derive(Default)]
 struct TestApprover {
@@ -80,31 +78,16 @@ async fn start() -> Fixture {
 
 async fn start_with(window_max_seconds: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let keys = SoftwareKeys::open(&dir.path().join("keys"), false, None).unwrap();
-    let info = keys.generate(KeyType::Ed25519, "test").unwrap();
     let approver = Arc::new(TestApprover::default());
     approver.approve_pair.store(true, Ordering::SeqCst);
     approver.approve_sign.store(true, Ordering::SeqCst);
-    let providers: Vec<Box<dyn KeyProvider>> = vec![Box::new(keys)];
-    let server = Arc::new(Server::new(ServerParts {
-        name: "test-signer".into(),
-        identity: Identity::generate(),
-        providers,
-        approver: approver.clone(),
-        paired: PairedAgents::open(dir.path().join("state.json"), Duration::ZERO).unwrap(),
-        freshness: Freshness::default(),
-        approval_timeout: Duration::from_secs(5),
-        ca: None,
-        cert_policy: Default::default(),
-        phone_ca: Vec::new(),
+    let (addr, server, info) = common::serve(
+        dir.path(),
+        approver.clone(),
+        Duration::from_secs(5),
         window_max_seconds,
-        audit: None,
-        wake: vmux_proto::WakeEndpoint::None,
-        phones: None,
-    }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.clone().serve(listener));
+    )
+    .await;
     Fixture {
         addr,
         server,
@@ -116,9 +99,7 @@ async fn start_with(window_max_seconds: u64) -> Fixture {
 }
 
 async fn session(f: &Fixture, id: &Identity) -> Result<AgentSession, vmux_link::LinkError> {
-    let stream = TcpStream::connect(f.addr).await.unwrap();
-    let channel = Channel::connect(stream, id).await?;
-    open_confirming(channel, "hand-driven", None).await
+    common::session(f.addr, id).await
 }
 
 fn request(f: &Fixture, nonce: u8, issued: u64, expires: u64) -> SignRequest {
