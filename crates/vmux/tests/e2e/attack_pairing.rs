@@ -204,14 +204,10 @@ fn mdns_announcer_helper() {
 fn an_mdns_announcer_of_the_pinned_id_never_gets_a_session() {
     let net = Netns::new();
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "kitchen-pi");
-    let line = signer.keygen("ed25519", "real-key");
-    signer.launch.netns = Some(net.b.clone());
-    signer.start_on("0.0.0.0:0", &[]);
+    let (mut signer, line) = Signer::serving_in(dir.path(), &net.b, "kitchen-pi", "real-key");
     let real_port = signer.addr.rsplit(':').next().unwrap().to_owned();
 
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.launch.netns = Some(net.a.clone());
+    let mut agent = Agent::in_namespace(dir.path(), &net.a, "laptop");
     agent.start(&[]);
     let connected = agent.wait_connected(1);
     let real_id = connected

@@ -310,14 +310,9 @@ fn behind_a_trusted_proxy_one_clients_failures_are_its_own() {
     signer.config("[web_proxy]\ntrust_forwarded_for = true\n");
     // A page that serves TLS itself refuses the key.
     let pki = pki::TestPki::new(&dir.path().join("pki"), &[RP_HOST]);
-    let out = signer
-        .cmd(&[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--approve",
-            "phone",
-            "--no-advertise",
+    let err = signer.refused_run(
+        "phone",
+        &[
             "--web-listen",
             "127.0.0.1:0",
             "--web-origin",
@@ -326,11 +321,8 @@ fn behind_a_trusted_proxy_one_clients_failures_are_its_own() {
             &pki.cert_pem().display().to_string(),
             "--tls-key",
             &pki.key_pem().display().to_string(),
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ],
+    );
     assert!(
         err.contains("trust_forwarded_for is for a phone page behind a reverse proxy"),
         "{err}"

@@ -8,13 +8,9 @@ use crate::support::*;
 fn the_agent_finds_its_signer_with_no_address_and_ignores_an_impostor() {
     let net = Netns::new();
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "kitchen-pi");
-    let line = signer.keygen("ed25519", "found-by-mdns");
-    signer.launch.netns = Some(net.b.clone());
-    signer.start_on("0.0.0.0:0", &[]);
+    let (signer, line) = Signer::serving_in(dir.path(), &net.b, "kitchen-pi", "found-by-mdns");
 
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.launch.netns = Some(net.a.clone());
+    let mut agent = Agent::in_namespace(dir.path(), &net.a, "laptop");
     agent.start(&[]);
     agent
         .daemon()
@@ -30,10 +26,7 @@ fn the_agent_finds_its_signer_with_no_address_and_ignores_an_impostor() {
 
     // An unpaired impostor appears; the agent, which has a pinned signer
     // now, sees it and leaves it alone.
-    let mut impostor = Signer::init(dir.path(), "impostor");
-    impostor.keygen("ed25519", "evil");
-    impostor.launch.netns = Some(net.b.clone());
-    impostor.start_on("0.0.0.0:0", &[]);
+    let (impostor, _) = Signer::serving_in(dir.path(), &net.b, "impostor", "evil");
     agent
         .daemon()
         .wait_line(WAIT, |l| l.contains("discovered signer impostor"));

@@ -509,18 +509,7 @@ fn the_page_refuses_an_ip_origin_and_plain_http_off_loopback_and_limits_failed_e
     let dir = test_dir();
     let mut signer = Signer::init(dir.path(), "homeserver");
     let refused = |args: &[&str], says: &str| {
-        let out = run(signer
-            .cmd(&[
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--approve",
-                "phone",
-                "--no-advertise",
-            ])
-            .args(args));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} started");
+        let err = signer.refused_run("phone", args);
         assert!(err.contains(says), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     };

@@ -267,6 +267,17 @@ impl Signer {
         (signer, line)
     }
 
+    /// A signer named `name` under `dir` with one Ed25519 key commented
+    /// `comment`, serving on every address of the network namespace `ns`
+    /// and advertised over mDNS there; and that key's public-key line.
+    pub fn serving_in(dir: &Path, ns: &str, name: &str, comment: &str) -> (Signer, String) {
+        let mut signer = Signer::init(dir, name);
+        let line = signer.keygen("ed25519", comment);
+        signer.launch.netns = Some(ns.to_owned());
+        signer.start_on("0.0.0.0:0", &[]);
+        (signer, line)
+    }
+
     /// `vmux --home H signer ARGS`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = vmux();
@@ -310,6 +321,17 @@ impl Signer {
         let d = Daemon::spawn(&format!("signer {}", self.name), &mut c);
         self.addr = listening_addr(&d);
         self.daemon = Some(d);
+    }
+
+    /// `vmux signer run` on a free loopback port, unadvertised, approving
+    /// by `approve`, with `args`: a start that must fail. Asserts that
+    /// it did (bounded by [`WAIT`]); returns what it said on stderr.
+    pub fn refused_run(&self, approve: &str, args: &[&str]) -> String {
+        let run_args = ["run", "--listen", "127.0.0.1:0", "--approve", approve];
+        let out = run(self.cmd(&run_args).arg("--no-advertise").args(args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} started: {err}");
+        err
     }
 
     /// Starts on a free loopback port.
@@ -399,6 +421,14 @@ impl Agent {
             launch: Launch::default(),
             confirm_pairings: true,
         }
+    }
+
+    /// An agent named `name` under `dir` (not started) that runs in the
+    /// network namespace `ns`, browsing mDNS there.
+    pub fn in_namespace(dir: &Path, ns: &str, name: &str) -> Agent {
+        let mut agent = Agent::new(dir, name);
+        agent.launch.netns = Some(ns.to_owned());
+        agent
     }
 
     /// An agent named `name` under `dir` (not started) whose own HOME has
