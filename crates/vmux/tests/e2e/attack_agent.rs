@@ -446,9 +446,8 @@ fn assert_refused(answer: &[u8], what: &str) {
 fn a_client_that_is_not_vmux_cannot_pair_confirm_or_get_a_certificate() {
     let dir = test_dir();
     let (signer, _) = Signer::serving(dir.path(), "pi", "plain");
-    let mut agent = Agent::new(dir.path(), "laptop");
     // The user confirms pairings by hand below.
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "laptop");
     agent.start(&["--signer", &signer.addr]);
     let line = agent
         .daemon()

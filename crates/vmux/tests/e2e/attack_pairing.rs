@@ -45,8 +45,7 @@ fn a_first_contact_impostor_is_not_pinned_without_confirmation_on_the_agent() {
     let dir = test_dir();
     let (imp, imp_key) = impostor(dir.path(), "evil");
     let sshd = Sshd::start(dir.path(), &format!("{imp_key}\n"), &[]);
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "laptop");
     agent.start(&["--signer", &imp.addr]);
     let line = agent
         .daemon()
@@ -106,8 +105,7 @@ fn a_first_contact_impostor_is_not_pinned_without_confirmation_on_the_agent() {
 fn a_wrong_code_confirmed_on_the_agent_refuses_the_pairing() {
     let dir = test_dir();
     let (imp, _) = impostor(dir.path(), "evil");
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "laptop");
     agent.start(&["--signer", &imp.addr]);
     let code = agent.wait_pairing_code();
     let wrong = if code == "000000" { "000001" } else { "000000" };

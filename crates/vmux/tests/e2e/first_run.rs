@@ -456,8 +456,7 @@ fn only_the_owner_with_the_open_prompts_code_confirms_a_pairing_at_the_control_s
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(0o755)).unwrap();
     signer.start_approving("127.0.0.1:0", &format!("command:{}", hold.display()), &[]);
-    let mut agent = Agent::new(dir.path(), "desk");
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "desk");
     agent.start(&["--signer", &signer.addr]);
     let code = {
         let deadline = std::time::Instant::now() + WAIT;

@@ -49,9 +49,8 @@ fn setup_without_a_terminal_says_what_it_would_do_and_fails() {
 fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
     let dir = test_dir();
     let (signer, key) = Signer::serving(dir.path(), "pi", "work");
-    let mut agent = Agent::new(dir.path(), "laptop");
     // The person confirms the code in setup, not the harness.
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "laptop");
 
     let mut cmd = vmux();
     cmd.arg("--home")
@@ -113,8 +112,7 @@ fn setup_on_a_terminal_pairs_with_the_signer_and_prints_the_shell_line() {
 fn setup_with_a_code_other_than_the_agents_pins_nothing() {
     let dir = test_dir();
     let (signer, _) = Signer::serving(dir.path(), "pi", "work");
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.confirm_pairings = false;
+    let mut agent = Agent::unconfirmed(dir.path(), "laptop");
     agent.start(&[]);
 
     let mut cmd = vmux();

@@ -423,6 +423,16 @@ impl Agent {
         }
     }
 
+    /// An agent named `name` under `dir` (not started) whose pairing
+    /// codes nobody confirms by itself: the test does, or refuses, or an
+    /// attacker tries ([`Agent::confirm_pairings`] off).
+    pub fn unconfirmed(dir: &Path, name: &str) -> Agent {
+        Agent {
+            confirm_pairings: false,
+            ..Agent::new(dir, name)
+        }
+    }
+
     /// An agent named `name` under `dir` (not started) that runs in the
     /// network namespace `ns`, browsing mDNS there.
     pub fn in_namespace(dir: &Path, ns: &str, name: &str) -> Agent {
