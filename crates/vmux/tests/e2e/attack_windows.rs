@@ -113,6 +113,30 @@ impl Setup {
             .collect()
     }
 
+    /// The audit log's last entry of `kind`.
+    fn last_audit(&self, kind: &str) -> serde_json::Value {
+        self.audit_lines()
+            .into_iter()
+            .rfind(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in the audit log"))
+    }
+
+    /// Holds the approver on requests of `kind`, makes `request` (on a
+    /// thread of its own), runs `vmux signer lock` once the approver is
+    /// asked, then lets the person approve: too late. Returns what
+    /// `request` ended with.
+    fn lock_while_asked(&self, kind: &str, request: impl FnOnce() -> Output + Send) -> Output {
+        std::fs::write(self.approver.join("hold"), format!("{kind}\n")).unwrap();
+        let asked = self.approver.join("asked");
+        std::thread::scope(|scope| {
+            let request = scope.spawn(request);
+            wait_until("the approver asked", WAIT, || asked.exists());
+            ok(&mut self.signer.cmd(&["lock"]));
+            std::fs::write(self.approver.join("release"), "").unwrap();
+            request.join().unwrap()
+        })
+    }
+
     /// A first login to A, approved with a window, and a second that the
     /// window lets through: the state the attacks start from.
     fn open_window_for_devbox(&self) {
@@ -198,11 +222,7 @@ fn a_window_for_one_host_does_not_cover_another_host_under_its_name() {
     );
     assert!(!summary.contains(&fp_a), "{summary}");
     // The audit log records B's host key, and devbox only as a name.
-    let last = s
-        .audit_lines()
-        .into_iter()
-        .rfind(|e| e["kind"] == "sign")
-        .unwrap();
+    let last = s.last_audit("sign");
     assert_eq!(last["host_key"], fp_b.as_str(), "{last}");
     assert_eq!(last["outcome"], "refused", "{last}");
     let shown = s.signer.audit();
@@ -362,29 +382,16 @@ async fn sign_over_link(
 #[test]
 fn lock_cancels_a_signature_waiting_for_approval() {
     let s = Setup::new();
-    std::fs::write(s.approver.join("hold"), "sign\n").unwrap();
-    let asked = s.approver.join("asked");
-    std::thread::scope(|scope| {
-        let login = scope.spawn(|| s.a.ssh(&s.agent, &[], "true"));
-        wait_until("the approver asked", WAIT, || asked.exists());
-        ok(&mut s.signer.cmd(&["lock"]));
-        // The person approves now: too late.
-        std::fs::write(s.approver.join("release"), "").unwrap();
-        let out = login.join().unwrap();
-        assert!(
-            !out.status.success(),
-            "a login approved after lock must not happen"
-        );
-    });
+    let out = s.lock_while_asked("sign", || s.a.ssh(&s.agent, &[], "true"));
+    assert!(
+        !out.status.success(),
+        "a login approved after lock must not happen"
+    );
     assert_eq!(s.a.accepted(), 0, "no signature reached the server");
     s.signer.daemon().wait_line(WAIT, |l| {
         l.contains("refused") && l.contains("signerLocked")
     });
-    let sign = s
-        .audit_lines()
-        .into_iter()
-        .rfind(|e| e["kind"] == "sign")
-        .unwrap();
+    let sign = s.last_audit("sign");
     assert_eq!(sign["error"], "signerLocked", "{sign}");
     assert_eq!(sign["outcome"], "refused", "{sign}");
 }
@@ -395,25 +402,13 @@ fn lock_cancels_a_signature_waiting_for_approval() {
 #[test]
 fn lock_cancels_a_certificate_waiting_for_approval() {
     let s = Setup::new();
-    std::fs::write(s.approver.join("hold"), "certificate\n").unwrap();
-    let asked = s.approver.join("asked");
-    std::thread::scope(|scope| {
-        let cert = scope.spawn(|| run(&mut s.agent.cmd(&["cert"])));
-        wait_until("the approver asked", WAIT, || asked.exists());
-        ok(&mut s.signer.cmd(&["lock"]));
-        std::fs::write(s.approver.join("release"), "").unwrap();
-        let out = cert.join().unwrap();
-        assert!(
-            !out.status.success(),
-            "no certificate after lock: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    });
+    let out = s.lock_while_asked("certificate", || run(&mut s.agent.cmd(&["cert"])));
+    assert!(
+        !out.status.success(),
+        "no certificate after lock: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(s.agent.status()["certificate"]["state"], "none");
-    let cert = s
-        .audit_lines()
-        .into_iter()
-        .rfind(|e| e["kind"] == "certificate")
-        .unwrap();
+    let cert = s.last_audit("certificate");
     assert_eq!(cert["error"], "signerLocked", "{cert}");
 }
