@@ -23,13 +23,7 @@ fn ca_world(signer_toml: &str, agent_args: &[&str]) -> CaWorld {
     signer.config(signer_toml);
     signer.start();
     let ca = ok(&mut signer.cmd(&["ca"]));
-    let ca_file = dir.path().join("ca.pub");
-    std::fs::write(&ca_file, &ca).unwrap();
-    let sshd = Sshd::start(
-        dir.path(),
-        "",
-        &[&format!("TrustedUserCAKeys {}", ca_file.display())],
-    );
+    let sshd = Sshd::trusting_ca(dir.path(), &ca, &[]);
     let mut agent = Agent::new(dir.path(), "laptop");
     agent.start_with(&signer, agent_args);
     CaWorld {
@@ -299,13 +293,7 @@ fn signer_ca_prints_the_ca_of_the_running_signer_not_of_its_config() {
 
     // The line is the one that matters: sshd trusting it admits the
     // certificate the running signer issued.
-    let ca_file = dir.path().join("ca.pub");
-    std::fs::write(&ca_file, &line).unwrap();
-    let sshd = Sshd::start(
-        dir.path(),
-        "",
-        &[&format!("TrustedUserCAKeys {}", ca_file.display())],
-    );
+    let sshd = Sshd::trusting_ca(dir.path(), &line, &[]);
     let agent = Agent::paired_with(dir.path(), "laptop", &signer);
     wait_cert(&agent, 1);
     sshd.assert_login(&agent, "login with the running signer's certificate");

@@ -195,14 +195,14 @@ fn an_approval_window_lets_the_same_login_through_but_not_another_host() {
         "a locked signer signs nothing, even unencrypted keys"
     );
     ok(&mut signer.cmd(&["unlock"]));
-    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    sshd.assert_login(&agent, "a login after unlock");
     assert_eq!(signer.approvals_of("sign").len(), 3);
 }
 
 #[test]
 fn the_audit_log_has_a_line_per_decision_and_detects_edits() {
     let (_d, signer, agent, sshd, _) = world(|_| "a.test".into(), false, "");
-    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    sshd.assert_login(&agent, "the approved login");
     signer.deny("sign", true);
     assert!(!sshd.ssh(&agent, &[], "true").status.success());
     let verified = ok(&mut signer.cmd(&["audit", "--verify"]));

@@ -76,7 +76,7 @@ fn keys_on_disk_need_the_passphrase_and_lock_unlock_works() {
     signer.start_on("127.0.0.1:0", &["--passphrase-file", &pass]);
     let agent = Agent::paired_with(d, "laptop", &signer);
     let sshd = Sshd::start(d, &format!("{line}\n"), &[]);
-    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    sshd.assert_login(&agent, "a login with the encrypted key");
 
     ok(&mut signer.cmd(&["lock"]));
     let out = sshd.ssh(&agent, &[], "true");
@@ -89,10 +89,7 @@ fn keys_on_disk_need_the_passphrase_and_lock_unlock_works() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("wrong passphrase")
     );
     ok(&mut signer.cmd(&["unlock", "--passphrase-file", &pass]));
-    assert!(
-        sshd.ssh(&agent, &[], "true").status.success(),
-        "unlocked, it signs again"
-    );
+    sshd.assert_login(&agent, "unlocked, it signs again");
 }
 
 #[test]

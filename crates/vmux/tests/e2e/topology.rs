@@ -76,8 +76,8 @@ fn one_agent_routes_each_key_to_the_signer_that_holds_it() {
     agent.wait_connected(2);
     let s1 = Sshd::start(dir.path(), &format!("{k1}\n"), &[]);
     let s2 = Sshd::start(dir.path(), &format!("{k2}\n"), &[]);
-    assert!(s1.ssh(&agent, &[], "true").status.success());
-    assert!(s2.ssh(&agent, &[], "true").status.success());
+    s1.assert_login(&agent, "a login with signer one's key");
+    s2.assert_login(&agent, "a login with signer two's key");
     assert_eq!(
         one.approvals_of("sign").len(),
         1,
@@ -103,10 +103,7 @@ fn one_agent_routes_each_key_to_the_signer_that_holds_it() {
         listed.contains(k2.split_whitespace().nth(1).unwrap()),
         "{listed}"
     );
-    assert!(
-        s1.ssh(&agent, &[], "true").status.success(),
-        "signer one still signs"
-    );
+    s1.assert_login(&agent, "signer one still signs");
 }
 
 #[test]
@@ -142,7 +139,7 @@ fn an_unpaired_agent_is_refused_and_forget_pairs_afresh() {
     assert!(out.contains("Forgot"), "{out}");
     agent.start(&["--signer", &signer.addr]);
     agent.wait_connected(1);
-    assert!(sshd.ssh(&agent, &[], "true").status.success());
+    sshd.assert_login(&agent, "a login after pairing afresh");
     // Forget one signer by id on the agent side.
     agent.stop();
     let signers = ok(&mut agent.cmd(&["signers"]));

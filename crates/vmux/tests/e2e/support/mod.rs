@@ -646,6 +646,18 @@ impl Sshd {
         panic!("sshd could not bind a port");
     }
 
+    /// An sshd that admits no key, only certificates signed by the CA
+    /// whose public-key line is `ca_line` (`TrustedUserCAKeys`), with
+    /// `extra` config lines.
+    pub fn trusting_ca(dir: &Path, ca_line: &str, extra: &[&str]) -> Sshd {
+        let ca_file = dir.join(format!("trusted-ca-{}.pub", unique()));
+        std::fs::write(&ca_file, ca_line).expect("the CA's key");
+        let trust = format!("TrustedUserCAKeys {}", ca_file.display());
+        let mut config = vec![trust.as_str()];
+        config.extend_from_slice(extra);
+        Sshd::start(dir, "", &config)
+    }
+
     /// The `ssh` options every client uses (no config, no keys on disk,
     /// the test's known_hosts).
     pub fn ssh_opts(&self) -> Vec<String> {
