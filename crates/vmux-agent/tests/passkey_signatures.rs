@@ -14,7 +14,7 @@ use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
 use vmux_control::agent::Client;
 use vmux_link::{open_as_signer, Channel, Identity};
 use vmux_proto::{KeyRecord, Message, ProviderKind, SignResponse};
-use vmux_webauthn::testing::{put_string, SoftAuthenticator};
+use vmux_webauthn::testing::{webauthn_sk_signature, SoftAuthenticator};
 
 const RP: &str = "signer.vmux.test";
 const ORIGIN: &str = "https://signer.vmux.test:8443";
@@ -43,18 +43,7 @@ fn webauthn(a: &SoftAuthenticator, answer: Answer, data: &[u8]) -> Vec<u8> {
     head.extend_from_slice(&counter.to_be_bytes());
     let client = a.client_data("webauthn.get", challenge);
     let sig = a.sign(&head, &sha2::Sha256::digest(&client));
-    let mut ecdsa = Vec::new();
-    for s in [sig.r().to_bytes(), sig.s().to_bytes()] {
-        put_string(&mut ecdsa, &[&[0u8][..], &s].concat());
-    }
-    let mut b = Vec::new();
-    put_string(&mut b, vmux_webauthn::openssh::WEBAUTHN_SK_ECDSA.as_bytes());
-    put_string(&mut b, &ecdsa);
-    b.push(flags);
-    b.extend_from_slice(&counter.to_be_bytes());
-    put_string(&mut b, a.origin.as_bytes());
-    put_string(&mut b, &client);
-    put_string(&mut b, &[]);
+    let mut b = webauthn_sk_signature(&sig, flags, counter, &a.origin, &client, &[]);
     if answer == Answer::BadSignature(counter) {
         // A byte of s (type 4+43, ecdsa 4, r 4+33, then s).
         b[4 + 43 + 4 + 4 + 33 + 4 + 10] ^= 1;
