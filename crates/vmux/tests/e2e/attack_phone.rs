@@ -476,11 +476,5 @@ fn a_stolen_session_cookie_neither_unpairs_nor_subscribes_nor_removes_a_subscrip
     phone.wait_message("That subscription was removed.");
     world.assert_no_phone_can_be_woken();
     // And Unpair on the page, with the passkey, unpairs.
-    phone.page.click_button_in("#agents", "Unpair");
-    phone.page.wait_for(
-        "!document.getElementById('agents').textContent.includes('laptop')",
-        WAIT,
-    );
-    let agents = ok(&mut world.signer.cmd(&["agents"]));
-    assert!(!agents.contains("laptop"), "{agents}");
+    world.unpair_on_page(&phone, "laptop");
 }

@@ -91,6 +91,19 @@ fn ca_der(pem: &Path) -> Vec<u8> {
 }
 
 /// One HTTP/1.1 request over plain TCP: status, head, body.
+/// GET `path` from `addr`: asserts a 200 whose content type starts with
+/// `content_type`; returns the body.
+fn get_ok(addr: &str, path: &str, content_type: &str) -> Vec<u8> {
+    let (status, head, body) =
+        http(addr, "GET", path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains(&format!("content-type: {content_type}")),
+        "{head}"
+    );
+    body
+}
+
 fn http(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(WAIT))?;
@@ -185,10 +198,8 @@ fn the_trust_link_hands_over_the_ca_once_and_nothing_of_the_page() {
     let (addr, page) = split_url(&added.trust);
 
     // The page: the fingerprint and the two links.
-    let (status, head, body) = http(&addr, "GET", &page).expect("the trust page");
+    let body = get_ok(&addr, &page, "text/html");
     let body = String::from_utf8_lossy(&body).into_owned();
-    assert_eq!(status, 200, "{head}");
-    assert!(head.contains("content-type: text/html"), "{head}");
     assert!(body.contains(&fp), "the page shows the fingerprint: {body}");
     assert!(body.contains(&format!(
         "href=\"{page}/vmux-ca.mobileconfig\">Install on iPhone"
@@ -234,12 +245,10 @@ fn the_trust_link_hands_over_the_ca_once_and_nothing_of_the_page() {
     }
 
     // The profile: a plist whose root payload is the CA.
-    let (status, head, profile) =
-        http(&addr, "GET", &format!("{page}/vmux-ca.mobileconfig")).expect("the profile");
-    assert_eq!(status, 200, "{head}");
-    assert!(
-        head.contains("content-type: application/x-apple-aspen-config"),
-        "{head}"
+    let profile = get_ok(
+        &addr,
+        &format!("{page}/vmux-ca.mobileconfig"),
+        "application/x-apple-aspen-config",
     );
     let file = dir.path().join("vmux.mobileconfig");
     std::fs::write(&file, &profile).expect("write");
@@ -265,12 +274,10 @@ fn the_trust_link_hands_over_the_ca_once_and_nothing_of_the_page() {
     // A second link, for Android: the DER itself.
     let again = phone_add(&signer, "pixel-2");
     let (addr2, page2) = split_url(&again.trust);
-    let (status, head, crt) =
-        http(&addr2, "GET", &format!("{page2}/vmux-ca.crt")).expect("the .crt");
-    assert_eq!(status, 200, "{head}");
-    assert!(
-        head.contains("content-type: application/x-x509-ca-cert"),
-        "{head}"
+    let crt = get_ok(
+        &addr2,
+        &format!("{page2}/vmux-ca.crt"),
+        "application/x-x509-ca-cert",
     );
     assert_eq!(crt, der, "the .crt is the CA, DER");
     wait_closed(&addr2);

@@ -367,13 +367,7 @@ fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_
         "document.getElementById('agents').textContent.includes('laptop') && document.getElementById('recent').textContent.includes('iphone') && document.getElementById('phones').textContent.includes('iphone')",
         WAIT,
     );
-    a.page.click_button_in("#agents", "Unpair");
-    a.page.wait_for(
-        "!document.getElementById('agents').textContent.includes('laptop')",
-        WAIT,
-    );
-    let agents = ok(&mut world.signer.cmd(&["agents"]));
-    assert!(!agents.contains("laptop"), "unpaired on the page: {agents}");
+    world.unpair_on_page(&a, "laptop");
     // Its next request is refused without asking anyone.
     let pubkey = dir.path().join("work.pub");
     std::fs::write(&pubkey, world.signer.public_lines()).unwrap();

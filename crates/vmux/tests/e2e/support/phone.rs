@@ -163,6 +163,22 @@ impl<E: BrowserEngine> PhoneWorld<E> {
         phone
     }
 
+    /// Taps Unpair on `phone`'s page for the agent `name` (the only one
+    /// listed), waits for the page to drop it, and asserts that `vmux
+    /// signer agents` no longer lists it.
+    pub fn unpair_on_page(&self, phone: &Phone<E::Page>, name: &str) {
+        phone.page.click_button_in("#agents", "Unpair");
+        phone.page.wait_for(
+            &format!(
+                "!document.getElementById('agents').textContent.includes({})",
+                serde_json::Value::from(name)
+            ),
+            WAIT,
+        );
+        let agents = ok(&mut self.signer.cmd(&["agents"]));
+        assert!(!agents.contains(name), "unpaired on the page: {agents}");
+    }
+
     /// Asserts that `vmux signer phones` lists no phone that can be
     /// woken (none holds a push subscription).
     pub fn assert_no_phone_can_be_woken(&self) {
