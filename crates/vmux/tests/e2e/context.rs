@@ -224,14 +224,7 @@ fn the_audit_log_has_a_line_per_decision_and_detects_edits() {
         "no signatures in the audit log"
     );
     // Someone turns the approved signature (line 3) into a refusal.
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    assert!(
-        lines[2].contains("\"outcome\":\"approved\""),
-        "{}",
-        lines[2]
-    );
-    lines[2] = lines[2].replace("\"outcome\":\"approved\"", "\"outcome\":\"refused\"");
-    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    signer.edit_audit_line(2, "\"outcome\":\"approved\"", "\"outcome\":\"refused\"");
     let out = run(&mut signer.cmd(&["audit", "--verify"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -389,6 +389,17 @@ impl Signer {
         ok(&mut self.cmd(&["audit"]))
     }
 
+    /// As someone with the disk: in line `n` (from 0) of the audit log,
+    /// replaces `from`, which it must hold, with `to`.
+    pub fn edit_audit_line(&self, n: usize, from: &str, to: &str) {
+        let log = self.home.join("audit.jsonl");
+        let text = std::fs::read_to_string(&log).expect("the audit log");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        assert!(lines[n].contains(from), "{}", lines[n]);
+        lines[n] = lines[n].replace(from, to);
+        std::fs::write(&log, lines.join("\n") + "\n").expect("the audit log");
+    }
+
     /// Writes `signer.toml`.
     pub fn config(&self, toml: &str) {
         std::fs::write(self.home.join("signer.toml"), toml).expect("signer.toml");
