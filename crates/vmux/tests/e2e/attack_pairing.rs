@@ -28,6 +28,14 @@ fn assert_never_paired(agent: &Agent) {
     );
 }
 
+/// The signers' names in `vmux agent signers` output, in routing order.
+fn routing_order(signers: &str) -> Vec<&str> {
+    signers
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect()
+}
+
 fn listed(agent: &Agent) -> String {
     String::from_utf8_lossy(&agent.ssh_add(&["-L"]).stdout).into_owned()
 }
@@ -157,10 +165,7 @@ fn a_pinned_agent_does_not_pair_with_an_unknown_signer_until_asked() {
     agent.wait_connected(1);
     assert_eq!(other.approvals_of("pair").len(), 1);
     let signers = pinned(&agent);
-    let order: Vec<&str> = signers
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
+    let order = routing_order(&signers);
     assert_eq!(order, ["first", "other"], "{signers}");
     let keys = listed(&agent);
     assert!(
@@ -321,9 +326,7 @@ fn a_certificate_from_another_ca_key_is_refused() {
     let dir = test_dir();
     let (mut signer, _) = Signer::serving(dir.path(), "pi", "plain");
     let agent = Agent::paired_with(dir.path(), "laptop", &signer);
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
 
     // Another CA key takes the signer's place.
     let other = Signer::init(dir.path(), "other");
@@ -400,10 +403,7 @@ fn routing_order_is_the_pairing_order_across_reconnects() {
     );
     assert!(second.approvals_of("sign").is_empty(), "second never asked");
     let signers = pinned(&agent);
-    let order: Vec<&str> = signers
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
+    let order = routing_order(&signers);
     assert_eq!(order, ["first", "second"], "{signers}");
 }
 

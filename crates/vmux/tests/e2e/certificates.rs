@@ -36,9 +36,7 @@ fn ca_world(signer_toml: &str, agent_args: &[&str]) -> CaWorld {
 }
 
 fn wait_cert(agent: &Agent, n: usize) {
-    agent
-        .daemon()
-        .wait_nth(n, WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(n);
 }
 
 fn cert_line(agent: &Agent) -> String {

@@ -209,9 +209,7 @@ fn doctor_names_each_problem_with_its_fix() {
         &signer,
         &["--cert-validity", "2", "--cert-renew-before", "1"],
     );
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
     let (good, text) = doctor(Some(&agent.sock));
     assert!(good, "{text}");
     assert!(text.contains("signer pi is connected"), "{text}");

@@ -227,25 +227,20 @@ fn setup_without_a_terminal_prints_its_plan_and_fails_writing_nothing() {
         None,
         &["--phone", "pixel"],
     ));
-    assert!(!out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.trim_end(),
-        "vmux: setup asks questions and needs a terminal: run it in one, or do the steps above yourself"
+    assert_refused_without_a_terminal(
+        &out,
+        "setup",
+        &[
+            "create the signer in",
+            "tailscale status --json",
+            "systemd user services",
+            "pair the agent with the signer",
+            "enrol your phone",
+            "approve = \"phone\" and ca = \"phone:NAME\"",
+            "authorized_keys line",
+            "throwaway sshd on 127.0.0.1",
+        ],
     );
-    for step in [
-        "create the signer in",
-        "tailscale status --json",
-        "systemd user services",
-        "pair the agent with the signer",
-        "enrol your phone",
-        "approve = \"phone\" and ca = \"phone:NAME\"",
-        "authorized_keys line",
-        "throwaway sshd on 127.0.0.1",
-    ] {
-        assert!(stdout.contains(step), "{step:?} not in:\n{stdout}");
-    }
     assert!(!home.exists(), "setup wrote its home");
     assert!(!dir.path().join("config").exists(), "setup wrote units");
 }

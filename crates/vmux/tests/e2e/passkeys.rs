@@ -658,9 +658,7 @@ fn a_phone_as_ca_signs_the_certificate_once_for_twenty_logins_and_a_removed_phon
     assert!(card.contains("a certificate for 8 h"), "{card}");
     assert!(card.contains(&login_user()), "{card}");
     phone.tap("certificate", "Approve");
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
     phone.wait_cards(0);
 
     let cert = agent_lines(&agent)
@@ -834,9 +832,7 @@ fn with_two_ca_phones_the_first_to_approve_signs_and_a_removed_one_leaves_the_ot
     iphone.tap("certificate", "Approve");
     pixel.wait_cards(0);
     iphone.wait_cards(0);
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
     let ca = signing_ca(dir.path(), &agent);
     assert!(
         ca.contains("ECDSA-SK") && ca.contains(&iphone_fp),
@@ -883,9 +879,7 @@ fn renewal_with_the_phone_as_ca_is_a_new_card() {
         &["--cert-validity", "8", "--cert-renew-before", "5"],
     );
     let installed = |n| {
-        agent
-            .daemon()
-            .wait_nth(n, WAIT, |l| l.contains("session certificate installed"));
+        agent.wait_certificate_installed(n);
     };
     phone.tap("certificate", "Approve");
     installed(1);

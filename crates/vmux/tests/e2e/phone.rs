@@ -352,9 +352,7 @@ fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_
     b.tap("certificate", "Approve");
     a.wait_cards(0);
     b.wait_cards(0);
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
     let audit = world.signer.audit();
     assert!(
         lines_with(&audit, &["certificate", "on phone iphone"]) > 0,
@@ -887,9 +885,7 @@ fn every_kind_of_card_is_decided_on_the_first_screen_of_a_small_phone_at_200_per
     );
     assert_decidable_at_a_glance(&phone, "certificate");
     phone.tap("certificate", "Approve");
-    agent
-        .daemon()
-        .wait_line(WAIT, |l| l.contains("session certificate installed"));
+    agent.wait_certificate_installed(1);
     phone.wait_cards(0);
 
     // An ssh-keygen signature with the signer's key `work`.

@@ -398,9 +398,7 @@ fn a_session_certificate_renewal_with_the_phone_as_ca_wakes_the_phone() {
         &["--cert-validity", "8", "--cert-renew-before", "5"],
     );
     let installed = |n| {
-        w.agent
-            .daemon()
-            .wait_nth(n, WAIT, |l| l.contains("session certificate installed"));
+        w.agent.wait_certificate_installed(n);
     };
     w.phone.tap("certificate", "Approve");
     installed(1);

@@ -26,21 +26,16 @@ fn setup_without_a_terminal_says_what_it_would_do_and_fails() {
         .arg(&home)
         .args(["agent", "setup", "--signer", "pi.local:7326"])
         .env("XDG_CONFIG_HOME", &config));
-    assert!(!out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.trim_end(),
-        "vmux: agent setup asks questions and needs a terminal: run it in one, or do the steps above yourself"
+    assert_refused_without_a_terminal(
+        &out,
+        "agent setup",
+        &[
+            "agent doctor",
+            "agent install",
+            "pair with the signer at pi.local:7326",
+            "agent env",
+        ],
     );
-    for step in [
-        "agent doctor",
-        "agent install",
-        "pair with the signer at pi.local:7326",
-        "agent env",
-    ] {
-        assert!(stdout.contains(step), "{step:?} not in:\n{stdout}");
-    }
     // It did nothing: no home, no units.
     assert!(!home.exists() && !config.exists());
 }

@@ -133,6 +133,24 @@ pub fn assert_success(out: &Output, what: &str) {
     );
 }
 
+/// Asserts that `command` (e.g. `setup`), run as `out` with no terminal,
+/// failed saying it needs one, after printing each of `steps`: the plan
+/// a person can follow by hand.
+pub fn assert_refused_without_a_terminal(out: &Output, command: &str, steps: &[&str]) {
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "vmux: {command} asks questions and needs a terminal: run it in one, or do the steps above yourself"
+        )
+    );
+    for step in steps {
+        assert!(stdout.contains(step), "{step:?} not in:\n{stdout}");
+    }
+}
+
 /// Waits until `cond` holds, looking every 20 ms for at most `timeout`;
 /// panics saying what it waited for (`what`) when it does not.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -519,6 +537,12 @@ impl Agent {
         all.extend_from_slice(args);
         self.start(&all);
         self.wait_connected(1);
+    }
+
+    /// Waits for the `n`th "session certificate installed" line.
+    pub fn wait_certificate_installed(&self, n: usize) {
+        self.daemon()
+            .wait_nth(n, WAIT, |l| l.contains("session certificate installed"));
     }
 
     /// Waits for the `n`th "connected to signer" line.
