@@ -266,15 +266,9 @@ fn a_stolen_agent_identity_gets_no_sshsig_under_a_login_window() {
     let mut thief = Agent::new(s.dir.path(), "thief");
     steal_agent_home(&s.agent.home, &thief.home);
     thief.start_with(&s.signer, &[]);
-    let pubf = s.dir.path().join("work.pub");
-    std::fs::write(&pubf, format!("{}\n", s.key_line)).unwrap();
     let msg = s.dir.path().join("commit.txt");
-    std::fs::write(&msg, "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n").unwrap();
-    let mut c = Command::new("ssh-keygen");
-    c.args(["-Y", "sign", "-n", "git", "-f"])
-        .arg(&pubf)
-        .arg(&msg);
-    client_env(&mut c, &thief);
+    let tree = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n";
+    let mut c = ssh_keygen_sign(&thief, &s.key_line, "git", &msg, tree);
     std::fs::write(s.approver.join("deny-sign"), "").unwrap();
     let out = run(&mut c);
     assert!(!out.status.success(), "denied: no signature");

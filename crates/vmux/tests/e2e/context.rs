@@ -147,16 +147,14 @@ fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
 #[test]
 fn an_ssh_keygen_signature_shows_its_namespace() {
     let (d, signer, agent, _sshd, key_line) = world(|_| "x.test".into(), false, "");
-    let pubf = d.path().join("k.pub");
-    std::fs::write(&pubf, format!("{key_line}\n")).unwrap();
     let msg = d.path().join("commit.txt");
-    std::fs::write(&msg, "tree abc\n").unwrap();
-    let mut c = Command::new("ssh-keygen");
-    c.args(["-Y", "sign", "-n", "git", "-f"])
-        .arg(&pubf)
-        .arg(&msg);
-    client_env(&mut c, &agent);
-    ok(&mut c);
+    ok(&mut ssh_keygen_sign(
+        &agent,
+        &key_line,
+        "git",
+        &msg,
+        "tree abc\n",
+    ));
     let line = &signer.approvals_of("sign")[0];
     assert!(line.contains("ns=git "), "{line}");
     assert!(line.contains("quality=unknown "), "{line}");

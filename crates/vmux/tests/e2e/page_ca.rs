@@ -694,6 +694,15 @@ while time.time() < deadline:
 sys.exit(1)
 "#;
 
+/// A signer in `net`'s namespace b, on its address there, approving on
+/// the phone page, whose arguments are `page`.
+fn phone_signer_in(net: &Netns, dir: &Path, page: &[&str]) -> Signer {
+    let mut signer = Signer::init(dir, "homeserver");
+    signer.launch.netns = Some(net.b.clone());
+    signer.start_approving(&format!("{}:0", net.b_ip), "phone", page);
+    signer
+}
+
 /// The address the phone's side of `net` (namespace a) gets for `name`
 /// over mDNS ([`MDNS_RESOLVE`]); fails the test if none answers.
 fn resolve_over_mdns(net: &Netns, name: &str) -> String {
@@ -709,18 +718,9 @@ fn resolve_over_mdns(net: &Netns, name: &str) -> String {
 fn the_pages_local_name_answers_over_mdns_with_the_pages_address() {
     let net = Netns::new();
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "homeserver");
-    signer.launch.netns = Some(net.b.clone());
-    signer.start_approving(
-        &format!("{}:0", net.b_ip),
-        "phone",
-        &[
-            "--web-listen",
-            &format!("{}:0", net.b_ip),
-            "--web-name",
-            "vmux-page-test.local",
-        ],
-    );
+    let web = format!("{}:0", net.b_ip);
+    let page = ["--web-listen", &web, "--web-name", "vmux-page-test.local"];
+    let signer = phone_signer_in(&net, dir.path(), &page);
     signer.daemon().wait_line(WAIT, |l| {
         l.contains("answering the phone page's name over mDNS")
     });
@@ -742,13 +742,7 @@ fn with_no_name_the_page_is_hostname_local_and_the_trust_link_names_the_lan_addr
         .trim()
         .to_ascii_lowercase();
     let dir = test_dir();
-    let mut signer = Signer::init(dir.path(), "homeserver");
-    signer.launch.netns = Some(net.b.clone());
-    signer.start_approving(
-        &format!("{}:0", net.b_ip),
-        "phone",
-        &["--web-listen", "0.0.0.0:0"],
-    );
+    let signer = phone_signer_in(&net, dir.path(), &["--web-listen", "0.0.0.0:0"]);
     let line = signer
         .daemon()
         .wait_line(WAIT, |l| l.starts_with("phone page at "));

@@ -28,15 +28,13 @@ fn assert_login(w: &World, extra: &[&str]) {
 /// Writes `text` to `msg` and signs it with `ssh-keygen -Y sign -n file`
 /// through `w`'s agent, with its key; the signature is `MSG.sig`.
 fn sign_file(w: &World, msg: &std::path::Path, text: &str) {
-    let pubfile = w.path().join("key.pub");
-    std::fs::write(&pubfile, format!("{}\n", w.key_line)).unwrap();
-    std::fs::write(msg, text).unwrap();
-    let mut sign = Command::new("ssh-keygen");
-    sign.args(["-Y", "sign", "-n", "file", "-f"])
-        .arg(&pubfile)
-        .arg(msg);
-    client_env(&mut sign, &w.agent);
-    ok(&mut sign);
+    ok(&mut ssh_keygen_sign(
+        &w.agent,
+        &w.key_line,
+        "file",
+        msg,
+        text,
+    ));
 }
 
 #[test]

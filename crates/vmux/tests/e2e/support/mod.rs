@@ -755,6 +755,28 @@ pub fn client_env(c: &mut Command, agent: &Agent) {
     c.env("SSH_AUTH_SOCK", &agent.sock).env("HOME", home);
 }
 
+/// `ssh-keygen -Y sign -n NAMESPACE` through `agent` of the file `msg`,
+/// first written with `text`, by the key whose public-key line is
+/// `key_line` (put beside it as `MSG.pub`): the command, ready to run.
+/// The signature goes to `MSG.sig`.
+pub fn ssh_keygen_sign(
+    agent: &Agent,
+    key_line: &str,
+    namespace: &str,
+    msg: &Path,
+    text: &str,
+) -> Command {
+    let key = PathBuf::from(format!("{}.pub", msg.display()));
+    std::fs::write(&key, format!("{key_line}\n")).expect("the public key");
+    std::fs::write(msg, text).expect("the message");
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(&key)
+        .arg(msg);
+    client_env(&mut c, agent);
+    c
+}
+
 /// A signer with one key of `kind`, an agent paired with it, and an sshd
 /// that trusts the key.
 pub struct World {
