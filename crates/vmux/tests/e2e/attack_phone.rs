@@ -53,16 +53,6 @@ fn owners_page(dir: &std::path::Path) -> (PhoneWorld, Phone) {
     (world, phone)
 }
 
-/// Signs `phone` out and waits until its page holds a sign-in challenge
-/// (the Sign in button is enabled).
-fn sign_out_and_wait_for_challenge(phone: &Phone) {
-    phone.page.click_button("Sign out");
-    phone.page.wait_for(
-        "!document.getElementById('view-signin').hidden && !document.getElementById('signin-button').disabled",
-        WAIT,
-    );
-}
-
 /// Signs in by tapping Sign in, bounded by `bound`: whether the signed-in
 /// view appeared, and the page's message.
 fn try_sign_in(phone: &Phone, bound: Duration) -> (bool, String) {
@@ -95,7 +85,7 @@ fn assert_owner_signs_in(phone: &Phone, when: &str) {
 fn strangers_sign_in_begins_do_not_evict_the_owners_challenge() {
     let dir = test_dir();
     let (world, phone) = owners_page(dir.path());
-    sign_out_and_wait_for_challenge(&phone);
+    phone.sign_out();
 
     // A stranger with no cookie asks for 200 sign-in challenges.
     let rt = threaded_runtime();
@@ -115,7 +105,7 @@ fn strangers_sign_in_begins_do_not_evict_the_owners_challenge() {
 fn failures_from_ten_addresses_do_not_lock_the_owner_out_of_signing_in() {
     let dir = test_dir();
     let (world, phone) = owners_page(dir.path());
-    sign_out_and_wait_for_challenge(&phone);
+    phone.sign_out();
 
     // Ten strangers, ten failed enrolments each: the limit for everyone.
     let rt = threaded_runtime();
@@ -182,7 +172,7 @@ fn an_enrolment_with_another_phones_credential_id_is_refused() {
     assert!(!phones.contains("thief"), "{phones}");
 
     // The pixel still signs in with its passkey.
-    sign_out_and_wait_for_challenge(&phone);
+    phone.sign_out();
     assert_owner_signs_in(&phone, "after another's enrolment under its id");
 }
 

@@ -174,7 +174,7 @@ fn enrols_signs_in_pairs_and_approves_a_login<E: BrowserEngine>() {
     // with the page's storage gone (an installed app's own storage, site
     // data cleared): the page names no credential and the discoverable
     // passkey is found.
-    phone.page.click_button("Sign out");
+    phone.sign_out();
     phone.page.eval("localStorage.clear()");
     phone.page.reload();
     phone.page.eval(RECORD_CREDENTIAL_CALLS);

@@ -393,6 +393,17 @@ impl<P: PhonePage> Phone<P> {
         self.wait_signed_in();
     }
 
+    /// Taps Sign out and waits until the page holds a sign-in challenge
+    /// (the sign-in view, its Sign in button enabled): the signer has
+    /// ended the session by then, so a reload cannot race it.
+    pub fn sign_out(&self) {
+        self.page.click_button("Sign out");
+        self.page.wait_for(
+            "!document.getElementById('view-signin').hidden && !document.getElementById('signin-button').disabled",
+            WAIT,
+        );
+    }
+
     /// Waits for the signed-in view (its Sign out button).
     pub fn wait_signed_in(&self) {
         self.page.wait_for(
