@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use vmux_ssh::{put_string, Fields};
+
 /// `SSH_AGENT_FAILURE`
 pub const FAILURE: u8 = 5;
 /// `SSH_AGENT_SUCCESS`
@@ -77,8 +79,7 @@ impl Identity {
     /// The key's algorithm name as the blob starts with it, e.g.
     /// `ssh-ed25519`.
     pub fn key_type(&self) -> &[u8] {
-        let mut r = &self.blob[..];
-        string(&mut r).unwrap_or_default()
+        Fields(&self.blob).string().unwrap_or_default()
     }
 }
 
@@ -114,20 +115,21 @@ impl AgentClient {
     /// The identities the agent lists.
     pub fn identities(&mut self) -> Result<Vec<Identity>, AgentError> {
         let answer = self.call(&[REQUEST_IDENTITIES])?;
-        let (&kind, mut r) = answer
-            .split_first()
-            .ok_or(AgentError::Malformed("an empty answer"))?;
+        let mut r = Fields(&answer);
+        let kind = r.u8().ok_or(AgentError::Malformed("an empty answer"))?;
         if kind != IDENTITIES_ANSWER {
             return Err(AgentError::Refused {
                 request: "identities",
                 answer: Some(kind),
             });
         }
-        let n = u32_of(&mut r).ok_or(AgentError::Malformed("no identity count"))?;
+        let n = r.u32().ok_or(AgentError::Malformed("no identity count"))?;
         (0..n)
             .map(|_| {
-                let blob = string(&mut r).ok_or(AgentError::Malformed("a short key blob"))?;
-                let comment = string(&mut r).ok_or(AgentError::Malformed("a short comment"))?;
+                let blob = r
+                    .string()
+                    .ok_or(AgentError::Malformed("a short key blob"))?;
+                let comment = r.string().ok_or(AgentError::Malformed("a short comment"))?;
                 Ok(Identity {
                     blob: blob.to_vec(),
                     comment: String::from_utf8_lossy(comment).into_owned(),
@@ -141,7 +143,8 @@ impl AgentClient {
     pub fn sign(&mut self, blob: &[u8], data: &[u8]) -> Result<Vec<u8>, AgentError> {
         let answer = self.call(&sign_request(blob, data, 0))?;
         match answer.split_first() {
-            Some((&SIGN_RESPONSE, mut r)) => string(&mut r)
+            Some((&SIGN_RESPONSE, r)) => Fields(r)
+                .string()
                 .map(<[u8]>::to_vec)
                 .ok_or(AgentError::Malformed("a short signature")),
             other => Err(AgentError::Refused {
@@ -223,29 +226,4 @@ pub fn key_blob(line: &str) -> Vec<u8> {
         .nth(1)
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .unwrap_or_else(|| panic!("no key blob in {line:?}"))
-}
-
-/// Appends an SSH string (a length, then the bytes).
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-/// Reads a big-endian u32 off the front of `r`.
-fn u32_of(r: &mut &[u8]) -> Option<u32> {
-    let (n, rest) = r.split_first_chunk::<4>()?;
-    *r = rest;
-    Some(u32::from_be_bytes(*n))
-}
-
-/// Reads an SSH string off the front of `r`.
-fn string<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let mut rest = *r;
-    let n = u32_of(&mut rest)? as usize;
-    if rest.len() < n {
-        return None;
-    }
-    let (s, rest) = rest.split_at(n);
-    *r = rest;
-    Some(s)
 }

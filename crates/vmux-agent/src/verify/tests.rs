@@ -2,7 +2,7 @@
 //! that refuses it.
 
 use super::*;
-use vmux_webauthn::testing::{put_string, SoftAuthenticator};
+use vmux_webauthn::testing::{webauthn_sk_signature, SoftAuthenticator};
 use vmux_webauthn::{verify_assertion, verify_registration, Credential};
 
 const RP: &str = "signer.vmux.test";
@@ -28,19 +28,7 @@ fn blob(a: &SoftAuthenticator, flags: u8, counter: u32, rp_id: &str, data: &[u8]
     head.extend_from_slice(&counter.to_be_bytes());
     let client = a.client_data("webauthn.get", data);
     let sig = a.sign(&head, &Sha256Like::digest(&client));
-    let mut ecdsa = Vec::new();
-    for s in [sig.r().to_bytes(), sig.s().to_bytes()] {
-        put_string(&mut ecdsa, &[&[0u8][..], &s].concat());
-    }
-    let mut b = Vec::new();
-    put_string(&mut b, vmux_webauthn::openssh::WEBAUTHN_SK_ECDSA.as_bytes());
-    put_string(&mut b, &ecdsa);
-    b.push(flags);
-    b.extend_from_slice(&counter.to_be_bytes());
-    put_string(&mut b, a.origin.as_bytes());
-    put_string(&mut b, &client);
-    put_string(&mut b, &[]);
-    b
+    webauthn_sk_signature(&sig, flags, counter, &a.origin, &client, &[])
 }
 
 struct Sha256Like;
