@@ -297,14 +297,24 @@ const SETTLED: &str = r#"((id, ms) => new Promise((resolve) => {
   timer = setTimeout(() => done(check() || { ok: false, error: 'the page did not settle it within ' + ms + ' ms' }), ms);
 }))(__ID__, __MS__)"#;
 
+/// Marks in the page (`window.vmuxSawEnrolled`) whether "This phone was
+/// added" has been on screen since: the page hides it again as soon as a
+/// request arrives, which `vmux setup` sends right after the enrolment,
+/// sooner than a test's polling may look.
+const WATCH_ENROLLED: &str = r#"(() => {
+  const shown = () => { const e = document.getElementById('enrolled'); return !!e && !e.hidden && e.textContent.includes('This phone was added'); };
+  window.vmuxSawEnrolled = shown();
+  const mo = new MutationObserver(() => { if (shown()) { window.vmuxSawEnrolled = true; mo.disconnect(); } });
+  mo.observe(document.body, { childList: true, subtree: true, attributes: true, characterData: true });
+  return true;
+})()"#;
+
 /// Enrols the phone whose page is `page` as a person does: opens the
 /// enrolment `link`, taps Create passkey and waits (at most [`WAIT`])
-/// for "This phone was added".
+/// until "This phone was added" was shown.
 pub fn enrol<P: PhonePage>(page: &P, link: &str) {
     page.goto(link);
+    page.eval(WATCH_ENROLLED);
     page.click_button("Create passkey");
-    page.wait_for(
-        "(e => e && !e.hidden && e.textContent.includes('This phone was added'))(document.getElementById('enrolled'))",
-        WAIT,
-    );
+    page.wait_for("window.vmuxSawEnrolled === true", WAIT);
 }
