@@ -173,7 +173,7 @@ mod tests {
     fn request(host: &str) -> WaitingRequest {
         WaitingRequest {
             id: 0,
-            kind: "sign".into(),
+            kind: vmux_proto::DecisionKind::Sign,
             signer: "pi".into(),
             key: "work".into(),
             host: host.into(),

@@ -29,7 +29,7 @@ pub async fn request(shared: &Shared, automatic: bool) -> Result<u64, SignFailur
     // Listed for the tray while the signer's person is asked.
     let entry = shared.board.begin(crate::board::WaitingRequest {
         id: 0,
-        kind: "certificate".into(),
+        kind: vmux_proto::DecisionKind::Certificate,
         signer,
         key: "session certificate".into(),
         host: String::new(),

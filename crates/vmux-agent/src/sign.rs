@@ -34,7 +34,7 @@ pub(crate) async fn remote(
         let signer_id = signer.id.clone();
         let waiting = WaitingRequest {
             id: 0,
-            kind: "sign".into(),
+            kind: vmux_proto::DecisionKind::Sign,
             signer: signer.name.clone(),
             key: key.comment.clone(),
             host: context.dest_host.clone().unwrap_or_default(),

@@ -258,8 +258,8 @@ pub struct CertStatusOwned {
 pub struct WaitingRequest {
     /// The agent's number for it (not sent anywhere).
     pub id: u64,
-    /// `sign` or `certificate`.
-    pub kind: String,
+    /// A signature or a session certificate (never a pairing).
+    pub kind: vmux_proto::DecisionKind,
     /// The signer's name (or id when it has none).
     pub signer: String,
     /// The key's comment (`session certificate` for a certificate).

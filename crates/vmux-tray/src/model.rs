@@ -218,7 +218,7 @@ fn pairing_line(code: &str, address: &str, signer_approved: bool) -> String {
 /// What a waiting request is, in a phrase: which key, which host, which
 /// process.
 pub fn summary(w: &WaitingRequest) -> String {
-    if w.kind == "certificate" {
+    if w.kind == vmux_proto::DecisionKind::Certificate {
         return "session certificate".to_owned();
     }
     let what = if !w.namespace.is_empty() {

@@ -27,6 +27,7 @@ use vmux_control::agent::Client as AgentClient;
 use vmux_control::signer::{self as signer_control, Client as SignerClient};
 use vmux_control::ControlError;
 use vmux_home::Home;
+use vmux_proto::DecisionKind;
 use vmux_signer::config::SignerConfig;
 use vmux_signer::SignerHome;
 
@@ -910,7 +911,12 @@ fn check_login(sock: &Path, phone_line: &str, clock: &mut Clock) -> Result<(), F
         }
         // The agent asks by itself when it connects; if that attempt
         // ended (denied, timed out), ask once more.
-        if !asked && st.waiting.iter().all(|w| w.kind != "certificate") && st.pending_requests == 0
+        if !asked
+            && st
+                .waiting
+                .iter()
+                .all(|w| w.kind != DecisionKind::Certificate)
+            && st.pending_requests == 0
         {
             asked = true;
             let agent = AgentClient::new(sock).with_timeout(Duration::from_secs(130));

@@ -57,7 +57,7 @@ fn status() -> Status {
         },
         waiting: vec![WaitingRequest {
             id: 1,
-            kind: "sign".into(),
+            kind: vmux_proto::DecisionKind::Sign,
             signer: "pi".into(),
             key: "work".into(),
             host: "h".into(),
