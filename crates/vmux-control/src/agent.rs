@@ -11,12 +11,12 @@
 //! send what is the agent's to decide; see its `control` module.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::socket::{ControlReply, Socket};
 use crate::{ControlError, Peer};
 
 /// The extension's name.
@@ -123,6 +123,15 @@ pub enum Reply {
     Pairing(String),
     /// The request was refused, or failed: why, in a sentence.
     Error(String),
+}
+
+impl ControlReply for Reply {
+    fn refusal(self) -> Result<String, Reply> {
+        match self {
+            Reply::Error(why) => Ok(why),
+            reply => Err(reply),
+        }
+    }
 }
 
 impl Reply {
@@ -369,7 +378,7 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// its own, blocking, with a bounded wait.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    socket: Socket,
     timeout: Option<Duration>,
 }
 
@@ -377,7 +386,7 @@ impl Client {
     /// A client of the agent on `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
-            socket: socket.into(),
+            socket: Socket::new(Peer::Agent, socket.into()),
             timeout: None,
         }
     }
@@ -391,7 +400,7 @@ impl Client {
 
     /// The socket it talks to.
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.socket.path()
     }
 
     /// Everything `vmux agent status` shows.
@@ -446,15 +455,15 @@ impl Client {
         let answer = self.exchange(&[REQUEST_IDENTITIES], self.timeout.unwrap_or(LIST_TIMEOUT))?;
         let mut rest = &answer[..];
         if take_u8(&mut rest) != Some(IDENTITIES_ANSWER) {
-            return Err(self.not_vmux());
+            return Err(self.socket.not_vmux());
         }
-        let n = take_u32(&mut rest).ok_or_else(|| self.not_vmux())?;
+        let n = take_u32(&mut rest).ok_or_else(|| self.socket.not_vmux())?;
         let mut lines = Vec::new();
         // Bounded by the answer: each entry takes at least 8 bytes.
         for _ in 0..n {
             let (Some(blob), Some(comment)) = (take_string(&mut rest), take_string(&mut rest))
             else {
-                return Err(self.not_vmux());
+                return Err(self.socket.not_vmux());
             };
             lines.extend(openssh_line(blob, &String::from_utf8_lossy(comment)));
         }
@@ -466,7 +475,7 @@ impl Client {
     pub fn request(&self, request: &Request) -> Result<Reply, ControlError> {
         let timeout = self.timeout.unwrap_or_else(|| default_timeout(request));
         let answer = self.exchange(&request.to_message(), timeout)?;
-        Reply::from_answer(&answer).ok_or_else(|| self.not_vmux())
+        Reply::from_answer(&answer).ok_or_else(|| self.socket.not_vmux())
     }
 
     fn status_for(&self, request: &Request) -> Result<Status, ControlError> {
@@ -476,36 +485,20 @@ impl Client {
         })
     }
 
-    /// `request`'s reply as `pick` takes it; a refusal as
-    /// [`ControlError::Refused`], any other reply as
-    /// [`ControlError::NotVmux`].
+    /// `request`'s reply as `pick` takes it ([`Socket::take`]).
     fn ask<T>(
         &self,
         request: &Request,
         pick: impl FnOnce(Reply) -> Option<T>,
     ) -> Result<T, ControlError> {
-        match self.request(request)? {
-            Reply::Error(why) => Err(ControlError::Refused(why)),
-            reply => pick(reply).ok_or_else(|| self.not_vmux()),
-        }
-    }
-
-    fn shown(&self) -> String {
-        self.socket.display().to_string()
-    }
-
-    fn not_vmux(&self) -> ControlError {
-        ControlError::NotVmux(Peer::Agent, self.shown())
+        self.socket.take(self.request(request)?, pick)
     }
 
     /// One agent-protocol exchange on a new connection: sends `body` as a
     /// message, returns the answer's body (at most [`MAX_ANSWER`] bytes).
     fn exchange(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, ControlError> {
-        let mut s = UnixStream::connect(&self.socket)
-            .map_err(|_| ControlError::NotRunning(Peer::Agent, self.shown()))?;
-        let io = |e| ControlError::Io(Peer::Agent, self.shown(), e);
-        s.set_read_timeout(Some(timeout)).map_err(io)?;
-        s.set_write_timeout(Some(timeout)).map_err(io)?;
+        let mut s = self.socket.connect(timeout)?;
+        let io = |e| self.socket.io(e);
         let mut message = Vec::with_capacity(4 + body.len());
         put_string(&mut message, body);
         s.write_all(&message).map_err(io)?;
@@ -513,7 +506,7 @@ impl Client {
         s.read_exact(&mut len).map_err(io)?;
         let len = u32::from_be_bytes(len) as usize;
         if len > MAX_ANSWER {
-            return Err(self.not_vmux());
+            return Err(self.socket.not_vmux());
         }
         let mut answer = vec![0u8; len];
         s.read_exact(&mut answer).map_err(io)?;

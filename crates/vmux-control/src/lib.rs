@@ -49,5 +49,6 @@ macro_rules! pick {
 pub mod agent;
 mod error;
 pub mod signer;
+mod socket;
 
 pub use error::{ControlError, Peer};

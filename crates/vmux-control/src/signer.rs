@@ -4,13 +4,13 @@
 //! one writer of its state; its person (the same user) asks it here.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::socket::{ControlReply, Socket};
 use crate::{ControlError, Peer};
 
 /// Longest request line the signer reads.
@@ -230,6 +230,15 @@ impl Request {
     }
 }
 
+impl ControlReply for Reply {
+    fn refusal(self) -> Result<String, Reply> {
+        match self {
+            Reply::Error(why) => Ok(why),
+            reply => Err(reply),
+        }
+    }
+}
+
 impl Reply {
     /// The reply as one line, newline included.
     pub fn to_line(&self) -> String {
@@ -244,14 +253,14 @@ impl Reply {
 /// connection of its own, blocking, with a bounded wait.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    socket: Socket,
 }
 
 impl Client {
     /// A client of the signer whose control socket is `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
-            socket: socket.into(),
+            socket: Socket::new(Peer::Signer, socket.into()),
         }
     }
 
@@ -322,48 +331,36 @@ impl Client {
         self.ask(&Request::Ca, pick!(Reply::Ca))
     }
 
-    /// `request`'s reply as `pick` takes it; a refusal as
-    /// [`ControlError::Refused`], any other reply as
-    /// [`ControlError::NotVmux`].
+    /// `request`'s reply as `pick` takes it ([`Socket::take`]).
     fn ask<T>(
         &self,
         request: &Request,
         pick: impl FnOnce(Reply) -> Option<T>,
     ) -> Result<T, ControlError> {
-        match self.request(request)? {
-            Reply::Error(why) => Err(ControlError::Refused(why)),
-            reply => pick(reply).ok_or_else(|| self.not_vmux()),
-        }
+        self.socket.take(self.request(request)?, pick)
     }
 
     /// Sends `request` and returns the signer's reply, whatever it is (an
     /// [`Reply::Error`] included).
     pub fn request(&self, request: &Request) -> Result<Reply, ControlError> {
-        let shown = self.socket.display().to_string();
-        let not_running = || ControlError::NotRunning(Peer::Signer, shown.clone());
-        let mut s = UnixStream::connect(&self.socket).map_err(|_| not_running())?;
-        let io = |e| ControlError::Io(Peer::Signer, shown.clone(), e);
-        s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-        s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+        let mut s = self.socket.connect(TIMEOUT)?;
         // The line holds the passphrase of an unlock: wiped once sent.
-        let mut line = Zeroizing::new(serde_json::to_string(request).map_err(|_| self.not_vmux())?);
+        let mut line =
+            Zeroizing::new(serde_json::to_string(request).map_err(|_| self.socket.not_vmux())?);
         line.push('\n');
         // A signer that went away just now is one that does not run.
-        s.write_all(line.as_bytes()).map_err(|_| not_running())?;
+        s.write_all(line.as_bytes())
+            .map_err(|_| self.socket.not_running())?;
         let mut answer = String::new();
         let read = BufReader::new(s.take(MAX_ANSWER as u64 + 1)).read_line(&mut answer);
         match read {
             Ok(_) if answer.ends_with('\n') => {
-                serde_json::from_str(&answer).map_err(|_| self.not_vmux())
+                serde_json::from_str(&answer).map_err(|_| self.socket.not_vmux())
             }
             // Cut (closed early or longer than MAX_ANSWER), not text, or
             // no answer in time.
-            _ => Err(self.not_vmux()),
+            _ => Err(self.socket.not_vmux()),
         }
-    }
-
-    fn not_vmux(&self) -> ControlError {
-        ControlError::NotVmux(Peer::Signer, self.socket.display().to_string())
     }
 }
 
