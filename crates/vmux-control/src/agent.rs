@@ -414,38 +414,26 @@ impl Client {
         self.status_for(&Request::Watch { generation })
     }
 
-    /// Asks the connected signers for their key lists again: how many
-    /// were asked (0: none is connected).
-    pub fn refresh(&self) -> Result<usize, ControlError> {
-        self.ask(&Request::Refresh, pick!(Reply::Refreshed))
-    }
+    calls! {
+        /// Asks the connected signers for their key lists again: how many
+        /// were asked (0: none is connected).
+        fn refresh() -> usize = Request::Refresh => Reply::Refreshed;
 
-    /// Has a session certificate issued now: its end of validity, Unix
-    /// seconds.
-    pub fn cert(&self) -> Result<u64, ControlError> {
-        self.ask(&Request::Cert, pick!(Reply::ValidUntil))
-    }
+        /// Has a session certificate issued now: its end of validity, Unix
+        /// seconds.
+        fn cert() -> u64 = Request::Cert => Reply::ValidUntil;
 
-    /// Confirms the waiting pairing with `code`: the signer's address.
-    pub fn pair_confirm(&self, code: &str) -> Result<String, ControlError> {
-        let request = Request::PairConfirm {
-            code: code.to_owned(),
-        };
-        self.ask(&request, pick!(Reply::Confirmed))
-    }
+        /// Confirms the waiting pairing with `code`: the signer's address.
+        fn pair_confirm(code: &str) -> String =
+            Request::PairConfirm { code: code.to_owned() } => Reply::Confirmed;
 
-    /// Refuses every waiting pairing: how many there were.
-    pub fn pair_deny(&self) -> Result<usize, ControlError> {
-        self.ask(&Request::PairDeny, pick!(Reply::Denied))
-    }
+        /// Refuses every waiting pairing: how many there were.
+        fn pair_deny() -> usize = Request::PairDeny => Reply::Denied;
 
-    /// Pairs with the signer at `address` (`HOST:PORT`): the address the
-    /// agent now pairs with.
-    pub fn pair_signer(&self, address: &str) -> Result<String, ControlError> {
-        let request = Request::PairSigner {
-            address: address.to_owned(),
-        };
-        self.ask(&request, pick!(Reply::Pairing))
+        /// Pairs with the signer at `address` (`HOST:PORT`): the address the
+        /// agent now pairs with.
+        fn pair_signer(address: &str) -> String =
+            Request::PairSigner { address: address.to_owned() } => Reply::Pairing;
     }
 
     /// The keys the agent lists, as OpenSSH public-key lines (what
@@ -479,19 +467,10 @@ impl Client {
     }
 
     fn status_for(&self, request: &Request) -> Result<Status, ControlError> {
-        self.ask(request, |r| match r {
-            Reply::Status(s) => Some(*s),
-            _ => None,
-        })
-    }
-
-    /// `request`'s reply as `pick` takes it ([`Socket::take`]).
-    fn ask<T>(
-        &self,
-        request: &Request,
-        pick: impl FnOnce(Reply) -> Option<T>,
-    ) -> Result<T, ControlError> {
-        self.socket.take(self.request(request)?, pick)
+        let status = self
+            .socket
+            .take(self.request(request), pick!(Reply::Status))?;
+        Ok(*status)
     }
 
     /// One agent-protocol exchange on a new connection: sends `body` as a

@@ -46,6 +46,23 @@ macro_rules! pick {
     };
 }
 
+/// A client's typed methods, one a request: each sends its request with
+/// the client's `request` and takes the reply's value when the reply is
+/// the variant named ([`Socket::take`](socket::Socket::take): a refusal
+/// as [`ControlError::Refused`], any other reply as
+/// [`ControlError::NotVmux`]).
+macro_rules! calls {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty = $request:expr => $variant:path;
+    )*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, $($arg: $ty),*) -> Result<$out, ControlError> {
+            self.socket.take(self.request(&$request), pick!($variant))
+        }
+    )*};
+}
+
 pub mod agent;
 mod error;
 pub mod signer;

@@ -264,14 +264,38 @@ impl Client {
         }
     }
 
-    /// Whether it runs and is locked.
-    pub fn status(&self) -> Result<Status, ControlError> {
-        self.ask(&Request::Status, pick!(Reply::Status))
-    }
+    calls! {
+        /// Whether it runs and is locked.
+        fn status() -> Status = Request::Status => Reply::Status;
 
-    /// Forgets its decrypted secrets: whether it says it is locked now.
-    pub fn lock(&self) -> Result<bool, ControlError> {
-        self.ask(&Request::Lock, pick!(Reply::Locked))
+        /// Forgets its decrypted secrets: whether it says it is locked now.
+        fn lock() -> bool = Request::Lock => Reply::Locked;
+
+        /// Unpairs the agent whose id (or unambiguous prefix) is `id`: the
+        /// agent, `None` when no agent (or more than one) matches.
+        fn unpair(id: &str) -> Option<AgentRef> =
+            Request::Unpair { id: id.to_owned() } => Reply::Unpaired;
+
+        /// A one-time enrolment link for a new phone called `name`.
+        fn phone_add(name: &str) -> PhoneLink =
+            Request::PhoneAdd { name: name.to_owned() } => Reply::PhoneLink;
+
+        /// The enrolled phones.
+        fn phones() -> PhoneList = Request::Phones => Reply::Phones;
+
+        /// Revokes the phone called `name`: its name.
+        fn phone_remove(name: &str) -> String =
+            Request::PhoneRemove { name: name.to_owned() } => Reply::Removed;
+
+        /// The open pairing prompt, if any.
+        fn pair_pending() -> Option<PendingPairing> = Request::PairPending => Reply::Pairing;
+
+        /// Approves the open pairing prompt if its code is `code`: the agent.
+        fn pair_confirm(code: &str) -> PairingAgent =
+            Request::PairConfirm { code: code.to_owned() } => Reply::Confirmed;
+
+        /// The CA it issues session certificates with.
+        fn ca() -> CaLines = Request::Ca => Reply::Ca;
     }
 
     /// Decrypts its secrets with `passphrase`.
@@ -279,65 +303,10 @@ impl Client {
         let request = Request::Unlock {
             passphrase: passphrase.clone(),
         };
-        self.ask(&request, |r| match r {
+        self.socket.take(self.request(&request), |r| match r {
             Reply::Locked(false) => Some(()),
             _ => None,
         })
-    }
-
-    /// Unpairs the agent whose id (or unambiguous prefix) is `id`: the
-    /// agent, `None` when no agent (or more than one) matches.
-    pub fn unpair(&self, id: &str) -> Result<Option<AgentRef>, ControlError> {
-        let request = Request::Unpair { id: id.to_owned() };
-        self.ask(&request, pick!(Reply::Unpaired))
-    }
-
-    /// A one-time enrolment link for a new phone called `name`.
-    pub fn phone_add(&self, name: &str) -> Result<PhoneLink, ControlError> {
-        let request = Request::PhoneAdd {
-            name: name.to_owned(),
-        };
-        self.ask(&request, pick!(Reply::PhoneLink))
-    }
-
-    /// The enrolled phones.
-    pub fn phones(&self) -> Result<PhoneList, ControlError> {
-        self.ask(&Request::Phones, pick!(Reply::Phones))
-    }
-
-    /// Revokes the phone called `name`: its name.
-    pub fn phone_remove(&self, name: &str) -> Result<String, ControlError> {
-        let request = Request::PhoneRemove {
-            name: name.to_owned(),
-        };
-        self.ask(&request, pick!(Reply::Removed))
-    }
-
-    /// The open pairing prompt, if any.
-    pub fn pair_pending(&self) -> Result<Option<PendingPairing>, ControlError> {
-        self.ask(&Request::PairPending, pick!(Reply::Pairing))
-    }
-
-    /// Approves the open pairing prompt if its code is `code`: the agent.
-    pub fn pair_confirm(&self, code: &str) -> Result<PairingAgent, ControlError> {
-        let request = Request::PairConfirm {
-            code: code.to_owned(),
-        };
-        self.ask(&request, pick!(Reply::Confirmed))
-    }
-
-    /// The CA it issues session certificates with.
-    pub fn ca(&self) -> Result<CaLines, ControlError> {
-        self.ask(&Request::Ca, pick!(Reply::Ca))
-    }
-
-    /// `request`'s reply as `pick` takes it ([`Socket::take`]).
-    fn ask<T>(
-        &self,
-        request: &Request,
-        pick: impl FnOnce(Reply) -> Option<T>,
-    ) -> Result<T, ControlError> {
-        self.socket.take(self.request(request)?, pick)
     }
 
     /// Sends `request` and returns the signer's reply, whatever it is (an

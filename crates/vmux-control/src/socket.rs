@@ -39,15 +39,15 @@ impl Socket {
         Ok(s)
     }
 
-    /// `reply` as `pick` takes it; a refusal as
+    /// `reply`'s value as `pick` takes it; a refusal as
     /// [`ControlError::Refused`], any other reply as
     /// [`ControlError::NotVmux`].
     pub(crate) fn take<R: ControlReply, T>(
         &self,
-        reply: R,
+        reply: Result<R, ControlError>,
         pick: impl FnOnce(R) -> Option<T>,
     ) -> Result<T, ControlError> {
-        match reply.refusal() {
+        match reply?.refusal() {
             Ok(why) => Err(ControlError::Refused(why)),
             Err(reply) => pick(reply).ok_or_else(|| self.not_vmux()),
         }
