@@ -18,7 +18,7 @@ use vmux_control::agent::{Reply, Request};
 
 use crate::cert_slot::CertStatus;
 use crate::origin::trust::{LocalControl, OwnProgram};
-use crate::shared::{LinkStatus, Shared};
+use crate::shared::Shared;
 use crate::state::AgentState;
 use vmux_home::sync::lock;
 use vmux_home::time::now_s;
@@ -38,7 +38,7 @@ pub const PASSKEY_CLIENTS: &str = "passkey keys are offered to ssh-keygen (any v
 fn new_status(
     name: &str,
     id: &str,
-    links: &BTreeMap<String, LinkStatus>,
+    links: &BTreeMap<String, SignerStatus>,
     state: &AgentState,
     cert: CertStatus,
     pending_requests: usize,
@@ -47,24 +47,18 @@ fn new_status(
     let signers = links
         .iter()
         .map(|(address, l)| SignerStatus {
-            address: address.clone(),
-            id: l.signer_id.clone(),
             name: l
-                .signer_name
+                .name
                 .clone()
                 .or_else(|| state.pinned_at(address).map(|p| p.name.clone())),
-            connected: l.connected,
-            since: l.since,
-            last_error: l.last_error.clone(),
-            pairing_code: l.pairing_code.clone(),
-            pairing_signer_approved: l.pairing_signer_approved,
             wake: l
-                .signer_id
+                .id
                 .as_ref()
                 .and_then(|id| state.signers.iter().find(|p| &p.id == id))
                 .or_else(|| state.pinned_at(address))
                 .and_then(|p| p.wake.as_ref())
                 .map(|w| w.describe()),
+            ..l.clone()
         })
         .collect();
     let keys = state

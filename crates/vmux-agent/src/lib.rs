@@ -79,7 +79,7 @@ pub use config::{
 };
 pub use failure::SignFailure;
 pub use identity_store::{IdentityStore, IdentityStoreKind};
-pub use shared::{AgentConfig, LinkStatus};
+pub use shared::AgentConfig;
 pub use socket::{AgentSocket, SocketError};
 pub use state::{
     state_path, AgentState, CachedKey, PinnedSigner, StoredWake, MAX_KEYS_PER_SIGNER,

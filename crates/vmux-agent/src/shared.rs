@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use vmux_link::Identity;
@@ -20,6 +19,7 @@ use crate::cert_slot::CertSlot;
 use crate::persist::{Saved, StateWriter};
 use crate::signer_conn::SignerConn;
 use crate::state::AgentState;
+use vmux_control::agent::SignerStatus;
 use vmux_home::sync::{lock, read, write};
 use vmux_home::time::now_s;
 
@@ -50,27 +50,6 @@ pub struct AgentConfig {
     pub apns_key_files: Vec<PathBuf>,
 }
 
-/// What the agent knows about one signer address.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LinkStatus {
-    /// The signer's id, once a session opened.
-    pub signer_id: Option<String>,
-    /// The signer's name, once a session opened.
-    pub signer_name: Option<String>,
-    /// Whether a session is open now.
-    pub connected: bool,
-    /// Since when (Unix seconds) it is connected or disconnected.
-    pub since: u64,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    /// The pairing code while a pairing waits for the signer's approval
-    /// and this agent's user's confirmation.
-    pub pairing_code: Option<String>,
-    /// Whether the signer's person already approved that pairing (then
-    /// only this agent's user is awaited).
-    pub pairing_signer_approved: bool,
-}
-
 /// State shared by the accept loop, client handlers and signer links.
 pub(crate) struct Shared {
     pub(crate) config: AgentConfig,
@@ -83,7 +62,10 @@ pub(crate) struct Shared {
     writer: StateWriter,
     pub(crate) connected: watch::Sender<HashMap<String, SignerConn>>,
     pub(crate) sessions: watch::Sender<u64>,
-    pub(crate) links: Mutex<BTreeMap<String, LinkStatus>>,
+    /// What the agent knows about each signer address, as its status
+    /// shows it (the name and wake of a pinned signer are the state's,
+    /// added when the status is taken).
+    pub(crate) links: Mutex<BTreeMap<String, SignerStatus>>,
     pub(crate) cert: CertSlot,
     pub(crate) pending: AtomicUsize,
     pub(crate) started: u64,
@@ -218,13 +200,14 @@ impl Shared {
         self.board.touch();
     }
 
-    pub(crate) fn set_link(&self, address: &str, f: impl FnOnce(&mut LinkStatus)) {
+    pub(crate) fn set_link(&self, address: &str, f: impl FnOnce(&mut SignerStatus)) {
         let mut links = lock(&self.links);
         let l = links
             .entry(address.to_owned())
-            .or_insert_with(|| LinkStatus {
+            .or_insert_with(|| SignerStatus {
+                address: address.to_owned(),
                 since: self.started,
-                ..LinkStatus::default()
+                ..SignerStatus::default()
             });
         f(l);
         drop(links);

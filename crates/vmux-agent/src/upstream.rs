@@ -305,8 +305,8 @@ async fn run_session(
     info!(signer = %signer.name, id = %signer.id, %address, "signer connected");
     shared.outage_over(&signer.id);
     shared.set_link(address, |l| {
-        l.signer_id = Some(signer.id.clone());
-        l.signer_name = Some(signer.name.clone());
+        l.id = Some(signer.id.clone());
+        l.name = Some(signer.name.clone());
         l.connected = true;
         l.since = now_s();
         l.last_error = None;

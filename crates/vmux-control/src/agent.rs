@@ -178,7 +178,7 @@ pub struct KeyStatus {
 }
 
 /// One signer, as the agent sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignerStatus {
     /// Address.
     pub address: String,
