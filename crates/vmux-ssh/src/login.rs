@@ -53,26 +53,24 @@ impl VerifiedLogin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bind;
-    use crate::testing::{bind_message, host_key, userauth};
+    use crate::testing::{userauth, Host};
 
     #[test]
     fn only_a_login_for_the_bound_session_and_host_is_verified() {
-        let host = host_key();
-        let blob = host.public_key().to_bytes().unwrap();
-        let b = bind::parse(&bind_message(&host, b"sid-1", false)).unwrap();
-        let v = VerifiedLogin::check(&b, &userauth(b"sid-1", "git", Some(&blob))).unwrap();
+        let host = Host::new();
+        let b = host.binding(b"sid-1", false);
+        let v = VerifiedLogin::check(&b, &userauth(b"sid-1", "git", Some(&host.blob))).unwrap();
         assert_eq!(v.user(), "git");
-        assert_eq!(v.host_key(), blob);
+        assert_eq!(v.host_key(), host.blob);
         assert!(v.host_key_fingerprint().starts_with("SHA256:"));
         assert!(VerifiedLogin::check(&b, &userauth(b"sid-1", "git", None)).is_some());
         // Another session, another host key named, not userauth at all.
         assert!(VerifiedLogin::check(&b, &userauth(b"sid-2", "git", None)).is_none());
-        let other = host_key().public_key().to_bytes().unwrap();
+        let other = Host::new().blob;
         assert!(VerifiedLogin::check(&b, &userauth(b"sid-1", "git", Some(&other))).is_none());
         assert!(VerifiedLogin::check(&b, b"SSHSIG").is_none());
         // A forwarding binding never verifies a login.
-        let fwd = bind::parse(&bind_message(&host, b"sid-1", true)).unwrap();
+        let fwd = host.binding(b"sid-1", true);
         assert!(VerifiedLogin::check(&fwd, &userauth(b"sid-1", "git", None)).is_none());
     }
 }

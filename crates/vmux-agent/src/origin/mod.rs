@@ -258,24 +258,22 @@ pub fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmux_ssh::testing::{bind_message as message, host_key, userauth};
+    use vmux_ssh::testing::{userauth, Host};
 
     #[test]
     fn verified_only_when_the_data_matches_a_verified_binding() {
         use base64::Engine;
-        let host = host_key();
-        let blob = host.public_key().to_bytes().unwrap();
+        let host = Host::new();
         let kh = vec![format!(
             "[server.example]:2222 ssh-ed25519 {}\n",
-            base64::engine::general_purpose::STANDARD.encode(&blob)
+            base64::engine::general_purpose::STANDARD.encode(&host.blob)
         )];
         let mut bs = Bindings::default();
-        bs.add(bind::parse(&message(&host, b"sid-1", false)).unwrap())
-            .unwrap();
+        bs.add(host.binding(b"sid-1", false)).unwrap();
 
         let c = derive(
             &bs,
-            &userauth(b"sid-1", "git", Some(&blob)),
+            &userauth(b"sid-1", "git", Some(&host.blob)),
             Some("ssh".into()),
             &[],
             &kh,
@@ -291,14 +289,20 @@ mod tests {
         assert!(!c.forwarded);
         // The proof goes along, and verifies.
         let proof = c.binding.expect("binding proof");
-        assert_eq!(proof.host_key, blob);
+        assert_eq!(proof.host_key, host.blob);
         assert!(bind::verify(&proof.host_key, &proof.session_id, &proof.signature, false).is_ok());
         // Another session id: parsed, not bound.
-        let c = derive(&bs, &userauth(b"sid-2", "git", Some(&blob)), None, &[], &kh);
+        let c = derive(
+            &bs,
+            &userauth(b"sid-2", "git", Some(&host.blob)),
+            None,
+            &[],
+            &kh,
+        );
         assert_eq!(c.quality, ContextQuality::Claimed);
         assert!(c.binding.is_none(), "no proof for another session");
         // Hostbound data naming another host key than the binding's.
-        let other = host_key().public_key().to_bytes().unwrap();
+        let other = Host::new().blob;
         let c = derive(
             &bs,
             &userauth(b"sid-1", "git", Some(&other)),
@@ -322,10 +326,8 @@ mod tests {
         );
         // Through a forwarded agent.
         let mut fwd = Bindings::default();
-        fwd.add(bind::parse(&message(&host, b"hop", true)).unwrap())
-            .unwrap();
-        fwd.add(bind::parse(&message(&host, b"sid-9", false)).unwrap())
-            .unwrap();
+        fwd.add(host.binding(b"hop", true)).unwrap();
+        fwd.add(host.binding(b"sid-9", false)).unwrap();
         let c = derive(&fwd, &userauth(b"sid-9", "root", None), None, &[], &kh);
         assert!(c.forwarded && c.quality == ContextQuality::Verified);
         // A login naming the forwarding hop's own session is not verified.

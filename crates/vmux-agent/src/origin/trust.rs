@@ -109,38 +109,32 @@ pub fn own_program(_local: &LocalControl, program: PeerProgram) -> Option<OwnPro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::bind;
-    use vmux_ssh::testing::{bind_message as message, host_key, userauth as request};
+    use vmux_ssh::testing::{userauth as request, Host};
 
     #[test]
     fn forwarded_connections_get_neither_certificate_nor_control() {
-        let host = host_key();
-        let blob = host.public_key().to_bytes().unwrap();
+        let host = Host::new();
         let none = Bindings::default();
         assert_eq!(Reach::of(&none), Reach::Unbound);
         assert!(local_control(&none).is_some());
         assert!(local_login(&none, &request(b"s", "u", None)).is_none());
 
         let mut local = Bindings::default();
-        local
-            .add(bind::parse(&message(&host, b"sid", false)).unwrap())
-            .unwrap();
+        local.add(host.binding(b"sid", false)).unwrap();
         assert_eq!(Reach::of(&local), Reach::Local);
         assert!(local_login(&local, &request(b"sid", "u", None)).is_some());
-        assert!(local_login(&local, &request(b"sid", "u", Some(&blob))).is_some());
+        assert!(local_login(&local, &request(b"sid", "u", Some(&host.blob))).is_some());
         // Another session, another host key, or not a login at all.
         assert!(local_login(&local, &request(b"other", "u", None)).is_none());
-        let other = host_key().public_key().to_bytes().unwrap();
+        let other = Host::new().blob;
         assert!(local_login(&local, &request(b"sid", "u", Some(&other))).is_none());
         assert!(local_login(&local, b"SSHSIG...").is_none());
 
         // A forwarding bind first, then the hop's own login bind.
         let mut fwd = Bindings::default();
-        fwd.add(bind::parse(&message(&host, b"hop", true)).unwrap())
-            .unwrap();
+        fwd.add(host.binding(b"hop", true)).unwrap();
         assert_eq!(Reach::of(&fwd), Reach::Forwarded);
-        fwd.add(bind::parse(&message(&host, b"sid", false)).unwrap())
-            .unwrap();
+        fwd.add(host.binding(b"sid", false)).unwrap();
         assert_eq!(Reach::of(&fwd), Reach::Forwarded);
         assert!(!Reach::of(&fwd).sees_certificate());
         assert!(local_login(&fwd, &request(b"sid", "u", None)).is_none());
