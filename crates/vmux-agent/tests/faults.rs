@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 mod common;
 
-use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
+use common::{ask, fake_signer_sessions, pair_until_listed, sign_request, start_agent};
 use vmux_control::agent::Client;
-use vmux_link::{open_as_signer, Channel, Identity};
+use vmux_link::Channel;
 use vmux_proto::{ErrorCode, KeyRecord, Message, ProviderKind, SignResponse};
 
 /// OpenSSH's limit on an agent's answer (`MAX_AGENT_REPLY_LEN`): a longer
@@ -120,28 +120,13 @@ async fn fake_signer(
     fault: Fault,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let identity = Identity::generate();
     let mut sessions = 0;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(channel) = Channel::accept(stream, &identity).await else {
-            continue;
-        };
-        let Ok(session) = open_as_signer(channel, "fake", &Yes).await else {
-            continue;
-        };
+    fake_signer_sessions(listener, |ch| {
         sessions += 1;
         let _ = events.send(Event::Session(sessions));
-        tokio::spawn(serve(
-            session.into_parts().0,
-            key.clone(),
-            fault,
-            sessions,
-            events.clone(),
-        ));
-    }
+        tokio::spawn(serve(ch, key.clone(), fault, sessions, events.clone()));
+    })
+    .await;
 }
 
 async fn serve(

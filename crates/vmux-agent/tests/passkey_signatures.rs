@@ -10,9 +10,8 @@ use sha2::Digest;
 use tokio::net::TcpListener;
 mod common;
 
-use common::{ask, pair_until_listed, sign_request, start_agent, Yes};
+use common::{ask, fake_signer_sessions, pair_until_listed, sign_request, start_agent};
 use vmux_control::agent::Client;
-use vmux_link::{open_as_signer, Channel, Identity};
 use vmux_proto::{KeyRecord, Message, ProviderKind, SignResponse};
 use vmux_webauthn::testing::{webauthn_sk_signature, SoftAuthenticator};
 
@@ -57,18 +56,7 @@ async fn fake_signer(
     key_blob: Vec<u8>,
     next: Arc<Mutex<Answer>>,
 ) {
-    let identity = Identity::generate();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(channel) = Channel::accept(stream, &identity).await else {
-            continue;
-        };
-        let Ok(session) = open_as_signer(channel, "fake", &Yes).await else {
-            continue;
-        };
-        let (mut ch, _) = session.into_parts();
+    fake_signer_sessions(listener, |mut ch| {
         let (phone, key_blob, next) = (phone.clone(), key_blob.clone(), next.clone());
         tokio::spawn(async move {
             while let Ok(msg) = ch.recv().await {
@@ -98,7 +86,8 @@ async fn fake_signer(
                 }
             }
         });
-    }
+    })
+    .await;
 }
 
 fn login_request(blob: &[u8]) -> Vec<u8> {

@@ -9,9 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
 use vmux_agent::{AgentConfig, AgentSocket};
 use vmux_control::agent::Client;
-use vmux_link::{PairingGate, PairingRequest, StaticKey};
+use vmux_link::{open_as_signer, Channel, Identity, PairingGate, PairingRequest, StaticKey};
 use vmux_proto::ErrorCode;
 
 /// A fake signer's pairing gate that pairs anyone.
@@ -23,6 +24,25 @@ impl PairingGate for Yes {
     }
     async fn approve(&self, _: PairingRequest) -> Result<(), ErrorCode> {
         Ok(())
+    }
+}
+
+/// A fake signer (named `fake`, pairing anyone) on `listener`: each
+/// session an agent opens goes to `serve`; a connection that fails its
+/// handshake is dropped. Returns when the listener fails.
+pub async fn fake_signer_sessions(listener: TcpListener, mut serve: impl FnMut(Channel)) {
+    let identity = Identity::generate();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(channel) = Channel::accept(stream, &identity).await else {
+            continue;
+        };
+        let Ok(session) = open_as_signer(channel, "fake", &Yes).await else {
+            continue;
+        };
+        serve(session.into_parts().0);
     }
 }
 
