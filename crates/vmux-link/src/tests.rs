@@ -77,6 +77,26 @@ fn permit() -> Expect {
     Expect::Pairing(PairingPermit::check(0, false).expect("no pins: may pair"))
 }
 
+/// The agent's side of a first connection (with a permit): its user
+/// answers the code the pairing shows with `answer(code)`.
+async fn agent_pairs(
+    channel: Channel,
+    answer: impl FnOnce(&str) -> AgentAnswer,
+) -> Result<AgentSession, LinkError> {
+    match open_as_agent(channel, "laptop", permit()).await? {
+        Opened::Pairing(p) => {
+            let answer = answer(p.code());
+            p.finish(std::future::ready(answer), || {}).await
+        }
+        Opened::Session(s) => Ok(s),
+    }
+}
+
+/// The agent's user types the code shown.
+fn typed(code: &str) -> AgentAnswer {
+    AgentAnswer::Typed(code.to_owned())
+}
+
 #[test]
 fn an_agent_with_pins_gets_no_permit_unless_its_user_asked() {
     assert!(PairingPermit::check(0, false).is_some());
@@ -93,21 +113,10 @@ async fn a_pairing_the_agent_user_did_not_confirm_gives_no_session() {
         let gate = Gate::new(true);
         let (a, s) = channels(&ai, &si).await;
         let (ra, rs) = tokio::join!(
-            async {
-                match open_as_agent(a, "laptop", permit()).await? {
-                    Opened::Pairing(p) => {
-                        let real = p.code().to_owned();
-                        let answer = match &answer {
-                            AgentAnswer::Typed(_) if real == "000000" => {
-                                AgentAnswer::Typed("000001".into())
-                            }
-                            other => other.clone(),
-                        };
-                        p.finish(std::future::ready(answer), || {}).await
-                    }
-                    Opened::Session(s) => Ok(s),
-                }
-            },
+            agent_pairs(a, |real| match &answer {
+                AgentAnswer::Typed(_) if real == "000000" => typed("000001"),
+                other => other.clone(),
+            }),
             open_as_signer(s, "pi", &gate)
         );
         rs.unwrap();
@@ -127,16 +136,10 @@ async fn pairing_shows_the_same_code_and_pins() {
     let (a, s) = channels(&ai, &si).await;
     let mut shown = String::new();
     let (ra, rs) = tokio::join!(
-        async {
-            match open_as_agent(a, "laptop", permit()).await? {
-                Opened::Pairing(p) => {
-                    shown = p.code().to_owned();
-                    let code = shown.clone();
-                    p.confirm(&code).await
-                }
-                Opened::Session(_) => panic!("paired without a code"),
-            }
-        },
+        agent_pairs(a, |code| {
+            shown = code.to_owned();
+            typed(code)
+        }),
         open_as_signer(s, "pi", &gate)
     );
     let (ra, rs) = (ra.unwrap(), rs.unwrap());
@@ -144,7 +147,11 @@ async fn pairing_shows_the_same_code_and_pins() {
     assert_eq!(ra.signer().static_key, *si.public());
     assert_eq!(rs.agent().name, "laptop");
     assert_eq!(rs.agent().id, ai.id());
-    assert_eq!(ra.paired_with_code(), Some(shown.as_str()));
+    assert_eq!(
+        ra.paired_with_code(),
+        Some(shown.as_str()),
+        "paired without a code"
+    );
     assert_eq!(gate.codes.lock().unwrap().as_slice(), [shown.clone()]);
     assert_eq!(shown.len(), 6);
 
@@ -167,18 +174,7 @@ async fn denied_pairing_is_refused_on_both_sides() {
     let (ai, si) = (Identity::generate(), Identity::generate());
     let gate = Gate::new(false);
     let (a, s) = channels(&ai, &si).await;
-    let (ra, rs) = tokio::join!(
-        async {
-            match open_as_agent(a, "laptop", permit()).await? {
-                Opened::Pairing(p) => {
-                    let code = p.code().to_owned();
-                    p.confirm(&code).await
-                }
-                Opened::Session(s) => Ok(s),
-            }
-        },
-        open_as_signer(s, "pi", &gate)
-    );
+    let (ra, rs) = tokio::join!(agent_pairs(a, typed), open_as_signer(s, "pi", &gate));
     assert!(matches!(
         ra,
         Err(LinkError::Refused {
@@ -245,16 +241,10 @@ async fn a_relay_in_the_middle_cannot_make_codes_match() {
     };
     let mut agent_code = None;
     let (ra, rs, _) = tokio::join!(
-        async {
-            match open_as_agent(a, "laptop", permit()).await? {
-                Opened::Pairing(p) => {
-                    agent_code = Some(p.code().to_owned());
-                    let code = p.code().to_owned();
-                    p.confirm(&code).await.map(|_| ())
-                }
-                Opened::Session(_) => Ok(()),
-            }
-        },
+        agent_pairs(a, |code| {
+            agent_code = Some(code.to_owned());
+            typed(code)
+        }),
         open_as_signer(s, "pi", &gate),
         relay
     );
