@@ -47,6 +47,11 @@ async fn pipe() -> (TcpStream, TcpStream) {
     (a.unwrap(), b.unwrap().0)
 }
 
+/// `N` fresh identities.
+fn identities<const N: usize>() -> [Identity; N] {
+    std::array::from_fn(|_| Identity::generate())
+}
+
 async fn channels(agent: &Identity, signer: &Identity) -> (Channel, Channel) {
     let (a, s) = pipe().await;
     let (ca, cs) = tokio::join!(Channel::connect(a, agent), Channel::accept(s, signer));
@@ -55,7 +60,7 @@ async fn channels(agent: &Identity, signer: &Identity) -> (Channel, Channel) {
 
 #[tokio::test]
 async fn handshake_authenticates_both_static_keys_and_carries_big_messages() {
-    let (ai, si) = (Identity::generate(), Identity::generate());
+    let [ai, si] = identities();
     let (mut a, mut s) = channels(&ai, &si).await;
     assert_eq!(a.remote_static(), si.public());
     assert_eq!(s.remote_static(), ai.public());
@@ -109,7 +114,7 @@ fn an_agent_with_pins_gets_no_permit_unless_its_user_asked() {
 #[tokio::test]
 async fn a_pairing_the_agent_user_did_not_confirm_gives_no_session() {
     for answer in [AgentAnswer::Typed("000000".into()), AgentAnswer::Refused] {
-        let (ai, si) = (Identity::generate(), Identity::generate());
+        let [ai, si] = identities();
         let gate = Gate::new(true);
         let (a, s) = channels(&ai, &si).await;
         let (ra, rs) = tokio::join!(
@@ -131,7 +136,7 @@ async fn a_pairing_the_agent_user_did_not_confirm_gives_no_session() {
 
 #[tokio::test]
 async fn pairing_shows_the_same_code_and_pins() {
-    let (ai, si) = (Identity::generate(), Identity::generate());
+    let [ai, si] = identities();
     let gate = Gate::new(true);
     let (a, s) = channels(&ai, &si).await;
     let mut shown = String::new();
@@ -171,7 +176,7 @@ async fn pairing_shows_the_same_code_and_pins() {
 
 #[tokio::test]
 async fn denied_pairing_is_refused_on_both_sides() {
-    let (ai, si) = (Identity::generate(), Identity::generate());
+    let [ai, si] = identities();
     let gate = Gate::new(false);
     let (a, s) = channels(&ai, &si).await;
     let (ra, rs) = tokio::join!(agent_pairs(a, typed), open_as_signer(s, "pi", &gate));
@@ -188,11 +193,7 @@ async fn denied_pairing_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_different_signer_key_is_refused_by_the_pin() {
-    let (ai, si, other) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
+    let [ai, si, other] = identities();
     let gate = Gate::new(true);
     let (a, s) = channels(&ai, &other).await;
     let (ra, _rs) = tokio::join!(
@@ -221,11 +222,7 @@ async fn a_different_signer_key_is_refused_by_the_pin() {
 /// either the commitment check fails or the codes differ.
 #[tokio::test]
 async fn a_relay_in_the_middle_cannot_make_codes_match() {
-    let (ai, si, mi) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
+    let [ai, si, mi] = identities();
     let gate = Gate::new(true);
     let (a, m_for_agent) = channels(&ai, &mi).await;
     let (m_for_signer, s) = channels(&mi, &si).await;
@@ -313,11 +310,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_pinned_connection_uses_ik_and_an_impostor_cannot_complete_it() {
-    let (ai, si, other) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
+    let [ai, si, other] = identities();
     // The real signer: IK completes and both keys are authenticated.
     let (a, s) = pipe().await;
     let (ca, cs) = tokio::join!(
