@@ -280,6 +280,27 @@ impl Running {
             .flatten()
     }
 
+    /// Asserts that the fake signer's next event is its first session.
+    async fn first_session(&mut self) {
+        assert!(matches!(
+            self.next_event(Duration::from_secs(5)).await,
+            Some(Event::Session(1))
+        ));
+    }
+
+    /// The agent's answer to a sign request with the fake's key.
+    async fn sign(&self) -> Vec<u8> {
+        let blob = self.blob.clone();
+        self.client(move |sock| ask(sock, &sign_request_for(&blob)))
+            .await
+    }
+
+    /// The comments of the keys the agent lists.
+    async fn comments(&self) -> Vec<String> {
+        let (ids, _) = self.client(identities).await;
+        ids.into_iter().map(|(_, c)| c).collect()
+    }
+
     /// Runs a blocking client call against the agent's socket.
     async fn client<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
         let sock = self.sock.clone();
@@ -304,13 +325,9 @@ async fn every_fault_ends_in_a_bounded_failure_and_the_agent_serves_on() {
         Fault::CutMidRequest,
     ] {
         let r = Running::start(fault).await;
-        let blob = r.blob.clone();
-        let (answer, took) = r
-            .client(move |sock| {
-                let t = Instant::now();
-                (ask(sock, &sign_request_for(&blob)), t.elapsed())
-            })
-            .await;
+        let t = Instant::now();
+        let answer = r.sign().await;
+        let took = t.elapsed();
         assert_eq!(answer, [5], "{fault:?}: SSH_AGENT_FAILURE");
         assert!(
             took < Duration::from_secs(6),
@@ -328,10 +345,7 @@ async fn every_fault_ends_in_a_bounded_failure_and_the_agent_serves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signer_flooding_pings_and_never_reading_loses_its_link_not_the_agent() {
     let mut r = Running::start(Fault::PingFloodNoRead).await;
-    assert!(matches!(
-        r.next_event(Duration::from_secs(5)).await,
-        Some(Event::Session(1))
-    ));
+    r.first_session().await;
     let flood = Instant::now();
     // Other clients are answered from the cache meanwhile.
     let (ids, took) = r
@@ -362,10 +376,7 @@ async fn a_signer_flooding_pings_and_never_reading_loses_its_link_not_the_agent(
         ended.unwrap_or_default()
     );
     // The new session works: a signature goes through.
-    let blob = r.blob.clone();
-    let answer = r
-        .client(move |sock| ask(sock, &sign_request_for(&blob)))
-        .await;
+    let answer = r.sign().await;
     assert_eq!(answer[0], 14, "signed after reconnecting: {answer:?}");
     let (ids, _) = r.client(identities).await;
     assert_eq!(ids.len(), 1);
@@ -411,10 +422,7 @@ async fn a_one_mebibyte_key_list_does_not_break_ssh_add() {
         stdout.lines().next().is_some_and(|l| l.contains(" fake ")),
         "{stdout}"
     );
-    let blob = r.blob.clone();
-    let answer = r
-        .client(move |sock| ask(sock, &sign_request_for(&blob)))
-        .await;
+    let answer = r.sign().await;
     assert_eq!(answer[0], 14, "the listed key still signs");
 }
 
@@ -424,10 +432,7 @@ async fn a_one_mebibyte_key_list_does_not_break_ssh_add() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unasked_key_list_is_ignored() {
     let mut r = Running::start(Fault::UnaskedKeyList).await;
-    assert!(matches!(
-        r.next_event(Duration::from_secs(5)).await,
-        Some(Event::Session(1))
-    ));
+    r.first_session().await;
     assert!(
         matches!(
             r.next_event(Duration::from_secs(10)).await,
@@ -435,9 +440,11 @@ async fn an_unasked_key_list_is_ignored() {
         ),
         "the agent never answered the ping after the unasked list"
     );
-    let (ids, _) = r.client(identities).await;
-    let comments: Vec<&str> = ids.iter().map(|(_, c)| c.as_str()).collect();
-    assert_eq!(comments, ["fake"], "the unasked list replaced the keys");
+    assert_eq!(
+        r.comments().await,
+        ["fake"],
+        "the unasked list replaced the keys"
+    );
     // Asked for: accepted.
     let refreshed = r
         .client(|sock| {
@@ -448,9 +455,11 @@ async fn an_unasked_key_list_is_ignored() {
         })
         .await;
     assert_eq!(refreshed, 1);
-    let (ids, _) = r.client(identities).await;
-    let comments: Vec<&str> = ids.iter().map(|(_, c)| c.as_str()).collect();
-    assert_eq!(comments, ["other"], "the asked-for list was not taken");
+    assert_eq!(
+        r.comments().await,
+        ["other"],
+        "the asked-for list was not taken"
+    );
 }
 
 fn sign_request_for(blob: &[u8]) -> Vec<u8> {
