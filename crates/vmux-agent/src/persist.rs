@@ -143,8 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_the_latest_snapshot_off_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent-state.json");
+        let (_dir, path) = crate::state::temp_state_path();
         let w = StateWriter::start(path.clone()).unwrap();
         w.unchanged().saved().await;
         assert!(!path.exists(), "nothing changed, nothing written");

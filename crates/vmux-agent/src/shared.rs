@@ -301,8 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_state_file_is_written_off_the_lock_and_only_when_it_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent-state.json");
+        let (dir, path) = crate::state::temp_state_path();
         let config = AgentConfig {
             name: "test".into(),
             signers: Vec::new(),

@@ -306,6 +306,15 @@ pub fn state_path(home: &vmux_home::Home) -> PathBuf {
     home.state_file("agent-state.json")
 }
 
+/// A state file's path in a fresh temporary directory, which lives as
+/// long as the `TempDir` does (for tests).
+#[cfg(test)]
+pub(crate) fn temp_state_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent-state.json");
+    (dir, path)
+}
+
 mod b64 {
     use super::*;
     use serde::{Deserializer, Serializer};
@@ -385,8 +394,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("agent-state.json");
+        let (_dir, p) = temp_state_path();
         assert_eq!(AgentState::load(&p).unwrap().signers.len(), 0);
         let s = AgentState {
             version: 1,
