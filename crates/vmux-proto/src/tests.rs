@@ -7,6 +7,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A sign request with id 01…01, nonce 02…02, made at 1_700_000_000_000
+/// ms and valid for a minute.
+fn sign_request(key_blob: Vec<u8>, data: Vec<u8>, flags: u32, context: SignContext) -> Message {
+    Message::SignRequest(SignRequest {
+        request_id: [0x01; 16],
+        key_blob,
+        data,
+        flags,
+        nonce: [0x02; 16],
+        issued_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_000_060_000,
+        context,
+    })
+}
+
 fn samples() -> Vec<Message> {
     vec![
         Message::Hello(Hello {
@@ -44,15 +59,11 @@ fn samples() -> Vec<Message> {
                 display_name: Some("YubiKey".into()),
             },
         ]),
-        Message::SignRequest(SignRequest {
-            request_id: [1; 16],
-            key_blob: vec![5; 51],
-            data: vec![6; 300],
-            flags: SSH_AGENT_RSA_SHA2_512,
-            nonce: [2; 16],
-            issued_at_ms: 1_700_000_000_000,
-            expires_at_ms: 1_700_000_060_000,
-            context: SignContext {
+        sign_request(
+            vec![5; 51],
+            vec![6; 300],
+            SSH_AGENT_RSA_SHA2_512,
+            SignContext {
                 quality: ContextQuality::Verified,
                 dest_host: Some("example.org".into()),
                 dest_user: Some("git".into()),
@@ -66,17 +77,8 @@ fn samples() -> Vec<Message> {
                     signature: vec![9; 83],
                 }),
             },
-        }),
-        Message::SignRequest(SignRequest {
-            request_id: [1; 16],
-            key_blob: vec![5; 51],
-            data: b"SSHSIG".to_vec(),
-            flags: 0,
-            nonce: [2; 16],
-            issued_at_ms: 1_700_000_000_000,
-            expires_at_ms: 1_700_000_060_000,
-            context: SignContext::default(),
-        }),
+        ),
+        sign_request(vec![5; 51], b"SSHSIG".to_vec(), 0, SignContext::default()),
         Message::SignResponse(SignResponse {
             request_id: [1; 16],
             result: Ok(vec![9; 83]),
@@ -247,21 +249,17 @@ fn protocol_md_vectors() {
     );
     // docs/PROTOCOL.md's SignRequest, in version 2: the version-1 bytes,
     // then executable "" and no binding proof.
-    let doc = Message::SignRequest(SignRequest {
-        request_id: [0x01; 16],
-        key_blob: vec![1, 2, 3],
-        data: vec![4, 5],
-        flags: 4,
-        nonce: [0x02; 16],
-        issued_at_ms: 1_700_000_000_000,
-        expires_at_ms: 1_700_000_060_000,
-        context: SignContext {
+    let doc = sign_request(
+        vec![1, 2, 3],
+        vec![4, 5],
+        4,
+        SignContext {
             quality: ContextQuality::Claimed,
             dest_host: Some("example.org".into()),
             dest_user: Some("git".into()),
             ..SignContext::default()
         },
-    });
+    );
     assert_eq!(
         hex(&doc.encode()),
         concat!(
