@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -159,9 +159,21 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|_| ApiError::bad("the request is not the JSON this page sends"))
+/// A request body as the JSON this page sends, or 400: what every
+/// handler that reads a body takes it as.
+struct Parsed<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Parsed<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        serde_json::from_slice(&body).map(Parsed).map_err(|_| {
+            ApiError::bad("the request is not the JSON this page sends").into_response()
+        })
+    }
 }
 
 fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
@@ -349,9 +361,8 @@ fn failed(app: &App, peer: PeerIp, e: ApiError) -> ApiError {
 async fn enrol_begin(
     State(app): AppState,
     Extension(peer): Extension<PeerIp>,
-    body: Bytes,
+    Parsed(t): Parsed<Token>,
 ) -> ApiResult {
-    let t: Token = parse(&body)?;
     // A live link is served whatever others' failures filled.
     let Some(b) = app.phones.enrolments.begin(&t.token) else {
         not_flooded(&app, peer)?;
@@ -384,9 +395,8 @@ struct EnrolFinish {
 async fn enrol_finish(
     State(app): AppState,
     Extension(peer): Extension<PeerIp>,
-    body: Bytes,
+    Parsed(f): Parsed<EnrolFinish>,
 ) -> ApiResult {
-    let f: EnrolFinish = parse(&body)?;
     let Some((name, challenge)) = app.phones.enrolments.pending(&f.token) else {
         not_flooded(&app, peer)?;
         return Err(failed(&app, peer, ApiError::bad("this enrolment link was used already or has expired; run `vmux signer phone add` again")));
@@ -499,9 +509,8 @@ impl OwnedAssertion {
 async fn signin_finish(
     State(app): AppState,
     Extension(peer): Extension<PeerIp>,
-    body: Bytes,
+    Parsed(a): Parsed<AssertionBody>,
 ) -> ApiResult {
-    let a: AssertionBody = parse(&body)?;
     let challenge = b64("challenge", &a.challenge)?;
     let owned = OwnedAssertion::from(&a)?;
     let stale = || ApiError::bad("this sign-in took too long or was used already; try again");
@@ -674,10 +683,9 @@ async fn approve(
     State(app): AppState,
     Path(id): Path<String>,
     signed: SignedIn,
-    body: Bytes,
+    Parsed(a): Parsed<AssertionBody>,
 ) -> ApiResult {
     let phone = signed.phone();
-    let a: AssertionBody = parse(&body)?;
     let owned = OwnedAssertion::from(&a)?;
     let approval = check_approval(
         &app.phones.rp,
@@ -708,9 +716,12 @@ struct BurstBody {
     assertion: AssertionBody,
 }
 
-async fn approve_all(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+async fn approve_all(
+    State(app): AppState,
+    signed: SignedIn,
+    Parsed(b): Parsed<BurstBody>,
+) -> ApiResult {
     let phone = signed.phone();
-    let b: BurstBody = parse(&body)?;
     let owned = OwnedAssertion::from(&b.assertion)?;
     let approval = check_burst(
         &app.phones.rp,
@@ -747,10 +758,9 @@ async fn unpair(
     State(app): AppState,
     Path(id): Path<String>,
     signed: SignedIn,
-    body: Bytes,
+    Parsed(c): Parsed<Confirmation>,
 ) -> ApiResult {
     let phone = signed.phone();
-    let c: Confirmation = parse(&body)?;
     let agent = confirm::<Unpair>(&app, &signed, &id, &c).inspect_err(|_| {
         warn!(phone = %phone, "an unpair without a valid passkey confirmation was refused");
     })?;
@@ -821,9 +831,12 @@ struct SubscribeKeys {
     auth: String,
 }
 
-async fn push_subscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+async fn push_subscribe(
+    State(app): AppState,
+    signed: SignedIn,
+    Parsed(b): Parsed<SubscribeBody>,
+) -> ApiResult {
     let phone = signed.phone();
-    let b: SubscribeBody = parse(&body)?;
     let sub = crate::book::PushSubscription::checked(
         &b.endpoint,
         &b.keys.p256dh,
@@ -850,9 +863,12 @@ struct UnsubscribeBody {
     confirmation: Confirmation,
 }
 
-async fn push_unsubscribe(State(app): AppState, signed: SignedIn, body: Bytes) -> ApiResult {
+async fn push_unsubscribe(
+    State(app): AppState,
+    signed: SignedIn,
+    Parsed(b): Parsed<UnsubscribeBody>,
+) -> ApiResult {
     let phone = signed.phone();
-    let b: UnsubscribeBody = parse(&body)?;
     // A stolen cookie alone cannot stop the phone being woken.
     confirm::<PushRemove>(&app, &signed, &b.endpoint, &b.confirmation)?;
     let removed = app
