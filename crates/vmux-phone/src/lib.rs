@@ -46,6 +46,7 @@ mod assets;
 mod auth;
 pub mod book;
 mod desk;
+mod keyfile;
 mod limits;
 mod page_ca;
 pub mod push;

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::EncodePrivateKey;
 use p256::SecretKey;
 use rcgen::{
@@ -29,8 +28,6 @@ use rcgen::{
     SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use sha2::{Digest, Sha256};
-use ssh_key::private::{EcdsaKeypair, KeypairData};
-use ssh_key::{LineEnding, PrivateKey};
 use tokio_rustls::rustls::client::danger::ServerCertVerifier;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::ring::default_provider;
@@ -42,6 +39,8 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::RootCertStore;
 use tracing::{info, warn};
 use vmux_home::sync::lock;
+
+use crate::keyfile;
 
 /// How long a page certificate lasts by default (30 days); it is renewed
 /// when a third of that is left.
@@ -310,39 +309,14 @@ impl PageCa {
 
     fn read_key(&self, passphrase: Option<&str>) -> Result<SecretKey, PageCaError> {
         let pem = zeroize::Zeroizing::new(vmux_home::read(&self.key_path)?);
-        let file = PrivateKey::from_openssh(&*pem)
-            .map_err(|_| broken(&self.key_path, "not an OpenSSH private key"))?;
-        *lock(&self.encrypted) = file.is_encrypted();
-        let file = if file.is_encrypted() {
-            let pass = passphrase.ok_or_else(|| {
-                broken(
-                    &self.key_path,
-                    "the key is encrypted and no passphrase was given",
-                )
-            })?;
-            file.decrypt(pass)
-                .map_err(|_| broken(&self.key_path, "the passphrase does not decrypt it"))?
-        } else {
-            file
-        };
-        match file.key_data() {
-            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => {
-                SecretKey::from_slice(private.as_ref())
-                    .map_err(|_| broken(&self.key_path, "not a P-256 private key"))
-            }
-            _ => Err(broken(&self.key_path, "not an ECDSA P-256 key")),
-        }
+        keyfile::decode(&pem, passphrase, &self.encrypted)
+            .map_err(|what| broken(&self.key_path, what))
     }
 
     /// Makes the CA: its key, then its certificate; a failure in between
     /// removes the key again, so that nothing is left half-made.
     fn make_ca(&self, passphrase: Option<&str>) -> Result<SecretKey, PageCaError> {
-        let key = loop {
-            let bytes = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
-            if let Ok(k) = SecretKey::from_slice(&*bytes) {
-                break k;
-            }
-        };
+        let key = keyfile::random_key();
         let now = now_s();
         let der = ca_certificate(
             &key,
@@ -351,20 +325,12 @@ impl PageCa {
             now + CA_SECONDS,
         )
         .map_err(|e| PageCaError::Broken(format!("cannot make the CA certificate: {e}")))?;
-        let bad = |_| broken(&self.key_path, "could not encode the new key");
-        let keypair = EcdsaKeypair::NistP256 {
-            public: key.public_key().to_encoded_point(false),
-            private: key.clone().into(),
-        };
-        let mut file = PrivateKey::new(
-            KeypairData::Ecdsa(keypair),
+        let pem = keyfile::encode(
+            &key,
             format!("vmux phone page CA for {}", self.name),
+            passphrase,
         )
-        .map_err(bad)?;
-        if let Some(p) = passphrase {
-            file = file.encrypt(&mut rand_core::OsRng, p).map_err(bad)?;
-        }
-        let pem = file.to_openssh(LineEnding::LF).map_err(bad)?;
+        .map_err(|_| broken(&self.key_path, "could not encode the new key"))?;
         vmux_home::write_private(&self.key_path, pem.as_bytes())?;
         let cert_pem = format!(
             "{NAME_LINE}{}\n{}",
@@ -516,6 +482,7 @@ pub fn verify(ca: &[u8], leaf: &[u8], name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::PrivateKey;
 
     #[test]
     fn page_names() {

@@ -16,10 +16,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::SecretKey;
-use ssh_key::private::{EcdsaKeypair, KeypairData};
-use ssh_key::{LineEnding, PrivateKey};
 use vmux_home::sync::lock;
 use vmux_home::HomeError;
+
+use crate::keyfile;
 
 /// The signer's VAPID key: an OpenSSH private key file (ECDSA P-256,
 /// mode 0600) encrypted with the signer's passphrase when the signer's
@@ -61,39 +61,14 @@ impl VapidKey {
         let key = match vmux_home::read_optional(&self.path)? {
             Some(pem) => {
                 let pem = zeroize::Zeroizing::new(pem);
-                let file = PrivateKey::from_openssh(&*pem)
-                    .map_err(|_| corrupt(&self.path, "not an OpenSSH private key"))?;
-                *lock(&self.encrypted) = file.is_encrypted();
-                let file = if file.is_encrypted() {
-                    let pass = passphrase.ok_or_else(|| {
-                        corrupt(
-                            &self.path,
-                            "the key is encrypted and no passphrase was given",
-                        )
-                    })?;
-                    file.decrypt(pass)
-                        .map_err(|_| corrupt(&self.path, "the passphrase does not decrypt it"))?
-                } else {
-                    file
-                };
-                match file.key_data() {
-                    KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => {
-                        SecretKey::from_slice(private.as_ref())
-                            .map_err(|_| corrupt(&self.path, "not a P-256 private key"))?
-                    }
-                    _ => return Err(corrupt(&self.path, "not an ECDSA P-256 key")),
-                }
+                keyfile::decode(&pem, passphrase, &self.encrypted)
+                    .map_err(|what| corrupt(&self.path, what))?
             }
             None => {
                 let old = self.path.with_file_name("push-vapid.pem");
                 let key = match read_old(&old)? {
                     Some(k) => k,
-                    None => loop {
-                        let bytes: [u8; 32] = rand::random();
-                        if let Ok(k) = SecretKey::from_slice(&bytes) {
-                            break k;
-                        }
-                    },
+                    None => keyfile::random_key(),
                 };
                 self.write(&key, passphrase)?;
                 if old.exists() {
@@ -107,18 +82,9 @@ impl VapidKey {
     }
 
     fn write(&self, key: &SecretKey, passphrase: Option<&str>) -> Result<(), HomeError> {
-        let bad = |_| corrupt(&self.path, "could not encode the new key");
-        let keypair = EcdsaKeypair::NistP256 {
-            public: key.public_key().to_encoded_point(false),
-            private: key.clone().into(),
-        };
-        let mut file =
-            PrivateKey::new(KeypairData::Ecdsa(keypair), "vmux Web Push (VAPID)").map_err(bad)?;
-        if let Some(p) = passphrase {
-            file = file.encrypt(&mut rand_core::OsRng, p).map_err(bad)?;
-        }
+        let pem = keyfile::encode(key, "vmux Web Push (VAPID)", passphrase)
+            .map_err(|_| corrupt(&self.path, "could not encode the new key"))?;
         *lock(&self.encrypted) = passphrase.is_some();
-        let pem = file.to_openssh(LineEnding::LF).map_err(bad)?;
         vmux_home::write_private(&self.path, pem.as_bytes())
     }
 
@@ -246,12 +212,7 @@ pub fn encrypt_with(
 
 /// [`encrypt_with`] a fresh one-time key and salt.
 pub fn encrypt(ua_public: &[u8], auth: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EncryptError> {
-    let key = loop {
-        let bytes: [u8; 32] = rand::random();
-        if let Ok(k) = SecretKey::from_slice(&bytes) {
-            break k;
-        }
-    };
+    let key = keyfile::random_key();
     encrypt_with(ua_public, auth, plaintext, &key, &rand::random())
 }
 
@@ -276,6 +237,7 @@ pub fn vapid_authorization(key: &SecretKey, aud: &str, exp: u64, sub: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::PrivateKey;
 
     fn d(s: &str) -> Vec<u8> {
         B64URL.decode(s).unwrap()
