@@ -65,6 +65,15 @@ pub(crate) fn parse(data: &[u8]) -> Result<AuthData<'_>, Error> {
     })
 }
 
+/// Whether a CBOR item of type `t` is an integer (of any width, either
+/// sign): what a COSE label and an integer value are.
+fn is_int(t: Type) -> bool {
+    matches!(
+        t,
+        Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32 | Type::I64
+    )
+}
+
 /// A COSE_Key (RFC 9053) that must be EC2 (kty 2), ES256 (alg -7), P-256
 /// (crv 1) with 32-byte x and y on the curve. Unknown labels are skipped;
 /// a repeated label is malformed.
@@ -76,14 +85,7 @@ fn cose_p256<'b>(d: &mut Decoder<'b>) -> Result<p256::ecdsa::VerifyingKey, Error
     let mut seen: Vec<i64> = Vec::new();
     for _ in 0..n {
         let label = match d.datatype().map_err(bad)? {
-            Type::U8
-            | Type::U16
-            | Type::U32
-            | Type::U64
-            | Type::I8
-            | Type::I16
-            | Type::I32
-            | Type::I64 => d.i64().map_err(bad)?,
+            t if is_int(t) => d.i64().map_err(bad)?,
             _ => {
                 // Text labels are allowed by COSE; none matters here.
                 d.skip().map_err(bad)?;
@@ -96,16 +98,7 @@ fn cose_p256<'b>(d: &mut Decoder<'b>) -> Result<p256::ecdsa::VerifyingKey, Error
         }
         seen.push(label);
         let int = |d: &mut Decoder<'_>| match d.datatype() {
-            Ok(
-                Type::U8
-                | Type::U16
-                | Type::U32
-                | Type::U64
-                | Type::I8
-                | Type::I16
-                | Type::I32
-                | Type::I64,
-            ) => d.i64().map_err(bad),
+            Ok(t) if is_int(t) => d.i64().map_err(bad),
             Ok(_) => Err(Error::UnsupportedKey),
             Err(e) => Err(bad(e)),
         };
