@@ -93,14 +93,7 @@ pub fn valid_page_name(name: &str) -> bool {
         && !labels
             .last()
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+        && labels.iter().all(|l| vmux_webauthn::is_dns_label(l))
 }
 
 /// The signer's own CA for the page named `name`, and the leaf it serves.

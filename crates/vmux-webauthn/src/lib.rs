@@ -110,18 +110,24 @@ fn is_dns_name(s: &str) -> bool {
         return false;
     }
     let labels: Vec<&str> = s.split('.').collect();
-    let ok = labels.iter().all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    });
+    let ok = labels.iter().all(|l| is_dns_label(l));
     let last_has_letter = labels
         .last()
         .is_some_and(|l| l.bytes().any(|b| b.is_ascii_lowercase()));
     ok && last_has_letter
+}
+
+/// Whether `label` is one label of a DNS name as a relying-party id (or
+/// the phone page's name) is written: 1 to 63 lower-case letters, digits
+/// and hyphens, not starting or ending with a hyphen.
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The flags byte of authenticator data (WebAuthn §6.1).
