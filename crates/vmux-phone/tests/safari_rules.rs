@@ -54,25 +54,25 @@ const MISSING_IN_SAFARI: [(&str, &str); 11] = [
     ),
 ];
 
+/// The page's file `assets/NAME`.
+fn asset(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name);
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read assets/{name}: {e}"))
+}
+
 /// The page's scripts: the page and its service worker.
 fn assets() -> Vec<(&'static str, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     ["app.js", "sw.js"]
         .into_iter()
-        .map(|name| {
-            let text = std::fs::read_to_string(dir.join(name))
-                .unwrap_or_else(|e| panic!("cannot read assets/{name}: {e}"));
-            (name, text)
-        })
+        .map(|name| (name, asset(name)))
         .collect()
 }
 
 #[test]
 fn the_page_makes_its_passkey_and_permission_calls_directly_in_click_handlers() {
-    let (_, app) = assets()
-        .into_iter()
-        .find(|(n, _)| *n == "app.js")
-        .expect("app.js");
+    let app = asset("app.js");
     let calls = gesture_calls(&app);
     // The page has them (enrolment, sign-in, approve, approve all,
     // notifications): a checker that found none would check nothing.
@@ -91,10 +91,7 @@ fn the_page_uses_no_api_that_safari_lacks() {
 
 #[test]
 fn planted_violations_are_found() {
-    let (_, app) = assets()
-        .into_iter()
-        .find(|(n, _)| *n == "app.js")
-        .expect("app.js");
+    let app = asset("app.js");
     let plant = |from: &str, to: &str| {
         assert!(app.contains(from), "app.js no longer has {from:?}");
         app.replacen(from, to, 1)
