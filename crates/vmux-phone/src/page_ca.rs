@@ -477,6 +477,15 @@ mod tests {
     use super::*;
     use ssh_key::PrivateKey;
 
+    /// A CA for signer.vmux.test made in a new directory, its key
+    /// encrypted with "pass", unlocked: leaves last 60 s.
+    fn unlocked_ca() -> (tempfile::TempDir, Arc<PageCa>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = PageCa::open(dir.path(), "signer.vmux.test", 60).unwrap();
+        ca.unlock(Some("pass")).unwrap();
+        (dir, ca)
+    }
+
     #[test]
     fn page_names() {
         for good in [
@@ -512,9 +521,7 @@ mod tests {
 
     #[test]
     fn the_ca_vouches_for_its_name_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = PageCa::open(dir.path(), "signer.vmux.test", 60).unwrap();
-        ca.unlock(Some("pass")).unwrap();
+        let (_dir, ca) = unlocked_ca();
         let ca_der = ca.ca_der().unwrap();
         let served = ca.current().unwrap();
         assert_eq!(served.cert.len(), 2);
@@ -564,9 +571,7 @@ mod tests {
 
     #[test]
     fn a_restart_keeps_the_ca_and_another_name_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = PageCa::open(dir.path(), "signer.vmux.test", 60).unwrap();
-        ca.unlock(Some("pass")).unwrap();
+        let (dir, ca) = unlocked_ca();
         let fp = ca.fingerprint().unwrap();
         let first_leaf = ca.current().unwrap().cert[0].to_vec();
         let text = std::fs::read_to_string(dir.path().join("page-ca.key")).unwrap();
