@@ -102,10 +102,18 @@ fn registration_refusals() {
     other.origin = "https://evil.test".into();
     let mut other_rp = soft();
     other_rp.rp_id = "evil.test".into();
+    // An attestation object ("none") over `auth`; over registration
+    // authData with these flags, COSE key and tail; over the
+    // authenticator's usual authData with another COSE key.
+    let none = |auth: &[u8]| attestation_object("none", auth);
+    let with = |a: &SoftAuthenticator, flags: u8, cose: &[u8], tail: &[u8]| {
+        none(&reg_auth(a, flags, cose, tail))
+    };
+    let key = |cose: &[u8]| with(&a, 0x45, cose, b"");
     let cases: Vec<(&str, Vec<u8>, Vec<u8>, Error)> = vec![
         (
             "get instead of create",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             a.client_data("webauthn.get", b"c"),
             Error::WrongType {
                 expected: "webauthn.create",
@@ -113,43 +121,43 @@ fn registration_refusals() {
         ),
         (
             "challenge",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             a.client_data("webauthn.create", b"other"),
             Error::WrongChallenge,
         ),
         (
             "origin",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             other.client_data("webauthn.create", b"c"),
             Error::WrongOrigin,
         ),
         (
             "cross origin",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             good_client.clone().replace_tail(b"\"crossOrigin\":true}"),
             Error::CrossOrigin,
         ),
         (
             "rp id hash",
-            attestation_object("none", &reg_auth(&other_rp, 0x45, &a.cose_key(), b"")),
+            with(&other_rp, 0x45, &a.cose_key(), b""),
             good_client.clone(),
             Error::WrongRpIdHash,
         ),
         (
             "UP unset",
-            attestation_object("none", &reg_auth(&a, 0x44, &a.cose_key(), b"")),
+            with(&a, 0x44, &a.cose_key(), b""),
             good_client.clone(),
             Error::UserNotPresent,
         ),
         (
             "UV unset",
-            attestation_object("none", &reg_auth(&a, 0x41, &a.cose_key(), b"")),
+            with(&a, 0x41, &a.cose_key(), b""),
             good_client.clone(),
             Error::UserNotVerified,
         ),
         (
             "no attested data",
-            attestation_object("none", &a.auth_data_head(0x05, 0)),
+            none(&a.auth_data_head(0x05, 0)),
             good_client.clone(),
             Error::NoAttestedCredential,
         ),
@@ -161,76 +169,61 @@ fn registration_refusals() {
         ),
         (
             "RS256",
-            attestation_object(
-                "none",
-                &reg_auth(&a, 0x45, &cose_key(2, -257, 1, &x, &y), b""),
-            ),
+            key(&cose_key(2, -257, 1, &x, &y)),
             good_client.clone(),
             Error::UnsupportedKey,
         ),
         (
             "P-384",
-            attestation_object(
-                "none",
-                &reg_auth(&a, 0x45, &cose_key(2, -7, 2, &x, &y), b""),
-            ),
+            key(&cose_key(2, -7, 2, &x, &y)),
             good_client.clone(),
             Error::UnsupportedKey,
         ),
         (
             "OKP",
-            attestation_object(
-                "none",
-                &reg_auth(&a, 0x45, &cose_key(1, -7, 1, &x, &y), b""),
-            ),
+            key(&cose_key(1, -7, 1, &x, &y)),
             good_client.clone(),
             Error::UnsupportedKey,
         ),
         (
             "short x",
-            attestation_object(
-                "none",
-                &reg_auth(&a, 0x45, &cose_key(2, -7, 1, &x[1..], &y), b""),
-            ),
+            key(&cose_key(2, -7, 1, &x[1..], &y)),
             good_client.clone(),
             Error::UnsupportedKey,
         ),
         (
             "off the curve",
-            attestation_object(
-                "none",
-                &reg_auth(&a, 0x45, &cose_key(2, -7, 1, &x, &x), b""),
-            ),
+            key(&cose_key(2, -7, 1, &x, &x)),
             good_client.clone(),
             Error::UnsupportedKey,
         ),
         (
             "trailing authData",
-            attestation_object("none", &reg_auth(&a, 0x45, &a.cose_key(), b"\0")),
+            with(&a, 0x45, &a.cose_key(), b"\0"),
             good_client.clone(),
             Error::AuthDataMalformed,
         ),
         (
             "ED without extensions",
-            attestation_object("none", &reg_auth(&a, 0xc5, &a.cose_key(), b"")),
+            with(&a, 0xc5, &a.cose_key(), b""),
             good_client.clone(),
             Error::AuthDataMalformed,
         ),
         (
             "trailing object",
-            [attestation_object("none", &good_auth), vec![0]].concat(),
+            [none(&good_auth), vec![0]].concat(),
             good_client.clone(),
             Error::AttestationMalformed,
         ),
         (
             "not JSON",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             b"{\"type\":".to_vec(),
             Error::ClientDataMalformed,
         ),
         (
             "no challenge",
-            attestation_object("none", &good_auth),
+            none(&good_auth),
             br#"{"type":"webauthn.create","origin":"https://signer.vmux.test:8443"}"#.to_vec(),
             Error::ClientDataMalformed,
         ),
