@@ -19,7 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,8 @@ use tungstenite::{Message, WebSocket};
 
 use crate::engine::sealed::Driver;
 use crate::engine::{click_located, PhonePage};
-use crate::{ok, WAIT};
+use crate::launch;
+use crate::WAIT;
 
 /// Bound for one DevTools command (each navigation or `wait_for` has its
 /// own bound).
@@ -81,16 +82,7 @@ pub fn chromium_binary() -> PathBuf {
 pub fn check_installed() -> Result<(), String> {
     let chromium =
         std::env::var_os("VMUX_CHROMIUM").is_some() || find_on_path(&CHROMIUM_NAMES).is_some();
-    let certutil = find_on_path(&["certutil"]).is_some();
-    match (chromium, certutil) {
-        (true, true) => Ok(()),
-        (false, true) => Err("Chromium is not installed (apt-get install chromium)".into()),
-        (true, false) => Err("certutil is not installed (apt-get install libnss3-tools)".into()),
-        (false, false) => Err(
-            "Chromium and certutil are not installed (apt-get install chromium libnss3-tools)"
-                .into(),
-        ),
-    }
+    launch::check_installed("Chromium", chromium, "chromium")
 }
 
 pub(crate) fn find_on_path(names: &[&str]) -> Option<PathBuf> {
@@ -165,6 +157,36 @@ impl Credential {
         }
     }
 
+    /// The credentials of `list` (a virtual authenticator's
+    /// `GetCredentials` answer), their byte strings in base64 or base64url
+    /// (CDP and Marionette each use one), padded or not; `raw` is each as
+    /// the engine described it, with `privateKey` (PKCS#8) in standard
+    /// base64 whatever the engine used.
+    pub(crate) fn all_from_json(list: &Value) -> Vec<Self> {
+        let b64 = |v: &Value| {
+            v.as_str().map(|s| {
+                let s = s.trim_end_matches('=');
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s)
+                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
+                    .unwrap_or_else(|e| panic!("the authenticator gave bad base64 {s:?}: {e}"))
+            })
+        };
+        list.as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                let mut raw = c.clone();
+                if let Some(key) = b64(&c["privateKey"]) {
+                    raw["privateKey"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(key));
+                }
+                Credential::from_json(c, b64, raw)
+            })
+            .collect()
+    }
+
     /// The id in base64url without padding, as web pages usually write it.
     pub fn id_base64url(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.id)
@@ -197,47 +219,17 @@ impl Browser {
     /// server at all, as NSS holds no built-in roots here).
     pub fn launch_trusting(dir: &Path, roots: &[&Path], host_map: &[&str]) -> Browser {
         let binary = chromium_binary();
-        let certutil = find_on_path(&["certutil"]).unwrap_or_else(|| {
-            panic!(
-                "certutil is not installed: the browser tests trust their CA through NSS; \
-                 install it with `apt-get install -y libnss3-tools` (CI must install it too)"
-            )
-        });
-        // A directory per browser: two in one test must not share a
-        // profile (the second would hand its work to the first and exit).
-        static LAUNCHED: AtomicU64 = AtomicU64::new(0);
-        let own = dir.join(format!(
-            "browser-{}",
-            LAUNCHED.fetch_add(1, Ordering::Relaxed)
-        ));
+        let own = launch::launch_dir(dir, "browser");
         let home = own.join("home");
         let nssdb = home.join(".pki/nssdb");
         let profile = own.join("profile");
-        for d in [
+        launch::create_dirs(&[
             &nssdb,
             &profile,
             &home.join(".config"),
             &home.join(".cache"),
-        ] {
-            std::fs::create_dir_all(d)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
-        }
-        let db = format!("sql:{}", nssdb.display());
-        ok(Command::new(&certutil).args(["-d", &db, "-N", "--empty-password"]));
-        for (i, ca) in roots.iter().enumerate() {
-            ok(Command::new(&certutil)
-                .args([
-                    "-d",
-                    &db,
-                    "-A",
-                    "-t",
-                    "C,,",
-                    "-n",
-                    &format!("vmux-test-{i}"),
-                    "-i",
-                ])
-                .arg(ca));
-        }
+        ]);
+        launch::nss_trusting(&nssdb, roots);
 
         let mut rules: Vec<String> = host_map
             .iter()
@@ -253,11 +245,7 @@ impl Browser {
         rules.push("EXCLUDE localhost".into());
 
         let log = own.join("chromium.log");
-        let log_file = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let log_err = log_file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot duplicate {}: {e}", log.display()));
+        let (log_file, log_err) = launch::log_files(&log);
         let mut cmd = Command::new(&binary);
         cmd.args([
             "--headless=new",
@@ -291,33 +279,22 @@ impl Browser {
         // Chromium signals readiness only by writing this file (port, then
         // the browser's websocket path).
         let port_file = profile.join("DevToolsActivePort");
-        let (port, ws_path) = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    if let Ok(port) = port.trim().parse::<u16>() {
-                        if path.starts_with('/') {
-                            break (port, path.trim().to_owned());
-                        }
-                    }
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "Chromium exited ({status}) before it was ready; its log:\n{}",
-                    log_tail(&log)
-                );
-            }
-            if started.elapsed() > LAUNCH_TIMEOUT {
-                kill_group(&mut child);
-                panic!(
-                    "Chromium did not write {} within {LAUNCH_TIMEOUT:?}; its log:\n{}",
-                    port_file.display(),
-                    log_tail(&log)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (port, ws_path) = launch::Starting {
+            name: "Chromium",
+            ready: "it was ready",
+            child: &mut child,
+            started,
+            timeout: LAUNCH_TIMEOUT,
+            kill: kill_group,
+            log_tail: &|| log_tail(&log),
+        }
+        .wait_for(&port_file, |text| {
+            let mut lines = text.lines();
+            let port = lines.next()?.trim().parse::<u16>().ok()?;
+            let path = lines.next()?;
+            path.starts_with('/')
+                .then(|| (port, path.trim().to_owned()))
+        });
 
         let conn = match Conn::connect(port, &ws_path, log.clone()) {
             Ok(c) => c,
@@ -1174,36 +1151,6 @@ impl PhonePage for Page {
     fn console(&self) -> Vec<String> {
         self.logged(|s| s.console.clone())
     }
-    /// The credentials the authenticator holds.
-    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
-        let r = self.call(
-            "WebAuthn.getCredentials",
-            json!({ "authenticatorId": id.0 }),
-        );
-        let b64 = |v: &Value| {
-            v.as_str().map(|s| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .unwrap_or_else(|e| panic!("CDP gave bad base64 {s:?}: {e}"))
-            })
-        };
-        r["credentials"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|c| Credential::from_json(c, b64, c.clone()))
-            .collect()
-    }
-    /// Whether the authenticator verifies the user from now on (a wrong
-    /// fingerprint when `false`).
-    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
-        self.call(
-            "WebAuthn.setUserVerified",
-            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
-        );
-    }
-
     fn resize(&self, width: u32, height: u32) {
         self.set_viewport(width, height, 2.0, true);
     }
@@ -1254,6 +1201,23 @@ impl Driver for Page {
             self.call("Input.dispatchMouseEvent", ev);
         }
         (x, y)
+    }
+
+    /// CDP's `WebAuthn` domain names WebDriver's commands in camelCase
+    /// and gives `getCredentials`' list as `credentials`.
+    fn authenticator_command(&self, command: &str, id: &AuthenticatorId, params: Value) -> Value {
+        let mut params = params;
+        params["authenticatorId"] = json!(id.0);
+        let mut name = command.chars();
+        let method = match name.next() {
+            Some(first) => format!("WebAuthn.{}{}", first.to_ascii_lowercase(), name.as_str()),
+            None => panic!("no virtual authenticator command named"),
+        };
+        let r = self.call(&method, params);
+        match r.get("credentials") {
+            Some(list) => list.clone(),
+            None => r,
+        }
     }
 
     fn screenshot_base64(&self) -> String {

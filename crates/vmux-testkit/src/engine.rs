@@ -153,10 +153,14 @@ pub trait PhonePage: sealed::Driver {
     /// Console errors and uncaught exceptions so far.
     fn console_errors(&self) -> Vec<String>;
     /// The credentials the page's authenticator holds.
-    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential>;
+    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
+        Credential::all_from_json(&self.authenticator_command("GetCredentials", id, json!({})))
+    }
     /// Whether the authenticator verifies the user from now on (a wrong
     /// fingerprint when `false`).
-    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool);
+    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
+        self.authenticator_command("SetUserVerified", id, json!({ "isUserVerified": verified }));
+    }
 }
 
 /// What each engine does its own way, under the shared [`PhonePage`]
@@ -166,6 +170,8 @@ pub(crate) mod sealed {
     use std::time::Duration;
 
     use serde_json::Value;
+
+    use crate::browser::AuthenticatorId;
 
     /// An engine's primitives.
     pub trait Driver {
@@ -183,6 +189,16 @@ pub(crate) mod sealed {
         fn click_at(&self, x: f64, y: f64) -> (f64, f64);
         /// A PNG screenshot of the viewport, in standard base64.
         fn screenshot_base64(&self) -> String;
+        /// Sends the command `command` of WebDriver's virtual
+        /// authenticators (as WebDriver names it: `GetCredentials`,
+        /// `SetUserVerified`) for the authenticator `id`, with its other
+        /// `params`; returns what it gives (`GetCredentials`: the list).
+        fn authenticator_command(
+            &self,
+            command: &str,
+            id: &AuthenticatorId,
+            params: Value,
+        ) -> Value;
     }
 }
 

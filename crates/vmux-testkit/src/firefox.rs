@@ -20,17 +20,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::browser::{Authenticator, AuthenticatorId, Credential, PHONE, POLL};
+use crate::browser::{Authenticator, AuthenticatorId, PHONE, POLL};
 use crate::engine::sealed::Driver;
 use crate::engine::PhonePage;
-use crate::{ok, WAIT};
+use crate::launch;
+use crate::WAIT;
 
 /// Bound for one Marionette command (each navigation or `wait_for` has
 /// its own bound).
@@ -123,16 +123,7 @@ pub fn firefox_binary() -> Option<PathBuf> {
 /// `certutil` is missing: for tests that skip rather than fail then.
 pub fn check_installed() -> Result<(), String> {
     let firefox = firefox_binary().is_some_and(|p| p.is_file());
-    let certutil = crate::browser::find_on_path(&["certutil"]).is_some();
-    match (firefox, certutil) {
-        (true, true) => Ok(()),
-        (false, true) => Err("Firefox is not installed (apt-get install firefox-esr)".into()),
-        (true, false) => Err("certutil is not installed (apt-get install libnss3-tools)".into()),
-        (false, false) => Err(
-            "Firefox and certutil are not installed (apt-get install firefox-esr libnss3-tools)"
-                .into(),
-        ),
-    }
+    launch::check_installed("Firefox", firefox, "firefox-esr")
 }
 
 /// A headless Firefox with one window (a phone's page) and a Marionette
@@ -163,38 +154,17 @@ impl Firefox {
                  $VMUX_FIREFOX is unset); install it with `apt-get install -y firefox-esr`"
             )
         });
-        let certutil = crate::browser::find_on_path(&["certutil"]).unwrap_or_else(|| {
-            panic!(
-                "certutil is not installed: the browser tests trust their CA through NSS; \
-                 install it with `apt-get install -y libnss3-tools`"
-            )
-        });
-        static LAUNCHED: AtomicU64 = AtomicU64::new(0);
-        let own = dir.join(format!(
-            "firefox-{}",
-            LAUNCHED.fetch_add(1, Ordering::Relaxed)
-        ));
+        let own = launch::launch_dir(dir, "firefox");
         let home = own.join("home");
         let profile = own.join("profile");
-        for d in [&home, &profile] {
-            std::fs::create_dir_all(d)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
-        }
+        launch::create_dirs(&[&home, &profile]);
         let user_js = profile.join("user.js");
         std::fs::write(&user_js, USER_JS)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", user_js.display()));
-        let db = format!("sql:{}", profile.display());
-        ok(Command::new(&certutil).args(["-d", &db, "-N", "--empty-password"]));
-        ok(Command::new(&certutil)
-            .args(["-d", &db, "-A", "-t", "C,,", "-n", "vmux-test", "-i"])
-            .arg(ca_pem));
+        launch::nss_trusting(&profile, &[ca_pem]);
 
         let log = own.join("firefox.log");
-        let log_file = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let log_err = log_file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot duplicate {}: {e}", log.display()));
+        let (log_file, log_err) = launch::log_files(&log);
         let started = Instant::now();
         let mut child = Command::new(&binary)
             // System access: the harness listens to the console service
@@ -231,28 +201,16 @@ impl Firefox {
         // Marionette writes its port here once it listens (port 0 in
         // user.js: no port to guess or race for).
         let port_file = profile.join("MarionetteActivePort");
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                if let Ok(port) = text.trim().parse::<u16>() {
-                    break port;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "Firefox exited ({status}) before Marionette listened; its log:\n{}",
-                    log_tail(&log)
-                );
-            }
-            if started.elapsed() > LAUNCH_TIMEOUT {
-                kill_group(&mut child);
-                panic!(
-                    "Firefox did not write {} within {LAUNCH_TIMEOUT:?}; its log:\n{}",
-                    port_file.display(),
-                    log_tail(&log)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let port = launch::Starting {
+            name: "Firefox",
+            ready: "Marionette listened",
+            child: &mut child,
+            started,
+            timeout: LAUNCH_TIMEOUT,
+            kill: kill_group,
+            log_tail: &|| log_tail(&log),
+        }
+        .wait_for(&port_file, |text| text.trim().parse::<u16>().ok());
         let conn = match Marionette::connect(port, log.clone()) {
             Ok(c) => c,
             Err(e) => {
@@ -468,46 +426,6 @@ impl PhonePage for Firefox {
         }
         lines
     }
-    /// The credentials the authenticator holds. `raw` is what Marionette
-    /// said, except that `privateKey` (PKCS#8) is in standard base64 as
-    /// Chromium gives it.
-    fn credentials(&self, id: &AuthenticatorId) -> Vec<Credential> {
-        let r = self.call(
-            "WebAuthn:GetCredentials",
-            json!({ "authenticatorId": id.0 }),
-        );
-        let b64 = |v: &Value| {
-            v.as_str().map(|s| {
-                let s = s.trim_end_matches('=');
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(s)
-                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
-                    .unwrap_or_else(|e| panic!("Marionette gave bad base64 {s:?}: {e}"))
-            })
-        };
-        r["value"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                let mut raw = c.clone();
-                if let Some(key) = b64(&c["privateKey"]) {
-                    raw["privateKey"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(key));
-                }
-                Credential::from_json(c, b64, raw)
-            })
-            .collect()
-    }
-    /// Whether the authenticator verifies the user from now on.
-    fn set_user_verified(&self, id: &AuthenticatorId, verified: bool) {
-        self.call(
-            "WebAuthn:SetUserVerified",
-            json!({ "authenticatorId": id.0, "isUserVerified": verified }),
-        );
-    }
-
     fn resize(&self, width: u32, height: u32) {
         self.set_viewport(width, height);
     }
@@ -559,6 +477,14 @@ impl Driver for Firefox {
         );
         let _ = self.try_call("WebDriver:ReleaseActions", json!({}));
         (px, py)
+    }
+
+    /// Marionette names the commands as WebDriver does and gives each
+    /// result as `value`.
+    fn authenticator_command(&self, command: &str, id: &AuthenticatorId, params: Value) -> Value {
+        let mut params = params;
+        params["authenticatorId"] = json!(id.0);
+        self.call(&format!("WebAuthn:{command}"), params)["value"].take()
     }
 
     fn screenshot_base64(&self) -> String {

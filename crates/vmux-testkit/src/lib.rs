@@ -23,6 +23,7 @@ pub mod agent;
 pub mod browser;
 pub mod engine;
 pub mod firefox;
+mod launch;
 pub mod pki;
 pub mod process;
 pub mod push_service;
