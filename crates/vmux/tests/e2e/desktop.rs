@@ -12,19 +12,6 @@ use zbus::zvariant::OwnedValue;
 const SERVICE: &str = "org.freedesktop.Notifications";
 const PATH: &str = "/org/freedesktop/Notifications";
 
-/// A private session bus.
-fn session_bus(dir: &std::path::Path) -> (Daemon, String) {
-    let socket = dir.join("bus");
-    let d = Daemon::spawn(
-        "dbus-daemon",
-        std::process::Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address"])
-            .arg(format!("--address=unix:path={}", socket.display())),
-    );
-    let address = d.wait_line(WAIT, |l| l.starts_with("unix:"));
-    (d, address)
-}
-
 /// The arguments of org.freedesktop.Notifications.Notify.
 type NotifyArgs = (
     String,

@@ -18,14 +18,7 @@ struct Keyring {
 }
 
 fn keyring(dir: &Path) -> Keyring {
-    let socket = dir.join("bus");
-    let bus = Daemon::spawn(
-        "dbus-daemon",
-        Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address"])
-            .arg(format!("--address=unix:path={}", socket.display())),
-    );
-    let address = bus.wait_line(WAIT, |l| l.starts_with("unix:"));
+    let (bus, address) = session_bus(dir);
     let (home, run) = (dir.join("keyring-home"), dir.join("keyring-run"));
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&run).unwrap();

@@ -13,19 +13,6 @@ use crate::support::*;
 use futures_util::StreamExt;
 use zbus::zvariant::{OwnedValue, Value};
 
-/// A private session bus.
-fn session_bus(dir: &std::path::Path) -> (Daemon, String) {
-    let socket = dir.join("bus");
-    let d = Daemon::spawn(
-        "dbus-daemon",
-        Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address"])
-            .arg(format!("--address=unix:path={}", socket.display())),
-    );
-    let address = d.wait_line(WAIT, |l| l.starts_with("unix:"));
-    (d, address)
-}
-
 /// The test's tray host.
 struct Watcher {
     registered: mpsc::Sender<(String, String)>,

@@ -164,6 +164,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A private session bus (`dbus-daemon` listening on `dir/bus`), killed
+/// on drop, and its address.
+pub fn session_bus(dir: &Path) -> (Daemon, String) {
+    let socket = dir.join("bus");
+    let d = Daemon::spawn(
+        "dbus-daemon",
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .arg(format!("--address=unix:path={}", socket.display())),
+    );
+    let address = d.wait_line(WAIT, |l| l.starts_with("unix:"));
+    (d, address)
+}
+
 /// How many lines of `text` contain every one of `words`.
 pub fn lines_with(text: &str, words: &[&str]) -> usize {
     text.lines()
