@@ -2,15 +2,18 @@
 //! and `ssh-add` speak it: one connection to an agent's socket
 //! ([`AgentClient`]) that lists identities, asks for signatures and binds
 //! itself to a login session, and the request bodies it sends
-//! ([`sign_request`], [`bind_request`]) for a test that sends them as it
-//! likes. It talks to vmux's agent and to OpenSSH's ssh-agent alike.
+//! ([`sign_request`], [`bind_request`], over the data of a login,
+//! [`login_data`], written with [`put_string`]) for a test that sends
+//! them as it likes. It talks to vmux's agent and to OpenSSH's ssh-agent
+//! alike.
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use vmux_ssh::{put_string, Fields};
+pub use vmux_ssh::put_string;
+use vmux_ssh::Fields;
 
 /// `SSH_AGENT_FAILURE`
 pub const FAILURE: u8 = 5;
@@ -190,6 +193,22 @@ pub fn sign_request(blob: &[u8], data: &[u8], flags: u32) -> Vec<u8> {
     put_string(&mut b, data);
     b.extend_from_slice(&flags.to_be_bytes());
     b
+}
+
+/// The data `ssh` has the agent sign to log in as `user` with a public
+/// key (RFC 4252 §7): the session id, the user, the service and method,
+/// and the key's algorithm `key_type` and `blob`.
+pub fn login_data(session_id: &[u8], user: &str, key_type: &str, blob: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    put_string(&mut data, session_id);
+    data.push(50);
+    put_string(&mut data, user.as_bytes());
+    put_string(&mut data, b"ssh-connection");
+    put_string(&mut data, b"publickey");
+    data.push(1);
+    put_string(&mut data, key_type.as_bytes());
+    put_string(&mut data, blob);
+    data
 }
 
 /// The body of a `session-bind@openssh.com` request: `host`'s public key,

@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut m = (body.len() as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(body);
-    m
-}
-
 fn call(s: &mut UnixStream, body: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.write_all(&frame(body)).unwrap();
@@ -32,50 +21,23 @@ fn call(s: &mut UnixStream, body: &[u8]) -> Vec<u8> {
     a
 }
 
-fn blob_of(line: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(line.split_whitespace().nth(1).unwrap())
-        .unwrap()
-}
-
-/// A session-bind request signed by `host` over `sid`.
-fn bind(host: &ssh_key::PrivateKey, sid: &[u8], forwarding: bool) -> Vec<u8> {
-    use signature::Signer as _;
-    let sig: ssh_key::Signature = host.try_sign(sid).unwrap();
-    let mut b = vec![27];
-    put(&mut b, b"session-bind@openssh.com");
-    put(&mut b, &host.public_key().to_bytes().unwrap());
-    put(&mut b, sid);
-    put(&mut b, &Vec::<u8>::try_from(sig).unwrap());
-    b.push(u8::from(forwarding));
-    b
-}
-
 /// A sign request for `key_blob` over userauth data for `sid`.
 fn sign_login(key_blob: &[u8], sid: &[u8]) -> Vec<u8> {
-    let mut data = Vec::new();
-    put(&mut data, sid);
-    data.push(50);
-    put(&mut data, b"root");
-    put(&mut data, b"ssh-connection");
-    put(&mut data, b"publickey");
-    data.push(1);
-    put(&mut data, b"ecdsa-sha2-nistp256-cert-v01@openssh.com");
-    put(&mut data, key_blob);
-    let mut b = vec![13];
-    put(&mut b, key_blob);
-    put(&mut b, &data);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b
+    let data = login_data(
+        sid,
+        "root",
+        "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+        key_blob,
+    );
+    sign_request(key_blob, &data, 0)
 }
 
 /// A `control@vmux` request, as any client of the socket can write one:
 /// the extension's name, then a string holding the request's JSON.
 fn control(request: serde_json::Value) -> Vec<u8> {
     let mut b = vec![27];
-    put(&mut b, b"control@vmux");
-    put(&mut b, request.to_string().as_bytes());
+    put_string(&mut b, b"control@vmux");
+    put_string(&mut b, request.to_string().as_bytes());
     b
 }
 
@@ -157,7 +119,7 @@ fn a_host_reached_with_ssh_a_cannot_log_in_with_the_session_certificate() {
 #[test]
 fn a_forwarded_connection_gets_no_certificate_signature_and_no_control() {
     let w = forward_world();
-    let cert_blob = blob_of(
+    let cert_blob = key_blob(
         String::from_utf8_lossy(&w.agent.ssh_add(&["-L"]).stdout)
             .lines()
             .find(|l| l.ends_with(" vmux-session-cert"))
@@ -169,7 +131,10 @@ fn a_forwarded_connection_gets_no_certificate_signature_and_no_control() {
     // A local connection bound for authentication: the certificate signs
     // a login for its session.
     let mut local = UnixStream::connect(&w.agent.sock).unwrap();
-    assert_eq!(call(&mut local, &bind(&host, b"sid-local", false)), [6]);
+    assert_eq!(
+        call(&mut local, &bind_request(&host, b"sid-local", false)),
+        [6]
+    );
     assert_eq!(
         call(&mut local, &sign_login(&cert_blob, b"sid-local"))[0],
         14
@@ -180,8 +145,11 @@ fn a_forwarded_connection_gets_no_certificate_signature_and_no_control() {
     // What a hop's process sends: our ssh binds the forwarded connection
     // first, then the hop binds its own onward login.
     let mut fwd = UnixStream::connect(&w.agent.sock).unwrap();
-    assert_eq!(call(&mut fwd, &bind(&host, b"sid-hop", true)), [6]);
-    assert_eq!(call(&mut fwd, &bind(&host, b"sid-onward", false)), [6]);
+    assert_eq!(call(&mut fwd, &bind_request(&host, b"sid-hop", true)), [6]);
+    assert_eq!(
+        call(&mut fwd, &bind_request(&host, b"sid-onward", false)),
+        [6]
+    );
     let ids = call(&mut fwd, &[11]);
     assert_eq!(ids[0], 12);
     assert!(
@@ -354,7 +322,7 @@ fn a_known_hosts_symlink_flipped_to_a_fifo_freezes_no_client() {
             }
         })
     };
-    let key_blob: String = blob_of(&w.key_line)
+    let key_blob: String = key_blob(&w.key_line)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

@@ -246,11 +246,6 @@ fn steal_agent_home(from: &Path, to: &Path) {
     }
 }
 
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 /// Finding 4: with a copy of the agent's identity and state, while a
 /// window for an ssh login is open, a thief asks for an `ssh-keygen -Y`
 /// signature (a git commit): through a vmux agent started from the copy,
@@ -282,17 +277,12 @@ fn a_stolen_agent_identity_gets_no_sshsig_under_a_login_window() {
     // and every claim of the window's login (host, user, quality, process,
     // executable).
     let identity = vmux_link::Identity::load(&thief.home.join("agent-identity")).unwrap();
-    let key_blob = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(s.key_line.split_whitespace().nth(1).unwrap())
-            .unwrap()
-    };
+    let key_blob = key_blob(&s.key_line);
     let mut data = b"SSHSIG".to_vec();
-    put(&mut data, b"git");
-    put(&mut data, b"");
-    put(&mut data, b"sha512");
-    put(&mut data, &[7; 64]);
+    put_string(&mut data, b"git");
+    put_string(&mut data, b"");
+    put_string(&mut data, b"sha512");
+    put_string(&mut data, &[7; 64]);
     let context = vmux_proto::SignContext {
         quality: vmux_proto::ContextQuality::Verified,
         dest_host: Some(field(&granted, "host").into()),

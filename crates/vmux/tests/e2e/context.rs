@@ -91,11 +91,6 @@ fn a_signature_through_a_forwarded_agent_is_marked_forwarded() {
     assert!(audit.contains("(forwarded)"), "{audit}");
 }
 
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 #[test]
 fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
     let (_d, signer, agent, _sshd, key_line) = world(|_| "x.test".into(), false, "");
@@ -104,16 +99,11 @@ fn a_bad_session_bind_or_a_mismatched_session_id_is_never_verified() {
         ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
     let bind = |sid: &[u8], signed: &[u8]| bind_request_signing(&host, sid, signed, false);
     let sign = |sid: &[u8]| {
-        let mut data = Vec::new();
-        put(&mut data, sid);
-        data.push(50);
-        put(&mut data, b"mallory");
-        put(&mut data, b"ssh-connection");
-        put(&mut data, b"publickey");
-        data.push(1);
-        put(&mut data, b"ssh-ed25519");
-        put(&mut data, &key_blob);
-        sign_request(&key_blob, &data, 0)
+        sign_request(
+            &key_blob,
+            &login_data(sid, "mallory", "ssh-ed25519", &key_blob),
+            0,
+        )
     };
     // A bind whose signature is over another session id: refused.
     let mut s = agent.client();

@@ -9,7 +9,10 @@
 pub mod netns;
 pub mod phone;
 pub mod pty;
-pub use vmux_testkit::agent::{bind_request_signing, frame, key_blob, sign_request, AgentClient};
+pub use vmux_testkit::agent::{
+    bind_request, bind_request_signing, frame, key_blob, login_data, put_string, sign_request,
+    AgentClient,
+};
 pub use vmux_testkit::engine::PhonePage;
 pub use vmux_testkit::vmux::pairing_code_of;
 pub use vmux_testkit::{browser, engine, pki};
