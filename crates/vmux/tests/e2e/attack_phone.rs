@@ -413,13 +413,7 @@ fn a_stolen_session_cookie_neither_unpairs_nor_subscribes_nor_removes_a_subscrip
     let mut other = vmux_webauthn::testing::SoftAuthenticator::new(RP_HOST, &world.origin);
     let forged = other.get(&B64URL.decode(&challenge).unwrap());
     let fields = |a: &vmux_webauthn::testing::Assertion, challenge: &str| {
-        json!({
-            "challenge": challenge,
-            "credential_id": B64URL.encode(&a.credential_id),
-            "authenticator_data": B64URL.encode(&a.authenticator_data),
-            "client_data_json": B64URL.encode(&a.client_data_json),
-            "signature": B64URL.encode(&a.signature),
-        })
+        assertion_json(a, json!({ "challenge": challenge }))
     };
     let (s, body) = post(&unpair, fields(&forged, &challenge));
     assert_eq!(s, 403, "unpair with another passkey: {body}");

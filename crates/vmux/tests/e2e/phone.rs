@@ -39,6 +39,29 @@ fn pair<E: BrowserEngine>(
     agent
 }
 
+/// Where a test of logins approved on the phone starts: a signer serving
+/// the page (`signer.toml` = `config`) in engine `E`, a phone signed in,
+/// an agent (with `agent_args`) paired on it, and an sshd (with
+/// `sshd_extra`) that takes the signer's keys; with the test's directory.
+fn logins<E: BrowserEngine>(
+    config: &str,
+    agent_args: &[&str],
+    sshd_extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    PhoneWorld<E>,
+    Phone<E::Page>,
+    Agent,
+    Sshd,
+) {
+    let dir = test_dir();
+    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", config, &[]);
+    let phone = world.signed_in_phone("pixel");
+    let agent = pair(&world, &phone, dir.path(), agent_args);
+    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), sshd_extra);
+    (dir, world, phone, agent, sshd)
+}
+
 /// The first request's id and challenge as the page received them.
 fn first_card<P: PhonePage>(phone: &Phone<P>) -> (String, Vec<u8>) {
     let state = page_state(phone);
@@ -229,11 +252,8 @@ in_both_engines!(
 /// nothing; Deny fails the login; with no page open a login fails in
 /// bounded time; in engine `E`.
 fn unverified_and_denied_logins_fail<E: BrowserEngine>() {
-    let dir = test_dir();
-    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
-    let phone = world.signed_in_phone("pixel");
-    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "8"]);
-    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let (_dir, world, phone, agent, sshd) =
+        logins::<E>(NO_AUTO_CERT, &["--sign-timeout", "8"], &[]);
 
     let ssh = ssh_spawn(&sshd, &agent, 60);
     phone.card_text("sign");
@@ -290,16 +310,11 @@ in_both_engines!(
 /// An approval window ticked on the card covers the same login to the
 /// same host only, in engine `E`.
 fn a_window_covers_that_host_only<E: BrowserEngine>() {
-    let dir = test_dir();
-    let world = PhoneWorld::<E>::start_in(
-        dir.path(),
-        "phone",
+    let (dir, world, phone, agent, sshd) = logins::<E>(
         &format!("max_approval_window_seconds = 3600\n{NO_AUTO_CERT}"),
         &[],
+        &[],
     );
-    let phone = world.signed_in_phone("pixel");
-    let agent = pair(&world, &phone, dir.path(), &[]);
-    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
 
     let ssh = ssh_spawn(&sshd, &agent, 60);
     let card = phone.card_text("sign");
@@ -397,11 +412,7 @@ fn two_phones_one_approves_the_card_leaves_the_other_and_a_removed_phone_cannot_
 #[test]
 fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_phones_over_this_request(
 ) {
-    let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.signed_in_phone("pixel");
-    let agent = pair(&world, &phone, dir.path(), &[]);
-    let sshd = Sshd::start(dir.path(), &world.signer.public_lines(), &[]);
+    let (_dir, world, phone, agent, sshd) = logins::<browser::Browser>(NO_AUTO_CERT, &[], &[]);
     let first = ssh_spawn(&sshd, &agent, 90);
     phone.card_text("sign");
     let (id, challenge) = first_card(&phone);
@@ -437,13 +448,7 @@ fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_
         phone.fetch(
             "POST",
             &format!("/api/requests/{id}/approve"),
-            &json!({
-                "window": window,
-                "credential_id": B64URL.encode(&a.credential_id),
-                "authenticator_data": B64URL.encode(&a.authenticator_data),
-                "client_data_json": B64URL.encode(&a.client_data_json),
-                "signature": B64URL.encode(&a.signature),
-            }),
+            &assertion_json(a, json!({ "window": window })),
         )
     };
     // An unenrolled passkey (right challenge, right origin).
@@ -483,13 +488,7 @@ fn the_api_refuses_no_session_a_foreign_origin_and_assertions_that_are_not_this_
     let r = phone.fetch(
         "POST",
         &format!("/api/requests/{id2}/approve"),
-        &json!({
-            "window": false,
-            "credential_id": B64URL.encode(&approval.credential_id),
-            "authenticator_data": B64URL.encode(&approval.authenticator_data),
-            "client_data_json": B64URL.encode(&approval.client_data_json),
-            "signature": B64URL.encode(&approval.signature),
-        }),
+        &assertion_json(&approval, json!({ "window": false })),
     );
     assert_eq!(r["status"], 403, "a replayed approval: {r}");
     phone.tap("sign", "Deny");
@@ -669,13 +668,9 @@ fn the_page_stores_a_push_subscription_per_phone_shown_by_signer_phones_and_remo
 /// Ten waiting logins approved with one tap on **Approve all 10**, in
 /// engine `E`.
 fn ten_logins_approved_with_one_tap<E: BrowserEngine>() {
-    let dir = test_dir();
-    let world = PhoneWorld::<E>::start_in(dir.path(), "phone", NO_AUTO_CERT, &[]);
-    let phone = world.signed_in_phone("pixel");
-    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
-    let sshd = Sshd::start(
-        dir.path(),
-        &world.signer.public_lines(),
+    let (dir, world, phone, agent, sshd) = logins::<E>(
+        NO_AUTO_CERT,
+        &["--sign-timeout", "120"],
         &["MaxStartups 100"],
     );
     let logins: Vec<_> = (0..10).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
@@ -756,13 +751,9 @@ in_both_engines!(
 #[test]
 fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swapped_or_stretched_is_refused(
 ) {
-    let dir = test_dir();
-    let world = PhoneWorld::start(dir.path(), NO_AUTO_CERT, &[]);
-    let phone = world.signed_in_phone("pixel");
-    let agent = pair(&world, &phone, dir.path(), &["--sign-timeout", "120"]);
-    let sshd = Sshd::start(
-        dir.path(),
-        &world.signer.public_lines(),
+    let (_dir, world, phone, agent, sshd) = logins::<browser::Browser>(
+        NO_AUTO_CERT,
+        &["--sign-timeout", "120"],
         &["MaxStartups 100"],
     );
     let listed: Vec<_> = (0..3).map(|_| ssh_spawn(&sshd, &agent, 150)).collect();
@@ -794,13 +785,7 @@ fn an_approve_all_assertion_approves_only_its_list_and_replayed_reordered_swappe
         phone.fetch(
             "POST",
             "/api/requests/approve-all",
-            &json!({
-                "ids": ids,
-                "credential_id": B64URL.encode(&a.credential_id),
-                "authenticator_data": B64URL.encode(&a.authenticator_data),
-                "client_data_json": B64URL.encode(&a.client_data_json),
-                "signature": B64URL.encode(&a.signature),
-            }),
+            &assertion_json(a, json!({ "ids": ids })),
         )
     };
     let (a, b, c) = (&ids[0], &ids[1], &ids[2]);

@@ -244,6 +244,23 @@ impl<E: BrowserEngine> PhoneWorld<E> {
     }
 }
 
+/// The JSON the page posts for the passkey assertion `a` (its credential
+/// id, authenticator data, client data and signature in base64url), with
+/// the fields of the object `with` (e.g. `window`) added.
+pub fn assertion_json(a: &vmux_webauthn::testing::Assertion, with: Value) -> Value {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut body = json!({
+        "credential_id": b64(&a.credential_id),
+        "authenticator_data": b64(&a.authenticator_data),
+        "client_data_json": b64(&a.client_data_json),
+        "signature": b64(&a.signature),
+    });
+    if let (Some(body), Value::Object(with)) = (body.as_object_mut(), with) {
+        body.extend(with);
+    }
+    body
+}
+
 impl<P: PhonePage> Phone<P> {
     /// Waits until the page's message line says exactly `text`.
     pub fn wait_message(&self, text: &str) {
