@@ -104,15 +104,39 @@ fn world_with_desktop_config(
     (signer, agent, sshd)
 }
 
+/// A notification server that answers every prompt with `answer`, a
+/// signer approving on the desktop, an agent connected to it and an sshd
+/// (dropped in that order, the directory last).
+struct Answering {
+    sshd: Sshd,
+    agent: Agent,
+    signer: Signer,
+    shown: Shown,
+    _bus: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+fn answering(answer: &'static str) -> Answering {
+    let dir = test_dir();
+    let (bus, address) = session_bus(dir.path());
+    let shown = notification_server(address.clone(), answer);
+    let (signer, agent, sshd) = world_with_desktop(&address, &dir);
+    agent.wait_connected(1);
+    Answering {
+        sshd,
+        agent,
+        signer,
+        shown,
+        _bus: bus,
+        _dir: dir,
+    }
+}
+
 #[test]
 fn approve_on_the_desktop_signs_and_the_notification_says_who_asks() {
-    let dir = test_dir();
-    let (_bus, address) = session_bus(dir.path());
-    let shown = notification_server(address.clone(), "approve");
-    let (_signer, agent, sshd) = world_with_desktop(&address, &dir);
-    agent.wait_connected(1);
-    sshd.assert_login(&agent, "login");
-    let shown = shown.lock().unwrap();
+    let w = answering("approve");
+    w.sshd.assert_login(&w.agent, "login");
+    let shown = w.shown.lock().unwrap();
     assert_eq!(shown.len(), 2, "pairing, then the signature: {shown:?}");
     let (summary, body, actions) = &shown[1];
     assert_eq!(summary, "vmux: SSH signature requested");
@@ -125,13 +149,9 @@ fn approve_on_the_desktop_signs_and_the_notification_says_who_asks() {
 
 #[test]
 fn deny_on_the_desktop_refuses() {
-    let dir = test_dir();
-    let (_bus, address) = session_bus(dir.path());
-    let _shown = notification_server(address.clone(), "deny");
-    let (signer, agent, sshd) = world_with_desktop(&address, &dir);
-    agent.wait_connected(1);
-    assert!(!sshd.ssh(&agent, &[], "true").status.success());
-    signer
+    let w = answering("deny");
+    assert!(!w.sshd.ssh(&w.agent, &[], "true").status.success());
+    w.signer
         .daemon()
         .wait_line(WAIT, |l| l.contains("userDenied"));
 }
