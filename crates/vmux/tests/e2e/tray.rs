@@ -126,6 +126,15 @@ struct Desktop {
     notes: Notes,
 }
 
+/// A test's directory, a private session bus and its address, and the
+/// test's [`Desktop`] on it (a tray host too when `host`).
+fn on_a_desktop(host: bool) -> (tempfile::TempDir, Daemon, String, Desktop) {
+    let dir = test_dir();
+    let (bus, address) = session_bus(dir.path());
+    let desktop = Desktop::start(&address, host);
+    (dir, bus, address, desktop)
+}
+
 impl Desktop {
     /// Connects to `address`; serves the notification server, and the
     /// tray host when `host`.
@@ -190,6 +199,14 @@ impl Desktop {
                 .await
                 .unwrap();
         });
+    }
+
+    /// Waits for an item to register and its menu to say it is connected
+    /// to the signer `pi`; returns the bus name to read it at.
+    fn wait_connected_item(&self) -> String {
+        let item = self.wait_registered();
+        self.wait_menu(&item, |l| l.first().is_some_and(|l| l == "Connected to pi"));
+        item
     }
 
     /// Waits for an item to register; returns the bus name to read it at.
@@ -532,15 +549,29 @@ fn the_menu_says_what_status_says_and_its_entries_work() {
     assert!(agent.ssh_add(&["-l"]).status.success());
 }
 
-/// An approver that waits for the test's answer on a FIFO (the person at
-/// the signer), for sign requests only.
-fn held_approver(dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    held_approver_for(dir, "sign")
+/// A signer `pi` with an Ed25519 key `comment` (its public line) and no
+/// automatic certificate, whose approver holds requests of `kind`
+/// ([`held_approver`]), and an agent `laptop` paired with it; and the
+/// FIFO the approver waits on.
+fn held_world(
+    dir: &std::path::Path,
+    kind: &str,
+    comment: &str,
+) -> (Signer, String, Agent, std::path::PathBuf) {
+    let mut signer = Signer::init(dir, "pi");
+    let line = signer.keygen("ed25519", comment);
+    signer.config("[certificates]\nauto_issue = false\n");
+    let (approve, fifo) = held_approver(dir, kind);
+    signer.start_approving("127.0.0.1:0", &approve, &[]);
+    let mut agent = Agent::new(dir, "laptop");
+    agent.start_with(&signer, &[]);
+    (signer, line, agent, fifo)
 }
 
-/// The same for requests of `kind` (`VMUX_REQUEST_KIND`); it approves
+/// An approver that waits for the test's answer on a FIFO (the person at
+/// the signer) for requests of `kind` (`VMUX_REQUEST_KIND`); it approves
 /// others at once.
-fn held_approver_for(dir: &std::path::Path, kind: &str) -> (String, std::path::PathBuf) {
+fn held_approver(dir: &std::path::Path, kind: &str) -> (String, std::path::PathBuf) {
     let fifo = dir.join("answer");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
@@ -560,20 +591,11 @@ fn held_approver_for(dir: &std::path::Path, kind: &str) -> (String, std::path::P
 
 #[test]
 fn a_waiting_login_notifies_once_and_closes_when_answered_and_a_denial_says_so() {
-    let dir = test_dir();
-    let (_bus, address) = session_bus(dir.path());
-    let desktop = Desktop::start(&address, true);
-    let mut signer = Signer::init(dir.path(), "pi");
-    let line = signer.keygen("ed25519", "desk-key");
-    signer.config("[certificates]\nauto_issue = false\n");
-    let (approve, fifo) = held_approver(dir.path());
-    signer.start_approving("127.0.0.1:0", &approve, &[]);
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let (dir, _bus, address, desktop) = on_a_desktop(true);
+    let (_signer, line, agent, fifo) = held_world(dir.path(), "sign", "desk-key");
     let sshd = Sshd::start(dir.path(), &format!("{line}\n"), &[]);
     let _tray = start_tray(&agent, &address);
-    let item = desktop.wait_registered();
-    desktop.wait_menu(&item, |l| l.first().is_some_and(|l| l == "Connected to pi"));
+    let item = desktop.wait_connected_item();
 
     let login = |sshd: &Sshd| {
         let mut c = Command::new("ssh");
@@ -691,9 +713,7 @@ async fn click_notification(conn: &zbus::Connection, id: u32, key: &str) {
 
 #[test]
 fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
-    let dir = test_dir();
-    let (_bus, address) = session_bus(dir.path());
-    let desktop = Desktop::start(&address, false);
+    let (dir, _bus, address, desktop) = on_a_desktop(false);
     let mut signer = Signer::init(dir.path(), "pi");
     signer.keygen("ed25519", "work");
     signer.start();
@@ -831,19 +851,10 @@ fn the_system_wide_entry_starts_no_tray_for_a_user_who_never_ran_the_agent_and_u
 
 #[test]
 fn clicks_while_a_certificate_request_waits_ask_the_signer_once() {
-    let dir = test_dir();
-    let (_bus, address) = session_bus(dir.path());
-    let desktop = Desktop::start(&address, true);
-    let mut signer = Signer::init(dir.path(), "pi");
-    signer.keygen("ed25519", "work");
-    signer.config("[certificates]\nauto_issue = false\n");
-    let (approve, fifo) = held_approver_for(dir.path(), "certificate");
-    signer.start_approving("127.0.0.1:0", &approve, &[]);
-    let mut agent = Agent::new(dir.path(), "laptop");
-    agent.start_with(&signer, &[]);
+    let (dir, _bus, address, desktop) = on_a_desktop(true);
+    let (signer, _, agent, fifo) = held_world(dir.path(), "certificate", "work");
     let tray = start_tray(&agent, &address);
-    let item = desktop.wait_registered();
-    desktop.wait_menu(&item, |l| l.first().is_some_and(|l| l == "Connected to pi"));
+    let item = desktop.wait_connected_item();
     // Any client of the session bus can click the menu: a burst of
     // Request Certificate clicks while the person at the signer has not
     // answered the first is one request, not a flood of prompts.
