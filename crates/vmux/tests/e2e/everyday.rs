@@ -10,15 +10,10 @@ use crate::support::*;
 fn install_print_gives_units_systemd_accepts() {
     let dir = test_dir();
     let home = dir.path().join("vmux-home");
-    let out = ok(vmux()
-        .arg("--home")
-        .arg(&home)
-        .args(["agent", "install", "--print"]));
     let units = dir.path().join("units");
     std::fs::create_dir_all(&units).unwrap();
     let mut names = Vec::new();
-    for block in out.split("# ").filter(|b| !b.trim().is_empty()) {
-        let (path, body) = block.split_once('\n').unwrap();
+    for (path, body) in agent_install_print(&home) {
         let name = path.rsplit('/').next().unwrap().to_owned();
         std::fs::write(units.join(&name), body).unwrap();
         names.push(name);

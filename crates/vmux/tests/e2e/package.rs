@@ -15,8 +15,7 @@ fn the_packaged_user_units_are_what_agent_install_writes_for_usr_bin_vmux() {
         .env_remove("VMUX_HOME"));
     let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/systemd/user");
     let mut seen = 0;
-    for block in out.split("# ").filter(|b| !b.trim().is_empty()) {
-        let (path, body) = block.split_once('\n').unwrap();
+    for (path, body) in printed_files(&out) {
         let name = path.rsplit('/').next().unwrap();
         if !name.starts_with("vmux-agent.") {
             continue;

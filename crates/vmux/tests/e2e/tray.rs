@@ -769,21 +769,11 @@ fn the_pairing_code_shows_as_a_notification_and_confirming_there_pairs() {
 fn install_starts_the_tray_with_graphical_sessions() {
     let dir = test_dir();
     let home = dir.path().join("my home");
-    let out = ok(vmux()
-        .arg("--home")
-        .arg(&home)
-        .args(["agent", "install", "--print"]));
-    let block = out
-        .split("# ")
-        .find(|b| {
-            b.starts_with('/')
-                && b.lines()
-                    .next()
-                    .unwrap()
-                    .ends_with("/autostart/vmux-tray.desktop")
-        })
-        .unwrap_or_else(|| panic!("no autostart entry in {out}"));
-    let (_, body) = block.split_once('\n').unwrap();
+    let files = agent_install_print(&home);
+    let (_, body) = files
+        .iter()
+        .find(|(path, _)| path.starts_with('/') && path.ends_with("/autostart/vmux-tray.desktop"))
+        .unwrap_or_else(|| panic!("no autostart entry in {files:?}"));
     let entry = dir.path().join("vmux-tray.desktop");
     std::fs::write(&entry, body).unwrap();
     let Ok(check) = Command::new("desktop-file-validate").arg(&entry).output() else {

@@ -167,6 +167,28 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// The files a `--print` of `vmux agent install` or `vmux signer
+/// install` shows in `out`: each as its `# PATH` line's path and the
+/// contents under it.
+pub fn printed_files(out: &str) -> Vec<(String, String)> {
+    out.split("# ")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| {
+            let (path, body) = b.split_once('\n').expect("a # PATH line");
+            (path.to_owned(), body.to_owned())
+        })
+        .collect()
+}
+
+/// The files `vmux agent install` would write for the home `home`
+/// ([`printed_files`] of its `--print`).
+pub fn agent_install_print(home: &Path) -> Vec<(String, String)> {
+    printed_files(&ok(vmux()
+        .arg("--home")
+        .arg(home)
+        .args(["agent", "install", "--print"])))
+}
+
 /// A private session bus (`dbus-daemon` listening on `dir/bus`), killed
 /// on drop, and its address.
 pub fn session_bus(dir: &Path) -> (Daemon, String) {
