@@ -158,6 +158,7 @@ impl Standin {
         let scope = format!("article.card[data-id={}]", js_str(&card.id));
         self.page.click_button_in(&scope, "Approve");
         let js = SETTLED
+            .replace("__WHEN__", WHEN)
             .replace("__ID__", &js_str(&card.id))
             .replace("__MS__", &SETTLE.as_millis().to_string());
         match self.page.try_eval(&js) {
@@ -182,6 +183,7 @@ impl Standin {
         let mut failed: Vec<String> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let js = NEXT
+                .replace("__WHEN__", WHEN)
                 .replace("__SKIP__", &Value::from(failed.clone()).to_string())
                 .replace("__MS__", &LOOK.as_millis().to_string());
             let next = match self.page.try_eval(&js) {
@@ -248,11 +250,25 @@ fn js_str(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
 }
 
-/// Resolves, as soon as there is one (watching the page's DOM, no
-/// polling) or after `__MS__` ms with `null`: `{signin: true}` when the
-/// page shows its Sign in button, else the first card not in `__SKIP__`
-/// whose Approve button is enabled.
-const NEXT: &str = r#"((skip, ms) => new Promise((resolve) => {
+/// `(check, watch, ms, late) => Promise`: resolves with `check()`'s value
+/// as soon as it gives one, looking again at each change of the page's
+/// DOM that `watch` (`MutationObserver` options on the body) covers (no
+/// polling), or after `ms` ms with `late()`. `NEXT` and `SETTLED` wait
+/// with it (`__WHEN__`).
+const WHEN: &str = r#"((check, watch, ms, late) => new Promise((resolve) => {
+  const now = check();
+  if (now) return resolve(now);
+  let timer = 0;
+  const mo = new MutationObserver(() => { const v = check(); if (v) done(v); });
+  const done = (v) => { clearTimeout(timer); mo.disconnect(); resolve(v); };
+  mo.observe(document.body, watch);
+  timer = setTimeout(() => done(late()), ms);
+}))"#;
+
+/// Resolves, as soon as there is one ([`WHEN`]) or after `__MS__` ms
+/// with `null`: `{signin: true}` when the page shows its Sign in button,
+/// else the first card not in `__SKIP__` whose Approve button is enabled.
+const NEXT: &str = r#"((skip, ms) => {
   const pick = () => {
     const view = document.getElementById('view-signin');
     const signin = document.getElementById('signin-button');
@@ -268,19 +284,13 @@ const NEXT: &str = r#"((skip, ms) => new Promise((resolve) => {
     }
     return null;
   };
-  const now = pick();
-  if (now) return resolve(now);
-  let timer = 0;
-  const mo = new MutationObserver(() => { const v = pick(); if (v) done(v); });
-  const done = (v) => { clearTimeout(timer); mo.disconnect(); resolve(v); };
-  mo.observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['disabled', 'class', 'hidden'] });
-  timer = setTimeout(() => done(pick()), ms);
-}))(__SKIP__, __MS__)"#;
+  return __WHEN__(pick, { childList: true, subtree: true, attributes: true, attributeFilter: ['disabled', 'class', 'hidden'] }, ms, pick);
+})(__SKIP__, __MS__)"#;
 
-/// Resolves once the tapped card `__ID__` is settled: `{ok: true}` when it
-/// left the page, `{ok: false, error}` when it shows an error and is no
-/// longer busy, or after `__MS__` ms.
-const SETTLED: &str = r#"((id, ms) => new Promise((resolve) => {
+/// Resolves once the tapped card `__ID__` is settled ([`WHEN`]): `{ok:
+/// true}` when it left the page, `{ok: false, error}` when it shows an
+/// error and is no longer busy, or after `__MS__` ms.
+const SETTLED: &str = r#"((id, ms) => {
   const check = () => {
     const c = [...document.querySelectorAll('#cards article.card')].find((e) => e.dataset.id === id);
     if (!c) return { ok: true };
@@ -288,14 +298,9 @@ const SETTLED: &str = r#"((id, ms) => new Promise((resolve) => {
     if (!c.classList.contains('busy') && e && e.textContent.trim()) return { ok: false, error: e.textContent.trim() };
     return null;
   };
-  const now = check();
-  if (now) return resolve(now);
-  let timer = 0;
-  const mo = new MutationObserver(() => { const v = check(); if (v) done(v); });
-  const done = (v) => { clearTimeout(timer); mo.disconnect(); resolve(v); };
-  mo.observe(document.body, { childList: true, subtree: true, attributes: true, characterData: true });
-  timer = setTimeout(() => done(check() || { ok: false, error: 'the page did not settle it within ' + ms + ' ms' }), ms);
-}))(__ID__, __MS__)"#;
+  const late = () => check() || { ok: false, error: 'the page did not settle it within ' + ms + ' ms' };
+  return __WHEN__(check, { childList: true, subtree: true, attributes: true, characterData: true }, ms, late);
+})(__ID__, __MS__)"#;
 
 /// Marks in the page (`window.vmuxSawEnrolled`) whether "This phone was
 /// added" has been on screen since: the page hides it again as soon as a
