@@ -20,7 +20,6 @@ use vmux_proto::{ErrorCode, Message, SignContext, SignRequest};
 /// never answers), holds signatures while `hold-signs` exists until
 /// `release` appears (at most 30 s), and approves everything else.
 fn holding_approver(dir: &Path) -> (String, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
     let d = dir.join("holding-approver");
     std::fs::create_dir_all(&d).unwrap();
     let prog = d.join("approve");
@@ -40,8 +39,7 @@ exit 0
 "#,
         d.display()
     );
-    std::fs::write(&prog, script).unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&prog, &script);
     std::fs::write(d.join("log"), "").unwrap();
     (format!("command:{}", prog.display()), d)
 }

@@ -3,7 +3,6 @@
 //! against the signer that keyed windows on the agent's strings and
 //! checked the lock only before asking.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,8 +49,7 @@ impl Setup {
         let approver = dir.path().join("attack-approver");
         std::fs::create_dir_all(&approver).unwrap();
         let prog = approver.join("approve");
-        std::fs::write(&prog, APPROVER).unwrap();
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&prog, APPROVER);
         signer.start_approving("127.0.0.1:0", &format!("command:{}", prog.display()), &[]);
         let a = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);
         let b = Sshd::start(dir.path(), &format!("{key_line}\n"), &[]);

@@ -153,9 +153,7 @@ fn stand_in_tailscale(bin: &Path, name: &str, pki: &TestPki) {
         pki.key_pem().display()
     );
     let path = bin.join("tailscale");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&path, &script);
 }
 
 /// A phone: an isolated page of `browser` with its own authenticator.
@@ -447,9 +445,13 @@ fn only_the_owner_with_the_open_prompts_code_confirms_a_pairing_at_the_control_s
     signer.keygen("ecdsa", "work");
     // An approver that never says yes: only the control socket can.
     let hold = dir.path().join("hold");
-    std::fs::write(&hold, "#!/bin/sh\nsleep 50\nexit 1\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(
+        &hold,
+        "#!/bin/sh
+sleep 50
+exit 1
+",
+    );
     signer.start_approving("127.0.0.1:0", &format!("command:{}", hold.display()), &[]);
     let mut agent = Agent::unconfirmed(dir.path(), "desk");
     agent.start(&["--signer", &signer.addr]);
@@ -479,6 +481,7 @@ fn only_the_owner_with_the_open_prompts_code_confirms_a_pairing_at_the_control_s
 
     // Another user, with the socket opened wide so that only the peer
     // check stands in the way, and the right code: refused, no answer.
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&signer.home, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let answer = control_as_nobody(

@@ -95,8 +95,7 @@ fn a_signer_killed_mid_request_fails_the_waiting_client_fast_and_comes_back() {
     signer.config("approval_timeout_seconds = 60\n[certificates]\nauto_issue = false\n");
     // An approver that never answers, so the request is in flight.
     let slow = dir.path().join("slow-approver");
-    std::fs::write(&slow, "#!/bin/sh\n[ \"$VMUX_REQUEST_KIND\" = pair ] && exit 0\necho asked >> \"$0.log\"\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_script(&slow, "#!/bin/sh\n[ \"$VMUX_REQUEST_KIND\" = pair ] && exit 0\necho asked >> \"$0.log\"\nexec sleep 600\n");
     signer.start_approving("127.0.0.1:0", &format!("command:{}", slow.display()), &[]);
     let addr = signer.addr.clone();
     let mut agent = Agent::new(dir.path(), "laptop");

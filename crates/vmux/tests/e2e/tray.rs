@@ -576,16 +576,13 @@ fn held_approver(dir: &std::path::Path, kind: &str) -> (String, std::path::PathB
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     let prog = dir.join("held-approver");
-    std::fs::write(
+    write_script(
         &prog,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"asked: $VMUX_REQUEST_KIND\" >&2\n[ \"$VMUX_REQUEST_KIND\" = {kind} ] || exit 0\nread answer < '{}'\n[ \"$answer\" = yes ]\n",
             fifo.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     (format!("command:{}", prog.display()), fifo)
 }
 

@@ -167,6 +167,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Writes `text` to `path` as a program (mode 0755): an approver, or a
+/// stand-in for a command, that a test's signer or agent runs.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+}
+
 /// The files a `--print` of `vmux agent install` or `vmux signer
 /// install` shows in `out`: each as its `# PATH` line's path and the
 /// contents under it.
@@ -301,8 +309,7 @@ impl Signer {
         let approver_dir = dir.join(format!("approver-{name}"));
         std::fs::create_dir_all(&approver_dir).expect("approver dir");
         let prog = approver_dir.join("approve");
-        std::fs::write(&prog, APPROVER).expect("approver");
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_script(&prog, APPROVER);
         std::fs::write(approver_dir.join("approvals.log"), "").expect("log");
         Signer {
             home,
