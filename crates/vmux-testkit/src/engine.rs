@@ -20,9 +20,10 @@ use crate::firefox::{self, Firefox};
 
 /// A phone's page, as a person uses it: open a link, read, tap; and the
 /// virtual authenticator behind it. What is the same in both engines
-/// (waiting, reading, finding and clicking a button, a checkbox) is
-/// written once here, over the few things each engine does its own way
-/// (evaluating, a mouse click, a screenshot: [`sealed::Driver`]).
+/// (waiting, reading, finding and clicking a button, a checkbox, the
+/// authenticator's credentials) is written once here, over the few things
+/// each engine does its own way (evaluating, a mouse click, a screenshot,
+/// a command to the virtual authenticator: [`sealed::Driver`]).
 pub trait PhonePage: sealed::Driver {
     /// Navigates and waits (at most [`PhonePage::wait`]) for the load
     /// event; panics if it fails (e.g. a certificate error).
