@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use vmux_home::sync::lock;
-use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, StaticKey};
+use vmux_link::{open_as_signer, Channel, ChannelWriter, Identity, Peer, StaticKey};
 use vmux_proto::{CertResponse, ErrorCode, KeyRecord, Message, SignResponse};
 
 use crate::audit::AuditLog;
@@ -262,61 +262,48 @@ impl<A: Approver + 'static> Server<A> {
         writer
             .send(&Message::WakeEndpoint(self.parts.wake.clone()))
             .await?;
-        let writer = Arc::new(Mutex::new(writer));
-        let agent = Arc::new(agent);
-        let in_flight = self.in_flight.for_agent(&agent.static_key);
+        let link = Link {
+            mine: self.in_flight.for_agent(&agent.static_key),
+            total: self.in_flight.total.clone(),
+            writer: Arc::new(Mutex::new(writer)),
+            agent: Arc::new(agent),
+        };
         loop {
             // Agents ping every 15 s; a minute of silence is a dead link.
             let msg = reader.recv_within(AGENT_SILENCE).await?;
             match msg {
                 Message::KeyListRequest => {
                     let keys = self.key_records();
-                    debug!(agent = %agent.id, count = keys.len(), "sending key list");
-                    writer.lock().await.send(&Message::KeyList(keys)).await?;
+                    debug!(agent = %link.agent.id, count = keys.len(), "sending key list");
+                    link.send(&Message::KeyList(keys)).await?;
                 }
                 Message::SignRequest(req) => {
                     self.pairing.withdraw();
-                    let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
+                    let (me, who, id) = (self.clone(), link.agent.clone(), req.request_id);
                     let work = async move { me.sign(&who, &req).await };
-                    let answer = move |result| {
+                    link.dispatch(work, move |result| {
                         Message::SignResponse(SignResponse {
                             request_id: id,
                             result,
                         })
-                    };
-                    dispatch(
-                        &in_flight,
-                        &self.in_flight.total,
-                        &writer,
-                        &agent.id,
-                        work,
-                        answer,
-                    )
+                    })
                     .await?;
                 }
                 Message::CertRequest(req) => {
                     if !req.automatic {
                         self.pairing.withdraw();
                     }
-                    let (me, who, id) = (self.clone(), agent.clone(), req.request_id);
+                    let (me, who, id) = (self.clone(), link.agent.clone(), req.request_id);
                     let work = async move { me.certify(&who, &req).await };
-                    let answer = move |result| {
+                    link.dispatch(work, move |result| {
                         Message::CertResponse(CertResponse {
                             request_id: id,
                             result,
                         })
-                    };
-                    dispatch(
-                        &in_flight,
-                        &self.in_flight.total,
-                        &writer,
-                        &agent.id,
-                        work,
-                        answer,
-                    )
+                    })
                     .await?;
                 }
-                Message::Ping(n) => writer.lock().await.send(&Message::Pong(n)).await?,
+                Message::Ping(n) => link.send(&Message::Pong(n)).await?,
                 Message::Pong(_) => {}
                 other => {
                     return Err(vmux_link::LinkError::Unexpected {
@@ -472,47 +459,61 @@ impl InFlight {
     }
 }
 
-/// Admits one sign or certificate request and answers it on its own task.
-///
-/// At most [`vmux_proto::MAX_IN_FLIGHT`] requests of one agent identity
-/// (across all its links), and [`MAX_IN_FLIGHT_TOTAL`] of all agents, are
-/// worked on at once; one over that is refused at once with
-/// `policyDenied`. A request gives its slots back once it holds the writer
-/// and *before* its answer is written, so an agent that counts a slot free
-/// when the answer arrives (as ours does) never finds it still taken.
-/// Waiting for the writer keeps the slots, so a peer that stops reading
-/// cannot pile up answers.
-async fn dispatch<T, F>(
-    in_flight: &Arc<Semaphore>,
-    total: &Arc<Semaphore>,
-    writer: &Arc<Mutex<ChannelWriter>>,
-    agent: &str,
-    work: F,
-    answer: impl FnOnce(Result<T, ErrorCode>) -> Message + Send + 'static,
-) -> Result<(), vmux_link::LinkError>
-where
-    F: std::future::Future<Output = Result<T, ErrorCode>> + Send + 'static,
-{
-    let slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = in_flight
-        .clone()
-        .try_acquire_owned()
-        .ok()
-        .and_then(|mine| Some((mine, total.clone().try_acquire_owned().ok()?)));
-    let Some(slots) = slots else {
-        warn!(agent, "too many requests in flight; refusing");
-        let refusal = answer(Err(ErrorCode::PolicyDenied));
-        return writer.lock().await.send(&refusal).await;
-    };
-    let writer = writer.clone();
-    tokio::spawn(async move {
-        let msg = answer(work.await);
-        let mut writer = writer.lock().await;
-        drop(slots);
-        if let Err(e) = writer.send(&msg).await {
-            debug!(error = %e, "could not deliver an answer");
-        }
-    });
-    Ok(())
+/// One open session's side of answering: the agent, its identity's
+/// request slots, the signer's total, and the link's writer.
+struct Link {
+    agent: Arc<Peer>,
+    mine: Arc<Semaphore>,
+    total: Arc<Semaphore>,
+    writer: Arc<Mutex<ChannelWriter>>,
+}
+
+impl Link {
+    /// Sends `msg` at once, in turn with the answers of other requests.
+    async fn send(&self, msg: &Message) -> Result<(), vmux_link::LinkError> {
+        self.writer.lock().await.send(msg).await
+    }
+
+    /// Admits one sign or certificate request and answers it on its own
+    /// task: `work`'s result, wrapped by `answer`.
+    ///
+    /// At most [`vmux_proto::MAX_IN_FLIGHT`] requests of one agent identity
+    /// (across all its links), and [`MAX_IN_FLIGHT_TOTAL`] of all agents,
+    /// are worked on at once; one over that is refused at once with
+    /// `policyDenied`. A request gives its slots back once it holds the
+    /// writer and *before* its answer is written, so an agent that counts a
+    /// slot free when the answer arrives (as ours does) never finds it
+    /// still taken. Waiting for the writer keeps the slots, so a peer that
+    /// stops reading cannot pile up answers.
+    async fn dispatch<T, F>(
+        &self,
+        work: F,
+        answer: impl FnOnce(Result<T, ErrorCode>) -> Message + Send + 'static,
+    ) -> Result<(), vmux_link::LinkError>
+    where
+        F: std::future::Future<Output = Result<T, ErrorCode>> + Send + 'static,
+    {
+        let slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = self
+            .mine
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|mine| Some((mine, self.total.clone().try_acquire_owned().ok()?)));
+        let Some(slots) = slots else {
+            warn!(agent = %self.agent.id, "too many requests in flight; refusing");
+            return self.send(&answer(Err(ErrorCode::PolicyDenied))).await;
+        };
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let msg = answer(work.await);
+            let mut writer = writer.lock().await;
+            drop(slots);
+            if let Err(e) = writer.send(&msg).await {
+                debug!(error = %e, "could not deliver an answer");
+            }
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
