@@ -311,6 +311,18 @@ mod tests {
     }
 
     #[test]
+    fn service_units_are_these_files() {
+        assert_eq!(
+            agent_service_unit(&spec()),
+            include_str!("testdata/vmux-agent.service")
+        );
+        assert_eq!(
+            signer_service_unit(&spec(), Some(Path::new("/etc/pw"))),
+            include_str!("testdata/vmux-signer.service")
+        );
+    }
+
+    #[test]
     fn setup_units_quote_their_arguments() {
         let svc = signer_service_unit_with(
             &spec(),
