@@ -60,23 +60,13 @@ pub fn agent_socket_unit(spec: &ServiceSpec) -> String {
 
 /// `vmux-agent.service`: started on the first connection to the socket.
 pub fn agent_service_unit(spec: &ServiceSpec) -> String {
-    format!(
-        "[Unit]\n\
-         Description=vmux SSH agent (keys live on a paired signer)\n\
-         Documentation=man:vmux(1)\n\
-         Requires=vmux-agent.socket\n\
-         After=vmux-agent.socket\n\
-         \n\
-         [Service]\n\
-         Type=simple\n\
-         ExecStart={}{} agent run\n\
-         Restart=on-failure\n\
-         \n\
-         [Install]\n\
-         Also=vmux-agent.socket\n\
-         WantedBy=default.target\n",
-        systemd_quote(&spec.exe.display().to_string()),
-        home_arg(spec)
+    simple_service_unit(
+        spec,
+        "vmux SSH agent (keys live on a paired signer)",
+        "Requires=vmux-agent.socket\n\
+         After=vmux-agent.socket\n",
+        "agent run",
+        "Also=vmux-agent.socket\n",
     )
 }
 
@@ -96,19 +86,39 @@ pub fn signer_service_unit_with(spec: &ServiceSpec, args: &[String]) -> String {
         .iter()
         .map(|a| format!(" {}", systemd_quote(a)))
         .collect();
+    simple_service_unit(
+        spec,
+        "vmux signer (holds SSH keys, signs after approval)",
+        "After=network-online.target\n\
+         Wants=network-online.target\n",
+        &format!("signer run{args}"),
+        "",
+    )
+}
+
+/// A user service that runs `vmux [--home DIR] COMMAND` and is restarted
+/// when it fails: `needs` are its `[Unit]` dependency lines, `install`
+/// the `[Install]` lines before `WantedBy=default.target`.
+fn simple_service_unit(
+    spec: &ServiceSpec,
+    description: &str,
+    needs: &str,
+    command: &str,
+    install: &str,
+) -> String {
     format!(
         "[Unit]\n\
-         Description=vmux signer (holds SSH keys, signs after approval)\n\
+         Description={description}\n\
          Documentation=man:vmux(1)\n\
-         After=network-online.target\n\
-         Wants=network-online.target\n\
+         {needs}\
          \n\
          [Service]\n\
          Type=simple\n\
-         ExecStart={}{} signer run{args}\n\
+         ExecStart={}{} {command}\n\
          Restart=on-failure\n\
          \n\
          [Install]\n\
+         {install}\
          WantedBy=default.target\n",
         systemd_quote(&spec.exe.display().to_string()),
         home_arg(spec)
