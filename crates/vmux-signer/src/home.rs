@@ -53,50 +53,42 @@ pub struct SignerHome {
     home: Home,
 }
 
+/// The path methods of [`SignerHome`], one per file in the state
+/// directory: `name => "file"`.
+macro_rules! state_files {
+    ($($(#[$doc:meta])* $name:ident => $file:literal,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self) -> PathBuf {
+                self.home.state_file($file)
+            }
+        )*
+    };
+}
+
 impl SignerHome {
     /// The signer files of `home`.
     pub fn new(home: Home) -> SignerHome {
         SignerHome { home }
     }
 
-    /// The Noise identity file.
-    pub fn identity_path(&self) -> PathBuf {
-        self.home.state_file("signer-identity")
-    }
-
-    /// The state file (name, paired agents).
-    pub fn state_path(&self) -> PathBuf {
-        self.home.state_file("signer-state.json")
-    }
-
-    /// The CA private key (OpenSSH format).
-    pub fn ca_path(&self) -> PathBuf {
-        self.home.state_file("ca.key")
-    }
-
-    /// The directory of software identities.
-    pub fn keys_dir(&self) -> PathBuf {
-        self.home.state_file("keys")
-    }
-
-    /// The control socket of a running signer.
-    pub fn control_path(&self) -> PathBuf {
-        self.home.state_file("signer.sock")
-    }
-
-    /// The audit log.
-    pub fn audit_path(&self) -> PathBuf {
-        self.home.state_file("audit.jsonl")
-    }
-
-    /// The enrolled phones.
-    pub fn phones_path(&self) -> PathBuf {
-        self.home.state_file("phones.json")
-    }
-
-    /// Registered PKCS#11 tokens.
-    pub fn tokens_path(&self) -> PathBuf {
-        self.home.state_file("tokens.json")
+    state_files! {
+        /// The Noise identity file.
+        identity_path => "signer-identity",
+        /// The state file (name, paired agents).
+        state_path => "signer-state.json",
+        /// The CA private key (OpenSSH format).
+        ca_path => "ca.key",
+        /// The directory of software identities.
+        keys_dir => "keys",
+        /// The control socket of a running signer.
+        control_path => "signer.sock",
+        /// The audit log.
+        audit_path => "audit.jsonl",
+        /// The enrolled phones.
+        phones_path => "phones.json",
+        /// Registered PKCS#11 tokens.
+        tokens_path => "tokens.json",
     }
 
     /// The registered tokens.
