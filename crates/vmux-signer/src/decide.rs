@@ -274,17 +274,16 @@ impl<A: Approver + 'static> Server<A> {
         let remaining = Duration::from_millis(req.expires_at_ms.saturating_sub(now));
         let mut ask = crate::approver::phone::ask_of(&Decision::Sign(d.clone()));
         ask.title = format!("Sign with this phone's passkey ({})", ask.title);
-        ask.headline.marks.push(vmux_phone::Mark::new(
-            vmux_phone::MarkLevel::Info,
+        let ask = crate::approver::phone::passkey_card(
+            ask,
+            &phone.name,
+            req.data.clone(),
             "approving signs with this phone's passkey",
-        ));
-        ask.facts.push((
-            "Signs with".into(),
-            "this phone's passkey: approving makes the signature".into(),
-        ));
-        ask.window = None;
-        ask.challenge = vmux_phone::ChallengeKind::Data(req.data.clone());
-        ask.only_phone = Some(phone.name.clone());
+            (
+                "Signs with",
+                "this phone's passkey: approving makes the signature",
+            ),
+        );
         info!(key = %d.key_fingerprint, phone = %phone.name, "asking the phone to sign with its passkey");
         let mut locked = self.locked.subscribe();
         let answer = tokio::select! {
@@ -445,17 +444,16 @@ impl<A: Approver + 'static> Server<A> {
                 crate::approver::phone::duration_text(cert.validity_seconds),
                 crate::approver::sanitize(&cert.principals.join(", "))
             );
-            ask.headline.marks.push(vmux_phone::Mark::new(
-                vmux_phone::MarkLevel::Info,
+            let ask = crate::approver::phone::passkey_card(
+                ask,
+                name,
+                draft.tbs.clone(),
                 "approving makes the certificate with this phone's passkey (the CA)",
-            ));
-            ask.facts.push((
-                "Signed by".into(),
-                "this phone's passkey, the CA: approving makes the certificate".into(),
-            ));
-            ask.window = None;
-            ask.challenge = vmux_phone::ChallengeKind::Data(draft.tbs.clone());
-            ask.only_phone = Some(name.clone());
+                (
+                    "Signed by",
+                    "this phone's passkey, the CA: approving makes the certificate",
+                ),
+            );
             let desk = phones.desk().clone();
             let timeout = p.approval_timeout;
             let i = drafts.len();

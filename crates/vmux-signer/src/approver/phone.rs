@@ -154,6 +154,25 @@ pub fn headline_of(d: &Decision) -> Headline {
     }
 }
 
+/// `ask` made the card of `phone` alone whose passkey assertion over
+/// `data` is itself the signature, so no approval window is offered:
+/// `mark` on its headline and the fact `(label, text)` say what approving
+/// makes.
+pub fn passkey_card(
+    mut ask: Ask,
+    phone: &str,
+    data: Vec<u8>,
+    mark: &str,
+    (label, text): (&str, &str),
+) -> Ask {
+    ask.headline.marks.push(Mark::new(MarkLevel::Info, mark));
+    ask.facts.push((label.to_owned(), text.to_owned()));
+    ask.window = None;
+    ask.challenge = vmux_phone::ChallengeKind::Data(data);
+    ask.only_phone = Some(phone.to_owned());
+    ask
+}
+
 /// The card for a decision: the same facts every approver gets, as text.
 pub fn ask_of(d: &Decision) -> Ask {
     let src = d.source();
