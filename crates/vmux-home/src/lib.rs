@@ -21,11 +21,15 @@
 //! - [`time`]: Unix time now, UTC rendering, `--since` parsing; [`sync`]:
 //!   locks that survive a panicked holder. One of each for every crate.
 //!
+//! - `testing` (feature `testing`): a temporary path for tests.
+//!
 //! This crate does no networking and knows nothing of keys or protocols.
 #![deny(missing_docs)]
 
 mod socket;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 mod writer;
 
@@ -273,8 +277,7 @@ mod tests {
 
     #[test]
     fn write_private_is_0600_and_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/state.json");
+        let (_dir, p) = testing::temp_path("sub/state.json");
         write_private(&p, b"one").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(mode_of(&p).unwrap(), 0o600);
@@ -307,13 +310,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("agent.toml");
+        let (_dir, p) = testing::temp_path("agent.toml");
         fs::write(&p, "name = \"a\"\nnmae = \"b\"\n").unwrap();
         let e = load_toml::<Cfg>(&p).unwrap_err().to_string();
         assert!(e.contains("agent.toml"), "{e}");
         assert!(e.contains("line 2"), "{e}");
         assert!(e.contains("nmae"), "{e}");
-        assert!(load_toml::<Cfg>(&dir.path().join("missing.toml")).is_ok());
+        assert!(load_toml::<Cfg>(&p.with_file_name("missing.toml")).is_ok());
     }
 }

@@ -70,8 +70,7 @@ mod tests {
 
     #[test]
     fn one_holder_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
+        let (_dir, path) = crate::testing::temp_path("state.json");
         let first = WriterLock::acquire(&path, Duration::ZERO).unwrap();
         assert!(matches!(
             WriterLock::acquire(&path, Duration::from_millis(30)),

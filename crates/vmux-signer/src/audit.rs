@@ -668,8 +668,7 @@ mod tests {
     /// A new log in a new directory (kept while it lives), keyed to a new
     /// identity.
     fn new_log() -> (tempfile::TempDir, PathBuf, Identity, AuditLog) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
+        let (dir, path) = vmux_home::testing::temp_path("audit.jsonl");
         let id = Identity::generate();
         let log = AuditLog::open(&path, key(&id)).unwrap();
         (dir, path, id, log)
@@ -888,8 +887,7 @@ mod tests {
 
     #[test]
     fn an_unkeyed_log_is_moved_aside_and_a_new_chain_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = vmux_home::testing::temp_path("audit.jsonl");
         let old = r#"{"time":1,"kind":"sign","agent_id":"a","agent_name":"b","outcome":"approved","prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
         std::fs::write(&path, format!("{old}\n")).unwrap();
         let id = Identity::generate();

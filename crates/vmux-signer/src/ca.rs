@@ -432,8 +432,7 @@ mod tests {
 
     #[test]
     fn issues_within_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.key");
+        let (_dir, path) = vmux_home::testing::temp_path("ca.key");
         let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).unwrap();
         let pem = key
             .encrypt(&mut rand_core::OsRng, "pw")

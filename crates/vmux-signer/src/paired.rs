@@ -215,8 +215,7 @@ mod tests {
 
     #[test]
     fn one_writer_at_a_time_and_every_change_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("signer-state.json");
+        let (_dir, path) = vmux_home::testing::temp_path("signer-state.json");
         let running = PairedAgents::open(path.clone(), Duration::ZERO).unwrap();
         running.add("aaaa1111", "laptop", &[1; 32]).unwrap();
         running.add("bbbb2222", "desk", &[2; 32]).unwrap();
