@@ -339,6 +339,17 @@ fn draft(
     })
 }
 
+/// A new random P-256 key: the only kind a session certificate is for,
+/// and the throwaway CA a phone's draft is laid out with.
+fn random_p256() -> Result<PrivateKey, ssh_key::Error> {
+    PrivateKey::random(
+        &mut rand_core::OsRng,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+    )
+}
+
 fn internal(e: ssh_key::Error) -> ErrorCode {
     tracing::warn!(error = %e, "certificate issue failed");
     ErrorCode::Internal
@@ -374,13 +385,7 @@ impl PhoneDraft {
         ca_key: &PublicKey,
     ) -> Result<PhoneDraft, ErrorCode> {
         let d = draft(subject_blob, key_id, validity, policy, now)?;
-        let throwaway = PrivateKey::random(
-            &mut rand_core::OsRng,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-        )
-        .map_err(internal)?;
+        let throwaway = random_p256().map_err(internal)?;
         let laid_out = d
             .builder
             .sign(&throwaway)
@@ -441,13 +446,7 @@ mod tests {
             .unwrap();
         std::fs::write(&path, pem.as_bytes()).unwrap();
         let ca = Ca::load(&path, None).unwrap();
-        let p256 = PrivateKey::random(
-            &mut rand_core::OsRng,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-        )
-        .unwrap();
+        let p256 = random_p256().unwrap();
         let blob0 = p256.public_key().to_bytes().unwrap();
         assert_eq!(
             ca.issue(&blob0, "x", 60, &CertPolicy::default(), 0),
@@ -456,13 +455,7 @@ mod tests {
         );
         assert!(ca.unlock("wrong").is_err());
         ca.unlock("pw").unwrap();
-        let eph = PrivateKey::random(
-            &mut rand_core::OsRng,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-        )
-        .unwrap();
+        let eph = random_p256().unwrap();
         let policy = CertPolicy {
             principals: vec!["alice".into()],
             ..CertPolicy::default()
@@ -545,13 +538,7 @@ mod tests {
         let cred =
             verify_registration(&rp, b"enrol", &phone.create(b"enrol").response(), UV).unwrap();
         let ca = openssh::public_key(&cred, RP);
-        let eph = PrivateKey::random(
-            &mut rand_core::OsRng,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-        )
-        .unwrap();
+        let eph = random_p256().unwrap();
         let blob = eph.public_key().to_bytes().unwrap();
         let policy = CertPolicy {
             principals: vec!["alice".into()],
