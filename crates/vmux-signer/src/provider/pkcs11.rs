@@ -240,14 +240,7 @@ impl Pkcs11Keys {
                     _ => {}
                 }
             }
-            let Some(public) = s
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::PUBLIC_KEY),
-                    Attribute::Id(id.clone()),
-                ])?
-                .into_iter()
-                .next()
-            else {
+            let Some(public) = find_key(s, ObjectClass::PUBLIC_KEY, &id)? else {
                 continue;
             };
             let (data, kind) = match kind {
@@ -473,14 +466,8 @@ impl KeyProvider for Pkcs11Keys {
         };
         let raw = self
             .with_session(|s, _| {
-                let handle = s
-                    .find_objects(&[
-                        Attribute::Class(ObjectClass::PRIVATE_KEY),
-                        Attribute::Id(id.clone()),
-                    ])?
-                    .into_iter()
-                    .next()
-                    .ok_or(P11Error::Pkcs11(
+                let handle =
+                    find_key(s, ObjectClass::PRIVATE_KEY, &id)?.ok_or(P11Error::Pkcs11(
                         RvError::KeyHandleInvalid,
                         cryptoki::context::Function::FindObjects,
                     ))?;
@@ -502,6 +489,13 @@ impl KeyProvider for Pkcs11Keys {
     fn unavailable(&self) -> Option<String> {
         Pkcs11Keys::unavailable(self)
     }
+}
+
+/// The first object of `class` (a public or private key) whose
+/// `CKA_ID` is `id`, if any.
+fn find_key(s: &Session, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>, P11Error> {
+    let found = s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?;
+    Ok(found.into_iter().next())
 }
 
 /// An EC public-key object's curve parameters and its (DER-wrapped) point.
