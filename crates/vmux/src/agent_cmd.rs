@@ -208,19 +208,16 @@ fn tray(
 /// `vmux agent signers`.
 fn signers(home: &Home) -> Result<ExitCode, Failure> {
     let state = vmux_agent::AgentState::load(&vmux_agent::state_path(home))?;
-    if state.signers.is_empty() {
-        println!("No pinned signers.");
-    }
-    for p in &state.signers {
-        println!(
+    crate::print_list(&state.signers, "No pinned signers.", |p| {
+        format!(
             "{}  {}  at {}  paired {}  {} keys",
             p.id,
             vmux_proto::sanitize(&p.name),
             p.address,
             vmux_home::time::utc(p.paired_at),
             p.keys.len()
-        );
-    }
+        )
+    });
     Ok(ExitCode::SUCCESS)
 }
 

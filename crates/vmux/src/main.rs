@@ -157,6 +157,17 @@ pub fn current_exe() -> Result<std::path::PathBuf, Failure> {
     std::env::current_exe().map_err(|e| Failure(format!("cannot find the vmux binary: {e}")))
 }
 
+/// Prints a line per item of a list command (`row` makes it), or `none`
+/// when the list is empty.
+pub fn print_list<T>(items: &[T], none: &str, row: impl Fn(&T) -> String) {
+    if items.is_empty() {
+        println!("{none}");
+    }
+    for item in items {
+        println!("{}", row(item));
+    }
+}
+
 /// A multi-threaded runtime for the daemons.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()

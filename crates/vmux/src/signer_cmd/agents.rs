@@ -16,18 +16,15 @@ pub(super) fn run(signer: &SignerHome, command: AgentsCommand) -> Result<ExitCod
     match command {
         AgentsCommand::Agents => {
             let state = signer.state()?;
-            if state.agents.is_empty() {
-                println!("No paired agents.");
-            }
-            for a in &state.agents {
-                println!(
+            crate::print_list(&state.agents, "No paired agents.", |a| {
+                format!(
                     "{}  {}  paired {}  last seen {}",
                     a.id,
                     vmux_proto::sanitize(&a.name),
                     vmux_home::time::utc(a.paired_at),
                     vmux_home::time::utc(a.last_seen)
-                );
-            }
+                )
+            });
             Ok(ExitCode::SUCCESS)
         }
         AgentsCommand::Unpair { id } => {

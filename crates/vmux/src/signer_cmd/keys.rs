@@ -113,17 +113,14 @@ pub(super) fn run(signer: &SignerHome, command: KeysCommand) -> Result<ExitCode,
         }
         KeysCommand::Token(TokenCommand::List) => {
             let tokens = signer.tokens()?;
-            if tokens.is_empty() {
-                println!("No tokens registered.");
-            }
-            for t in tokens {
-                println!(
+            crate::print_list(&tokens, "No tokens registered.", |t| {
+                format!(
                     "{}  {}  slot {}",
                     t.name,
                     t.module.display(),
                     t.slot.unwrap_or(0)
-                );
-            }
+                )
+            });
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Import {

@@ -85,26 +85,23 @@ pub(super) fn run(signer: &SignerHome, command: PhonesCommand) -> Result<ExitCod
                 }
                 Err(e) => return Err(e.into()),
             };
-            if phones.is_empty() {
-                println!("No phones enrolled; add one with `vmux signer phone add --name NAME`.");
-            }
-            for p in &phones {
+            let none = "No phones enrolled; add one with `vmux signer phone add --name NAME`.";
+            crate::print_list(&phones, none, |p| {
                 let seen = p.last_seen.map_or("never".to_owned(), vmux_home::time::utc);
                 let page = match (running, p.online) {
                     (false, _) => "signer not running",
                     (true, true) => "page open",
                     (true, false) => "no page open",
                 };
-                let wake = wake_line(p);
-                println!(
+                format!(
                     "{}  added {}  last seen {}  {}{}",
                     vmux_proto::sanitize(&p.name),
                     vmux_home::time::utc(p.added_at),
                     seen,
                     page,
-                    wake
-                );
-            }
+                    wake_line(p)
+                )
+            });
             Ok(ExitCode::SUCCESS)
         }
     }
