@@ -10,7 +10,8 @@
 //! second engine; [`engine`] lets one test drive either.
 //!
 //! For the processes around them: a command run within a bound and a
-//! daemon whose output lines a test waits on ([`process`]); vmux's own
+//! daemon whose output lines a test waits on ([`process`]); a
+//! pseudo-terminal to type into ([`pty`]); vmux's own
 //! daemons' readiness lines and pairing codes ([`vmux`]); and a client of
 //! the SSH agent protocol ([`agent`]).
 //!
@@ -26,6 +27,7 @@ pub mod firefox;
 mod launch;
 pub mod pki;
 pub mod process;
+pub mod pty;
 pub mod push_service;
 pub mod standin;
 pub mod vmux;

@@ -184,28 +184,15 @@ impl Approver for TtyApprover {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
 
     /// A pseudo-terminal: the master (the person's keyboard and screen),
     /// the slave's path (what the approver opens), and the slave kept open.
     fn pty() -> (File, PathBuf, File) {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: both out-pointers point at live `c_int`s; the name,
-        // termios and winsize pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: openpty succeeded, so both are open descriptors that
-        // nothing else owns.
-        let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+        let vmux_testkit::pty::Pty {
+            master,
+            slave,
+            path,
+        } = vmux_testkit::pty::open();
         (master, path, slave)
     }
 

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,31 +20,7 @@ pub struct OnTerminal {
 impl OnTerminal {
     /// Starts `cmd` with stdin, stdout and stderr on a new pty.
     pub fn spawn(mut cmd: Command) -> OnTerminal {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: both out-pointers point at live `c_int`s; the name,
-        // termios and winsize pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // openpty's descriptors are inherited across exec: every program
-        // this test starts later (a browser, and through the program on
-        // the pty its daemons) would hold the terminal open, and its end
-        // would never be seen. Only the copies made for stdio are passed.
-        for fd in [master, slave] {
-            // SAFETY: fcntl on a descriptor openpty just returned.
-            let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            assert_eq!(rc, 0, "FD_CLOEXEC: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: openpty succeeded, so both are open descriptors that
-        // nothing else owns.
-        let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
+        let vmux_testkit::pty::Pty { master, slave, .. } = vmux_testkit::pty::open();
         cmd.stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(slave);
