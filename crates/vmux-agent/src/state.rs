@@ -310,9 +310,7 @@ pub fn state_path(home: &vmux_home::Home) -> PathBuf {
 /// long as the `TempDir` does (for tests).
 #[cfg(test)]
 pub(crate) fn temp_state_path() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent-state.json");
-    (dir, path)
+    vmux_home::testing::temp_path("agent-state.json")
 }
 
 mod b64 {
