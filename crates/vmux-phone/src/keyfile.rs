@@ -12,14 +12,9 @@ use ssh_key::{LineEnding, PrivateKey};
 use vmux_home::sync::lock;
 use zeroize::Zeroizing;
 
-/// A new random P-256 key.
+/// A new random P-256 key, from the operating system's generator.
 pub(crate) fn random_key() -> SecretKey {
-    loop {
-        let bytes = Zeroizing::new(rand::random::<[u8; 32]>());
-        if let Ok(k) = SecretKey::from_slice(&*bytes) {
-            return k;
-        }
-    }
+    SecretKey::random(&mut rand_core::OsRng)
 }
 
 /// `key` as an OpenSSH private key file with `comment`, encrypted with
